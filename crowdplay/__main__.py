@@ -1,0 +1,3 @@
+from crowdplay.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,50 @@
+"""The ``crowdplay`` command: ``crowdplay serve`` runs the whole system on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from crowdplay.config import Settings
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve
+
+    from crowdplay.web.ingress import build_app
+
+    settings = Settings.from_env()
+    ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(settings), name="crowdplay", route_prefix="/")
+        print(f"CrowdPlay is running at http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+        stop.wait()
+        print("Stopping Serve and Ray...", flush=True)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crowdplay", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser("serve", help="start Ray, Serve and the app on this machine")
+    serve_parser.add_argument("--host", default="127.0.0.1")
+    serve_parser.add_argument("--port", type=int, default=8000)
+    serve_parser.add_argument("--address", default=None, help="join a running Ray cluster (e.g. 'auto') instead of starting one")
+    serve_parser.add_argument("--verbose", action="store_true", help="show the actors' logs")
+    serve_parser.set_defaults(run=serve_command)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""A Python participant that speaks the websocket protocol the way the browser does.
+
+Tests and the load benchmark use it; researchers can use it to smoke-test a study::
+
+    async with await Participant.join("http://127.0.0.1:8000", "SpaceInvaders") as p:
+        header, screen = await p.next_frame()
+        await p.press({"Space"})
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import websockets
+
+from crowdplay import codec, protocol
+
+
+class ServerError(RuntimeError):
+    """The server refused a request; ``status`` and ``body`` say why."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        super().__init__(f"HTTP {status}: {body.get('reason', body)}")
+        self.status = status
+        self.body = body
+
+
+def http_json(url: str, payload: dict | None = None, timeout: float = 30.0) -> dict:
+    """GET (or POST ``payload``) and decode the JSON answer; 4xx/5xx raise ServerError."""
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise ServerError(error.code, json.loads(error.read() or b"{}")) from None
+
+
+@dataclass
+class FrameTiming:
+    frame_id: int
+    received_at: float
+    size: int
+
+
+@dataclass
+class Participant:
+    base_url: str
+    session: dict
+    websocket: websockets.ClientConnection
+    hello: dict
+    decoder: codec.FrameDecoder
+    palette: np.ndarray | None
+    frames: asyncio.Queue = field(default_factory=asyncio.Queue)
+    events: list[dict] = field(default_factory=list)
+    timings: list[FrameTiming] = field(default_factory=list)
+    key_latencies_s: list[float] = field(default_factory=list)
+    last_frame_id: int = 0
+    bytes_received: int = 0
+    _seq: int = 0
+    _pending_inputs: dict[int, float] = field(default_factory=dict)
+    _reader: asyncio.Task | None = None
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    async def join(cls, base_url: str, env_id: str, **connect_options: object) -> "Participant":
+        """Create a session for ``env_id`` and connect to it; returns after ``hello``."""
+        base_url = base_url.rstrip("/")
+        session = await asyncio.to_thread(http_json, f"{base_url}/api/sessions", {"env_id": env_id})
+        return await cls.connect(base_url, session, **connect_options)
+
+    @classmethod
+    async def connect(cls, base_url: str, session: dict, **connect_options: object) -> "Participant":
+        ws_url = base_url.replace("http", "ws", 1) + session["ws"]
+        websocket = await websockets.connect(ws_url, max_size=2**24, **connect_options)
+        hello = json.loads(await websocket.recv())
+        if hello.get("type") != "hello":
+            await websocket.close()
+            raise ServerError(400, hello)
+        shape = (hello["height"], hello["width"]) if hello["channels"] == 1 else (hello["height"], hello["width"], hello["channels"])
+        participant = cls(base_url, session, websocket, hello, codec.FrameDecoder(shape), protocol.decode_palette(hello["palette"]))
+        participant._reader = asyncio.get_running_loop().create_task(participant._read())
+        return participant
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.websocket:
+                now = time.perf_counter()
+                if isinstance(message, str):
+                    self.events.append(json.loads(message))
+                    continue
+                self.bytes_received += len(message)
+                header, screen = self.decoder.decode(message)
+                self.last_frame_id = header.frame_id
+                self.timings.append(FrameTiming(header.frame_id, now, len(message)))
+                self._note_applied_inputs(header.input_seq, now)
+                self.frames.put_nowait((header, screen.copy()))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+
+    def _note_applied_inputs(self, applied_seq: int, now: float) -> None:
+        for seq in [s for s in self._pending_inputs if (applied_seq - s) % protocol.INPUT_SEQ_MODULO < 2**15]:
+            self.key_latencies_s.append(now - self._pending_inputs.pop(seq))
+
+    def rgb(self, screen: np.ndarray) -> np.ndarray:
+        """A decoded screen as RGB (palette applied when the environment sends indices)."""
+        return self.palette[screen] if self.palette is not None else screen
+
+    async def next_frame(self, timeout: float = 10.0) -> tuple[codec.FrameHeader, np.ndarray]:
+        return await asyncio.wait_for(self.frames.get(), timeout)
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % protocol.INPUT_SEQ_MODULO
+        self._pending_inputs[self._seq] = time.perf_counter()
+        return self._seq
+
+    async def press(self, keys: Iterable[str]) -> int:
+        """Send the full set of held keys (empty = release all); returns the input's seq."""
+        seq = self._next_seq()
+        await self.websocket.send(json.dumps({"type": "keys", "keys": sorted(keys), "frame": self.last_frame_id, "seq": seq}))
+        return seq
+
+    async def act(self, action: int) -> int:
+        seq = self._next_seq()
+        await self.websocket.send(json.dumps({"type": "action", "action": action, "frame": self.last_frame_id, "seq": seq}))
+        return seq
+
+    async def send_raw(self, message: str | bytes) -> None:
+        await self.websocket.send(message)
+
+    async def wait_closed(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self.closed.wait(), timeout)
+
+    async def close(self) -> None:
+        await self.websocket.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def __aenter__(self) -> "Participant":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

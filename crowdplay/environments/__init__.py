@@ -1,0 +1,20 @@
+"""Environment specs, the registry, keymaps and the built-in Atari games."""
+
+from crowdplay.environments.adapter import EnvAdapter, InvalidAction, StepResult
+from crowdplay.environments.keymap import Keymap, atari_keymap
+from crowdplay.environments.registry import UnknownEnvironment, get_env, list_envs, register_env
+from crowdplay.environments.spec import EnvSpec
+from crowdplay.environments import atari  # noqa: F401  (registers the built-in games)
+
+__all__ = [
+    "EnvAdapter",
+    "EnvSpec",
+    "InvalidAction",
+    "Keymap",
+    "StepResult",
+    "UnknownEnvironment",
+    "atari_keymap",
+    "get_env",
+    "list_envs",
+    "register_env",
+]

@@ -1,0 +1,121 @@
+"""Messages on the participant's websocket, shared by the ingress and ``crowdplay.client``.
+
+Server -> client: binary frame messages (see ``crowdplay.codec``) and JSON text messages
+(``hello``, ``episode_end``, ``error``, ``end``, ``pong``). Client -> server: JSON text messages
+(``keys``, ``action``, ``ping``). Full description in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+# Close codes: the standard ones, and 4xxx for application reasons.
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_PAYLOAD = 1007
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SESSION_ENDED = 4000
+CLOSE_UNAUTHORIZED = 4003
+CLOSE_UNKNOWN_SESSION = 4004
+
+MAX_HELD_KEYS = 16
+MAX_KEY_NAME = 32
+MAX_FRAME_ID = 2**32 - 1
+INPUT_SEQ_MODULO = 2**16
+
+
+class ProtocolError(Exception):
+    """A client message the server refuses; ``close_code`` says how the websocket is closed."""
+
+    def __init__(self, reason: str, close_code: int = CLOSE_POLICY_VIOLATION) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.close_code = close_code
+
+
+@dataclass(frozen=True)
+class KeysMessage:
+    """The full set of held keys (KeyboardEvent.code names), sent on every change."""
+
+    keys: frozenset[str]
+    frame: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class ActionMessage:
+    """A direct action index, for programmatic clients."""
+
+    action: int
+    frame: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class PingMessage:
+    t: float
+
+
+ClientMessage = KeysMessage | ActionMessage | PingMessage
+
+
+def _int_field(data: dict, name: str, upper: int) -> int:
+    value = data.get(name, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= upper:
+        raise ProtocolError(f"{name!r} must be an integer in 0..{upper}")
+    return value
+
+
+def parse_client_message(message: str | bytes, max_bytes: int) -> ClientMessage:
+    """Validate one client message; raise ProtocolError with a reason the client can act on."""
+    if isinstance(message, bytes):
+        raise ProtocolError("binary messages are not accepted from clients; send JSON text", CLOSE_UNSUPPORTED_DATA)
+    if len(message) > max_bytes:
+        raise ProtocolError(f"message of {len(message)} bytes exceeds the limit of {max_bytes}", CLOSE_TOO_BIG)
+    try:
+        data = json.loads(message)
+    except (ValueError, RecursionError):
+        raise ProtocolError("message is not valid JSON", CLOSE_INVALID_PAYLOAD) from None
+    if not isinstance(data, dict):
+        raise ProtocolError("message must be a JSON object", CLOSE_INVALID_PAYLOAD)
+    kind = data.get("type")
+    if kind == "keys":
+        keys = data.get("keys")
+        if (
+            not isinstance(keys, list)
+            or len(keys) > MAX_HELD_KEYS
+            or not all(isinstance(k, str) and 0 < len(k) <= MAX_KEY_NAME for k in keys)
+        ):
+            raise ProtocolError(f"'keys' must be a list of at most {MAX_HELD_KEYS} key names")
+        return KeysMessage(frozenset(keys), _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
+    if kind == "action":
+        action = data.get("action")
+        if not isinstance(action, int) or isinstance(action, bool):
+            raise ProtocolError("'action' must be an integer")
+        return ActionMessage(action, _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
+    if kind == "ping":
+        t = data.get("t", 0)
+        if not isinstance(t, (int, float)) or isinstance(t, bool):
+            raise ProtocolError("'t' must be a number")
+        return PingMessage(float(t))
+    raise ProtocolError(f"unknown message type {kind!r}; expected 'keys', 'action' or 'ping'")
+
+
+def encode_palette(palette: np.ndarray | None) -> str | None:
+    """A 256x3 palette as base64 of its 768 bytes (sent once, in ``hello``)."""
+    return None if palette is None else base64.b64encode(np.ascontiguousarray(palette, dtype=np.uint8).tobytes()).decode()
+
+
+def decode_palette(text: str | None) -> np.ndarray | None:
+    return None if text is None else np.frombuffer(base64.b64decode(text), dtype=np.uint8).reshape(-1, 3)
+
+
+def text(kind: str, **fields: object) -> str:
+    """A server JSON message."""
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"))

@@ -1,0 +1,302 @@
+"""LiveEnv: one environment instance running in real time, with subscribers watching it.
+
+This is the heart of an EnvActor, kept free of Ray so it reads (and tests) on its own:
+
+* a deadline-based clock ticks at the environment's fps; deadlines sit on a fixed grid
+  ``t0 + n / fps`` so the rate does not drift, and ticks that cannot be met are skipped, not bunched;
+* every tick applies the latest action of each agent (the no-op until the first key);
+* every tick's screen is offered to each subscriber; a subscriber still busy with an older frame
+  simply gets the newest one next (delta-encoded against what it last received), so slow clients
+  drop frames instead of queueing them;
+* an episode that ends is reported to the subscribers and the next one starts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crowdplay import codec, protocol
+from crowdplay.config import Settings
+from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction
+
+INPUT_LOG_LENGTH = 10_000
+EPISODES_KEPT = 4
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one tick produced: the screen after the step and the running returns."""
+
+    frame_id: int
+    env_step: int
+    episode: int
+    screen: np.ndarray
+    returns: dict[str, float]
+    new_episode: bool
+
+
+@dataclass
+class PendingInput:
+    action: int
+    keys: tuple[str, ...]
+    client_frame: int
+    seq: int
+    received_at: float
+    received_frame: int
+
+
+@dataclass
+class EpisodeRecord:
+    """The seed and the actions applied, enough to replay an episode exactly (ALE is deterministic)."""
+
+    episode: int
+    seed: int
+    actions: dict[str, list[int]]
+    client_frames: dict[str, list[int]]
+
+
+@dataclass(eq=False)
+class Subscriber:
+    agent: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    events: deque[str] = field(default_factory=deque)
+    last_id: int | None = None
+    last_screen: np.ndarray | None = None
+    frames_sent: int = 0
+    frames_dropped: int = 0
+
+
+class SessionEnded(Exception):
+    """Raised to inputs arriving after the session stopped."""
+
+
+class LiveEnv:
+    """An environment stepping in real time for its subscribers."""
+
+    def __init__(self, spec: EnvSpec, seed: int, settings: Settings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.adapter = EnvAdapter(spec)
+        self.agents = self.adapter.agents
+        self.base_seed = seed
+        self.episode = 0
+        self.frame_id = 0
+        self.env_step = 0
+        self.ticks_late = 0
+        self.stopped: str | None = None
+        self._action = {agent: self.adapter.keymaps[agent].noop for agent in self.agents}
+        self._pending: dict[str, PendingInput] = {}
+        self._applied_seq = {agent: 0 for agent in self.agents}
+        self._client_frame = {agent: 0 for agent in self.agents}
+        self._returns = {agent: 0.0 for agent in self.agents}
+        self._subscribers: set[Subscriber] = set()
+        self._cache: dict[tuple[str, int], bytes] = {}
+        self.input_log: deque[dict] = deque(maxlen=INPUT_LOG_LENGTH)
+        self.episodes: deque[EpisodeRecord] = deque(maxlen=EPISODES_KEPT)
+        self._task: asyncio.Task | None = None
+        self._begin_episode()
+
+    # ----------------------------------------------------------------- description
+    def describe(self) -> dict:
+        """What a client needs before the first frame (sent as ``hello``)."""
+        screen = self.latest.screen
+        return {
+            "env": self.spec.public(),
+            "agents": list(self.agents),
+            "width": int(screen.shape[1]),
+            "height": int(screen.shape[0]),
+            "channels": 1 if screen.ndim == 2 else int(screen.shape[2]),
+            "palette": protocol.encode_palette(self.adapter.palette),
+            "fps": self.spec.fps,
+            "keymaps": {agent: self.adapter.keymaps[agent].to_json() for agent in self.agents},
+            "action_meanings": self.adapter.action_meanings,
+            "instructions": self.spec.instructions,
+        }
+
+    # ----------------------------------------------------------------- real-time loop
+    def start(self) -> None:
+        """Start ticking (idempotent); called when the first participant subscribes."""
+        if self._task is None and self.stopped is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = 1.0 / self.spec.fps
+        t0 = loop.time()
+        n = 0
+        while self.stopped is None:
+            self._tick()
+            n += 1
+            now = loop.time()
+            behind = now - (t0 + n * period)
+            if behind > period:
+                skipped = int(behind / period)
+                self.ticks_late += skipped
+                n += skipped
+            await asyncio.sleep(max(0.0, t0 + n * period - loop.time()))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        next_frame = self.frame_id + 1
+        for agent, pending in self._pending.items():
+            self._action[agent] = pending.action
+            self._applied_seq[agent] = pending.seq
+            self._client_frame[agent] = pending.client_frame
+            self.input_log.append(
+                {
+                    "agent": agent,
+                    "action": pending.action,
+                    "keys": list(pending.keys),
+                    "seq": pending.seq,
+                    "client_frame": pending.client_frame,
+                    "received_frame": pending.received_frame,
+                    "applied_frame": next_frame,
+                    "apply_delay_s": now - pending.received_at,
+                }
+            )
+        self._pending.clear()
+        record = self.episodes[-1]
+        for agent in self.agents:
+            record.actions[agent].append(self._action[agent])
+            record.client_frames[agent].append(self._client_frame[agent])
+        result = self.adapter.step(dict(self._action))
+        for agent, reward in result.rewards.items():
+            self._returns[agent] += reward
+        self.frame_id = next_frame
+        self.env_step += 1
+        self.latest = Tick(next_frame, self.env_step, self.episode, self.adapter.screen(), dict(self._returns), False)
+        self._cache.clear()
+        if result.terminated or result.truncated:
+            self._broadcast(
+                protocol.text(
+                    "episode_end",
+                    episode=self.episode,
+                    steps=self.env_step,
+                    returns=self._returns,
+                    truncated=result.truncated,
+                )
+            )
+            self.episode += 1
+            self._begin_episode()
+        self._wake_all()
+
+    def _begin_episode(self) -> None:
+        seed = self.base_seed + self.episode
+        self.adapter.reset(seed)
+        self.env_step = 0
+        self._returns = {agent: 0.0 for agent in self.agents}
+        self.episodes.append(
+            EpisodeRecord(self.episode, seed, {a: [] for a in self.agents}, {a: [] for a in self.agents})
+        )
+        self.latest = Tick(self.frame_id, 0, self.episode, self.adapter.screen(), dict(self._returns), True)
+        self._cache.clear()
+
+    # ----------------------------------------------------------------- input
+    def submit_keys(self, agent: str, keys: Iterable[str], client_frame: int, seq: int) -> int:
+        held = tuple(sorted(keys))
+        action = self.adapter.keymaps[self._check_agent(agent)].resolve(held)
+        return self._submit(agent, action, held, client_frame, seq)
+
+    def submit_action(self, agent: str, action: int, client_frame: int, seq: int) -> int:
+        self.adapter.check_action(self._check_agent(agent), action)
+        return self._submit(agent, action, (), client_frame, seq)
+
+    def _check_agent(self, agent: str) -> str:
+        if self.stopped is not None:
+            raise SessionEnded(self.stopped)
+        if agent not in self.agents:
+            raise InvalidAction(f"unknown agent {agent!r}")
+        return agent
+
+    def _submit(self, agent: str, action: int, keys: tuple[str, ...], client_frame: int, seq: int) -> int:
+        """Queue an input for the next tick; a later input before that tick replaces it."""
+        self._pending[agent] = PendingInput(action, keys, client_frame, seq, time.monotonic(), self.frame_id)
+        return action
+
+    # ----------------------------------------------------------------- output
+    async def stream(self, agent: str) -> AsyncIterator[bytes | str]:
+        """Frames (bytes) and events (JSON text) for one participant, newest frame first."""
+        self._check_agent(agent)
+        subscriber = Subscriber(agent)
+        self._subscribers.add(subscriber)
+        self.start()
+        try:
+            while True:
+                while subscriber.events:
+                    yield subscriber.events.popleft()
+                if self.stopped is not None:
+                    yield protocol.text("end", reason=self.stopped)
+                    return
+                tick = self.latest
+                if tick.frame_id != subscriber.last_id:
+                    yield self._frame_for(subscriber, tick)
+                    continue
+                await subscriber.wake.wait()
+                subscriber.wake.clear()
+        finally:
+            self._subscribers.discard(subscriber)
+
+    def _frame_for(self, subscriber: Subscriber, tick: Tick) -> bytes:
+        keyframe = subscriber.last_id is None or tick.frame_id % self.settings.keyframe_interval == 0
+        if keyframe:
+            payload = self._cached(("key", tick.frame_id), lambda: codec.keyframe_payload(tick.screen))
+        elif subscriber.last_id == tick.frame_id - 1:
+            payload = self._cached(("delta", tick.frame_id), lambda: codec.delta_payload(tick.screen, subscriber.last_screen))
+        else:
+            subscriber.frames_dropped += tick.frame_id - subscriber.last_id - 1
+            payload = codec.delta_payload(tick.screen, subscriber.last_screen)
+        subscriber.last_id = tick.frame_id
+        subscriber.last_screen = tick.screen
+        subscriber.frames_sent += 1
+        flags = (codec.FLAG_KEYFRAME if keyframe else 0) | (codec.FLAG_NEW_EPISODE if tick.new_episode else 0)
+        return codec.frame_message(
+            payload,
+            flags=flags,
+            frame_id=tick.frame_id,
+            env_step=tick.env_step,
+            score=tick.returns[subscriber.agent],
+            input_seq=self._applied_seq[subscriber.agent],
+        )
+
+    def _cached(self, key: tuple[str, int], make) -> bytes:
+        payload = self._cache.get(key)
+        if payload is None:
+            payload = self._cache[key] = make()
+        return payload
+
+    def _broadcast(self, message: str) -> None:
+        for subscriber in self._subscribers:
+            subscriber.events.append(message)
+
+    def _wake_all(self) -> None:
+        for subscriber in self._subscribers:
+            subscriber.wake.set()
+
+    # ----------------------------------------------------------------- lifecycle
+    def stop(self, reason: str) -> None:
+        """End the session: subscribers get an ``end`` message, the loop and the env stop."""
+        if self.stopped is not None:
+            return
+        self.stopped = reason
+        if self._task is not None:
+            self._task.cancel()
+        self._wake_all()
+        self.adapter.close()
+
+    def stats(self) -> dict:
+        return {
+            "frame_id": self.frame_id,
+            "episode": self.episode,
+            "ticks_late": self.ticks_late,
+            "running": self._task is not None and self.stopped is None,
+            "subscribers": [
+                {"agent": s.agent, "frames_sent": s.frames_sent, "frames_dropped": s.frames_dropped}
+                for s in self._subscribers
+            ],
+        }

@@ -1,0 +1,80 @@
+"""The participant-facing Starlette app: static page, JSON API, and the play websocket.
+
+Routes
+    GET  /                       the single-page frontend
+    GET  /static/...             its scripts and styles
+    GET  /api/environments       the game library
+    POST /api/sessions           {"env_id": ...} -> {"session_id", "token", "ws"}
+    WS   /ws/{session_id}?token= frames down, input up (docs/protocol.md)
+
+Every error is JSON: ``{"error": <kind>, "reason": <what to do about it>}``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from crowdplay.config import Settings
+from crowdplay.environments import UnknownEnvironment, get_env, list_envs
+from crowdplay.web.backend import SessionBackend
+from crowdplay.web.websocket import play
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 4096
+
+
+def error(status: int, kind: str, reason: str) -> JSONResponse:
+    return JSONResponse({"error": kind, "reason": reason}, status_code=status)
+
+
+def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
+    async def index(request: Request) -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    async def environments(request: Request) -> JSONResponse:
+        return JSONResponse({"environments": [spec.public() for spec in list_envs()]})
+
+    async def create_session(request: Request) -> JSONResponse:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            return error(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return error(400, "invalid_json", "the body must be JSON like {\"env_id\": \"SpaceInvaders\"}")
+        env_id = data.get("env_id") if isinstance(data, dict) else None
+        if not isinstance(env_id, str):
+            return error(400, "missing_env_id", "the body must contain a string 'env_id'")
+        try:
+            get_env(env_id)
+        except UnknownEnvironment as exc:
+            return error(404, "unknown_environment", f"{exc}; GET /api/environments lists the available ones")
+        session = await backend.create_session(env_id)
+        session["ws"] = f"/ws/{session['session_id']}?token={session['token']}"
+        return JSONResponse(session, status_code=201)
+
+    async def websocket(websocket: WebSocket) -> None:
+        await play(websocket, backend, settings)
+
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, "http_error", str(exc.detail))
+
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/environments", environments),
+            Route("/api/sessions", create_session, methods=["POST"]),
+            WebSocketRoute("/ws/{session_id}", websocket),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        exception_handlers={HTTPException: http_error},
+    )

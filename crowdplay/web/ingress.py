@@ -1,0 +1,31 @@
+"""The Serve ingress deployment: the Starlette app bound to the cluster's EnvsManager."""
+
+from __future__ import annotations
+
+from ray import serve
+from starlette.applications import Starlette
+
+from crowdplay.config import Settings
+from crowdplay.manager import get_or_create_manager
+from crowdplay.web.app import create_app
+from crowdplay.web.backend import RaySessions
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+@serve.ingress()
+class Ingress:
+    """One replica serves many participants; every replica shares the one EnvsManager."""
+
+    async def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        manager = get_or_create_manager(self.settings)
+        await manager.ready.remote()
+        self.backend = RaySessions(manager, self.settings)
+
+    def __serve_build_asgi_app__(self) -> Starlette:
+        return create_app(self.backend, self.settings)
+
+
+def build_app(settings: Settings | None = None):
+    """The Serve application (``serve run serve_app:app`` uses the default settings)."""
+    return Ingress.bind(settings)

@@ -1,0 +1,261 @@
+// CrowdPlay participant page: game library, then live play over one websocket.
+// Frame decoding follows docs/protocol.md and crowdplay/codec.py.
+
+const HEADER_BYTES = 16;
+const FLAG_KEYFRAME = 1;
+const FLAG_NEW_EPISODE = 2;
+const CAPTURED_KEYS = new Set(["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Space"]);
+
+const $ = (id) => document.getElementById(id);
+const state = (window.crowdplay = { framesReceived: 0, framesDisplayed: 0, displayedFrame: 0, sessionId: null, errors: [] });
+
+async function inflate(bytes) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+class FrameDecoder {
+  constructor(width, height, channels, palette) {
+    this.width = width;
+    this.height = height;
+    this.channels = channels;
+    this.rowBytes = width * channels;
+    this.screen = new Uint8Array(this.rowBytes * height);
+    this.haveKeyframe = false;
+    this.palette32 = null;
+    if (palette) {
+      this.palette32 = new Uint32Array(256);
+      for (let i = 0; i < 256; i++) {
+        this.palette32[i] = (0xff << 24) | (palette[3 * i + 2] << 16) | (palette[3 * i + 1] << 8) | palette[3 * i];
+      }
+    }
+  }
+
+  // Returns the header; updates this.screen in place.
+  async decode(buffer) {
+    const view = new DataView(buffer);
+    const header = {
+      flags: view.getUint8(1),
+      frameId: view.getUint32(2, true),
+      envStep: view.getUint32(6, true),
+      score: view.getFloat32(10, true),
+      inputSeq: view.getUint16(14, true),
+    };
+    const keyframe = (header.flags & FLAG_KEYFRAME) !== 0;
+    if (!keyframe && !this.haveKeyframe) throw new Error("delta frame before keyframe");
+    if (buffer.byteLength > HEADER_BYTES) {
+      const first = view.getUint16(HEADER_BYTES, true);
+      const rows = view.getUint16(HEADER_BYTES + 2, true);
+      const band = await inflate(new Uint8Array(buffer, HEADER_BYTES + 4));
+      if (band.length !== rows * this.rowBytes || first + rows > this.height) throw new Error("bad frame band");
+      const offset = first * this.rowBytes;
+      if (keyframe) {
+        this.screen.fill(0);
+        this.screen.set(band, offset);
+      } else {
+        for (let i = 0; i < band.length; i++) this.screen[offset + i] ^= band[i];
+      }
+    }
+    if (keyframe) this.haveKeyframe = true;
+    return header;
+  }
+
+  paint(imageData) {
+    const out = new Uint32Array(imageData.data.buffer);
+    const s = this.screen;
+    if (this.palette32) {
+      for (let i = 0; i < out.length; i++) out[i] = this.palette32[s[i]];
+    } else {
+      for (let i = 0, j = 0; i < out.length; i++, j += 3) out[i] = (0xff << 24) | (s[j + 2] << 16) | (s[j + 1] << 8) | s[j];
+    }
+  }
+}
+
+class Game {
+  constructor(session) {
+    this.session = session;
+    this.held = new Set();
+    this.seq = 0;
+    this.dirty = false;
+    this.header = null;
+    this.decoding = Promise.resolve();
+    this.fpsCount = 0;
+    this.ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${session.ws}`);
+    this.ws.binaryType = "arraybuffer";
+    this.ws.onmessage = (event) => this.onMessage(event.data);
+    this.ws.onclose = (event) => this.onClose(event);
+    this.onKey = this.onKey.bind(this);
+    this.onBlur = () => { this.held.clear(); this.sendKeys(); };
+    window.addEventListener("keydown", this.onKey);
+    window.addEventListener("keyup", this.onKey);
+    window.addEventListener("blur", this.onBlur);
+    this.fpsTimer = setInterval(() => { $("fps").textContent = this.fpsCount; this.fpsCount = 0; }, 1000);
+    this.raf = requestAnimationFrame(() => this.render());
+  }
+
+  onMessage(data) {
+    if (typeof data === "string") return this.onEvent(JSON.parse(data));
+    state.framesReceived++;
+    // Decoding is asynchronous (DecompressionStream) but deltas must apply in order: chain them.
+    this.decoding = this.decoding.then(async () => {
+      try {
+        this.header = await this.decoder.decode(data);
+        this.dirty = true;
+      } catch (error) {
+        state.errors.push(String(error));
+        setStatus(`Display error: ${error.message}`);
+      }
+    });
+  }
+
+  onEvent(message) {
+    if (message.type === "hello") {
+      this.hello = message;
+      const palette = message.palette ? Uint8Array.from(atob(message.palette), (c) => c.charCodeAt(0)) : null;
+      this.decoder = new FrameDecoder(message.width, message.height, message.channels, palette);
+      const canvas = $("screen");
+      canvas.width = message.width;
+      canvas.height = message.height;
+      this.context = canvas.getContext("2d");
+      this.image = this.context.createImageData(message.width, message.height);
+      applyScale();
+      $("instructions").textContent = message.instructions || "";
+      setStatus("Playing: use the keyboard.");
+      canvas.focus();
+    } else if (message.type === "episode_end") {
+      $("episode").textContent = message.episode + 2;
+      setStatus(`Episode ${message.episode + 1} over: ${Object.values(message.returns)[0]} points. Next one started.`);
+    } else if (message.type === "error") {
+      state.errors.push(message.reason);
+      setStatus(`Error: ${message.reason}`);
+    } else if (message.type === "end") {
+      setStatus(`Session ended: ${message.reason}`);
+    }
+  }
+
+  render() {
+    if (this.dirty && this.decoder) {
+      this.decoder.paint(this.image);
+      this.context.putImageData(this.image, 0, 0);
+      this.dirty = false;
+      this.fpsCount++;
+      state.framesDisplayed++;
+      state.displayedFrame = this.header.frameId;
+      $("score").textContent = this.header.score;
+    }
+    this.raf = requestAnimationFrame(() => this.render());
+  }
+
+  onKey(event) {
+    if (CAPTURED_KEYS.has(event.code)) event.preventDefault();
+    if (event.repeat) return;
+    const before = this.held.size;
+    const had = this.held.has(event.code);
+    if (event.type === "keydown") this.held.add(event.code);
+    else this.held.delete(event.code);
+    if (had !== this.held.has(event.code) || before !== this.held.size) this.sendKeys();
+  }
+
+  sendKeys() {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    this.seq = (this.seq + 1) % 65536;
+    const keys = [...this.held].slice(0, 16);
+    this.ws.send(JSON.stringify({ type: "keys", keys, frame: state.displayedFrame, seq: this.seq }));
+  }
+
+  onClose(event) {
+    if (event.code !== 1000 && event.code !== 4000 && !$("status").textContent.startsWith("Error")) {
+      setStatus(`Connection closed (${event.code}${event.reason ? ": " + event.reason : ""}).`);
+    }
+    this.stop();
+  }
+
+  stop() {
+    window.removeEventListener("keydown", this.onKey);
+    window.removeEventListener("keyup", this.onKey);
+    window.removeEventListener("blur", this.onBlur);
+    clearInterval(this.fpsTimer);
+    cancelAnimationFrame(this.raf);
+    if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, "participant left");
+  }
+}
+
+function setStatus(text) {
+  $("status").textContent = text;
+}
+
+function applyScale() {
+  const canvas = $("screen");
+  const scale = Number($("scale").value);
+  canvas.style.width = `${canvas.width * scale}px`;
+  canvas.style.height = `${canvas.height * scale}px`;
+}
+
+async function showLibrary() {
+  const response = await fetch("/api/environments");
+  const { environments } = await response.json();
+  const list = $("games");
+  list.replaceChildren();
+  for (const env of environments) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.envId = env.id;
+    const title = document.createElement("strong");
+    title.textContent = env.title;
+    button.append(title, env.description);
+    button.addEventListener("click", () => choose(env));
+    item.append(button);
+    list.append(item);
+  }
+}
+
+let chosen = null;
+let game = null;
+
+function choose(env) {
+  chosen = env;
+  $("chosen-title").textContent = env.title;
+  $("chosen-instructions").textContent = env.description;
+  $("games").hidden = true;
+  $("chosen").hidden = false;
+  $("start").focus();
+}
+
+async function start() {
+  $("start").disabled = true;
+  setStatus("Starting...");
+  try {
+    const response = await fetch("/api/sessions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ env_id: chosen.id }),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.reason || response.statusText);
+    state.sessionId = body.session_id;
+    document.body.dataset.session = body.session_id;
+    $("library").hidden = true;
+    $("game").hidden = false;
+    game = new Game(body);
+  } catch (error) {
+    setStatus(`Could not start: ${error.message}`);
+  } finally {
+    $("start").disabled = false;
+  }
+}
+
+function leave() {
+  if (game) game.stop();
+  game = null;
+  $("game").hidden = true;
+  $("library").hidden = false;
+  $("games").hidden = false;
+  $("chosen").hidden = true;
+}
+
+$("start").addEventListener("click", start);
+$("back-to-list").addEventListener("click", () => { $("games").hidden = false; $("chosen").hidden = true; });
+$("leave").addEventListener("click", leave);
+$("scale").addEventListener("change", applyScale);
+showLibrary();

@@ -1,0 +1,99 @@
+"""The participant's websocket: hello, then frames down and input up until either side ends.
+
+Two tasks share the socket: one forwards the EnvActor's stream (frames and events) and one reads
+the participant's input. Any bad message ends the connection with an ``error`` message and a close
+code; nothing a client sends can raise past this handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from crowdplay import protocol
+from crowdplay.config import Settings
+from crowdplay.environments import InvalidAction
+from crowdplay.manager import BadToken, UnknownSession
+from crowdplay.realtime import SessionEnded
+from crowdplay.web.backend import Attachment, SessionBackend
+
+log = logging.getLogger(__name__)
+
+
+def reason_of(error: Exception) -> str:
+    """The original message of an error, also when Ray wrapped it on its way from an actor."""
+    return str(getattr(error, "cause", None) or error)
+
+
+async def close_with_error(websocket: WebSocket, reason: str, code: int) -> None:
+    if websocket.application_state == WebSocketState.CONNECTED:
+        with contextlib.suppress(Exception):
+            await websocket.send_text(protocol.text("error", reason=reason, code=code))
+            await websocket.close(code, reason[:120])
+
+
+async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings) -> None:
+    await websocket.accept()
+    session_id = websocket.path_params["session_id"]
+    try:
+        attachment = await backend.attach(session_id, websocket.query_params.get("token", ""))
+    except UnknownSession:
+        await close_with_error(websocket, f"no running session {session_id!r}", protocol.CLOSE_UNKNOWN_SESSION)
+        return
+    except BadToken:
+        await close_with_error(websocket, "the session token is missing or wrong", protocol.CLOSE_UNAUTHORIZED)
+        return
+    try:
+        await websocket.send_text(protocol.text("hello", session_id=session_id, agent=attachment.agent, **attachment.hello))
+        forwarder = asyncio.create_task(_forward_frames(websocket, attachment))
+        try:
+            await _read_input(websocket, attachment, settings)
+        finally:
+            forwarder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await forwarder
+    finally:
+        await attachment.close()
+
+
+async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
+    try:
+        async for message in attachment.frames():
+            if isinstance(message, bytes):
+                await websocket.send_bytes(message)
+                continue
+            await websocket.send_text(message)
+            if json.loads(message)["type"] == "end":
+                await websocket.close(protocol.CLOSE_SESSION_ENDED, "session ended")
+                return
+    except (WebSocketDisconnect, RuntimeError):
+        return  # the participant went away while we were sending
+
+
+async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Settings) -> None:
+    while True:
+        event = await websocket.receive()
+        if event["type"] == "websocket.disconnect":
+            return
+        raw = event.get("text") if event.get("text") is not None else event.get("bytes", b"")
+        try:
+            message = protocol.parse_client_message(raw, settings.max_message_bytes)
+            if isinstance(message, protocol.KeysMessage):
+                await attachment.submit_keys(sorted(message.keys), message.frame, message.seq)
+            elif isinstance(message, protocol.ActionMessage):
+                await attachment.submit_action(message.action, message.frame, message.seq)
+            else:
+                await websocket.send_text(protocol.text("pong", t=message.t))
+        except protocol.ProtocolError as error:
+            await close_with_error(websocket, error.reason, error.close_code)
+            return
+        except InvalidAction as error:
+            await close_with_error(websocket, reason_of(error), protocol.CLOSE_POLICY_VIOLATION)
+            return
+        except SessionEnded:
+            await close_with_error(websocket, "the session has ended", protocol.CLOSE_SESSION_ENDED)
+            return
