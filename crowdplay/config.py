@@ -24,6 +24,8 @@ class Settings:
     max_message_bytes: int = 2048
     #: A session whose participant never connects is ended after this many seconds.
     connect_timeout_s: float = 60.0
+    #: After the participant's websocket closes, the session waits this long for a reconnect.
+    reconnect_grace_s: float = 10.0
 
     @classmethod
     def from_env(cls) -> "Settings":

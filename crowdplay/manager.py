@@ -41,6 +41,8 @@ class SessionEntry:
     info: dict
     created_at: float = field(default_factory=time.time)
     connections: int = 0
+    #: monotonic time since which nobody is connected (creation counts as a disconnect)
+    idle_since: float = field(default_factory=time.monotonic)
 
 
 @ray.remote(num_cpus=0)
@@ -92,7 +94,9 @@ class EnvsManager:
             raise
         entry = SessionEntry(session_id, secrets.token_urlsafe(24), env_id, info["agents"][0], actor, info)
         self.sessions[session_id] = entry
-        asyncio.get_running_loop().create_task(self._expire_if_unconnected(session_id))
+        asyncio.get_running_loop().create_task(
+            self._end_if_unconnected(session_id, self.settings.connect_timeout_s, "nobody connected to the session")
+        )
         return {"session_id": session_id, "token": entry.token, "env_id": env_id, "agent": entry.agent}
 
     async def attach(self, session_id: str, token: str) -> tuple[ActorHandle, str, dict]:
@@ -104,13 +108,16 @@ class EnvsManager:
         return entry.actor, entry.agent, entry.info
 
     async def detach(self, session_id: str) -> None:
-        """The participant's websocket closed; the single-player session ends with it."""
+        """The participant's websocket closed; without a reconnect within the grace period the session ends."""
         entry = self.sessions.get(session_id)
         if entry is None:
             return
         entry.connections -= 1
         if entry.connections <= 0:
-            await self.end_session(session_id, "the participant left")
+            entry.idle_since = time.monotonic()
+            asyncio.get_running_loop().create_task(
+                self._end_if_unconnected(session_id, self.settings.reconnect_grace_s, "the participant left")
+            )
 
     async def end_session(self, session_id: str, reason: str) -> None:
         entry = self.sessions.pop(session_id, None)
@@ -121,11 +128,11 @@ class EnvsManager:
         finally:
             ray.kill(entry.actor)
 
-    async def _expire_if_unconnected(self, session_id: str) -> None:
-        await asyncio.sleep(self.settings.connect_timeout_s)
+    async def _end_if_unconnected(self, session_id: str, delay_s: float, reason: str) -> None:
+        await asyncio.sleep(delay_s)
         entry = self.sessions.get(session_id)
-        if entry is not None and entry.connections == 0:
-            await self.end_session(session_id, "nobody connected to the session")
+        if entry is not None and entry.connections <= 0 and time.monotonic() - entry.idle_since >= delay_s * 0.99:
+            await self.end_session(session_id, reason)
 
     def _entry(self, session_id: str) -> SessionEntry:
         try:

@@ -76,8 +76,9 @@ def parse_client_message(message: str | bytes, max_bytes: int) -> ClientMessage:
     """Validate one client message; raise ProtocolError with a reason the client can act on."""
     if isinstance(message, bytes):
         raise ProtocolError("binary messages are not accepted from clients; send JSON text", CLOSE_UNSUPPORTED_DATA)
-    if len(message) > max_bytes:
-        raise ProtocolError(f"message of {len(message)} bytes exceeds the limit of {max_bytes}", CLOSE_TOO_BIG)
+    size = len(message) if len(message) > max_bytes else len(message.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise ProtocolError(f"message of {size} bytes or more exceeds the limit of {max_bytes}", CLOSE_TOO_BIG)
     try:
         data = json.loads(message)
     except (ValueError, RecursionError):

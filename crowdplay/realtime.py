@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from crowdplay import codec, protocol
 from crowdplay.config import Settings
@@ -36,9 +34,8 @@ class Tick:
     frame_id: int
     env_step: int
     episode: int
-    screen: np.ndarray
+    screen: codec.Screen
     returns: dict[str, float]
-    new_episode: bool
 
 
 @dataclass
@@ -67,7 +64,9 @@ class Subscriber:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     events: deque[str] = field(default_factory=deque)
     last_id: int | None = None
-    last_screen: np.ndarray | None = None
+    last_screen: codec.Screen | None = None
+    last_episode: int = -1
+    last_keyframe_id: int = 0
     frames_sent: int = 0
     frames_dropped: int = 0
 
@@ -96,7 +95,7 @@ class LiveEnv:
         self._client_frame = {agent: 0 for agent in self.agents}
         self._returns = {agent: 0.0 for agent in self.agents}
         self._subscribers: set[Subscriber] = set()
-        self._cache: dict[tuple[str, int], bytes] = {}
+        self._cache: dict[tuple[str, int], codec.Payload] = {}
         self.input_log: deque[dict] = deque(maxlen=INPUT_LOG_LENGTH)
         self.episodes: deque[EpisodeRecord] = deque(maxlen=EPISODES_KEPT)
         self._task: asyncio.Task | None = None
@@ -105,7 +104,7 @@ class LiveEnv:
     # ----------------------------------------------------------------- description
     def describe(self) -> dict:
         """What a client needs before the first frame (sent as ``hello``)."""
-        screen = self.latest.screen
+        screen = self.latest.screen.pixels
         return {
             "env": self.spec.public(),
             "agents": list(self.agents),
@@ -115,6 +114,7 @@ class LiveEnv:
             "palette": protocol.encode_palette(self.adapter.palette),
             "fps": self.spec.fps,
             "keymaps": {agent: self.adapter.keymaps[agent].to_json() for agent in self.agents},
+            "noop_actions": {agent: self.adapter.keymaps[agent].noop for agent in self.agents},
             "action_meanings": self.adapter.action_meanings,
             "instructions": self.spec.instructions,
         }
@@ -170,7 +170,7 @@ class LiveEnv:
             self._returns[agent] += reward
         self.frame_id = next_frame
         self.env_step += 1
-        self.latest = Tick(next_frame, self.env_step, self.episode, self.adapter.screen(), dict(self._returns), False)
+        self.latest = Tick(next_frame, self.env_step, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
         if result.terminated or result.truncated:
             self._broadcast(
@@ -194,7 +194,7 @@ class LiveEnv:
         self.episodes.append(
             EpisodeRecord(self.episode, seed, {a: [] for a in self.agents}, {a: [] for a in self.agents})
         )
-        self.latest = Tick(self.frame_id, 0, self.episode, self.adapter.screen(), dict(self._returns), True)
+        self.latest = Tick(self.frame_id, 0, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
 
     # ----------------------------------------------------------------- input
@@ -243,8 +243,10 @@ class LiveEnv:
             self._subscribers.discard(subscriber)
 
     def _frame_for(self, subscriber: Subscriber, tick: Tick) -> bytes:
-        keyframe = subscriber.last_id is None or tick.frame_id % self.settings.keyframe_interval == 0
+        """The tick's frame for this subscriber: a keyframe, the shared delta, or its own delta after drops."""
+        keyframe = subscriber.last_id is None or tick.frame_id - subscriber.last_keyframe_id >= self.settings.keyframe_interval
         if keyframe:
+            subscriber.last_keyframe_id = tick.frame_id
             payload = self._cached(("key", tick.frame_id), lambda: codec.keyframe_payload(tick.screen))
         elif subscriber.last_id == tick.frame_id - 1:
             payload = self._cached(("delta", tick.frame_id), lambda: codec.delta_payload(tick.screen, subscriber.last_screen))
@@ -254,17 +256,18 @@ class LiveEnv:
         subscriber.last_id = tick.frame_id
         subscriber.last_screen = tick.screen
         subscriber.frames_sent += 1
-        flags = (codec.FLAG_KEYFRAME if keyframe else 0) | (codec.FLAG_NEW_EPISODE if tick.new_episode else 0)
+        new_episode = tick.episode != subscriber.last_episode
+        subscriber.last_episode = tick.episode
         return codec.frame_message(
             payload,
-            flags=flags,
+            flags=codec.FLAG_NEW_EPISODE if new_episode else 0,
             frame_id=tick.frame_id,
             env_step=tick.env_step,
             score=tick.returns[subscriber.agent],
             input_seq=self._applied_seq[subscriber.agent],
         )
 
-    def _cached(self, key: tuple[str, int], make) -> bytes:
+    def _cached(self, key: tuple[str, int], make: Callable[[], codec.Payload]) -> codec.Payload:
         payload = self._cache.get(key)
         if payload is None:
             payload = self._cache[key] = make()

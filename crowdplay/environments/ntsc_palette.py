@@ -1,7 +1,7 @@
 """The Atari 2600 NTSC palette, as ALE renders it.
 
 ALE reports screens as palette indices (``ale.getScreen()``); only even indices occur and index ``i``
-has colour ``NTSC_PALETTE[i >> 1]``. Sending indices plus this table once is lossless and one third
+has colour ``NTSC_PALETTE[i]`` (odd entries repeat the even ones). Sending indices plus this table once is lossless and one third
 of the bytes of RGB. ``tests/test_environments.py`` checks the table against ``getScreenRGB()``.
 """
 

@@ -1,0 +1,54 @@
+"""Fixtures that start the real system: one Ray instance per test session, Serve on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+import ray
+from ray import serve
+
+from crowdplay.config import Settings
+from crowdplay.manager import get_or_create_manager
+from crowdplay.web.ingress import build_app
+
+TEST_SETTINGS = Settings(namespace="crowdplay-test", reconnect_grace_s=5.0, warm_pool_size=2)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return TEST_SETTINGS
+
+
+@pytest.fixture(scope="session")
+def base_url(ray_session: None, settings: Settings) -> Iterator[str]:
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings), name="crowdplay", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def manager(base_url: str, settings: Settings):
+    return get_or_create_manager(settings)
+
+
+def run(coroutine):
+    """Run a coroutine to completion from a synchronous test."""
+    return asyncio.run(coroutine)
