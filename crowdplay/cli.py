@@ -17,7 +17,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from crowdplay.web.ingress import build_app
 
     settings = Settings.from_env()
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose)
+    ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -23,6 +23,10 @@ from crowdplay.env_actor import spawn_env_actor
 from crowdplay.environments import get_env
 
 
+#: Seconds between stopping a session and killing its EnvActor process.
+ACTOR_RETIRE_DELAY_S = 0.5
+
+
 class UnknownSession(LookupError):
     """No session with this id (never created, or already ended)."""
 
@@ -120,11 +124,13 @@ class EnvsManager:
             )
 
     async def end_session(self, session_id: str, reason: str) -> None:
+        """Stop the session's loop (connected clients get ``end``), then retire its actor."""
         entry = self.sessions.pop(session_id, None)
         if entry is None:
             return
         try:
             await entry.actor.stop.remote(reason)
+            await asyncio.sleep(ACTOR_RETIRE_DELAY_S)  # let the ``end`` message reach the ingress
         finally:
             ray.kill(entry.actor)
 

@@ -72,6 +72,11 @@ async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
                 return
     except (WebSocketDisconnect, RuntimeError):
         return  # the participant went away while we were sending
+    except Exception as error:  # the EnvActor died: tell the participant instead of going silent
+        log.warning("frame stream of session ended abnormally: %s", type(error).__name__)
+        await close_with_error(websocket, "the game server stopped unexpectedly; please start again", protocol.CLOSE_INTERNAL_ERROR)
+        return
+    await close_with_error(websocket, "the game stream ended", protocol.CLOSE_INTERNAL_ERROR)
 
 
 async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Settings) -> None:

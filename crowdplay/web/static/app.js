@@ -2,18 +2,23 @@
 // Frame decoding follows docs/protocol.md and crowdplay/codec.py.
 
 const HEADER_BYTES = 16;
+const BAND_BYTES = 8;
+const KIND_FRAME = 1;
 const FLAG_KEYFRAME = 1;
-const FLAG_NEW_EPISODE = 2;
+const FLAG_ROW_MOVES = 4;
 const CAPTURED_KEYS = new Set(["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Space"]);
 
 const $ = (id) => document.getElementById(id);
-const state = (window.crowdplay = { framesReceived: 0, framesDisplayed: 0, displayedFrame: 0, sessionId: null, errors: [] });
+const FLAG_NEW_EPISODE = 2;
+// Exposed for tests and for anyone debugging a study in the browser console.
+const state = (window.crowdplay = { framesReceived: 0, framesDisplayed: 0, displayedFrame: 0, episode: -1, rowMoveFrames: 0, sessionId: null, errors: [] });
 
 async function inflate(bytes) {
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
+// Mirrors crowdplay.codec.FrameDecoder: keyframes replace the screen, deltas move rows then XOR.
 class FrameDecoder {
   constructor(width, height, channels, palette) {
     this.width = width;
@@ -31,9 +36,9 @@ class FrameDecoder {
     }
   }
 
-  // Returns the header; updates this.screen in place.
   async decode(buffer) {
     const view = new DataView(buffer);
+    if (buffer.byteLength < HEADER_BYTES || view.getUint8(0) !== KIND_FRAME) throw new Error("not a frame message");
     const header = {
       flags: view.getUint8(1),
       frameId: view.getUint32(2, true),
@@ -42,22 +47,54 @@ class FrameDecoder {
       inputSeq: view.getUint16(14, true),
     };
     const keyframe = (header.flags & FLAG_KEYFRAME) !== 0;
-    if (!keyframe && !this.haveKeyframe) throw new Error("delta frame before keyframe");
-    if (buffer.byteLength > HEADER_BYTES) {
-      const first = view.getUint16(HEADER_BYTES, true);
-      const rows = view.getUint16(HEADER_BYTES + 2, true);
-      const band = await inflate(new Uint8Array(buffer, HEADER_BYTES + 4));
-      if (band.length !== rows * this.rowBytes || first + rows > this.height) throw new Error("bad frame band");
-      const offset = first * this.rowBytes;
-      if (keyframe) {
-        this.screen.fill(0);
-        this.screen.set(band, offset);
-      } else {
-        for (let i = 0; i < band.length; i++) this.screen[offset + i] ^= band[i];
-      }
+    if (!keyframe && !this.haveKeyframe) throw new Error("waiting for a keyframe");
+    try {
+      if (keyframe) this.screen.fill(0);
+      if (buffer.byteLength > HEADER_BYTES) await this.apply(buffer, view, header.flags);
+      if (keyframe) this.haveKeyframe = true;
+    } catch (error) {
+      this.haveKeyframe = false; // never paint on top of a screen we could not rebuild
+      throw error;
     }
-    if (keyframe) this.haveKeyframe = true;
     return header;
+  }
+
+  async apply(buffer, view, flags) {
+    const first = view.getUint16(HEADER_BYTES, true);
+    const rows = view.getUint16(HEADER_BYTES + 2, true);
+    const firstCol = view.getUint16(HEADER_BYTES + 4, true);
+    const cols = view.getUint16(HEADER_BYTES + 6, true);
+    if (first + rows > this.height || firstCol + cols > this.width) throw new Error("frame band outside the screen");
+    const body = await inflate(new Uint8Array(buffer, HEADER_BYTES + BAND_BYTES));
+    const rb = this.rowBytes;
+    if (flags & FLAG_KEYFRAME) {
+      if (body.length !== rows * rb) throw new Error("keyframe size mismatch");
+      this.screen.set(body, first * rb);
+      return;
+    }
+    let offset = 0;
+    if (flags & FLAG_ROW_MOVES) {
+      const moves = new DataView(body.buffer, body.byteOffset, 2 * rows);
+      const before = this.screen.slice();
+      for (let r = 0; r < rows; r++) {
+        const source = first + r + moves.getInt16(2 * r, true);
+        if (source < 0 || source >= this.height) throw new Error("row move outside the screen");
+        this.screen.set(before.subarray(source * rb, (source + 1) * rb), (first + r) * rb);
+      }
+      offset = 2 * rows;
+    }
+    const mask = body.subarray(offset, offset + ((rows + 7) >> 3));
+    offset += mask.length;
+    const span = cols * this.channels;
+    const colOffset = firstCol * this.channels;
+    for (let r = 0; r < rows; r++) {
+      if (!(mask[r >> 3] & (0x80 >> (r & 7)))) continue;
+      if (offset + span > body.length) throw new Error("delta body too short");
+      const start = (first + r) * rb + colOffset;
+      for (let i = 0; i < span; i++) this.screen[start + i] ^= body[offset + i];
+      offset += span;
+    }
+    if (offset !== body.length) throw new Error("delta body size mismatch");
   }
 
   paint(imageData) {
@@ -91,6 +128,14 @@ class Game {
     window.addEventListener("blur", this.onBlur);
     this.fpsTimer = setInterval(() => { $("fps").textContent = this.fpsCount; this.fpsCount = 0; }, 1000);
     this.raf = requestAnimationFrame(() => this.render());
+    state.snapshot = () => this.snapshot();
+  }
+
+  // The decoded screen (palette indices or RGB bytes, base64) and where it sits in the episode.
+  snapshot() {
+    let binary = "";
+    for (const byte of this.decoder.screen) binary += String.fromCharCode(byte);
+    return { frameId: this.header.frameId, envStep: this.header.envStep, episode: state.episode, screen: btoa(binary) };
   }
 
   onMessage(data) {
@@ -100,6 +145,8 @@ class Game {
     this.decoding = this.decoding.then(async () => {
       try {
         this.header = await this.decoder.decode(data);
+        if (this.header.flags & FLAG_NEW_EPISODE) state.episode++;
+        if (this.header.flags & FLAG_ROW_MOVES) state.rowMoveFrames++;
         this.dirty = true;
       } catch (error) {
         state.errors.push(String(error));
@@ -119,7 +166,7 @@ class Game {
       this.context = canvas.getContext("2d");
       this.image = this.context.createImageData(message.width, message.height);
       applyScale();
-      $("instructions").textContent = message.instructions || "";
+      $("instructions").innerHTML = message.instructions || ""; // the researcher's own HTML
       setStatus("Playing: use the keyboard.");
       canvas.focus();
     } else if (message.type === "episode_end") {
@@ -148,7 +195,7 @@ class Game {
 
   onKey(event) {
     if (CAPTURED_KEYS.has(event.code)) event.preventDefault();
-    if (event.repeat) return;
+    if (event.repeat || !event.code) return;
     const before = this.held.size;
     const had = this.held.has(event.code);
     if (event.type === "keydown") this.held.add(event.code);

@@ -1,0 +1,39 @@
+# `make run` starts CrowdPlay on this machine; `make test` runs the test suite.
+# Both create .venv and install what they need on a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+# A CPU build of torch sits on these machines; naming it exactly keeps pip from fetching CUDA wheels.
+TORCH := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: run test install chromium bench clean
+
+run: $(INSTALLED)
+	$(PY) -m crowdplay serve
+
+test: $(INSTALLED) chromium
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+# Debian's chromium for the browser tests; Playwright never downloads a browser of its own.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+bench: $(INSTALLED)
+	$(PY) -m crowdplay.bench codec --json
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,61 @@
+"""The EnvsManager: one per cluster whoever creates it, a warm pool, and a session table."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+
+from crowdplay.config import Settings
+from crowdplay.manager import UnknownSession, get_or_create_manager
+
+
+@ray.remote(num_cpus=0)
+def race_to_create(settings: Settings) -> str:
+    manager = get_or_create_manager(settings)
+    ray.get(manager.ready.remote())
+    return manager._actor_id.hex()
+
+
+def wait_for(predicate, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def private_manager(ray_session):
+    """A manager in its own namespace, so its settings and pool do not touch the served one."""
+    settings = Settings(namespace=f"crowdplay-manager-test-{time.monotonic_ns()}", warm_pool_size=1, connect_timeout_s=1.0)
+    manager = get_or_create_manager(settings)
+    ray.get(manager.ready.remote())
+    yield manager, settings
+    ray.kill(manager)
+
+
+def test_replicas_racing_to_create_the_manager_all_get_the_same_one(ray_session):
+    settings = Settings(namespace=f"crowdplay-race-{time.monotonic_ns()}", warm_pool_size=0)
+    ids = ray.get([race_to_create.remote(settings) for _ in range(4)])
+    assert len(set(ids)) == 1
+    ray.kill(ray.get_actor(settings.manager_name, namespace=settings.namespace))
+
+
+def test_the_warm_pool_is_filled_and_refilled_after_a_session_takes_an_actor(private_manager):
+    manager, settings = private_manager
+    assert wait_for(lambda: ray.get(manager.warm_pool_size.remote()) == 1)
+    session = ray.get(manager.create_session.remote("Pong"))
+    assert session["agent"] == "agent_0" and session["token"]
+    assert wait_for(lambda: ray.get(manager.warm_pool_size.remote()) == 1)
+    ray.get(manager.end_session.remote(session["session_id"], "test over"))
+
+
+def test_a_session_nobody_connects_to_is_ended(private_manager):
+    manager, settings = private_manager
+    session = ray.get(manager.create_session.remote("Breakout"))
+    assert wait_for(lambda: not ray.get(manager.list_sessions.remote()), timeout_s=settings.connect_timeout_s + 10)
+    with pytest.raises(UnknownSession):
+        ray.get(manager.attach.remote(session["session_id"], session["token"]))

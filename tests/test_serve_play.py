@@ -1,0 +1,166 @@
+"""Playing through the real path: HTTP + websocket via Ray Serve, EnvsManager, EnvActor, real ALE."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import ray
+import websockets
+
+from crowdplay import protocol
+from crowdplay.client import Participant, ServerError, http_json
+from crowdplay.environments.replay import replay_screens
+from tests.conftest import run
+
+
+def session_actor(manager, session_id: str):
+    return ray.get(manager.session_actor.remote(session_id))
+
+
+def test_the_library_lists_the_seven_games(base_url):
+    ids = {env["id"] for env in http_json(f"{base_url}/api/environments")["environments"]}
+    assert {"SpaceInvaders", "Breakout", "Pong", "MontezumaRevenge", "Riverraid", "Qbert", "BeamRider"} <= ids
+
+
+def test_play_frames_are_lossless_and_keys_apply_on_the_next_tick(base_url, manager):
+    async def scenario():
+        async with await Participant.join(base_url, "SpaceInvaders") as player:
+            assert player.hello["width"] == 160 and player.hello["height"] == 210 and player.hello["palette"]
+            frames = [await player.next_frame() for _ in range(120)]
+            seq = await player.press({"Space"})
+            after = [await player.next_frame() for _ in range(30)]
+            await player.press(set())
+            frames += after + [await player.next_frame() for _ in range(10)]
+            return player.session["session_id"], frames, seq, after
+
+    session_id, frames, seq, after = run(scenario())
+    actor = session_actor(manager, session_id)
+    episode = ray.get(actor.episodes.remote())[-1]
+    log = ray.get(actor.input_log.remote())
+
+    # Every received frame equals the emulator's screen at that step (replayed from seed + actions).
+    replayed = list(replay_screens("SpaceInvaders", episode["seed"], episode["actions"]["agent_0"]))
+    assert frames[0][0].keyframe
+    for header, screen in frames:
+        assert np.array_equal(screen, replayed[header.env_step])
+
+    # The key was applied on the tick right after it arrived, and frames acknowledge it.
+    fire = next(entry for entry in log if entry["seq"] == seq)
+    assert fire["action"] == 1 and fire["keys"] == ["Space"]
+    assert fire["applied_frame"] == fire["received_frame"] + 1
+    assert episode["actions"]["agent_0"][fire["applied_frame"] - 1] == 1
+    assert all(action == 0 for action in episode["actions"]["agent_0"][: frames[100][0].env_step])
+    assert any(header.input_seq == seq for header, _ in after)
+
+
+def test_unknown_environment_is_a_404_with_a_reason(base_url):
+    with pytest.raises(ServerError) as refused:
+        http_json(f"{base_url}/api/sessions", {"env_id": "NoSuchGame"})
+    assert refused.value.status == 404
+    assert "NoSuchGame" in refused.value.body["reason"]
+
+
+@pytest.mark.parametrize("body", [b"{oops", b'{"env": 1}', b'["SpaceInvaders"]', b"x" * 5000])
+def test_bad_session_requests_are_4xx_with_a_reason(base_url, body):
+    request = urllib.request.Request(f"{base_url}/api/sessions", data=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code in (400, 413)
+    assert json.loads(refused.value.read())["reason"]
+
+
+def test_unknown_routes_answer_json(base_url):
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base_url}/api/nothing-here", timeout=10)
+    assert refused.value.code == 404
+    assert json.loads(refused.value.read())["reason"]
+
+
+BAD_MESSAGES = [
+    ("{not json", protocol.CLOSE_INVALID_PAYLOAD),
+    (json.dumps({"type": "keys", "keys": ["Space"], "pad": "x" * 4000}), protocol.CLOSE_TOO_BIG),
+    (json.dumps({"type": "warp", "to": 9}), protocol.CLOSE_POLICY_VIOLATION),
+    (json.dumps({"type": "action", "action": 99}), protocol.CLOSE_POLICY_VIOLATION),
+    (json.dumps({"type": "action", "action": -1}), protocol.CLOSE_POLICY_VIOLATION),
+    (b"\x00\x01binary", protocol.CLOSE_UNSUPPORTED_DATA),
+]
+
+
+@pytest.mark.parametrize(("message", "code"), BAD_MESSAGES)
+def test_bad_websocket_messages_get_an_error_and_a_close_code_and_the_game_survives(base_url, manager, message, code):
+    async def scenario():
+        player = await Participant.join(base_url, "Pong")
+        await player.next_frame()
+        await player.send_raw(message)
+        await player.wait_closed()
+        # The same participant reconnects to the same session, which kept running.
+        again = await Participant.connect(base_url, player.session)
+        header, _ = await again.next_frame()
+        await again.press({"ArrowUp"})
+        await again.close()
+        return player, header
+
+    player, header = run(scenario())
+    errors = [event for event in player.events if event["type"] == "error"]
+    assert errors and errors[-1]["reason"] and errors[-1]["code"] == code
+    assert player.websocket.close_code == code
+    assert header.keyframe and header.frame_id > 0
+    actor = session_actor(manager, player.session["session_id"])
+    assert ray.get(actor.stats.remote())["running"]
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [("/ws/nosuchsession?token=x", protocol.CLOSE_UNKNOWN_SESSION), (None, protocol.CLOSE_UNAUTHORIZED)],
+)
+def test_unknown_sessions_and_wrong_tokens_are_refused(base_url, path, code):
+    async def scenario():
+        nonlocal path
+        if path is None:
+            session = http_json(f"{base_url}/api/sessions", {"env_id": "Pong"})
+            path = f"/ws/{session['session_id']}?token=not-the-token"
+        async with websockets.connect(base_url.replace("http", "ws") + path) as ws:
+            error = json.loads(await ws.recv())
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+            return error, ws.close_code
+
+    error, close_code = run(scenario())
+    assert error["type"] == "error" and error["code"] == code
+    assert close_code == code
+
+
+def test_leaving_ends_the_session_after_the_grace_period_and_frees_the_actor(base_url, manager, settings):
+    async def scenario():
+        player = await Participant.join(base_url, "Breakout")
+        await player.next_frame()
+        await player.close()
+        return player.session["session_id"]
+
+    session_id = run(scenario())
+    actor = session_actor(manager, session_id)
+    assert any(s["session_id"] == session_id for s in ray.get(manager.list_sessions.remote()))
+
+    async def wait_gone():
+        for _ in range(int(settings.reconnect_grace_s * 10) + 50):
+            sessions = await manager.list_sessions.remote()
+            if all(s["session_id"] != session_id for s in sessions):
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    assert run(wait_gone())
+
+    def actor_is_dead() -> bool:
+        try:
+            ray.get(actor.ready.remote(), timeout=30)
+        except ray.exceptions.RayActorError:
+            return True
+        return False
+
+    assert any(actor_is_dead() or time.sleep(0.2) for _ in range(50))
