@@ -203,6 +203,8 @@ class FrameDecoder:
             return
         band = self.screen[first : first + rows]
         if header.flags & FLAG_ROW_MOVES:
+            if len(body) < 2 * rows:
+                raise DecodeError("delta body shorter than its row moves")
             moves = np.frombuffer(body[: 2 * rows], "<i2").astype(np.int64)
             body = body[2 * rows :]
             sources = first + np.arange(rows) + moves

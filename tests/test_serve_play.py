@@ -164,3 +164,17 @@ def test_leaving_ends_the_session_after_the_grace_period_and_frees_the_actor(bas
         return False
 
     assert any(actor_is_dead() or time.sleep(0.2) for _ in range(50))
+
+
+def test_a_participant_whose_env_actor_dies_is_told_so(base_url, manager):
+    async def scenario():
+        player = await Participant.join(base_url, "Qbert")
+        await player.next_frame()
+        ray.kill(await manager.session_actor.remote(player.session["session_id"]))
+        await player.wait_closed(timeout=30)
+        return player
+
+    player = run(scenario())
+    errors = [event for event in player.events if event["type"] == "error"]
+    assert errors and errors[-1]["code"] == protocol.CLOSE_INTERNAL_ERROR
+    assert player.websocket.close_code == protocol.CLOSE_INTERNAL_ERROR

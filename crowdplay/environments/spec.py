@@ -18,7 +18,8 @@ class EnvSpec:
 
     ``make_env`` builds a fresh Gymnasium environment (called inside the EnvActor, never in the
     ingress). ``keymap`` is a Keymap, or a factory that receives the environment's action meanings
-    (for ALE games, whose action sets differ per game). ``instructions`` is HTML shown before play.
+    (for ALE games, whose action sets differ per game); its no-op is the action before any key.
+    ``instructions`` is the researcher's HTML shown with the game.
     """
 
     id: str
@@ -27,7 +28,6 @@ class EnvSpec:
     make_env: Callable[[], gym.Env]
     fps: float = 60.0
     keymap: Keymap | KeymapFactory = atari_keymap
-    noop_action: int = 0
     instructions: str = ""
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketState
 
 from crowdplay import protocol
 from crowdplay.config import Settings
@@ -70,10 +70,11 @@ async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
             if json.loads(message)["type"] == "end":
                 await websocket.close(protocol.CLOSE_SESSION_ENDED, "session ended")
                 return
-    except (WebSocketDisconnect, RuntimeError):
-        return  # the participant went away while we were sending
-    except Exception as error:  # the EnvActor died: tell the participant instead of going silent
-        log.warning("frame stream of session ended abnormally: %s", type(error).__name__)
+    except Exception as error:
+        if websocket.application_state != WebSocketState.CONNECTED or websocket.client_state != WebSocketState.CONNECTED:
+            return  # the participant went away while we were sending
+        # The EnvActor died or its stream failed: tell the participant instead of going silent.
+        log.warning("frame stream ended abnormally: %s", type(error).__name__)
         await close_with_error(websocket, "the game server stopped unexpectedly; please start again", protocol.CLOSE_INTERNAL_ERROR)
         return
     await close_with_error(websocket, "the game stream ended", protocol.CLOSE_INTERNAL_ERROR)

@@ -74,6 +74,7 @@ class FrameDecoder {
     }
     let offset = 0;
     if (flags & FLAG_ROW_MOVES) {
+      if (body.length < 2 * rows) throw new Error("delta body shorter than its row moves");
       const moves = new DataView(body.buffer, body.byteOffset, 2 * rows);
       const before = this.screen.slice();
       for (let r = 0; r < rows; r++) {
@@ -83,6 +84,7 @@ class FrameDecoder {
       }
       offset = 2 * rows;
     }
+    if (offset + ((rows + 7) >> 3) > body.length) throw new Error("delta body shorter than its row mask");
     const mask = body.subarray(offset, offset + ((rows + 7) >> 3));
     offset += mask.length;
     const span = cols * this.channels;
