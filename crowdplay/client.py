@@ -64,20 +64,22 @@ class Participant:
     key_latencies_s: list[float] = field(default_factory=list)
     last_frame_id: int = 0
     bytes_received: int = 0
+    #: False for load generators: frames are counted and timed but not decoded (a browser decodes on its own CPU).
+    decode: bool = True
     _seq: int = 0
     _pending_inputs: dict[int, float] = field(default_factory=dict)
     _reader: asyncio.Task | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    async def join(cls, base_url: str, env_id: str, **connect_options: object) -> "Participant":
+    async def join(cls, base_url: str, env_id: str, decode: bool = True, **connect_options: object) -> "Participant":
         """Create a session for ``env_id`` and connect to it; returns after ``hello``."""
         base_url = base_url.rstrip("/")
         session = await asyncio.to_thread(http_json, f"{base_url}/api/sessions", {"env_id": env_id})
-        return await cls.connect(base_url, session, **connect_options)
+        return await cls.connect(base_url, session, decode, **connect_options)
 
     @classmethod
-    async def connect(cls, base_url: str, session: dict, **connect_options: object) -> "Participant":
+    async def connect(cls, base_url: str, session: dict, decode: bool = True, **connect_options: object) -> "Participant":
         ws_url = base_url.replace("http", "ws", 1) + session["ws"]
         websocket = await websockets.connect(ws_url, max_size=2**24, **connect_options)
         hello = json.loads(await websocket.recv())
@@ -85,7 +87,7 @@ class Participant:
             await websocket.close()
             raise ServerError(400, hello)
         shape = (hello["height"], hello["width"]) if hello["channels"] == 1 else (hello["height"], hello["width"], hello["channels"])
-        participant = cls(base_url, session, websocket, hello, codec.FrameDecoder(shape), protocol.decode_palette(hello["palette"]))
+        participant = cls(base_url, session, websocket, hello, codec.FrameDecoder(shape), protocol.decode_palette(hello["palette"]), decode=decode)
         participant._reader = asyncio.get_running_loop().create_task(participant._read())
         return participant
 
@@ -97,11 +99,14 @@ class Participant:
                     self.events.append(json.loads(message))
                     continue
                 self.bytes_received += len(message)
-                header, screen = self.decoder.decode(message)
+                if self.decode:
+                    header, screen = self.decoder.decode(message)
+                    self.frames.put_nowait((header, screen.copy()))
+                else:
+                    header, _ = codec.parse_header(message)
                 self.last_frame_id = header.frame_id
                 self.timings.append(FrameTiming(header.frame_id, now, len(message)))
                 self._note_applied_inputs(header.input_seq, now)
-                self.frames.put_nowait((header, screen.copy()))
         except websockets.ConnectionClosed:
             pass
         finally:

@@ -3,7 +3,9 @@
 This is the heart of an EnvActor, kept free of Ray so it reads (and tests) on its own:
 
 * a deadline-based clock ticks at the environment's fps; deadlines sit on a fixed grid
-  ``t0 + n / fps`` so the rate does not drift, and ticks that cannot be met are skipped, not bunched;
+  ``t0 + n / fps`` so the rate does not drift, and ticks that cannot be met are skipped, not bunched.
+  A frame's id is its tick's position ``n`` on that grid, so a client knows when every frame was
+  due and a skipped tick shows as a gap in the ids;
 * every tick applies the latest action of each agent (the no-op until the first key);
 * every tick's screen is offered to each subscriber; a subscriber still busy with an older frame
   simply gets the newest one next (delta-encoded against what it last received), so slow clients
@@ -46,6 +48,7 @@ class PendingInput:
     seq: int
     received_at: float
     received_frame: int
+    received_tick: int
 
 
 @dataclass
@@ -87,6 +90,7 @@ class LiveEnv:
         self.episode = 0
         self.frame_id = 0
         self.env_step = 0
+        self.ticks = 0
         self.ticks_late = 0
         self.stopped: str | None = None
         self._action = {agent: self.adapter.keymaps[agent].noop for agent in self.agents}
@@ -131,19 +135,18 @@ class LiveEnv:
         t0 = loop.time()
         n = 0
         while self.stopped is None:
-            self._tick()
             n += 1
-            now = loop.time()
-            behind = now - (t0 + n * period)
+            self._tick(n)
+            behind = loop.time() - (t0 + n * period)
             if behind > period:
                 skipped = int(behind / period)
                 self.ticks_late += skipped
                 n += skipped
             await asyncio.sleep(max(0.0, t0 + n * period - loop.time()))
 
-    def _tick(self) -> None:
+    def _tick(self, next_frame: int) -> None:
         now = time.monotonic()
-        next_frame = self.frame_id + 1
+        self.ticks += 1
         for agent, pending in self._pending.items():
             self._action[agent] = pending.action
             self._applied_seq[agent] = pending.seq
@@ -157,6 +160,9 @@ class LiveEnv:
                     "client_frame": pending.client_frame,
                     "received_frame": pending.received_frame,
                     "applied_frame": next_frame,
+                    "received_tick": pending.received_tick,
+                    "applied_tick": self.ticks,
+                    "env_step": self.env_step,
                     "apply_delay_s": now - pending.received_at,
                 }
             )
@@ -216,7 +222,7 @@ class LiveEnv:
 
     def _submit(self, agent: str, action: int, keys: tuple[str, ...], client_frame: int, seq: int) -> int:
         """Queue an input for the next tick; a later input before that tick replaces it."""
-        self._pending[agent] = PendingInput(action, keys, client_frame, seq, time.monotonic(), self.frame_id)
+        self._pending[agent] = PendingInput(action, keys, client_frame, seq, time.monotonic(), self.frame_id, self.ticks)
         return action
 
     # ----------------------------------------------------------------- output
@@ -295,6 +301,7 @@ class LiveEnv:
     def stats(self) -> dict:
         return {
             "frame_id": self.frame_id,
+            "ticks": self.ticks,
             "episode": self.episode,
             "ticks_late": self.ticks_late,
             "running": self._task is not None and self.stopped is None,

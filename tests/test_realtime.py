@@ -49,11 +49,13 @@ def test_ticks_stay_on_the_fps_grid():
         live.start()
         await asyncio.sleep(2.0)
         live.stop("test over")
-        return live.frame_id + live.ticks_late
+        return live
 
-    ticks = run(scenario())
-    # Deadlines sit on t0 + n/fps: executed plus skipped ticks track wall time (2 s at 60 fps).
-    assert 114 <= ticks <= 126
+    live = run(scenario())
+    # Deadlines sit on t0 + n/fps: the frame id is the grid position and tracks wall time (2 s at 60 fps);
+    # executed plus skipped ticks account for every grid position.
+    assert 114 <= live.frame_id <= 126
+    assert live.ticks + live.ticks_late == live.frame_id
 
 
 def test_first_frame_is_a_keyframe_and_frames_equal_the_emulator_screens():
@@ -109,9 +111,10 @@ def test_inputs_apply_on_the_next_tick_and_the_noop_before_any_key():
     assert action == 1  # FIRE
     assert record.actions["agent_0"][:5] == [0] * 5
     (entry,) = log
-    assert entry["applied_frame"] == entry["received_frame"] + 1
+    assert entry["applied_tick"] == entry["received_tick"] + 1
+    assert entry["applied_frame"] > entry["received_frame"]
     assert entry["client_frame"] == frames[9].frame_id
-    assert record.actions["agent_0"][entry["applied_frame"] - 1] == 1
+    assert record.actions["agent_0"][entry["env_step"]] == 1
     assert frames[-1].input_seq == 1
 
 

@@ -52,8 +52,8 @@ def test_play_frames_are_lossless_and_keys_apply_on_the_next_tick(base_url, mana
     # The key was applied on the tick right after it arrived, and frames acknowledge it.
     fire = next(entry for entry in log if entry["seq"] == seq)
     assert fire["action"] == 1 and fire["keys"] == ["Space"]
-    assert fire["applied_frame"] == fire["received_frame"] + 1
-    assert episode["actions"]["agent_0"][fire["applied_frame"] - 1] == 1
+    assert fire["applied_tick"] == fire["received_tick"] + 1
+    assert episode["actions"]["agent_0"][fire["env_step"]] == 1
     assert all(action == 0 for action in episode["actions"]["agent_0"][: frames[100][0].env_step])
     assert any(header.input_seq == seq for header, _ in after)
 

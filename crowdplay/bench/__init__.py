@@ -16,4 +16,5 @@ from __future__ import annotations
 #: Subcommand name -> module implementing it. ``load``, ``policy`` and ``store`` will join here.
 BENCHMARKS: dict[str, str] = {
     "codec": "crowdplay.bench.codec",
+    "load": "crowdplay.bench.load",
 }

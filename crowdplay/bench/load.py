@@ -1,0 +1,311 @@
+"""Load benchmark: simulated participants play through the real ingress; is every frame on time?
+
+``python -m crowdplay.bench load --sessions 40 --seconds 20 --json`` starts Ray, Serve and the app,
+connects N ``crowdplay.client`` participants through the Serve ingress (each presses keys like a
+player, a few changes per second, and times every frame without decoding it: a browser decodes on
+its own CPU), and reports:
+
+* ``on_time_fraction``: frames delivered within one frame period of their tick. A frame id is its
+  tick's position on the session's ``t0 + n / fps`` grid, so each frame's due time is known up to
+  one offset per session, taken as the best delivery seen; ``frames_dropped`` counts grid positions
+  never delivered (skipped ticks and frames replaced for a slow client);
+* ``key_to_frame_ms``: from sending a key change to the first frame whose step applied it
+  (frames carry the last applied input's sequence number), and ``server_apply_ms``, the same
+  inside the EnvActor (input received -> applied);
+* ``start_to_first_frame_ms``: from the session request to the first frame;
+* ``rss_mb_per_session`` and ``cpu_per_session`` (cores) over the server's whole process tree, and
+  ``bytes_per_s_per_session``.
+
+``--baseline`` runs the same measurement against the same app served by plain uvicorn with every
+session in the web process (``crowdplay.web.local``), so the cost of the Ray path is a ratio from
+one run. ``--find-max`` searches the largest N with >= 99% of frames on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psutil
+
+from crowdplay.client import Participant, http_json
+from crowdplay.config import Settings
+
+ON_TIME_TARGET = 0.99
+KEYS = ["ArrowLeft", "ArrowRight", "Space"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sessions", type=int, default=20, help="concurrent participants")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured play time after everyone joined")
+    parser.add_argument("--env", default="SpaceInvaders")
+    parser.add_argument("--arrival-interval", type=float, default=0.25, help="seconds between participants' arrivals")
+    parser.add_argument("--baseline", action="store_true", help="also measure plain uvicorn without Ray hops")
+    parser.add_argument("--find-max", action="store_true", help="search the largest N with >= 99%% frames on time")
+    parser.add_argument("--max-n", type=int, default=160, help="upper bound for --find-max")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+# --------------------------------------------------------------------------- the systems under test
+@dataclass
+class System:
+    """A running server: where to reach it, and which processes make it up."""
+
+    url: str
+    processes: Callable[[], list[psutil.Process]]
+    apply_delays_s: Callable[[list[str]], list[float]] = lambda session_ids: []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _bench_settings() -> Settings:
+    # Sessions end as soon as the simulated participant leaves, so trials do not overlap.
+    return Settings(namespace="crowdplay-bench", reconnect_grace_s=0.2)
+
+
+@contextmanager
+def serve_system() -> Iterator[System]:
+    import ray
+    from ray import serve
+
+    from crowdplay.manager import get_or_create_manager
+    from crowdplay.web.ingress import build_app
+
+    settings = _bench_settings()
+    port = _free_port()
+    ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(settings), name="crowdplay", route_prefix="/")
+        manager = get_or_create_manager(settings)
+
+        def apply_delays(session_ids: list[str]) -> list[float]:
+            delays: list[float] = []
+            for session_id in session_ids:
+                try:
+                    actor = ray.get(manager.session_actor.remote(session_id))
+                    delays += [entry["apply_delay_s"] for entry in ray.get(actor.input_log.remote())]
+                except Exception:  # the session ended already; its log went with it
+                    continue
+            return delays
+
+        me = psutil.Process()
+        yield System(f"http://127.0.0.1:{port}", lambda: me.children(recursive=True), apply_delays)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@contextmanager
+def baseline_system() -> Iterator[System]:
+    port = _free_port()
+    env = {**os.environ, "CROWDPLAY_RECONNECT_GRACE_S": "0.2"}
+    process = subprocess.Popen([sys.executable, "-m", "crowdplay.web.local", "--port", str(port)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http_json(f"{url}/api/environments", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError("the baseline server did not start") from None
+                time.sleep(0.2)
+        root = psutil.Process(process.pid)
+        yield System(url, lambda: [root, *root.children(recursive=True)])
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# --------------------------------------------------------------------------- simulated participants
+@dataclass
+class ParticipantResult:
+    session_id: str
+    start_to_first_frame_s: float
+    fps: float
+    frames: list[tuple[int, float]] = field(default_factory=list)  # (frame id, received at) within the window
+    key_latencies_s: list[float] = field(default_factory=list)
+    bytes: int = 0
+
+
+async def play(url: str, env_id: str, window: tuple[float, float], rng: random.Random, leave: asyncio.Event, joined: list[str]) -> ParticipantResult:
+    """Join, press keys like a player until the window closes, and leave when told to."""
+    started = time.perf_counter()
+    player = await Participant.join(url, env_id, decode=False)
+    joined.append(player.session["session_id"])
+    try:
+        while not player.timings:
+            await asyncio.sleep(0.002)
+        first_frame = player.timings[0].received_at - started
+        while time.perf_counter() < window[1]:
+            await asyncio.sleep(rng.uniform(0.15, 0.5))
+            await player.press(rng.sample(KEYS, rng.randint(0, 2)))
+        await leave.wait()
+    finally:
+        await player.close()
+    inside = [t for t in player.timings if window[0] <= t.received_at <= window[1]]
+    return ParticipantResult(
+        session_id=player.session["session_id"],
+        start_to_first_frame_s=first_frame,
+        fps=player.hello["fps"],
+        frames=[(t.frame_id, t.received_at) for t in inside],
+        key_latencies_s=player.key_latencies_s,
+        bytes=sum(t.size for t in inside),
+    )
+
+
+# --------------------------------------------------------------------------- measurement
+def _percentiles(values_s: list[float], *points: int) -> dict[str, float | None]:
+    if not values_s:
+        return {f"p{p}": None for p in points}
+    ordered = sorted(values_s)
+    return {f"p{p}": round(1000 * ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 2) for p in points}
+
+
+def frame_punctuality(frames: list[tuple[int, float]], fps: float) -> tuple[int, int, int]:
+    """(on time, delivered, dropped) for one session's frames: due time = offset + id / fps."""
+    if not frames:
+        return 0, 0, 0
+    period = 1.0 / fps
+    offset = min(received - frame_id * period for frame_id, received in frames)
+    on_time = sum(1 for frame_id, received in frames if received - (offset + frame_id * period) <= period)
+    ids = [frame_id for frame_id, _ in frames]
+    expected = max(ids) - min(ids) + 1
+    return on_time, len(frames), max(0, expected - len(set(ids)))
+
+
+def _tree_usage(processes: list[psutil.Process]) -> tuple[float, float]:
+    """(RSS MB, CPU seconds) summed over the processes still alive."""
+    rss = cpu = 0.0
+    for process in processes:
+        try:
+            with process.oneshot():
+                rss += process.memory_info().rss
+                times = process.cpu_times()
+                cpu += times.user + times.system
+        except psutil.Error:
+            continue
+    return rss / 2**20, cpu
+
+
+async def _trial(system: System, sessions: int, seconds: float, env_id: str, arrival_s: float, seed: int) -> dict:
+    idle_rss, _ = _tree_usage(system.processes())
+    rng = random.Random(seed)
+    warmup = 2.0
+    start = time.perf_counter()
+    window = (start + sessions * arrival_s + warmup, start + sessions * arrival_s + warmup + seconds)
+    leave, joined = asyncio.Event(), []
+
+    async def arrive(index: int) -> ParticipantResult:
+        await asyncio.sleep(index * arrival_s)
+        return await play(system.url, env_id, window, random.Random(rng.random()), leave, joined)
+
+    tasks = [asyncio.create_task(arrive(i)) for i in range(sessions)]
+    await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
+    _, cpu_before = _tree_usage(system.processes())
+    await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
+    busy_rss, cpu_after = _tree_usage(system.processes())
+    apply_delays = await asyncio.to_thread(system.apply_delays_s, list(joined))
+    leave.set()
+    results = await asyncio.gather(*tasks)
+    await asyncio.sleep(1.0)  # let the sessions end before the next trial
+    return _summarize_trial(results, apply_delays, sessions, seconds, idle_rss, busy_rss, cpu_after - cpu_before)
+
+
+def _summarize_trial(
+    results: list[ParticipantResult], apply_delays: list[float], sessions: int, seconds: float, idle_rss: float, busy_rss: float, cpu_s: float
+) -> dict:
+    on_time = delivered = dropped = 0
+    for result in results:
+        ok, got, lost = frame_punctuality(result.frames, result.fps)
+        on_time, delivered, dropped = on_time + ok, delivered + got, dropped + lost
+    keys = [latency for result in results for latency in result.key_latencies_s]
+    starts = [result.start_to_first_frame_s for result in results]
+    return {
+        "sessions": sessions,
+        "seconds": seconds,
+        "on_time_fraction": round(on_time / delivered, 4) if delivered else 0.0,
+        "frames_delivered": delivered,
+        "frames_dropped": dropped,
+        "fps_per_session": round(delivered / seconds / sessions, 2),
+        "key_to_frame_ms": _percentiles(keys, 50, 90, 99),
+        "server_apply_ms": _percentiles(apply_delays, 50, 99),
+        "start_to_first_frame_ms": _percentiles(starts, 50, 95),
+        "rss_mb_per_session": round((busy_rss - idle_rss) / sessions, 1),
+        "cpu_per_session": round(cpu_s / seconds / sessions, 4),
+        "bytes_per_s_per_session": round(sum(r.bytes for r in results) / seconds / sessions, 1),
+    }
+
+
+def find_max(system: System, args: argparse.Namespace) -> tuple[int, list[dict]]:
+    """The largest N with >= 99% of frames on time: double until it fails, then bisect to within 5."""
+    trials: list[dict] = []
+
+    def ok(n: int) -> bool:
+        trial = asyncio.run(_trial(system, n, min(args.seconds, 10.0), args.env, args.arrival_interval, args.seed))
+        trials.append(trial)
+        print(f"  N={n}: on time {trial['on_time_fraction']:.4f}", file=sys.stderr, flush=True)
+        return trial["on_time_fraction"] >= ON_TIME_TARGET
+
+    good, bad = 0, None
+    n = 10
+    while n <= args.max_n and ok(n):
+        good, n = n, n * 2
+    bad = min(n, args.max_n + 1)
+    while bad - good > 5:
+        middle = (good + bad) // 2
+        if ok(middle):
+            good = middle
+        else:
+            bad = middle
+    return good, trials
+
+
+def measure(system: System, args: argparse.Namespace) -> dict:
+    result = asyncio.run(_trial(system, args.sessions, args.seconds, args.env, args.arrival_interval, args.seed))
+    if args.find_max:
+        result["max_sessions"], result["find_max_trials"] = find_max(system, args)
+    return result
+
+
+def run(args: argparse.Namespace) -> dict:
+    with serve_system() as system:
+        result = measure(system, args)
+    if args.baseline:
+        with baseline_system() as system:
+            result["baseline"] = measure(system, args)
+        if args.find_max and result["baseline"]["max_sessions"]:
+            result["serve_vs_baseline_max"] = round(result["max_sessions"] / result["baseline"]["max_sessions"], 3)
+    return result
+
+
+def summarize(result: dict) -> str:
+    rows = [("serve", result)] + ([("baseline", result["baseline"])] if "baseline" in result else [])
+    lines = ["path      N   on-time  dropped  key p50/p99 ms   start p95 ms  MB/sess  cpu/sess  B/s/sess"]
+    for name, r in rows:
+        lines.append(
+            f"{name:8} {r['sessions']:3}  {r['on_time_fraction']:.4f}  {r['frames_dropped']:7}  "
+            f"{r['key_to_frame_ms']['p50']}/{r['key_to_frame_ms']['p99']:<10}  {r['start_to_first_frame_ms']['p95']:<12}  "
+            f"{r['rss_mb_per_session']:7}  {r['cpu_per_session']:8}  {r['bytes_per_s_per_session']}"
+        )
+    return "\n".join(lines)

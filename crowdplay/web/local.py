@@ -1,0 +1,85 @@
+"""Sessions hosted in the web process itself, without Ray: the baseline for the cost of Ray hops.
+
+``python -m crowdplay.web.local --port 8001`` serves the same Starlette app as the Serve ingress,
+with every LiveEnv running in the app's own event loop. It exists so the load benchmark can measure
+what the actor path costs against the same code with no actor in between; deployments use Serve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+
+from crowdplay.config import Settings
+from crowdplay.environments import get_env
+from crowdplay.manager import BadToken, UnknownSession
+from crowdplay.realtime import LiveEnv
+
+
+class LocalAttachment:
+    def __init__(self, sessions: "LocalSessions", session_id: str, live: LiveEnv) -> None:
+        self._sessions = sessions
+        self._session_id = session_id
+        self._live = live
+        self.agent = live.agents[0]
+        self.hello = live.describe()
+
+    async def frames(self) -> AsyncIterator[bytes | str]:
+        async for message in self._live.stream(self.agent):
+            yield message
+
+    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> int:
+        return self._live.submit_keys(self.agent, keys, frame, seq)
+
+    async def submit_action(self, action: int, frame: int, seq: int) -> int:
+        return self._live.submit_action(self.agent, action, frame, seq)
+
+    async def close(self) -> None:
+        self._sessions.end(self._session_id)
+
+
+class LocalSessions:
+    """In-process sessions; a session ends when its participant disconnects."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions: dict[str, tuple[str, LiveEnv]] = {}
+
+    async def create_session(self, env_id: str) -> dict:
+        session_id, token = uuid.uuid4().hex, secrets.token_urlsafe(24)
+        live = LiveEnv(get_env(env_id), secrets.randbelow(2**31), self.settings)
+        self.sessions[session_id] = (token, live)
+        return {"session_id": session_id, "token": token, "env_id": env_id, "agent": live.agents[0]}
+
+    async def attach(self, session_id: str, token: str) -> LocalAttachment:
+        if session_id not in self.sessions:
+            raise UnknownSession(f"no session {session_id!r}")
+        expected, live = self.sessions[session_id]
+        if not hmac.compare_digest(expected.encode(), str(token).encode()):
+            raise BadToken("the token does not match this session")
+        return LocalAttachment(self, session_id, live)
+
+    def end(self, session_id: str) -> None:
+        _, live = self.sessions.pop(session_id, (None, None))
+        if live is not None:
+            live.stop("the participant left")
+
+
+def main() -> None:
+    import uvicorn
+
+    from crowdplay.web.app import create_app
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    uvicorn.run(create_app(LocalSessions(settings), settings), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
