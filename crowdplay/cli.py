@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from crowdplay.config import Settings
+from crowdplay.config import Settings, apply_serve_environment
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -17,6 +17,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from crowdplay.web.ingress import build_app
 
     settings = Settings.from_env()
+    apply_serve_environment()
     ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -2,8 +2,10 @@
 
 Every ingress replica gets the same actor through ``get_or_create_manager``; Ray's
 ``get_if_exists`` makes creation atomic, so two replicas racing at start-up share one manager.
-It hands out EnvActors from a warm pool (booting a process costs ~0.6 s; Start must not wait for
-it), keeps the session table, checks session tokens, and ends sessions nobody connects to.
+It places sessions on EnvActors (filling a process before opening the next, up to
+``sessions_per_actor``), keeps booted empty EnvActors in a warm pool (booting one costs ~0.6 s;
+Start must not wait for it), keeps the session table, checks session tokens, and ends sessions
+nobody is connected to.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from crowdplay.config import Settings
 from crowdplay.env_actor import spawn_env_actor
 from crowdplay.environments import get_env
 
-
-#: Seconds between stopping a session and killing its EnvActor process.
+#: Seconds between stopping a session and retiring an emptied EnvActor process.
 ACTOR_RETIRE_DELAY_S = 0.5
 
 
@@ -35,14 +36,23 @@ class BadToken(PermissionError):
     """The token does not belong to the session."""
 
 
+@dataclass(eq=False)
+class Host:
+    """An EnvActor process and the sessions it hosts."""
+
+    actor: ActorHandle
+    sessions: set[str] = field(default_factory=set)
+
+
 @dataclass
 class SessionEntry:
     session_id: str
     token: str
     env_id: str
     agent: str
-    actor: ActorHandle
+    host: Host
     info: dict
+    channel: dict
     created_at: float = field(default_factory=time.time)
     connections: int = 0
     #: monotonic time since which nobody is connected (creation counts as a disconnect)
@@ -54,62 +64,93 @@ class EnvsManager:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sessions: dict[str, SessionEntry] = {}
-        self.pool: list[ActorHandle] = []
-        self._booting = 0
+        self.hosts: list[Host] = []
+        self._boots: set[asyncio.Task] = set()
 
     async def ready(self) -> bool:
         self._refill()
         return True
 
-    # ----------------------------------------------------------------- warm pool
+    # ----------------------------------------------------------------- placement and warm pool
+    def _empty_hosts(self) -> list[Host]:
+        return [host for host in self.hosts if not host.sessions]
+
     def _refill(self) -> None:
-        missing = self.settings.warm_pool_size - len(self.pool) - self._booting
+        missing = self.settings.warm_pool_size - len(self._empty_hosts()) - len(self._boots)
         for _ in range(max(0, missing)):
-            self._booting += 1
-            asyncio.get_running_loop().create_task(self._boot())
+            self._start_boot()
 
-    async def _boot(self) -> None:
-        try:
-            actor = spawn_env_actor(self.settings)
-            await actor.ready.remote()
-            self.pool.append(actor)
-        finally:
-            self._booting -= 1
+    def _start_boot(self) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self._boot())
+        self._boots.add(task)
+        task.add_done_callback(self._boots.discard)
+        return task
 
-    async def _take_actor(self) -> ActorHandle:
-        if self.pool:
-            actor = self.pool.pop()
-        else:
-            actor = spawn_env_actor(self.settings)
+    async def _boot(self) -> Host:
+        actor = spawn_env_actor(self.settings)
+        await actor.ready.remote()
+        host = Host(actor)
+        self.hosts.append(host)
+        return host
+
+    async def _place(self, session_id: str) -> Host:
+        """The fullest host with a free slot, else a warm empty one, else the next one to boot.
+
+        The slot is reserved with no await in between, so concurrent joins never double-book a host,
+        and joins arriving while processes boot wait for those instead of each booting its own.
+        """
+        while True:
+            open_hosts = [h for h in self.hosts if len(h.sessions) < self.settings.sessions_per_actor]
+            if open_hosts:
+                host = max(open_hosts, key=lambda h: len(h.sessions))
+                host.sessions.add(session_id)
+                self._refill()
+                return host
+            boots = set(self._boots) or {self._start_boot()}
+            done, _ = await asyncio.wait(boots, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a failed boot fails this join with its reason
+
+    def _release(self, host: Host, session_id: str) -> None:
+        host.sessions.discard(session_id)
+        if host in self.hosts and not host.sessions and len(self._empty_hosts()) > self.settings.warm_pool_size:
+            self.hosts.remove(host)
+            asyncio.get_running_loop().call_later(ACTOR_RETIRE_DELAY_S, ray.kill, host.actor)
+
+    def _forget(self, host: Host) -> None:
+        """A host process died: place nothing more on it."""
+        if host in self.hosts:
+            self.hosts.remove(host)
         self._refill()
-        return actor
 
     # ----------------------------------------------------------------- sessions
     async def create_session(self, env_id: str) -> dict:
-        """Start a session of ``env_id`` on a warm EnvActor; returns its id, token and description."""
+        """Start a session of ``env_id``; returns its id, token and agent."""
         get_env(env_id)  # raises UnknownEnvironment before any actor is touched
-        actor = await self._take_actor()
         session_id = uuid.uuid4().hex
-        seed = secrets.randbelow(2**31)
+        host = await self._place(session_id)
         try:
-            info = await actor.start.remote(session_id, env_id, seed)
-        except Exception:
-            ray.kill(actor)
+            info, channel = await host.actor.start.remote(session_id, env_id, secrets.randbelow(2**31))
+        except ray.exceptions.RayActorError:
+            self._forget(host)
             raise
-        entry = SessionEntry(session_id, secrets.token_urlsafe(24), env_id, info["agents"][0], actor, info)
+        except Exception:
+            self._release(host, session_id)
+            raise
+        entry = SessionEntry(session_id, secrets.token_urlsafe(24), env_id, info["agents"][0], host, info, channel)
         self.sessions[session_id] = entry
         asyncio.get_running_loop().create_task(
             self._end_if_unconnected(session_id, self.settings.connect_timeout_s, "nobody connected to the session")
         )
         return {"session_id": session_id, "token": entry.token, "env_id": env_id, "agent": entry.agent}
 
-    async def attach(self, session_id: str, token: str) -> tuple[ActorHandle, str, dict]:
-        """A participant's websocket arrives: check its token, return (EnvActor, agent, hello info)."""
+    async def attach(self, session_id: str, token: str) -> tuple[str, dict, dict]:
+        """A participant's websocket arrives: check its token, return (agent, hello info, frame channel)."""
         entry = self._entry(session_id)
         if not hmac.compare_digest(entry.token.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
         entry.connections += 1
-        return entry.actor, entry.agent, entry.info
+        return entry.agent, entry.info, entry.channel
 
     async def detach(self, session_id: str) -> None:
         """The participant's websocket closed; without a reconnect within the grace period the session ends."""
@@ -124,15 +165,16 @@ class EnvsManager:
             )
 
     async def end_session(self, session_id: str, reason: str) -> None:
-        """Stop the session's loop (connected clients get ``end``), then retire its actor."""
+        """Stop the session (connected clients get ``end``) and free its slot."""
         entry = self.sessions.pop(session_id, None)
         if entry is None:
             return
         try:
-            await entry.actor.stop.remote(reason)
-            await asyncio.sleep(ACTOR_RETIRE_DELAY_S)  # let the ``end`` message reach the ingress
+            await entry.host.actor.stop.remote(session_id, reason)
+        except ray.exceptions.RayActorError:
+            self._forget(entry.host)  # the process is gone, and its sessions with it
         finally:
-            ray.kill(entry.actor)
+            self._release(entry.host, session_id)
 
     async def _end_if_unconnected(self, session_id: str, delay_s: float, reason: str) -> None:
         await asyncio.sleep(delay_s)
@@ -147,8 +189,8 @@ class EnvsManager:
             raise UnknownSession(f"no session {session_id!r}") from None
 
     async def session_actor(self, session_id: str) -> ActorHandle:
-        """For operators and tests: the EnvActor of a running session."""
-        return self._entry(session_id).actor
+        """For operators and tests: the EnvActor hosting a running session."""
+        return self._entry(session_id).host.actor
 
     async def list_sessions(self) -> list[dict]:
         return [
@@ -157,7 +199,11 @@ class EnvsManager:
         ]
 
     async def warm_pool_size(self) -> int:
-        return len(self.pool)
+        return len(self._empty_hosts())
+
+    async def host_loads(self) -> list[int]:
+        """Sessions per EnvActor process."""
+        return [len(host.sessions) for host in self.hosts]
 
 
 def get_or_create_manager(settings: Settings) -> ActorHandle:

@@ -2,10 +2,11 @@
 
 This is the heart of an EnvActor, kept free of Ray so it reads (and tests) on its own:
 
-* a deadline-based clock ticks at the environment's fps; deadlines sit on a fixed grid
+* a deadline-based ``TickClock`` ticks at the environment's fps; deadlines sit on a fixed grid
   ``t0 + n / fps`` so the rate does not drift, and ticks that cannot be met are skipped, not bunched.
   A frame's id is its tick's position ``n`` on that grid, so a client knows when every frame was
-  due and a skipped tick shows as a gap in the ids;
+  due and a skipped tick shows as a gap in the ids. All sessions of one process at the same fps
+  share one clock: one wake-up per tick for all of them, not one each;
 * every tick applies the latest action of each agent (the no-op until the first key);
 * every tick's screen is offered to each subscriber; a subscriber still busy with an older frame
   simply gets the newest one next (delta-encoded against what it last received), so slow clients
@@ -19,7 +20,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from crowdplay import codec, protocol
 from crowdplay.config import Settings
@@ -53,10 +54,11 @@ class PendingInput:
 
 @dataclass
 class EpisodeRecord:
-    """The seed and the actions applied, enough to replay an episode exactly (ALE is deterministic)."""
+    """The seed or start state and the actions applied: enough to replay an episode exactly."""
 
     episode: int
     seed: int
+    start_state: bytes | None
     actions: dict[str, list[int]]
     client_frames: dict[str, list[int]]
 
@@ -78,11 +80,64 @@ class SessionEnded(Exception):
     """Raised to inputs arriving after the session stopped."""
 
 
+class TickClock:
+    """Ticks its members on the grid ``t0 + n / fps`` while it has any."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self.n = 0  # the grid position of the latest tick
+        self.members: list[LiveEnv] = []
+        self.ticks_late = 0
+        self._task: asyncio.Task | None = None
+
+    def add(self, live: "LiveEnv") -> None:
+        self.members.append(live)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def remove(self, live: "LiveEnv") -> None:
+        if live in self.members:
+            self.members.remove(live)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() - self.n * self.period  # a restarted clock continues its grid numbering
+        try:
+            while self.members:
+                self.n += 1
+                for live in list(self.members):
+                    live.tick(self.n)
+                behind = loop.time() - (t0 + self.n * self.period)
+                if behind > self.period:
+                    skipped = int(behind / self.period)
+                    self.ticks_late += skipped
+                    for live in self.members:
+                        live.ticks_late += skipped
+                    self.n += skipped
+                await asyncio.sleep(max(0.0, t0 + self.n * self.period - loop.time()))
+        finally:
+            self._task = None
+
+
+class Clocks:
+    """One TickClock per frame rate, shared by every LiveEnv of this process."""
+
+    def __init__(self) -> None:
+        self._clocks: dict[float, TickClock] = {}
+
+    def at(self, fps: float) -> TickClock:
+        clock = self._clocks.get(fps)
+        if clock is None:
+            clock = self._clocks[fps] = TickClock(fps)
+        return clock
+
+
 class LiveEnv:
     """An environment stepping in real time for its subscribers."""
 
-    def __init__(self, spec: EnvSpec, seed: int, settings: Settings) -> None:
+    def __init__(self, spec: EnvSpec, seed: int, settings: Settings, clock: TickClock | None = None) -> None:
         self.spec = spec
+        self.clock = clock or TickClock(spec.fps)
         self.settings = settings
         self.adapter = EnvAdapter(spec)
         self.agents = self.adapter.agents
@@ -102,7 +157,7 @@ class LiveEnv:
         self._cache: dict[tuple[str, int], codec.Payload] = {}
         self.input_log: deque[dict] = deque(maxlen=INPUT_LOG_LENGTH)
         self.episodes: deque[EpisodeRecord] = deque(maxlen=EPISODES_KEPT)
-        self._task: asyncio.Task | None = None
+        self.running = False
         self._begin_episode()
 
     # ----------------------------------------------------------------- description
@@ -126,25 +181,14 @@ class LiveEnv:
     # ----------------------------------------------------------------- real-time loop
     def start(self) -> None:
         """Start ticking (idempotent); called when the first participant subscribes."""
-        if self._task is None and self.stopped is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if not self.running and self.stopped is None:
+            self.running = True
+            self.frame_id = self.clock.n  # frame ids continue the shared clock's grid
+            self.latest = replace(self.latest, frame_id=self.frame_id)
+            self.clock.add(self)
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        period = 1.0 / self.spec.fps
-        t0 = loop.time()
-        n = 0
-        while self.stopped is None:
-            n += 1
-            self._tick(n)
-            behind = loop.time() - (t0 + n * period)
-            if behind > period:
-                skipped = int(behind / period)
-                self.ticks_late += skipped
-                n += skipped
-            await asyncio.sleep(max(0.0, t0 + n * period - loop.time()))
-
-    def _tick(self, next_frame: int) -> None:
+    def tick(self, next_frame: int) -> None:
+        """Apply the pending inputs, step the environment once, and offer the frame ``next_frame``."""
         now = time.monotonic()
         self.ticks += 1
         for agent, pending in self._pending.items():
@@ -198,7 +242,7 @@ class LiveEnv:
         self.env_step = 0
         self._returns = {agent: 0.0 for agent in self.agents}
         self.episodes.append(
-            EpisodeRecord(self.episode, seed, {a: [] for a in self.agents}, {a: [] for a in self.agents})
+            EpisodeRecord(self.episode, seed, self.adapter.snapshot(), {a: [] for a in self.agents}, {a: [] for a in self.agents})
         )
         self.latest = Tick(self.frame_id, 0, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
@@ -293,8 +337,7 @@ class LiveEnv:
         if self.stopped is not None:
             return
         self.stopped = reason
-        if self._task is not None:
-            self._task.cancel()
+        self.clock.remove(self)
         self._wake_all()
         self.adapter.close()
 
@@ -304,7 +347,7 @@ class LiveEnv:
             "ticks": self.ticks,
             "episode": self.episode,
             "ticks_late": self.ticks_late,
-            "running": self._task is not None and self.stopped is None,
+            "running": self.running and self.stopped is None,
             "subscribers": [
                 {"agent": s.agent, "frames_sent": s.frames_sent, "frames_dropped": s.frames_dropped}
                 for s in self._subscribers

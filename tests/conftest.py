@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 
 import pytest
 import ray
 from ray import serve
 
-from crowdplay.config import Settings
+from crowdplay.config import Settings, apply_serve_environment, free_port
 from crowdplay.manager import get_or_create_manager
 from crowdplay.web.ingress import build_app
 
 TEST_SETTINGS = Settings(namespace="crowdplay-test", reconnect_grace_s=5.0, warm_pool_size=2)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
+    apply_serve_environment()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

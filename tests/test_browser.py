@@ -62,7 +62,7 @@ def test_a_participant_plays_space_invaders_with_the_keyboard(browser, base_url,
     assert page.evaluate("window.crowdplay.errors") == []
 
     actor = ray.get(manager.session_actor.remote(session_id))
-    log = ray.get(actor.input_log.remote())
+    log = ray.get(actor.input_log.remote(session_id))
     applied = {(entry["action"], tuple(entry["keys"])) for entry in log}
     assert (5, ("ArrowLeft", "Space")) in applied  # LEFTFIRE, from the held keys via the keymap
     assert all(entry["applied_tick"] == entry["received_tick"] + 1 for entry in log)
@@ -80,9 +80,9 @@ def test_the_browser_decoder_is_lossless_on_a_scrolling_game(browser, base_url, 
     session_id = page.evaluate("window.crowdplay.sessionId")
     page.keyboard.up("ArrowUp")
     actor = ray.get(manager.session_actor.remote(session_id))
-    episodes = {record["episode"]: record for record in ray.get(actor.episodes.remote())}
+    episodes = {record["episode"]: record for record in ray.get(actor.episodes.remote(session_id))}
     record = episodes[snapshot["episode"]]
-    screens = list(replay_screens("Riverraid", record["seed"], record["actions"]["agent_0"][: snapshot["envStep"]]))
+    screens = list(replay_screens("Riverraid", record["seed"], record["actions"]["agent_0"][: snapshot["envStep"]], record["start_state"]))
     decoded = np.frombuffer(base64.b64decode(snapshot["screen"]), dtype=np.uint8).reshape(210, 160)
     assert snapshot["envStep"] > 60
     assert page.evaluate("window.crowdplay.rowMoveFrames") > 0  # scrolling exercised the row-move path

@@ -9,7 +9,7 @@ import sys
 import time
 
 from crowdplay.client import http_json
-from tests.conftest import free_port
+from crowdplay.config import free_port
 
 
 def test_serve_prints_the_url_serves_games_and_stops_on_ctrl_c():
@@ -19,7 +19,8 @@ def test_serve_prints_the_url_serves_games_and_stops_on_ctrl_c():
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "CROWDPLAY_NAMESPACE": "crowdplay-cli-test"},
+        # A fresh machine's environment: not the HAProxy ports and files of the tests' own Ray instance.
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}, "CROWDPLAY_NAMESPACE": "crowdplay-cli-test"},
     )
     try:
         url = None

@@ -59,3 +59,18 @@ def test_a_session_nobody_connects_to_is_ended(private_manager):
     assert wait_for(lambda: not ray.get(manager.list_sessions.remote()), timeout_s=settings.connect_timeout_s + 10)
     with pytest.raises(UnknownSession):
         ray.get(manager.attach.remote(session["session_id"], session["token"]))
+
+
+def test_sessions_fill_an_env_actor_process_before_the_next_one_opens(ray_session):
+    settings = Settings(namespace=f"crowdplay-pack-{time.monotonic_ns()}", warm_pool_size=1, sessions_per_actor=3)
+    manager = get_or_create_manager(settings)
+    ray.get(manager.ready.remote())
+    sessions = ray.get([manager.create_session.remote("Pong") for _ in range(4)])
+    try:
+        assert sorted(load for load in ray.get(manager.host_loads.remote()) if load) == [1, 3]
+        hosts = {ray.get(manager.session_actor.remote(s["session_id"]))._actor_id for s in sessions}
+        assert len(hosts) == 2
+    finally:
+        for session in sessions:
+            ray.get(manager.end_session.remote(session["session_id"], "test over"))
+        ray.kill(manager)

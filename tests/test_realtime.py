@@ -15,7 +15,7 @@ from crowdplay.config import Settings
 from crowdplay.environments import EnvSpec, get_env, register_env
 from crowdplay.environments.atari import make_ale
 from crowdplay.environments.replay import replay_screens
-from crowdplay.realtime import LiveEnv, SessionEnded
+from crowdplay.realtime import Clocks, LiveEnv, SessionEnded
 
 SHORT_PONG = register_env(
     replace(get_env("Pong"), id="PongShortEpisodes", make_env=partial(make_ale, "Pong", max_num_frames_per_episode=40))
@@ -58,6 +58,26 @@ def test_ticks_stay_on_the_fps_grid():
     assert live.ticks + live.ticks_late == live.frame_id
 
 
+def test_sessions_sharing_a_clock_tick_together_and_number_frames_on_its_grid():
+    async def scenario():
+        clocks = Clocks()
+        first = LiveEnv(get_env("Pong"), 0, Settings(), clocks.at(60))
+        first.start()
+        await asyncio.sleep(0.5)
+        second = LiveEnv(get_env("Breakout"), 0, Settings(), clocks.at(60))
+        frames, _ = await collect(second, 30)
+        first.stop("test over")
+        second.stop("test over")
+        return first, second, frames, clocks.at(60)
+
+    first, second, frames, clock = run(scenario())
+    assert first.clock is second.clock is clock
+    assert frames[0][0].frame_id >= 25  # the newcomer starts where the shared grid is, not at 0
+    ids = [header.frame_id for header, _ in frames]
+    assert ids == sorted(set(ids)) and frames[-1][0].env_step - frames[0][0].env_step == 29
+    assert clock.members == []
+
+
 def test_first_frame_is_a_keyframe_and_frames_equal_the_emulator_screens():
     async def scenario():
         live = LiveEnv(get_env("SpaceInvaders"), 11, Settings())
@@ -68,7 +88,7 @@ def test_first_frame_is_a_keyframe_and_frames_equal_the_emulator_screens():
 
     received, record = run(scenario())
     assert received[0][0].keyframe and received[0][0].frame_id == 0
-    replayed = list(replay_screens("SpaceInvaders", record.seed, record.actions["agent_0"]))
+    replayed = list(replay_screens("SpaceInvaders", record.seed, record.actions["agent_0"], record.start_state))
     for header, screen in received:
         assert np.array_equal(screen, replayed[header.env_step])
 
@@ -86,7 +106,7 @@ def test_a_slow_client_gets_the_newest_frame_not_a_backlog():
     assert ids == sorted(ids)
     assert ids[-1] - ids[0] > 3 * len(ids)  # frames were skipped, not queued
     assert stats["subscribers"][0]["frames_dropped"] > 0
-    replayed = list(replay_screens("Breakout", record.seed, record.actions["agent_0"]))
+    replayed = list(replay_screens("Breakout", record.seed, record.actions["agent_0"], record.start_state))
     for header, screen in received:  # deltas against the client's own last frame stay lossless
         assert np.array_equal(screen, replayed[header.env_step])
 
@@ -116,6 +136,29 @@ def test_inputs_apply_on_the_next_tick_and_the_noop_before_any_key():
     assert entry["client_frame"] == frames[9].frame_id
     assert record.actions["agent_0"][entry["env_step"]] == 1
     assert frames[-1].input_seq == 1
+
+
+def test_later_episodes_start_from_a_recorded_state_that_replays_exactly():
+    async def scenario():
+        live = LiveEnv(SHORT_PONG, 3, Settings())
+        received, _ = await collect(live, 100)
+        records = {record.episode: record for record in live.episodes}
+        live.stop("test over")
+        return received, records
+
+    received, records = run(scenario())
+    episode, checked = -1, 0
+    replayed: list = []
+    for header, screen in received:
+        if header.new_episode:
+            episode += 1
+            record = records[episode]
+            assert record.start_state
+            replayed = list(replay_screens("PongShortEpisodes", record.seed, record.actions["agent_0"], record.start_state))
+        if episode >= 1:  # later episodes continue the emulator: only the start state replays them
+            assert np.array_equal(screen, replayed[header.env_step])
+            checked += 1
+    assert episode >= 2 and checked > 40
 
 
 def test_episodes_end_restart_and_are_announced():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import urllib.request
 
 import numpy as np
@@ -14,6 +13,7 @@ import websockets
 
 from crowdplay import protocol
 from crowdplay.client import Participant, ServerError, http_json
+from crowdplay.env_actor import UnknownHostedSession
 from crowdplay.environments.replay import replay_screens
 from tests.conftest import run
 
@@ -40,11 +40,11 @@ def test_play_frames_are_lossless_and_keys_apply_on_the_next_tick(base_url, mana
 
     session_id, frames, seq, after = run(scenario())
     actor = session_actor(manager, session_id)
-    episode = ray.get(actor.episodes.remote())[-1]
-    log = ray.get(actor.input_log.remote())
+    episode = ray.get(actor.episodes.remote(session_id))[-1]
+    log = ray.get(actor.input_log.remote(session_id))
 
     # Every received frame equals the emulator's screen at that step (replayed from seed + actions).
-    replayed = list(replay_screens("SpaceInvaders", episode["seed"], episode["actions"]["agent_0"]))
+    replayed = list(replay_screens("SpaceInvaders", episode["seed"], episode["actions"]["agent_0"], episode["start_state"]))
     assert frames[0][0].keyframe
     for header, screen in frames:
         assert np.array_equal(screen, replayed[header.env_step])
@@ -111,7 +111,7 @@ def test_bad_websocket_messages_get_an_error_and_a_close_code_and_the_game_survi
     assert player.websocket.close_code == code
     assert header.keyframe and header.frame_id > 0
     actor = session_actor(manager, player.session["session_id"])
-    assert ray.get(actor.stats.remote())["running"]
+    assert ray.get(actor.stats.remote(player.session["session_id"]))["running"]
 
 
 @pytest.mark.parametrize(
@@ -135,7 +135,7 @@ def test_unknown_sessions_and_wrong_tokens_are_refused(base_url, path, code):
     assert close_code == code
 
 
-def test_leaving_ends_the_session_after_the_grace_period_and_frees_the_actor(base_url, manager, settings):
+def test_leaving_ends_the_session_after_the_grace_period_and_frees_its_slot(base_url, manager, settings):
     async def scenario():
         player = await Participant.join(base_url, "Breakout")
         await player.next_frame()
@@ -155,15 +155,8 @@ def test_leaving_ends_the_session_after_the_grace_period_and_frees_the_actor(bas
         return False
 
     assert run(wait_gone())
-
-    def actor_is_dead() -> bool:
-        try:
-            ray.get(actor.ready.remote(), timeout=30)
-        except ray.exceptions.RayActorError:
-            return True
-        return False
-
-    assert any(actor_is_dead() or time.sleep(0.2) for _ in range(50))
+    with pytest.raises(UnknownHostedSession):  # its slot in the EnvActor process is free again
+        ray.get(actor.stats.remote(session_id))
 
 
 def test_a_participant_whose_env_actor_dies_is_told_so(base_url, manager):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from crowdplay.client import Participant, http_json
-from crowdplay.config import Settings
+from crowdplay.config import Settings, apply_serve_environment, free_port
 
 ON_TIME_TARGET = 0.99
 KEYS = ["ArrowLeft", "ArrowRight", "Space"]
@@ -65,14 +65,6 @@ class System:
     apply_delays_s: Callable[[list[str]], list[float]] = lambda session_ids: []
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _bench_settings() -> Settings:
     # Sessions end as soon as the simulated participant leaves, so trials do not overlap.
     return Settings(namespace="crowdplay-bench", reconnect_grace_s=0.2)
@@ -87,7 +79,8 @@ def serve_system() -> Iterator[System]:
     from crowdplay.web.ingress import build_app
 
     settings = _bench_settings()
-    port = _free_port()
+    port = free_port()
+    apply_serve_environment()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -113,7 +106,7 @@ def serve_system() -> Iterator[System]:
 
 @contextmanager
 def baseline_system() -> Iterator[System]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "CROWDPLAY_RECONNECT_GRACE_S": "0.2"}
     process = subprocess.Popen([sys.executable, "-m", "crowdplay.web.local", "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"

@@ -7,6 +7,7 @@ pixel, lossless with the NTSC table); any other Gymnasium environment must rende
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -47,9 +48,24 @@ class EnvAdapter:
         keymap = spec.keymap if isinstance(spec.keymap, Keymap) else spec.keymap(self.action_meanings)
         self.keymaps: dict[str, Keymap] = {SINGLE_AGENT: keymap}
         self.palette: np.ndarray | None = NTSC_PALETTE if self._ale is not None else None
+        self._seeded = False
 
     def reset(self, seed: int) -> None:
-        self.env.reset(seed=seed)
+        """Start an episode. ALE is seeded once: re-seeding reloads the ROM (~90 ms, which would stall
+        every session of the process); later episodes continue from the emulator's state, and
+        ``snapshot`` at the episode start is what replays it exactly."""
+        if self._ale is not None and self._seeded:
+            self.env.reset()
+        else:
+            self.env.reset(seed=seed)
+            self._seeded = True
+
+    def snapshot(self) -> bytes | None:
+        """The emulator's full state (RNG included) for exact replay, or None for non-ALE envs."""
+        return pickle.dumps(self._ale.cloneState(include_rng=True)) if self._ale is not None else None
+
+    def restore(self, state: bytes) -> None:
+        self._ale.restoreState(pickle.loads(state))
 
     def check_action(self, agent: str, action: int) -> int:
         if agent not in self.agents:

@@ -1,8 +1,9 @@
 """What the web layer needs from the session machinery, and its Ray implementation.
 
-The Starlette app only talks to a ``SessionBackend``; ``RaySessions`` reaches the EnvsManager and
-EnvActors through Ray. Keeping the seam this narrow lets the same app run without Ray hops (an
-in-process backend) for baselines, and keeps Ray details out of the HTTP and websocket code.
+The Starlette app only talks to a ``SessionBackend``; ``RaySessions`` asks the EnvsManager for
+sessions and reaches each session's EnvActor over its frame channel (``crowdplay.channel``).
+Keeping the seam this narrow lets the same app run without Ray (``crowdplay.web.local``) as the
+baseline that measures what the actor path costs.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-import ray
 from ray.actor import ActorHandle
 
+from crowdplay.channel import ChannelClient
 from crowdplay.config import Settings
+from crowdplay.environments import InvalidAction
 
 
 class Attachment(Protocol):
@@ -24,9 +26,9 @@ class Attachment(Protocol):
 
     def frames(self) -> AsyncIterator[bytes | str]: ...
 
-    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> int: ...
+    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None: ...
 
-    async def submit_action(self, action: int, frame: int, seq: int) -> int: ...
+    async def submit_action(self, action: int, frame: int, seq: int) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -37,32 +39,34 @@ class SessionBackend(Protocol):
     async def attach(self, session_id: str, token: str) -> Attachment: ...
 
 
+def check_action(hello: dict, action: int) -> int:
+    """Refuse an action outside the action space before it travels anywhere."""
+    count = len(hello["action_meanings"])
+    if not 0 <= action < count:
+        raise InvalidAction(f"action {action!r} is outside the action space 0..{count - 1}")
+    return action
+
+
 class RayAttachment:
-    def __init__(self, manager: ActorHandle, session_id: str, actor: ActorHandle, agent: str, hello: dict, settings: Settings) -> None:
+    def __init__(self, manager: ActorHandle, session_id: str, agent: str, hello: dict, channel: ChannelClient) -> None:
         self._manager = manager
         self._session_id = session_id
-        self._actor = actor
-        self._settings = settings
+        self._channel = channel
         self.agent = agent
         self.hello = hello
 
-    async def frames(self) -> AsyncIterator[bytes | str]:
-        stream = self._actor.frames.options(
-            _generator_backpressure_num_objects=self._settings.frame_backpressure
-        ).remote(self.agent)
-        try:
-            async for ref in stream:
-                yield await ref
-        finally:
-            ray.cancel(stream)
+    def frames(self) -> AsyncIterator[bytes | str]:
+        return self._channel.messages()
 
-    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> int:
-        return await self._actor.submit_keys.remote(self.agent, keys, frame, seq)
+    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
+        await self._channel.send_input({"kind": "keys", "keys": keys, "frame": frame, "seq": seq})
 
-    async def submit_action(self, action: int, frame: int, seq: int) -> int:
-        return await self._actor.submit_action.remote(self.agent, action, frame, seq)
+    async def submit_action(self, action: int, frame: int, seq: int) -> None:
+        check_action(self.hello, action)
+        await self._channel.send_input({"kind": "action", "action": action, "frame": frame, "seq": seq})
 
     async def close(self) -> None:
+        await self._channel.close()
         await self._manager.detach.remote(self._session_id)
 
 
@@ -77,5 +81,10 @@ class RaySessions:
         return await self.manager.create_session.remote(env_id)
 
     async def attach(self, session_id: str, token: str) -> RayAttachment:
-        actor, agent, hello = await self.manager.attach.remote(session_id, token)
-        return RayAttachment(self.manager, session_id, actor, agent, hello, self.settings)
+        agent, hello, address = await self.manager.attach.remote(session_id, token)
+        try:
+            channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], agent)
+        except OSError:
+            await self.manager.detach.remote(session_id)
+            raise
+        return RayAttachment(self.manager, session_id, agent, hello, channel)

@@ -31,11 +31,11 @@ class LocalAttachment:
         async for message in self._live.stream(self.agent):
             yield message
 
-    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> int:
-        return self._live.submit_keys(self.agent, keys, frame, seq)
+    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
+        self._live.submit_keys(self.agent, keys, frame, seq)
 
-    async def submit_action(self, action: int, frame: int, seq: int) -> int:
-        return self._live.submit_action(self.agent, action, frame, seq)
+    async def submit_action(self, action: int, frame: int, seq: int) -> None:
+        self._live.submit_action(self.agent, action, frame, seq)
 
     async def close(self) -> None:
         self._sessions.end(self._session_id)

@@ -24,11 +24,6 @@ from crowdplay.web.backend import Attachment, SessionBackend
 log = logging.getLogger(__name__)
 
 
-def reason_of(error: Exception) -> str:
-    """The original message of an error, also when Ray wrapped it on its way from an actor."""
-    return str(getattr(error, "cause", None) or error)
-
-
 async def close_with_error(websocket: WebSocket, reason: str, code: int) -> None:
     if websocket.application_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
@@ -67,8 +62,12 @@ async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
                 await websocket.send_bytes(message)
                 continue
             await websocket.send_text(message)
-            if json.loads(message)["type"] == "end":
+            event = json.loads(message)
+            if event["type"] == "end":
                 await websocket.close(protocol.CLOSE_SESSION_ENDED, "session ended")
+                return
+            if event["type"] == "error":  # the EnvActor refused an input
+                await websocket.close(event["code"], event["reason"][:120])
                 return
     except Exception as error:
         if websocket.application_state != WebSocketState.CONNECTED or websocket.client_state != WebSocketState.CONNECTED:
@@ -98,8 +97,11 @@ async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Se
             await close_with_error(websocket, error.reason, error.close_code)
             return
         except InvalidAction as error:
-            await close_with_error(websocket, reason_of(error), protocol.CLOSE_POLICY_VIOLATION)
+            await close_with_error(websocket, str(error), protocol.CLOSE_POLICY_VIOLATION)
             return
         except SessionEnded:
             await close_with_error(websocket, "the session has ended", protocol.CLOSE_SESSION_ENDED)
+            return
+        except (ConnectionError, OSError):
+            await close_with_error(websocket, "the game server stopped unexpectedly; please start again", protocol.CLOSE_INTERNAL_ERROR)
             return

@@ -1,0 +1,162 @@
+"""The frame channel: a direct socket between an EnvActor and the ingress replica serving a player.
+
+Ray actor calls and streaming generators cost ~1 ms of CPU per item on each side, which at 60 fps
+per participant is most of a core for a handful of sessions. Frames and inputs therefore move over
+one TCP connection per participant, opened by the ingress to an address the EnvActor hands out
+through Ray; Ray keeps placement, lifecycle and control. The wire is simple framing:
+
+    message = kind:u8  length:u32  payload        (little-endian)
+
+    server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)
+    client -> server   HELLO (JSON {"secret", "agent"}, first)   ACK (empty)   INPUT (JSON)
+
+Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
+unacknowledged messages in flight; the ingress acknowledges each one after its websocket send
+finished, so a slow participant stalls the channel and the EnvActor then sends the newest frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import struct
+from collections.abc import AsyncIterator
+
+from crowdplay import protocol
+from crowdplay.environments import InvalidAction
+from crowdplay.realtime import LiveEnv, SessionEnded
+
+log = logging.getLogger(__name__)
+
+FRAME, TEXT, HELLO, ACK, INPUT = range(5)
+HEADER = struct.Struct("<BI")
+MAX_PAYLOAD = 1 << 24
+
+
+class ChannelClosed(ConnectionError):
+    """The other side closed the channel."""
+
+
+async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    try:
+        kind, length = HEADER.unpack(await reader.readexactly(HEADER.size))
+        if length > MAX_PAYLOAD:
+            raise ChannelClosed(f"channel message of {length} bytes exceeds {MAX_PAYLOAD}")
+        return kind, await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ChannelClosed("the channel closed") from None
+
+
+def write_message(writer: asyncio.StreamWriter, kind: int, payload: bytes = b"") -> None:
+    writer.write(HEADER.pack(kind, len(payload)) + payload)
+
+
+class ChannelServer:
+    """Serves a LiveEnv's participants; runs inside the EnvActor."""
+
+    def __init__(self, live: LiveEnv, secret: str, window: int) -> None:
+        self.live = live
+        self.secret = secret
+        self.window = window
+        self._server: asyncio.Server | None = None
+
+    async def start(self, host: str) -> int:
+        self._server = await asyncio.start_server(self._serve, host=host, port=0)
+        return self._server.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            kind, payload = await asyncio.wait_for(read_message(reader), timeout=10)
+            hello = json.loads(payload) if kind == HELLO else {}
+            if not hmac.compare_digest(str(hello.get("secret", "")).encode(), self.secret.encode()):
+                log.warning("refused a channel connection with a wrong secret")
+                return
+            await self._play(str(hello.get("agent")), reader, writer)
+        except (ChannelClosed, ConnectionError, asyncio.TimeoutError, ValueError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _play(self, agent: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        credits = asyncio.Semaphore(self.window)
+        sender = asyncio.create_task(self._send(agent, writer, credits))
+        try:
+            while not sender.done():
+                kind, payload = await read_message(reader)
+                if kind == ACK:
+                    credits.release()
+                elif kind == INPUT:
+                    if not self._apply_input(agent, json.loads(payload), writer):
+                        await writer.drain()
+                        return
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    async def _send(self, agent: str, writer: asyncio.StreamWriter, credits: asyncio.Semaphore) -> None:
+        async for message in self.live.stream(agent):
+            await credits.acquire()
+            if isinstance(message, bytes):
+                write_message(writer, FRAME, message)
+            else:
+                write_message(writer, TEXT, message.encode())
+            await writer.drain()
+
+    def _apply_input(self, agent: str, data: dict, writer: asyncio.StreamWriter) -> bool:
+        """Apply one input; on a refused one send an ``error`` event and report False."""
+        try:
+            if data["kind"] == "keys":
+                self.live.submit_keys(agent, data["keys"], data["frame"], data["seq"])
+            else:
+                self.live.submit_action(agent, data["action"], data["frame"], data["seq"])
+            return True
+        except InvalidAction as error:
+            reason, code = str(error), protocol.CLOSE_POLICY_VIOLATION
+        except SessionEnded:
+            reason, code = "the session has ended", protocol.CLOSE_SESSION_ENDED
+        write_message(writer, TEXT, protocol.text("error", reason=reason, code=code).encode())
+        return False
+
+
+class ChannelClient:
+    """The ingress end of one participant's channel."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def connect(cls, host: str, port: int, secret: str, agent: str) -> "ChannelClient":
+        reader, writer = await asyncio.open_connection(host, port)
+        write_message(writer, HELLO, json.dumps({"secret": secret, "agent": agent}).encode())
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def messages(self) -> AsyncIterator[bytes | str]:
+        """Frames and events; each is acknowledged when the consumer asks for the next one."""
+        while True:
+            try:
+                kind, payload = await read_message(self._reader)
+            except ChannelClosed:
+                return
+            yield payload if kind == FRAME else payload.decode()
+            write_message(self._writer, ACK)
+
+    async def send_input(self, data: dict) -> None:
+        write_message(self._writer, INPUT, json.dumps(data, separators=(",", ":")).encode())
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
