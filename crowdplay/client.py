@@ -61,7 +61,8 @@ class Participant:
     frames: asyncio.Queue = field(default_factory=asyncio.Queue)
     events: list[dict] = field(default_factory=list)
     timings: list[FrameTiming] = field(default_factory=list)
-    key_latencies_s: list[float] = field(default_factory=list)
+    #: (sent at, seconds until the first frame that applied it) for every input, perf_counter clock
+    key_latencies: list[tuple[float, float]] = field(default_factory=list)
     last_frame_id: int = 0
     bytes_received: int = 0
     #: False for load generators: frames are counted and timed but not decoded (a browser decodes on its own CPU).
@@ -114,7 +115,8 @@ class Participant:
 
     def _note_applied_inputs(self, applied_seq: int, now: float) -> None:
         for seq in [s for s in self._pending_inputs if (applied_seq - s) % protocol.INPUT_SEQ_MODULO < 2**15]:
-            self.key_latencies_s.append(now - self._pending_inputs.pop(seq))
+            sent_at = self._pending_inputs.pop(seq)
+            self.key_latencies.append((sent_at, now - sent_at))
 
     def rgb(self, screen: np.ndarray) -> np.ndarray:
         """A decoded screen as RGB (palette applied when the environment sends indices)."""

@@ -60,7 +60,7 @@ def apply_serve_environment() -> None:
     """
     for name, value in SERVE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    state_dir = Path(tempfile.gettempdir()) / f"crowdplay-haproxy-{os.getpid()}"
+    state_dir = Path(tempfile.gettempdir()) / f"cp-{os.getpid()}"  # short: HAProxy socket paths max out at 97 bytes
     state_dir.mkdir(parents=True, exist_ok=True)
     for name, file_name in (
         ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "haproxy.cfg"),

@@ -20,6 +20,7 @@ from crowdplay.environments import InvalidAction
 from crowdplay.manager import BadToken, UnknownSession
 from crowdplay.realtime import SessionEnded
 from crowdplay.web.backend import Attachment, SessionBackend
+from crowdplay.web.tcp import set_nodelay_for
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ async def close_with_error(websocket: WebSocket, reason: str, code: int) -> None
 
 async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings) -> None:
     await websocket.accept()
+    set_nodelay_for(websocket.scope)
     session_id = websocket.path_params["session_id"]
     try:
         attachment = await backend.attach(session_id, websocket.query_params.get("token", ""))
