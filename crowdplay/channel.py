@@ -46,7 +46,7 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
         if length > MAX_PAYLOAD:
             raise ChannelClosed(f"channel message of {length} bytes exceeds {MAX_PAYLOAD}")
         return kind, await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
+    except (asyncio.IncompleteReadError, ConnectionError):
         raise ChannelClosed("the channel closed") from None
 
 
@@ -95,8 +95,13 @@ class ChannelServer:
                 if kind == ACK:
                     credits.release()
                 elif kind == INPUT:
-                    if not self._apply_input(agent, json.loads(payload), writer):
-                        await writer.drain()
+                    refusal = self._apply_input(agent, json.loads(payload))
+                    if refusal is not None:
+                        sender.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await sender
+                        write_message(writer, TEXT, refusal.encode())
+                        await self._finish(reader, writer)
                         return
         finally:
             sender.cancel()
@@ -104,28 +109,43 @@ class ChannelServer:
                 await sender
 
     async def _send(self, agent: str, writer: asyncio.StreamWriter, credits: asyncio.Semaphore) -> None:
-        async for message in self.live.stream(agent):
-            await credits.acquire()
-            if isinstance(message, bytes):
-                write_message(writer, FRAME, message)
-            else:
-                write_message(writer, TEXT, message.encode())
-            await writer.drain()
+        stream = self.live.stream(agent)
+        try:
+            while True:
+                await credits.acquire()  # before taking a frame, so the one taken is the newest
+                try:
+                    message = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                if isinstance(message, bytes):
+                    write_message(writer, FRAME, message)
+                else:
+                    write_message(writer, TEXT, message.encode())
+                await writer.drain()
+        finally:
+            await stream.aclose()  # unsubscribes at once, not whenever the generator is collected
 
-    def _apply_input(self, agent: str, data: dict, writer: asyncio.StreamWriter) -> bool:
-        """Apply one input; on a refused one send an ``error`` event and report False."""
+    @staticmethod
+    async def _finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close our side after the last message and wait for the peer: closing with its
+        acknowledgements still unread would reset the connection and could lose that message."""
+        await writer.drain()
+        writer.write_eof()
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+            await asyncio.wait_for(reader.read(), timeout=5)
+
+    def _apply_input(self, agent: str, data: dict) -> str | None:
+        """Apply one input; for a refused one, the ``error`` event to send before closing."""
         try:
             if data["kind"] == "keys":
                 self.live.submit_keys(agent, data["keys"], data["frame"], data["seq"])
             else:
                 self.live.submit_action(agent, data["action"], data["frame"], data["seq"])
-            return True
+            return None
         except InvalidAction as error:
-            reason, code = str(error), protocol.CLOSE_POLICY_VIOLATION
+            return protocol.text("error", reason=str(error), code=protocol.CLOSE_POLICY_VIOLATION)
         except SessionEnded:
-            reason, code = "the session has ended", protocol.CLOSE_SESSION_ENDED
-        write_message(writer, TEXT, protocol.text("error", reason=reason, code=code).encode())
-        return False
+            return protocol.text("error", reason="the session has ended", code=protocol.CLOSE_SESSION_ENDED)
 
 
 class ChannelClient:

@@ -18,7 +18,7 @@ class Settings:
     #: Empty EnvActors kept booted, so Start never waits for a process to start (~0.6 s each).
     warm_pool_size: int = 2
     #: Sessions one EnvActor process hosts (they share its event loop and tick clock).
-    sessions_per_actor: int = 8
+    sessions_per_actor: int = 16
     #: CPU reserved per EnvActor; fractional so one core hosts many 60 fps sessions.
     env_actor_num_cpus: float = 0.25
     #: A keyframe every this many frames bounds how long a decoding error could persist.

@@ -6,7 +6,9 @@ session spent ~0.03 cores per session on wake-ups alone, so sessions share a pro
 clock (docs/performance.md). Each session keeps its own id, LiveEnv, frame channel and record of
 where it runs; ``sessions_per_actor = 1`` gives one process per session.
 
-Actors boot empty and wait in the EnvsManager's warm pool. Frames and inputs travel over each
+Actors boot empty and wait in the EnvsManager's warm pool. Building an ALE environment takes
+~120 ms, so after a game starts here the actor builds a spare of that game in the background, and
+the next participant of that game starts on the spare at once. Frames and inputs travel over each
 session's frame channel (``crowdplay.channel``); Ray carries placement, lifecycle and control.
 """
 
@@ -20,7 +22,7 @@ import ray
 
 from crowdplay.channel import ChannelServer
 from crowdplay.config import Settings
-from crowdplay.environments import get_env
+from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import Clocks, LiveEnv
 
 
@@ -40,6 +42,7 @@ class EnvActor:
         self.settings = settings
         self.sessions: dict[str, HostedSession] = {}
         self.clocks = Clocks()
+        self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
 
     async def ready(self) -> bool:
         """Answers once the process is up; the pool waits on it before offering the actor."""
@@ -49,8 +52,10 @@ class EnvActor:
         """Load a session's environment; returns its description (the client's ``hello``) and
         the frame channel's address and secret."""
         spec = get_env(env_id)
-        # Building an ALE env takes ~170 ms; in a thread the other sessions' ticks keep running.
-        live = await asyncio.to_thread(LiveEnv, spec, seed, self.settings, self.clocks.at(spec.fps))
+        spare = self.spares.pop(env_id, None)
+        adapter = await spare if spare is not None else await asyncio.to_thread(EnvAdapter, spec)
+        live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter)
+        self.spares[env_id] = asyncio.get_running_loop().create_task(asyncio.to_thread(EnvAdapter, spec))
         channel = ChannelServer(live, secrets.token_urlsafe(24), self.settings.frame_backpressure)
         host = ray.util.get_node_ip_address()
         port = await channel.start(host)

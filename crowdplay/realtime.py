@@ -135,11 +135,14 @@ class Clocks:
 class LiveEnv:
     """An environment stepping in real time for its subscribers."""
 
-    def __init__(self, spec: EnvSpec, seed: int, settings: Settings, clock: TickClock | None = None) -> None:
+    def __init__(
+        self, spec: EnvSpec, seed: int, settings: Settings, clock: TickClock | None = None, adapter: EnvAdapter | None = None
+    ) -> None:
+        """``adapter`` may be a freshly built, unused environment for ``spec`` (a host's spare)."""
         self.spec = spec
         self.clock = clock or TickClock(spec.fps)
         self.settings = settings
-        self.adapter = EnvAdapter(spec)
+        self.adapter = adapter or EnvAdapter(spec)
         self.agents = self.adapter.agents
         self.base_seed = seed
         self.episode = 0

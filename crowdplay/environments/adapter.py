@@ -48,17 +48,19 @@ class EnvAdapter:
         keymap = spec.keymap if isinstance(spec.keymap, Keymap) else spec.keymap(self.action_meanings)
         self.keymaps: dict[str, Keymap] = {SINGLE_AGENT: keymap}
         self.palette: np.ndarray | None = NTSC_PALETTE if self._ale is not None else None
-        self._seeded = False
 
     def reset(self, seed: int) -> None:
-        """Start an episode. ALE is seeded once: re-seeding reloads the ROM (~90 ms, which would stall
-        every session of the process); later episodes continue from the emulator's state, and
-        ``snapshot`` at the episode start is what replays it exactly."""
-        if self._ale is not None and self._seeded:
+        """Start an episode.
+
+        ALE is never re-seeded: seeding reloads the ROM (~90 ms holding the GIL, which would stall
+        every session of the process), and with sticky actions off the emulation does not depend on
+        the seed. Episodes continue from the emulator's state; ``snapshot`` taken at the start is
+        what replays one exactly. Other environments are reset with the seed.
+        """
+        if self._ale is not None:
             self.env.reset()
         else:
             self.env.reset(seed=seed)
-            self._seeded = True
 
     def snapshot(self) -> bytes | None:
         """The emulator's full state (RNG included) for exact replay, or None for non-ALE envs."""

@@ -14,7 +14,7 @@ def replay_screens(env_id: str, seed: int, actions: Sequence[int], start_state: 
     """Yield the screen after the reset (step 0) and after each action (step i + 1).
 
     ``start_state`` (an ``EnvAdapter.snapshot`` taken at the episode's start) takes precedence over
-    the seed: ALE episodes after the first continue from the emulator's state rather than a seed.
+    the seed: ALE episodes continue from the emulator's state rather than from a seed.
     """
     adapter = EnvAdapter(get_env(env_id))
     try:

@@ -1,0 +1,103 @@
+"""The frame channel between an EnvActor and the ingress: authenticated, flow-controlled, two-way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+
+from crowdplay import codec, protocol
+from crowdplay.channel import ChannelClient, ChannelServer
+from crowdplay.config import Settings
+from crowdplay.environments import get_env
+from crowdplay.environments.replay import replay_screens
+from crowdplay.realtime import LiveEnv
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def serve(env_id: str = "SpaceInvaders", window: int = 2):
+    live = LiveEnv(get_env(env_id), 0, Settings())
+    server = ChannelServer(live, "the-secret", window)
+    port = await server.start("127.0.0.1")
+    return live, server, port
+
+
+def test_frames_and_inputs_travel_over_the_channel():
+    async def scenario():
+        live, server, port = await serve()
+        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0")
+        decoder = codec.FrameDecoder((210, 160))
+        received = []
+        async for message in client.messages():
+            header, screen = decoder.decode(message)
+            received.append((header, screen.copy()))
+            if len(received) == 20:
+                await client.send_input({"kind": "keys", "keys": ["Space"], "frame": header.frame_id, "seq": 7})
+            if len(received) == 40:
+                break
+        record, log = live.episodes[-1], list(live.input_log)
+        await client.close()
+        live.stop("test over")
+        server.close()
+        return received, record, log
+
+    received, record, log = run(scenario())
+    assert log[0]["action"] == 1 and log[0]["seq"] == 7
+    assert received[-1][0].input_seq == 7
+    replayed = list(replay_screens("SpaceInvaders", record.seed, record.actions["agent_0"], record.start_state))
+    for header, screen in received:
+        assert np.array_equal(screen, replayed[header.env_step])
+
+
+def test_a_wrong_secret_gets_nothing():
+    async def scenario():
+        live, server, port = await serve()
+        client = await ChannelClient.connect("127.0.0.1", port, "guessed", "agent_0")
+        messages = [m async for m in client.messages()]
+        live.stop("test over")
+        server.close()
+        return messages, live.stats()
+
+    messages, stats = run(scenario())
+    assert messages == []
+    assert stats["subscribers"] == [] and not stats["running"]
+
+
+def test_a_consumer_that_stops_acknowledging_holds_only_the_window():
+    async def scenario():
+        live, server, port = await serve(window=2)
+        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0")
+        stream = client.messages()
+        first = await stream.__anext__()  # read one and then stall without asking for more
+        await asyncio.sleep(0.5)  # ~30 ticks pass
+        sent = live.stats()["subscribers"][0]["frames_sent"]
+        later = await stream.__anext__()  # acknowledges the first; the next in flight arrives
+        newest = await stream.__anext__()
+        await client.close()
+        live.stop("test over")
+        server.close()
+        return first, later, newest, sent
+
+    first, later, newest, sent = run(scenario())
+    assert sent <= 2  # no backlog built up while the consumer stalled
+    ids = [codec.parse_header(m)[0].frame_id for m in (first, later, newest)]
+    assert ids[2] - ids[1] > 20  # after the stall the newest frame comes next, not the queue
+
+
+def test_refused_inputs_come_back_as_an_error_event():
+    async def scenario():
+        live, server, port = await serve("Pong")
+        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0")
+        await client.send_input({"kind": "action", "action": 42, "frame": 0, "seq": 1})
+        events = [m for m in [m async for m in client.messages()] if isinstance(m, str)]
+        live.stop("test over")
+        server.close()
+        return events
+
+    events = run(scenario())
+    error = json.loads(events[-1])
+    assert error["type"] == "error" and error["code"] == protocol.CLOSE_POLICY_VIOLATION and "42" in error["reason"]
