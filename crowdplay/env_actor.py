@@ -55,12 +55,18 @@ class EnvActor:
         spare = self.spares.pop(env_id, None)
         adapter = await spare if spare is not None else await asyncio.to_thread(EnvAdapter, spec)
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter)
-        self.spares[env_id] = asyncio.get_running_loop().create_task(asyncio.to_thread(EnvAdapter, spec))
+        await self.prepare([env_id])
         channel = ChannelServer(live, secrets.token_urlsafe(24), self.settings.frame_backpressure)
         host = ray.util.get_node_ip_address()
         port = await channel.start(host)
         self.sessions[session_id] = HostedSession(live, channel)
         return live.describe(), {"host": host, "port": port, "secret": channel.secret}
+
+    async def prepare(self, env_ids: list[str]) -> None:
+        """Build a spare environment of each game that has none, in the background."""
+        for env_id in env_ids:
+            if env_id not in self.spares:
+                self.spares[env_id] = asyncio.get_running_loop().create_task(asyncio.to_thread(EnvAdapter, get_env(env_id)))
 
     def _session(self, session_id: str) -> HostedSession:
         try:

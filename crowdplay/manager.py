@@ -15,6 +15,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 import ray
@@ -26,6 +27,8 @@ from crowdplay.environments import get_env
 
 #: Seconds between stopping a session and retiring an emptied EnvActor process.
 ACTOR_RETIRE_DELAY_S = 0.5
+#: Warm EnvActors prepare a spare environment of each of the last this-many games started.
+RECENT_ENVS = 3
 
 
 class UnknownSession(LookupError):
@@ -66,6 +69,7 @@ class EnvsManager:
         self.sessions: dict[str, SessionEntry] = {}
         self.hosts: list[Host] = []
         self._boots: set[asyncio.Task] = set()
+        self._recent_envs: deque[str] = deque(maxlen=RECENT_ENVS)
 
     async def ready(self) -> bool:
         self._refill()
@@ -89,6 +93,7 @@ class EnvsManager:
     async def _boot(self) -> Host:
         actor = spawn_env_actor(self.settings)
         await actor.ready.remote()
+        actor.prepare.remote(list(self._recent_envs))  # so the first participant there starts at once
         host = Host(actor)
         self.hosts.append(host)
         return host
@@ -127,6 +132,9 @@ class EnvsManager:
     async def create_session(self, env_id: str) -> dict:
         """Start a session of ``env_id``; returns its id, token and agent."""
         get_env(env_id)  # raises UnknownEnvironment before any actor is touched
+        if env_id in self._recent_envs:
+            self._recent_envs.remove(env_id)
+        self._recent_envs.append(env_id)
         session_id = uuid.uuid4().hex
         host = await self._place(session_id)
         try:

@@ -64,6 +64,8 @@ class System:
     url: str
     processes: Callable[[], list[psutil.Process]]
     apply_delays_s: Callable[[list[str]], list[float]] = lambda session_ids: []
+    #: True once no session is left running (the next trial must start on an idle server)
+    idle: Callable[[], bool] = lambda: True
 
 
 def _bench_settings() -> Settings:
@@ -99,7 +101,12 @@ def serve_system() -> Iterator[System]:
             return delays
 
         me = psutil.Process()
-        yield System(f"http://127.0.0.1:{port}", lambda: me.children(recursive=True), apply_delays)
+        yield System(
+            f"http://127.0.0.1:{port}",
+            lambda: me.children(recursive=True),
+            apply_delays,
+            lambda: not ray.get(manager.list_sessions.remote()),
+        )
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -226,7 +233,10 @@ async def _trial(system: System, sessions: int, seconds: float, env_id: str, arr
     apply_delays = await asyncio.to_thread(system.apply_delays_s, list(joined))
     leave.set()
     outcomes = await asyncio.gather(*tasks)
-    await asyncio.sleep(2.0)  # let the sessions end before the next trial
+    for _ in range(120):  # the next trial starts on an idle server
+        if await asyncio.to_thread(system.idle):
+            break
+        await asyncio.sleep(0.5)
     results = [result for result in outcomes if result is not None]
     summary = _summarize_trial(results, apply_delays, sessions, seconds, idle_rss, busy_rss, cpu_after - cpu_before)
     summary["failed_joins"] = len(outcomes) - len(results)

@@ -1,0 +1,45 @@
+"""The benchmarks run end to end and print the JSON their consumers expect on the last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def run_bench(*args: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}  # its own Ray instance
+    done = subprocess.run(
+        [sys.executable, "-m", "crowdplay.bench", *args, "--json"], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_codec_benchmark_reports_size_speed_and_losslessness():
+    result = run_bench("codec", "--frames", "120", "--games", "Pong,Riverraid", "--jpeg-every", "20")
+    assert set(result["games"]) == {"Pong", "Riverraid"}
+    for game in result["games"].values():
+        assert game["lossless"] is True
+        assert 0 < game["bytes_per_frame"] < game["jpeg_b64_bytes_per_frame"]
+    assert result["geomean_bytes_per_frame"] > 0
+
+
+def test_load_benchmark_reports_every_figure_the_issue_asks_for():
+    result = run_bench("load", "--sessions", "2", "--seconds", "3", "--arrival-interval", "0.1")
+    for key in (
+        "sessions",
+        "on_time_fraction",
+        "frames_dropped",
+        "key_to_frame_ms",
+        "server_apply_ms",
+        "start_to_first_frame_ms",
+        "rss_mb_per_session",
+        "cpu_per_session",
+        "bytes_per_s_per_session",
+    ):
+        assert key in result
+    assert result["sessions"] == 2 and result["failed_joins"] == 0
+    assert result["frames_delivered"] > 2 * 3 * 50
+    assert set(result["key_to_frame_ms"]) == {"p50", "p90", "p99"}
