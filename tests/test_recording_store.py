@@ -1,0 +1,54 @@
+"""The chunk format and the embedded trajectory store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crowdplay.recording.chunk import ChunkFormatError, pack_chunk, unpack_chunk
+from crowdplay.recording.store import TrajectoryStore
+
+
+def test_chunks_round_trip_arrays_bit_exactly_and_compress_screens():
+    screens = np.zeros((60, 210, 160), dtype=np.uint8)
+    screens[:, 100:110, 20:30] = 14
+    columns = {
+        "obs": screens,
+        "action": np.arange(60, dtype=np.int16),
+        "reward": np.linspace(0, 1, 60, dtype=np.float32),
+        "keys": [["Space"]] * 60,
+        "agent": "agent_0",
+        "step0": np.int64(120),
+    }
+    blob = pack_chunk(columns)
+    back = unpack_chunk(blob)
+    assert len(blob) < screens.nbytes / 100
+    assert back["obs"].dtype == np.uint8 and np.array_equal(back["obs"], screens)
+    assert np.array_equal(back["action"], columns["action"]) and back["action"].dtype == np.int16
+    assert np.array_equal(back["reward"], columns["reward"])
+    assert back["keys"] == columns["keys"] and back["agent"] == "agent_0" and back["step0"] == 120
+
+
+def test_garbage_is_not_a_chunk():
+    with pytest.raises(ChunkFormatError):
+        unpack_chunk(b"definitely not lz4")
+
+
+def test_the_embedded_store_writes_idempotently_and_survives_reopening(tmp_path):
+    path = tmp_path / "store.db"
+    store = TrajectoryStore.open(str(path))
+    store.put_episode("ep1", {"task_id": "SpaceInvaders", "started_at": 1.0, "participant": "p"})
+    for seq in range(3):
+        store.put_chunk("ep1", seq, pack_chunk({"seq": seq}), steps=60)
+    store.put_chunk("ep1", 1, pack_chunk({"seq": 1}), steps=60)  # a resend after a writer restart
+    store.put_episode("ep1", {"steps": 180})
+    store.close()
+
+    reopened = TrajectoryStore.open(str(path))
+    chunks = list(reopened.iter_chunks("ep1"))
+    assert [c["seq"] for c in chunks] == [0, 1, 2]
+    assert [unpack_chunk(c["data"])["seq"] for c in chunks] == [0, 1, 2]
+    episode = reopened.episode("ep1")
+    assert episode["task_id"] == "SpaceInvaders" and episode["steps"] == 180
+    assert [e["_id"] for e in reopened.find_episodes({"task_id": "SpaceInvaders"})] == ["ep1"]
+    reopened.close()
