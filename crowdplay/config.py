@@ -31,6 +31,8 @@ class Settings:
     connect_timeout_s: float = 60.0
     #: After the participant's websocket closes, the session waits this long for a reconnect.
     reconnect_grace_s: float = 10.0
+    #: Where recordings go: a mongodb:// URI, or a file path for the embedded store ("" = data/crowdplay.db).
+    store_uri: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
