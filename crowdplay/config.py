@@ -33,6 +33,8 @@ class Settings:
     reconnect_grace_s: float = 10.0
     #: Where recordings go: a mongodb:// URI, or a file path for the embedded store ("" = data/crowdplay.db).
     store_uri: str = ""
+    #: Steps per recording chunk (60 = one second at 60 fps): the most play a crashed EnvActor loses.
+    chunk_steps: int = 60
 
     @classmethod
     def from_env(cls) -> "Settings":

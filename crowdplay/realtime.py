@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from crowdplay import codec, protocol
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction
+from crowdplay.recording.recorder import Recorder
 
 INPUT_LOG_LENGTH = 10_000
 EPISODES_KEPT = 4
@@ -136,10 +137,18 @@ class LiveEnv:
     """An environment stepping in real time for its subscribers."""
 
     def __init__(
-        self, spec: EnvSpec, seed: int, settings: Settings, clock: TickClock | None = None, adapter: EnvAdapter | None = None
+        self,
+        spec: EnvSpec,
+        seed: int,
+        settings: Settings,
+        clock: TickClock | None = None,
+        adapter: EnvAdapter | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
-        """``adapter`` may be a freshly built, unused environment for ``spec`` (a host's spare)."""
+        """``adapter`` may be a freshly built, unused environment for ``spec`` (a host's spare);
+        ``recorder`` receives every step for storage."""
         self.spec = spec
+        self.recorder = recorder
         self.clock = clock or TickClock(spec.fps)
         self.settings = settings
         self.adapter = adapter or EnvAdapter(spec)
@@ -223,9 +232,19 @@ class LiveEnv:
             self._returns[agent] += reward
         self.frame_id = next_frame
         self.env_step += 1
+        previous = self.latest.screen
         self.latest = Tick(next_frame, self.env_step, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
+        if self.recorder is not None:
+            screen = self.latest.screen
+            delta = self._cached(("delta", next_frame), lambda: codec.delta_payload(screen, previous))  # shared with the stream
+            self.recorder.step(
+                next_frame, self._action, result.rewards, result.terminated, result.truncated,
+                self._client_frame, screen, delta, self.adapter.ram(),
+            )
         if result.terminated or result.truncated:
+            if self.recorder is not None:
+                self.recorder.end_episode("complete", self._episode_summary(result.terminated, result.truncated))
             self._broadcast(
                 protocol.text(
                     "episode_end",
@@ -244,11 +263,16 @@ class LiveEnv:
         self.adapter.reset(seed)
         self.env_step = 0
         self._returns = {agent: 0.0 for agent in self.agents}
-        self.episodes.append(
-            EpisodeRecord(self.episode, seed, self.adapter.snapshot(), {a: [] for a in self.agents}, {a: [] for a in self.agents})
-        )
+        start_state = self.adapter.snapshot()
+        self.episodes.append(EpisodeRecord(self.episode, seed, start_state, {a: [] for a in self.agents}, {a: [] for a in self.agents}))
         self.latest = Tick(self.frame_id, 0, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
+        if self.recorder is not None:
+            fields = {"env_id": self.spec.id, "seed": seed, "start_state": start_state, "agents": list(self.agents)}
+            self.recorder.begin_episode(self.episode, self.latest.screen, fields)
+
+    def _episode_summary(self, terminated: bool, truncated: bool) -> dict:
+        return {"steps": self.env_step, "returns": dict(self._returns), "terminated": terminated, "truncated": truncated}
 
     # ----------------------------------------------------------------- input
     def submit_keys(self, agent: str, keys: Iterable[str], client_frame: int, seq: int) -> int:
@@ -341,6 +365,8 @@ class LiveEnv:
             return
         self.stopped = reason
         self.clock.remove(self)
+        if self.recorder is not None and self.running:
+            self.recorder.end_episode("interrupted", {**self._episode_summary(False, False), "reason": reason})
         self._wake_all()
         self.adapter.close()
 

@@ -62,6 +62,10 @@ class EnvAdapter:
         else:
             self.env.reset(seed=seed)
 
+    def ram(self) -> bytes | None:
+        """The console's RAM (128 bytes) for ALE, recorded with every step; None otherwise."""
+        return self._ale.getRAM().tobytes() if self._ale is not None else None
+
     def snapshot(self) -> bytes | None:
         """The emulator's full state (RNG included) for exact replay, or None for non-ALE envs."""
         return pickle.dumps(self._ale.cloneState(include_rng=True)) if self._ale is not None else None
