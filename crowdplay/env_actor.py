@@ -19,14 +19,11 @@ import secrets
 from dataclasses import dataclass
 
 import ray
-from ray.actor import ActorHandle
 
 from crowdplay.channel import ChannelServer
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import Clocks, LiveEnv
-from crowdplay.recording.recorder import Recorder
-from crowdplay.recording.writer import get_or_create_writer
 
 
 class UnknownHostedSession(LookupError):
@@ -46,7 +43,6 @@ class EnvActor:
         self.sessions: dict[str, HostedSession] = {}
         self.clocks = Clocks()
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
-        self.writer: ActorHandle | None = None
 
     async def ready(self) -> bool:
         """Answers once the process is up; the pool waits on it before offering the actor."""
@@ -58,10 +54,7 @@ class EnvActor:
         spec = get_env(env_id)
         spare = self.spares.pop(env_id, None)
         adapter = await spare if spare is not None else await asyncio.to_thread(EnvAdapter, spec)
-        if self.writer is None:
-            self.writer = get_or_create_writer(self.settings)
-        recorder = Recorder(session_id, adapter.agents, self.writer.write_chunk.remote, self.settings.chunk_steps)
-        live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
+        live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter)
         await self.prepare([env_id])
         channel = ChannelServer(live, secrets.token_urlsafe(24), self.settings.frame_backpressure)
         host = ray.util.get_node_ip_address()
@@ -89,10 +82,6 @@ class EnvActor:
 
     async def stats(self, session_id: str) -> dict:
         return self._session(session_id).live.stats()
-
-    async def unacked_chunks(self) -> int:
-        """Recording chunks of this process's sessions not yet acknowledged by the writer."""
-        return sum(len(hosted.live.recorder.unacked) for hosted in self.sessions.values() if hosted.live.recorder)
 
     async def stop(self, session_id: str, reason: str) -> None:
         """End one session: its participants get ``end``; its channel stops accepting connections."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 from collections.abc import Iterator
 
 import pytest
@@ -15,12 +13,7 @@ from crowdplay.config import Settings, apply_serve_environment, free_port
 from crowdplay.manager import get_or_create_manager
 from crowdplay.web.ingress import build_app
 
-TEST_SETTINGS = Settings(
-    namespace="crowdplay-test",
-    reconnect_grace_s=5.0,
-    warm_pool_size=2,
-    store_uri=str(Path(tempfile.mkdtemp(prefix="crowdplay-test-")) / "recordings.db"),
-)
+TEST_SETTINGS = Settings(namespace="crowdplay-test", reconnect_grace_s=5.0, warm_pool_size=2)
 
 
 @pytest.fixture(scope="session")

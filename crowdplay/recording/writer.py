@@ -37,6 +37,18 @@ class TrajectoryWriter:
         self.chunks_written += 1
         return seq
 
+    async def write_chunks(self, chunks: list[tuple[str, int, bytes, int, dict]]) -> list[tuple[str, int]]:
+        """Store a batch of chunks in one call (an EnvActor process sends its sessions' chunks
+        together); returns the (episode, seq) keys as acks."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._io, self._write_all, chunks)
+        self.chunks_written += len(chunks)
+        return [(episode_id, seq) for episode_id, seq, *_ in chunks]
+
+    def _write_all(self, chunks: list[tuple[str, int, bytes, int, dict]]) -> None:
+        for chunk in chunks:
+            self._write(*chunk)
+
     def _write(self, episode_id: str, seq: int, blob: bytes, steps: int, episode: dict) -> None:
         self.store.put_chunk(episode_id, seq, blob, steps)
         if episode:
