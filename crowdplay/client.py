@@ -73,10 +73,24 @@ class Participant:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    async def join(cls, base_url: str, env_id: str, decode: bool = True, **connect_options: object) -> "Participant":
-        """Create a session for ``env_id`` and connect to it; returns after ``hello``."""
+    async def join(
+        cls,
+        base_url: str,
+        env_id: str,
+        decode: bool = True,
+        participant: str | None = None,
+        params: dict[str, str] | None = None,
+        **connect_options: object,
+    ) -> "Participant":
+        """Create a session for ``env_id`` and connect to it; returns after ``hello``.
+        ``participant`` and ``params`` are what a study page passes on (see POST /api/sessions)."""
         base_url = base_url.rstrip("/")
-        session = await asyncio.to_thread(http_json, f"{base_url}/api/sessions", {"env_id": env_id})
+        body: dict = {"env_id": env_id}
+        if participant is not None:
+            body["participant"] = participant
+        if params is not None:
+            body["params"] = params
+        session = await asyncio.to_thread(http_json, f"{base_url}/api/sessions", body)
         return await cls.connect(base_url, session, decode, **connect_options)
 
     @classmethod

@@ -35,6 +35,14 @@ class Settings:
     store_uri: str = ""
     #: Steps per recording chunk (60 = one second at 60 fps): the most play a crashed EnvActor loses.
     chunk_steps: int = 60
+    #: An emulator snapshot is recorded at the first chunk boundary past every this many steps.
+    snapshot_interval: int = 600
+    #: Where the writer keeps chunks while the store is unreachable ("" = data/spool).
+    spool_dir: str = ""
+    #: A store write not done within this many seconds counts as failed (the batch is spooled).
+    store_timeout_s: float = 5.0
+    #: Record play (off only for benchmarks that measure the cost of recording).
+    record: bool = True
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -42,7 +50,8 @@ class Settings:
         for field in fields(cls):
             raw = os.environ.get(f"CROWDPLAY_{field.name.upper()}")
             if raw is not None:
-                values[field.name] = type(field.default)(raw)
+                kind = type(field.default)
+                values[field.name] = raw.strip().lower() in ("1", "true", "yes", "on") if kind is bool else kind(raw)
         return cls(**values)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from dataclasses import dataclass
 
 import ray
@@ -24,6 +25,8 @@ from crowdplay.channel import ChannelServer
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import Clocks, LiveEnv
+from crowdplay.recording.recorder import ChunkBatcher, Recorder
+from crowdplay.recording.writer import get_or_create_writer
 
 
 class UnknownHostedSession(LookupError):
@@ -43,24 +46,60 @@ class EnvActor:
         self.sessions: dict[str, HostedSession] = {}
         self.clocks = Clocks()
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
+        self.recorders: list[Recorder] = []
+        self._batcher: ChunkBatcher | None = None
 
     async def ready(self) -> bool:
         """Answers once the process is up; the pool waits on it before offering the actor."""
         return True
 
-    async def start(self, session_id: str, env_id: str, seed: int) -> tuple[dict, dict]:
+    async def start(
+        self, session_id: str, env_id: str, seed: int, controller: dict | None = None, episode_fields: dict | None = None
+    ) -> tuple[dict, dict]:
         """Load a session's environment; returns its description (the client's ``hello``) and
-        the frame channel's address and secret."""
+        the frame channel's address and secret.
+
+        ``controller`` says who plays (``{"human": True, "participant": <pseudonym>}``);
+        ``episode_fields`` are stored with each of the session's episodes."""
         spec = get_env(env_id)
         spare = self.spares.pop(env_id, None)
         adapter = await spare if spare is not None else await asyncio.to_thread(EnvAdapter, spec)
-        live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter)
+        recorder = None
+        if self.settings.record:
+            controllers = {agent: controller or {"human": True, "participant": f"anonymous-{session_id}"} for agent in adapter.agents}
+            fields = {"task_id": env_id, **(episode_fields or {})}
+            recorder = Recorder(
+                session_id, adapter.agents, self._chunk_batcher().deliver, self.settings.chunk_steps, controllers,
+                adapter.snapshot, self.settings.snapshot_interval, fields,
+            )
+            self.recorders.append(recorder)
+        live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
         await self.prepare([env_id])
         channel = ChannelServer(live, secrets.token_urlsafe(24), self.settings.frame_backpressure)
         host = ray.util.get_node_ip_address()
         port = await channel.start(host)
         self.sessions[session_id] = HostedSession(live, channel)
         return live.describe(), {"host": host, "port": port, "secret": channel.secret}
+
+    def _chunk_batcher(self) -> ChunkBatcher:
+        if self._batcher is None:
+            writer = get_or_create_writer(self.settings)
+            self._batcher = ChunkBatcher(lambda chunks: writer.write_chunks.remote(chunks))
+        return self._batcher
+
+    async def drain(self, timeout_s: float = 60.0) -> bool:
+        """Wait until the writer acknowledged every recorded chunk (before this process retires)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.recorders = [r for r in self.recorders if r.unacked or r.episode_id]
+            if not any(r.unacked for r in self.recorders):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+
+    async def unacked_chunks(self) -> int:
+        return sum(len(r.unacked) for r in self.recorders)
 
     async def prepare(self, env_ids: list[str]) -> None:
         """Build a spare environment of each game that has none, in the background."""

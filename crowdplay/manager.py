@@ -24,6 +24,7 @@ from ray.actor import ActorHandle
 from crowdplay.config import Settings
 from crowdplay.env_actor import spawn_env_actor
 from crowdplay.environments import get_env
+from crowdplay.recording.writer import get_or_create_writer
 
 #: Seconds between stopping a session and retiring an emptied EnvActor process.
 ACTOR_RETIRE_DELAY_S = 0.5
@@ -70,6 +71,7 @@ class EnvsManager:
         self.hosts: list[Host] = []
         self._boots: set[asyncio.Task] = set()
         self._recent_envs: deque[str] = deque(maxlen=RECENT_ENVS)
+        self._writer: ActorHandle | None = None
 
     async def ready(self) -> bool:
         self._refill()
@@ -120,7 +122,17 @@ class EnvsManager:
         host.sessions.discard(session_id)
         if host in self.hosts and not host.sessions and len(self._empty_hosts()) > self.settings.warm_pool_size:
             self.hosts.remove(host)
-            asyncio.get_running_loop().call_later(ACTOR_RETIRE_DELAY_S, ray.kill, host.actor)
+            asyncio.get_running_loop().create_task(self._retire(host))
+
+    async def _retire(self, host: Host) -> None:
+        """Stop an emptied EnvActor process once the writer has acknowledged all it recorded."""
+        await asyncio.sleep(ACTOR_RETIRE_DELAY_S)
+        try:
+            while not await host.actor.drain.remote():
+                pass  # the writer or its store is down; keep the chunks alive until it is back
+        except ray.exceptions.RayActorError:
+            return
+        ray.kill(host.actor)
 
     def _forget(self, host: Host) -> None:
         """A host process died: place nothing more on it."""
@@ -129,16 +141,24 @@ class EnvsManager:
         self._refill()
 
     # ----------------------------------------------------------------- sessions
-    async def create_session(self, env_id: str) -> dict:
-        """Start a session of ``env_id``; returns its id, token and agent."""
+    async def create_session(self, env_id: str, participant: dict | None = None) -> dict:
+        """Start a session of ``env_id``; returns its id, token and agent.
+
+        ``participant`` (all optional): ``id`` (e.g. a crowd-worker id; stored only as a
+        pseudonym), ``params`` (the page's URL parameters), ``user_agent``, ``consented_at``."""
         get_env(env_id)  # raises UnknownEnvironment before any actor is touched
+        participant = dict(participant or {})
+        session_id = uuid.uuid4().hex
+        raw_id = participant.pop("id", None)
+        pseudonym = await self._pseudonym(raw_id) if raw_id else f"anonymous-{session_id}"
+        controller = {"human": True, "participant": pseudonym}
+        episode_fields = {"session": {**participant, "participant": pseudonym, "created_at": time.time()}}
         if env_id in self._recent_envs:
             self._recent_envs.remove(env_id)
         self._recent_envs.append(env_id)
-        session_id = uuid.uuid4().hex
         host = await self._place(session_id)
         try:
-            info, channel = await host.actor.start.remote(session_id, env_id, secrets.randbelow(2**31))
+            info, channel = await host.actor.start.remote(session_id, env_id, secrets.randbelow(2**31), controller, episode_fields)
         except ray.exceptions.RayActorError:
             self._forget(host)
             raise
@@ -150,7 +170,12 @@ class EnvsManager:
         asyncio.get_running_loop().create_task(
             self._end_if_unconnected(session_id, self.settings.connect_timeout_s, "nobody connected to the session")
         )
-        return {"session_id": session_id, "token": entry.token, "env_id": env_id, "agent": entry.agent}
+        return {"session_id": session_id, "token": entry.token, "env_id": env_id, "agent": entry.agent, "participant": pseudonym}
+
+    async def _pseudonym(self, raw_id: str) -> str:
+        if self._writer is None:
+            self._writer = get_or_create_writer(self.settings)
+        return await self._writer.pseudonym.remote(str(raw_id))
 
     async def attach(self, session_id: str, token: str) -> tuple[str, dict, dict]:
         """A participant's websocket arrives: check its token, return (agent, hello info, frame channel)."""

@@ -203,7 +203,11 @@ class LiveEnv:
         """Apply the pending inputs, step the environment once, and offer the frame ``next_frame``."""
         now = time.monotonic()
         self.ticks += 1
+        recorder = self.recorder
         for agent, pending in self._pending.items():
+            if recorder is not None:
+                received_at = time.time() - (now - pending.received_at)
+                recorder.input(agent, pending.keys, pending.seq, pending.client_frame, received_at)
             self._action[agent] = pending.action
             self._applied_seq[agent] = pending.seq
             self._client_frame[agent] = pending.client_frame
@@ -235,16 +239,16 @@ class LiveEnv:
         previous = self.latest.screen
         self.latest = Tick(next_frame, self.env_step, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
-        if self.recorder is not None:
+        if recorder is not None:
             screen = self.latest.screen
             delta = self._cached(("delta", next_frame), lambda: codec.delta_payload(screen, previous))  # shared with the stream
-            self.recorder.step(
+            recorder.step(
                 next_frame, self._action, result.rewards, result.terminated, result.truncated,
                 self._client_frame, screen, delta, self.adapter.ram(),
             )
         if result.terminated or result.truncated:
-            if self.recorder is not None:
-                self.recorder.end_episode("complete", self._episode_summary(result.terminated, result.truncated))
+            if recorder is not None:
+                recorder.end_episode("complete", self._episode_summary(result.terminated, result.truncated))
             self._broadcast(
                 protocol.text(
                     "episode_end",
@@ -268,7 +272,17 @@ class LiveEnv:
         self.latest = Tick(self.frame_id, 0, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
         if self.recorder is not None:
-            fields = {"env_id": self.spec.id, "seed": seed, "start_state": start_state, "agents": list(self.agents)}
+            fields = {
+                "env_id": self.spec.id,
+                "seed": seed,
+                "start_state": start_state,
+                "agents": list(self.agents),
+                "screen_shape": list(self.latest.screen.pixels.shape),
+                "palette": "ntsc" if self.adapter.palette is not None else None,
+                "action_counts": {agent: self.adapter.action_count for agent in self.agents},
+                "action_meanings": self.adapter.action_meanings,
+                "fps": self.spec.fps,
+            }
             self.recorder.begin_episode(self.episode, self.latest.screen, fields)
 
     def _episode_summary(self, terminated: bool, truncated: bool) -> dict:
@@ -365,7 +379,7 @@ class LiveEnv:
             return
         self.stopped = reason
         self.clock.remove(self)
-        if self.recorder is not None and self.running:
+        if self.recorder is not None:
             self.recorder.end_episode("interrupted", {**self._episode_summary(False, False), "reason": reason})
         self._wake_all()
         self.adapter.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import ray
@@ -13,7 +15,15 @@ from crowdplay.config import Settings, apply_serve_environment, free_port
 from crowdplay.manager import get_or_create_manager
 from crowdplay.web.ingress import build_app
 
-TEST_SETTINGS = Settings(namespace="crowdplay-test", reconnect_grace_s=5.0, warm_pool_size=2)
+#: The system under test records into its own embedded store, never the repository's data/.
+TEST_DATA = Path(tempfile.mkdtemp(prefix="crowdplay-test-"))
+TEST_SETTINGS = Settings(
+    namespace="crowdplay-test",
+    reconnect_grace_s=5.0,
+    warm_pool_size=2,
+    store_uri=str(TEST_DATA / "recordings.db"),
+    spool_dir=str(TEST_DATA / "spool"),
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,5 @@
-"""A LiveEnv with a Recorder: played steps become chunks in the store that replay frame for frame.
-
-(The EnvActor does not attach recorders yet: measured at 60 sessions, recording on the tick path
-cost ~0.003 cores per session and took on-time from 0.997 to 0.98-0.99; issue 4 continues.)
-"""
+"""A LiveEnv with a Recorder, in one process: played steps become chunks in the embedded store that
+load through the dataset API and replay frame for frame."""
 
 from __future__ import annotations
 
@@ -10,54 +7,105 @@ import asyncio
 
 import numpy as np
 
-from crowdplay import codec
 from crowdplay.config import Settings
-from crowdplay.environments import get_env
-from crowdplay.environments.replay import replay_screens
+from crowdplay.data import Dataset, replay_check
+from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import LiveEnv
-from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
 
+HUMAN = {"human": True, "participant": "p-test"}
 
-def test_recorded_chunks_are_acknowledged_stored_and_replay_exactly(tmp_path):
-    store = TrajectoryStore.open(str(tmp_path / "rec.db"))
+
+def record(store: TrajectoryStore, steps_wanted: int, chunk_steps: int, snapshot_interval: int, presses: dict[int, list[str]]):
     batches: list[int] = []
 
     async def send_batch(chunks):
         batches.append(len(chunks))
-        for chunk in chunks:
-            store.put_chunk(*chunk[:4])
-            if chunk[4]:
-                store.put_episode(chunk[0], chunk[4])
+        store.put_chunks(chunks)
 
     async def scenario():
-        recorder = Recorder("s1", ("agent_0",), ChunkBatcher(send_batch).deliver, chunk_steps=30)
-        live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), recorder=recorder)
-        steps = 0
+        adapter = EnvAdapter(get_env("SpaceInvaders"))
+        recorder = Recorder(
+            "s1", adapter.agents, ChunkBatcher(send_batch).deliver, chunk_steps, {"agent_0": HUMAN},
+            adapter.snapshot, snapshot_interval, {"task_id": "invaders-study"},
+        )
+        live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), adapter=adapter, recorder=recorder)
+        shown = []
         async for message in live.stream("agent_0"):
-            steps += isinstance(message, bytes)
-            if steps == 40:
-                live.submit_keys("agent_0", ["Space"], 0, 1)
-            if steps == 100:
-                break
+            if isinstance(message, bytes):
+                shown.append(message)
+                if len(shown) in presses:
+                    live.submit_keys("agent_0", presses[len(shown)], len(shown), len(shown))
+                if len(shown) == steps_wanted:
+                    break
         live.stop("test over")
-        await asyncio.sleep(1.5)
-        return recorder
+        await asyncio.sleep(1.2)
+        return recorder, live
 
-    recorder = asyncio.run(scenario())
-    assert recorder.unacked == {}
-    episode = store.episode("s1-0")
-    assert episode["status"] == "interrupted" and episode["env_id"] == "SpaceInvaders"
-    columns = [unpack_chunk(c["data"]) for c in store.iter_chunks("s1-0")]
-    assert len(columns) == episode["chunks"] >= 3 and sum(batches) == len(columns)
-    actions = np.concatenate([c["action/agent_0"] for c in columns])
-    assert len(actions) == episode["steps"] and 1 in actions
-    replayed = list(replay_screens("SpaceInvaders", episode["seed"], actions, episode["start_state"]))
-    step = 0
-    for chunk in columns:
-        decoder = codec.FrameDecoder((210, 160))
-        for i, message in enumerate(chunk["frames"]):
-            assert np.array_equal(decoder.decode(message)[1], replayed[step + i])
-        step += chunk["steps"]
+    recorder, live = asyncio.run(scenario())
+    return recorder, live, batches
+
+
+def test_recorded_episode_loads_as_arrays_and_replays_exactly(tmp_path):
+    store = TrajectoryStore.open(str(tmp_path / "rec.db"))
+    presses = {40: ["Space"], 70: ["ArrowLeft", "Space"], 95: []}
+    recorder, live, batches = record(store, 130, chunk_steps=30, snapshot_interval=60, presses=presses)
+    assert recorder.unacked == {} and recorder.delivery_failures == 0
+
+    data = Dataset(store)
+    [info] = data.episodes(task="invaders-study")
+    assert info["status"] == "interrupted" and info["env_id"] == "SpaceInvaders"
+    assert info["participants"] == ["p-test"] and info["human_only"] is True
+    assert info["chunks"] >= 4 and sum(batches) == info["chunks"] and max(batches) > 1  # batched sends
+    episode = data.load(info["_id"], observations="palette")
+    trajectory = episode.agents["agent_0"]
+    record_ = live.episodes[0]
+    assert trajectory.steps == info["steps"] == len(record_.actions["agent_0"])
+    assert trajectory.actions.tolist() == record_.actions["agent_0"]
+    assert trajectory.infos["client_frame"].tolist() == record_.client_frames["agent_0"]
+    assert trajectory.observations.shape == (trajectory.steps + 1, 210, 160)
+    assert trajectory.truncations[-1] and not trajectory.terminations.any()  # interrupted: truncated at the end
+    assert trajectory.infos["ram"].shape == (trajectory.steps, 128) and trajectory.infos["human"].all()
+    assert np.all(np.diff(trajectory.infos["frame_id"]) >= 1)
+
+    # The participant's keys and receive times, step by step.
+    inputs = data.inputs(info["_id"])
+    assert [event["keys"] for event in inputs] == [["Space"], ["ArrowLeft", "Space"], []]
+    assert all(event["received_at"] > info["started_at"] for event in inputs)
+    held = data.held_keys(info["_id"], "agent_0")
+    assert held[inputs[0]["step"]] == ("Space",) and held[inputs[0]["step"] - 1] == ()
+
+    # Emulator snapshots every 60 steps let a replay start mid-episode.
+    starts = [chunk["first_step"] for chunk in data.chunks(info["_id"]) if chunk["start_state"] is not None]
+    assert starts[:3] == [0, 60, 120]
+    for from_step in (0, 70):
+        report = replay_check(data, info["_id"], from_step)
+        assert report.ok, report.summary()
+    assert replay_check(data, info["_id"], 70).from_step == 60
+
+    rgb = data.load(info["_id"], observations="rgb").agents["agent_0"].observations
+    assert rgb.shape == (trajectory.steps + 1, 210, 160, 3)
+    processed = data.load(info["_id"], observations="atari84").agents["agent_0"].observations
+    assert processed.shape == (trajectory.steps + 1, 84, 84, 4) and processed.dtype == np.uint8
+    assert np.array_equal(processed[10, :, :, 2], processed[9, :, :, 3])  # a stack of consecutive frames
+    store.close()
+
+
+def test_a_tampered_recording_fails_the_replay_check(tmp_path):
+    store = TrajectoryStore.open(str(tmp_path / "rec.db"))
+    record(store, 180, chunk_steps=60, snapshot_interval=600, presses={20: ["Space"]})
+    data = Dataset(store)
+    [info] = data.episodes()
+    assert replay_check(data, info["_id"]).ok
+    # Rewrite the episode's actions: the replay no longer reproduces the stored frames (the
+    # cannon moves from step ~130, when Space Invaders starts taking input).
+    from crowdplay.recording.chunk import pack_chunk, unpack_chunk
+
+    for document in store.iter_chunks(info["_id"]):
+        columns = unpack_chunk(document["data"])
+        columns["action/agent_0"] = np.full_like(columns["action/agent_0"], 2)  # RIGHT the whole time
+        store.put_chunk(info["_id"], document["seq"], pack_chunk(columns), columns["steps"])
+    report = replay_check(data, info["_id"])
+    assert not report.ok and report.frame_mismatches
     store.close()

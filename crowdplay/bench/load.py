@@ -28,9 +28,11 @@ import asyncio
 import gc
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="SpaceInvaders")
     parser.add_argument("--arrival-interval", type=float, default=0.25, help="seconds between participants' arrivals")
     parser.add_argument("--baseline", action="store_true", help="also measure plain uvicorn without Ray hops")
+    parser.add_argument("--no-record", action="store_true", help="do not record play (measures what recording costs)")
     parser.add_argument("--find-max", action="store_true", help="search the largest N with >= 99%% frames on time")
     parser.add_argument("--max-n", type=int, default=160, help="upper bound for --find-max")
     parser.add_argument("--seed", type=int, default=0)
@@ -66,22 +69,30 @@ class System:
     apply_delays_s: Callable[[list[str]], list[float]] = lambda session_ids: []
     #: True once no session is left running (the next trial must start on an idle server)
     idle: Callable[[], bool] = lambda: True
+    #: The TrajectoryWriter's counters ({} when nothing records)
+    recording: Callable[[], dict] = lambda: {}
 
 
-def _bench_settings() -> Settings:
+def _bench_settings(record: bool, data_dir: str) -> Settings:
     # Sessions end as soon as the simulated participant leaves, so trials do not overlap.
-    return replace(Settings.from_env(), namespace="crowdplay-bench", reconnect_grace_s=0.2)
+    # Recordings go to a fresh embedded store unless CROWDPLAY_STORE_URI names one.
+    settings = replace(Settings.from_env(), namespace="crowdplay-bench", reconnect_grace_s=0.2, record=record)
+    if not settings.store_uri:
+        settings = replace(settings, store_uri=os.path.join(data_dir, "bench.db"), spool_dir=os.path.join(data_dir, "spool"))
+    return settings
 
 
 @contextmanager
-def serve_system() -> Iterator[System]:
+def serve_system(record: bool = True) -> Iterator[System]:
     import ray
     from ray import serve
 
     from crowdplay.manager import get_or_create_manager
+    from crowdplay.recording.writer import get_or_create_writer
     from crowdplay.web.ingress import build_app
 
-    settings = _bench_settings()
+    data_dir = tempfile.mkdtemp(prefix="crowdplay-bench-")
+    settings = _bench_settings(record, data_dir)
     port = free_port()
     apply_serve_environment()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -106,10 +117,12 @@ def serve_system() -> Iterator[System]:
             lambda: me.children(recursive=True),
             apply_delays,
             lambda: not ray.get(manager.list_sessions.remote()),
+            (lambda: ray.get(get_or_create_writer(settings).stats.remote())) if record else (lambda: {}),
         )
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @contextmanager
@@ -312,13 +325,14 @@ def run_trial(system: System, sessions: int, seconds: float, args: argparse.Name
 
 def measure(system: System, args: argparse.Namespace) -> dict:
     result = run_trial(system, args.sessions, args.seconds, args)
+    result["recording"] = system.recording()
     if args.find_max:
         result["max_sessions"], result["find_max_trials"] = find_max(system, args)
     return result
 
 
 def run(args: argparse.Namespace) -> dict:
-    with serve_system() as system:
+    with serve_system(record=not args.no_record) as system:
         result = measure(system, args)
     if args.baseline:
         with baseline_system() as system:

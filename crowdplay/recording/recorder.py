@@ -1,14 +1,30 @@
 """Recorder: cuts one session's play into chunks for the TrajectoryWriter.
 
-Every step adds one row (actions, rewards, flags, the frame ids the participants had seen, tick
-time, RAM) and the screen after the step, as the codec's lossless frame message, usually a
-delta of ~70 bytes that the live stream computed anyway. A chunk is sent as soon as it holds
-``chunk_steps`` steps (one second at 60 fps) or its episode ends, and kept until the writer
-acknowledges it; a failed delivery is retried with backoff, so a writer restart loses nothing and
-a crash of the EnvActor loses at most the chunk being filled.
+The tick path pays one tuple append per step: the step's frame id, time, actions, rewards, flags,
+the frame ids the participants had displayed, the RAM, and the screen after the step as the
+codec's delta payload that the live stream computed anyway. Everything else happens once a
+second, after the tick's frames went out: the chunk is sealed (columns built, packed, lz4) in a
+callback scheduled behind the tick, and handed to the deliverer.
 
-A chunk's ``frames`` start with a keyframe of the screen before its first step, so every chunk
-decodes on its own: frames[i] is the observation for step i, frames[-1] the screen after the last.
+A chunk holds ``chunk_steps`` steps (one second at 60 fps) or the rest of an episode, and stays in
+``unacked`` until the writer acknowledges it; a failed delivery is retried with backoff, so a writer
+restart loses nothing and a crash of the EnvActor loses at most the chunk being filled.
+
+Chunk columns (``crowdplay.data`` reads them):
+
+* ``frames``: frame messages (``crowdplay.codec``); ``frames[0]`` is a keyframe of the screen
+  before the chunk's first step, ``frames[i + 1]`` the screen after step ``i``, so a chunk decodes
+  on its own and holds ``steps + 1`` observations;
+* ``frame_id``, ``tick_time``, ``terminated``, ``truncated``, ``ram`` (steps x 128 for ALE);
+* per agent ``action/<agent>``, ``reward/<agent>``, ``client_frame/<agent>`` (the frame the
+  participant had displayed when the action was applied);
+* ``inputs``: every applied input: ``[step, agent, held keys, seq, client_frame, received_at]``
+  (wall-clock seconds); the held keys of any step are those of the agent's latest input before it;
+* ``controllers``: who played each agent in this chunk (``{"human": true, "participant": ...}``
+  or ``{"human": false, "policy": ...}``); a change of controller starts a new chunk;
+* ``start_state``: the emulator state before the chunk's first step, in every chunk whose
+  ``first_step`` is a multiple of the snapshot interval (so replay can start there), else None;
+* ``first_step``: the episode step the chunk starts at.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +41,7 @@ from crowdplay import codec
 from crowdplay.recording.chunk import pack_chunk
 
 Deliver = Callable[[str, int, bytes, int, dict], Awaitable[object]]
+Snapshot = Callable[[], "bytes | None"]
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
 #: Chunks of all sessions of a process travel to the writer together, at most this often.
 BATCH_INTERVAL_S = 0.5
@@ -62,35 +80,98 @@ class ChunkBatcher:
                 done.set_result(None)
 
 
+@dataclass
+class OpenChunk:
+    """The chunk being filled: what it starts from and the steps so far."""
+
+    episode_id: str
+    seq: int
+    first_step: int
+    keyframe: bytes
+    start_state: bytes | None
+    controllers: dict[str, dict]
+    steps: list[tuple] = field(default_factory=list)
+    inputs: list[list] = field(default_factory=list)
+
+
 class Recorder:
-    def __init__(self, session_id: str, agents: tuple[str, ...], deliver: Deliver, chunk_steps: int) -> None:
+    """Records one session's episodes; see the module docstring for the chunk layout."""
+
+    def __init__(
+        self,
+        session_id: str,
+        agents: tuple[str, ...],
+        deliver: Deliver,
+        chunk_steps: int,
+        controllers: dict[str, dict],
+        snapshot: Snapshot | None = None,
+        snapshot_interval: int = 600,
+        episode_fields: dict[str, Any] | None = None,
+    ) -> None:
+        """``controllers``: who plays each agent at the start; ``snapshot``: the emulator state now,
+        taken at the first chunk boundary past every ``snapshot_interval`` steps;
+        ``episode_fields``: stored with every episode (task, session and participant details)."""
         self.session_id = session_id
         self.agents = agents
         self.deliver = deliver
         self.chunk_steps = chunk_steps
+        self.controllers = {agent: dict(controllers[agent]) for agent in agents}
+        self.snapshot = snapshot
+        self.snapshot_interval = snapshot_interval
+        self.episode_fields = dict(episode_fields or {})
         self.unacked: dict[tuple[str, int], tuple[bytes, int, dict]] = {}
-        self.episode_id = ""
-        self._seq = 0
+        self.delivery_failures = 0
         self._fields: dict[str, Any] = {}
-        self._rows: dict[str, list] = {}
-        self._frames: list[bytes] = []
-        self._previous: codec.Screen | None = None
+        self._chunk: OpenChunk | None = None
+        self._deliveries: set[asyncio.Task] = set()
+
+    @property
+    def episode_id(self) -> str:
+        return self._chunk.episode_id if self._chunk else ""
 
     # ----------------------------------------------------------------- episodes
     def begin_episode(self, episode: int, screen: codec.Screen, fields: dict[str, Any]) -> None:
-        self.episode_id = f"{self.session_id}-{episode}"
-        self._seq = 0
-        self._fields = {"session_id": self.session_id, "episode": episode, "started_at": time.time(), "status": "running", **fields}
-        self._start_chunk(screen)
+        self._fields = {
+            "session_id": self.session_id,
+            "episode": episode,
+            "started_at": time.time(),
+            **self.episode_fields,
+            **fields,
+        }
+        self._note_controllers()
+        self._chunk = self._open(f"{self.session_id}-{episode}", 0, 0, screen, fields.get("start_state"))
 
     def end_episode(self, status: str, fields: dict[str, Any]) -> None:
-        """Send the last chunk with the episode's final fields (``status``: complete or interrupted)."""
-        if self._seq == 0 and not self._rows["frame_id"]:
+        """Seal the last chunk with the episode's final fields (``status``: complete or interrupted)."""
+        chunk, self._chunk = self._chunk, None
+        if chunk is None or (chunk.seq == 0 and not chunk.steps):
             return  # the episode never took a step: nothing to keep
         self._fields.update(fields, status=status, ended_at=time.time())
-        self._send_chunk()
+        self._seal(chunk, {**self._fields, "chunks": chunk.seq + 1})
 
-    # ----------------------------------------------------------------- steps
+    def set_controller(self, agent: str, controller: dict, screen: codec.Screen) -> None:
+        """Another controller (a fallback AI, a reconnected human) plays ``agent`` from the next step."""
+        self.controllers = {**self.controllers, agent: dict(controller)}
+        self._note_controllers()
+        if self._chunk is not None:
+            if self._chunk.steps:
+                self._cut(screen)
+            self._chunk.controllers = self.controllers
+
+    def _note_controllers(self) -> None:
+        """Keep the episode's searchable summary of who played: every participant and policy so far."""
+        humans = set(self._fields.get("participants", ()))
+        policies = set(self._fields.get("policies", ()))
+        for controller in self.controllers.values():
+            if controller.get("human"):
+                humans.add(controller["participant"])
+            else:
+                policies.add(controller["policy"])
+        self._fields.update(
+            controllers=self.controllers, participants=sorted(humans), policies=sorted(policies), human_only=not policies
+        )
+
+    # ----------------------------------------------------------------- steps (the tick path)
     def step(
         self,
         frame_id: int,
@@ -103,61 +184,72 @@ class Recorder:
         delta: codec.Payload,
         ram: bytes | None,
     ) -> None:
-        rows = self._rows
-        rows["frame_id"].append(frame_id)
-        rows["tick_time"].append(time.time())
-        rows["terminated"].append(terminated)
-        rows["truncated"].append(truncated)
-        for agent in self.agents:
-            rows[f"action/{agent}"].append(actions[agent])
-            rows[f"reward/{agent}"].append(rewards.get(agent, 0.0))
-            rows[f"client_frame/{agent}"].append(client_frames[agent])
-        if ram is not None:
-            rows["ram"].append(ram)
-        self._frames.append(codec.frame_message(delta, flags=0, frame_id=frame_id, env_step=0, score=0.0, input_seq=0))
-        self._previous = screen
-        if len(rows["frame_id"]) >= self.chunk_steps and not (terminated or truncated):
-            self._send_chunk()
-            self._start_chunk(screen)
+        steps = self._chunk.steps
+        steps.append(
+            (frame_id, time.time(), tuple(actions.values()), tuple(rewards.values()), tuple(client_frames.values()), terminated, truncated, delta, ram)
+        )
+        if len(steps) >= self.chunk_steps and not (terminated or truncated):
+            self._cut(screen)
+
+    def input(self, agent: str, keys: tuple[str, ...], seq: int, client_frame: int, received_at: float) -> None:
+        """An input applied at the coming step (``received_at`` is wall-clock time)."""
+        chunk = self._chunk
+        chunk.inputs.append([len(chunk.steps), agent, list(keys), seq, client_frame, received_at])
 
     # ----------------------------------------------------------------- chunks
-    def _start_chunk(self, screen: codec.Screen) -> None:
-        names = ["frame_id", "tick_time", "terminated", "truncated", "ram"]
-        names += [f"{column}/{agent}" for agent in self.agents for column in ("action", "reward", "client_frame")]
-        self._rows = {name: [] for name in names}
-        key = codec.keyframe_payload(screen)
-        self._frames = [codec.frame_message(key, flags=0, frame_id=0, env_step=0, score=0.0, input_seq=0)]
-        self._previous = screen
+    def _open(self, episode_id: str, seq: int, first_step: int, screen: codec.Screen, start_state: bytes | None) -> OpenChunk:
+        keyframe = codec.frame_message(codec.keyframe_payload(screen), flags=0, frame_id=0, env_step=0, score=0.0, input_seq=0)
+        return OpenChunk(episode_id, seq, first_step, keyframe, start_state, self.controllers)
 
-    def _send_chunk(self) -> None:
-        rows = self._rows
-        steps = len(rows["frame_id"])
-        columns: dict[str, Any] = {"frames": self._frames, "steps": steps}
-        for name, values in rows.items():
-            if name == "ram":
-                columns[name] = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(steps, -1) if values else None
-            elif name.startswith(("action/", "client_frame/", "frame_id")):
-                columns[name] = np.asarray(values, dtype=np.int64)
-            elif name.startswith("reward/") or name == "tick_time":
-                columns[name] = np.asarray(values, dtype=np.float64)
-            else:
-                columns[name] = np.asarray(values, dtype=bool)
-        key = (self.episode_id, self._seq)
-        # The first chunk carries the episode's description and the last its outcome; the chunks in
-        # between touch only their own documents (half the writes).
-        final = self._fields.get("status") != "running"
-        fields = {**self._fields, "chunks": self._seq + 1} if self._seq == 0 or final else {}
-        self.unacked[key] = (pack_chunk(columns), steps, fields)
-        self._seq += 1
-        asyncio.get_running_loop().create_task(self._deliver(key))
+    def _cut(self, screen: codec.Screen) -> None:
+        """Close the chunk being filled and open the next; sealing waits until this tick's frames went out."""
+        full = self._chunk
+        # Only the last chunk sets ``status`` and ``chunks``: a first chunk resent late must not undo them.
+        fields = dict(self._fields) if full.seq == 0 else {}
+        asyncio.get_running_loop().call_soon(self._seal, full, fields)
+        first_step = full.first_step + len(full.steps)
+        due = self.snapshot is not None and first_step // self.snapshot_interval > full.first_step // self.snapshot_interval
+        self._chunk = self._open(full.episode_id, full.seq + 1, first_step, screen, self.snapshot() if due else None)
+
+    def _seal(self, chunk: OpenChunk, fields: dict) -> None:
+        """Build the chunk's columns, pack it, and start its delivery. The first chunk carries the
+        episode's description and the last its outcome; those in between write only themselves."""
+        count = len(chunk.steps)
+        frame_ids, tick_times, actions, rewards, client_frames, terminated, truncated, deltas, rams = (
+            zip(*chunk.steps) if count else ((),) * 9
+        )
+        columns: dict[str, Any] = {
+            "steps": count,
+            "first_step": chunk.first_step,
+            "frames": [chunk.keyframe]
+            + [codec.frame_message(d, flags=0, frame_id=f, env_step=0, score=0.0, input_seq=0) for d, f in zip(deltas, frame_ids)],
+            "frame_id": np.asarray(frame_ids, dtype=np.int64),
+            "tick_time": np.asarray(tick_times, dtype=np.float64),
+            "terminated": np.asarray(terminated, dtype=bool),
+            "truncated": np.asarray(truncated, dtype=bool),
+            "ram": np.frombuffer(b"".join(rams), dtype=np.uint8).reshape(count, -1) if count and rams[0] is not None else None,
+            "inputs": chunk.inputs,
+            "controllers": chunk.controllers,
+            "start_state": chunk.start_state,
+        }
+        for index, agent in enumerate(self.agents):
+            columns[f"action/{agent}"] = np.asarray([a[index] for a in actions], dtype=np.int64)
+            columns[f"reward/{agent}"] = np.asarray([r[index] for r in rewards], dtype=np.float64)
+            columns[f"client_frame/{agent}"] = np.asarray([c[index] for c in client_frames], dtype=np.int64)
+        key = (chunk.episode_id, chunk.seq)
+        self.unacked[key] = (pack_chunk(columns), count, fields)
+        task = asyncio.get_running_loop().create_task(self._deliver(key))
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
 
     async def _deliver(self, key: tuple[str, int]) -> None:
-        for delay in (0, *RETRY_DELAYS_S, *([RETRY_DELAYS_S[-1]] * 1000)):
+        for delay in (0, *RETRY_DELAYS_S, *([RETRY_DELAYS_S[-1]] * 100_000)):
             await asyncio.sleep(delay)
             blob, steps, fields = self.unacked[key]
             try:
                 await self.deliver(key[0], key[1], blob, steps, fields)
-            except Exception:  # writer restarting or store unreachable: keep the chunk, try again
+            except Exception:  # writer restarting: keep the chunk, try again
+                self.delivery_failures += 1
                 continue
             del self.unacked[key]
             return

@@ -11,13 +11,17 @@ chunk resent after a writer restart replaces itself instead of duplicating.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 DEFAULT_EMBEDDED_PATH = Path("data") / "crowdplay.db"
 DATABASE = "crowdplay"
+MONGO_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000, "socketTimeoutMS": 10000}
 
 
 def open_client(uri: str | None = None):
@@ -27,12 +31,23 @@ def open_client(uri: str | None = None):
     if uri.startswith(("mongodb://", "mongodb+srv://")):
         import pymongo
 
-        return pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+        # Bounded waits everywhere: a hung server must turn into an error the writer can spool on.
+        # Options given in the URI win over these defaults.
+        options = {name: value for name, value in MONGO_TIMEOUTS_MS.items() if name.lower() not in uri.lower()}
+        return pymongo.MongoClient(uri, **options)
     import litemongo
 
     path = Path(uri.removeprefix("embedded://"))
     path.parent.mkdir(parents=True, exist_ok=True)
     return litemongo.connect(str(path))
+
+
+def chunk_key(episode_id: str, seq: int) -> str:
+    return f"{episode_id}:{seq}"
+
+
+def chunk_document(episode_id: str, seq: int, blob: bytes, steps: int) -> dict:
+    return {"_id": chunk_key(episode_id, seq), "episode_id": episode_id, "seq": seq, "steps": steps, "data": blob}
 
 
 class TrajectoryStore:
@@ -43,8 +58,10 @@ class TrajectoryStore:
         db = client[database]
         self.episodes = db["episodes"]
         self.chunks = db["chunks"]
-        self.episodes.create_index([("task_id", 1), ("started_at", 1)])
-        self.episodes.create_index([("participant", 1)])
+        self.meta = db["meta"]
+        # The fields the dataset API filters by.
+        for field in ("task_id", "env_id", "participants", "started_at", "human_only", "status"):
+            self.episodes.create_index([(field, 1)])
         self.chunks.create_index([("episode_id", 1), ("seq", 1)], unique=True)
 
     @classmethod
@@ -53,12 +70,46 @@ class TrajectoryStore:
 
     def put_chunk(self, episode_id: str, seq: int, blob: bytes, steps: int) -> None:
         """Store one chunk; writing the same (episode, seq) again is a no-op replacement."""
-        document = {"_id": f"{episode_id}:{seq}", "episode_id": episode_id, "seq": seq, "steps": steps, "data": blob}
-        self.chunks.replace_one({"_id": document["_id"]}, document, upsert=True)
+        self.chunks.replace_one({"_id": chunk_key(episode_id, seq)}, chunk_document(episode_id, seq, blob, steps), upsert=True)
+
+    def put_chunks(self, chunks: list[tuple[str, int, bytes, int, Mapping[str, Any]]]) -> None:
+        """Store a batch of ``(episode_id, seq, blob, steps, episode_fields)`` in two round trips:
+        the chunks, then the fields merged into their episodes (chunks first, so an episode
+        document never announces data that is not there)."""
+        from pymongo import ReplaceOne, UpdateOne
+
+        if not chunks:
+            return
+        self.chunks.bulk_write(
+            [ReplaceOne({"_id": chunk_key(e, q)}, chunk_document(e, q, b, n), upsert=True) for e, q, b, n, _ in chunks],
+            ordered=False,
+        )
+        updates = [UpdateOne({"_id": e}, {"$set": dict(fields)}, upsert=True) for e, _, _, _, fields in chunks if fields]
+        if updates:
+            self.episodes.bulk_write(updates, ordered=True)
 
     def put_episode(self, episode_id: str, fields: Mapping[str, Any]) -> None:
         """Create or update an episode's metadata (fields are merged)."""
         self.episodes.update_one({"_id": episode_id}, {"$set": dict(fields)}, upsert=True)
+
+    # ----------------------------------------------------------------- participants
+    def pseudonym(self, participant: str) -> str:
+        """The participant's stable pseudonym: an HMAC under this store's secret key, so the raw id
+        (a crowd-worker id, say) is never stored, yet the same person maps to the same pseudonym
+        and can be found again to delete their data."""
+        return "p-" + hmac.new(self._secret(), participant.encode(), hashlib.sha256).hexdigest()[:20]
+
+    def _secret(self) -> bytes:
+        self.meta.update_one({"_id": "pseudonym_key"}, {"$setOnInsert": {"key": secrets.token_hex(32)}}, upsert=True)
+        return bytes.fromhex(self.meta.find_one({"_id": "pseudonym_key"})["key"])
+
+    def delete_participant(self, pseudonym: str) -> list[str]:
+        """Remove every episode the participant played in (with all its chunks); returns their ids."""
+        episode_ids = [doc["_id"] for doc in self.episodes.find({"participants": pseudonym}, {"_id": 1})]
+        for episode_id in episode_ids:
+            self.chunks.delete_many({"episode_id": episode_id})
+            self.episodes.delete_one({"_id": episode_id})
+        return episode_ids
 
     def episode(self, episode_id: str) -> dict | None:
         return self.episodes.find_one({"_id": episode_id})

@@ -1,66 +1,173 @@
-"""TrajectoryWriter: the Ray actor that stores chunks and acknowledges them.
+"""TrajectoryWriter: the Ray actor that makes chunks durable and acknowledges them.
 
-EnvActors send each chunk (<= 1 s of play) as soon as it is full and keep it until the writer
-acknowledges it; a chunk whose write failed or whose writer died is resent. Writes are idempotent
-(see ``TrajectoryStore``), so a resend is harmless. Store calls run on one dedicated thread (the
-embedded SQLite store must stay on the thread that opened it), so a slow disk or database never
-stalls the writer's event loop. The actor restarts after a crash.
+EnvActors send batches of chunks (<= 1 s of play each) and keep every chunk until it is
+acknowledged; a chunk whose writer died is resent. The writer acknowledges a batch once it is
+durable: written to the store or, when the store fails or does not answer within
+``store_timeout_s``, fsynced into the local spool. While the store is down every batch goes to
+the spool, and a drain task moves the spool into the store when it answers again, oldest first;
+writes are idempotent (see ``TrajectoryStore``), so a batch that reached the store and the spool
+both is harmless. Store calls run on one dedicated thread (the embedded SQLite store must stay on
+the thread that opened it) so a slow database never stalls the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
 
 import ray
 from ray.actor import ActorHandle
 
 from crowdplay.config import Settings
+from crowdplay.recording.spool import Chunk, Spool
 from crowdplay.recording.store import TrajectoryStore
 
 WRITER_NAME = "TrajectoryWriter"
+log = logging.getLogger(__name__)
+
+
+class ChunkSink:
+    """Store-or-spool writing, independent of Ray so it can be tested against any store."""
+
+    def __init__(self, store_uri: str, spool_dir: str, store_timeout_s: float = 5.0, drain_interval_s: float = 1.0) -> None:
+        self.store_uri = store_uri
+        self.spool = Spool(spool_dir)
+        self.store_timeout_s = store_timeout_s
+        self.drain_interval_s = drain_interval_s
+        self._store_io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._spool_io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool")
+        self.store: TrajectoryStore | None = None
+        self.healthy = False
+        self.chunks_written = 0
+        self.chunks_spooled = 0
+        self.store_errors = 0
+        self._drainer: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Open the store if it answers (else start spooled) and drain what a previous run spooled."""
+        try:
+            await self._on_store(self._open_store)
+            self.healthy = not self.spool.files()
+        except Exception as error:
+            self._store_failed(error)
+        self._ensure_drainer()
+
+    async def write(self, chunks: list[Chunk]) -> None:
+        """Returns once every chunk is durable (store or spool)."""
+        if self.healthy:
+            try:
+                await self._on_store(self._store_all, chunks)
+                self.chunks_written += len(chunks)
+                return
+            except Exception as error:
+                self._store_failed(error)
+        await asyncio.get_running_loop().run_in_executor(self._spool_io, self.spool.put, chunks)
+        self.chunks_spooled += len(chunks)
+        self._ensure_drainer()
+
+    def _store_failed(self, error: Exception) -> None:
+        self.store_errors += 1
+        if self.healthy:
+            log.warning("store unavailable (%s: %s); spooling to %s", type(error).__name__, error, self.spool.directory)
+        self.healthy = False
+
+    def _ensure_drainer(self) -> None:
+        if self.spool.files() and (self._drainer is None or self._drainer.done()):
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        """Move spooled batches into the store, oldest first; the store counts as healthy again
+        only when the spool is empty."""
+        while True:
+            files = self.spool.files()
+            if not files and self.store is not None:
+                self.healthy = True
+                return
+            try:
+                await self._on_store(self._open_store)
+                for path in files:
+                    chunks = self.spool.load(path)
+                    await self._on_store(self._store_all, chunks)
+                    self.spool.remove(path)
+                    self.chunks_written += len(chunks)
+            except Exception as error:
+                self._store_failed(error)
+                await asyncio.sleep(self.drain_interval_s)
+
+    async def _on_store(self, function, *args):
+        future = self._store_io.submit(function, *args)
+        return await asyncio.wait_for(asyncio.wrap_future(future), self.store_timeout_s)
+
+    def _open_store(self) -> None:
+        if self.store is None:
+            self.store = TrajectoryStore.open(self.store_uri or None)
+
+    def _store_all(self, chunks: list[Chunk]) -> None:
+        self._open_store()
+        self.store.put_chunks(chunks)
+
+    def stats(self) -> dict:
+        return {
+            "healthy": self.healthy,
+            "chunks_written": self.chunks_written,
+            "chunks_spooled": self.chunks_spooled,
+            "spooled_batches": len(self.spool.files()),
+            "store_errors": self.store_errors,
+        }
+
+    async def pseudonym(self, participant: str) -> str:
+        return await self._on_store(lambda: (self._open_store(), self.store.pseudonym(participant))[1])
+
+    def close(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+        if self.store is not None:
+            self._store_io.submit(self.store.close).result()
+        self._store_io.shutdown()
+        self._spool_io.shutdown()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class TrajectoryWriter:
-    def __init__(self, store_uri: str) -> None:
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self.store = self._io.submit(TrajectoryStore.open, store_uri or None).result()
-        self.chunks_written = 0
+    def __init__(self, store_uri: str, spool_dir: str, store_timeout_s: float = 5.0) -> None:
+        self.sink = ChunkSink(store_uri, spool_dir, store_timeout_s)
+        self.started_at = time.time()
+        self._started = False
 
-    async def write_chunk(self, episode_id: str, seq: int, blob: bytes, steps: int, episode: Mapping[str, Any]) -> int:
-        """Store a chunk and merge ``episode`` into the episode's document; returns ``seq`` as the ack."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._io, self._write, episode_id, seq, blob, steps, dict(episode))
-        self.chunks_written += 1
-        return seq
+    async def _ready(self) -> ChunkSink:
+        if not self._started:
+            self._started = True
+            await self.sink.start()
+        return self.sink
 
-    async def write_chunks(self, chunks: list[tuple[str, int, bytes, int, dict]]) -> list[tuple[str, int]]:
-        """Store a batch of chunks in one call (an EnvActor process sends its sessions' chunks
-        together); returns the (episode, seq) keys as acks."""
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._io, self._write_all, chunks)
-        self.chunks_written += len(chunks)
+    async def write_chunks(self, chunks: list[Chunk]) -> list[tuple[str, int]]:
+        """Make a batch durable (an EnvActor process sends its sessions' chunks together);
+        returns the (episode, seq) keys as acks."""
+        sink = await self._ready()
+        await sink.write([tuple(chunk) for chunk in chunks])
         return [(episode_id, seq) for episode_id, seq, *_ in chunks]
 
-    def _write_all(self, chunks: list[tuple[str, int, bytes, int, dict]]) -> None:
-        for chunk in chunks:
-            self._write(*chunk)
+    async def write_chunk(self, episode_id: str, seq: int, blob: bytes, steps: int, episode: dict) -> int:
+        await self.write_chunks([(episode_id, seq, blob, steps, dict(episode))])
+        return seq
 
-    def _write(self, episode_id: str, seq: int, blob: bytes, steps: int, episode: dict) -> None:
-        self.store.put_chunk(episode_id, seq, blob, steps)
-        if episode:
-            self.store.put_episode(episode_id, episode)
+    async def pseudonym(self, participant: str) -> str:
+        """The stable pseudonym under which a participant's data is stored."""
+        sink = await self._ready()
+        return await sink.pseudonym(participant)
 
-    async def chunks_since_start(self) -> int:
-        """Chunks this incarnation wrote (a restart starts again at 0)."""
-        return self.chunks_written
+    async def stats(self) -> dict:
+        """Counters of this incarnation (a restart starts again at 0)."""
+        sink = await self._ready()
+        return sink.stats()
 
 
 def get_or_create_writer(settings: Settings) -> ActorHandle:
     """The cluster's writer, created on first use (atomic, like the EnvsManager)."""
+    spool_dir = settings.spool_dir or str(Path("data") / "spool")
     return TrajectoryWriter.options(
         name=WRITER_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True
-    ).remote(settings.store_uri)
+    ).remote(settings.store_uri, spool_dir, settings.store_timeout_s)

@@ -4,7 +4,8 @@ Routes
     GET  /                       the single-page frontend
     GET  /static/...             its scripts and styles
     GET  /api/environments       the game library
-    POST /api/sessions           {"env_id": ...} -> {"session_id", "token", "ws"}
+    POST /api/sessions           {"env_id", "participant"?, "params"?, "consented_at"?}
+                                 -> {"session_id", "token", "ws", "participant" (pseudonym)}
     WS   /ws/{session_id}?token= frames down, input up (docs/protocol.md)
 
 Every error is JSON: ``{"error": <kind>, "reason": <what to do about it>}``.
@@ -30,10 +31,40 @@ from crowdplay.web.websocket import play
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 4096
+MAX_FIELD_CHARS = 256
+MAX_PARAMS = 32
+#: URL parameters that identify a person (crowd platforms' worker ids): never stored raw.
+PARTICIPANT_ID_PARAMS = ("participant", "PROLIFIC_PID", "workerId", "worker_id")
 
 
 def error(status: int, kind: str, reason: str) -> JSONResponse:
     return JSONResponse({"error": kind, "reason": reason}, status_code=status)
+
+
+def participant_details(body: dict, user_agent: str) -> dict:
+    """The optional participant fields of a session request, checked: ``participant`` (an id such
+    as a crowd-worker id; stored only pseudonymised), ``params`` (the page's URL parameters, string
+    to string), ``consented_at`` (epoch seconds)."""
+    details: dict = {"user_agent": user_agent[:MAX_FIELD_CHARS]}
+    participant = body.get("participant")
+    if participant is not None:
+        if not isinstance(participant, str) or not 0 < len(participant) <= MAX_FIELD_CHARS:
+            raise ValueError(f"'participant' must be a non-empty string of at most {MAX_FIELD_CHARS} characters")
+        details["id"] = participant
+    params = body.get("params", {})
+    if not isinstance(params, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in params.items()):
+        raise ValueError("'params' must be an object of string values (the page's URL parameters)")
+    if len(params) > MAX_PARAMS or any(len(k) + len(v) > MAX_FIELD_CHARS for k, v in params.items()):
+        raise ValueError(f"'params' takes at most {MAX_PARAMS} entries of at most {MAX_FIELD_CHARS} characters")
+    if "id" not in details:
+        details.update({"id": params[key] for key in reversed(PARTICIPANT_ID_PARAMS) if params.get(key)})
+    details["params"] = {key: value for key, value in params.items() if key not in PARTICIPANT_ID_PARAMS}
+    consented_at = body.get("consented_at")
+    if consented_at is not None:
+        if not isinstance(consented_at, (int, float)) or isinstance(consented_at, bool):
+            raise ValueError("'consented_at' must be a time in seconds since the epoch")
+        details["consented_at"] = float(consented_at)
+    return details
 
 
 def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
@@ -58,7 +89,11 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             get_env(env_id)
         except UnknownEnvironment as exc:
             return error(404, "unknown_environment", f"{exc}; GET /api/environments lists the available ones")
-        session = await backend.create_session(env_id)
+        try:
+            participant = participant_details(data, request.headers.get("user-agent", ""))
+        except ValueError as exc:
+            return error(400, "invalid_participant", str(exc))
+        session = await backend.create_session(env_id, participant)
         session["ws"] = f"/ws/{session['session_id']}?token={session['token']}"
         return JSONResponse(session, status_code=201)
 

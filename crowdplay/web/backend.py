@@ -34,7 +34,7 @@ class Attachment(Protocol):
 
 
 class SessionBackend(Protocol):
-    async def create_session(self, env_id: str) -> dict: ...
+    async def create_session(self, env_id: str, participant: dict | None = None) -> dict: ...
 
     async def attach(self, session_id: str, token: str) -> Attachment: ...
 
@@ -77,8 +77,8 @@ class RaySessions:
         self.manager = manager
         self.settings = settings
 
-    async def create_session(self, env_id: str) -> dict:
-        return await self.manager.create_session.remote(env_id)
+    async def create_session(self, env_id: str, participant: dict | None = None) -> dict:
+        return await self.manager.create_session.remote(env_id, participant)
 
     async def attach(self, session_id: str, token: str) -> RayAttachment:
         agent, hello, address = await self.manager.attach.remote(session_id, token)

@@ -1,0 +1,200 @@
+"""The researcher's view of the store: find episodes, load them as arrays.
+
+    from crowdplay.data import Dataset
+    data = Dataset.open()                      # the embedded store, or a mongodb:// URI
+    for info in data.episodes(env="SpaceInvaders", human_only=True, completed=True, min_return=100):
+        episode = data.load(info["_id"], observations="atari84")
+
+An episode's chunks are decoded in order (each chunk is self-contained: it starts with a
+keyframe). A complete episode ends with the step the environment terminated or truncated; an
+interrupted one (the participant left) or one whose EnvActor crashed (its chunks stop early) is
+loaded up to the last stored step, and that step is marked truncated so RL code sees a proper end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from crowdplay import codec
+from crowdplay.data.episode import AgentTrajectory, Episode
+from crowdplay.data.observations import convert
+from crowdplay.recording.chunk import unpack_chunk
+from crowdplay.recording.store import TrajectoryStore
+
+#: Large, per-step fields kept out of episode listings.
+HEAVY_FIELDS = {"start_state": 0}
+
+
+class EpisodeNotFound(LookupError):
+    pass
+
+
+def _timestamp(value: float | str | dt.datetime) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.timestamp()
+
+
+class Dataset:
+    def __init__(self, store: TrajectoryStore) -> None:
+        self.store = store
+
+    @classmethod
+    def open(cls, uri: str | None = None) -> "Dataset":
+        """``uri``: a mongodb:// URI or the embedded store's path (default: ``CROWDPLAY_MONGODB_URI``
+        or data/crowdplay.db)."""
+        return cls(TrajectoryStore.open(uri))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- finding
+    def episodes(
+        self,
+        *,
+        task: str | None = None,
+        env: str | None = None,
+        participant: str | None = None,
+        since: float | str | dt.datetime | None = None,
+        until: float | str | dt.datetime | None = None,
+        human_only: bool | None = None,
+        min_return: float | None = None,
+        completed: bool | None = None,
+    ) -> list[dict]:
+        """Episode documents (without emulator states) matching every filter given, oldest first.
+
+        ``participant`` is a pseudonym; ``since``/``until`` bound the start time (epoch seconds,
+        ISO strings or datetimes); ``min_return`` applies to the best agent's return;
+        ``completed`` selects episodes the environment ended (not interrupted or cut short)."""
+        query: dict[str, Any] = {}
+        if task is not None:
+            query["task_id"] = task
+        if env is not None:
+            query["env_id"] = env
+        if participant is not None:
+            query["participants"] = participant
+        if since is not None or until is not None:
+            query["started_at"] = {}
+            if since is not None:
+                query["started_at"]["$gte"] = _timestamp(since)
+            if until is not None:
+                query["started_at"]["$lt"] = _timestamp(until)
+        if human_only is not None:
+            query["human_only"] = human_only
+        if completed is not None:
+            query["status"] = "complete" if completed else {"$ne": "complete"}
+        found = list(self.store.episodes.find(query, HEAVY_FIELDS, sort=[("started_at", 1)]))
+        if min_return is not None:
+            found = [doc for doc in found if max(doc.get("returns", {}).values(), default=float("-inf")) >= min_return]
+        return found
+
+    def episode(self, episode_id: str) -> dict:
+        document = self.store.episode(episode_id)
+        if document is None:
+            raise EpisodeNotFound(f"no episode {episode_id!r}")
+        return document
+
+    # ----------------------------------------------------------------- loading
+    def chunks(self, episode_id: str) -> Iterator[dict]:
+        """The episode's chunk columns in order, stopping at the first missing chunk."""
+        for expected, document in enumerate(self.store.iter_chunks(episode_id)):
+            if document["seq"] != expected:
+                return
+            yield unpack_chunk(document["data"])
+
+    def load(self, episode_id: str, observations: str | None = "rgb") -> Episode:
+        """The episode as arrays. ``observations``: ``rgb``, ``palette``, ``atari84`` or None (skip
+        decoding screens: faster when only actions and rewards are needed)."""
+        meta = self.episode(episode_id)
+        agents: list[str] = meta["agents"]
+        screens: list[np.ndarray] = []
+        columns: dict[str, list] = {}
+        controllers: list[dict] = []
+        for chunk in self.chunks(episode_id):
+            if observations is not None:
+                screens.extend(self._decode(chunk, meta["screen_shape"], first=not screens))
+            for name, value in chunk.items():
+                if isinstance(value, np.ndarray):
+                    columns.setdefault(name, []).append(value)
+            controllers += [chunk["controllers"]] * chunk["steps"]
+        steps = sum(len(part) for part in columns.get("frame_id", []))
+        joined = {name: np.concatenate(parts) for name, parts in columns.items()}
+        terminated = joined.get("terminated", np.zeros(0, bool)).copy()
+        truncated = joined.get("truncated", np.zeros(0, bool)).copy()
+        if steps and not (terminated[-1] or truncated[-1]):
+            truncated[-1] = True  # interrupted or cut short: still a proper end for RL code
+        observation_array = None
+        if observations is not None:
+            observation_array = convert(np.stack(screens), meta.get("palette"), observations) if screens else np.zeros((0,))
+        trajectories = {}
+        for agent in agents:
+            infos = {name: joined[name] for name in ("frame_id", "tick_time", "ram") if name in joined}
+            infos["client_frame"] = joined.get(f"client_frame/{agent}", np.zeros(0, np.int64))
+            infos["human"] = np.array([bool(c[agent].get("human")) for c in controllers], dtype=bool)
+            trajectories[agent] = AgentTrajectory(
+                observations=observation_array,
+                actions=joined.get(f"action/{agent}", np.zeros(0, np.int64)),
+                rewards=joined.get(f"reward/{agent}", np.zeros(0, np.float64)),
+                terminations=terminated,
+                truncations=truncated,
+                action_count=int(meta.get("action_counts", {}).get(agent, 0)),
+                infos=infos,
+            )
+        meta["loaded_steps"] = steps
+        return Episode(episode_id, meta["env_id"], meta, trajectories, observations or "none")
+
+    def iter_load(self, episode_ids: list[str], observations: str | None = "rgb") -> Iterator[Episode]:
+        for episode_id in episode_ids:
+            yield self.load(episode_id, observations)
+
+    @staticmethod
+    def _decode(chunk: dict, shape: list[int], first: bool) -> list[np.ndarray]:
+        """The chunk's screens: its keyframe (the screen before its first step) only for the first
+        chunk, since every later chunk's keyframe repeats the previous chunk's last screen."""
+        decoder = codec.FrameDecoder(tuple(shape))
+        screens = [decoder.decode(message)[1].copy() for message in chunk["frames"]]
+        return screens if first else screens[1:]
+
+    def inputs(self, episode_id: str) -> list[dict]:
+        """Every input applied in the episode: step, agent, held keys, seq, client frame, receive time."""
+        events = []
+        for chunk in self.chunks(episode_id):
+            for step, agent, keys, seq, client_frame, received_at in chunk["inputs"]:
+                events.append(
+                    {"step": chunk["first_step"] + step, "agent": agent, "keys": keys, "seq": seq, "client_frame": client_frame, "received_at": received_at}
+                )
+        return events
+
+    def held_keys(self, episode_id: str, agent: str) -> list[tuple[str, ...]]:
+        """The keys the participant held at each step (from the inputs applied so far)."""
+        steps = self.episode(episode_id).get("steps") or sum(c["steps"] for c in self.chunks(episode_id))
+        held: list[tuple[str, ...]] = []
+        current: tuple[str, ...] = ()
+        changes = {event["step"]: tuple(event["keys"]) for event in self.inputs(episode_id) if event["agent"] == agent}
+        for step in range(steps):
+            current = changes.get(step, current)
+            held.append(current)
+        return held
+
+    # ----------------------------------------------------------------- participants
+    def pseudonym(self, participant: str) -> str:
+        return self.store.pseudonym(participant)
+
+    def delete_participant(self, participant: str) -> list[str]:
+        """Delete all data of a participant given by raw id or pseudonym; returns the episodes removed."""
+        pseudonym = participant if self.store.episodes.find_one({"participants": participant}, {"_id": 1}) else self.pseudonym(participant)
+        return self.store.delete_participant(pseudonym)
