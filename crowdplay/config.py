@@ -33,8 +33,9 @@ class Settings:
     reconnect_grace_s: float = 10.0
     #: Where recordings go: a mongodb:// URI, or a file path for the embedded store ("" = data/crowdplay.db).
     store_uri: str = ""
-    #: Steps per recording chunk (60 = one second at 60 fps): the most play a crashed EnvActor loses.
-    chunk_steps: int = 60
+    #: Steps per recording chunk (50 = 0.83 s at 60 fps): a crashed EnvActor loses at most this plus one
+    #: batching window (50 ms), so under a second.
+    chunk_steps: int = 50
     #: An emulator snapshot is recorded at the first chunk boundary past every this many steps.
     snapshot_interval: int = 600
     #: Where the writer keeps chunks while the store is unreachable ("" = data/spool).

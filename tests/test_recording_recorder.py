@@ -10,7 +10,7 @@ import numpy as np
 from crowdplay.config import Settings
 from crowdplay.data import Dataset, replay_check
 from crowdplay.environments import EnvAdapter, get_env
-from crowdplay.realtime import LiveEnv
+from crowdplay.realtime import LiveEnv, TickClock
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
 
@@ -50,14 +50,14 @@ def record(store: TrajectoryStore, steps_wanted: int, chunk_steps: int, snapshot
 def test_recorded_episode_loads_as_arrays_and_replays_exactly(tmp_path):
     store = TrajectoryStore.open(str(tmp_path / "rec.db"))
     presses = {40: ["Space"], 70: ["ArrowLeft", "Space"], 95: []}
-    recorder, live, batches = record(store, 130, chunk_steps=30, snapshot_interval=60, presses=presses)
+    recorder, live, batches = record(store, 170, chunk_steps=30, snapshot_interval=60, presses=presses)
     assert recorder.unacked == {} and recorder.delivery_failures == 0
 
     data = Dataset(store)
     [info] = data.episodes(task="invaders-study")
     assert info["status"] == "interrupted" and info["env_id"] == "SpaceInvaders"
     assert info["participants"] == ["p-test"] and info["human_only"] is True
-    assert info["chunks"] >= 4 and sum(batches) == info["chunks"] and max(batches) > 1  # batched sends
+    assert info["chunks"] >= 4 and sum(batches) == info["chunks"]
     episode = data.load(info["_id"], observations="palette")
     trajectory = episode.agents["agent_0"]
     record_ = live.episodes[0]
@@ -78,11 +78,15 @@ def test_recorded_episode_loads_as_arrays_and_replays_exactly(tmp_path):
 
     # Emulator snapshots every 60 steps let a replay start mid-episode.
     starts = [chunk["first_step"] for chunk in data.chunks(info["_id"]) if chunk["start_state"] is not None]
-    assert starts[:3] == [0, 60, 120]
-    for from_step in (0, 70):
+    assert starts[0] == 0 and [start // 60 for start in starts] == [0, 1, 2]  # the first boundary past each 60
+    for from_step in (0, starts[1] + 5):
         report = replay_check(data, info["_id"], from_step)
         assert report.ok, report.summary()
-    assert replay_check(data, info["_id"], 70).from_step == 60
+        assert report.from_step == max(start for start in starts if start <= from_step)
+    # Chunks end on the clock grid: every chunk but the episode's first and last ends at a frame id
+    # one short of a multiple of 30.
+    ends = [chunk["frame_id"][-1] for chunk in data.chunks(info["_id"])]
+    assert all((end + 1) % 30 == 0 for end in ends[:-1])
 
     rgb = data.load(info["_id"], observations="rgb").agents["agent_0"].observations
     assert rgb.shape == (trajectory.steps + 1, 210, 160, 3)
@@ -108,4 +112,32 @@ def test_a_tampered_recording_fails_the_replay_check(tmp_path):
         store.put_chunk(info["_id"], document["seq"], pack_chunk(columns), columns["steps"])
     report = replay_check(data, info["_id"])
     assert not report.ok and report.frame_mismatches
+    store.close()
+
+
+def test_sessions_sharing_a_clock_send_their_chunks_in_one_writer_call(tmp_path):
+    store = TrajectoryStore.open(str(tmp_path / "rec.db"))
+    batches: list[list[str]] = []
+
+    async def send_batch(chunks):
+        batches.append([chunk[0] for chunk in chunks])
+        store.put_chunks(chunks)
+
+    async def scenario():
+        batcher, clock = ChunkBatcher(send_batch), TickClock(60)
+        lives = []
+        for name in ("a", "b", "c"):
+            adapter = EnvAdapter(get_env("Pong"))
+            recorder = Recorder(name, adapter.agents, batcher.deliver, 30, {"agent_0": HUMAN}, adapter.snapshot)
+            lives.append(LiveEnv(get_env("Pong"), 0, Settings(), clock=clock, adapter=adapter, recorder=recorder))
+        for live in lives:
+            live.start()
+        await asyncio.sleep(2.2)
+        for live in lives:
+            live.stop("over")
+        await asyncio.sleep(0.5)
+
+    asyncio.run(scenario())
+    full = [batch for batch in batches if len(batch) == 3]
+    assert len(full) >= 3 and sorted(full[0]) == ["a-0", "b-0", "c-0"]
     store.close()

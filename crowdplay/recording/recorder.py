@@ -6,7 +6,8 @@ codec's delta payload that the live stream computed anyway. Everything else happ
 second, after the tick's frames went out: the chunk is sealed (columns built, packed, lz4) in a
 callback scheduled behind the tick, and handed to the deliverer.
 
-A chunk holds ``chunk_steps`` steps (one second at 60 fps) or the rest of an episode, and stays in
+A chunk holds up to ``chunk_steps`` steps (one second at 60 fps), ending where the frame id reaches a
+multiple of ``chunk_steps`` (or the episode ends), and stays in
 ``unacked`` until the writer acknowledges it; a failed delivery is retried with backoff, so a writer
 restart loses nothing and a crash of the EnvActor loses at most the chunk being filled.
 
@@ -43,15 +44,16 @@ from crowdplay.recording.chunk import pack_chunk
 Deliver = Callable[[str, int, bytes, int, dict], Awaitable[object]]
 Snapshot = Callable[[], "bytes | None"]
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
-#: Chunks of all sessions of a process travel to the writer together, at most this often.
-BATCH_INTERVAL_S = 0.5
+#: Chunks sealed within this window (all sessions of a process seal on the same tick) travel together.
+BATCH_INTERVAL_S = 0.05
 
 
 class ChunkBatcher:
     """Collects the chunks of every session in a process and sends them in one writer call.
 
     One Ray call costs ~1 ms of CPU at each end; one per chunk per session was measured at 0.11
-    cores of writer CPU for 60 sessions. ``deliver`` resolves when the batch holding the chunk
+    cores of writer CPU for 60 sessions. Chunks end on the clock grid, so a process makes about one
+    call a second. ``deliver`` resolves when the batch holding the chunk
     was acknowledged, and raises when that call failed, so each Recorder keeps its own retries.
     """
 
@@ -87,7 +89,7 @@ class OpenChunk:
     episode_id: str
     seq: int
     first_step: int
-    keyframe: bytes
+    screen: codec.Screen  # before the first step; keyframe-encoded when sealed, off the tick path
     start_state: bytes | None
     controllers: dict[str, dict]
     steps: list[tuple] = field(default_factory=list)
@@ -188,7 +190,9 @@ class Recorder:
         steps.append(
             (frame_id, time.time(), tuple(actions.values()), tuple(rewards.values()), tuple(client_frames.values()), terminated, truncated, delta, ram)
         )
-        if len(steps) >= self.chunk_steps and not (terminated or truncated):
+        # Chunks end on the shared clock's grid (every ``chunk_steps`` frame ids), so all sessions
+        # of a process seal together and their chunks travel in one writer call a second.
+        if ((frame_id + 1) % self.chunk_steps == 0 or len(steps) >= self.chunk_steps) and not (terminated or truncated):
             self._cut(screen)
 
     def input(self, agent: str, keys: tuple[str, ...], seq: int, client_frame: int, received_at: float) -> None:
@@ -198,8 +202,7 @@ class Recorder:
 
     # ----------------------------------------------------------------- chunks
     def _open(self, episode_id: str, seq: int, first_step: int, screen: codec.Screen, start_state: bytes | None) -> OpenChunk:
-        keyframe = codec.frame_message(codec.keyframe_payload(screen), flags=0, frame_id=0, env_step=0, score=0.0, input_seq=0)
-        return OpenChunk(episode_id, seq, first_step, keyframe, start_state, self.controllers)
+        return OpenChunk(episode_id, seq, first_step, screen, start_state, self.controllers)
 
     def _cut(self, screen: codec.Screen) -> None:
         """Close the chunk being filled and open the next; sealing waits until this tick's frames went out."""
@@ -221,7 +224,7 @@ class Recorder:
         columns: dict[str, Any] = {
             "steps": count,
             "first_step": chunk.first_step,
-            "frames": [chunk.keyframe]
+            "frames": [codec.frame_message(codec.keyframe_payload(chunk.screen), flags=0, frame_id=0, env_step=0, score=0.0, input_seq=0)]
             + [codec.frame_message(d, flags=0, frame_id=f, env_step=0, score=0.0, input_seq=0) for d, f in zip(deltas, frame_ids)],
             "frame_id": np.asarray(frame_ids, dtype=np.int64),
             "tick_time": np.asarray(tick_times, dtype=np.float64),
