@@ -43,3 +43,11 @@ def test_load_benchmark_reports_every_figure_the_issue_asks_for():
     assert result["sessions"] == 2 and result["failed_joins"] == 0
     assert result["frames_delivered"] > 2 * 3 * 50
     assert set(result["key_to_frame_ms"]) == {"p50", "p90", "p99"}
+
+
+def test_store_benchmark_reports_absorbed_sessions_writer_cpu_and_bytes_per_hour():
+    result = run_bench("store", "--sessions", "20", "--seconds", "2", "--play-seconds", "10", "--flat-seconds", "2")
+    assert result["sessions_absorbed"] > 0 and 0 < result["writer_cpu_fraction"] < 1
+    assert result["bytes_per_hour_space_invaders"] > 1e6
+    stats = result["writer"]["writer_stats"]
+    assert stats["chunks_written"] >= result["writer"]["live_chunks_sent"] > 0 and stats["chunks_spooled"] == 0

@@ -13,8 +13,9 @@ that does not.
 
 from __future__ import annotations
 
-#: Subcommand name -> module implementing it. ``load``, ``policy`` and ``store`` will join here.
+#: Subcommand name -> module implementing it. ``policy`` will join here.
 BENCHMARKS: dict[str, str] = {
     "codec": "crowdplay.bench.codec",
     "load": "crowdplay.bench.load",
+    "store": "crowdplay.bench.store",
 }
