@@ -1,4 +1,5 @@
-"""The ``crowdplay`` command: ``crowdplay serve`` runs the whole system on this machine."""
+"""The ``crowdplay`` command: ``crowdplay serve`` runs the whole system on this machine;
+``crowdplay data ...`` works with the recordings (see ``crowdplay.data.cli``)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import sys
 import threading
 
 from crowdplay.config import Settings, apply_serve_environment
+from crowdplay.data.cli import add_data_commands
 
 
 def serve_command(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
+    from crowdplay.manager import get_or_create_manager
     from crowdplay.web.ingress import build_app
 
     settings = Settings.from_env()
@@ -26,12 +29,29 @@ def serve_command(args: argparse.Namespace) -> int:
         serve.start(http_options={"host": args.host, "port": args.port})
         serve.run(build_app(settings), name="crowdplay", route_prefix="/")
         print(f"CrowdPlay is running at http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+        print(describe_recording(settings), flush=True)
         stop.wait()
-        print("Stopping Serve and Ray...", flush=True)
+        print("Stopping: ending sessions and saving their recordings...", flush=True)
+        ended = ray.get(get_or_create_manager(settings).shutdown.remote())
+        print(f"Ended {ended} sessions. Stopping Serve and Ray...", flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
     return 0
+
+
+def describe_recording(settings: Settings) -> str:
+    """Start the TrajectoryWriter now (not on the first chunk) and say where recordings go."""
+    import ray
+
+    from crowdplay.recording.store import describe_uri
+    from crowdplay.recording.writer import get_or_create_writer
+
+    if not settings.record:
+        return "Recording is off (CROWDPLAY_RECORD=0)."
+    stats = ray.get(get_or_create_writer(settings).stats.remote())
+    state = "" if stats["healthy"] else " (unreachable now: chunks spool locally until it answers)"
+    return f"Recording to {describe_uri(settings.store_uri)}{state}; read it with `crowdplay data list`."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--address", default=None, help="join a running Ray cluster (e.g. 'auto') instead of starting one")
     serve_parser.add_argument("--verbose", action="store_true", help="show the actors' logs")
     serve_parser.set_defaults(run=serve_command)
+    add_data_commands(commands)
     args = parser.parse_args(argv)
     return args.run(args)
 

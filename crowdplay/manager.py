@@ -209,6 +209,15 @@ class EnvsManager:
         finally:
             self._release(entry.host, session_id)
 
+    async def shutdown(self, reason: str = "the server is shutting down", timeout_s: float = 20.0) -> int:
+        """End every session and wait until the writer has acknowledged all they recorded (a clean
+        stop loses no play); returns how many sessions were ended."""
+        hosts = list(self.hosts)
+        ended = list(self.sessions)
+        await asyncio.gather(*(self.end_session(session_id, reason) for session_id in ended), return_exceptions=True)
+        await asyncio.gather(*(host.actor.drain.remote(timeout_s) for host in hosts), return_exceptions=True)
+        return len(ended)
+
     async def _end_if_unconnected(self, session_id: str, delay_s: float, reason: str) -> None:
         await asyncio.sleep(delay_s)
         entry = self.sessions.get(session_id)

@@ -50,6 +50,15 @@ def chunk_document(episode_id: str, seq: int, blob: bytes, steps: int) -> dict:
     return {"_id": chunk_key(episode_id, seq), "episode_id": episode_id, "seq": seq, "steps": steps, "data": blob}
 
 
+def describe_uri(uri: str | None = None) -> str:
+    """Where ``open_client`` would store, for people (credentials hidden)."""
+    uri = uri or os.environ.get("CROWDPLAY_MONGODB_URI") or str(DEFAULT_EMBEDDED_PATH)
+    if uri.startswith(("mongodb://", "mongodb+srv://")):
+        scheme, rest = uri.split("://", 1)
+        return f"MongoDB at {scheme}://{rest.rsplit('@', 1)[-1]}"
+    return f"the embedded store {Path(uri.removeprefix('embedded://')).resolve()}"
+
+
 class TrajectoryStore:
     """Episodes (metadata documents) and their chunks (compressed step data)."""
 

@@ -1,0 +1,172 @@
+"""``crowdplay data ...``: the researcher's command line over the dataset API.
+
+    crowdplay data list [filters] [--json]
+    crowdplay data show EPISODE [--json]
+    crowdplay data replay-check EPISODE [--from-step N]
+    crowdplay data export --format {npz,minari,rllib} --out PATH [filters] [--observations FORMAT]
+    crowdplay data delete-participant PARTICIPANT [--yes]
+
+``--store`` picks the store (a mongodb:// URI or the embedded store's path; default
+``CROWDPLAY_MONGODB_URI`` or data/crowdplay.db).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from crowdplay.data.dataset import Dataset, EpisodeNotFound
+from crowdplay.data.observations import FORMATS
+from crowdplay.data.replay_check import replay_check
+
+
+def _filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task")
+    parser.add_argument("--env")
+    parser.add_argument("--participant", help="a pseudonym (p-...)")
+    parser.add_argument("--since", help="start time >= (ISO date/time or epoch seconds)")
+    parser.add_argument("--until", help="start time < (ISO date/time or epoch seconds)")
+    played = parser.add_mutually_exclusive_group()
+    played.add_argument("--human-only", dest="human_only", action="store_const", const=True, help="only episodes without AI agents")
+    played.add_argument("--with-ai", dest="human_only", action="store_const", const=False, help="only episodes with an AI agent")
+    parser.add_argument("--min-return", type=float)
+    ended = parser.add_mutually_exclusive_group()
+    ended.add_argument("--completed", dest="completed", action="store_const", const=True, help="only episodes the game ended")
+    ended.add_argument("--incomplete", dest="completed", action="store_const", const=False)
+
+
+def _time(value: str | None) -> float | str | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _select(data: Dataset, args: argparse.Namespace) -> list[dict]:
+    return data.episodes(
+        task=args.task, env=args.env, participant=args.participant, since=_time(args.since), until=_time(args.until),
+        human_only=args.human_only, min_return=args.min_return, completed=args.completed,
+    )
+
+
+def _printable(document: dict) -> dict:
+    return {key: (f"<{len(value)} bytes>" if isinstance(value, bytes) else value) for key, value in document.items()}
+
+
+def _when(seconds: float | None) -> str:
+    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S") if seconds else "-"
+
+
+def list_command(data: Dataset, args: argparse.Namespace) -> int:
+    episodes = _select(data, args)
+    if args.json:
+        print(json.dumps([_printable(doc) for doc in episodes]))
+        return 0
+    print(f"{'episode':40} {'env':16} {'task':16} {'started':19} {'steps':>6} {'return':>8} {'status':12} participants")
+    for doc in episodes:
+        returns = doc.get("returns", {})
+        best = max(returns.values()) if returns else float("nan")
+        print(
+            f"{doc['_id']:40} {doc.get('env_id', '-'):16} {doc.get('task_id', '-'):16} {_when(doc.get('started_at')):19} "
+            f"{doc.get('steps', '-'):>6} {best:>8.1f} {doc.get('status', 'incomplete'):12} {','.join(doc.get('participants', []))}"
+        )
+    print(f"{len(episodes)} episodes")
+    return 0
+
+
+def show_command(data: Dataset, args: argparse.Namespace) -> int:
+    document = _printable(data.episode(args.episode))
+    document["stored_steps"] = sum(chunk["steps"] for chunk in data.chunks(args.episode))
+    document["inputs"] = len(data.inputs(args.episode))
+    print(json.dumps(document, indent=None if args.json else 2, default=str))
+    return 0
+
+
+def replay_check_command(data: Dataset, args: argparse.Namespace) -> int:
+    report = replay_check(data, args.episode, args.from_step)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def export_command(data: Dataset, args: argparse.Namespace) -> int:
+    from crowdplay.data import exports
+
+    ids = [doc["_id"] for doc in _select(data, args)]
+    if not ids:
+        print("no episodes match the filters", file=sys.stderr)
+        return 1
+    episodes = data.iter_load(ids, observations=args.observations)
+    options: dict[str, Any] = {"total": len(ids), "progress": not args.quiet}
+    if args.format == "npz":
+        written = exports.export_npz(episodes, args.out, **options)
+        print(f"wrote {len(written)} files to {args.out}")
+    elif args.format == "minari":
+        dataset_id = args.dataset_id or f"crowdplay/{args.task or args.env or 'all'}-v0"
+        datasets = exports.export_minari(episodes, dataset_id, data_path=args.out, **options)
+        print(f"wrote Minari dataset(s) {', '.join(str(d) for d in (datasets if isinstance(datasets, (list, tuple)) else [datasets]))}")
+    else:
+        path = exports.export_rllib(episodes, args.out, **options)
+        print(f"wrote RLlib offline data to {path}")
+    return 0
+
+
+def delete_participant_command(data: Dataset, args: argparse.Namespace) -> int:
+    if not args.yes:
+        answer = input(f"Delete every episode of participant {args.participant!r}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    removed = data.delete_participant(args.participant)
+    print(f"deleted {len(removed)} episodes" + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
+def add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data_parser = commands.add_parser("data", help="list, inspect, check, export and delete recordings")
+    data_parser.add_argument("--store", default=None, help="mongodb:// URI or embedded store path")
+    sub = data_parser.add_subparsers(dest="data_command", required=True)
+
+    listing = sub.add_parser("list", help="episodes matching the filters")
+    _filters(listing)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(data_run=list_command)
+
+    show = sub.add_parser("show", help="one episode's document")
+    show.add_argument("episode")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(data_run=show_command)
+
+    check = sub.add_parser("replay-check", help="re-run an ALE episode and compare frames and rewards")
+    check.add_argument("episode")
+    check.add_argument("--from-step", type=int, default=0)
+    check.set_defaults(data_run=replay_check_command)
+
+    export = sub.add_parser("export", help="write episodes as npz, a Minari dataset or RLlib offline data")
+    export.add_argument("--format", choices=("npz", "minari", "rllib"), required=True)
+    export.add_argument("--out", required=True, help="output directory (Minari: the datasets root)")
+    export.add_argument("--observations", choices=FORMATS, default="rgb")
+    export.add_argument("--dataset-id", help="Minari dataset id (namespace/name-v0)")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
+    _filters(export)
+    export.set_defaults(data_run=export_command)
+
+    delete = sub.add_parser("delete-participant", help="remove all data of a participant (raw id or pseudonym)")
+    delete.add_argument("participant")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(data_run=delete_participant_command)
+
+    data_parser.set_defaults(run=data_command)
+
+
+def data_command(args: argparse.Namespace) -> int:
+    with Dataset.open(args.store) as data:
+        try:
+            return args.data_run(data, args)
+        except EpisodeNotFound as error:
+            print(f"error: {error.args[0]}", file=sys.stderr)
+            return 2
