@@ -108,7 +108,8 @@ def export_command(data: Dataset, args: argparse.Namespace) -> int:
     elif args.format == "minari":
         dataset_id = args.dataset_id or f"crowdplay/{args.task or args.env or 'all'}-v0"
         datasets = exports.export_minari(episodes, dataset_id, data_path=args.out, **options)
-        print(f"wrote Minari dataset(s) {', '.join(str(d) for d in (datasets if isinstance(datasets, (list, tuple)) else [datasets]))}")
+        ids = sorted(d.spec.dataset_id for d in datasets.values())
+        print(f"wrote Minari datasets {', '.join(ids)} under {args.out} (MINARI_DATASETS_PATH)")
     else:
         path = exports.export_rllib(episodes, args.out, **options)
         print(f"wrote RLlib offline data to {path}")
