@@ -99,10 +99,10 @@ class Payload:
     flags: int
 
 
-def keyframe_payload(screen: Screen) -> Payload:
-    """The whole screen, compressed."""
+def keyframe_payload(screen: Screen, level: int = ZLIB_LEVEL) -> Payload:
+    """The whole screen, compressed (``level`` 1 is ~4x faster and ~2x larger)."""
     height, width = screen.pixels.shape[:2]
-    body = zlib.compress(screen.pixels.tobytes(), ZLIB_LEVEL)
+    body = zlib.compress(screen.pixels.tobytes(), level)
     return Payload(BAND.pack(0, height, 0, width) + body, FLAG_KEYFRAME)
 
 

@@ -15,6 +15,7 @@ session's frame channel (``crowdplay.channel``); Ray carries placement, lifecycl
 from __future__ import annotations
 
 import asyncio
+import gc
 import secrets
 import time
 from dataclasses import dataclass
@@ -50,7 +51,13 @@ class EnvActor:
         self._batcher: ChunkBatcher | None = None
 
     async def ready(self) -> bool:
-        """Answers once the process is up; the pool waits on it before offering the actor."""
+        """Answers once the process is up; the pool waits on it before offering the actor. Looks up
+        the writer now, while the actor is still in the warm pool, not during someone's Start."""
+        if self.settings.record:
+            self._chunk_batcher()
+        # Everything allocated so far (Ray, numpy, ALE bindings) lives as long as the process: keep
+        # it out of the collector's full passes, which would otherwise stall every session here.
+        gc.freeze()
         return True
 
     async def start(
@@ -68,9 +75,10 @@ class EnvActor:
         if self.settings.record:
             controllers = {agent: controller or {"human": True, "participant": f"anonymous-{session_id}"} for agent in adapter.agents}
             fields = {"task_id": env_id, **(episode_fields or {})}
+            batcher = self._chunk_batcher()
             recorder = Recorder(
-                session_id, adapter.agents, self._chunk_batcher().deliver, self.settings.chunk_steps, controllers,
-                adapter.snapshot, self.settings.snapshot_interval, fields,
+                session_id, adapter.agents, batcher.deliver, self.settings.chunk_steps, controllers,
+                adapter.snapshot, self.settings.snapshot_interval, fields, batcher.seal_later,
             )
             self.recorders.append(recorder)
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)

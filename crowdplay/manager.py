@@ -74,7 +74,12 @@ class EnvsManager:
         self._writer: ActorHandle | None = None
 
     async def ready(self) -> bool:
+        """Fill the warm pool and bring the TrajectoryWriter up before the first participant, so
+        neither process boot lands on anyone's Start."""
         self._refill()
+        if self.settings.record and self._writer is None:
+            self._writer = get_or_create_writer(self.settings)
+            await self._writer.stats.remote()
         return True
 
     # ----------------------------------------------------------------- placement and warm pool

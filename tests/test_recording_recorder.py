@@ -26,9 +26,10 @@ def record(store: TrajectoryStore, steps_wanted: int, chunk_steps: int, snapshot
 
     async def scenario():
         adapter = EnvAdapter(get_env("SpaceInvaders"))
+        batcher = ChunkBatcher(send_batch)
         recorder = Recorder(
-            "s1", adapter.agents, ChunkBatcher(send_batch).deliver, chunk_steps, {"agent_0": HUMAN},
-            adapter.snapshot, snapshot_interval, {"task_id": "invaders-study"},
+            "s1", adapter.agents, batcher.deliver, chunk_steps, {"agent_0": HUMAN},
+            adapter.snapshot, snapshot_interval, {"task_id": "invaders-study"}, batcher.seal_later,
         )
         live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), adapter=adapter, recorder=recorder)
         shown = []
@@ -128,7 +129,9 @@ def test_sessions_sharing_a_clock_send_their_chunks_in_one_writer_call(tmp_path)
         lives = []
         for name in ("a", "b", "c"):
             adapter = EnvAdapter(get_env("Pong"))
-            recorder = Recorder(name, adapter.agents, batcher.deliver, 30, {"agent_0": HUMAN}, adapter.snapshot)
+            recorder = Recorder(
+                name, adapter.agents, batcher.deliver, 30, {"agent_0": HUMAN}, adapter.snapshot, seal_later=batcher.seal_later
+            )
             lives.append(LiveEnv(get_env("Pong"), 0, Settings(), clock=clock, adapter=adapter, recorder=recorder))
         for live in lives:
             live.start()
