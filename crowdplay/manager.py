@@ -28,6 +28,8 @@ from crowdplay.recording.writer import get_or_create_writer
 
 #: Seconds between stopping a session and retiring an emptied EnvActor process.
 ACTOR_RETIRE_DELAY_S = 0.5
+#: A participant's start tries this many EnvActor processes before giving up (one may have died).
+START_ATTEMPTS = 3
 #: Warm EnvActors prepare a spare environment of each of the last this-many games started.
 RECENT_ENVS = 3
 
@@ -161,15 +163,18 @@ class EnvsManager:
         if env_id in self._recent_envs:
             self._recent_envs.remove(env_id)
         self._recent_envs.append(env_id)
-        host = await self._place(session_id)
-        try:
-            info, channel = await host.actor.start.remote(session_id, env_id, secrets.randbelow(2**31), controller, episode_fields)
-        except ray.exceptions.RayActorError:
-            self._forget(host)
-            raise
-        except Exception:
-            self._release(host, session_id)
-            raise
+        for attempt in range(START_ATTEMPTS):
+            host = await self._place(session_id)
+            try:
+                info, channel = await host.actor.start.remote(session_id, env_id, secrets.randbelow(2**31), controller, episode_fields)
+                break
+            except ray.exceptions.RayActorError:
+                self._forget(host)  # the process died (crashed or killed): start elsewhere
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+            except Exception:
+                self._release(host, session_id)
+                raise
         entry = SessionEntry(session_id, secrets.token_urlsafe(24), env_id, info["agents"][0], host, info, channel)
         self.sessions[session_id] = entry
         asyncio.get_running_loop().create_task(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 import ray
 
 from crowdplay.config import Settings
 from crowdplay.manager import UnknownSession, get_or_create_manager
+from tests.conftest import TEST_SETTINGS
 
 
 @ray.remote(num_cpus=0)
@@ -30,7 +32,7 @@ def wait_for(predicate, timeout_s: float = 30.0) -> bool:
 @pytest.fixture
 def private_manager(ray_session):
     """A manager in its own namespace, so its settings and pool do not touch the served one."""
-    settings = Settings(namespace=f"crowdplay-manager-test-{time.monotonic_ns()}", warm_pool_size=1, connect_timeout_s=1.0)
+    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-manager-test-{time.monotonic_ns()}", warm_pool_size=1, connect_timeout_s=1.0)
     manager = get_or_create_manager(settings)
     ray.get(manager.ready.remote())
     yield manager, settings
@@ -38,7 +40,7 @@ def private_manager(ray_session):
 
 
 def test_replicas_racing_to_create_the_manager_all_get_the_same_one(ray_session):
-    settings = Settings(namespace=f"crowdplay-race-{time.monotonic_ns()}", warm_pool_size=0)
+    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-race-{time.monotonic_ns()}", warm_pool_size=0)
     ids = ray.get([race_to_create.remote(settings) for _ in range(4)])
     assert len(set(ids)) == 1
     ray.kill(ray.get_actor(settings.manager_name, namespace=settings.namespace))
@@ -62,7 +64,7 @@ def test_a_session_nobody_connects_to_is_ended(private_manager):
 
 
 def test_sessions_fill_an_env_actor_process_before_the_next_one_opens(ray_session):
-    settings = Settings(namespace=f"crowdplay-pack-{time.monotonic_ns()}", warm_pool_size=1, sessions_per_actor=3)
+    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-pack-{time.monotonic_ns()}", warm_pool_size=1, sessions_per_actor=3)
     manager = get_or_create_manager(settings)
     ray.get(manager.ready.remote())
     sessions = ray.get([manager.create_session.remote("Pong") for _ in range(4)])
@@ -74,3 +76,13 @@ def test_sessions_fill_an_env_actor_process_before_the_next_one_opens(ray_sessio
         for session in sessions:
             ray.get(manager.end_session.remote(session["session_id"], "test over"))
         ray.kill(manager)
+
+
+def test_a_start_on_a_dead_process_moves_to_another(private_manager):
+    private_manager, _ = private_manager
+    first = ray.get(private_manager.create_session.remote("Pong"))
+    actor = ray.get(private_manager.session_actor.remote(first["session_id"]))
+    ray.kill(actor)  # the manager learns of it only when it next uses that process
+    second = ray.get(private_manager.create_session.remote("Pong"))
+    assert ray.get(private_manager.session_actor.remote(second["session_id"]))._actor_id != actor._actor_id
+    assert ray.get(private_manager.host_loads.remote()).count(1) >= 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +27,7 @@ from crowdplay.recording.spool import Chunk, Spool
 from crowdplay.recording.store import TrajectoryStore
 
 WRITER_NAME = "TrajectoryWriter"
+WRITER_NICENESS = 19
 log = logging.getLogger(__name__)
 
 
@@ -133,6 +135,9 @@ class ChunkSink:
 @ray.remote(num_cpus=0, max_restarts=-1)
 class TrajectoryWriter:
     def __init__(self, store_uri: str, spool_dir: str, store_timeout_s: float = 5.0) -> None:
+        # Storing is never urgent (EnvActors keep chunks until acked); on a busy node the real-time
+        # EnvActors get the CPU first.
+        os.nice(max(0, WRITER_NICENESS - os.nice(0)))
         self.sink = ChunkSink(store_uri, spool_dir, store_timeout_s)
         self.started_at = time.time()
         self._started = False
