@@ -27,17 +27,13 @@ from collections.abc import AsyncIterator
 
 from crowdplay import protocol
 from crowdplay.environments import InvalidAction
-from crowdplay.realtime import LiveEnv, SessionEnded, Subscriber
+from crowdplay.realtime import LiveEnv, SessionEnded
 
 log = logging.getLogger(__name__)
 
 FRAME, TEXT, HELLO, ACK, INPUT = range(5)
 HEADER = struct.Struct("<BI")
 MAX_PAYLOAD = 1 << 24
-#: A connection that does not authenticate within this time is dropped.
-HELLO_TIMEOUT_S = 10.0
-#: After the last message, how long the peer gets to close before we do.
-FINISH_TIMEOUT_S = 5.0
 
 
 class ChannelClosed(ConnectionError):
@@ -68,16 +64,77 @@ class ChannelServer:
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str) -> int:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ChannelConnection(self), host=host, port=0)
+        self._server = await asyncio.start_server(self._serve, host=host, port=0)
         return self._server.sockets[0].getsockname()[1]
 
     def close(self) -> None:
-        """Stop accepting connections (open ones end with the session)."""
         if self._server is not None:
             self._server.close()
 
-    def apply_input(self, agent: str, data: dict) -> str | None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            kind, payload = await asyncio.wait_for(read_message(reader), timeout=10)
+            hello = json.loads(payload) if kind == HELLO else {}
+            if not hmac.compare_digest(str(hello.get("secret", "")).encode(), self.secret.encode()):
+                log.warning("refused a channel connection with a wrong secret")
+                return
+            await self._play(str(hello.get("agent")), reader, writer)
+        except (ChannelClosed, ConnectionError, asyncio.TimeoutError, ValueError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _play(self, agent: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        credits = asyncio.Semaphore(self.window)
+        sender = asyncio.create_task(self._send(agent, writer, credits))
+        try:
+            while not sender.done():
+                kind, payload = await read_message(reader)
+                if kind == ACK:
+                    credits.release()
+                elif kind == INPUT:
+                    refusal = self._apply_input(agent, json.loads(payload))
+                    if refusal is not None:
+                        sender.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await sender
+                        write_message(writer, TEXT, refusal.encode())
+                        await self._finish(reader, writer)
+                        return
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+
+    async def _send(self, agent: str, writer: asyncio.StreamWriter, credits: asyncio.Semaphore) -> None:
+        stream = self.live.stream(agent)
+        try:
+            while True:
+                await credits.acquire()  # before taking a frame, so the one taken is the newest
+                try:
+                    message = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                if isinstance(message, bytes):
+                    write_message(writer, FRAME, message)
+                else:
+                    write_message(writer, TEXT, message.encode())
+                await writer.drain()
+        finally:
+            await stream.aclose()  # unsubscribes at once, not whenever the generator is collected
+
+    @staticmethod
+    async def _finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Close our side after the last message and wait for the peer: closing with its
+        acknowledgements still unread would reset the connection and could lose that message."""
+        await writer.drain()
+        writer.write_eof()
+        with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+            await asyncio.wait_for(reader.read(), timeout=5)
+
+    def _apply_input(self, agent: str, data: dict) -> str | None:
         """Apply one input; for a refused one, the ``error`` event to send before closing."""
         try:
             if data["kind"] == "keys":
@@ -89,127 +146,6 @@ class ChannelServer:
             return protocol.text("error", reason=str(error), code=protocol.CLOSE_POLICY_VIOLATION)
         except SessionEnded:
             return protocol.text("error", reason="the session has ended", code=protocol.CLOSE_SESSION_ENDED)
-        except (KeyError, TypeError) as error:
-            return protocol.text("error", reason=f"malformed input: {error}", code=protocol.CLOSE_POLICY_VIOLATION)
-
-
-class ChannelConnection(asyncio.Protocol):
-    """One participant's channel, server side: the LiveEnv pushes frames in as ticks happen
-    (``realtime.Connection``); acknowledgements and inputs are handled as they arrive, in the
-    event loop's callbacks, without a task of their own."""
-
-    def __init__(self, server: ChannelServer) -> None:
-        self.server = server
-        self.credits = server.window
-        self.subscriber: Subscriber | None = None
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._paused = False
-        self._closing = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    # ----------------------------------------------------------------- transport events
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self._timer = asyncio.get_running_loop().call_later(HELLO_TIMEOUT_S, self._abort)
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= HEADER.size and not self._closing:
-            kind, length = HEADER.unpack_from(buffer)
-            if length > MAX_PAYLOAD:
-                return self._abort()
-            end = HEADER.size + length
-            if len(buffer) < end:
-                return
-            payload = bytes(buffer[HEADER.size : end])
-            del buffer[:end]
-            self._handle(kind, payload)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self.subscriber is not None:
-            self.server.live.unsubscribe(self.subscriber)
-
-    def pause_writing(self) -> None:
-        self._paused = True
-
-    def resume_writing(self) -> None:
-        self._paused = False
-        self._offer()
-
-    # ----------------------------------------------------------------- messages
-    def _handle(self, kind: int, payload: bytes) -> None:
-        if self.subscriber is None:
-            self._hello(kind, payload)
-        elif kind == ACK:
-            self.credits += 1
-            self._offer()
-        elif kind == INPUT:
-            try:
-                data = json.loads(payload)
-            except ValueError:
-                data = None
-            refusal = self.server.apply_input(self.subscriber.agent, data) if isinstance(data, dict) else protocol.text(
-                "error", reason="malformed input", code=protocol.CLOSE_POLICY_VIOLATION
-            )
-            if refusal is not None:
-                self.server.live.unsubscribe(self.subscriber)
-                self._write(TEXT, refusal.encode())
-                self.finish()
-
-    def _hello(self, kind: int, payload: bytes) -> None:
-        self._timer.cancel()
-        try:
-            hello = json.loads(payload) if kind == HELLO else {}
-        except ValueError:
-            hello = {}
-        if not isinstance(hello, dict) or not hmac.compare_digest(str(hello.get("secret", "")).encode(), self.server.secret.encode()):
-            log.warning("refused a channel connection with a wrong secret")
-            return self._abort()
-        try:
-            self.subscriber = self.server.live.subscribe(str(hello.get("agent")), self)
-        except (InvalidAction, SessionEnded):
-            self._abort()
-
-    def _offer(self) -> None:
-        if self.subscriber is not None and not self._closing:
-            self.server.live.offer(self.subscriber)
-
-    # ----------------------------------------------------------------- realtime.Connection
-    def can_send(self) -> bool:
-        return self.credits > 0 and not self._paused and not self._closing
-
-    def send(self, message: bytes | str) -> None:
-        self.credits -= 1
-        if isinstance(message, bytes):
-            self._write(FRAME, message)
-        else:
-            self._write(TEXT, message.encode())
-
-    def finish(self) -> None:
-        """Close our side after the last message and let the peer close: closing with its
-        acknowledgements still unread would reset the connection and could lose that message."""
-        if self._closing:
-            return
-        self._closing = True
-        try:
-            if self.transport.can_write_eof():
-                self.transport.write_eof()
-        except OSError:  # the peer is already gone
-            self.transport.close()
-            return
-        self._timer = asyncio.get_running_loop().call_later(FINISH_TIMEOUT_S, self.transport.close)
-
-    def _write(self, kind: int, payload: bytes) -> None:
-        self.transport.write(HEADER.pack(kind, len(payload)) + payload)
-
-    def _abort(self) -> None:
-        self._closing = True
-        self.transport.close()
 
 
 class ChannelClient:

@@ -22,7 +22,6 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from crowdplay import codec, protocol
 from crowdplay.config import Settings
@@ -67,24 +66,9 @@ class EpisodeRecord:
     client_frames: dict[str, list[int]]
 
 
-class Connection(Protocol):
-    """A participant's connection that frames are pushed into (the frame channel's server side)."""
-
-    def can_send(self) -> bool:
-        """False while the peer has a full window of unacknowledged messages."""
-
-    def send(self, message: bytes | str) -> None: ...
-
-    def finish(self) -> None:
-        """The ``end`` message was the last one: close once it is delivered."""
-
-
 @dataclass(eq=False)
 class Subscriber:
     agent: str
-    #: Pushed to (``subscribe``), or None when the subscriber pulls with ``stream``.
-    connection: Connection | None = None
-    ended: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     events: deque[str] = field(default_factory=deque)
     last_id: int | None = None
@@ -355,38 +339,6 @@ class LiveEnv:
         finally:
             self._subscribers.discard(subscriber)
 
-    def subscribe(self, agent: str, connection: Connection) -> Subscriber:
-        """Push this agent's frames and events into ``connection`` from now on: each tick sends the
-        new frame right away when the connection has room, with no task switch per frame (the
-        pull-based ``stream`` costs two per frame). ``offer`` again when the connection has room."""
-        self._check_agent(agent)
-        subscriber = Subscriber(agent, connection)
-        self._subscribers.add(subscriber)
-        self.start()
-        self.offer(subscriber)
-        return subscriber
-
-    def unsubscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.discard(subscriber)
-
-    def offer(self, subscriber: Subscriber) -> None:
-        """Send a pushed subscriber what it has not had yet, as far as its connection takes it:
-        pending events, then the newest frame (never a backlog), or ``end`` once stopped."""
-        connection = subscriber.connection
-        while subscriber.events and connection.can_send():
-            connection.send(subscriber.events.popleft())
-        if subscriber.events or not connection.can_send() or subscriber.ended:
-            return
-        if self.stopped is not None:
-            subscriber.ended = True
-            connection.send(protocol.text("end", reason=self.stopped))
-            self._subscribers.discard(subscriber)
-            connection.finish()
-            return
-        tick = self.latest
-        if tick.frame_id != subscriber.last_id:
-            connection.send(self._frame_for(subscriber, tick))
-
     def _frame_for(self, subscriber: Subscriber, tick: Tick) -> bytes:
         """The tick's frame for this subscriber: a keyframe, the shared delta, or its own delta after drops."""
         keyframe = subscriber.last_id is None or tick.frame_id - subscriber.last_keyframe_id >= self.settings.keyframe_interval
@@ -423,15 +375,8 @@ class LiveEnv:
             subscriber.events.append(message)
 
     def _wake_all(self) -> None:
-        for subscriber in list(self._subscribers):
-            if subscriber.connection is None:
-                subscriber.wake.set()
-                continue
-            try:
-                self.offer(subscriber)
-            except Exception:  # one broken connection must not stop the tick for everyone
-                log.exception("dropping a subscriber whose connection failed")
-                self._subscribers.discard(subscriber)
+        for subscriber in self._subscribers:
+            subscriber.wake.set()
 
     # ----------------------------------------------------------------- lifecycle
     def stop(self, reason: str) -> None:
