@@ -11,7 +11,9 @@ import pytest
 import ray
 from playwright.sync_api import sync_playwright
 
+from crowdplay.data import Dataset
 from crowdplay.environments.replay import replay_screens
+from tests.conftest import TEST_SETTINGS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -25,9 +27,9 @@ def browser():
         browser.close()
 
 
-def start_game(browser, base_url: str, env_id: str):
+def start_game(browser, base_url: str, env_id: str, query: str = ""):
     page = browser.new_page()
-    page.goto(base_url)
+    page.goto(base_url + query)
     page.click(f"button[data-env-id={env_id}]")
     page.click("#start")
     page.wait_for_function("window.crowdplay.framesDisplayed > 30", timeout=30_000)
@@ -89,3 +91,19 @@ def test_the_browser_decoder_is_lossless_on_a_scrolling_game(browser, base_url, 
     assert np.array_equal(decoded, screens[snapshot["envStep"]])
     assert page.evaluate("window.crowdplay.errors") == []
     page.close()
+
+
+def test_the_page_passes_its_url_parameters_and_the_worker_id_is_stored_pseudonymised(browser, base_url, manager):
+    page = start_game(browser, base_url, "Pong", "/?PROLIFIC_PID=browser-worker-7&study=b1")
+    session_id = page.evaluate("window.crowdplay.sessionId")
+    page.wait_for_function("window.crowdplay.framesDisplayed > 120")  # past the first chunk
+    page.close()
+    with Dataset.open(TEST_SETTINGS.store_uri) as data:
+        deadline = time.monotonic() + 30
+        while not (found := [e for e in data.episodes() if e["session_id"] == session_id]):
+            assert time.monotonic() < deadline, "the episode was not stored"
+            time.sleep(0.3)
+        [episode] = found
+        assert episode["session"]["params"] == {"study": "b1"}
+        assert episode["participants"] == [data.pseudonym("browser-worker-7")]
+        assert "Chrome" in episode["session"]["user_agent"] and "browser-worker-7" not in repr(episode)

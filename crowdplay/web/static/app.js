@@ -278,7 +278,9 @@ async function start() {
     const response = await fetch("/api/sessions", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ env_id: chosen.id }),
+      // The page's URL parameters travel with the session (a crowd platform's worker id among them
+      // is stored only as a pseudonym).
+      body: JSON.stringify({ env_id: chosen.id, params: Object.fromEntries(new URLSearchParams(location.search)) }),
     });
     const body = await response.json();
     if (!response.ok) throw new Error(body.reason || response.statusText);
