@@ -24,6 +24,7 @@ from ray.actor import ActorHandle
 from crowdplay.config import Settings
 from crowdplay.env_actor import spawn_env_actor
 from crowdplay.environments import get_env
+from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.writer import get_or_create_writer
 
 #: Seconds between stopping a session and retiring an emptied EnvActor process.
@@ -36,6 +37,10 @@ RECENT_ENVS = 3
 
 class UnknownSession(LookupError):
     """No session with this id (never created, or already ended)."""
+
+
+class RecordingUnavailable(RuntimeError):
+    """The recording store has never been reachable, so a participant id cannot be stored safely."""
 
 
 class BadToken(PermissionError):
@@ -74,6 +79,7 @@ class EnvsManager:
         self._boots: set[asyncio.Task] = set()
         self._recent_envs: deque[str] = deque(maxlen=RECENT_ENVS)
         self._writer: ActorHandle | None = None
+        self._pseudonym_key: bytes | None = None
 
     async def ready(self) -> bool:
         """Fill the warm pool and bring the TrajectoryWriter up before the first participant, so
@@ -183,9 +189,16 @@ class EnvsManager:
         return {"session_id": session_id, "token": entry.token, "env_id": env_id, "agent": entry.agent, "participant": pseudonym}
 
     async def _pseudonym(self, raw_id: str) -> str:
-        if self._writer is None:
-            self._writer = get_or_create_writer(self.settings)
-        return await self._writer.pseudonym.remote(str(raw_id))
+        """Fetched once from the store (through the writer), then computed here: a store outage
+        later does not stop participants from starting."""
+        if self._pseudonym_key is None:
+            if self._writer is None:
+                self._writer = get_or_create_writer(self.settings)
+            try:
+                self._pseudonym_key = await self._writer.pseudonym_key.remote()
+            except Exception as error:
+                raise RecordingUnavailable(f"participant ids cannot be pseudonymised yet: {error}") from error
+        return pseudonymise(self._pseudonym_key, str(raw_id))
 
     async def attach(self, session_id: str, token: str) -> tuple[str, dict, dict]:
         """A participant's websocket arrives: check its token, return (agent, hello info, frame channel)."""

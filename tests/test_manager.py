@@ -9,7 +9,7 @@ import pytest
 import ray
 
 from crowdplay.config import Settings
-from crowdplay.manager import UnknownSession, get_or_create_manager
+from crowdplay.manager import RecordingUnavailable, UnknownSession, get_or_create_manager
 from tests.conftest import TEST_SETTINGS
 
 
@@ -86,3 +86,20 @@ def test_a_start_on_a_dead_process_moves_to_another(private_manager):
     second = ray.get(private_manager.create_session.remote("Pong"))
     assert ray.get(private_manager.session_actor.remote(second["session_id"]))._actor_id != actor._actor_id
     assert ray.get(private_manager.host_loads.remote()).count(1) >= 1
+
+
+def test_a_participant_id_is_refused_rather_than_stored_raw_when_the_store_was_never_reachable(ray_session, tmp_path):
+    (tmp_path / "blocked").write_text("a file, so the store below it cannot be opened")
+    settings = replace(
+        TEST_SETTINGS, namespace=f"crowdplay-nostore-{time.monotonic_ns()}", warm_pool_size=1,
+        store_uri=str(tmp_path / "blocked" / "rec.db"), spool_dir=str(tmp_path / "spool"), store_timeout_s=1.0,
+    )
+    manager = get_or_create_manager(settings)
+    ray.get(manager.ready.remote())
+    with pytest.raises(RecordingUnavailable):
+        ray.get(manager.create_session.remote("Pong", {"id": "worker-1"}))
+    anonymous = ray.get(manager.create_session.remote("Pong", {}))  # play still starts; chunks spool
+    assert anonymous["participant"].startswith("anonymous-")
+    ray.get(manager.end_session.remote(anonymous["session_id"], "test over"))
+    ray.kill(manager)
+    ray.kill(ray.get_actor("TrajectoryWriter", namespace=settings.namespace))

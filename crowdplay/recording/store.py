@@ -42,6 +42,13 @@ def open_client(uri: str | None = None):
     return litemongo.connect(str(path))
 
 
+def pseudonymise(key: bytes, participant: str) -> str:
+    """A participant's stable pseudonym: an HMAC under the store's secret key, so the raw id (a
+    crowd-worker id, say) is never stored, yet the same person maps to the same pseudonym and can be
+    found again to delete their data."""
+    return "p-" + hmac.new(key, participant.encode(), hashlib.sha256).hexdigest()[:20]
+
+
 def chunk_key(episode_id: str, seq: int) -> str:
     return f"{episode_id}:{seq}"
 
@@ -105,12 +112,10 @@ class TrajectoryStore:
 
     # ----------------------------------------------------------------- participants
     def pseudonym(self, participant: str) -> str:
-        """The participant's stable pseudonym: an HMAC under this store's secret key, so the raw id
-        (a crowd-worker id, say) is never stored, yet the same person maps to the same pseudonym
-        and can be found again to delete their data."""
-        return "p-" + hmac.new(self._secret(), participant.encode(), hashlib.sha256).hexdigest()[:20]
+        return pseudonymise(self.pseudonym_key(), participant)
 
-    def _secret(self) -> bytes:
+    def pseudonym_key(self) -> bytes:
+        """This store's secret pseudonym key, created on first use (never exported)."""
         self.meta.update_one({"_id": "pseudonym_key"}, {"$setOnInsert": {"key": secrets.token_hex(32)}}, upsert=True)
         return bytes.fromhex(self.meta.find_one({"_id": "pseudonym_key"})["key"])
 

@@ -120,8 +120,8 @@ class ChunkSink:
             "store_errors": self.store_errors,
         }
 
-    async def pseudonym(self, participant: str) -> str:
-        return await self._on_store(lambda: (self._open_store(), self.store.pseudonym(participant))[1])
+    async def pseudonym_key(self) -> bytes:
+        return await self._on_store(lambda: (self._open_store(), self.store.pseudonym_key())[1])
 
     def close(self) -> None:
         if self._drainer is not None:
@@ -159,10 +159,10 @@ class TrajectoryWriter:
         await self.write_chunks([(episode_id, seq, blob, steps, dict(episode))])
         return seq
 
-    async def pseudonym(self, participant: str) -> str:
-        """The stable pseudonym under which a participant's data is stored."""
+    async def pseudonym_key(self) -> bytes:
+        """The store's pseudonym key (the EnvsManager fetches it once and pseudonymises itself)."""
         sink = await self._ready()
-        return await sink.pseudonym(participant)
+        return await sink.pseudonym_key()
 
     async def stats(self) -> dict:
         """Counters of this incarnation (a restart starts again at 0)."""

@@ -14,6 +14,7 @@ Every error is JSON: ``{"error": <kind>, "reason": <what to do about it>}``.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -29,6 +30,7 @@ from crowdplay.environments import UnknownEnvironment, get_env, list_envs
 from crowdplay.web.backend import SessionBackend
 from crowdplay.web.websocket import play
 
+log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 4096
 MAX_FIELD_CHARS = 256
@@ -93,7 +95,11 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             participant = participant_details(data, request.headers.get("user-agent", ""))
         except ValueError as exc:
             return error(400, "invalid_participant", str(exc))
-        session = await backend.create_session(env_id, participant)
+        try:
+            session = await backend.create_session(env_id, participant)
+        except Exception as exc:  # a placement or store failure: say so in JSON, keep serving
+            log.exception("could not start a session")
+            return error(503, "unavailable", f"could not start a session right now, please retry: {type(exc).__name__}")
         session["ws"] = f"/ws/{session['session_id']}?token={session['token']}"
         return JSONResponse(session, status_code=201)
 
