@@ -24,7 +24,7 @@ import ray
 
 from crowdplay.channel import ChannelServer
 from crowdplay.config import Settings
-from crowdplay.environments import EnvAdapter, get_env
+from crowdplay.environments import EnvAdapter, get_env, make_adapter
 from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.writer import get_or_create_writer
@@ -70,7 +70,7 @@ class EnvActor:
         ``episode_fields`` are stored with each of the session's episodes."""
         spec = get_env(env_id)
         spare = self.spares.pop(env_id, None)
-        adapter = await spare if spare is not None else await asyncio.to_thread(EnvAdapter, spec)
+        adapter = await spare if spare is not None else await asyncio.to_thread(make_adapter, spec)
         recorder = None
         if self.settings.record:
             controllers = {agent: controller or {"human": True, "participant": f"anonymous-{session_id}"} for agent in adapter.agents}
@@ -113,7 +113,7 @@ class EnvActor:
         """Build a spare environment of each game that has none, in the background."""
         for env_id in env_ids:
             if env_id not in self.spares:
-                self.spares[env_id] = asyncio.get_running_loop().create_task(asyncio.to_thread(EnvAdapter, get_env(env_id)))
+                self.spares[env_id] = asyncio.get_running_loop().create_task(asyncio.to_thread(make_adapter, get_env(env_id)))
 
     def _session(self, session_id: str) -> HostedSession:
         try:

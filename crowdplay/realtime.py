@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from crowdplay import codec, protocol
 from crowdplay.config import Settings
-from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction
+from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
 from crowdplay.recording.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class LiveEnv:
         self.recorder = recorder
         self.clock = clock or TickClock(spec.fps)
         self.settings = settings
-        self.adapter = adapter or EnvAdapter(spec)
+        self.adapter = adapter or make_adapter(spec)
         self.agents = self.adapter.agents
         self.base_seed = seed
         self.episode = 0

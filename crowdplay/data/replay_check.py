@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from crowdplay.data.dataset import Dataset
-from crowdplay.environments import EnvAdapter, get_env
+from crowdplay.environments import get_env, make_adapter
 
 
 @dataclass
@@ -48,7 +48,7 @@ def replay_check(dataset: Dataset, episode_id: str, from_step: int = 0) -> Repla
     if state is None:
         raise ValueError(f"episode {episode_id!r} has no emulator snapshot to replay from (not an ALE environment?)")
     report = ReplayReport(episode_id, start)
-    adapter = EnvAdapter(get_env(meta["env_id"]))
+    adapter = make_adapter(get_env(meta["env_id"]))
     try:
         adapter.reset(meta.get("seed", 0))
         adapter.restore(state)

@@ -1,6 +1,7 @@
 """Environment specs, the registry, keymaps and the built-in Atari games."""
 
 from crowdplay.environments.adapter import EnvAdapter, InvalidAction, StepResult
+from crowdplay.environments.parallel_adapter import ParallelEnvAdapter, make_adapter
 from crowdplay.environments.keymap import Keymap, atari_keymap
 from crowdplay.environments.registry import UnknownEnvironment, get_env, list_envs, register_env
 from crowdplay.environments.spec import EnvSpec
@@ -8,6 +9,8 @@ from crowdplay.environments import atari  # noqa: F401  (registers the built-in 
 
 __all__ = [
     "EnvAdapter",
+    "ParallelEnvAdapter",
+    "make_adapter",
     "EnvSpec",
     "InvalidAction",
     "Keymap",

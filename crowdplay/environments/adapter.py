@@ -34,9 +34,9 @@ class StepResult:
 class EnvAdapter:
     """A single-agent Gymnasium environment presented with per-agent actions and rewards."""
 
-    def __init__(self, spec: EnvSpec) -> None:
+    def __init__(self, spec: EnvSpec, env: gym.Env | None = None) -> None:
         self.spec = spec
-        self.env = spec.make_env()
+        self.env = env if env is not None else spec.make_env()
         self.agents: tuple[str, ...] = (SINGLE_AGENT,)
         if not isinstance(self.env.action_space, gym.spaces.Discrete):
             raise TypeError(f"environment {spec.id!r}: only Discrete action spaces can be played from a keyboard")

@@ -6,7 +6,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from crowdplay.environments.adapter import SINGLE_AGENT, EnvAdapter
+from crowdplay.environments.adapter import SINGLE_AGENT
+from crowdplay.environments.parallel_adapter import make_adapter
 from crowdplay.environments.registry import get_env
 
 
@@ -16,7 +17,7 @@ def replay_screens(env_id: str, seed: int, actions: Sequence[int], start_state: 
     ``start_state`` (an ``EnvAdapter.snapshot`` taken at the episode's start) takes precedence over
     the seed: ALE episodes continue from the emulator's state rather than from a seed.
     """
-    adapter = EnvAdapter(get_env(env_id))
+    adapter = make_adapter(get_env(env_id))
     try:
         adapter.reset(seed)
         if start_state is not None:

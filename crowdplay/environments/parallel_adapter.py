@@ -1,0 +1,121 @@
+"""ParallelEnvAdapter: a PettingZoo parallel environment presented the way the real-time loop needs.
+
+Same shape as ``EnvAdapter`` (per-agent actions in, per-agent rewards out, one screen for
+everyone), so LiveEnv, the recorder and replay do not care how many agents there are. Two-player
+Atari comes from PettingZoo's ALE environments on ``multi-agent-ale-py``, loading the ROMs that
+ale-py ships (never downloaded): its screen is read as palette indices, its state snapshots are
+the emulator's encoded state.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ale_py
+import gymnasium as gym
+import numpy as np
+
+from crowdplay.environments.adapter import EnvAdapter, InvalidAction, StepResult
+from crowdplay.environments.keymap import Keymap
+from crowdplay.environments.ntsc_palette import NTSC_PALETTE
+from crowdplay.environments.spec import EnvSpec
+
+#: ale-py's bundled ROMs, which PettingZoo's Atari environments load from here.
+ALE_ROMS = os.path.join(os.path.dirname(ale_py.__file__), "roms")
+
+
+def make_pettingzoo_atari(module: str, **options: Any) -> Any:
+    """A two-player Atari parallel env (``module`` like ``space_invaders_v2``), RAM observations,
+    no frame skipping (PettingZoo's Atari envs step one emulator frame per step)."""
+    import importlib
+
+    game = importlib.import_module(f"pettingzoo.atari.{module}")
+    return game.parallel_env(obs_type="ram", auto_rom_install_path=ALE_ROMS, max_cycles=10**9, **options)
+
+
+class ParallelEnvAdapter:
+    """Every agent of a PettingZoo parallel environment; an agent that is done keeps the no-op."""
+
+    def __init__(self, spec: EnvSpec, env: Any = None) -> None:
+        self.spec = spec
+        self.env = env if env is not None else spec.make_env()
+        self.agents: tuple[str, ...] = tuple(self.env.possible_agents)
+        spaces = {agent: self.env.action_space(agent) for agent in self.agents}
+        if not all(isinstance(space, gym.spaces.Discrete) for space in spaces.values()):
+            raise TypeError(f"environment {spec.id!r}: only Discrete action spaces can be played from a keyboard")
+        counts = {int(space.n) for space in spaces.values()}
+        if len(counts) != 1:
+            raise TypeError(f"environment {spec.id!r}: every agent needs the same action space")
+        self.action_count = counts.pop()
+        unwrapped = self.env.unwrapped
+        self._ale = getattr(unwrapped, "ale", None)
+        meanings = self._meanings(unwrapped)
+        self.action_meanings: list[str] = meanings
+        self.keymaps: dict[str, Keymap] = {agent: self._keymap_for(agent, meanings) for agent in self.agents}
+        self.palette: np.ndarray | None = NTSC_PALETTE if self._ale is not None else None
+
+    def _meanings(self, unwrapped: Any) -> list[str]:
+        if self._ale is not None:
+            from ale_py import Action
+
+            return [Action(int(action)).name for action in self._ale.getMinimalActionSet()][: self.action_count]
+        return [str(action) for action in range(self.action_count)]
+
+    def _keymap_for(self, agent: str, meanings: list[str]) -> Keymap:
+        keymap = self.spec.keymap
+        if isinstance(keymap, dict):  # agent-specific: {agent: Keymap or factory}
+            keymap = keymap[agent]
+        return keymap if isinstance(keymap, Keymap) else keymap(meanings)
+
+    def reset(self, seed: int) -> None:
+        """Start an episode (ALE is not re-seeded between episodes; see ``EnvAdapter.reset``)."""
+        if self._ale is not None and getattr(self, "_seeded", False):
+            self.env.reset()
+        else:
+            self.env.reset(seed=seed)
+            self._seeded = True
+
+    def step(self, actions: dict[str, int]) -> StepResult:
+        live = {agent: int(actions[agent]) for agent in self.env.agents}
+        _, rewards, terminations, truncations, _ = self.env.step(live)
+        terminated = not self.env.agents or all(terminations.get(agent, True) for agent in self.agents)
+        truncated = not terminated and any(truncations.get(agent, False) for agent in self.agents)
+        return StepResult({agent: float(rewards.get(agent, 0.0)) for agent in self.agents}, bool(terminated), bool(truncated))
+
+    def screen(self) -> np.ndarray:
+        if self._ale is not None:
+            return self._ale.getScreen().reshape(210, 160)
+        frame = self.env.render()
+        if frame is None:
+            raise TypeError(f"environment {self.spec.id!r} must be made with render_mode='rgb_array'")
+        return np.array(frame, dtype=np.uint8, copy=True)
+
+    def ram(self) -> bytes | None:
+        return self._ale.getRAM().tobytes() if self._ale is not None else None
+
+    def snapshot(self) -> bytes | None:
+        return self._ale.encodeState(self._ale.cloneState()).tobytes() if self._ale is not None else None
+
+    def restore(self, state: bytes) -> None:
+        self._ale.restoreState(self._ale.decodeState(np.frombuffer(state, dtype=np.uint8).copy()))
+
+    def check_action(self, agent: str, action: int) -> int:
+        if agent not in self.agents:
+            raise InvalidAction(f"unknown agent {agent!r}")
+        if not isinstance(action, int) or isinstance(action, bool) or not 0 <= action < self.action_count:
+            raise InvalidAction(f"action {action!r} is outside the action space 0..{self.action_count - 1}")
+        return action
+
+    def close(self) -> None:
+        self.env.close()
+
+
+
+def make_adapter(spec: EnvSpec) -> "EnvAdapter | ParallelEnvAdapter":
+    """The adapter for whatever ``spec`` builds: an environment with a list of agents (PettingZoo's
+    ``possible_agents``) is multi-agent with no further configuration."""
+    env = spec.make_env()
+    if hasattr(env, "possible_agents"):
+        return ParallelEnvAdapter(spec, env)
+    return EnvAdapter(spec, env)
