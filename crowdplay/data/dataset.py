@@ -124,7 +124,10 @@ class Dataset:
         screens: list[np.ndarray] = []
         columns: dict[str, list] = {}
         controllers: list[dict] = []
+        snapshots: dict[int, bytes] = {}
         for chunk in self.chunks(episode_id):
+            if chunk["start_state"] is not None:
+                snapshots[chunk["first_step"]] = chunk["start_state"]
             if observations is not None:
                 screens.extend(self._decode(chunk, meta["screen_shape"], first=not screens))
             for name, value in chunk.items():
@@ -155,7 +158,7 @@ class Dataset:
                 infos=infos,
             )
         meta["loaded_steps"] = steps
-        return Episode(episode_id, meta["env_id"], meta, trajectories, observations or "none")
+        return Episode(episode_id, meta["env_id"], meta, trajectories, observations or "none", snapshots)
 
     def iter_load(self, episode_ids: list[str], observations: str | None = "rgb") -> Iterator[Episode]:
         for episode_id in episode_ids:
@@ -171,23 +174,24 @@ class Dataset:
 
     def inputs(self, episode_id: str) -> list[dict]:
         """Every input applied in the episode: step, agent, held keys, seq, client frame, receive time."""
-        events = []
-        for chunk in self.chunks(episode_id):
-            for step, agent, keys, seq, client_frame, received_at in chunk["inputs"]:
-                events.append(
-                    {"step": chunk["first_step"] + step, "agent": agent, "keys": keys, "seq": seq, "client_frame": client_frame, "received_at": received_at}
-                )
-        return events
+        return [event for chunk in self.chunks(episode_id) for event in self._chunk_inputs(chunk)]
+
+    @staticmethod
+    def _chunk_inputs(chunk: dict) -> list[dict]:
+        return [
+            {"step": chunk["first_step"] + step, "agent": agent, "keys": keys, "seq": seq, "client_frame": client_frame, "received_at": received_at}
+            for step, agent, keys, seq, client_frame, received_at in chunk["inputs"]
+        ]
 
     def held_keys(self, episode_id: str, agent: str) -> list[tuple[str, ...]]:
         """The keys the participant held at each step (from the inputs applied so far)."""
-        steps = self.episode(episode_id).get("steps") or sum(c["steps"] for c in self.chunks(episode_id))
         held: list[tuple[str, ...]] = []
         current: tuple[str, ...] = ()
-        changes = {event["step"]: tuple(event["keys"]) for event in self.inputs(episode_id) if event["agent"] == agent}
-        for step in range(steps):
-            current = changes.get(step, current)
-            held.append(current)
+        for chunk in self.chunks(episode_id):
+            changes = {event["step"]: tuple(event["keys"]) for event in self._chunk_inputs(chunk) if event["agent"] == agent}
+            for step in range(chunk["first_step"], chunk["first_step"] + chunk["steps"]):
+                current = changes.get(step, current)
+                held.append(current)
         return held
 
     # ----------------------------------------------------------------- participants

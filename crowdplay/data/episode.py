@@ -43,6 +43,8 @@ class Episode:
     agents: dict[str, AgentTrajectory]
     #: ``rgb``, ``palette`` or ``atari84`` (84x84 grayscale, max over 2 frames, stack of 4).
     observation_format: str = "rgb"
+    #: Emulator states recorded mid-episode: step -> state before that step (replays start there).
+    snapshots: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def steps(self) -> int:

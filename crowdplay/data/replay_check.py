@@ -39,12 +39,10 @@ class ReplayReport:
 
 def replay_check(dataset: Dataset, episode_id: str, from_step: int = 0) -> ReplayReport:
     """Replay from the latest snapshot at or before ``from_step`` to the end of the recording."""
-    meta = dataset.episode(episode_id)
     episode = dataset.load(episode_id, observations="palette")
-    start, state = 0, meta.get("start_state")
-    for chunk in dataset.chunks(episode_id):
-        if chunk["start_state"] is not None and chunk["first_step"] <= from_step:
-            start, state = chunk["first_step"], chunk["start_state"]
+    meta = episode.meta
+    start = max((step for step in episode.snapshots if step <= from_step), default=0)
+    state = episode.snapshots.get(start, meta.get("start_state"))
     if state is None:
         raise ValueError(f"episode {episode_id!r} has no emulator snapshot to replay from (not an ALE environment?)")
     report = ReplayReport(episode_id, start)

@@ -16,7 +16,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 
-from crowdplay.environments.adapter import EnvAdapter, InvalidAction, StepResult
+from crowdplay.environments.adapter import EnvAdapter, StepResult
 from crowdplay.environments.keymap import Keymap
 from crowdplay.environments.ntsc_palette import NTSC_PALETTE
 from crowdplay.environments.spec import EnvSpec
@@ -34,8 +34,11 @@ def make_pettingzoo_atari(module: str, **options: Any) -> Any:
     return game.parallel_env(obs_type="ram", auto_rom_install_path=ALE_ROMS, max_cycles=10**9, **options)
 
 
-class ParallelEnvAdapter:
-    """Every agent of a PettingZoo parallel environment; an agent that is done keeps the no-op."""
+class ParallelEnvAdapter(EnvAdapter):
+    """Every agent of a PettingZoo parallel environment; an agent that is done keeps the no-op.
+
+    Shares ``check_action``, ``ram`` and ``close`` with ``EnvAdapter``; builds, steps, reads the
+    screen and snapshots its own way."""
 
     def __init__(self, spec: EnvSpec, env: Any = None) -> None:
         self.spec = spec
@@ -85,14 +88,8 @@ class ParallelEnvAdapter:
 
     def screen(self) -> np.ndarray:
         if self._ale is not None:
-            return self._ale.getScreen().reshape(210, 160)
-        frame = self.env.render()
-        if frame is None:
-            raise TypeError(f"environment {self.spec.id!r} must be made with render_mode='rgb_array'")
-        return np.array(frame, dtype=np.uint8, copy=True)
-
-    def ram(self) -> bytes | None:
-        return self._ale.getRAM().tobytes() if self._ale is not None else None
+            return self._ale.getScreen().reshape(210, 160)  # multi-agent-ale-py returns it flat
+        return super().screen()
 
     def snapshot(self) -> bytes | None:
         return self._ale.encodeState(self._ale.cloneState()).tobytes() if self._ale is not None else None
@@ -100,19 +97,9 @@ class ParallelEnvAdapter:
     def restore(self, state: bytes) -> None:
         self._ale.restoreState(self._ale.decodeState(np.frombuffer(state, dtype=np.uint8).copy()))
 
-    def check_action(self, agent: str, action: int) -> int:
-        if agent not in self.agents:
-            raise InvalidAction(f"unknown agent {agent!r}")
-        if not isinstance(action, int) or isinstance(action, bool) or not 0 <= action < self.action_count:
-            raise InvalidAction(f"action {action!r} is outside the action space 0..{self.action_count - 1}")
-        return action
-
-    def close(self) -> None:
-        self.env.close()
 
 
-
-def make_adapter(spec: EnvSpec) -> "EnvAdapter | ParallelEnvAdapter":
+def make_adapter(spec: EnvSpec) -> EnvAdapter:
     """The adapter for whatever ``spec`` builds: an environment with a list of agents (PettingZoo's
     ``possible_agents``) is multi-agent with no further configuration."""
     env = spec.make_env()

@@ -121,7 +121,11 @@ class ChunkSink:
         }
 
     async def pseudonym_key(self) -> bytes:
-        return await self._on_store(lambda: (self._open_store(), self.store.pseudonym_key())[1])
+        return await self._on_store(self._read_pseudonym_key)
+
+    def _read_pseudonym_key(self) -> bytes:
+        self._open_store()
+        return self.store.pseudonym_key()
 
     def close(self) -> None:
         if self._drainer is not None:
