@@ -8,7 +8,7 @@ through Ray; Ray keeps placement, lifecycle and control. The wire is simple fram
     message = kind:u8  length:u32  payload        (little-endian)
 
     server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)
-    client -> server   HELLO (JSON {"secret", "agent"}, first)   ACK (empty)   INPUT (JSON)
+    client -> server   HELLO (JSON {"secret", "agent", "session"}, first)   ACK (empty)   INPUT (JSON)
 
 Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
 unacknowledged messages in flight; the ingress acknowledges each one after its websocket send
@@ -27,7 +27,8 @@ from collections.abc import AsyncIterator
 
 from crowdplay import protocol
 from crowdplay.environments import InvalidAction
-from crowdplay.realtime import LiveEnv, SessionEnded
+from crowdplay.lineup import Lineup, SeatUnavailable
+from crowdplay.realtime import SessionEnded, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,12 @@ def write_message(writer: asyncio.StreamWriter, kind: int, payload: bytes = b"")
 
 
 class ChannelServer:
-    """Serves a LiveEnv's participants; runs inside the EnvActor."""
+    """Serves one game's participants; runs inside the EnvActor. Each connection is one
+    participant's seat: the lineup learns when it arrives and leaves."""
 
-    def __init__(self, live: LiveEnv, secret: str, window: int) -> None:
-        self.live = live
+    def __init__(self, lineup: Lineup, secret: str, window: int) -> None:
+        self.lineup = lineup
+        self.live = lineup.live
         self.secret = secret
         self.window = window
         self._server: asyncio.Server | None = None
@@ -78,7 +81,16 @@ class ChannelServer:
             if not hmac.compare_digest(str(hello.get("secret", "")).encode(), self.secret.encode()):
                 log.warning("refused a channel connection with a wrong secret")
                 return
-            await self._play(str(hello.get("agent")), reader, writer)
+            try:
+                subscriber = self.lineup.connect(str(hello.get("agent")), str(hello.get("session")))
+            except SeatUnavailable as refusal:
+                write_message(writer, TEXT, protocol.text("error", reason=str(refusal), code=protocol.CLOSE_SESSION_ENDED).encode())
+                await self._finish(reader, writer)
+                return
+            try:
+                await self._play(subscriber, reader, writer)
+            finally:
+                self.lineup.disconnect(subscriber)
         except (ChannelClosed, ConnectionError, asyncio.TimeoutError, ValueError):
             return
         finally:
@@ -86,15 +98,16 @@ class ChannelServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _play(self, agent: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _play(self, subscriber: Subscriber, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        agent = subscriber.agent
         credits = asyncio.Semaphore(self.window)
-        sender = asyncio.create_task(self._send(agent, writer, credits))
+        sender = asyncio.create_task(self._send(subscriber, writer, credits))
         try:
             while not sender.done():
                 kind, payload = await read_message(reader)
                 if kind == ACK:
                     credits.release()
-                elif kind == INPUT:
+                elif kind == INPUT and subscriber.final is None:  # a replaced connection no longer plays
                     refusal = self._apply_input(agent, json.loads(payload))
                     if refusal is not None:
                         sender.cancel()
@@ -108,8 +121,8 @@ class ChannelServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
 
-    async def _send(self, agent: str, writer: asyncio.StreamWriter, credits: asyncio.Semaphore) -> None:
-        stream = self.live.stream(agent)
+    async def _send(self, subscriber: Subscriber, writer: asyncio.StreamWriter, credits: asyncio.Semaphore) -> None:
+        stream = self.live.stream(subscriber.agent, subscriber)
         try:
             while True:
                 await credits.acquire()  # before taking a frame, so the one taken is the newest
@@ -156,9 +169,9 @@ class ChannelClient:
         self._writer = writer
 
     @classmethod
-    async def connect(cls, host: str, port: int, secret: str, agent: str) -> "ChannelClient":
+    async def connect(cls, host: str, port: int, secret: str, agent: str, session_id: str) -> "ChannelClient":
         reader, writer = await asyncio.open_connection(host, port)
-        write_message(writer, HELLO, json.dumps({"secret": secret, "agent": agent}).encode())
+        write_message(writer, HELLO, json.dumps({"secret": secret, "agent": agent, "session": session_id}).encode())
         await writer.drain()
         return cls(reader, writer)
 

@@ -10,6 +10,7 @@ import threading
 
 from crowdplay.config import Settings, apply_serve_environment
 from crowdplay.data.cli import add_data_commands
+from crowdplay.plugins import load_plugins, share_import_path
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -21,6 +22,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     apply_serve_environment()
+    share_import_path()
     ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.set_defaults(run=serve_command)
     add_data_commands(commands)
     args = parser.parse_args(argv)
+    load_plugins(Settings.from_env())  # the deployment's own games and policies, for serve and data alike
     return args.run(args)
 
 

@@ -71,6 +71,7 @@ class Participant:
     _pending_inputs: dict[int, float] = field(default_factory=dict)
     _reader: asyncio.Task | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    _event_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     async def join(
@@ -112,6 +113,7 @@ class Participant:
                 now = time.perf_counter()
                 if isinstance(message, str):
                     self.events.append(json.loads(message))
+                    self._event_arrived.set()
                     continue
                 self.bytes_received += len(message)
                 if self.decode:
@@ -131,6 +133,26 @@ class Participant:
         for seq in [s for s in self._pending_inputs if (applied_seq - s) % protocol.INPUT_SEQ_MODULO < 2**15]:
             sent_at = self._pending_inputs.pop(seq)
             self.key_latencies.append((sent_at, now - sent_at))
+
+    async def wait_for_event(self, kind: str, timeout: float = 10.0, **fields: object) -> dict:
+        """The first event of type ``kind`` (with these field values), waiting for it if needed."""
+
+        async def arrival() -> dict:
+            while True:
+                for event in self.events:
+                    if event.get("type") == kind and all(event.get(k) == v for k, v in fields.items()):
+                        return event
+                if self.closed.is_set():
+                    raise ConnectionError(f"the connection closed before a {kind!r} event; events: {self.events}")
+                self._event_arrived.clear()
+                waiters = {asyncio.ensure_future(self._event_arrived.wait()), asyncio.ensure_future(self.closed.wait())}
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waiters:
+                        waiter.cancel()
+
+        return await asyncio.wait_for(arrival(), timeout)
 
     def rgb(self, screen: np.ndarray) -> np.ndarray:
         """A decoded screen as RGB (palette applied when the environment sends indices)."""

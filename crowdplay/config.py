@@ -31,6 +31,13 @@ class Settings:
     connect_timeout_s: float = 60.0
     #: After the participant's websocket closes, the session waits this long for a reconnect.
     reconnect_grace_s: float = 10.0
+    #: Modules imported by every process to register environments and policies ("a.b,c.d").
+    plugins: str = ""
+    #: Seconds of countdown before a game with several participants begins (all start together).
+    countdown_s: float = 3.0
+    #: Resources every EnvActor requests besides its CPU share, e.g. "env_slots=1" or
+    #: "env_slots=1,gpu_node=0.1": names a node type's custom resource so sessions land there.
+    env_actor_resources: str = ""
     #: Where recordings go: a mongodb:// URI, or a file path for the embedded store ("" = data/crowdplay.db).
     store_uri: str = ""
     #: Steps per recording chunk (50 = 0.83 s at 60 fps): a crashed EnvActor loses at most this plus one

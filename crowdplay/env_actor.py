@@ -1,15 +1,19 @@
-"""EnvActor: the Ray actor that runs sessions' environments in real time.
+"""EnvActor: the Ray actor that runs games in real time.
 
-One EnvActor process hosts up to ``Settings.sessions_per_actor`` sessions. A Ray actor process
-costs ~60 MB and its own event loop waking 60 times a second; measured on 2 cores, one process per
-session spent ~0.03 cores per session on wake-ups alone, so sessions share a process and a tick
-clock (docs/performance.md). Each session keeps its own id, LiveEnv, frame channel and record of
-where it runs; ``sessions_per_actor = 1`` gives one process per session.
+One EnvActor process hosts up to ``Settings.sessions_per_actor`` games. A Ray actor process costs
+~60 MB and its own event loop waking 60 times a second; measured on 2 cores, one process per game
+spent ~0.03 cores per game on wake-ups alone, so games share a process and a tick clock
+(docs/performance.md). Each game has its own LiveEnv, Lineup (who plays which agent, the waiting
+room, fallbacks) and frame channel; ``sessions_per_actor = 1`` gives one process per game.
+
+A game has one or more participants, each with a session (id and token) the EnvsManager handed
+out and seated here (``take_seat``). The Lineup decides when the game starts and what happens when
+someone leaves, and this actor reports those decisions to the EnvsManager (``game_event``).
 
 Actors boot empty and wait in the EnvsManager's warm pool. Building an ALE environment takes
 ~120 ms, so after a game starts here the actor builds a spare of that game in the background, and
-the next participant of that game starts on the spare at once. Frames and inputs travel over each
-session's frame channel (``crowdplay.channel``); Ray carries placement, lifecycle and control.
+the next game of that kind starts on the spare at once. Frames and inputs travel over each game's
+frame channel (``crowdplay.channel``); Ray carries placement, lifecycle and control.
 """
 
 from __future__ import annotations
@@ -21,73 +25,101 @@ import time
 from dataclasses import dataclass
 
 import ray
+from ray.actor import ActorHandle
 
 from crowdplay.channel import ChannelServer
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, get_env, make_adapter
+from crowdplay.lineup import Lineup
+from crowdplay.plugins import load_plugins
 from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.writer import get_or_create_writer
 
 
 class UnknownHostedSession(LookupError):
-    """The session is not (or no longer) hosted by this EnvActor."""
+    """The game (or participant session) is not, or no longer, hosted by this EnvActor."""
 
 
 @dataclass
-class HostedSession:
-    live: LiveEnv
+class HostedGame:
+    lineup: Lineup
     channel: ChannelServer
+
+    @property
+    def live(self) -> LiveEnv:
+        return self.lineup.live
 
 
 @ray.remote
 class EnvActor:
     def __init__(self, settings: Settings) -> None:
+        load_plugins(settings)
         self.settings = settings
-        self.sessions: dict[str, HostedSession] = {}
+        self.games: dict[str, HostedGame] = {}
+        #: participant session id -> the game it plays in
+        self._game_of: dict[str, str] = {}
         self.clocks = Clocks()
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
         self.recorders: list[Recorder] = []
         self._batcher: ChunkBatcher | None = None
+        self._manager: ActorHandle | None = None
 
-    async def ready(self) -> bool:
-        """Answers once the process is up; the pool waits on it before offering the actor. Looks up
-        the writer now, while the actor is still in the warm pool, not during someone's Start."""
+    async def ready(self) -> str:
+        """Answers (with this process's node id) once the process is up; the pool waits on it
+        before offering the actor. Looks up the writer now, while the actor is still in the warm
+        pool, not during someone's Start."""
         if self.settings.record:
             self._chunk_batcher()
         # Everything allocated so far (Ray, numpy, ALE bindings) lives as long as the process: keep
         # it out of the collector's full passes, which would otherwise stall every session here.
         gc.freeze()
-        return True
+        return ray.get_runtime_context().get_node_id()
 
-    async def start(
-        self, session_id: str, env_id: str, seed: int, controller: dict | None = None, episode_fields: dict | None = None
-    ) -> tuple[dict, dict]:
-        """Load a session's environment; returns its description (the client's ``hello``) and
-        the frame channel's address and secret.
+    async def open(self, game_id: str, env_id: str, seed: int, episode_fields: dict | None = None) -> tuple[dict, dict]:
+        """Load a game's environment, waiting for its players; returns its description (the
+        client's ``hello``) and the frame channel's address and secret.
 
-        ``controller`` says who plays (``{"human": True, "participant": <pseudonym>}``);
-        ``episode_fields`` are stored with each of the session's episodes."""
+        ``episode_fields`` are stored with each of the game's episodes."""
         spec = get_env(env_id)
         spare = self.spares.pop(env_id, None)
         adapter = await spare if spare is not None else await asyncio.to_thread(make_adapter, spec)
         recorder = None
         if self.settings.record:
-            controllers = {agent: controller or {"human": True, "participant": f"anonymous-{session_id}"} for agent in adapter.agents}
+            controllers = {agent: {"human": True, "participant": None} for agent in adapter.agents}
             fields = {"task_id": env_id, **(episode_fields or {})}
             batcher = self._chunk_batcher()
             recorder = Recorder(
-                session_id, adapter.agents, batcher.deliver, self.settings.chunk_steps, controllers,
+                game_id, adapter.agents, batcher.deliver, self.settings.chunk_steps, controllers,
                 adapter.snapshot, self.settings.snapshot_interval, fields, batcher.seal_later,
             )
             self.recorders.append(recorder)
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
+        lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event))
         await self.prepare([env_id])
-        channel = ChannelServer(live, secrets.token_urlsafe(24), self.settings.frame_backpressure)
+        channel = ChannelServer(lineup, secrets.token_urlsafe(24), self.settings.frame_backpressure)
         host = ray.util.get_node_ip_address()
         port = await channel.start(host)
-        self.sessions[session_id] = HostedSession(live, channel)
+        self.games[game_id] = HostedGame(lineup, channel)
         return live.describe(), {"host": host, "port": port, "secret": channel.secret}
+
+    async def take_seat(self, game_id: str, agent: str, session_id: str, controller: dict, details: dict) -> None:
+        """Seat a participant's session at ``agent``; SeatUnavailable if the seat is not open."""
+        self._game(game_id).lineup.take(agent, session_id, controller, details)
+        self._game_of[session_id] = game_id
+
+    def _report(self, game_id: str, event: dict) -> None:
+        """Tell the EnvsManager what changed (fire and forget: it also rebuilds from ``games``)."""
+        if event["event"] == "ended":
+            hosted = self.games.pop(game_id, None)
+            if hosted is not None:
+                hosted.channel.close()
+        if self._manager is None:
+            try:
+                self._manager = ray.get_actor(self.settings.manager_name, namespace=self.settings.namespace)
+            except ValueError:
+                return  # no manager (an EnvActor driven directly, as in some tests)
+        self._manager.game_event.remote(game_id, event)
 
     def _chunk_batcher(self) -> ChunkBatcher:
         if self._batcher is None:
@@ -115,29 +147,54 @@ class EnvActor:
             if env_id not in self.spares:
                 self.spares[env_id] = asyncio.get_running_loop().create_task(asyncio.to_thread(make_adapter, get_env(env_id)))
 
-    def _session(self, session_id: str) -> HostedSession:
+    def _game(self, key: str) -> HostedGame:
+        """A hosted game by its id or by the session id of one of its participants."""
+        hosted = self.games.get(key) or self.games.get(self._game_of.get(key, ""))
+        if hosted is None:
+            raise UnknownHostedSession(f"no game or session {key!r} is hosted here")
+        return hosted
+
+    async def input_log(self, key: str) -> list[dict]:
+        return list(self._game(key).live.input_log)
+
+    async def episodes(self, key: str) -> list[dict]:
+        return [vars(record) for record in self._game(key).live.episodes]
+
+    async def stats(self, key: str) -> dict:
+        hosted = self._game(key)
+        return {**hosted.live.stats(), **hosted.lineup.describe()}
+
+    async def list_games(self) -> dict[str, dict]:
+        """Every hosted game with its seats (for the EnvsManager and operators)."""
+        return {game_id: {"env_id": hosted.live.spec.id, **hosted.lineup.describe()} for game_id, hosted in self.games.items()}
+
+    async def stop(self, key: str, reason: str) -> None:
+        """End one game: its participants get ``end``; its channel stops accepting connections."""
         try:
-            return self.sessions[session_id]
-        except KeyError:
-            raise UnknownHostedSession(f"session {session_id!r} is not hosted here") from None
-
-    async def input_log(self, session_id: str) -> list[dict]:
-        return list(self._session(session_id).live.input_log)
-
-    async def episodes(self, session_id: str) -> list[dict]:
-        return [vars(record) for record in self._session(session_id).live.episodes]
-
-    async def stats(self, session_id: str) -> dict:
-        return self._session(session_id).live.stats()
-
-    async def stop(self, session_id: str, reason: str) -> None:
-        """End one session: its participants get ``end``; its channel stops accepting connections."""
-        hosted = self.sessions.pop(session_id, None)
-        if hosted is not None:
-            hosted.live.stop(reason)
-            hosted.channel.close()
+            hosted = self._game(key)
+        except UnknownHostedSession:
+            return
+        hosted.lineup.end(reason)
+        hosted.channel.close()
 
 
-def spawn_env_actor(settings: Settings):
-    """A new EnvActor reserving this deployment's CPU share per hosting process."""
-    return EnvActor.options(num_cpus=settings.env_actor_num_cpus).remote(settings)
+def env_actor_resources(settings: Settings) -> dict[str, float]:
+    """``Settings.env_actor_resources`` ("name=amount,...") as Ray custom resources."""
+    resources = {}
+    for item in filter(None, (part.strip() for part in settings.env_actor_resources.split(","))):
+        name, _, amount = item.partition("=")
+        try:
+            resources[name.strip()] = float(amount or 1)
+        except ValueError:
+            raise ValueError(f"env_actor_resources: {item!r} is not name=amount") from None
+    return resources
+
+
+def spawn_env_actor(settings: Settings) -> ActorHandle:
+    """A new EnvActor reserving this deployment's CPU share (and custom resources) per hosting
+    process; processes spread over the nodes that have room."""
+    return EnvActor.options(
+        num_cpus=settings.env_actor_num_cpus,
+        resources=env_actor_resources(settings),
+        scheduling_strategy="SPREAD",
+    ).remote(settings)

@@ -1,11 +1,16 @@
-"""EnvsManager: the one named, detached actor that knows every session in the cluster.
+"""EnvsManager: the one named, detached actor that knows every game and session in the cluster.
 
 Every ingress replica gets the same actor through ``get_or_create_manager``; Ray's
-``get_if_exists`` makes creation atomic, so two replicas racing at start-up share one manager.
-It places sessions on EnvActors (filling a process before opening the next, up to
-``sessions_per_actor``), keeps booted empty EnvActors in a warm pool (booting one costs ~0.6 s;
-Start must not wait for it), keeps the session table, checks session tokens, and ends sessions
-nobody is connected to.
+``get_if_exists`` makes creation atomic, so two replicas racing at start-up share one manager,
+and participants arriving through any replica are matched together.
+
+Matchmaking: a newcomer takes an open seat in a waiting game of the same environment on any node,
+and only if there is none is a new game created. New games go to the least-loaded node (filling a
+process there before opening the next, up to ``sessions_per_actor``); booted empty EnvActors wait
+in a warm pool (booting one costs ~0.6 s; Start must not wait for it). The manager keeps the
+session table and checks session tokens; what happens inside a game once it is seated (the waiting
+room, disconnects, fallback AI) is its Lineup's business, which reports back through
+``game_event``.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ import hmac
 import secrets
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import ray
 from ray.actor import ActorHandle
 
 from crowdplay.config import Settings
-from crowdplay.env_actor import spawn_env_actor
-from crowdplay.environments import get_env
+from crowdplay.env_actor import UnknownHostedSession, spawn_env_actor
+from crowdplay.environments import EnvSpec, get_env
+from crowdplay.lineup import SeatUnavailable
+from crowdplay.plugins import load_plugins
 from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.writer import get_or_create_writer
 
@@ -47,37 +54,75 @@ class BadToken(PermissionError):
     """The token does not belong to the session."""
 
 
+#: A seat the manager no longer offers because AI plays it.
+AI_SEAT = "ai"
+
+
 @dataclass(eq=False)
 class Host:
-    """An EnvActor process and the sessions it hosts."""
+    """An EnvActor process, the node it runs on, and the games it hosts."""
 
     actor: ActorHandle
-    sessions: set[str] = field(default_factory=set)
+    node_id: str
+    games: set[str] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class Game:
+    """One running environment and its participants' seats, as far as matchmaking needs it.
+
+    ``seats`` maps each agent a person plays to the session seated there (None: open). It is
+    None until the first game of an environment that does not declare its agents has opened."""
+
+    game_id: str
+    env_id: str
+    seats: dict[str, str | None] | None
+    host: Host | None = None
+    info: dict = field(default_factory=dict)
+    channel: dict = field(default_factory=dict)
+    #: False once the game has begun (or is about to): newcomers go elsewhere
+    joinable: bool = True
+    opening: asyncio.Task | None = None
+    created_at: float = field(default_factory=time.time)
+
+    def open_seats(self) -> list[str]:
+        return [agent for agent, session_id in (self.seats or {}).items() if session_id is None]
 
 
 @dataclass
 class SessionEntry:
+    """One participant's place: a seat in a game, and the token that proves it is theirs."""
+
     session_id: str
     token: str
-    env_id: str
+    game: Game
     agent: str
-    host: Host
-    info: dict
-    channel: dict
+    participant: str
     created_at: float = field(default_factory=time.time)
-    connections: int = 0
-    #: monotonic time since which nobody is connected (creation counts as a disconnect)
-    idle_since: float = field(default_factory=time.monotonic)
+
+    def answer(self) -> dict:
+        return {
+            "session_id": self.session_id,
+            "token": self.token,
+            "env_id": self.game.env_id,
+            "game_id": self.game.game_id,
+            "agent": self.agent,
+            "participant": self.participant,
+        }
 
 
 @ray.remote(num_cpus=0)
 class EnvsManager:
     def __init__(self, settings: Settings) -> None:
+        load_plugins(settings)
         self.settings = settings
         self.sessions: dict[str, SessionEntry] = {}
+        self.games: dict[str, Game] = {}
         self.hosts: list[Host] = []
         self._boots: set[asyncio.Task] = set()
         self._recent_envs: deque[str] = deque(maxlen=RECENT_ENVS)
+        #: the agents people play, per environment, learnt from its first game where not declared
+        self._human_agents: dict[str, list[str]] = {}
         self._writer: ActorHandle | None = None
         self._pseudonym_key: bytes | None = None
 
@@ -92,7 +137,7 @@ class EnvsManager:
 
     # ----------------------------------------------------------------- placement and warm pool
     def _empty_hosts(self) -> list[Host]:
-        return [host for host in self.hosts if not host.sessions]
+        return [host for host in self.hosts if not host.games]
 
     def _refill(self) -> None:
         missing = self.settings.warm_pool_size - len(self._empty_hosts()) - len(self._boots)
@@ -107,23 +152,27 @@ class EnvsManager:
 
     async def _boot(self) -> Host:
         actor = spawn_env_actor(self.settings)
-        await actor.ready.remote()
-        actor.prepare.remote(list(self._recent_envs))  # so the first participant there starts at once
-        host = Host(actor)
+        node_id = await actor.ready.remote()
+        actor.prepare.remote(list(self._recent_envs))  # so the first game there starts at once
+        host = Host(actor, node_id)
         self.hosts.append(host)
         return host
 
-    async def _place(self, session_id: str) -> Host:
-        """The fullest host with a free slot, else a warm empty one, else the next one to boot.
+    async def _place(self, game_id: str) -> Host:
+        """A host with room on the least-loaded node (games spread over the cluster), the fullest
+        such host on that node (games share processes), else the next one to boot.
 
-        The slot is reserved with no await in between, so concurrent joins never double-book a host,
-        and joins arriving while processes boot wait for those instead of each booting its own.
+        The slot is reserved with no await in between, so concurrent games never overfill a host,
+        and games arriving while processes boot wait for those instead of each booting its own.
         """
         while True:
-            open_hosts = [h for h in self.hosts if len(h.sessions) < self.settings.sessions_per_actor]
+            open_hosts = [h for h in self.hosts if len(h.games) < self.settings.sessions_per_actor]
             if open_hosts:
-                host = max(open_hosts, key=lambda h: len(h.sessions))
-                host.sessions.add(session_id)
+                node_load = Counter()
+                for h in self.hosts:
+                    node_load[h.node_id] += len(h.games)
+                host = min(open_hosts, key=lambda h: (node_load[h.node_id], -len(h.games)))
+                host.games.add(game_id)
                 self._refill()
                 return host
             boots = set(self._boots) or {self._start_boot()}
@@ -131,9 +180,9 @@ class EnvsManager:
             for task in done:
                 task.result()  # a failed boot fails this join with its reason
 
-    def _release(self, host: Host, session_id: str) -> None:
-        host.sessions.discard(session_id)
-        if host in self.hosts and not host.sessions and len(self._empty_hosts()) > self.settings.warm_pool_size:
+    def _release(self, host: Host, game_id: str) -> None:
+        host.games.discard(game_id)
+        if host in self.hosts and not host.games and len(self._empty_hosts()) > self.settings.warm_pool_size:
             self.hosts.remove(host)
             asyncio.get_running_loop().create_task(self._retire(host))
 
@@ -148,45 +197,124 @@ class EnvsManager:
         ray.kill(host.actor)
 
     def _forget(self, host: Host) -> None:
-        """A host process died: place nothing more on it."""
+        """A host process died: place nothing more on it, and drop the games it hosted."""
         if host in self.hosts:
             self.hosts.remove(host)
+        for game_id in list(host.games):
+            self._drop_game(game_id)
         self._refill()
 
-    # ----------------------------------------------------------------- sessions
+    # ----------------------------------------------------------------- matchmaking
     async def create_session(self, env_id: str, participant: dict | None = None) -> dict:
-        """Start a session of ``env_id``; returns its id, token and agent.
+        """Seat a participant in a game of ``env_id``: a waiting game with an open seat on any
+        node, else a new game. Returns the session's id, token, game and agent.
 
         ``participant`` (all optional): ``id`` (e.g. a crowd-worker id; stored only as a
-        pseudonym), ``params`` (the page's URL parameters), ``user_agent``, ``consented_at``."""
-        get_env(env_id)  # raises UnknownEnvironment before any actor is touched
+        pseudonym), ``params`` (the page's URL parameters), ``user_agent``, ``consented_at``.
+        A participant who already has a seat in a game of ``env_id`` (a second tab) gets that seat
+        back with a new token; their other tab is told it was replaced when this one connects."""
+        spec = get_env(env_id)  # raises UnknownEnvironment before any actor is touched
         participant = dict(participant or {})
         session_id = uuid.uuid4().hex
         raw_id = participant.pop("id", None)
         pseudonym = await self._pseudonym(raw_id) if raw_id else f"anonymous-{session_id}"
+        if raw_id:
+            seated = next((e for e in self.sessions.values() if e.participant == pseudonym and e.game.env_id == env_id), None)
+            if seated is not None:
+                seated.token = secrets.token_urlsafe(24)
+                return seated.answer()
         controller = {"human": True, "participant": pseudonym}
-        episode_fields = {"session": {**participant, "participant": pseudonym, "created_at": time.time()}}
+        details = {**participant, "participant": pseudonym, "created_at": time.time()}
         if env_id in self._recent_envs:
             self._recent_envs.remove(env_id)
         self._recent_envs.append(env_id)
-        for attempt in range(START_ATTEMPTS):
-            host = await self._place(session_id)
+        failures = 0
+        while True:
+            game, agent = await self._reserve(spec, session_id)
             try:
-                info, channel = await host.actor.start.remote(session_id, env_id, secrets.randbelow(2**31), controller, episode_fields)
+                await asyncio.shield(game.opening)
+                await game.host.actor.take_seat.remote(game.game_id, agent, session_id, controller, details)
                 break
+            except (SeatUnavailable, UnknownHostedSession):
+                # The game began or ended while we were on our way: never seat anyone twice; try again.
+                if game.seats and game.seats.get(agent) == session_id:
+                    game.seats[agent] = None
+                game.joinable = False
             except ray.exceptions.RayActorError:
-                self._forget(host)  # the process died (crashed or killed): start elsewhere
-                if attempt == START_ATTEMPTS - 1:
+                if game.host is not None:
+                    self._forget(game.host)  # the process died (crashed or killed): start elsewhere
+                failures += 1
+                if failures >= START_ATTEMPTS:
                     raise
-            except Exception:
-                self._release(host, session_id)
-                raise
-        entry = SessionEntry(session_id, secrets.token_urlsafe(24), env_id, info["agents"][0], host, info, channel)
+        entry = SessionEntry(session_id, secrets.token_urlsafe(24), game, agent, pseudonym)
         self.sessions[session_id] = entry
-        asyncio.get_running_loop().create_task(
-            self._end_if_unconnected(session_id, self.settings.connect_timeout_s, "nobody connected to the session")
-        )
-        return {"session_id": session_id, "token": entry.token, "env_id": env_id, "agent": entry.agent, "participant": pseudonym}
+        return entry.answer()
+
+    async def _reserve(self, spec: EnvSpec, session_id: str) -> tuple[Game, str]:
+        """Reserve an open seat for ``session_id``: in a joinable game of ``spec``, else in a new
+        one. Choosing and reserving happen with no await in between, so concurrent joins never
+        take the same seat; a new game is visible to the next joiner before it has even opened."""
+        while True:
+            game = next((g for g in self.games.values() if g.env_id == spec.id and g.joinable and (g.seats is None or g.open_seats())), None)
+            if game is None:
+                humans = spec.human_agents(spec.agents) if spec.agents is not None else self._human_agents.get(spec.id)
+                game = Game(uuid.uuid4().hex, spec.id, dict.fromkeys(humans) if humans else None)
+                self.games[game.game_id] = game
+                game.opening = asyncio.get_running_loop().create_task(self._open(game))
+            if game.seats is None:  # the environment's agents are learnt when its first game opens
+                await asyncio.shield(game.opening)
+                continue
+            agent = game.open_seats()[0]
+            game.seats[agent] = session_id
+            return game, agent
+
+    async def _open(self, game: Game) -> None:
+        """Place the game on a host and load its environment there."""
+        try:
+            for attempt in range(START_ATTEMPTS):
+                host = await self._place(game.game_id)
+                game.host = host
+                try:
+                    game.info, game.channel = await host.actor.open.remote(game.game_id, game.env_id, secrets.randbelow(2**31))
+                    break
+                except ray.exceptions.RayActorError:
+                    host.games.discard(game.game_id)
+                    self._forget(host)  # the process died: open the game elsewhere
+                    if attempt == START_ATTEMPTS - 1:
+                        raise
+        except BaseException:
+            self._drop_game(game.game_id)
+            raise
+        if game.seats is None:
+            self._human_agents[game.env_id] = list(game.info["humans"])
+            game.seats = dict.fromkeys(game.info["humans"])
+
+    async def game_event(self, game_id: str, event: dict) -> None:
+        """What a game's lineup decided (sent by its EnvActor)."""
+        game = self.games.get(game_id)
+        if game is None:
+            return
+        if event["event"] == "closed":
+            game.joinable = False
+        elif event["event"] == "seat_released":
+            agent, session_id = event["agent"], event["session_id"]
+            if game.seats and game.seats.get(agent) == session_id:
+                game.seats[agent] = None if event["reopened"] else AI_SEAT
+            self.sessions.pop(session_id, None)
+        elif event["event"] == "ended":
+            self._drop_game(game_id)
+
+    def _drop_game(self, game_id: str) -> None:
+        """Forget a game that ended, with its participants' sessions, and free its host slot."""
+        game = self.games.pop(game_id, None)
+        if game is None:
+            return
+        for session_id in [s for s in (game.seats or {}).values() if s and s != AI_SEAT]:
+            entry = self.sessions.get(session_id)
+            if entry is not None and entry.game is game:
+                del self.sessions[session_id]
+        if game.host is not None:
+            self._release(game.host, game_id)
 
     async def _pseudonym(self, raw_id: str) -> str:
         """Fetched once from the store (through the writer), then computed here: a store outage
@@ -200,53 +328,44 @@ class EnvsManager:
                 raise RecordingUnavailable(f"participant ids cannot be pseudonymised yet: {error}") from error
         return pseudonymise(self._pseudonym_key, str(raw_id))
 
+    # ----------------------------------------------------------------- connections
     async def attach(self, session_id: str, token: str) -> tuple[str, dict, dict]:
-        """A participant's websocket arrives: check its token, return (agent, hello info, frame channel)."""
+        """A participant's websocket arrives: check its token, return (agent, hello info, frame
+        channel). Connections and disconnections are the game's own business from here on."""
         entry = self._entry(session_id)
         if not hmac.compare_digest(entry.token.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
-        entry.connections += 1
-        return entry.agent, entry.info, entry.channel
+        return entry.agent, entry.game.info, entry.game.channel
 
-    async def detach(self, session_id: str) -> None:
-        """The participant's websocket closed; without a reconnect within the grace period the session ends."""
-        entry = self.sessions.get(session_id)
-        if entry is None:
-            return
-        entry.connections -= 1
-        if entry.connections <= 0:
-            entry.idle_since = time.monotonic()
-            asyncio.get_running_loop().create_task(
-                self._end_if_unconnected(session_id, self.settings.reconnect_grace_s, "the participant left")
-            )
-
+    # ----------------------------------------------------------------- ending
     async def end_session(self, session_id: str, reason: str) -> None:
-        """Stop the session (connected clients get ``end``) and free its slot."""
-        entry = self.sessions.pop(session_id, None)
-        if entry is None:
+        """End the game this session plays in, for everyone in it (their clients get ``end``)."""
+        entry = self.sessions.get(session_id)
+        if entry is not None:
+            await self.end_game(entry.game.game_id, reason)
+
+    async def end_game(self, game_id: str, reason: str) -> None:
+        game = self.games.get(game_id)
+        if game is None:
+            return
+        self._drop_game(game_id)
+        if game.host is None:
             return
         try:
-            await entry.host.actor.stop.remote(session_id, reason)
+            await game.host.actor.stop.remote(game_id, reason)
         except ray.exceptions.RayActorError:
-            self._forget(entry.host)  # the process is gone, and its sessions with it
-        finally:
-            self._release(entry.host, session_id)
+            self._forget(game.host)  # the process is gone, and its games with it
 
     async def shutdown(self, reason: str = "the server is shutting down", timeout_s: float = 20.0) -> int:
-        """End every session and wait until the writer has acknowledged all they recorded (a clean
+        """End every game and wait until the writer has acknowledged all they recorded (a clean
         stop loses no play); returns how many sessions were ended."""
         hosts = list(self.hosts)
-        ended = list(self.sessions)
-        await asyncio.gather(*(self.end_session(session_id, reason) for session_id in ended), return_exceptions=True)
+        ended = len(self.sessions)
+        await asyncio.gather(*(self.end_game(game_id, reason) for game_id in list(self.games)), return_exceptions=True)
         await asyncio.gather(*(host.actor.drain.remote(timeout_s) for host in hosts), return_exceptions=True)
-        return len(ended)
+        return ended
 
-    async def _end_if_unconnected(self, session_id: str, delay_s: float, reason: str) -> None:
-        await asyncio.sleep(delay_s)
-        entry = self.sessions.get(session_id)
-        if entry is not None and entry.connections <= 0 and time.monotonic() - entry.idle_since >= delay_s * 0.99:
-            await self.end_session(session_id, reason)
-
+    # ----------------------------------------------------------------- for operators and tests
     def _entry(self, session_id: str) -> SessionEntry:
         try:
             return self.sessions[session_id]
@@ -254,21 +373,30 @@ class EnvsManager:
             raise UnknownSession(f"no session {session_id!r}") from None
 
     async def session_actor(self, session_id: str) -> ActorHandle:
-        """For operators and tests: the EnvActor hosting a running session."""
-        return self._entry(session_id).host.actor
+        """The EnvActor hosting a session's game."""
+        return self._entry(session_id).game.host.actor
 
     async def list_sessions(self) -> list[dict]:
+        return [{**entry.answer(), "created_at": entry.created_at, "token": None} for entry in self.sessions.values()]
+
+    async def list_games(self) -> list[dict]:
         return [
-            {"session_id": e.session_id, "env_id": e.env_id, "agent": e.agent, "created_at": e.created_at, "connections": e.connections}
-            for e in self.sessions.values()
+            {
+                "game_id": game.game_id,
+                "env_id": game.env_id,
+                "node_id": game.host.node_id if game.host else None,
+                "seats": dict(game.seats or {}),
+                "joinable": game.joinable,
+            }
+            for game in self.games.values()
         ]
 
     async def warm_pool_size(self) -> int:
         return len(self._empty_hosts())
 
     async def host_loads(self) -> list[int]:
-        """Sessions per EnvActor process."""
-        return [len(host.sessions) for host in self.hosts]
+        """Games per EnvActor process."""
+        return [len(host.games) for host in self.hosts]
 
 
 def get_or_create_manager(settings: Settings) -> ActorHandle:

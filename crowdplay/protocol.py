@@ -1,7 +1,8 @@
 """Messages on the participant's websocket, shared by the ingress and ``crowdplay.client``.
 
 Server -> client: binary frame messages (see ``crowdplay.codec``) and JSON text messages
-(``hello``, ``episode_end``, ``error``, ``end``, ``pong``). Client -> server: JSON text messages
+(``hello``, ``lobby``, ``countdown``, ``play``, ``player``, ``episode_end``, ``error``, ``end``,
+``pong``). Client -> server: JSON text messages
 (``keys``, ``action``, ``ping``). Full description in docs/protocol.md.
 """
 
@@ -21,6 +22,7 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SESSION_ENDED = 4000
+CLOSE_REPLACED = 4001
 CLOSE_UNAUTHORIZED = 4003
 CLOSE_UNKNOWN_SESSION = 4004
 

@@ -11,7 +11,11 @@ This is the heart of an EnvActor, kept free of Ray so it reads (and tests) on it
 * every tick's screen is offered to each subscriber; a subscriber still busy with an older frame
   simply gets the newest one next (delta-encoded against what it last received), so slow clients
   drop frames instead of queueing them;
-* an episode that ends is reported to the subscribers and the next one starts at once.
+* an episode that ends is reported to the subscribers and the next one starts at once;
+* agents played by AI get their action from their policy every tick.
+
+Who plays which agent, and when play begins, is decided by the session's ``Lineup``
+(``crowdplay.lineup``); a LiveEnv only steps once ``start`` is called.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from crowdplay import codec, protocol
+from crowdplay.ai.agent import PolicyAgent
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
+from crowdplay.environments.spec import for_agent
 from crowdplay.recording.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -77,6 +83,8 @@ class Subscriber:
     last_keyframe_id: int = 0
     frames_sent: int = 0
     frames_dropped: int = 0
+    #: when set, the stream sends its queued events and then this message, and ends
+    final: str | None = None
 
 
 class SessionEnded(Exception):
@@ -166,6 +174,9 @@ class LiveEnv:
         self.ticks = 0
         self.ticks_late = 0
         self.stopped: str | None = None
+        #: called once with the reason when the session stops, whoever stops it
+        self.on_stop: Callable[[str], None] | None = None
+        self._policies: dict[str, PolicyAgent] = {}
         self._action = {agent: self.adapter.keymaps[agent].noop for agent in self.agents}
         self._pending: dict[str, PendingInput] = {}
         self._applied_seq = {agent: 0 for agent in self.agents}
@@ -193,12 +204,13 @@ class LiveEnv:
             "keymaps": {agent: self.adapter.keymaps[agent].to_json() for agent in self.agents},
             "noop_actions": {agent: self.adapter.keymaps[agent].noop for agent in self.agents},
             "action_meanings": self.adapter.action_meanings,
-            "instructions": self.spec.instructions,
+            "instructions": {agent: for_agent(self.spec.instructions, agent, "") for agent in self.agents},
+            "humans": self.spec.human_agents(self.agents),
         }
 
     # ----------------------------------------------------------------- real-time loop
     def start(self) -> None:
-        """Start ticking (idempotent); called when the first participant subscribes."""
+        """Start ticking (idempotent); the lineup calls it once everyone is in."""
         if not self.running and self.stopped is None:
             self.running = True
             self.frame_id = self.clock.n  # frame ids continue the shared clock's grid
@@ -233,6 +245,8 @@ class LiveEnv:
                 }
             )
         self._pending.clear()
+        if self._policies:
+            self._ai_actions()
         record = self.episodes[-1]
         for agent in self.agents:
             record.actions[agent].append(self._action[agent])
@@ -268,6 +282,30 @@ class LiveEnv:
             self._begin_episode()
         self._wake_all()
 
+    def _ai_actions(self) -> None:
+        """Each AI-played agent's action for this tick, from the screen it was shown."""
+        screen = self.latest.screen.pixels
+        rgb = None
+        for agent, policy in self._policies.items():
+            if policy.observation == "rgb" and rgb is None:
+                rgb = self.adapter.palette[screen] if self.adapter.palette is not None else screen
+            observation = rgb if policy.observation == "rgb" else self.adapter.ram() if policy.observation == "ram" else None
+            self._action[agent] = policy.act(observation)
+
+    def set_controller(self, agent: str, controller: dict, policy: PolicyAgent | None = None) -> None:
+        """From the next tick ``agent`` is played by ``policy`` (AI) or, without one, by a participant."""
+        self._check_agent(agent)
+        if policy is None:
+            self._policies.pop(agent, None)
+        else:
+            self._policies[agent] = policy
+            self._pending.pop(agent, None)
+        if self.recorder is not None:
+            self.recorder.set_controller(agent, controller, self.latest.screen)
+
+    def played_by_ai(self, agent: str) -> bool:
+        return agent in self._policies
+
     def _begin_episode(self) -> None:
         seed = self.base_seed + self.episode
         self.adapter.reset(seed)
@@ -277,6 +315,8 @@ class LiveEnv:
         self.episodes.append(EpisodeRecord(self.episode, seed, start_state, {a: [] for a in self.agents}, {a: [] for a in self.agents}))
         self.latest = Tick(self.frame_id, 0, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
+        for policy in self._policies.values():
+            policy.reset()
         if self.recorder is not None:
             fields = {
                 "env_id": self.spec.id,
@@ -297,12 +337,17 @@ class LiveEnv:
     # ----------------------------------------------------------------- input
     def submit_keys(self, agent: str, keys: Iterable[str], client_frame: int, seq: int) -> int:
         held = tuple(sorted(keys))
-        action = self.adapter.keymaps[self._check_agent(agent)].resolve(held)
+        action = self.adapter.keymaps[self._check_human(agent)].resolve(held)
         return self._submit(agent, action, held, client_frame, seq)
 
     def submit_action(self, agent: str, action: int, client_frame: int, seq: int) -> int:
-        self.adapter.check_action(self._check_agent(agent), action)
+        self.adapter.check_action(self._check_human(agent), action)
         return self._submit(agent, action, (), client_frame, seq)
+
+    def _check_human(self, agent: str) -> str:
+        if self._check_agent(agent) in self._policies:
+            raise InvalidAction(f"agent {agent!r} is played by AI")
+        return agent
 
     def _check_agent(self, agent: str) -> str:
         if self.stopped is not None:
@@ -317,16 +362,28 @@ class LiveEnv:
         return action
 
     # ----------------------------------------------------------------- output
-    async def stream(self, agent: str) -> AsyncIterator[bytes | str]:
-        """Frames (bytes) and events (JSON text) for one participant, newest frame first."""
-        self._check_agent(agent)
-        subscriber = Subscriber(agent)
+    def subscribe(self, agent: str) -> Subscriber:
+        """A subscriber that receives events from now on (its stream may start a moment later)."""
+        subscriber = Subscriber(self._check_agent(agent))
         self._subscribers.add(subscriber)
-        self.start()
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    async def stream(self, agent: str, subscriber: Subscriber | None = None) -> AsyncIterator[bytes | str]:
+        """Frames (bytes) and events (JSON text) for one participant, newest frame first; before
+        ``start`` the first screen and the lineup's events."""
+        self._check_agent(agent)
+        subscriber = subscriber or Subscriber(agent)
+        self._subscribers.add(subscriber)
         try:
             while True:
                 while subscriber.events:
                     yield subscriber.events.popleft()
+                if subscriber.final is not None:
+                    yield subscriber.final
+                    return
                 if self.stopped is not None:
                     yield protocol.text("end", reason=self.stopped)
                     return
@@ -374,6 +431,17 @@ class LiveEnv:
         for subscriber in self._subscribers:
             subscriber.events.append(message)
 
+    def announce(self, message: str) -> None:
+        """Send an event to every subscriber now."""
+        self._broadcast(message)
+        self._wake_all()
+
+    @staticmethod
+    def dismiss(subscriber: Subscriber, message: str) -> None:
+        """End one subscriber's stream with ``message`` (e.g. it was replaced by a newer tab)."""
+        subscriber.final = message
+        subscriber.wake.set()
+
     def _wake_all(self) -> None:
         for subscriber in self._subscribers:
             subscriber.wake.set()
@@ -389,6 +457,8 @@ class LiveEnv:
             self.recorder.end_episode("interrupted", {**self._episode_summary(False, False), "reason": reason})
         self._wake_all()
         self.adapter.close()
+        if self.on_stop is not None:
+            self.on_stop(reason)
 
     def stats(self) -> dict:
         return {

@@ -12,6 +12,7 @@ import ray
 from ray import serve
 
 from crowdplay.config import Settings, apply_serve_environment, free_port
+from crowdplay.plugins import load_plugins, share_import_path
 from crowdplay.manager import get_or_create_manager
 from crowdplay.web.ingress import build_app
 
@@ -23,13 +24,17 @@ TEST_SETTINGS = Settings(
     warm_pool_size=2,
     store_uri=str(TEST_DATA / "recordings.db"),
     spool_dir=str(TEST_DATA / "spool"),
+    plugins="tests.study_envs",
+    countdown_s=0.5,
 )
+load_plugins(TEST_SETTINGS)
 
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     apply_serve_environment()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    share_import_path(str(Path(__file__).parent.parent))  # the Ray processes import tests.study_envs
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # never a cluster already running here
     yield
     ray.shutdown()
 

@@ -95,15 +95,15 @@ def test_the_browser_decoder_is_lossless_on_a_scrolling_game(browser, base_url, 
 
 def test_the_page_passes_its_url_parameters_and_the_worker_id_is_stored_pseudonymised(browser, base_url, manager):
     page = start_game(browser, base_url, "Pong", "/?PROLIFIC_PID=browser-worker-7&study=b1")
-    session_id = page.evaluate("window.crowdplay.sessionId")
+    game_id = page.evaluate("window.crowdplay.gameId")
     page.wait_for_function("window.crowdplay.framesDisplayed > 120")  # past the first chunk
     page.close()
     with Dataset.open(TEST_SETTINGS.store_uri) as data:
         deadline = time.monotonic() + 30
-        while not (found := [e for e in data.episodes() if e["session_id"] == session_id]):
+        while not (found := [e for e in data.episodes() if e["game_id"] == game_id]):
             assert time.monotonic() < deadline, "the episode was not stored"
             time.sleep(0.3)
         [episode] = found
-        assert episode["session"]["params"] == {"study": "b1"}
+        assert episode["sessions"]["agent_0"]["params"] == {"study": "b1"}
         assert episode["participants"] == [data.pseudonym("browser-worker-7")]
-        assert "Chrome" in episode["session"]["user_agent"] and "browser-worker-7" not in repr(episode)
+        assert "Chrome" in episode["sessions"]["agent_0"]["user_agent"] and "browser-worker-7" not in repr(episode)

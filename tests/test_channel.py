@@ -12,6 +12,7 @@ from crowdplay.channel import ChannelClient, ChannelServer
 from crowdplay.config import Settings
 from crowdplay.environments import get_env
 from crowdplay.environments.replay import replay_screens
+from crowdplay.lineup import Lineup
 from crowdplay.realtime import LiveEnv
 
 
@@ -20,19 +21,31 @@ def run(coroutine):
 
 
 async def serve(env_id: str = "SpaceInvaders", window: int = 2):
+    """A game with its one seat taken by session "s1" (who starts it by connecting)."""
     live = LiveEnv(get_env(env_id), 0, Settings())
-    server = ChannelServer(live, "the-secret", window)
+    lineup = Lineup(live, Settings())
+    lineup.take("agent_0", "s1", {"human": True, "participant": "p1"}, {})
+    server = ChannelServer(lineup, "the-secret", window)
     port = await server.start("127.0.0.1")
     return live, server, port
+
+
+async def frames_of(messages):
+    """The frame messages only (the lineup's events, lobby and play, are text)."""
+    async for message in messages:
+        if isinstance(message, bytes):
+            yield message
 
 
 def test_frames_and_inputs_travel_over_the_channel():
     async def scenario():
         live, server, port = await serve()
-        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0")
+        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0", "s1")
         decoder = codec.FrameDecoder((210, 160))
         received = []
         async for message in client.messages():
+            if isinstance(message, str):
+                continue  # the lineup's events (lobby, play)
             header, screen = decoder.decode(message)
             received.append((header, screen.copy()))
             if len(received) == 20:
@@ -56,7 +69,7 @@ def test_frames_and_inputs_travel_over_the_channel():
 def test_a_wrong_secret_gets_nothing():
     async def scenario():
         live, server, port = await serve()
-        client = await ChannelClient.connect("127.0.0.1", port, "guessed", "agent_0")
+        client = await ChannelClient.connect("127.0.0.1", port, "guessed", "agent_0", "s1")
         messages = [m async for m in client.messages()]
         live.stop("test over")
         server.close()
@@ -70,8 +83,11 @@ def test_a_wrong_secret_gets_nothing():
 def test_a_consumer_that_stops_acknowledging_holds_only_the_window():
     async def scenario():
         live, server, port = await serve(window=2)
-        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0")
+        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0", "s1")
         stream = client.messages()
+        async for message in stream:  # the waiting room's first screen and events, until play begins
+            if message == protocol.text("play"):
+                break
         first = await stream.__anext__()  # read one and then stall without asking for more
         await asyncio.sleep(0.5)  # ~30 ticks pass
         sent = live.stats()["subscribers"][0]["frames_sent"]
@@ -91,7 +107,7 @@ def test_a_consumer_that_stops_acknowledging_holds_only_the_window():
 def test_refused_inputs_come_back_as_an_error_event():
     async def scenario():
         live, server, port = await serve("Pong")
-        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0")
+        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0", "s1")
         await client.send_input({"kind": "action", "action": 42, "frame": 0, "seq": 1})
         events = [m for m in [m async for m in client.messages()] if isinstance(m, str)]
         live.stop("test over")

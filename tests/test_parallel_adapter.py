@@ -60,6 +60,7 @@ def test_a_two_player_session_records_both_agents(tmp_path):
         recorder = Recorder("duo", adapter.agents, batcher.deliver, 50, controllers, adapter.snapshot, 600, {}, batcher.seal_later)
         live = LiveEnv(SPEC, 0, Settings(), adapter=adapter, recorder=recorder)
         frames = 0
+        live.start()
         async for message in live.stream("second_0"):
             frames += isinstance(message, bytes)
             if frames == 150:

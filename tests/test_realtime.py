@@ -30,6 +30,7 @@ async def collect(live: LiveEnv, frames: int, delay_s: float = 0.0):
     """Read the stream like a client that needs ``delay_s`` per message."""
     decoder = codec.FrameDecoder(live.latest.screen.pixels.shape)
     received, events = [], []
+    live.start()
     async for message in live.stream("agent_0"):
         if isinstance(message, str):
             events.append(json.loads(message))
@@ -114,6 +115,7 @@ def test_a_slow_client_gets_the_newest_frame_not_a_backlog():
 def test_inputs_apply_on_the_next_tick_and_the_noop_before_any_key():
     async def scenario():
         live = LiveEnv(get_env("SpaceInvaders"), 0, Settings())
+        live.start()
         decoder_frames = []
         async for message in live.stream("agent_0"):
             if isinstance(message, bytes):

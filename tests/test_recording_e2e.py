@@ -34,14 +34,14 @@ async def play(base_url: str, frames: int, participant: str | None = None, durin
         return player.session, shown, sent
 
 
-def wait_for_episode(data: Dataset, session_id: str, status: str | None, timeout_s: float = 30) -> dict:
+def wait_for_episode(data: Dataset, game_id: str, status: str | None, timeout_s: float = 30) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = [doc for doc in data.episodes() if doc["session_id"] == session_id]
+        found = [doc for doc in data.episodes() if doc["game_id"] == game_id]
         if found and (status is None or found[0].get("status") == status):
             return found[0]
         time.sleep(0.25)
-    raise AssertionError(f"episode of {session_id} with status {status} not stored within {timeout_s} s")
+    raise AssertionError(f"episode of game {game_id} with status {status} not stored within {timeout_s} s")
 
 
 def assert_matches_what_was_shown(episode, shown: list) -> None:
@@ -64,11 +64,11 @@ def assert_matches_what_was_shown(episode, shown: list) -> None:
 def test_a_played_episode_reads_back_as_shown_and_sent(base_url, manager):
     session, shown, sent = run(play(base_url, 260, participant="worker-42"))
     data = Dataset.open(TEST_SETTINGS.store_uri)
-    info = wait_for_episode(data, session["session_id"], "interrupted")  # ends after the reconnect grace
+    info = wait_for_episode(data, session["game_id"], "interrupted")  # ends after the reconnect grace
     assert info["participants"] == [session["participant"]] and session["participant"].startswith("p-")
-    assert info["session"]["params"] == {"study": "recording-e2e"}  # the worker id is never stored raw
+    assert info["sessions"]["agent_0"]["params"] == {"study": "recording-e2e"}  # the worker id is never stored raw
     assert "worker-42" not in repr(info)
-    assert info["session"]["user_agent"] and info["task_id"] == "SpaceInvaders" and info["human_only"]
+    assert info["sessions"]["agent_0"]["user_agent"] and info["task_id"] == "SpaceInvaders" and info["human_only"]
 
     episode = data.load(info["_id"], observations="palette")
     assert episode.steps == info["steps"] >= len(shown)
@@ -100,7 +100,7 @@ def test_killing_the_writer_mid_episode_loses_no_chunk(base_url, manager):
 
     session, shown, _ = run(play(base_url, 420, during=kill_at))
     data = Dataset.open(TEST_SETTINGS.store_uri)
-    info = wait_for_episode(data, session["session_id"], "interrupted", timeout_s=60)
+    info = wait_for_episode(data, session["game_id"], "interrupted", timeout_s=60)
     assert process_of(writer) != pid  # a new incarnation took the resent chunks
     episode = data.load(info["_id"], observations="palette")
     assert episode.steps == info["steps"] and len(list(data.chunks(info["_id"]))) == info["chunks"]
@@ -135,7 +135,7 @@ def test_killing_the_env_actor_loses_at_most_the_last_second(base_url, manager):
 
     session = run(scenario())
     data = Dataset.open(TEST_SETTINGS.store_uri)
-    info = wait_for_episode(data, session["session_id"], None)
+    info = wait_for_episode(data, session["game_id"], None)
     time.sleep(1.0)
     episode = data.load(info["_id"], observations="palette")
     frame_ids = episode.agents["agent_0"].infos["frame_id"]

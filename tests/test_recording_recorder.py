@@ -33,6 +33,7 @@ def record(store: TrajectoryStore, steps_wanted: int, chunk_steps: int, snapshot
         )
         live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), adapter=adapter, recorder=recorder)
         shown = []
+        live.start()
         async for message in live.stream("agent_0"):
             if isinstance(message, bytes):
                 shown.append(message)

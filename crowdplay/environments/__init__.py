@@ -5,7 +5,7 @@ from crowdplay.environments.parallel_adapter import ParallelEnvAdapter, make_ada
 from crowdplay.environments.keymap import Keymap, atari_keymap
 from crowdplay.environments.registry import UnknownEnvironment, get_env, list_envs, register_env
 from crowdplay.environments.spec import EnvSpec
-from crowdplay.environments import atari  # noqa: F401  (registers the built-in games)
+from crowdplay.environments import atari, atari_multiplayer  # noqa: F401  (register the built-in games)
 
 __all__ = [
     "EnvAdapter",

@@ -15,7 +15,7 @@ import numpy as np
 
 from crowdplay.environments.keymap import Keymap
 from crowdplay.environments.ntsc_palette import NTSC_PALETTE
-from crowdplay.environments.spec import EnvSpec
+from crowdplay.environments.spec import EnvSpec, for_agent
 
 SINGLE_AGENT = "agent_0"
 
@@ -45,9 +45,21 @@ class EnvAdapter:
         self._ale = getattr(unwrapped, "ale", None)
         meanings_of = getattr(unwrapped, "get_action_meanings", None)
         self.action_meanings: list[str] = list(meanings_of()) if meanings_of else [str(a) for a in range(self.action_count)]
-        keymap = spec.keymap if isinstance(spec.keymap, Keymap) else spec.keymap(self.action_meanings)
-        self.keymaps: dict[str, Keymap] = {SINGLE_AGENT: keymap}
+        self._configure_agents()
         self.palette: np.ndarray | None = NTSC_PALETTE if self._ale is not None else None
+
+    def _configure_agents(self) -> None:
+        """Check the spec's per-agent options against the real agents and build each keymap."""
+        self.spec.check_agents(self.agents)
+        self.keymaps: dict[str, Keymap] = {}
+        for agent in self.agents:
+            keymap = for_agent(self.spec.keymap, agent)
+            if keymap is None:
+                raise ValueError(f"environment {self.spec.id!r}: the keymap option has no entry for agent {agent!r}")
+            self.keymaps[agent] = keymap if isinstance(keymap, Keymap) else keymap(self.action_meanings)
+
+    def action_space(self, agent: str) -> gym.spaces.Discrete:
+        return gym.spaces.Discrete(self.action_count)
 
     def reset(self, seed: int) -> None:
         """Start an episode.

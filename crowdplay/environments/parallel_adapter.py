@@ -17,7 +17,6 @@ import gymnasium as gym
 import numpy as np
 
 from crowdplay.environments.adapter import EnvAdapter, StepResult
-from crowdplay.environments.keymap import Keymap
 from crowdplay.environments.ntsc_palette import NTSC_PALETTE
 from crowdplay.environments.spec import EnvSpec
 
@@ -55,7 +54,7 @@ class ParallelEnvAdapter(EnvAdapter):
         self._ale = getattr(unwrapped, "ale", None)
         meanings = self._meanings(unwrapped)
         self.action_meanings: list[str] = meanings
-        self.keymaps: dict[str, Keymap] = {agent: self._keymap_for(agent, meanings) for agent in self.agents}
+        self._configure_agents()
         self.palette: np.ndarray | None = NTSC_PALETTE if self._ale is not None else None
 
     def _meanings(self, unwrapped: Any) -> list[str]:
@@ -64,12 +63,6 @@ class ParallelEnvAdapter(EnvAdapter):
 
             return [Action(int(action)).name for action in self._ale.getMinimalActionSet()][: self.action_count]
         return [str(action) for action in range(self.action_count)]
-
-    def _keymap_for(self, agent: str, meanings: list[str]) -> Keymap:
-        keymap = self.spec.keymap
-        if isinstance(keymap, dict):  # agent-specific: {agent: Keymap or factory}
-            keymap = keymap[agent]
-        return keymap if isinstance(keymap, Keymap) else keymap(meanings)
 
     def reset(self, seed: int) -> None:
         """Start an episode (ALE is not re-seeded between episodes; see ``EnvAdapter.reset``)."""

@@ -1,4 +1,4 @@
-"""Recorder: cuts one session's play into chunks for the TrajectoryWriter.
+"""Recorder: cuts one game's play into chunks for the TrajectoryWriter.
 
 The tick path pays a few list appends per step: the step's frame id, time, actions, rewards, flags,
 the frame ids the participants had displayed, the RAM, and the screen after the step as the
@@ -137,11 +137,11 @@ class OpenChunk:
 
 
 class Recorder:
-    """Records one session's episodes; see the module docstring for the chunk layout."""
+    """Records one game's episodes; see the module docstring for the chunk layout."""
 
     def __init__(
         self,
-        session_id: str,
+        game_id: str,
         agents: tuple[str, ...],
         deliver: Deliver,
         chunk_steps: int,
@@ -156,7 +156,7 @@ class Recorder:
         ``episode_fields``: stored with every episode (task, session and participant details);
         ``seal_later``: schedules sealing a cut chunk (a ChunkBatcher's spaces them out; default: at
         the next turn of the event loop)."""
-        self.session_id = session_id
+        self.game_id = game_id
         self.agents = agents
         self.deliver = deliver
         self.chunk_steps = chunk_steps
@@ -178,14 +178,14 @@ class Recorder:
     # ----------------------------------------------------------------- episodes
     def begin_episode(self, episode: int, screen: codec.Screen, fields: dict[str, Any]) -> None:
         self._fields = {
-            "session_id": self.session_id,
+            "game_id": self.game_id,
             "episode": episode,
             "started_at": time.time(),
             **self.episode_fields,
             **fields,
         }
         self._note_controllers()
-        self._chunk = self._open(f"{self.session_id}-{episode}", 0, 0, screen, fields.get("start_state"))
+        self._chunk = self._open(f"{self.game_id}-{episode}", 0, 0, screen, fields.get("start_state"))
 
     def end_episode(self, status: str, fields: dict[str, Any]) -> None:
         """Seal the last chunk with the episode's final fields (``status``: complete or interrupted)."""
@@ -194,6 +194,17 @@ class Recorder:
             return  # the episode never took a step: nothing to keep
         self._fields.update(fields, status=status, ended_at=time.time())
         self._seal(chunk, {**self._fields, "chunks": chunk.seq + 1})
+
+    def describe_agent(self, agent: str, details: dict[str, Any]) -> None:
+        """Who plays ``agent`` (their session's details), stored with this and every later episode
+        under ``sessions``."""
+        sessions = {**self.episode_fields.get("sessions", {}), agent: details}
+        self.episode_fields["sessions"] = sessions
+        self._fields["sessions"] = sessions
+
+    def restamp_start(self) -> None:
+        """Play begins now (the first episode was opened while the game waited for its players)."""
+        self._fields["started_at"] = time.time()
 
     def set_controller(self, agent: str, controller: dict, screen: codec.Screen) -> None:
         """Another controller (a fallback AI, a reconnected human) plays ``agent`` from the next step."""
@@ -210,7 +221,8 @@ class Recorder:
         policies = set(self._fields.get("policies", ()))
         for controller in self.controllers.values():
             if controller.get("human"):
-                humans.add(controller["participant"])
+                if controller.get("participant"):
+                    humans.add(controller["participant"])
             else:
                 policies.add(controller["policy"])
         self._fields.update(

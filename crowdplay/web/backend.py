@@ -66,8 +66,8 @@ class RayAttachment:
         await self._channel.send_input({"kind": "action", "action": action, "frame": frame, "seq": seq})
 
     async def close(self) -> None:
+        """The game notices the channel closing and keeps the seat for the reconnect grace."""
         await self._channel.close()
-        await self._manager.detach.remote(self._session_id)
 
 
 class RaySessions:
@@ -82,9 +82,5 @@ class RaySessions:
 
     async def attach(self, session_id: str, token: str) -> RayAttachment:
         agent, hello, address = await self.manager.attach.remote(session_id, token)
-        try:
-            channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], agent)
-        except OSError:
-            await self.manager.detach.remote(session_id)
-            raise
+        channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], agent, session_id)
         return RayAttachment(self.manager, session_id, agent, hello, channel)

@@ -28,6 +28,7 @@ class LocalAttachment:
         self.hello = live.describe()
 
     async def frames(self) -> AsyncIterator[bytes | str]:
+        self._live.start()  # the baseline has no waiting room: play begins on connecting
         async for message in self._live.stream(self.agent):
             yield message
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 
@@ -32,6 +33,19 @@ async def close_with_error(websocket: WebSocket, reason: str, code: int) -> None
             await websocket.close(code, reason[:120])
 
 
+@functools.cache
+def served_by() -> dict:
+    """Which replica and node serve this connection (for operators, and for tests that check
+    participants on different replicas share a game)."""
+    try:
+        import ray
+        from ray import serve
+
+        return {"replica": serve.get_replica_context().replica_tag, "node": ray.get_runtime_context().get_node_id()}
+    except Exception:  # not inside a Serve replica (the in-process baseline)
+        return {"replica": "local", "node": None}
+
+
 async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings) -> None:
     await websocket.accept()
     set_nodelay_for(websocket.scope)
@@ -45,7 +59,8 @@ async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings
         await close_with_error(websocket, "the session token is missing or wrong", protocol.CLOSE_UNAUTHORIZED)
         return
     try:
-        await websocket.send_text(protocol.text("hello", session_id=session_id, agent=attachment.agent, **attachment.hello))
+        hello = {**attachment.hello, "instructions": attachment.hello["instructions"].get(attachment.agent, "")}
+        await websocket.send_text(protocol.text("hello", session_id=session_id, agent=attachment.agent, served_by=served_by(), **hello))
         forwarder = asyncio.create_task(_forward_frames(websocket, attachment))
         try:
             await _read_input(websocket, attachment, settings)

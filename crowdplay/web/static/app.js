@@ -11,7 +11,17 @@ const CAPTURED_KEYS = new Set(["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight"
 const $ = (id) => document.getElementById(id);
 const FLAG_NEW_EPISODE = 2;
 // Exposed for tests and for anyone debugging a study in the browser console.
-const state = (window.crowdplay = { framesReceived: 0, framesDisplayed: 0, displayedFrame: 0, episode: -1, rowMoveFrames: 0, sessionId: null, errors: [] });
+const state = (window.crowdplay = {
+  framesReceived: 0, framesDisplayed: 0, displayedFrame: 0, episode: -1, rowMoveFrames: 0,
+  sessionId: null, gameId: null, agent: null, phase: null, lobby: null, events: [], reconnects: 0, errors: [],
+});
+// Close codes (docs/protocol.md): the session ended, or this tab was replaced by another one.
+const CLOSE_SESSION_ENDED = 4000;
+const CLOSE_REPLACED = 4001;
+// Abnormal closures (network drop, a server replica going away) are retried for this long: the
+// server keeps the participant's place for its reconnect grace period.
+const RECONNECT_FOR_MS = 15000;
+const SEAT_LABELS = { open: "waiting for a participant", joining: "joining...", ready: "ready", ai: "played by AI" };
 
 async function inflate(bytes) {
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
@@ -119,10 +129,8 @@ class Game {
     this.header = null;
     this.decoding = Promise.resolve();
     this.fpsCount = 0;
-    this.ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${session.ws}`);
-    this.ws.binaryType = "arraybuffer";
-    this.ws.onmessage = (event) => this.onMessage(event.data);
-    this.ws.onclose = (event) => this.onClose(event);
+    this.reconnectUntil = 0;
+    this.connect();
     this.onKey = this.onKey.bind(this);
     this.onBlur = () => { this.held.clear(); this.sendKeys(); };
     window.addEventListener("keydown", this.onKey);
@@ -131,6 +139,13 @@ class Game {
     this.fpsTimer = setInterval(() => { $("fps").textContent = this.fpsCount; this.fpsCount = 0; }, 1000);
     this.raf = requestAnimationFrame(() => this.render());
     state.snapshot = () => this.snapshot();
+  }
+
+  connect() {
+    this.ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${this.session.ws}`);
+    this.ws.binaryType = "arraybuffer";
+    this.ws.onmessage = (event) => this.onMessage(event.data);
+    this.ws.onclose = (event) => this.onClose(event);
   }
 
   // The decoded screen (palette indices or RGB bytes, base64) and where it sits in the episode.
@@ -158,8 +173,14 @@ class Game {
   }
 
   onEvent(message) {
+    state.events.push(message.type);
     if (message.type === "hello") {
       this.hello = message;
+      this.reconnectUntil = 0;
+      state.agent = message.agent;
+      const several = message.agents.length > 1;
+      $("role").hidden = !several;
+      $("role").textContent = several ? `You play ${message.agent} (${message.agents.indexOf(message.agent) + 1} of ${message.agents.length}).` : "";
       const palette = message.palette ? Uint8Array.from(atob(message.palette), (c) => c.charCodeAt(0)) : null;
       this.decoder = new FrameDecoder(message.width, message.height, message.channels, palette);
       const canvas = $("screen");
@@ -169,17 +190,82 @@ class Game {
       this.image = this.context.createImageData(message.width, message.height);
       applyScale();
       $("instructions").innerHTML = message.instructions || ""; // the researcher's own HTML
-      setStatus("Playing: use the keyboard.");
+      setStatus(state.phase === "playing" ? "Reconnected: keep playing." : "Connected.");
       canvas.focus();
+    } else if (message.type === "lobby") {
+      this.showLobby(message);
+    } else if (message.type === "countdown") {
+      this.countDown(message.seconds);
+    } else if (message.type === "play") {
+      state.phase = "playing";
+      this.hideLobby();
+      setStatus("Playing: use the keyboard.");
+      $("screen").focus();
+    } else if (message.type === "player") {
+      const who = message.agent === state.agent ? "You" : `The participant playing ${message.agent}`;
+      if (message.status === "left") setStatus(`${who} lost their connection; waiting ${message.grace_s} s for them to come back...`);
+      else if (message.status === "back") setStatus(`${who} is back.`);
+      else if (message.status === "ai") setStatus(`${message.agent} is now played by AI (${message.policy}); play on.`);
     } else if (message.type === "episode_end") {
       $("episode").textContent = message.episode + 2;
       setStatus(`Episode ${message.episode + 1} over: ${Object.values(message.returns)[0]} points. Next one started.`);
     } else if (message.type === "error") {
       state.errors.push(message.reason);
-      setStatus(`Error: ${message.reason}`);
+      this.finished = true;
+      setStatus(message.code === CLOSE_REPLACED ? "This game was opened in another tab or window; play on there." : `Error: ${message.reason}`);
     } else if (message.type === "end") {
-      setStatus(`Session ended: ${message.reason}`);
+      this.finished = true;
+      state.phase = "ended";
+      this.hideLobby();
+      setStatus(`Game over: ${message.reason}`);
     }
+  }
+
+  // The waiting room: who is in, who is awaited, and how long until AI fills the empty seats.
+  showLobby(lobby) {
+    state.lobby = lobby;
+    state.phase = lobby.phase;
+    if (lobby.phase === "playing") return this.hideLobby();
+    const list = $("seats");
+    list.replaceChildren();
+    for (const [agent, status] of Object.entries(lobby.seats)) {
+      const item = document.createElement("li");
+      item.dataset.agent = agent;
+      item.dataset.status = status;
+      item.textContent = `${agent}${agent === state.agent ? " (you)" : ""}: ${SEAT_LABELS[status] || status}`;
+      list.append(item);
+    }
+    const waiting = lobby.awaiting.filter((agent) => agent !== state.agent);
+    let note = waiting.length ? `Waiting for ${waiting.length} more participant${waiting.length > 1 ? "s" : ""}...` : "Everyone is here.";
+    if (lobby.timeout_s != null && waiting.length) note += ` The game starts with AI partners in ${Math.ceil(lobby.timeout_s)} s if nobody comes.`;
+    $("lobby-note").textContent = note;
+    $("lobby").hidden = false;
+    clearInterval(this.lobbyTimer);
+    if (lobby.timeout_s != null && waiting.length) {
+      const deadline = performance.now() + lobby.timeout_s * 1000;
+      this.lobbyTimer = setInterval(() => {
+        const left = Math.max(0, Math.ceil((deadline - performance.now()) / 1000));
+        $("lobby-note").textContent = `Waiting for ${waiting.length} more... The game starts with AI partners in ${left} s if nobody comes.`;
+      }, 250);
+    }
+  }
+
+  countDown(seconds) {
+    clearInterval(this.lobbyTimer);
+    const deadline = performance.now() + seconds * 1000;
+    const show = () => {
+      const left = Math.ceil((deadline - performance.now()) / 1000);
+      $("countdown").textContent = left > 0 ? `Starting in ${left}...` : "Go!";
+    };
+    $("countdown").hidden = false;
+    show();
+    this.lobbyTimer = setInterval(show, 100);
+  }
+
+  hideLobby() {
+    clearInterval(this.lobbyTimer);
+    $("lobby").hidden = true;
+    $("countdown").hidden = true;
   }
 
   render() {
@@ -213,13 +299,29 @@ class Game {
   }
 
   onClose(event) {
-    if (event.code !== 1000 && event.code !== 4000 && !$("status").textContent.startsWith("Error")) {
+    // A dropped connection (1006) or a server replica going away (1001, 1012) is retried: the
+    // participant keeps their place for the server's grace period and gets it back.
+    const retriable = !this.finished && !this.leaving && [1001, 1006, 1012].includes(event.code);
+    if (retriable) {
+      const now = performance.now();
+      if (!this.reconnectUntil) this.reconnectUntil = now + RECONNECT_FOR_MS;
+      if (now < this.reconnectUntil) {
+        state.reconnects++;
+        setStatus("Connection lost; reconnecting...");
+        this.retry = setTimeout(() => this.connect(), 500);
+        return;
+      }
+    }
+    if (event.code !== 1000 && event.code !== CLOSE_SESSION_ENDED && event.code !== CLOSE_REPLACED && !$("status").textContent.startsWith("Error")) {
       setStatus(`Connection closed (${event.code}${event.reason ? ": " + event.reason : ""}).`);
     }
     this.stop();
   }
 
   stop() {
+    this.leaving = true;
+    clearTimeout(this.retry);
+    this.hideLobby();
     window.removeEventListener("keydown", this.onKey);
     window.removeEventListener("keyup", this.onKey);
     window.removeEventListener("blur", this.onBlur);
@@ -252,6 +354,12 @@ async function showLibrary() {
     button.dataset.envId = env.id;
     const title = document.createElement("strong");
     title.textContent = env.title;
+    if (env.players > 1) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = `${env.players} players`;
+      title.append(badge);
+    }
     button.append(title, env.description);
     button.addEventListener("click", () => choose(env));
     item.append(button);
@@ -285,6 +393,7 @@ async function start() {
     const body = await response.json();
     if (!response.ok) throw new Error(body.reason || response.statusText);
     state.sessionId = body.session_id;
+    state.gameId = body.game_id;
     document.body.dataset.session = body.session_id;
     $("library").hidden = true;
     $("game").hidden = false;

@@ -1,0 +1,240 @@
+"""Lineup: who plays each agent of one running game, and when play begins.
+
+A game waits in its *waiting room* until every agent has a player: participants take the seats
+the EnvsManager gives them and connect; agents in ``ai_agent_map_always`` are AI from the start.
+Once every participant is connected (or ``human_timeout`` runs out, and fallback AI takes the
+still-empty seats) a countdown runs when several people play, and the LiveEnv starts ticking.
+
+A participant whose connection drops keeps their seat for ``reconnect_grace_s`` (a second
+connection to the same seat, e.g. a new tab, replaces the first and the first is told why).
+When the grace runs out during play, the fallback policy in ``ai_agent_map_fallback`` takes over
+that agent and the others play on; without a fallback the game ends for everyone with a message
+that says why. In the waiting room the seat simply opens again. A seat whose participant never
+connects is given up after ``connect_timeout_s``.
+
+The lineup decides; it reports what the EnvsManager must know (seats freed, the game closed to
+newcomers, the game ended) through ``on_event``. Nothing here touches Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from crowdplay import protocol
+from crowdplay.ai.agent import PolicyAgent
+from crowdplay.config import Settings
+from crowdplay.realtime import LiveEnv, Subscriber
+
+WAITING, COUNTDOWN, PLAYING, ENDED = "waiting", "countdown", "playing", "ended"
+
+
+class SeatUnavailable(LookupError):
+    """The seat is not open (taken, played by AI) or the game no longer takes newcomers."""
+
+
+@dataclass(eq=False)
+class Seat:
+    agent: str
+    #: the participant's session, None while the seat is open or played by AI
+    session_id: str | None = None
+    controller: dict | None = None
+    policy: PolicyAgent | None = None
+    subscriber: Subscriber | None = None
+    #: given up after this delay unless the participant (re)connects
+    timer: asyncio.TimerHandle | None = None
+    connected_once: bool = False
+
+    @property
+    def status(self) -> str:
+        if self.policy is not None:
+            return "ai"
+        if self.session_id is None:
+            return "open"
+        return "ready" if self.subscriber is not None else "joining"
+
+
+@dataclass
+class Lineup:
+    live: LiveEnv
+    settings: Settings
+    #: receives {"event": "seat_released" | "closed" | "ended", ...} for the EnvsManager
+    on_event: Callable[[dict], None] = lambda event: None
+    phase: str = WAITING
+    seats: dict[str, Seat] = field(default_factory=dict)
+    _timeout: asyncio.TimerHandle | None = None
+    _timeout_at: float | None = None
+
+    def __post_init__(self) -> None:
+        spec = self.live.spec
+        self.seats = {agent: Seat(agent) for agent in self.live.agents}
+        for agent, policy_id in spec.ai_agent_map_always.items():
+            self._hand_to_ai(self.seats[agent], policy_id)
+        self.live.on_stop = self._stopped
+        if spec.human_timeout is not None:
+            self._timeout_at = time.monotonic() + spec.human_timeout
+            self._timeout = asyncio.get_running_loop().call_later(spec.human_timeout, self._human_timeout)
+
+    @property
+    def grace_s(self) -> float:
+        """How long a participant whose connection dropped keeps their seat."""
+        spec_grace = self.live.spec.reconnect_grace_s
+        return spec_grace if spec_grace is not None else self.settings.reconnect_grace_s
+
+    # ----------------------------------------------------------------- seats (from the manager)
+    def humans(self) -> list[Seat]:
+        return [seat for seat in self.seats.values() if seat.session_id is not None]
+
+    def take(self, agent: str, session_id: str, controller: dict, details: dict) -> None:
+        """Give an open seat to a participant's session (they still have to connect)."""
+        seat = self.seats.get(agent)
+        if self.phase != WAITING or seat is None or seat.status != "open":
+            raise SeatUnavailable(f"seat {agent!r} is not open")
+        seat.session_id, seat.controller = session_id, controller
+        self.live.set_controller(agent, controller)
+        if self.live.recorder is not None:
+            self.live.recorder.describe_agent(agent, details)
+        self._give_up_after(seat, self.settings.connect_timeout_s, "you did not connect in time")
+        self._announce_lobby()
+
+    def connect(self, agent: str, session_id: str) -> Subscriber:
+        """A participant's connection arrives; an older connection to the same seat is dismissed."""
+        seat = self.seats.get(agent)
+        if seat is None or seat.session_id != session_id or self.phase == ENDED:
+            raise SeatUnavailable("your place in this game is no longer yours")
+        subscriber = self.live.subscribe(agent)
+        if seat.subscriber is not None:
+            self.live.dismiss(
+                seat.subscriber,
+                protocol.text("error", reason="this game was opened in another tab or window", code=protocol.CLOSE_REPLACED),
+            )
+        returning = seat.connected_once and seat.subscriber is None and self.phase != WAITING
+        seat.subscriber, seat.connected_once = subscriber, True
+        self._cancel(seat)
+        if returning:
+            self.live.announce(protocol.text("player", agent=agent, status="back"))
+        self._announce_lobby()
+        self._begin_if_ready()
+        return subscriber
+
+    def disconnect(self, subscriber: Subscriber) -> None:
+        """A connection closed; a replaced one changes nothing."""
+        self.live.unsubscribe(subscriber)
+        seat = self.seats.get(subscriber.agent)
+        if seat is None or seat.subscriber is not subscriber or self.phase == ENDED:
+            return
+        seat.subscriber = None
+        grace = self.grace_s
+        self._give_up_after(seat, grace, "you did not come back in time")
+        if self.phase == WAITING:
+            self._announce_lobby()
+        else:
+            self.live.announce(protocol.text("player", agent=seat.agent, status="left", grace_s=grace))
+
+    # ----------------------------------------------------------------- giving seats up
+    def _give_up_after(self, seat: Seat, delay_s: float, reason: str) -> None:
+        self._cancel(seat)
+        seat.timer = asyncio.get_running_loop().call_later(delay_s, self._give_up, seat, reason)
+
+    @staticmethod
+    def _cancel(seat: Seat) -> None:
+        if seat.timer is not None:
+            seat.timer.cancel()
+            seat.timer = None
+
+    def _give_up(self, seat: Seat, reason: str) -> None:
+        """The seat's participant is gone for good: reopen it (waiting room), hand it to the
+        fallback AI, or end the game when no fallback exists or nobody is left."""
+        seat.timer = None
+        session_id = seat.session_id
+        if session_id is None or seat.subscriber is not None or self.phase == ENDED:
+            return
+        seat.session_id = seat.controller = None
+        fallback = self.live.spec.ai_agent_map_fallback.get(seat.agent)
+        if self.phase == WAITING:
+            self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": True, "reason": reason})
+            if not self.humans():
+                self.end("everyone left the waiting room")
+            else:
+                self._announce_lobby()
+            return
+        if fallback is None:
+            self.end(f"the participant playing {seat.agent} left the game and no AI can take their place")
+            return
+        self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason})
+        self._hand_to_ai(seat, fallback)
+        self.live.announce(protocol.text("player", agent=seat.agent, status="ai", policy=fallback))
+        if not self.humans():
+            self.end("every participant has left the game")
+
+    def _hand_to_ai(self, seat: Seat, policy_id: str) -> None:
+        adapter = self.live.adapter
+        seat.policy = PolicyAgent(policy_id, adapter.action_space(seat.agent), adapter.keymaps[seat.agent].noop)
+        self.live.set_controller(seat.agent, seat.policy.controller, seat.policy)
+
+    # ----------------------------------------------------------------- starting
+    def _human_timeout(self) -> None:
+        """Waited long enough: fallback AI takes the seats nobody took, and the game begins; a
+        participant who took a seat but is not connected yet has the reconnect grace to arrive."""
+        self._timeout = None
+        if self.phase != WAITING:
+            return
+        for seat in self.seats.values():
+            if seat.status == "open":
+                self._hand_to_ai(seat, self.live.spec.ai_agent_map_fallback[seat.agent])
+        for seat in self.seats.values():
+            if seat.status == "joining":
+                self._give_up_after(seat, self.grace_s, "you did not connect in time")
+        self._begin()
+
+    def _begin_if_ready(self) -> None:
+        if self.phase == WAITING and all(seat.status in ("ready", "ai") for seat in self.seats.values()):
+            self._begin()
+
+    def _begin(self) -> None:
+        """Close the game to newcomers; count down when several people play, then start ticking."""
+        if self._timeout is not None:
+            self._timeout.cancel()
+            self._timeout = None
+        self.on_event({"event": "closed"})
+        people = sum(1 for seat in self.seats.values() if seat.policy is None)
+        countdown = self.settings.countdown_s if people > 1 else 0.0
+        self.phase = COUNTDOWN
+        self._announce_lobby()
+        if countdown > 0:
+            self.live.announce(protocol.text("countdown", seconds=countdown))
+        asyncio.get_running_loop().call_later(countdown, self._play)
+
+    def _play(self) -> None:
+        if self.phase != COUNTDOWN:
+            return
+        self.phase = PLAYING
+        if self.live.recorder is not None:
+            self.live.recorder.restamp_start()
+        self.live.start()
+        self.live.announce(protocol.text("play"))
+
+    def _announce_lobby(self) -> None:
+        seats = {agent: seat.status for agent, seat in self.seats.items()}
+        remaining = None if self._timeout_at is None or self.phase != WAITING else max(0.0, self._timeout_at - time.monotonic())
+        awaiting = [agent for agent, status in seats.items() if status in ("open", "joining")]
+        self.live.announce(protocol.text("lobby", phase=self.phase, seats=seats, awaiting=awaiting, timeout_s=remaining))
+
+    # ----------------------------------------------------------------- ending
+    def end(self, reason: str) -> None:
+        """End the game for everyone (their streams get ``end`` with the reason)."""
+        self.live.stop(reason)
+
+    def _stopped(self, reason: str) -> None:
+        """However the LiveEnv stopped (ended here, by the manager, or its environment failed)."""
+        self.phase = ENDED
+        for seat in self.seats.values():
+            self._cancel(seat)
+        if self._timeout is not None:
+            self._timeout.cancel()
+        self.on_event({"event": "ended", "reason": reason})
+
+    def describe(self) -> dict:
+        return {"phase": self.phase, "seats": {agent: seat.status for agent, seat in self.seats.items()}}
