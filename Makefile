@@ -14,8 +14,10 @@ PYTEST_ARGS ?=
 run: $(INSTALLED)
 	$(PY) -m crowdplay serve
 
+# tests/cluster starts its own multi-node Ray cluster, so it runs in a second pytest process.
 test: $(INSTALLED) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
 
 install: $(INSTALLED)
 

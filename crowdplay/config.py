@@ -91,7 +91,13 @@ def apply_serve_environment() -> None:
         ("RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH", "metrics.sock"),
     ):
         os.environ.setdefault(name, str(state_dir / file_name) if file_name else str(state_dir))
-    for name in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT"):
+    # The Python fallback proxy behind HAProxy defaults to the fixed ports 8500/9500 (and reuses them).
+    for name in (
+        "RAY_SERVE_HAPROXY_METRICS_PORT",
+        "RAY_SERVE_HAPROXY_STATS_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT",
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
+    ):
         os.environ.setdefault(name, str(free_port()))
 
 

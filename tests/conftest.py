@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ load_plugins(TEST_SETTINGS)
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0")  # serve.shutdown: 1 s, not 30
     apply_serve_environment()
     share_import_path(str(Path(__file__).parent.parent))  # the Ray processes import tests.study_envs
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # never a cluster already running here
@@ -56,6 +58,14 @@ def base_url(ray_session: None, settings: Settings) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def manager(base_url: str, settings: Settings):
     return get_or_create_manager(settings)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/cluster starts its own multi-node Ray cluster, so it runs in a pytest process of its
+    own: only when named on the command line (``make test`` does)."""
+    if collection_path.name == "cluster" and collection_path.parent == Path(__file__).parent:
+        return not any("cluster" in str(arg) for arg in config.args)
+    return None
 
 
 def run(coroutine):

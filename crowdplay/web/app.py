@@ -4,6 +4,7 @@ Routes
     GET  /                       the single-page frontend
     GET  /static/...             its scripts and styles
     GET  /api/environments       the game library
+    GET  /api/health             {"ok": true, "served_by": {replica, node}} for load-balancer checks
     POST /api/sessions           {"env_id", "participant"?, "params"?, "consented_at"?}
                                  -> {"session_id", "token", "ws", "participant" (pseudonym)}
     WS   /ws/{session_id}?token= frames down, input up (docs/protocol.md)
@@ -28,7 +29,7 @@ from starlette.websockets import WebSocket
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment, get_env, list_envs
 from crowdplay.web.backend import SessionBackend
-from crowdplay.web.websocket import play
+from crowdplay.web.websocket import play, served_by
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -76,6 +77,9 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
     async def environments(request: Request) -> JSONResponse:
         return JSONResponse({"environments": [spec.public() for spec in list_envs()]})
 
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True, "served_by": served_by()})
+
     async def create_session(request: Request) -> JSONResponse:
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
@@ -113,6 +117,7 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
         routes=[
             Route("/", index),
             Route("/api/environments", environments),
+            Route("/api/health", health),
             Route("/api/sessions", create_session, methods=["POST"]),
             WebSocketRoute("/ws/{session_id}", websocket),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
