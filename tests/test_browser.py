@@ -27,11 +27,17 @@ def browser():
         browser.close()
 
 
-def start_game(browser, base_url: str, env_id: str, query: str = ""):
+def open_game(browser, base_url: str, env_id: str, query: str = ""):
+    """A new page that picks ``env_id`` in the library and presses Start."""
     page = browser.new_page()
     page.goto(base_url + query)
     page.click(f"button[data-env-id={env_id}]")
     page.click("#start")
+    return page
+
+
+def start_game(browser, base_url: str, env_id: str, query: str = ""):
+    page = open_game(browser, base_url, env_id, query)
     page.wait_for_function("window.crowdplay.framesDisplayed > 30", timeout=30_000)
     return page
 
@@ -107,3 +113,40 @@ def test_the_page_passes_its_url_parameters_and_the_worker_id_is_stored_pseudony
         assert episode["sessions"]["agent_0"]["params"] == {"study": "b1"}
         assert episode["participants"] == [data.pseudonym("browser-worker-7")]
         assert "Chrome" in episode["sessions"]["agent_0"]["user_agent"] and "browser-worker-7" not in repr(episode)
+
+
+def test_two_pages_play_the_same_two_player_game(browser, base_url, manager):
+    first = open_game(browser, base_url, "Pong2P")
+    first.wait_for_function("window.crowdplay.lobby && window.crowdplay.lobby.phase === 'waiting'", timeout=30_000)
+    # The waiting room says who is still awaited.
+    assert first.locator("#lobby").is_visible()
+    assert "Waiting for 1 more participant" in first.text_content("#lobby-note")
+    assert first.get_attribute("#seats li[data-agent=second_0]", "data-status") == "open"
+    assert "2 players" in first.text_content("button[data-env-id=Pong2P]")
+
+    second = open_game(browser, base_url, "Pong2P")
+    for page in (first, second):
+        page.wait_for_function("window.crowdplay.events.includes('countdown')", timeout=30_000)
+        page.wait_for_function("window.crowdplay.phase === 'playing' && window.crowdplay.framesDisplayed > 60", timeout=30_000)
+        assert not page.locator("#lobby").is_visible()
+    assert first.evaluate("window.crowdplay.gameId") == second.evaluate("window.crowdplay.gameId")
+    agents = {page.evaluate("window.crowdplay.agent") for page in (first, second)}
+    assert agents == {"first_0", "second_0"}
+    assert "You play" in first.text_content("#role")
+
+    # Each page's keys move its own paddle: both inputs reach the game, each for its own agent.
+    for page in (first, second):
+        page.focus("#screen")
+        page.keyboard.down("ArrowUp")
+    time.sleep(0.5)
+    for page in (first, second):
+        page.keyboard.up("ArrowUp")
+    session_id = first.evaluate("window.crowdplay.sessionId")
+    log = ray.get(ray.get(manager.session_actor.remote(session_id)).input_log.remote(session_id))
+    assert {(entry["agent"], entry["action"]) for entry in log} >= {("first_0", 2), ("second_0", 2)}
+
+    # One page leaves: without a fallback the other is told the game ended and why.
+    second.close()
+    first.wait_for_function("window.crowdplay.phase === 'ended'", timeout=30_000)
+    assert "left the game" in first.text_content("#status")
+    first.close()
