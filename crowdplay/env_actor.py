@@ -114,6 +114,7 @@ class EnvActor:
             hosted = self.games.pop(game_id, None)
             if hosted is not None:
                 hosted.channel.close()
+            self._game_of = {session: game for session, game in self._game_of.items() if game != game_id}
         if self._manager is None:
             try:
                 self._manager = ray.get_actor(self.settings.manager_name, namespace=self.settings.namespace)

@@ -38,6 +38,8 @@ from crowdplay.recording.writer import get_or_create_writer
 ACTOR_RETIRE_DELAY_S = 0.5
 #: A participant's start tries this many EnvActor processes before giving up (one may have died).
 START_ATTEMPTS = 3
+#: A join gives up after finding this many seats gone (games that started or ended under it).
+SEAT_ATTEMPTS = 10
 #: Warm EnvActors prepare a spare environment of each of the last this-many games started.
 RECENT_ENVS = 3
 
@@ -228,7 +230,7 @@ class EnvsManager:
         if env_id in self._recent_envs:
             self._recent_envs.remove(env_id)
         self._recent_envs.append(env_id)
-        failures = 0
+        failures = seats_gone = 0
         while True:
             game, agent = await self._reserve(spec, session_id)
             try:
@@ -240,6 +242,9 @@ class EnvsManager:
                 if game.seats and game.seats.get(agent) == session_id:
                     game.seats[agent] = None
                 game.joinable = False
+                seats_gone += 1
+                if seats_gone >= SEAT_ATTEMPTS:
+                    raise
             except ray.exceptions.RayActorError:
                 if game.host is not None:
                     self._forget(game.host)  # the process died (crashed or killed): start elsewhere
