@@ -40,7 +40,6 @@ class Seat:
     agent: str
     #: the participant's session, None while the seat is open or played by AI
     session_id: str | None = None
-    controller: dict | None = None
     policy: PolicyAgent | None = None
     subscriber: Subscriber | None = None
     #: given up after this delay unless the participant (re)connects
@@ -92,7 +91,7 @@ class Lineup:
         seat = self.seats.get(agent)
         if self.phase != WAITING or seat is None or seat.status != "open":
             raise SeatUnavailable(f"seat {agent!r} is not open")
-        seat.session_id, seat.controller = session_id, controller
+        seat.session_id = session_id
         self.live.set_controller(agent, controller)
         if self.live.recorder is not None:
             self.live.recorder.describe_agent(agent, details)
@@ -151,7 +150,7 @@ class Lineup:
         session_id = seat.session_id
         if session_id is None or seat.subscriber is not None or self.phase == ENDED:
             return
-        seat.session_id = seat.controller = None
+        seat.session_id = None
         fallback = self.live.spec.ai_agent_map_fallback.get(seat.agent)
         if self.phase == WAITING:
             self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": True, "reason": reason})

@@ -30,13 +30,6 @@ async def serve(env_id: str = "SpaceInvaders", window: int = 2):
     return live, server, port
 
 
-async def frames_of(messages):
-    """The frame messages only (the lineup's events, lobby and play, are text)."""
-    async for message in messages:
-        if isinstance(message, bytes):
-            yield message
-
-
 def test_frames_and_inputs_travel_over_the_channel():
     async def scenario():
         live, server, port = await serve()
