@@ -13,7 +13,9 @@ someone leaves, and this actor reports those decisions to the EnvsManager (``gam
 Actors boot empty and wait in the EnvsManager's warm pool. Building an ALE environment takes
 ~120 ms, so after a game starts here the actor builds a spare of that game in the background, and
 the next game of that kind starts on the spare at once. Frames and inputs travel over each game's
-frame channel (``crowdplay.channel``); Ray carries placement, lifecycle and control.
+frame channel (``crowdplay.channel``); Ray carries placement, lifecycle and control. AI agents'
+observations go to the shared policy actors through this process's ``PolicyClient``, one call per
+policy actor per tick for all its games (``crowdplay.ai.remote``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import ray
 from ray.actor import ActorHandle
 
+from crowdplay.ai.remote import PolicyClient
 from crowdplay.channel import ChannelServer
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, get_env, make_adapter
@@ -60,6 +63,7 @@ class EnvActor:
         #: participant session id -> the game it plays in
         self._game_of: dict[str, str] = {}
         self.clocks = Clocks()
+        self.policies = PolicyClient(settings)
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
         self.recorders: list[Recorder] = []
         self._batcher: ChunkBatcher | None = None
@@ -95,7 +99,7 @@ class EnvActor:
             )
             self.recorders.append(recorder)
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
-        lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event))
+        lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event), self.policies)
         await self.prepare([env_id])
         channel = ChannelServer(lineup, secrets.token_urlsafe(24), self.settings.frame_backpressure)
         host = ray.util.get_node_ip_address()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from crowdplay import protocol
 from crowdplay.ai.agent import PolicyAgent
+from crowdplay.ai.remote import PolicyClient
 from crowdplay.config import Settings
 from crowdplay.realtime import LiveEnv, Subscriber
 
@@ -61,6 +62,8 @@ class Lineup:
     settings: Settings
     #: receives {"event": "seat_released" | "closed" | "ended", ...} for the EnvsManager
     on_event: Callable[[dict], None] = lambda event: None
+    #: where AI agents' policies run (None: inside this process)
+    policies: PolicyClient | None = None
     phase: str = WAITING
     seats: dict[str, Seat] = field(default_factory=dict)
     _timeout: asyncio.TimerHandle | None = None
@@ -69,6 +72,9 @@ class Lineup:
     def __post_init__(self) -> None:
         spec = self.live.spec
         self.seats = {agent: Seat(agent) for agent in self.live.agents}
+        if self.policies is not None:  # models load while the game waits for its players
+            for agent, policy_id in {**spec.ai_agent_map_fallback, **spec.ai_agent_map_always}.items():
+                self.policies.prepare(policy_id, int(self.live.adapter.action_space(agent).n))
         for agent, policy_id in spec.ai_agent_map_always.items():
             self._hand_to_ai(self.seats[agent], policy_id)
         self.live.on_stop = self._stopped
@@ -170,7 +176,7 @@ class Lineup:
 
     def _hand_to_ai(self, seat: Seat, policy_id: str) -> None:
         adapter = self.live.adapter
-        seat.policy = PolicyAgent(policy_id, adapter.action_space(seat.agent), adapter.keymaps[seat.agent].noop)
+        seat.policy = PolicyAgent(policy_id, adapter.action_space(seat.agent), adapter.keymaps[seat.agent].noop, self.policies)
         self.live.set_controller(seat.agent, seat.policy.controller, seat.policy)
 
     # ----------------------------------------------------------------- starting

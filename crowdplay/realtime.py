@@ -12,7 +12,8 @@ This is the heart of an EnvActor, kept free of Ray so it reads (and tests) on it
   simply gets the newest one next (delta-encoded against what it last received), so slow clients
   drop frames instead of queueing them;
 * an episode that ends is reported to the subscribers and the next one starts at once;
-* agents played by AI get their action from their policy every tick.
+* agents played by AI are shown every tick's screen and play their policy's newest answer, which
+  may come from a policy actor a moment later: the clock never waits for a policy.
 
 Who plays which agent, and when play begins, is decided by the session's ``Lineup``
 (``crowdplay.lineup``); a LiveEnv only steps once ``start`` is called.
@@ -177,6 +178,7 @@ class LiveEnv:
         #: called once with the reason when the session stops, whoever stops it
         self.on_stop: Callable[[str], None] | None = None
         self._policies: dict[str, PolicyAgent] = {}
+        self._answers_applied: dict[str, int] = {}  # per AI agent, the count of answers applied so far
         self._action = {agent: self.adapter.keymaps[agent].noop for agent in self.agents}
         self._pending: dict[str, PendingInput] = {}
         self._applied_seq = {agent: 0 for agent in self.agents}
@@ -246,7 +248,7 @@ class LiveEnv:
             )
         self._pending.clear()
         if self._policies:
-            self._ai_actions()
+            self._apply_ai_answers()
         record = self.episodes[-1]
         for agent in self.agents:
             record.actions[agent].append(self._action[agent])
@@ -280,17 +282,30 @@ class LiveEnv:
             )
             self.episode += 1
             self._begin_episode()
+        if self._policies:
+            self._show_ai(self._policies.values())
         self._wake_all()
 
-    def _ai_actions(self) -> None:
-        """Each AI-played agent's action for this tick, from the screen it was shown."""
+    def _apply_ai_answers(self) -> None:
+        """Each AI-played agent plays its policy's newest answer; a new one is recorded with the
+        frame it was computed from."""
+        for agent, policy in self._policies.items():
+            self._action[agent] = policy.action
+            if policy.answers != self._answers_applied.get(agent):
+                self._answers_applied[agent] = policy.answers
+                self._client_frame[agent] = policy.observed_frame
+                if self.recorder is not None and policy.observed_frame >= 0:
+                    self.recorder.ai_action(agent, policy.action, policy.observed_frame, policy.latency_s)
+
+    def _show_ai(self, policies: Iterable[PolicyAgent]) -> None:
+        """Show AI agents the newest screen (or RAM); their answers are applied when they arrive."""
         screen = self.latest.screen.pixels
         rgb = None
-        for agent, policy in self._policies.items():
+        for policy in policies:
             if policy.observation == "rgb" and rgb is None:
                 rgb = self.adapter.palette[screen] if self.adapter.palette is not None else screen
             observation = rgb if policy.observation == "rgb" else self.adapter.ram() if policy.observation == "ram" else None
-            self._action[agent] = policy.act(observation)
+            policy.observe(self.latest.frame_id, observation)
 
     def set_controller(self, agent: str, controller: dict, policy: PolicyAgent | None = None) -> None:
         """From the next tick ``agent`` is played by ``policy`` (AI) or, without one, by a participant."""
@@ -300,6 +315,7 @@ class LiveEnv:
         else:
             self._policies[agent] = policy
             self._pending.pop(agent, None)
+            self._show_ai([policy])  # the first answer comes from the screen as it is now
         if self.recorder is not None:
             self.recorder.set_controller(agent, controller, self.latest.screen)
 

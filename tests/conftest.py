@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,25 @@ def ray_session() -> Iterator[None]:
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # never a cluster already running here
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained_policies(ray_session: None) -> None:
+    """The tiny RLlib policies of ``tests.study_envs``, trained by ``policies.train`` (~10 s each)
+    and kept in tests/.cache until the training code changes."""
+    from policies.train import train
+    from tests.study_envs import CHECKPOINTS, INVADERS_PPO, PONG_PPO
+
+    root = Path(__file__).parent.parent
+    sources = [root / "policies" / "train.py", root / "policies" / "atari_agents.py", root / "crowdplay" / "ai" / "atari.py", root / "crowdplay" / "ai" / "rllib.py"]
+    fingerprint = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
+    marker = CHECKPOINTS / "fingerprint"
+    if marker.exists() and marker.read_text() == fingerprint:
+        return
+    for env_id, path in (("Pong", PONG_PPO), ("SpaceInvaders2P", INVADERS_PPO)):
+        shutil.rmtree(path, ignore_errors=True)
+        train(env_id, path, iterations=1, batch=128, minibatch=64)
+    marker.write_text(fingerprint)
 
 
 @pytest.fixture(scope="session")

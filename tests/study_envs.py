@@ -1,11 +1,17 @@
-"""Games a study might configure, registered as a plugin (``Settings.plugins``) in every process of
-the test deployment: two-player Space Invaders with the multi-agent options set in different ways."""
+"""Games and policies a study might configure, registered as a plugin (``Settings.plugins``) in every
+process of the test deployment: two-player Space Invaders with the multi-agent options set in
+different ways, RLlib checkpoints as partners and fallbacks, and policies that misbehave."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 
-from crowdplay.environments import get_env, register_env
+from crowdplay.ai import Policy, register_policy, register_rllib_checkpoint
+from crowdplay.environments import EnvSpec, get_env, register_env
+from crowdplay.environments.parallel_adapter import make_pettingzoo_atari
 
 TEAM = get_env("SpaceInvaders2P")
 
@@ -21,3 +27,60 @@ WITH_TIMEOUT = register_env(
 WITHOUT_FALLBACK = register_env(replace(TEAM, id="TestDuoAlone", reconnect_grace_s=0.5))
 #: One participant with an AI partner that always plays the second cannon.
 WITH_AI_PARTNER = register_env(replace(TEAM, id="TestDuoWithAI", ai_agent_map_always={"second_0": "random"}))
+
+
+# ----------------------------------------------------------------- AI agents (policy actors, RLlib)
+#: Checkpoints the ``trained_policies`` fixture trains once and keeps for later runs.
+CHECKPOINTS = Path(__file__).resolve().parent / ".cache" / "checkpoints"
+#: Single-agent Pong, trained on RLlib's own Atari setup; in two-player Pong it plays the right paddle.
+PONG_PPO = CHECKPOINTS / "pong-ppo"
+#: Two-player Space Invaders, one module per cannon (module ids first_0 and second_0).
+INVADERS_PPO = CHECKPOINTS / "spaceinvaders2p-ppo"
+SMALL_ACTOR = {"num_cpus": 0.25}  # the test cluster has 4 CPUs for everything
+register_rllib_checkpoint("test-pong-ppo", PONG_PPO, **SMALL_ACTOR)
+register_rllib_checkpoint("test-pong-ppo-single", PONG_PPO, batched=False, **SMALL_ACTOR)
+register_rllib_checkpoint("test-invaders-first", INVADERS_PPO, module_id="first_0", **SMALL_ACTOR)
+register_rllib_checkpoint("test-invaders-second", INVADERS_PPO, module_id="second_0", **SMALL_ACTOR)
+
+
+@register_policy("test-slow")
+class SlowPolicy(Policy):
+    """Answers FIRE after 50 ms (three frames): a model too slow for the frame rate."""
+
+    observation = "ram"
+    num_cpus = 0.0
+
+    def compute_action(self, observation: object) -> int:
+        time.sleep(0.05)
+        return 1
+
+
+@register_policy("test-broken")
+class BrokenPolicy(Policy):
+    """Fails on every observation."""
+
+    observation = "ram"
+    num_cpus = 0.0
+
+    def compute_action(self, observation: object) -> int:
+        raise RuntimeError("this model is broken")
+
+
+def _short(env_id: str, module: str, cycles: int = 300) -> EnvSpec:
+    """A two-player game whose episodes end after ``cycles`` frames (five seconds)."""
+    return replace(get_env(env_id), make_env=partial(make_pettingzoo_atari, module, max_cycles=cycles))
+
+
+#: The tiny single-agent RLlib policy plays the right paddle; a participant the left.
+PONG_VS_PPO = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsPPO", ai_agent_map_always={"first_0": "test-pong-ppo"}))
+#: An RLlib module from a multi-agent checkpoint is the participant's partner.
+INVADERS_WITH_PPO = register_env(
+    replace(_short("SpaceInvaders2P", "space_invaders_v2"), id="TestInvadersWithPPO", ai_agent_map_always={"second_0": "test-invaders-second"})
+)
+#: Two participants; whoever leaves is replaced by their cannon's RLlib module.
+INVADERS_PPO_FALLBACK = register_env(
+    replace(
+        TEAM, id="TestInvadersPPOFallback", reconnect_grace_s=0.5,
+        ai_agent_map_fallback={"first_0": "test-invaders-first", "second_0": "test-invaders-second"},
+    )
+)

@@ -94,7 +94,7 @@ def test_recorded_episode_loads_as_arrays_and_replays_exactly(tmp_path):
     assert rgb.shape == (trajectory.steps + 1, 210, 160, 3)
     processed = data.load(info["_id"], observations="atari84").agents["agent_0"].observations
     assert processed.shape == (trajectory.steps + 1, 84, 84, 4) and processed.dtype == np.uint8
-    assert np.array_equal(processed[10, :, :, 2], processed[9, :, :, 3])  # a stack of consecutive frames
+    assert np.array_equal(processed[14, :, :, 2], processed[10, :, :, 3])  # stacked four frames apart, as AtariFB
     store.close()
 
 

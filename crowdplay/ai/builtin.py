@@ -12,6 +12,7 @@ class NoopPolicy(Policy):
     """Always action 0 (ALE's NOOP): an agent that stands still."""
 
     observation = None
+    in_actor = False
 
     def compute_action(self, observation: object) -> int:
         return 0
@@ -22,6 +23,7 @@ class RandomPolicy(Policy):
     """A uniformly random action every frame."""
 
     observation = None
+    in_actor = False
 
     def __init__(self) -> None:
         self._rng = np.random.default_rng()

@@ -45,12 +45,27 @@ class Policy:
     several frames is the policy's own choice. ``observation`` names what the policy is given
     (before its framebuffer, if one is registered for it): ``"rgb"`` for the screen as an
     ``(H, W, 3)`` uint8 array, ``"ram"`` for the console RAM, ``None`` for nothing at all.
-    A policy may also define ``compute_actions(batch)``, which is used when several observations
-    are answered at once.
+    A policy may also define ``compute_actions(batch)`` (a list of observations in, a list of
+    actions out), which is used when several observations are answered at once.
+
+    Policies run in policy actors shared by the games of the whole deployment
+    (``crowdplay.ai.actor``); these class attributes configure them: ``replicas`` actors per
+    policy, each with ``num_cpus`` and ``num_gpus`` (a GPU is used when given), answering the
+    requests that arrive within ``batch_wait_s`` of each other together, up to ``max_batch``
+    (``batched = False`` answers them one ``compute_action`` at a time, for comparison).
+    ``in_actor = False`` runs the policy inside each game's process instead: only for policies so
+    cheap that a remote call would cost more than the answer (the built-in ``noop`` and ``random``).
     """
 
     observation: str | None = "rgb"
     action_space: gym.spaces.Discrete
+    in_actor: bool = True
+    replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_batch: int = 64
+    batched: bool = True
+    batch_wait_s: float = 0.001
 
     def compute_action(self, observation: Any) -> int:
         raise NotImplementedError
@@ -105,8 +120,12 @@ def registered_policies() -> Sequence[str]:
     return sorted(_POLICIES)
 
 
+def policy_class(policy_id: str) -> type[Policy]:
+    return _POLICIES[check_policy(policy_id)]
+
+
 def make_policy(policy_id: str, action_space: gym.spaces.Discrete) -> Policy:
-    policy = _POLICIES[check_policy(policy_id)]()
+    policy = policy_class(policy_id)()
     policy.action_space = action_space
     return policy
 

@@ -13,9 +13,10 @@ that does not.
 
 from __future__ import annotations
 
-#: Subcommand name -> module implementing it. ``policy`` will join here.
+#: Subcommand name -> module implementing it.
 BENCHMARKS: dict[str, str] = {
     "codec": "crowdplay.bench.codec",
     "load": "crowdplay.bench.load",
+    "policy": "crowdplay.bench.policy",
     "store": "crowdplay.bench.store",
 }

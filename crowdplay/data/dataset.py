@@ -183,6 +183,23 @@ class Dataset:
             for step, agent, keys, seq, client_frame, received_at in chunk["inputs"]
         ]
 
+    def ai_actions(self, episode_id: str) -> list[dict]:
+        """Every new answer of an AI agent: the step it was applied from, agent, action, the frame
+        it was computed from and the step that showed it (-1: the episode's start screen), and the
+        policy's answer latency."""
+        answers = []
+        step_of_frame: dict[int, int] = {}  # the screen of frame f is the one after step step_of_frame[f]
+        for chunk in self.chunks(episode_id):
+            step_of_frame.update((int(frame), chunk["first_step"] + index) for index, frame in enumerate(chunk["frame_id"]))
+            for step, agent, action, observed_frame, latency_s in chunk.get("ai_actions", ()):
+                answers.append(
+                    {
+                        "step": chunk["first_step"] + step, "agent": agent, "action": action, "observed_frame": observed_frame,
+                        "observed_step": step_of_frame.get(observed_frame, -1), "latency_s": latency_s,
+                    }
+                )
+        return answers
+
     def held_keys(self, episode_id: str, agent: str) -> list[tuple[str, ...]]:
         """The keys the participant held at each step (from the inputs applied so far)."""
         held: list[tuple[str, ...]] = []

@@ -41,7 +41,7 @@ class Episode:
     env_id: str
     meta: dict[str, Any]
     agents: dict[str, AgentTrajectory]
-    #: ``rgb``, ``palette`` or ``atari84`` (84x84 grayscale, max over 2 frames, stack of 4).
+    #: ``rgb``, ``palette`` or ``atari84`` (AtariFB: 84x84 gray, max over 2 frames, stack of 4).
     observation_format: str = "rgb"
     #: Emulator states recorded mid-episode: step -> state before that step (replays start there).
     snapshots: dict[int, bytes] = field(default_factory=dict)

@@ -26,11 +26,12 @@ ALE_ROMS = os.path.join(os.path.dirname(ale_py.__file__), "roms")
 
 def make_pettingzoo_atari(module: str, **options: Any) -> Any:
     """A two-player Atari parallel env (``module`` like ``space_invaders_v2``), RAM observations,
-    no frame skipping (PettingZoo's Atari envs step one emulator frame per step)."""
+    no frame skipping (PettingZoo's Atari envs step one emulator frame per step); ``options`` go to
+    PettingZoo (``max_cycles=N`` ends each episode after N frames)."""
     import importlib
 
     game = importlib.import_module(f"pettingzoo.atari.{module}")
-    return game.parallel_env(obs_type="ram", auto_rom_install_path=ALE_ROMS, max_cycles=10**9, **options)
+    return game.parallel_env(**{"obs_type": "ram", "auto_rom_install_path": ALE_ROMS, "max_cycles": 10**9, **options})
 
 
 class ParallelEnvAdapter(EnvAdapter):
@@ -75,8 +76,9 @@ class ParallelEnvAdapter(EnvAdapter):
     def step(self, actions: dict[str, int]) -> StepResult:
         live = {agent: int(actions[agent]) for agent in self.env.agents}
         _, rewards, terminations, truncations, _ = self.env.step(live)
-        terminated = not self.env.agents or all(terminations.get(agent, True) for agent in self.agents)
-        truncated = not terminated and any(truncations.get(agent, False) for agent in self.agents)
+        truncated = any(truncations.get(agent, False) for agent in self.agents)
+        # PettingZoo removes the agents of a truncated episode too: only terminations make an ending
+        terminated = all(terminations.get(agent, not truncated) for agent in self.agents) or (not self.env.agents and not truncated)
         return StepResult({agent: float(rewards.get(agent, 0.0)) for agent in self.agents}, bool(terminated), bool(truncated))
 
     def screen(self) -> np.ndarray:

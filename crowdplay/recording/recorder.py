@@ -21,6 +21,10 @@ Chunk columns (``crowdplay.data`` reads them):
   participant had displayed when the action was applied);
 * ``inputs``: every applied input: ``[step, agent, held keys, seq, client_frame, received_at]``
   (wall-clock seconds); the held keys of any step are those of the agent's latest input before it;
+* ``ai_actions``: every new answer of an AI agent's policy: ``[step, agent, action,
+  observed_frame, latency_s]``: applied from ``step`` on, computed from the screen of frame
+  ``observed_frame`` (``client_frame/<agent>`` then holds that frame too), answered ``latency_s``
+  after it was asked;
 * ``controllers``: who played each agent in this chunk (``{"human": true, "participant": ...}``
   or ``{"human": false, "policy": ...}``); a change of controller starts a new chunk;
 * ``start_state``: the emulator state before the chunk's first step, in every chunk whose
@@ -125,6 +129,7 @@ class OpenChunk:
     rewards: list[list[float]] = field(default_factory=list)
     client_frames: list[list[int]] = field(default_factory=list)
     inputs: list[list] = field(default_factory=list)
+    ai_actions: list[list] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.actions = [[] for _ in self.agents]
@@ -265,6 +270,11 @@ class Recorder:
         chunk = self._chunk
         chunk.inputs.append([chunk.steps, agent, list(keys), seq, client_frame, received_at])
 
+    def ai_action(self, agent: str, action: int, observed_frame: int, latency_s: float) -> None:
+        """A policy's new answer, applied at the coming step, computed from frame ``observed_frame``."""
+        chunk = self._chunk
+        chunk.ai_actions.append([chunk.steps, agent, action, observed_frame, round(latency_s, 6)])
+
     # ----------------------------------------------------------------- chunks
     def _open(self, episode_id: str, seq: int, first_step: int, screen: codec.Screen, start_state: bytes | None) -> OpenChunk:
         return OpenChunk(episode_id, seq, first_step, screen, start_state, self.controllers, self.agents)
@@ -300,6 +310,7 @@ class Recorder:
             "truncated": np.asarray(chunk.truncated, dtype=bool),
             "ram": np.frombuffer(b"".join(chunk.rams), dtype=np.uint8).reshape(count, -1) if chunk.rams else None,
             "inputs": chunk.inputs,
+            "ai_actions": chunk.ai_actions,
             "controllers": chunk.controllers,
             "start_state": chunk.start_state,
         }

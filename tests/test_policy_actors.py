@@ -1,0 +1,192 @@
+"""Policies in shared policy actors: batching, failures, a game that never waits for its AI, and
+RLlib policies as partners, opponents and fallbacks of participants, recorded step by step."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import ray
+
+from crowdplay.ai import AtariFB, make_policy
+from crowdplay.ai.actor import policy_actor
+from crowdplay.ai.agent import PolicyAgent
+from crowdplay.ai.remote import PolicyClient
+from crowdplay.client import Participant
+from crowdplay.data import Dataset
+from crowdplay.environments import get_env
+from crowdplay.realtime import LiveEnv
+from crowdplay.recording.chunk import unpack_chunk
+from crowdplay.recording.recorder import Recorder
+from tests.conftest import TEST_SETTINGS, run
+from tests.test_recording_e2e import wait_for_episode
+
+SIX_ACTIONS = 6
+
+
+def atari_observations(count: int) -> list[np.ndarray]:
+    """AtariFB stacks of real Pong screens."""
+    from crowdplay.environments import make_adapter
+
+    adapter = make_adapter(get_env("Pong"))
+    adapter.reset(11)
+    framebuffer = AtariFB()
+    stacks = []
+    for step in range(count * 7):
+        adapter.step({"agent_0": step % 6})
+        stack = framebuffer.push(adapter.palette[adapter.screen()])
+        if step % 7 == 6:
+            stacks.append(stack)
+    return stacks
+
+
+def test_a_policy_actor_answers_concurrent_games_in_batches(trained_policies, settings):
+    actor = policy_actor(settings, "test-pong-ppo", SIX_ACTIONS)
+    ray.get(actor.ready.remote())
+    observations = atari_observations(6)
+    before = ray.get(actor.stats.remote())
+    answers = ray.get([actor.compute.remote(observations[i : i + 3]) for i in range(4)])
+    after = ray.get(actor.stats.remote())
+    expected = make_policy("test-pong-ppo", gym.spaces.Discrete(SIX_ACTIONS)).compute_actions(observations)
+    assert answers == [expected[i : i + 3] for i in range(4)]  # each game gets its own observations' answers
+    assert after["requests"] - before["requests"] == 4 and after["actions"] - before["actions"] == 12
+    assert after["batches"] - before["batches"] < 4  # requests arriving together were answered together
+    assert after["batched"]
+
+    one_at_a_time = policy_actor(settings, "test-pong-ppo-single", SIX_ACTIONS)
+    assert ray.get(one_at_a_time.compute.remote(observations)) == expected
+    stats = ray.get(one_at_a_time.stats.remote())
+    assert not stats["batched"] and stats["actions"] == stats["batches"] == 6
+    ray.kill(one_at_a_time)
+
+
+def test_a_failing_policy_answers_no_action_and_its_actor_survives(settings):
+    actor = policy_actor(settings, "test-broken", SIX_ACTIONS)
+    assert ray.get(actor.compute.remote([np.zeros(128, np.uint8)] * 2)) == [None, None]
+    assert ray.get(actor.compute.remote([np.zeros(128, np.uint8)])) == [None]
+    assert ray.get(actor.stats.remote())["failures"] == 2
+
+    async def scenario():
+        live = LiveEnv(get_env("SpaceInvaders"), 1, settings)
+        agent = PolicyAgent("test-broken", live.adapter.action_space("agent_0"), 0, PolicyClient(settings))
+        live.set_controller("agent_0", agent.controller, agent)
+        live.start()
+        await asyncio.sleep(0.5)
+        live.stop("done")
+        return live
+
+    live = run(scenario())
+    assert live.ticks >= 20 and live.stopped == "done"  # the game went on, playing the no-op
+    assert set(live.episodes[-1].actions["agent_0"]) == {0}
+
+
+def test_a_game_never_waits_for_a_slow_policy(settings):
+    """The policy takes 50 ms (three frames): the game keeps 60 fps, plays the newest answer, and
+    the recording says from which frame each answer was computed and from which step it played."""
+    chunks = []
+
+    async def deliver(episode_id, seq, blob, steps, fields):
+        chunks.append(unpack_chunk(blob))
+
+    async def scenario():
+        ray.get(policy_actor(settings, "test-slow", SIX_ACTIONS).ready.remote())  # started: not measuring its boot
+        recorder = Recorder("slow-ai", ("agent_0",), deliver, 30, {"agent_0": {"human": True, "participant": None}})
+        live = LiveEnv(get_env("Pong"), 1, settings, recorder=recorder)
+        agent = PolicyAgent("test-slow", live.adapter.action_space("agent_0"), 0, PolicyClient(settings))
+        live.set_controller("agent_0", agent.controller, agent)
+        live.start()
+        started = time.monotonic()
+        await asyncio.sleep(2.0)
+        live.stop("done")
+        elapsed = time.monotonic() - started
+        await asyncio.sleep(0.5)  # the last chunks are delivered
+        return live, agent, elapsed
+
+    live, agent, elapsed = run(scenario())
+    assert live.ticks >= 0.9 * 60 * elapsed and live.ticks_late <= 6  # the frame rate held
+    rows = [(chunk["first_step"], chunk["frame_id"], row) for chunk in chunks for row in chunk["ai_actions"]]
+    assert 15 <= len(rows) <= 45  # one answer per ~50 ms, not one per frame
+    assert agent.skipped >= 60  # frames observed while the previous request was out
+    for first_step, frame_ids, (step, agent_id, action, observed_frame, latency_s) in rows:
+        assert agent_id == "agent_0" and action == 1 and latency_s >= 0.05
+        assert frame_ids[step] - observed_frame >= 3  # applied three or more frames after the frame it saw
+    actions = np.concatenate([chunk["action/agent_0"] for chunk in chunks])
+    first_answer = next(chunk["first_step"] + chunk["ai_actions"][0][0] for chunk in chunks if chunk["ai_actions"])
+    assert set(actions[:first_answer]) == {0} and set(actions[first_answer:]) == {1}  # no-op until the first answer
+
+
+async def play_until_episode_end(player: Participant, keys: list[set[str]]) -> dict:
+    """Play pressing ``keys`` in turn every 20 frames until the episode ends; returns ``episode_end``."""
+    ended = asyncio.ensure_future(player.wait_for_event("episode_end", timeout=30))
+    frames = 0
+    while not ended.done():
+        await player.next_frame()
+        frames += 1
+        if frames % 20 == 0:
+            await player.press(keys[(frames // 20) % len(keys)])
+    return ended.result()
+
+
+@pytest.mark.parametrize(
+    ("env_id", "ai_agent", "policy_id"),
+    [
+        ("TestPongVsPPO", "first_0", "test-pong-ppo"),  # single-agent RLlib Atari policy as the opponent
+        ("TestInvadersWithPPO", "second_0", "test-invaders-second"),  # a multi-agent checkpoint's module as the partner
+    ],
+)
+def test_a_participant_plays_a_full_episode_with_an_rllib_agent(trained_policies, base_url, manager, env_id, ai_agent, policy_id):
+    ray.get(policy_actor(TEST_SETTINGS, policy_id, SIX_ACTIONS).ready.remote())  # the model is loaded before play
+
+    async def scenario():
+        async with await Participant.join(base_url, env_id) as player:
+            await player.wait_for_event("play")
+            end = await play_until_episode_end(player, [{"ArrowUp"}, {"ArrowLeft", "Space"}, set()])
+            return player.session, player.hello, end
+
+    session, hello, end = run(scenario())
+    assert hello["agent"] != ai_agent and hello["humans"] == [hello["agent"]]
+    assert end["truncated"] and end["steps"] == 300
+    data = Dataset.open(TEST_SETTINGS.store_uri)
+    document = wait_for_episode(data, session["game_id"], "complete")
+    assert document["policies"] == [policy_id] and not document["human_only"]
+    assert document["controllers"][ai_agent] == {"human": False, "policy": policy_id}
+    episode = data.load(document["_id"], observations=None)
+    answers = [answer for answer in data.ai_actions(document["_id"]) if answer["agent"] == ai_agent]
+    assert len(answers) >= 100  # most frames of the 300 got a fresh answer
+    actions = episode.agents[ai_agent].actions
+    assert len(actions) == 300
+    for answer, following in zip(answers, answers[1:] + [{"step": len(actions)}]):
+        assert answer["observed_step"] < answer["step"]  # computed from a screen shown before it played
+        assert set(actions[answer["step"] : following["step"]]) == {answer["action"]}  # played until the next answer
+    assert set(actions[: answers[0]["step"]]) <= {0}  # the no-op until the first answer
+    data.close()
+
+
+def test_an_rllib_fallback_takes_over_when_a_participant_leaves(trained_policies, base_url, manager):
+    ray.get(policy_actor(TEST_SETTINGS, "test-invaders-second", SIX_ACTIONS).ready.remote())
+
+    async def scenario():
+        stayer = await Participant.join(base_url, "TestInvadersPPOFallback")
+        leaver = await Participant.join(base_url, "TestInvadersPPOFallback")
+        await stayer.wait_for_event("play")
+        for _ in range(30):
+            await stayer.next_frame()
+        await leaver.close()
+        took_over = await stayer.wait_for_event("player", status="ai")
+        for _ in range(120):
+            await stayer.next_frame()
+        await stayer.close()
+        return stayer.session, leaver.hello["agent"], took_over
+
+    session, left_agent, took_over = run(scenario())
+    policy_id = {"first_0": "test-invaders-first", "second_0": "test-invaders-second"}[left_agent]
+    assert took_over["agent"] == left_agent and took_over["policy"] == policy_id
+    data = Dataset.open(TEST_SETTINGS.store_uri)
+    document = wait_for_episode(data, session["game_id"], "interrupted")
+    assert policy_id in document["policies"]
+    answers = [answer for answer in data.ai_actions(document["_id"]) if answer["agent"] == left_agent]
+    assert len(answers) >= 30 and all(answer["observed_step"] < answer["step"] for answer in answers)
+    data.close()
