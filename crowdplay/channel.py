@@ -3,9 +3,7 @@
 Ray actor calls and streaming generators cost ~1 ms of CPU per item on each side, which at 60 fps
 per participant is most of a core for a handful of sessions. Frames and inputs therefore move over
 one TCP connection per participant, opened by the ingress to an address the EnvActor hands out
-through Ray; Ray keeps placement, lifecycle and control. The wire is simple framing:
-
-    message = kind:u8  length:u32  payload        (little-endian)
+through Ray; Ray keeps placement, lifecycle and control. Messages are framed by ``crowdplay.wire``:
 
     server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)
     client -> server   HELLO (JSON {"secret", "agent", "session"}, first)   ACK (empty)   INPUT (JSON)
@@ -22,37 +20,17 @@ import contextlib
 import hmac
 import json
 import logging
-import struct
 from collections.abc import AsyncIterator
 
 from crowdplay import protocol
 from crowdplay.environments import InvalidAction
 from crowdplay.lineup import Lineup, SeatUnavailable
 from crowdplay.realtime import SessionEnded, Subscriber
+from crowdplay.wire import ChannelClosed, read_message, write_message
 
 log = logging.getLogger(__name__)
 
 FRAME, TEXT, HELLO, ACK, INPUT = range(5)
-HEADER = struct.Struct("<BI")
-MAX_PAYLOAD = 1 << 24
-
-
-class ChannelClosed(ConnectionError):
-    """The other side closed the channel."""
-
-
-async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    try:
-        kind, length = HEADER.unpack(await reader.readexactly(HEADER.size))
-        if length > MAX_PAYLOAD:
-            raise ChannelClosed(f"channel message of {length} bytes exceeds {MAX_PAYLOAD}")
-        return kind, await reader.readexactly(length)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        raise ChannelClosed("the channel closed") from None
-
-
-def write_message(writer: asyncio.StreamWriter, kind: int, payload: bytes = b"") -> None:
-    writer.write(HEADER.pack(kind, len(payload)) + payload)
 
 
 class ChannelServer:

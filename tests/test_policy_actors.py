@@ -190,3 +190,60 @@ def test_an_rllib_fallback_takes_over_when_a_participant_leaves(trained_policies
     answers = [answer for answer in data.ai_actions(document["_id"]) if answer["agent"] == left_agent]
     assert len(answers) >= 30 and all(answer["observed_step"] < answer["step"] for answer in answers)
     data.close()
+
+
+def test_a_policy_line_refuses_strangers_and_garbage_and_the_actor_keeps_answering(settings):
+    from crowdplay.ai.line import HELLO, REQUEST, PolicyLine
+    from crowdplay.wire import read_message, write_message
+
+    actor = policy_actor(settings, "test-slow", SIX_ACTIONS)
+    host, port, secret = ray.get(actor.address.remote())
+
+    async def scenario():
+        closed = []
+        for hello, request in ((b"wrong secret", b""), (secret.encode(), b"\x00\x00\x00\x00not msgpack \xc1")):
+            reader, writer = await asyncio.open_connection(host, port)
+            write_message(writer, HELLO, hello)
+            write_message(writer, REQUEST, request)
+            try:
+                await asyncio.wait_for(read_message(reader), timeout=5)
+            except ConnectionError:
+                closed.append(True)
+            writer.close()
+        line = await PolicyLine(host, port, secret).connect()
+        answer = await line.call([np.zeros(128, np.uint8), np.ones(128, np.uint8)])
+        line.close()
+        return closed, answer
+
+    closed, answer = run(scenario())
+    assert closed == [True, True]  # both connections were closed without an answer
+    assert answer == [1, 1]
+
+
+def test_agents_play_the_no_op_while_their_policy_actor_is_down_and_resume_after_its_restart(settings, monkeypatch):
+    from crowdplay.ai import remote
+
+    monkeypatch.setattr(remote, "RETRY_S", 0.5)
+    actor = policy_actor(settings, "test-slow", SIX_ACTIONS)
+    ray.get(actor.ready.remote())
+
+    async def scenario():
+        live = LiveEnv(get_env("SpaceInvaders"), 1, settings)
+        agent = PolicyAgent("test-slow", live.adapter.action_space("agent_0"), 0, PolicyClient(settings))
+        live.set_controller("agent_0", agent.controller, agent)
+        live.start()
+        await asyncio.sleep(1.0)
+        before = agent.answers
+        ray.kill(actor, no_restart=False)  # Ray restarts it (max_restarts=-1)
+        await asyncio.sleep(0.3)
+        during = agent.action
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (agent.action == 1 and agent.latency_s > 0):
+            await asyncio.sleep(0.1)
+        resumed = agent.action
+        live.stop("done")
+        return before, during, resumed, live
+
+    before, during, resumed, live = run(scenario())
+    assert before >= 5 and during == 0 and resumed == 1  # answers, the no-op while down, answers again
+    assert live.ticks_late <= 10

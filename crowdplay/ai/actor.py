@@ -9,13 +9,16 @@ the actor keeps receiving requests meanwhile.
 
 The actors are named per policy, action count and replica, detached, created on first use by
 whichever process needs them (Ray's ``get_if_exists`` makes that race-free) and restarted by Ray
-if they die; callers never wait on them for a frame (``crowdplay.ai.remote``).
+if they die; callers never wait on them for a frame (``crowdplay.ai.remote``). Game processes send
+their requests over a policy line (``crowdplay.ai.line``), a socket to this actor, rather than as
+Ray calls; ``compute`` answers both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +28,7 @@ import gymnasium as gym
 import ray
 from ray.actor import ActorHandle
 
+from crowdplay.ai.line import PolicyLineServer
 from crowdplay.ai.registry import Policy, make_policy, policy_class
 from crowdplay.config import Settings
 from crowdplay.plugins import load_plugins
@@ -49,9 +53,19 @@ class PolicyActor:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._failures = 0
         self.counters = {"requests": 0, "actions": 0, "batches": 0, "inference_s": 0.0, "failures": 0}
+        self._line: PolicyLineServer | None = None
+        self._address: tuple[str, int, str] | None = None
 
     async def ready(self) -> str:
         return self.policy_id
+
+    async def address(self) -> tuple[str, int, str]:
+        """Where game processes connect their policy line (``crowdplay.ai.line``): host, port, secret."""
+        if self._address is None:
+            self._line = PolicyLineServer(self.compute, secrets.token_urlsafe(24))
+            host = ray.util.get_node_ip_address()
+            self._address = (host, await self._line.start(host), self._line.secret)
+        return self._address
 
     async def compute(self, observations: list[Any]) -> list[int | None]:
         """Actions for ``observations`` (None where the policy failed: the caller plays its no-op)."""

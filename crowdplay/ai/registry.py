@@ -65,7 +65,7 @@ class Policy:
     num_gpus: float = 0.0
     max_batch: int = 64
     batched: bool = True
-    batch_wait_s: float = 0.001
+    batch_wait_s: float = 0.0
 
     def compute_action(self, observation: Any) -> int:
         raise NotImplementedError

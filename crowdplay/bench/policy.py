@@ -13,7 +13,11 @@ Per configuration (``--sessions`` counts, batched or one-at-a-time) it reports:
 * ``actions_per_s``: answers per second over all sessions (60 x sessions when every frame is answered);
 * ``p50_ms`` / ``p99_ms``: time from sending an observation to its answer arriving in the host;
 * ``answered_fraction``: frames answered out of frames shown (the rest were skipped);
-* ``mean_batch``: observations per model call in the actor.
+* ``mean_batch``: observations per model call in the actor;
+* ``actor_busy``: the fraction of the actor's core spent in the model.
+
+The target: 20 sessions with every frame answered (``answered_fraction`` >= 0.999, i.e. >= 1,199
+of the 1,200 actions/s they ask for) and ``p99_ms`` under one frame (16.7 ms).
 
 ``saturated`` drives the batched actor flat out (every answer immediately followed by the next
 request of ``--sessions`` observations): the capacity of one core.
@@ -165,6 +169,7 @@ def measure(policy_id: str, sessions: int, per_host: int, warmup_s: float, secon
         "p99_ms": round(float(np.percentile(latencies, 99)), 2) if answered else None,
         "answered_fraction": round(answered / max(1, shown), 4),
         "mean_batch": round((after["actions"] - before["actions"]) / batches, 2),
+        "actor_busy": round((after["inference_s"] - before["inference_s"]) / elapsed, 3),
         "ticks_late": sum(result["ticks_late"] for result in results),
     }
 
@@ -192,19 +197,19 @@ def run(args: argparse.Namespace) -> dict:
         result["saturated"] = saturate(max(counts), args.seconds)
         twenty = result["batched"].get("20")
         if twenty is not None:
-            result["target_met"] = twenty["actions_per_s"] >= 1200 * 0.99 and twenty["p99_ms"] < 1000 / 60
+            result["target_met"] = twenty["answered_fraction"] >= 0.999 and twenty["actions_per_s"] >= 1199 and twenty["p99_ms"] < 1000 / 60
         return result
     finally:
         ray.shutdown()
 
 
 def summarize(result: dict) -> str:
-    lines = [f"{'mode':<10} {'sessions':>8} {'actions/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'answered':>9} {'batch':>6}"]
+    lines = [f"{'mode':<10} {'sessions':>8} {'actions/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'answered':>9} {'batch':>6} {'busy':>6}"]
     for mode in ("batched", "unbatched"):
         for count, row in result[mode].items():
             lines.append(
                 f"{mode:<10} {count:>8} {row['actions_per_s']:>10} {row['p50_ms']:>8} {row['p99_ms']:>8} "
-                f"{row['answered_fraction']:>9} {row['mean_batch']:>6}"
+                f"{row['answered_fraction']:>9} {row['mean_batch']:>6} {row['actor_busy']:>6}"
             )
     lines.append(f"saturated: {result['saturated']['actions_per_s']} actions/s in batches of {result['saturated']['batch']}")
     return "\n".join(lines)
