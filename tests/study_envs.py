@@ -55,6 +55,13 @@ class SlowPolicy(Policy):
         return 1
 
 
+@register_policy("test-slow-pair")
+class SlowPair(SlowPolicy):
+    """Served by two actors."""
+
+    replicas = 2
+
+
 @register_policy("test-broken")
 class BrokenPolicy(Policy):
     """Fails on every observation."""

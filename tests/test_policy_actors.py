@@ -247,3 +247,23 @@ def test_agents_play_the_no_op_while_their_policy_actor_is_down_and_resume_after
     before, during, resumed, live = run(scenario())
     assert before >= 5 and during == 0 and resumed == 1  # answers, the no-op while down, answers again
     assert live.ticks_late <= 10
+
+
+def test_a_policy_with_two_replicas_gets_two_actors_sharing_its_agents(settings):
+    async def scenario():
+        client = PolicyClient(settings)
+        client.prepare("test-slow-pair", SIX_ACTIONS)  # both replicas start while the game waits
+        agents = [PolicyAgent("test-slow-pair", gym.spaces.Discrete(SIX_ACTIONS), 0, client) for _ in range(12)]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(agent.action == 1 for agent in agents):
+            for frame, agent in enumerate(agents):
+                agent.observe(frame, np.zeros(128, np.uint8))
+            await asyncio.sleep(0.05)
+        return agents
+
+    agents = run(scenario())
+    assert all(agent.action == 1 for agent in agents)
+    assert {agent.replica for agent in agents} == {0, 1}
+    replicas = [ray.get_actor(f"policy/test-slow-pair/{SIX_ACTIONS}/{replica}", namespace=settings.namespace) for replica in (0, 1)]
+    served = [ray.get(actor.stats.remote())["actions"] for actor in replicas]
+    assert all(count > 0 for count in served)

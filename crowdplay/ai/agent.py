@@ -10,7 +10,6 @@ was computed from, so the recording can tell when each AI action was computed an
 from __future__ import annotations
 
 import logging
-import random
 import sys
 from typing import Any
 
@@ -36,7 +35,7 @@ class PolicyAgent:
         self.action_count = int(action_space.n)
         self.client = client if cls.in_actor else None
         self.local = make_policy(policy_id, action_space) if self.client is None else None
-        self.replica = random.randrange(max(1, cls.replicas))
+        self.replica = self.client.assign_replica(policy_id) if self.client is not None else 0
         #: the newest answer and the frame it was computed from (-1: none yet, the no-op plays)
         self.action = noop
         self.observed_frame = -1

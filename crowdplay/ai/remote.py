@@ -43,6 +43,13 @@ class PolicyClient:
         self._flush_scheduled = False
         self._calls: set[asyncio.Task] = set()
         self._failed_calls = 0
+        self._assigned: dict[str, int] = {}
+
+    def assign_replica(self, policy_id: str) -> int:
+        """The replica to serve a new agent of ``policy_id``: each in turn, so they share the load."""
+        count = self._assigned.get(policy_id, 0)
+        self._assigned[policy_id] = count + 1
+        return count % max(1, policy_class(policy_id).replicas)
 
     def prepare(self, policy_id: str, action_count: int) -> None:
         """Start (or find) every replica of a policy before a game needs it: loading a model takes seconds."""
