@@ -14,10 +14,12 @@ PYTEST_ARGS ?=
 run: $(INSTALLED)
 	$(PY) -m crowdplay serve
 
-# tests/cluster starts its own multi-node Ray cluster, so it runs in a second pytest process.
+# tests/cluster (its own multi-node Ray cluster) and tests/study (a deployment running a study)
+# each run in a pytest process of their own.
 test: $(INSTALLED) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
+	$(PY) -m pytest $(PYTEST_ARGS) tests/study
 
 install: $(INSTALLED)
 

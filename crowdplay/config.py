@@ -51,6 +51,8 @@ class Settings:
     store_timeout_s: float = 5.0
     #: Record play (off only for benchmarks that measure the cost of recording).
     record: bool = True
+    #: The researcher dashboard's token (/admin, /metrics); a study's ``admin_token`` wins. Empty: off.
+    admin_token: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":

@@ -26,6 +26,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import ray
 from ray.actor import ActorHandle
 
@@ -173,6 +174,21 @@ class EnvActor:
         """Every hosted game with its seats (for the EnvsManager and operators)."""
         return {game_id: {"env_id": hosted.live.spec.id, **hosted.lineup.describe()} for game_id, hosted in self.games.items()}
 
+    async def statistics(self, key: str, session_id: str) -> dict:
+        """A seated participant's statistics so far ({} if not seated here)."""
+        return self._game(key).lineup.statistics(session_id)
+
+    async def finish(self, key: str, session_id: str) -> dict:
+        """The participant finished playing: give up their seat now; their final statistics."""
+        return self._game(key).lineup.finish(session_id)
+
+    async def timing(self) -> dict:
+        """Histogram counts of this process's tick intervals and input apply delays (ms), on the
+        fixed edges of ``TIMING_EDGES_MS``, for the dashboard."""
+        intervals = [interval * 1000 for clock in self.clocks.all() for interval in clock.intervals]
+        delays = [entry["apply_delay_s"] * 1000 for hosted in self.games.values() for entry in list(hosted.live.input_log)[-INPUTS_SAMPLED:]]
+        return {name: np.histogram(samples, bins=TIMING_EDGES_MS[name])[0].tolist() for name, samples in (("frame_interval_ms", intervals), ("input_latency_ms", delays))}
+
     async def stop(self, key: str, reason: str) -> None:
         """End one game: its participants get ``end``; its channel stops accepting connections."""
         try:
@@ -181,6 +197,29 @@ class EnvActor:
             return
         hosted.lineup.end(reason)
         hosted.channel.close()
+
+
+#: Bucket edges (ms) of the dashboard's histograms; the last bucket is open-ended.
+TIMING_EDGES_MS = {
+    "frame_interval_ms": [0, 5, 10, 14, 15.5, 16.2, 17.2, 18, 20, 25, 33.4, 50, 100, 1e9],
+    "input_latency_ms": [0, 1, 2, 4, 6, 8, 10, 12, 16.7, 20, 33.4, 50, 100, 1e9],
+}
+#: Recent inputs per game in the input-latency histogram.
+INPUTS_SAMPLED = 1000
+
+
+def merge_timings(timings: list[dict]) -> dict:
+    """Several processes' ``EnvActor.timing`` summed, with edges and estimated p50/p99 (bucket upper edges)."""
+    merged = {}
+    for name, edges in TIMING_EDGES_MS.items():
+        counts = np.sum([timing[name] for timing in timings if name in timing], axis=0) if timings else np.zeros(len(edges) - 1)
+        counts = np.asarray(counts, dtype=np.int64)
+        total = int(counts.sum())
+        cumulative = np.cumsum(counts)
+        shown_edges = [*edges[:-1], edges[-2] * 2]  # the open-ended last bucket, drawn twice as wide
+        quantile = lambda q: float(shown_edges[int(np.searchsorted(cumulative, q * total)) + 1]) if total else None  # noqa: E731
+        merged[name] = {"edges": shown_edges, "counts": counts.tolist(), "p50": quantile(0.5), "p99": quantile(0.99), "samples": total}
+    return merged
 
 
 def env_actor_resources(settings: Settings) -> dict[str, float]:

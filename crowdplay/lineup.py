@@ -12,8 +12,13 @@ that agent and the others play on; without a fallback the game ends for everyone
 that says why. In the waiting room the seat simply opens again. A seat whose participant never
 connects is given up after ``connect_timeout_s``.
 
+Each participant's play statistics (the task's, ``crowdplay.study``) are kept from the moment they
+take a seat, streamed to their page about once a second (``stats``: values, progress toward each
+requirement, the estimated bonus) and reported with the seat when they leave or the game ends.
+
 The lineup decides; it reports what the EnvsManager must know (seats freed, the game closed to
-newcomers, the game ended) through ``on_event``. Nothing here touches Ray.
+newcomers, the game ended, each leaving participant's statistics) through ``on_event``. Nothing
+here touches Ray.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.config import Settings
 from crowdplay.realtime import LiveEnv, Subscriber
+from crowdplay.statistics import StatisticsTracker
+from crowdplay.study import Task, current_study
 
 WAITING, COUNTDOWN, PLAYING, ENDED = "waiting", "countdown", "playing", "ended"
 
@@ -71,6 +78,8 @@ class Lineup:
 
     def __post_init__(self) -> None:
         spec = self.live.spec
+        self.task: Task = current_study().task_for(spec.id)
+        self.live.on_statistics = self._stream_statistics
         self.seats = {agent: Seat(agent) for agent in self.live.agents}
         if self.policies is not None:  # models load while the game waits for its players
             for agent, policy_id in {**spec.ai_agent_map_fallback, **spec.ai_agent_map_always}.items():
@@ -99,6 +108,7 @@ class Lineup:
             raise SeatUnavailable(f"seat {agent!r} is not open")
         seat.session_id = session_id
         self.live.set_controller(agent, controller)
+        self.live.trackers[agent] = StatisticsTracker(self.task.statistics, self.live.spec.fps, list(self.live.agents).index(agent))
         if self.live.recorder is not None:
             self.live.recorder.describe_agent(agent, details)
         self._give_up_after(seat, self.settings.connect_timeout_s, "you did not connect in time")
@@ -157,9 +167,10 @@ class Lineup:
         if session_id is None or seat.subscriber is not None or self.phase == ENDED:
             return
         seat.session_id = None
+        statistics = self._statistics_of(seat.agent, forget=True)
         fallback = self.live.spec.ai_agent_map_fallback.get(seat.agent)
         if self.phase == WAITING:
-            self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": True, "reason": reason})
+            self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": True, "reason": reason, "statistics": statistics})
             if not self.humans():
                 self.end("everyone left the waiting room")
             else:
@@ -168,7 +179,7 @@ class Lineup:
         if fallback is None:
             self.end(f"the participant playing {seat.agent} left the game and no AI can take their place")
             return
-        self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason})
+        self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason, "statistics": statistics})
         self._hand_to_ai(seat, fallback)
         self.live.announce(protocol.text("player", agent=seat.agent, status="ai", policy=fallback))
         if not self.humans():
@@ -235,11 +246,48 @@ class Lineup:
     def _stopped(self, reason: str) -> None:
         """However the LiveEnv stopped (ended here, by the manager, or its environment failed)."""
         self.phase = ENDED
+        statistics = {}
         for seat in self.seats.values():
             self._cancel(seat)
+            if seat.session_id is not None:
+                statistics[seat.session_id] = self._statistics_of(seat.agent)
         if self._timeout is not None:
             self._timeout.cancel()
-        self.on_event({"event": "ended", "reason": reason})
+        self.on_event({"event": "ended", "reason": reason, "statistics": statistics})
+
+    # ----------------------------------------------------------------- statistics
+    def statistics(self, session_id: str) -> dict:
+        """A seated participant's statistics so far (empty if the session sits nowhere here)."""
+        seat = next((seat for seat in self.seats.values() if seat.session_id == session_id), None)
+        return self._statistics_of(seat.agent) if seat is not None else {}
+
+    def _statistics_of(self, agent: str, forget: bool = False) -> dict:
+        tracker = self.live.trackers.pop(agent, None) if forget else self.live.trackers.get(agent)
+        if tracker is None:
+            return {}
+        return {"values": tracker.values(), "episode": tracker.episode_values(), "episodes": tracker.episodes}
+
+    def _stream_statistics(self) -> None:
+        """Each connected participant's statistics, progress and estimated bonus, to their page."""
+        for seat in self.seats.values():
+            tracker = self.live.trackers.get(seat.agent)
+            if tracker is None or seat.subscriber is None:
+                continue
+            values = tracker.values()
+            self.live.tell(seat.subscriber, protocol.text("stats", **self.task.summary(values), episode=tracker.episode_values()))
+
+    def finish(self, session_id: str) -> dict:
+        """The participant is done playing: their seat is given up at once (to the fallback, or the
+        game ends); returns their final statistics."""
+        seat = next((seat for seat in self.seats.values() if seat.session_id == session_id), None)
+        if seat is None:
+            return {}
+        statistics = self._statistics_of(seat.agent)
+        if seat.subscriber is not None:
+            self.live.dismiss(seat.subscriber, protocol.text("end", reason="you finished playing"))
+            seat.subscriber = None
+        self._give_up(seat, "finished")
+        return statistics
 
     def describe(self) -> dict:
         return {"phase": self.phase, "seats": {agent: seat.status for agent, seat in self.seats.items()}}

@@ -20,19 +20,27 @@ import hmac
 import secrets
 import time
 import uuid
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 
 import ray
 from ray.actor import ActorHandle
 
+from crowdplay.assignments import AssignmentBook, BadToken, UnknownSession
 from crowdplay.config import Settings
-from crowdplay.env_actor import UnknownHostedSession, spawn_env_actor
+from crowdplay.env_actor import UnknownHostedSession, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.plugins import load_plugins
 from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.writer import get_or_create_writer
+from crowdplay.study import current_study
+
+__all__ = ["BadToken", "EnvsManager", "TaskClosed", "UnknownSession", "get_or_create_manager"]
+
+
+class TaskClosed(PermissionError):
+    """The task takes no new participants now (not open yet, over, or at its target)."""
 
 #: Seconds between stopping a session and retiring an emptied EnvActor process.
 ACTOR_RETIRE_DELAY_S = 0.5
@@ -44,16 +52,8 @@ SEAT_ATTEMPTS = 10
 RECENT_ENVS = 3
 
 
-class UnknownSession(LookupError):
-    """No session with this id (never created, or already ended)."""
-
-
 class RecordingUnavailable(RuntimeError):
     """The recording store has never been reachable, so a participant id cannot be stored safely."""
-
-
-class BadToken(PermissionError):
-    """The token does not belong to the session."""
 
 
 #: A seat the manager no longer offers because AI plays it.
@@ -127,6 +127,8 @@ class EnvsManager:
         self._human_agents: dict[str, list[str]] = {}
         self._writer: ActorHandle | None = None
         self._pseudonym_key: bytes | None = None
+        self.book = AssignmentBook(self._store)
+        self._book_loaded = False
 
     async def ready(self) -> bool:
         """Fill the warm pool and bring the TrajectoryWriter up before the first participant, so
@@ -135,7 +137,21 @@ class EnvsManager:
         if self.settings.record and self._writer is None:
             self._writer = get_or_create_writer(self.settings)
             await self._writer.stats.remote()
+        await self._load_book()
         return True
+
+    async def _store(self, method: str, *args: object) -> object:
+        if self._writer is None:
+            self._writer = get_or_create_writer(self.settings)
+        return await getattr(self._writer, method).remote(*args)
+
+    async def _load_book(self) -> None:
+        if not self._book_loaded and self.settings.record:
+            try:
+                await self.book.load()
+                self._book_loaded = True
+            except Exception:  # the store is down: completions counted from now on; retried next time
+                pass
 
     # ----------------------------------------------------------------- placement and warm pool
     def _empty_hosts(self) -> list[Host]:
@@ -215,7 +231,18 @@ class EnvsManager:
         pseudonym), ``params`` (the page's URL parameters), ``user_agent``, ``consented_at``.
         A participant who already has a seat in a game of ``env_id`` (a second tab) gets that seat
         back with a new token; their other tab is told it was replaced when this one connects."""
+        study = current_study()
+        await self._load_book()
+        if env_id == "auto":
+            task = study.choose_task(self.book.completed, time.time())
+            if task is None:
+                raise TaskClosed("no task takes new participants right now")
+            env_id = task.id
         spec = get_env(env_id)  # raises UnknownEnvironment before any actor is touched
+        if env_id in study.tasks:
+            closed = study.tasks[env_id].closed_reason(self.book.completed[env_id], time.time())
+            if closed is not None:
+                raise TaskClosed(f"task {env_id!r}: {closed}")
         participant = dict(participant or {})
         session_id = uuid.uuid4().hex
         raw_id = participant.pop("id", None)
@@ -224,6 +251,8 @@ class EnvsManager:
             seated = next((e for e in self.sessions.values() if e.participant == pseudonym and e.game.env_id == env_id), None)
             if seated is not None:
                 seated.token = secrets.token_urlsafe(24)
+                if seated.session_id in self.book.assignments:
+                    self.book.assignments[seated.session_id].token = seated.token
                 return seated.answer()
         controller = {"human": True, "participant": pseudonym}
         details = {**participant, "participant": pseudonym, "created_at": time.time()}
@@ -253,7 +282,11 @@ class EnvsManager:
                     raise
         entry = SessionEntry(session_id, secrets.token_urlsafe(24), game, agent, pseudonym)
         self.sessions[session_id] = entry
-        return entry.answer()
+        assignment = self.book.open(session_id, env_id, pseudonym, participant.get("params", {}), entry.token)
+        assignment.statistics = {"values": {}}
+        if self.settings.record:
+            asyncio.get_running_loop().create_task(self._save_quietly(assignment))
+        return {**entry.answer(), "task_id": env_id}
 
     async def _reserve(self, spec: EnvSpec, session_id: str) -> tuple[Game, str]:
         """Reserve an open seat for ``session_id``: in a joinable game of ``spec``, else in a new
@@ -306,8 +339,26 @@ class EnvsManager:
             if game.seats and game.seats.get(agent) == session_id:
                 game.seats[agent] = None if event["reopened"] else AI_SEAT
             self.sessions.pop(session_id, None)
+            await self._final_statistics({session_id: event.get("statistics", {})})
         elif event["event"] == "ended":
             self._drop_game(game_id)
+            await self._final_statistics(event.get("statistics", {}))
+
+    async def _final_statistics(self, by_session: dict[str, dict]) -> None:
+        for session_id, statistics in by_session.items():
+            assignment = self.book.assignments.get(session_id)
+            if assignment is not None and statistics:
+                assignment.statistics = statistics
+                if assignment.finished_at is None:
+                    assignment.finished_at = time.time()
+                await self._save_quietly(assignment)
+
+    async def _save_quietly(self, assignment) -> None:
+        """Persist an assignment; a store outage is retried at the next change (memory keeps it)."""
+        try:
+            await self.book.save(assignment)
+        except Exception:
+            pass
 
     def _drop_game(self, game_id: str) -> None:
         """Forget a game that ended, with its participants' sessions, and free its host slot."""
@@ -341,6 +392,146 @@ class EnvsManager:
         if not hmac.compare_digest(entry.token.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
         return entry.agent, entry.game.info, entry.game.channel
+
+    # ----------------------------------------------------------------- the study (assignments)
+    async def _fresh(self, session_id: str, token: str):
+        """The session's assignment with its statistics as of now (asked from its game if it plays)."""
+        assignment = self.book.get(session_id, token)
+        entry = self.sessions.get(session_id)
+        if entry is not None and entry.game.host is not None:
+            try:
+                statistics = await entry.game.host.actor.statistics.remote(entry.game.game_id, session_id)
+            except (ray.exceptions.RayActorError, UnknownHostedSession):
+                statistics = {}
+            if statistics:
+                assignment.statistics = statistics
+        return assignment
+
+    async def summary(self, session_id: str, token: str) -> dict:
+        """Statistics, progress, completion and (once finished) the ranking, for the page."""
+        assignment = await self._fresh(session_id, token)
+        task = current_study().task_for(assignment.task_id)
+        summary = {
+            "task_id": task.id,
+            "title": task.title,
+            "finished": assignment.finished_at is not None,
+            "episodes": assignment.statistics.get("episodes", 0),
+            "completion_kind": "url" if task.completion_url else "code" if task.completion_code else None,
+            **task.summary(assignment.values),
+        }
+        if assignment.finished_at is not None:
+            summary["ranking"] = await self.book.ranking(assignment)
+        return summary
+
+    async def finish(self, session_id: str, token: str) -> dict:
+        """The participant is done playing: their seat is given up and the summary (with the
+        ranking among everyone who finished the task) returned."""
+        assignment = self.book.get(session_id, token)
+        entry = self.sessions.get(session_id)
+        if entry is not None and entry.game.host is not None:
+            try:
+                statistics = await entry.game.host.actor.finish.remote(entry.game.game_id, session_id)
+            except (ray.exceptions.RayActorError, UnknownHostedSession):
+                statistics = {}
+            if statistics:
+                assignment.statistics = statistics
+        if assignment.finished_at is None:
+            assignment.finished_at = time.time()
+        await self._save_quietly(assignment)
+        return await self.summary(session_id, token)
+
+    async def completion(self, session_id: str, token: str) -> dict:
+        """The completion code or redirect URL, only once the server finds the requirements met
+        (NotComplete otherwise, with the progress)."""
+        assignment = await self._fresh(session_id, token)
+        task = current_study().task_for(assignment.task_id)
+        if self._pseudonym_key is None:
+            await self._pseudonym("completion-secret")
+        return await self.book.complete(assignment, task, self._pseudonym_key)
+
+    async def note(self, kind: str, text: str, page: str, session_id: str | None = None, token: str | None = None) -> None:
+        """Store participant feedback or a problem report (with the session, if it proves its token)."""
+        document = {"kind": kind, "text": text, "page": page, "created_at": time.time(), "session_id": None, "task_id": None, "participant": None}
+        if session_id is not None:
+            assignment = self.book.get(session_id, token or "")
+            document.update(session_id=session_id, task_id=assignment.task_id, participant=assignment.participant)
+        await self._store("save_note", document)
+
+    async def task_counts(self) -> dict[str, int]:
+        """Completed assignments per task (for the library: a task at its target is closed)."""
+        await self._load_book()
+        return dict(self.book.completed)
+
+    # ----------------------------------------------------------------- the dashboard
+    async def overview(self) -> dict:
+        """Everything the researcher dashboard and /metrics show, gathered now."""
+        study = current_study()
+        await self._load_book()
+        now = time.time()
+        live = Counter(entry.game.env_id for entry in self.sessions.values())
+        waiting = Counter(entry.game.env_id for entry in self.sessions.values() if entry.game.joinable)
+        people = defaultdict(set)
+        for assignment in self.book.assignments.values():
+            people[assignment.task_id].add(assignment.participant)
+        task_ids = list(study.tasks) + sorted(set(live) - set(study.tasks))
+        tasks = []
+        for task_id in task_ids:
+            task = study.task_for(task_id)
+            completed = self.book.completed[task_id]
+            tasks.append(
+                {
+                    "task_id": task_id, "title": task.title, "live_sessions": live[task_id], "waiting": waiting[task_id],
+                    "completed": completed, "target": task.target_complete_assignments, "participants": len(people[task_id]),
+                    "open": task.closed_reason(completed, now) is None,
+                }
+            )
+        nodes: dict[str, dict] = {}
+        for host in self.hosts:
+            node = nodes.setdefault(host.node_id, {"node_id": host.node_id, "games": 0, "sessions": 0})
+            node["games"] += len(host.games)
+        games = []
+        for game in self.games.values():
+            sessions = [
+                {"session_id": s, "agent": agent, "participant": self.sessions[s].participant}
+                for agent, s in (game.seats or {}).items() if s and s != AI_SEAT and s in self.sessions
+            ]
+            if game.host is not None and game.host.node_id in nodes:
+                nodes[game.host.node_id]["sessions"] += len(sessions)
+            games.append(
+                {
+                    "game_id": game.game_id, "task_id": game.env_id, "env_id": get_env(game.env_id).base_env or game.env_id,
+                    "node_id": game.host.node_id if game.host else None, "phase": "waiting" if game.joinable else "playing",
+                    "seats": {agent: "open" if s is None else "ai" if s == AI_SEAT else "taken" for agent, s in (game.seats or {}).items()},
+                    "sessions": sessions, "started_at": game.created_at,
+                }
+            )
+        timings = await asyncio.gather(*(host.actor.timing.remote() for host in self.hosts), return_exceptions=True)
+        histograms = merge_timings([timing for timing in timings if isinstance(timing, dict)])
+        try:
+            data = await self._store("data_volume") if self.settings.record else {}
+        except Exception:
+            data = {}
+        completed_times = sorted(at for at, _ in self.book.completions)
+        return {
+            "study": study.title,
+            "generated_at": now,
+            "totals": {
+                "live_sessions": len(self.sessions), "waiting": sum(waiting.values()), "completed": sum(self.book.completed.values()),
+                "participants": len({a.participant for a in self.book.assignments.values()}), "data_bytes": data.get("bytes") or 0,
+                "episodes": data.get("episodes", 0),
+            },
+            "tasks": tasks,
+            "nodes": list(nodes.values()),
+            "games": games,
+            "histograms": histograms,
+            "completions_timeline": [[at, index + 1] for index, at in enumerate(completed_times)],
+        }
+
+    async def end_participant_session(self, session_id: str) -> dict:
+        """The dashboard ends a participant's game (everyone in it gets ``end``)."""
+        self._entry(session_id)
+        await self.end_session(session_id, "the researcher ended this session")
+        return {"ended": session_id}
 
     # ----------------------------------------------------------------- ending
     async def end_session(self, session_id: str, reason: str) -> None:

@@ -7,7 +7,9 @@ This is the heart of an EnvActor, kept free of Ray so it reads (and tests) on it
   A frame's id is its tick's position ``n`` on that grid, so a client knows when every frame was
   due and a skipped tick shows as a gap in the ids. All sessions of one process at the same fps
   share one clock: one wake-up per tick for all of them, not one each;
-* every tick applies the latest action of each agent (the no-op until the first key);
+* every tick applies the latest action of each agent (the no-op until the first key); in the
+  turn-based modes (``EnvSpec.mode``) a tick steps only on a key press (``wait_for_key``) or while
+  a key is held (``hold_keys``), and the game otherwise waits;
 * every tick's screen is offered to each subscriber; a subscriber still busy with an older frame
   simply gets the newest one next (delta-encoded against what it last received), so slow clients
   drop frames instead of queueing them;
@@ -28,16 +30,23 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from crowdplay import codec, protocol
 from crowdplay.ai.agent import PolicyAgent
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
 from crowdplay.environments.spec import for_agent
 from crowdplay.recording.recorder import Recorder
+from crowdplay.statistics import StatisticsTracker
 
 log = logging.getLogger(__name__)
 INPUT_LOG_LENGTH = 10_000
 EPISODES_KEPT = 4
+#: Participants' statistics go to their pages about once a second.
+STATS_EVERY_TICKS = 60
+#: Tick intervals kept per clock for the dashboard (a minute at 60 fps).
+TIMING_SAMPLES = 3600
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class PendingInput:
     received_at: float
     received_frame: int
     received_tick: int
+    #: an action sent as a number (not keys): a turn of its own in turn-based modes
+    explicit: bool = False
 
 
 @dataclass
@@ -100,6 +111,8 @@ class TickClock:
         self.n = 0  # the grid position of the latest tick
         self.members: list[LiveEnv] = []
         self.ticks_late = 0
+        #: seconds between the latest ticks (the dashboard's frame-interval histogram)
+        self.intervals: deque[float] = deque(maxlen=TIMING_SAMPLES)
         self._task: asyncio.Task | None = None
 
     def add(self, live: "LiveEnv") -> None:
@@ -115,7 +128,11 @@ class TickClock:
         loop = asyncio.get_running_loop()
         t0 = loop.time() - self.n * self.period  # a restarted clock continues its grid numbering
         try:
+            last = loop.time() - self.period
             while self.members:
+                now = loop.time()
+                self.intervals.append(now - last)
+                last = now
                 self.n += 1
                 for live in list(self.members):
                     try:
@@ -140,6 +157,9 @@ class Clocks:
 
     def __init__(self) -> None:
         self._clocks: dict[float, TickClock] = {}
+
+    def all(self) -> list[TickClock]:
+        return list(self._clocks.values())
 
     def at(self, fps: float) -> TickClock:
         clock = self._clocks.get(fps)
@@ -177,10 +197,15 @@ class LiveEnv:
         self.stopped: str | None = None
         #: called once with the reason when the session stops, whoever stops it
         self.on_stop: Callable[[str], None] | None = None
+        #: each participant's statistics (``crowdplay.statistics``), by agent, kept by the lineup
+        self.trackers: dict[str, StatisticsTracker] = {}
+        #: called every ``STATS_EVERY_TICKS`` ticks while statistics are kept (the lineup streams them)
+        self.on_statistics: Callable[[], None] | None = None
         self._policies: dict[str, PolicyAgent] = {}
         self._answers_applied: dict[str, int] = {}  # per AI agent, the count of answers applied so far
         self._action = {agent: self.adapter.keymaps[agent].noop for agent in self.agents}
         self._pending: dict[str, PendingInput] = {}
+        self._held = {agent: False for agent in self.agents}  # holds a key (or a non-no-op action)
         self._applied_seq = {agent: 0 for agent in self.agents}
         self._client_frame = {agent: 0 for agent in self.agents}
         self._returns = {agent: 0.0 for agent in self.agents}
@@ -246,7 +271,13 @@ class LiveEnv:
                     "apply_delay_s": now - pending.received_at,
                 }
             )
+        human_inputs = set(self._pending) if self.trackers else ()
+        pressed = any(pending.keys or pending.explicit for pending in self._pending.values())
+        for agent, pending in self._pending.items():
+            self._held[agent] = bool(pending.keys) or (pending.explicit and pending.action != self.adapter.keymaps[agent].noop)
         self._pending.clear()
+        if not self._turn_due(pressed):
+            return  # turn-based: the game waits for the participant
         if self._policies:
             self._apply_ai_answers()
         record = self.episodes[-1]
@@ -261,16 +292,24 @@ class LiveEnv:
         previous = self.latest.screen
         self.latest = Tick(next_frame, self.env_step, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
+        ram = self.adapter.ram() if recorder is not None or self.trackers else None
         if recorder is not None:
             screen = self.latest.screen
             delta = self._cached(("delta", next_frame), lambda: codec.delta_payload(screen, previous))  # shared with the stream
             recorder.step(
                 next_frame, self._action, result.rewards, result.terminated, result.truncated,
-                self._client_frame, screen, delta, self.adapter.ram(),
+                self._client_frame, screen, delta, ram,
             )
+        if self.trackers:
+            ram_array = np.frombuffer(ram, np.uint8) if ram is not None else None
+            for agent, tracker in self.trackers.items():
+                tracker.step(self._action[agent], result.rewards.get(agent, 0.0), ram_array, agent in human_inputs)
+            if self.ticks % STATS_EVERY_TICKS == 0 and self.on_statistics is not None:
+                self.on_statistics()
         if result.terminated or result.truncated:
+            statistics = {agent: tracker.end_episode() for agent, tracker in self.trackers.items()}
             if recorder is not None:
-                recorder.end_episode("complete", self._episode_summary(result.terminated, result.truncated))
+                recorder.end_episode("complete", {**self._episode_summary(result.terminated, result.truncated), "statistics": statistics})
             self._broadcast(
                 protocol.text(
                     "episode_end",
@@ -278,6 +317,7 @@ class LiveEnv:
                     steps=self.env_step,
                     returns=self._returns,
                     truncated=result.truncated,
+                    statistics=statistics,
                 )
             )
             self.episode += 1
@@ -285,6 +325,16 @@ class LiveEnv:
         if self._policies:
             self._show_ai(self._policies.values())
         self._wake_all()
+
+    def _turn_due(self, pressed: bool) -> bool:
+        """Whether this tick steps: always in real time; on a key press (or an explicit action)
+        in ``wait_for_key``; while a participant holds a key in ``hold_keys``."""
+        mode = self.spec.mode
+        if mode == "wait_for_key":
+            return pressed
+        if mode == "hold_keys":
+            return any(self._held.values())
+        return True
 
     def _apply_ai_answers(self) -> None:
         """Each AI-played agent plays its policy's newest answer; a new one is recorded with the
@@ -335,7 +385,7 @@ class LiveEnv:
             policy.reset()
         if self.recorder is not None:
             fields = {
-                "env_id": self.spec.id,
+                "env_id": self.spec.base_env or self.spec.id,
                 "seed": seed,
                 "start_state": start_state,
                 "agents": list(self.agents),
@@ -358,7 +408,7 @@ class LiveEnv:
 
     def submit_action(self, agent: str, action: int, client_frame: int, seq: int) -> int:
         self.adapter.check_action(self._check_human(agent), action)
-        return self._submit(agent, action, (), client_frame, seq)
+        return self._submit(agent, action, (), client_frame, seq, explicit=True)
 
     def _check_human(self, agent: str) -> str:
         if self._check_agent(agent) in self._policies:
@@ -372,9 +422,9 @@ class LiveEnv:
             raise InvalidAction(f"unknown agent {agent!r}")
         return agent
 
-    def _submit(self, agent: str, action: int, keys: tuple[str, ...], client_frame: int, seq: int) -> int:
+    def _submit(self, agent: str, action: int, keys: tuple[str, ...], client_frame: int, seq: int, explicit: bool = False) -> int:
         """Queue an input for the next tick; a later input before that tick replaces it."""
-        self._pending[agent] = PendingInput(action, keys, client_frame, seq, time.monotonic(), self.frame_id, self.ticks)
+        self._pending[agent] = PendingInput(action, keys, client_frame, seq, time.monotonic(), self.frame_id, self.ticks, explicit)
         return action
 
     # ----------------------------------------------------------------- output
@@ -453,6 +503,12 @@ class LiveEnv:
         self._wake_all()
 
     @staticmethod
+    def tell(subscriber: Subscriber, message: str) -> None:
+        """Send an event to one subscriber now."""
+        subscriber.events.append(message)
+        subscriber.wake.set()
+
+    @staticmethod
     def dismiss(subscriber: Subscriber, message: str) -> None:
         """End one subscriber's stream with ``message`` (e.g. it was replaced by a newer tab)."""
         subscriber.final = message
@@ -470,7 +526,8 @@ class LiveEnv:
         self.stopped = reason
         self.clock.remove(self)
         if self.recorder is not None:
-            self.recorder.end_episode("interrupted", {**self._episode_summary(False, False), "reason": reason})
+            statistics = {agent: tracker.episode_values() for agent, tracker in self.trackers.items()}
+            self.recorder.end_episode("interrupted", {**self._episode_summary(False, False), "reason": reason, "statistics": statistics})
         self._wake_all()
         self.adapter.close()
         if self.on_stop is not None:

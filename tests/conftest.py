@@ -81,11 +81,15 @@ def manager(base_url: str, settings: Settings):
     return get_or_create_manager(settings)
 
 
+SEPARATE_SUITES = ("cluster", "study")
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/cluster starts its own multi-node Ray cluster, so it runs in a pytest process of its
-    own: only when named on the command line (``make test`` does)."""
-    if collection_path.name == "cluster" and collection_path.parent == Path(__file__).parent:
-        return not any("cluster" in str(arg) for arg in config.args)
+    """tests/cluster (its own multi-node Ray cluster) and tests/study (a deployment with a study
+    loaded) each run in a pytest process of their own: only when named on the command line
+    (``make test`` does)."""
+    if collection_path.name in SEPARATE_SUITES and collection_path.parent == Path(__file__).parent:
+        return not any(collection_path.name in str(arg) for arg in config.args)
     return None
 
 

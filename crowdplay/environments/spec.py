@@ -6,12 +6,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import gymnasium as gym
-
 from crowdplay.ai import check_policy
 from crowdplay.environments.keymap import Keymap, atari_keymap
 
 KeymapFactory = Callable[[Sequence[str]], Keymap]
+MODES = ("realtime", "wait_for_key", "hold_keys")
 V = TypeVar("V")
 #: An option given once for every agent, or per agent as ``{agent: value}``.
 PerAgent = V | Mapping[str, V]
@@ -57,10 +56,17 @@ class EnvSpec:
     ai_agent_map_fallback: Mapping[str, str] = field(default_factory=dict)
     human_timeout: float | None = None
     reconnect_grace_s: float | None = None
+    #: "realtime" (steps at ``fps``), "wait_for_key" (one step per key press) or "hold_keys"
+    #: (steps at ``fps`` while a participant holds a key, paused otherwise)
+    mode: str = "realtime"
+    #: the registered environment this one configures (a study task's game): recordings name it
+    base_env: str | None = None
 
     def __post_init__(self) -> None:
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"environment id {self.id!r} must be non-empty letters, digits, '-' or '_'")
+        if self.mode not in MODES:
+            raise ValueError(f"environment {self.id!r}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if not 1 <= self.fps <= 240:
             raise ValueError(f"environment {self.id!r}: fps must be within 1..240, got {self.fps}")
         for option in ("ai_agent_map_always", "ai_agent_map_fallback"):
@@ -100,4 +106,4 @@ class EnvSpec:
     def public(self) -> dict[str, object]:
         """What the game library shows (no callables)."""
         players = len(self.human_agents(self.agents)) if self.agents is not None else 1
-        return {"id": self.id, "title": self.title, "description": self.description, "fps": self.fps, "players": players}
+        return {"id": self.id, "title": self.title, "description": self.description, "fps": self.fps, "players": players, "mode": self.mode}

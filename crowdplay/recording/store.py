@@ -11,6 +11,8 @@ chunk resent after a writer restart replaces itself instead of duplicating.
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import hmac
 import os
@@ -67,7 +69,9 @@ def describe_uri(uri: str | None = None) -> str:
 
 
 class TrajectoryStore:
-    """Episodes (metadata documents) and their chunks (compressed step data)."""
+    """Episodes (metadata documents) and their chunks (compressed step data); the study's
+    assignments (one per participant session: task, statistics, completion) and notes (feedback
+    and problem reports)."""
 
     def __init__(self, client: Any, database: str = DATABASE) -> None:
         self.client = client
@@ -75,6 +79,9 @@ class TrajectoryStore:
         self.episodes = db["episodes"]
         self.chunks = db["chunks"]
         self.meta = db["meta"]
+        self.assignments = db["assignments"]
+        self.notes = db["notes"]
+        self.assignments.create_index([("task_id", 1)])
         # The fields the dataset API filters by.
         for field in ("task_id", "env_id", "participants", "started_at", "human_only", "status"):
             self.episodes.create_index([(field, 1)])
@@ -136,6 +143,33 @@ class TrajectoryStore:
     def iter_chunks(self, episode_id: str) -> Iterator[dict]:
         """The episode's chunks in order."""
         yield from self.chunks.find({"episode_id": episode_id}, sort=[("seq", 1)])
+
+    # ----------------------------------------------------------------- the study
+    def put_assignment(self, document: Mapping[str, Any]) -> None:
+        """Create or replace an assignment (``_id`` is the participant's session id)."""
+        self.assignments.replace_one({"_id": document["_id"]}, dict(document), upsert=True)
+
+    def find_assignments(self, query: Mapping[str, Any] | None = None) -> list[dict]:
+        return list(self.assignments.find(dict(query or {}), sort=[("created_at", 1)]))
+
+    def put_note(self, document: Mapping[str, Any]) -> None:
+        self.notes.insert_one(dict(document))
+
+    def find_notes(self, query: Mapping[str, Any] | None = None) -> list[dict]:
+        return list(self.notes.find(dict(query or {}), sort=[("created_at", 1)]))
+
+    def data_volume(self) -> dict[str, Any]:
+        """Episodes and chunks stored, and the bytes they take (the database's data size)."""
+        size = None
+        with contextlib.suppress(Exception):
+            size = int(self.client[self.episodes.database.name].command("dbstats")["dataSize"])
+        if size is None:  # the embedded store: the size of its files
+            location = Path(getattr(getattr(self.client, "_store", None), "_dirpath", "") or "")
+            if location.is_file():
+                size = location.stat().st_size
+            elif location.is_dir():
+                size = sum(path.stat().st_size for path in location.rglob("*") if path.is_file())
+        return {"episodes": self.episodes.count_documents({}), "chunks": self.chunks.count_documents({}), "bytes": size}
 
     def close(self) -> None:
         self.client.close()

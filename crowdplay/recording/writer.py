@@ -18,6 +18,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import ray
 from ray.actor import ActorHandle
@@ -123,6 +124,14 @@ class ChunkSink:
     async def pseudonym_key(self) -> bytes:
         return await self._on_store(self._read_pseudonym_key)
 
+    async def on_store(self, method: str, *args: Any) -> Any:
+        """Run one of the store's study methods (assignments, notes, data volume) on its thread."""
+        def call() -> Any:
+            self._open_store()
+            return getattr(self.store, method)(*args)
+
+        return await self._on_store(call)
+
     def _read_pseudonym_key(self) -> bytes:
         self._open_store()
         return self.store.pseudonym_key()
@@ -167,6 +176,18 @@ class TrajectoryWriter:
         """The store's pseudonym key (the EnvsManager fetches it once and pseudonymises itself)."""
         sink = await self._ready()
         return await sink.pseudonym_key()
+
+    async def save_assignment(self, document: dict) -> None:
+        await (await self._ready()).on_store("put_assignment", document)
+
+    async def assignments(self, query: dict | None = None) -> list[dict]:
+        return await (await self._ready()).on_store("find_assignments", query)
+
+    async def save_note(self, document: dict) -> None:
+        await (await self._ready()).on_store("put_note", document)
+
+    async def data_volume(self) -> dict:
+        return await (await self._ready()).on_store("data_volume")
 
     async def stats(self) -> dict:
         """Counters of this incarnation (a restart starts again at 0)."""

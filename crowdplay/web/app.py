@@ -5,9 +5,11 @@ Routes
     GET  /static/...             its scripts and styles
     GET  /api/environments       the game library
     GET  /api/health             {"ok": true, "served_by": {replica, node}} for load-balancer checks
-    POST /api/sessions           {"env_id", "participant"?, "params"?, "consented_at"?}
-                                 -> {"session_id", "token", "ws", "participant" (pseudonym)}
+    POST /api/sessions           {"task_id" (or "env_id"; "auto": the server picks), "participant"?,
+                                  "params"?, "consented_at"?}
+                                 -> {"session_id", "token", "ws", "task_id", "participant" (pseudonym)}
     WS   /ws/{session_id}?token= frames down, input up (docs/protocol.md)
+    ...                          the study's routes: ``crowdplay.web.study_routes``
 
 Every error is JSON: ``{"error": <kind>, "reason": <what to do about it>}``.
 """
@@ -28,7 +30,9 @@ from starlette.websockets import WebSocket
 
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment, get_env, list_envs
+from crowdplay.manager import TaskClosed
 from crowdplay.web.backend import SessionBackend
+from crowdplay.web.study_routes import study_routes
 from crowdplay.web.websocket import play, served_by
 
 log = logging.getLogger(__name__)
@@ -88,19 +92,22 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             data = json.loads(body)
         except ValueError:
             return error(400, "invalid_json", "the body must be JSON like {\"env_id\": \"SpaceInvaders\"}")
-        env_id = data.get("env_id") if isinstance(data, dict) else None
+        env_id = data.get("task_id", data.get("env_id")) if isinstance(data, dict) else None
         if not isinstance(env_id, str):
-            return error(400, "missing_env_id", "the body must contain a string 'env_id'")
+            return error(400, "missing_env_id", "the body must contain a string 'task_id' (or 'env_id')")
         try:
-            get_env(env_id)
+            if env_id != "auto":
+                get_env(env_id)
         except UnknownEnvironment as exc:
-            return error(404, "unknown_environment", f"{exc}; GET /api/environments lists the available ones")
+            return error(404, "unknown_environment", f"{exc}; GET /api/study lists the tasks")
         try:
             participant = participant_details(data, request.headers.get("user-agent", ""))
         except ValueError as exc:
             return error(400, "invalid_participant", str(exc))
         try:
             session = await backend.create_session(env_id, participant)
+        except TaskClosed as exc:
+            return error(409, "task_closed", str(exc))
         except Exception as exc:  # a placement or store failure: say so in JSON, keep serving
             log.exception("could not start a session")
             return error(503, "unavailable", f"could not start a session right now, please retry: {type(exc).__name__}")
@@ -120,6 +127,7 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             Route("/api/health", health),
             Route("/api/sessions", create_session, methods=["POST"]),
             WebSocketRoute("/ws/{session_id}", websocket),
+            *study_routes(backend.call, settings),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={HTTPException: http_error},

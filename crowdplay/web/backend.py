@@ -38,6 +38,9 @@ class SessionBackend(Protocol):
 
     async def attach(self, session_id: str, token: str) -> Attachment: ...
 
+    async def call(self, method: str, *args: object) -> object:
+        """Any other EnvsManager method (the study's routes: summary, finish, completion, ...)."""
+
 
 def check_action(hello: dict, action: int) -> int:
     """Refuse an action outside the action space before it travels anywhere."""
@@ -79,6 +82,9 @@ class RaySessions:
 
     async def create_session(self, env_id: str, participant: dict | None = None) -> dict:
         return await self.manager.create_session.remote(env_id, participant)
+
+    async def call(self, method: str, *args: object) -> object:
+        return await getattr(self.manager, method).remote(*args)
 
     async def attach(self, session_id: str, token: str) -> RayAttachment:
         agent, hello, address = await self.manager.attach.remote(session_id, token)

@@ -64,6 +64,14 @@ class LocalSessions:
             raise BadToken("the token does not match this session")
         return LocalAttachment(self, session_id, live)
 
+    async def call(self, method: str, *args: object) -> object:
+        """The baseline runs games without a study: no task is ever complete or closed."""
+        if method == "task_counts":
+            return {}
+        if method == "overview":
+            return {"study": "local baseline", "generated_at": 0.0, "totals": {}, "tasks": [], "nodes": [], "games": [], "histograms": {}, "completions_timeline": []}
+        raise UnknownSession("the local baseline keeps no assignments (it runs without a study)")
+
     def end(self, session_id: str) -> None:
         _, live = self.sessions.pop(session_id, (None, None))
         if live is not None:

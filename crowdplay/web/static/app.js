@@ -1,4 +1,4 @@
-// CrowdPlay participant page: game library, then live play over one websocket.
+// CrowdPlay participant page: consent, the task library, live play over one websocket, the score page.
 // Frame decoding follows docs/protocol.md and crowdplay/codec.py.
 
 const HEADER_BYTES = 16;
@@ -206,6 +206,8 @@ class Game {
       if (message.status === "left") setStatus(`${who} lost their connection; waiting ${message.grace_s} s for them to come back...`);
       else if (message.status === "back") setStatus(`${who} is back.`);
       else if (message.status === "ai") setStatus(`${message.agent} is now played by AI (${message.policy}); play on.`);
+    } else if (message.type === "stats") {
+      showStats(message);
     } else if (message.type === "episode_end") {
       $("episode").textContent = message.episode + 2;
       setStatus(`Episode ${message.episode + 1} over: ${Object.values(message.returns)[0]} points. Next one started.`);
@@ -342,38 +344,119 @@ function applyScale() {
   canvas.style.height = `${canvas.height * scale}px`;
 }
 
-async function showLibrary() {
-  const response = await fetch("/api/environments");
-  const { environments } = await response.json();
-  const list = $("games");
-  list.replaceChildren();
-  for (const env of environments) {
-    const item = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.dataset.envId = env.id;
-    const title = document.createElement("strong");
-    title.textContent = env.title;
-    if (env.players > 1) {
-      const badge = document.createElement("span");
-      badge.className = "badge";
-      badge.textContent = `${env.players} players`;
-      title.append(badge);
-    }
-    button.append(title, env.description);
-    button.addEventListener("click", () => choose(env));
-    item.append(button);
-    list.append(item);
-  }
-}
-
+// ---------------------------------------------------------------- the participant's journey
+// landing (URL parameters) -> consent -> library or automatic assignment -> instructions ->
+// waiting room -> play (live statistics, progress, bonus) -> finish -> score page -> completion.
+const params = new URLSearchParams(location.search);
+const platform = params.get("assignmentId") || params.get("workerId") ? "mturk" : params.get("PROLIFIC_PID") ? "prolific" : "generic";
+let study = null;
 let chosen = null;
 let game = null;
 
-function choose(env) {
-  chosen = env;
-  $("chosen-title").textContent = env.title;
-  $("chosen-instructions").textContent = env.description;
+function show(sectionId) {
+  for (const id of ["consent", "library", "game", "score-page"]) $(id).hidden = id !== sectionId;
+  state.page = sectionId;
+}
+
+function keyboardMissing() {
+  // Touch-only devices (phones, tablets without a keyboard) cannot play keyboard games.
+  return matchMedia("(pointer: coarse)").matches && !matchMedia("(any-pointer: fine)").matches;
+}
+
+async function landing() {
+  if (keyboardMissing()) $("touch-warning").hidden = false;
+  if (platform === "mturk" && params.get("assignmentId") === "ASSIGNMENT_ID_NOT_AVAILABLE") {
+    $("preview-note").hidden = false; // MTurk's preview: the worker has not accepted the HIT yet
+  }
+  const response = await fetch("/api/study");
+  study = await response.json();
+  document.title = study.title;
+  $("study-title").textContent = study.title;
+  const consentKey = `crowdplay-consent-${study.consent.version}`;
+  if (study.consent.html && !localStorage.getItem(consentKey)) {
+    $("consent-text").innerHTML = study.consent.html; // the researcher's own text
+    show("consent");
+    $("agree").onclick = () => {
+      localStorage.setItem(consentKey, String(Date.now() / 1000));
+      afterConsent();
+    };
+    return;
+  }
+  afterConsent();
+}
+
+function consentedAt() {
+  const value = localStorage.getItem(`crowdplay-consent-${study.consent.version}`);
+  return value ? Number(value) : undefined;
+}
+
+function afterConsent() {
+  show("library");
+  if (study.assignment === "auto") {
+    $("games").hidden = true;
+    choose({ id: "auto", title: "Your task", description: "The study assigns you a task when you start.", requirements: [], open: true });
+    return;
+  }
+  showLibrary();
+}
+
+function showLibrary() {
+  const list = $("games");
+  list.replaceChildren();
+  for (const task of study.tasks) {
+    const item = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.envId = task.id;
+    button.dataset.taskId = task.id;
+    if (task.image) {
+      const image = document.createElement("img");
+      image.src = task.image;
+      image.alt = "";
+      button.append(image);
+    }
+    const title = document.createElement("strong");
+    title.textContent = task.title;
+    if (task.players > 1) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = `${task.players} players`;
+      title.append(badge);
+    }
+    button.append(title, task.description);
+    if (!task.open) {
+      button.disabled = true;
+      const reason = document.createElement("em");
+      reason.textContent = ` (${task.closed_reason})`;
+      button.append(reason);
+    }
+    button.addEventListener("click", () => (task.redirect ? location.assign(task.redirect) : choose(task)));
+    item.append(button);
+    list.append(item);
+  }
+  $("games").hidden = false;
+  $("chosen").hidden = true;
+}
+
+const LABELS = {
+  time_played: "Time played (s)", active_time: "Active time (s)", score: "Score",
+  si_hits: "Aliens hit", si_shots: "Shots", si_accuracy: "Accuracy",
+};
+const label = (name) => LABELS[name] || name.replaceAll("_", " ");
+const number = (value) => (Number.isInteger(value) ? String(value) : value.toFixed(1));
+
+function choose(task) {
+  chosen = task;
+  $("chosen-title").textContent = task.title;
+  $("chosen-instructions").textContent = task.description;
+  const list = $("requirements");
+  list.replaceChildren();
+  for (const requirement of task.requirements || []) {
+    const item = document.createElement("li");
+    item.textContent = `${label(requirement.name)}: ${requirement.threshold}`;
+    list.append(item);
+  }
+  $("requirements-note").hidden = !(task.requirements || []).length;
   $("games").hidden = true;
   $("chosen").hidden = false;
   $("start").focus();
@@ -388,15 +471,22 @@ async function start() {
       headers: { "Content-Type": "application/json" },
       // The page's URL parameters travel with the session (a crowd platform's worker id among them
       // is stored only as a pseudonym).
-      body: JSON.stringify({ env_id: chosen.id, params: Object.fromEntries(new URLSearchParams(location.search)) }),
+      body: JSON.stringify({ task_id: chosen.id, params: Object.fromEntries(params), consented_at: consentedAt() }),
     });
     const body = await response.json();
     if (!response.ok) throw new Error(body.reason || response.statusText);
     state.sessionId = body.session_id;
     state.gameId = body.game_id;
+    state.token = body.token;
+    state.taskId = body.task_id;
     document.body.dataset.session = body.session_id;
-    $("library").hidden = true;
-    $("game").hidden = false;
+    const task = study.tasks.find((candidate) => candidate.id === body.task_id);
+    if (task) chosen = task;
+    $("game-title").textContent = chosen.title;
+    $("stats").replaceChildren();
+    $("progress").replaceChildren();
+    $("bonus").hidden = true;
+    show("game");
     game = new Game(body);
   } catch (error) {
     setStatus(`Could not start: ${error.message}`);
@@ -405,17 +495,144 @@ async function start() {
   }
 }
 
+// Live statistics from the server (once a second): values, each requirement's progress, bonus.
+function showStats(message) {
+  state.stats = message;
+  const stats = $("stats");
+  stats.replaceChildren();
+  for (const name of chosen?.statistics || Object.keys(message.values)) {
+    if (!(name in message.values)) continue;
+    const row = document.createElement("div");
+    row.dataset.stat = name;
+    row.textContent = `${label(name)}: ${number(message.values[name])}`;
+    stats.append(row);
+  }
+  const progress = $("progress");
+  progress.replaceChildren();
+  for (const [name, fraction] of Object.entries(message.progress)) {
+    const item = document.createElement("li");
+    item.dataset.requirement = name;
+    const bar = document.createElement("progress");
+    bar.max = 1;
+    bar.value = fraction;
+    item.append(`${label(name)} `, bar, ` ${Math.round(fraction * 100)}%`);
+    progress.append(item);
+  }
+  if (message.bonus != null) {
+    $("bonus").hidden = false;
+    $("bonus").textContent = `Estimated bonus: $${message.bonus.toFixed(2)}`;
+  }
+  $("finish").classList.toggle("ready", message.complete);
+  if (message.complete && Object.keys(message.progress).length) setStatus("You have met the requirements: play on, or press Finish.");
+}
+
+async function sessionApi(path, method = "GET") {
+  const response = await fetch(`/api/sessions/${state.sessionId}/${path}?token=${encodeURIComponent(state.token)}`, { method });
+  return { ok: response.ok, status: response.status, body: await response.json() };
+}
+
+async function finish() {
+  $("finish").disabled = true;
+  const { ok, body } = await sessionApi("finish", "POST");
+  if (game) game.stop();
+  game = null;
+  $("finish").disabled = false;
+  if (!ok) return setStatus(`Could not finish: ${body.reason}`);
+  showScorePage(body);
+}
+
+function histogramSvg(histogram, own) {
+  const svgNS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(svgNS, "svg");
+  const width = 320, height = 120, counts = histogram.counts, edges = histogram.edges;
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + 20}`);
+  const most = Math.max(1, ...counts);
+  const barWidth = width / counts.length;
+  counts.forEach((count, i) => {
+    const rect = document.createElementNS(svgNS, "rect");
+    const barHeight = (count / most) * height;
+    rect.setAttribute("x", i * barWidth + 1);
+    rect.setAttribute("y", height - barHeight);
+    rect.setAttribute("width", barWidth - 2);
+    rect.setAttribute("height", barHeight);
+    const mine = own >= edges[i] && (own < edges[i + 1] || i === counts.length - 1);
+    rect.setAttribute("class", mine ? "bar own" : "bar");
+    svg.append(rect);
+  });
+  for (const [x, text] of [[0, edges[0]], [width, edges[edges.length - 1]]]) {
+    const label = document.createElementNS(svgNS, "text");
+    label.setAttribute("x", x);
+    label.setAttribute("y", height + 15);
+    label.setAttribute("text-anchor", x ? "end" : "start");
+    label.textContent = number(text);
+    svg.append(label);
+  }
+  return svg;
+}
+
+async function showScorePage(summary) {
+  state.summary = summary;
+  show("score-page");
+  const ranking = summary.ranking || { score: summary.values.score || 0, percentile: 100, participants: 1, histogram: { edges: [0, 1], counts: [1] } };
+  $("final-score").textContent = number(ranking.score);
+  $("percentile").textContent = `Better than ${Math.round(ranking.percentile)}% of the ${ranking.participants - 1} other participant(s) of this task.`;
+  $("histogram").replaceChildren(histogramSvg(ranking.histogram, ranking.score));
+  $("completion-code-box").hidden = true;
+  $("completion-redirect").hidden = true;
+  const completion = await sessionApi("completion");
+  state.completion = completion.body;
+  if (completion.ok && completion.body.code) {
+    $("completion-code").textContent = completion.body.code;
+    $("completion-code-box").hidden = false;
+    $("completion-note").textContent = "Thank you! Enter this code on the study's page to receive your payment.";
+  } else if (completion.ok && completion.body.redirect) {
+    $("completion-link").href = completion.body.redirect;
+    $("completion-redirect").hidden = false;
+    $("completion-note").textContent = "Thank you! You are being sent back to confirm your participation...";
+    setTimeout(() => location.assign(completion.body.redirect), 1500);
+  } else if (completion.status === 403) {
+    $("completion-note").textContent = "You have not met this task's requirements, so there is no completion code.";
+  } else {
+    $("completion-note").textContent = "Thank you for playing!";
+  }
+}
+
+async function sendFeedback() {
+  const text = $("feedback").value.trim();
+  if (!text) return;
+  const response = await fetch("/api/feedback", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ session_id: state.sessionId, token: state.token, text, page: "score" }),
+  });
+  $("feedback-status").textContent = response.ok ? "Thank you for your feedback." : "Your feedback could not be sent.";
+  if (response.ok) $("send-feedback").disabled = true;
+}
+
+async function sendReport() {
+  const text = $("report-text").value.trim();
+  if (!text) return;
+  const body = { text, page: state.page || "", session_id: state.sessionId || undefined, token: state.token || undefined };
+  const response = await fetch("/api/report", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  $("report-status").textContent = response.ok ? "Thank you: the researchers will look into it." : "The report could not be sent.";
+  if (response.ok) $("report-text").value = "";
+}
+
 function leave() {
   if (game) game.stop();
   game = null;
-  $("game").hidden = true;
-  $("library").hidden = false;
-  $("games").hidden = false;
-  $("chosen").hidden = true;
+  show("library");
+  if (study.assignment === "auto") return choose(chosen);
+  showLibrary();
 }
 
 $("start").addEventListener("click", start);
-$("back-to-list").addEventListener("click", () => { $("games").hidden = false; $("chosen").hidden = true; });
+$("back-to-list").addEventListener("click", showLibrary);
 $("leave").addEventListener("click", leave);
+$("finish").addEventListener("click", finish);
+$("send-feedback").addEventListener("click", sendFeedback);
+$("report-button").addEventListener("click", () => { $("report-status").textContent = ""; $("report-dialog").showModal(); });
+$("send-report").addEventListener("click", sendReport);
+$("close-report").addEventListener("click", () => $("report-dialog").close());
 $("scale").addEventListener("change", applyScale);
-showLibrary();
+landing();

@@ -1,0 +1,141 @@
+"""Assignments: each participant session's work on a task, judged for completion by the server.
+
+The EnvsManager keeps one ``Assignment`` per session for as long as the deployment runs (a game
+ending does not end it: the score page and the completion code come after play) and writes each
+change to the store's ``assignments`` collection, from which completions per task, rankings and
+the dashboard's timeline are read back, also after a restart.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from crowdplay.study import Task
+
+StoreCall = Callable[..., Awaitable[Any]]
+HISTOGRAM_BINS = 10
+
+
+class NotComplete(PermissionError):
+    """The task's requirements are not met yet (so no completion code or redirect)."""
+
+    def __init__(self, summary: dict) -> None:
+        super().__init__("the task's requirements are not met yet")
+        self.summary = summary
+
+
+class NoCompletion(LookupError):
+    """The task has no completion code or URL (a game outside the study)."""
+
+
+class BadToken(PermissionError):
+    """The token does not belong to the session."""
+
+
+class UnknownSession(LookupError):
+    """No session with this id (never created, or already ended)."""
+
+
+@dataclass
+class Assignment:
+    session_id: str
+    task_id: str
+    participant: str
+    params: dict
+    token: str
+    created_at: float = field(default_factory=time.time)
+    #: {"values": session totals, "episode": current episode, "episodes": finished episodes}
+    statistics: dict = field(default_factory=dict)
+    finished_at: float | None = None
+    completed_at: float | None = None
+
+    @property
+    def values(self) -> dict[str, float]:
+        return dict(self.statistics.get("values", {}))
+
+    def document(self) -> dict:
+        document = asdict(self)
+        document["_id"] = document.pop("session_id")
+        document.pop("token")
+        return document
+
+
+class AssignmentBook:
+    """The manager's assignments, completions per task, and what the score page shows."""
+
+    def __init__(self, store: StoreCall) -> None:
+        """``store(method, *args)`` awaits a TrajectoryWriter method (``save_assignment``, ``assignments``)."""
+        self.store = store
+        self.assignments: dict[str, Assignment] = {}
+        self.completed: Counter[str] = Counter()
+        self.completions: list[tuple[float, str]] = []
+
+    async def load(self) -> None:
+        """Completions so far, from the store (they count toward each task's target)."""
+        documents = await self.store("assignments", {})
+        self.completed = Counter(doc["task_id"] for doc in documents if doc.get("completed_at"))
+        self.completions = sorted((doc["completed_at"], doc["task_id"]) for doc in documents if doc.get("completed_at"))
+
+    def open(self, session_id: str, task_id: str, participant: str, params: dict, token: str) -> Assignment:
+        assignment = self.assignments[session_id] = Assignment(session_id, task_id, participant, dict(params), token)
+        return assignment
+
+    def get(self, session_id: str, token: str) -> Assignment:
+        assignment = self.assignments.get(session_id)
+        if assignment is None:
+            raise UnknownSession(f"no session {session_id!r}")
+        if not hmac.compare_digest(assignment.token.encode(), str(token).encode()):
+            raise BadToken("the token does not match this session")
+        return assignment
+
+    async def save(self, assignment: Assignment) -> None:
+        await self.store("save_assignment", assignment.document())
+
+    async def record_statistics(self, session_id: str, statistics: dict) -> None:
+        assignment = self.assignments.get(session_id)
+        if assignment is not None and statistics:
+            assignment.statistics = statistics
+            await self.save(assignment)
+
+    async def complete(self, assignment: Assignment, task: Task, secret: bytes) -> dict:
+        """The completion (a code, or the URL to go to) once the requirements are met."""
+        summary = task.summary(assignment.values)
+        if not summary["complete"]:
+            raise NotComplete(summary)
+        if task.completion_code is None and task.completion_url is None:
+            raise NoCompletion(f"task {task.id!r} has no completion code or URL")
+        if assignment.completed_at is None:
+            assignment.completed_at = time.time()
+            self.completed[task.id] += 1
+            self.completions.append((assignment.completed_at, task.id))
+            await self.save(assignment)
+        if task.completion_url is not None:
+            return {"redirect": task.completion_url}
+        return {"code": task.code_for(assignment.session_id, secret)}
+
+    async def ranking(self, assignment: Assignment) -> dict:
+        """Where the participant's score stands among everyone who finished the task: percentile
+        (share of others scoring lower, ties half) and a histogram of all scores."""
+        documents = await self.store("assignments", {"task_id": assignment.task_id})
+        scores = [float(doc.get("statistics", {}).get("values", {}).get("score", 0.0)) for doc in documents if doc.get("finished_at")]
+        own = float(assignment.values.get("score", 0.0))
+        others = scores if assignment.finished_at is None else list(scores)
+        if assignment.finished_at is not None and own in others:
+            others.remove(own)  # the participant's own finished assignment is among them
+        below = sum(score < own for score in others) + 0.5 * sum(score == own for score in others)
+        percentile = 100.0 * below / len(others) if others else 100.0
+        everyone = others + [own]
+        counts, edges = np.histogram(everyone, bins=HISTOGRAM_BINS if max(everyone) > min(everyone) else 1)
+        return {
+            "score": own,
+            "percentile": round(percentile, 1),
+            "participants": len(everyone),
+            "histogram": {"edges": [round(float(edge), 3) for edge in edges], "counts": [int(count) for count in counts]},
+        }

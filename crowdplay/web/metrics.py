@@ -1,0 +1,123 @@
+"""The researcher overview as Prometheus text (exposition format 0.0.4).
+
+The admin overview (see ``GET /api/admin/overview``) already holds every number worth
+scraping, so the metrics endpoint renders that same dict instead of keeping a second set of
+counters in sync with it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+#: The media type Prometheus expects for the text format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Per-task gauges: metric name, overview field, help text.
+TASK_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("crowdplay_live_sessions", "live_sessions", "Participant sessions currently in a game."),
+    ("crowdplay_waiting_participants", "waiting", "Participants waiting for a game to start."),
+    ("crowdplay_completed_assignments", "completed", "Assignments completed so far."),
+    ("crowdplay_target_assignments", "target", "Assignments the study aims to complete."),
+    ("crowdplay_participants", "participants", "Distinct participants who have joined."),
+)
+
+#: Histograms: metric name, key in ``overview["histograms"]``, help text.
+HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
+    ("crowdplay_frame_interval_ms", "frame_interval_ms", "Interval between frames sent to participants, in ms."),
+    ("crowdplay_input_latency_ms", "input_latency_ms", "Delay from a participant's input to its game step, in ms."),
+)
+
+SUM_NOTE = " The _sum is estimated from bucket midpoints."
+
+
+def escape_label_value(value: object) -> str:
+    """A label value as the format requires: backslash, double quote and newline escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    """HELP text escapes only backslash and newline (quotes are literal there)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    """A sample value; integers stay integral so counts read naturally."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def format_le(edge: float) -> str:
+    """A bucket bound, written as a float like the official client libraries do."""
+    return "+Inf" if math.isinf(edge) else repr(float(edge))
+
+
+def sample(name: str, value: float, labels: Mapping[str, object] | None = None) -> str:
+    """One sample line, ``name{label="value",...} value``."""
+    if labels:
+        pairs = ",".join(f'{key}="{escape_label_value(val)}"' for key, val in labels.items())
+        return f"{name}{{{pairs}}} {format_value(value)}"
+    return f"{name} {format_value(value)}"
+
+
+def family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
+    """A metric family: its HELP and TYPE lines followed by its samples."""
+    return [f"# HELP {name} {escape_help(help_text)}", f"# TYPE {name} {kind}", *samples]
+
+
+def number(value: Any) -> float:
+    """Missing or null overview numbers count as zero rather than breaking the scrape."""
+    return 0 if value is None else value
+
+
+def histogram_samples(name: str, histogram: Mapping[str, Any]) -> list[str]:
+    """Cumulative ``le`` buckets at each bucket's upper edge, then ``+Inf``, ``_sum`` and ``_count``.
+
+    The overview keeps only per-bucket counts, so ``_sum`` is estimated as if every observation
+    sat at its bucket's midpoint. Observations beyond the last edge are not in the overview, so
+    ``+Inf`` equals the last bucket and ``_count``. A value exactly on an edge may sit in the
+    bucket above it in the overview while Prometheus's ``le`` is inclusive; with millisecond
+    timings that difference is immaterial.
+    """
+    edges: Sequence[float] = histogram.get("edges") or []
+    counts: Sequence[int] = histogram.get("counts") or []
+    if counts and len(edges) != len(counts) + 1:
+        raise ValueError(f"{name}: {len(edges)} edges for {len(counts)} counts (need one more edge than counts)")
+    lines = []
+    cumulative = 0
+    estimated_sum = 0.0
+    for lower, upper, count in zip(edges, edges[1:], counts):
+        cumulative += count
+        estimated_sum += count * (lower + upper) / 2
+        lines.append(sample(f"{name}_bucket", cumulative, {"le": format_le(upper)}))
+    lines.append(sample(f"{name}_bucket", cumulative, {"le": "+Inf"}))
+    lines.append(sample(f"{name}_sum", estimated_sum))
+    lines.append(sample(f"{name}_count", cumulative))
+    return lines
+
+
+def prometheus_text(overview: Mapping[str, Any]) -> str:
+    """The whole overview in the Prometheus text format, ending with a newline as required."""
+    tasks = overview.get("tasks") or []
+    nodes = overview.get("nodes") or []
+    totals = overview.get("totals") or {}
+    histograms = overview.get("histograms") or {}
+
+    lines: list[str] = []
+    for name, field, help_text in TASK_GAUGES:
+        samples = (sample(name, number(task.get(field)), {"task": task["task_id"]}) for task in tasks)
+        lines += family(name, "gauge", help_text, samples)
+    node_samples = (sample("crowdplay_node_sessions", number(node.get("sessions")), {"node": node["node_id"]}) for node in nodes)
+    lines += family("crowdplay_node_sessions", "gauge", "Participant sessions hosted on each Ray node.", node_samples)
+    lines += family("crowdplay_data_bytes", "gauge", "Bytes of recorded data stored.", [sample("crowdplay_data_bytes", number(totals.get("data_bytes")))])
+    for name, key, help_text in HISTOGRAMS:
+        lines += family(name, "histogram", help_text + SUM_NOTE, histogram_samples(name, histograms.get(key) or {}))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,445 @@
+// The researcher dashboard: polls /api/admin/overview with the admin token and draws it.
+// Everything that comes from the server reaches the DOM as text nodes or attribute values,
+// never as HTML, so task titles or participant pseudonyms cannot inject markup.
+
+const TOKEN_KEY = "crowdplay-admin-token";
+const POLL_MS = 2000;
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+const $ = (id) => document.getElementById(id);
+
+// Exposed for tests and for poking at from the console.
+const state = (window.crowdplayAdmin = {
+  renders: 0,       // overviews drawn so far
+  overview: null,   // the last overview drawn
+  timer: null,      // the pending poll
+  inFlight: false,  // a poll is waiting for the server
+  pollAgain: false, // someone asked for a refresh while a poll was in flight
+  gamesSignature: null,
+});
+
+// ---------------------------------------------------------------- small helpers
+
+/** Text for the DOM: null and undefined show as nothing rather than "null". */
+const text = (value) => (value === null || value === undefined ? "" : String(value));
+
+/** An HTML element; string children become text nodes (Element.append never parses HTML). */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, text(value));
+  node.append(...children.map((child) => (child instanceof Node ? child : text(child))));
+  return node;
+}
+
+/** The same for SVG, which needs its own namespace. */
+function svgEl(tag, attributes = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, text(value));
+  node.append(...children.map((child) => (child instanceof Node ? child : text(child))));
+  return node;
+}
+
+const numberFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+const formatNumber = (value) => (Number.isFinite(Number(value)) ? numberFormat.format(Number(value)) : "–");
+
+/** Ray node ids and game ids are long; the table shows a prefix and keeps the full id in a tooltip. */
+const shortId = (id) => (text(id).length > 12 ? `${text(id).slice(0, 10)}…` : text(id));
+
+/** Age relative to the server's clock, so a skewed browser clock does not distort it. */
+function relativeTime(then, now) {
+  const seconds = now - then;
+  if (!Number.isFinite(seconds)) return "–";
+  if (seconds < 5) return "just now";
+  if (seconds < 60) return `${Math.round(seconds)} s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min ago`;
+  return `${Math.floor(seconds / 86400)} d ago`;
+}
+
+const clockTime = (epochSeconds) => new Date(epochSeconds * 1000).toLocaleTimeString();
+
+function setError(message) {
+  $("error").textContent = text(message);
+}
+
+// ---------------------------------------------------------------- the token
+
+const getToken = () => sessionStorage.getItem(TOKEN_KEY);
+const authHeaders = (token) => ({ Authorization: `Bearer ${token}` });
+
+/** A ?token= link works once: the token moves to sessionStorage and leaves the address bar and history. */
+function takeTokenFromUrl() {
+  const url = new URL(window.location.href);
+  if (!url.searchParams.has("token")) return;
+  const token = url.searchParams.get("token").trim();
+  url.searchParams.delete("token");
+  history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+  if (token) sessionStorage.setItem(TOKEN_KEY, token);
+}
+
+function showTokenForm(message = "") {
+  clearTimeout(state.timer);
+  state.timer = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("overview").hidden = true;
+  $("forget-token").hidden = true;
+  $("token-form").hidden = false;
+  setError(message);
+  $("token-input").focus();
+}
+
+/** The server's explanation: the JSON `reason` (or `error`), else the body text, else the status. */
+async function reasonOf(response) {
+  const body = await response.text().catch(() => "");
+  try {
+    const data = JSON.parse(body);
+    if (data && (data.reason || data.error)) return text(data.reason || data.error);
+  } catch {
+    // not JSON: fall through to the raw text
+  }
+  return body.trim() || `${response.status} ${response.statusText}`;
+}
+
+// ---------------------------------------------------------------- polling
+
+/** Fetch and draw the overview now, then again in POLL_MS; one request at a time. */
+async function poll() {
+  clearTimeout(state.timer);
+  state.timer = null;
+  const token = getToken();
+  if (!token) {
+    showTokenForm();
+    return;
+  }
+  if (state.inFlight) {
+    state.pollAgain = true;
+    return;
+  }
+  state.inFlight = true;
+  try {
+    const response = await fetch("/api/admin/overview", { headers: authHeaders(token), cache: "no-store" });
+    if (getToken() !== token) return; // the token was replaced or forgotten meanwhile
+    if (response.status === 401) {
+      showTokenForm(await reasonOf(response));
+      return;
+    }
+    if (!response.ok) throw new Error(`the server answered ${await reasonOf(response)}`);
+    render(await response.json());
+    setError("");
+  } catch (error) {
+    setError(`Could not load the overview: ${error.message}`);
+  } finally {
+    state.inFlight = false;
+    if (getToken()) {
+      state.timer = setTimeout(poll, state.pollAgain ? 0 : POLL_MS);
+    }
+    state.pollAgain = false;
+  }
+}
+
+// ---------------------------------------------------------------- rendering
+
+function render(overview) {
+  const generatedAt = Number(overview.generated_at) || Date.now() / 1000;
+  const totals = overview.totals || {};
+
+  $("study-title").textContent = text(overview.study);
+  document.title = overview.study ? `CrowdPlay · ${overview.study}` : "CrowdPlay · Researcher dashboard";
+  const generated = $("generated-at");
+  generated.dateTime = new Date(generatedAt * 1000).toISOString();
+  generated.textContent = new Date(generatedAt * 1000).toLocaleString();
+
+  $("total-live-sessions").textContent = formatNumber(totals.live_sessions ?? 0);
+  $("total-waiting").textContent = formatNumber(totals.waiting ?? 0);
+  $("total-completed").textContent = formatNumber(totals.completed ?? 0);
+  $("total-participants").textContent = formatNumber(totals.participants ?? 0);
+  $("total-data").textContent = `${((Number(totals.data_bytes) || 0) / 1e6).toFixed(1)} MB`;
+
+  renderTasks(overview.tasks || []);
+  renderNodes(overview.nodes || []);
+  renderGames(overview.games || [], generatedAt);
+  const histograms = overview.histograms || {};
+  renderHistogram($("frame-histogram"), histograms.frame_interval_ms, "frame interval (ms)");
+  renderHistogram($("latency-histogram"), histograms.input_latency_ms, "input latency (ms)");
+  renderCompletions(overview.completions_timeline || [], generatedAt);
+
+  $("token-form").hidden = true;
+  $("forget-token").hidden = false;
+  $("overview").hidden = false;
+  state.overview = overview;
+  state.renders += 1;
+}
+
+function emptyRow(columns, message) {
+  return el("tr", { class: "empty" }, el("td", { colspan: columns }, message));
+}
+
+function renderTasks(tasks) {
+  const rows = tasks.map((task) => {
+    const target = Number(task.target) || 0;
+    const completed = Number(task.completed) || 0;
+    const progress = el("td", { class: "progress" }, `${formatNumber(completed)} / ${target ? formatNumber(target) : "–"}`);
+    if (target) progress.append(el("progress", { max: target, value: Math.min(completed, target) }));
+    const open = Boolean(task.open);
+    return el(
+      "tr",
+      { "data-task-id": task.task_id },
+      el("td", {}, el("code", {}, task.task_id)),
+      el("td", {}, task.title),
+      el("td", { class: "number" }, formatNumber(task.live_sessions ?? 0)),
+      el("td", { class: "number" }, formatNumber(task.waiting ?? 0)),
+      progress,
+      el("td", { class: "number" }, formatNumber(task.participants ?? 0)),
+      el("td", { class: open ? "state open" : "state closed" }, open ? "open" : "closed"),
+    );
+  });
+  $("tasks-table").tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(7, "No tasks.")]));
+}
+
+function renderNodes(nodes) {
+  const box = $("nodes-chart");
+  if (!nodes.length) {
+    box.replaceChildren(el("p", { class: "empty" }, "No nodes reported."));
+    return;
+  }
+  const rowHeight = 24;
+  const labelWidth = 110;
+  const barSpace = 340;
+  const width = labelWidth + barSpace + 50;
+  const height = nodes.length * rowHeight + 22;
+  const most = Math.max(1, ...nodes.map((node) => Number(node.sessions) || 0));
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "Sessions per node" });
+  nodes.forEach((node, index) => {
+    const sessions = Number(node.sessions) || 0;
+    const y = index * rowHeight + 4;
+    const barHeight = rowHeight - 8;
+    const barWidth = (sessions / most) * barSpace;
+    svg.append(
+      svgEl("text", { class: "label", x: labelWidth - 6, y: y + barHeight / 2, "text-anchor": "end", "dominant-baseline": "middle" }, shortId(node.node_id)),
+      svgEl(
+        "rect",
+        { class: "bar", x: labelWidth, y, width: barWidth, height: barHeight, "data-node-id": node.node_id, "data-sessions": sessions },
+        svgEl("title", {}, `${text(node.node_id)}: ${sessions} sessions, ${formatNumber(node.games ?? 0)} games`),
+      ),
+      svgEl("text", { class: "value", x: labelWidth + barWidth + 4, y: y + barHeight / 2, "dominant-baseline": "middle" }, formatNumber(sessions)),
+    );
+  });
+  svg.append(svgEl("text", { class: "axis-label", x: labelWidth + barSpace / 2, y: height - 4, "text-anchor": "middle" }, "sessions"));
+  box.replaceChildren(svg);
+}
+
+function gameRow(game) {
+  const seats = el("ul", { class: "seats" });
+  for (const [agent, status] of Object.entries(game.seats || {})) {
+    seats.append(el("li", { "data-agent": agent, "data-status": status }, `${agent}: ${text(status)}`));
+  }
+  const sessions = el("ul", { class: "sessions" });
+  for (const session of game.sessions || []) {
+    sessions.append(
+      el(
+        "li",
+        {},
+        el("span", { class: "agent" }, session.agent),
+        " ",
+        el("span", { class: "participant", title: text(session.session_id) }, session.participant),
+        " ",
+        el("button", { type: "button", class: "end-session danger", "data-session-id": session.session_id }, "End"),
+      ),
+    );
+  }
+  return el(
+    "tr",
+    { "data-game-id": game.game_id },
+    el("td", { title: text(game.game_id) }, el("code", {}, shortId(game.game_id))),
+    el("td", { title: text(game.env_id) }, game.task_id),
+    el("td", { title: text(game.node_id) }, el("code", {}, shortId(game.node_id))),
+    el("td", { class: "phase", "data-phase": game.phase }, game.phase),
+    el("td", {}, seats),
+    el("td", { class: "started", "data-started-at": game.started_at }),
+    el("td", {}, sessions),
+  );
+}
+
+/** Rows are rebuilt only when the games change, so an End button is not swapped out under the pointer every poll. */
+function renderGames(games, now) {
+  const body = $("games-table").tBodies[0];
+  const signature = JSON.stringify(games);
+  if (signature !== state.gamesSignature) {
+    body.replaceChildren(...(games.length ? games.map(gameRow) : [emptyRow(7, "No live games.")]));
+    state.gamesSignature = signature;
+  }
+  for (const cell of body.querySelectorAll("td.started")) {
+    const startedAt = Number(cell.dataset.startedAt);
+    cell.textContent = relativeTime(startedAt, now);
+    cell.title = Number.isFinite(startedAt) ? new Date(startedAt * 1000).toLocaleString() : "";
+  }
+}
+
+/** Where a value falls on the bar axis: bars have equal width, so interpolate inside its bucket. */
+function histogramX(value, edges, left, barWidth) {
+  const last = edges.length - 1;
+  if (value <= edges[0]) return left;
+  if (value >= edges[last]) return left + last * barWidth;
+  for (let i = 0; i < last; i += 1) {
+    if (value < edges[i + 1]) return left + (i + (value - edges[i]) / (edges[i + 1] - edges[i])) * barWidth;
+  }
+  return left + last * barWidth;
+}
+
+/** A bar per bucket, all equally wide: the buckets span very different ranges (a few ms around 16.7 ms, 50 ms at the tail). */
+function renderHistogram(box, histogram, xLabel) {
+  const edges = (histogram && histogram.edges) || [];
+  const counts = (histogram && histogram.counts) || [];
+  if (!counts.length || edges.length !== counts.length + 1) {
+    box.replaceChildren(el("p", { class: "empty" }, "No data yet."));
+    return;
+  }
+  const width = 440;
+  const height = 230;
+  const left = 52;
+  const right = 14;
+  const top = 20;
+  const bottom = 42;
+  const plotWidth = width - left - right;
+  const plotHeight = height - top - bottom;
+  const barWidth = plotWidth / counts.length;
+  const most = Math.max(1, ...counts);
+  const baseline = top + plotHeight;
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `Histogram of ${xLabel}` });
+
+  counts.forEach((count, index) => {
+    // A non-empty bucket stays visible next to a tall one.
+    const barHeight = count > 0 ? Math.max(1.5, (count / most) * plotHeight) : 0;
+    svg.append(
+      svgEl(
+        "rect",
+        { class: "bar", x: left + index * barWidth + 1, y: baseline - barHeight, width: Math.max(barWidth - 2, 1), height: barHeight, "data-count": count },
+        svgEl("title", {}, `${edges[index]}–${edges[index + 1]} ms: ${formatNumber(count)}`),
+      ),
+    );
+  });
+  edges.forEach((edge, index) => {
+    svg.append(svgEl("text", { class: "tick", x: left + index * barWidth, y: baseline + 13, "text-anchor": "middle" }, formatNumber(edge)));
+  });
+  svg.append(
+    svgEl("line", { class: "axis", x1: left, y1: baseline, x2: left + plotWidth, y2: baseline }),
+    svgEl("line", { class: "axis", x1: left, y1: top, x2: left, y2: baseline }),
+    svgEl("text", { class: "tick", x: left - 4, y: top + 4, "text-anchor": "end" }, formatNumber(most)),
+    svgEl("text", { class: "tick", x: left - 4, y: baseline, "text-anchor": "end" }, "0"),
+    svgEl("text", { class: "axis-label", x: left + plotWidth / 2, y: height - 6, "text-anchor": "middle" }, xLabel),
+    svgEl("text", { class: "axis-label", transform: `translate(14 ${top + plotHeight / 2}) rotate(-90)`, "text-anchor": "middle" }, "count"),
+  );
+
+  // p50 labelled to the left of its line and p99 to the right, so close percentiles do not overlap.
+  const summary = [];
+  for (const [name, anchor] of [["p50", "end"], ["p99", "start"]]) {
+    const value = Number(histogram[name]);
+    if (histogram[name] === null || histogram[name] === undefined || !Number.isFinite(value)) continue;
+    const x = histogramX(value, edges, left, barWidth);
+    const nudge = anchor === "end" ? -3 : 3;
+    svg.append(
+      svgEl("line", { class: `marker ${name}`, x1: x, y1: top - 4, x2: x, y2: baseline }),
+      svgEl("text", { class: `marker-label ${name}`, x: x + nudge, y: top - 8, "text-anchor": anchor }, `${name} ${formatNumber(value)}`),
+    );
+    summary.push(`${name} ${formatNumber(value)} ms`);
+  }
+  summary.push(`n = ${formatNumber(counts.reduce((sum, count) => sum + count, 0))}`);
+  box.replaceChildren(svg, el("p", { class: "summary" }, summary.join(" · ")));
+}
+
+/** Cumulative completions as a step line, extended to the overview's time because the count holds until then. */
+function renderCompletions(timeline, now) {
+  const section = $("completions-section");
+  const points = timeline
+    .map(([time, count]) => [Number(time), Number(count)])
+    .filter(([time, count]) => Number.isFinite(time) && Number.isFinite(count))
+    .sort((a, b) => a[0] - b[0]);
+  if (!points.length) {
+    section.hidden = true;
+    $("completions-chart").replaceChildren();
+    return;
+  }
+  section.hidden = false;
+  const width = 640;
+  const height = 220;
+  const left = 52;
+  const right = 16;
+  const top = 12;
+  const bottom = 40;
+  const plotWidth = width - left - right;
+  const plotHeight = height - top - bottom;
+  const start = points[0][0];
+  const end = Math.max(points[points.length - 1][0], now);
+  const span = Math.max(end - start, 1);
+  const most = Math.max(1, ...points.map(([, count]) => count));
+  const x = (time) => left + ((time - start) / span) * plotWidth;
+  const y = (count) => top + plotHeight - (count / most) * plotHeight;
+
+  let path = `M ${x(points[0][0])} ${y(0)} V ${y(points[0][1])}`;
+  for (const [time, count] of points.slice(1)) path += ` H ${x(time)} V ${y(count)}`;
+  path += ` H ${x(end)}`;
+
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "Completed assignments over time" });
+  svg.append(
+    svgEl("line", { class: "axis", x1: left, y1: top + plotHeight, x2: left + plotWidth, y2: top + plotHeight }),
+    svgEl("line", { class: "axis", x1: left, y1: top, x2: left, y2: top + plotHeight }),
+    svgEl("path", { class: "line", d: path }),
+    svgEl("text", { class: "tick", x: left - 4, y: top + 4, "text-anchor": "end" }, formatNumber(most)),
+    svgEl("text", { class: "tick", x: left - 4, y: top + plotHeight, "text-anchor": "end" }, "0"),
+    svgEl("text", { class: "tick", x: left, y: top + plotHeight + 14, "text-anchor": "start" }, clockTime(start)),
+    svgEl("text", { class: "tick", x: left + plotWidth, y: top + plotHeight + 14, "text-anchor": "end" }, clockTime(end)),
+    svgEl("text", { class: "axis-label", x: left + plotWidth / 2, y: height - 6, "text-anchor": "middle" }, "time"),
+    svgEl("text", { class: "axis-label", transform: `translate(14 ${top + plotHeight / 2}) rotate(-90)`, "text-anchor": "middle" }, "completed"),
+  );
+  $("completions-chart").replaceChildren(svg);
+}
+
+// ---------------------------------------------------------------- actions
+
+async function endSession(button) {
+  const sessionId = button.dataset.sessionId;
+  if (!window.confirm(`End session ${sessionId}? The participant's game stops now.`)) return;
+  const token = getToken();
+  if (!token) {
+    showTokenForm();
+    return;
+  }
+  button.disabled = true;
+  try {
+    const response = await fetch(`/api/admin/sessions/${encodeURIComponent(sessionId)}/end`, {
+      method: "POST",
+      headers: authHeaders(token),
+    });
+    if (response.status === 401) {
+      showTokenForm(await reasonOf(response));
+      return;
+    }
+    if (!response.ok) throw new Error(await reasonOf(response));
+  } catch (error) {
+    setError(`Could not end session ${sessionId}: ${error.message}`);
+    button.disabled = false;
+  }
+  poll();
+}
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("token-input");
+  const token = input.value.trim();
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  input.value = "";
+  setError("");
+  poll();
+});
+
+$("forget-token").addEventListener("click", () => showTokenForm());
+
+// One listener for the whole table: rows come and go with every change.
+$("games-table").addEventListener("click", (event) => {
+  const button = event.target.closest("button.end-session");
+  if (button && !button.disabled) endSession(button);
+});
+
+takeTokenFromUrl();
+poll();

@@ -1,0 +1,51 @@
+"""The study the journey tests run: loaded as a plugin (``Settings.plugins``) in every process of
+their deployment. One MTurk-style task with a completion code per assignment, one Prolific-style
+task that redirects, a task whose time window is over, and a turn-based task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crowdplay.study import define_study
+
+#: Short enough for a test: three seconds of play completes a task.
+SECONDS_TO_COMPLETE = 3
+
+STUDY = define_study(
+    {
+        "title": "CrowdPlay test study",
+        "consent": "consent.md",
+        "assignment": "choose",
+        "admin_token": "test-admin-token",
+        "tasks": {
+            "invaders-mturk": {
+                "environment": "SpaceInvaders",
+                "title": "Space Invaders (MTurk)",
+                "description": "Play for a few seconds.",
+                "statistics": ["si_shots", "si_hits"],
+                "task_requirements": {"time_played": SECONDS_TO_COMPLETE},
+                "bonus": lambda stats: 0.01 * stats["time_played"],
+                "target_complete_assignments": 100,
+                "completion_code": "auto",
+                "initial_message": "Shoot the aliens! Arrow keys move, Space fires.",
+            },
+            "pong-prolific": {
+                "environment": "Pong",
+                "title": "Pong (Prolific)",
+                "task_requirements": {"time_played": SECONDS_TO_COMPLETE},
+                "completion_url": "https://app.prolific.com/submissions/complete?cc=CPTEST",
+            },
+            "breakout-over": {
+                "environment": "Breakout",
+                "title": "Breakout (over)",
+                "end_time": "2020-01-01T00:00:00+00:00",
+            },
+            "invaders-turns": {
+                "environment": "SpaceInvaders",
+                "title": "Space Invaders, one step per key",
+                "mode": "wait_for_key",
+            },
+        },
+    },
+    base_dir=Path(__file__).parent,
+)

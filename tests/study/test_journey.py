@@ -1,0 +1,224 @@
+"""A study end to end: the participant's journey in a real Chromium for an MTurk-style and a
+Prolific-style URL, completion refused until the requirements are met (also through the API),
+tasks outside their window, turn-based play, feedback and reports, and the researcher dashboard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from crowdplay.client import Participant, ServerError, http_json
+from crowdplay.recording.store import TrajectoryStore
+from crowdplay.study import current_study
+from tests.study.conftest import STUDY_SETTINGS
+from tests.study.config import SECONDS_TO_COMPLETE
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+
+
+def run(coroutine):
+    """Run a coroutine to completion in a thread of its own (Playwright's sync API keeps an event
+    loop running in this one)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def request(url: str, method: str = "GET", headers: dict | None = None, payload: dict | None = None) -> tuple[int, dict | str]:
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as response:
+            body = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as error:
+        body, status = error.read().decode(), error.code
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body
+
+
+def play_until_complete(page) -> None:
+    page.wait_for_function("window.crowdplay.framesDisplayed > 30", timeout=30_000)
+    page.keyboard.down("Space")
+    page.wait_for_function("window.crowdplay.stats && window.crowdplay.stats.complete", timeout=30_000)
+    page.keyboard.up("Space")
+
+
+def test_the_mturk_journey_from_consent_to_the_completion_code(browser, base_url):
+    page = browser.new_page()
+    page.goto(f"{base_url}/?assignmentId=A-1&hitId=H-1&workerId=WORKER-MTURK-1")
+    page.wait_for_selector("#consent:not([hidden])")
+    assert "Consent to take part" in page.inner_text("#consent-text")  # the researcher's Markdown, rendered
+    page.click("#agree")
+    page.wait_for_selector("#library:not([hidden])")
+    assert page.locator("button[data-task-id=breakout-over]").is_disabled()  # its window is over
+    page.click("button[data-task-id=invaders-mturk]")
+    assert "Time played" in page.inner_text("#requirements")
+    page.click("#start")
+    assert "Shoot the aliens" in page.inner_text("#instructions") or page.wait_for_function(
+        "document.getElementById('instructions').textContent.includes('Shoot the aliens')"
+    )
+    play_until_complete(page)
+    assert page.locator("[data-requirement=time_played] progress").get_attribute("value") == "1"
+    assert "Estimated bonus" in page.inner_text("#bonus")
+    session_id, token = page.evaluate("[window.crowdplay.sessionId, window.crowdplay.token]")
+    page.click("#finish")
+    page.wait_for_selector("#score-page:not([hidden])")
+    page.wait_for_selector("#completion-code-box:not([hidden])")
+    code = page.inner_text("#completion-code")
+    assert len(code) == 12 and page.locator("#histogram svg rect").count() >= 1
+    assert "Better than" in page.inner_text("#percentile")
+    status, completion = request(f"{base_url}/api/sessions/{session_id}/completion?token={token}")
+    assert status == 200 and completion == {"code": code}  # the same code, from the server
+    page.fill("#feedback", "Fun, but the aliens are fast.")
+    page.click("#send-feedback")
+    page.wait_for_function("document.getElementById('feedback-status').textContent.includes('Thank you')")
+    # A returning participant is not asked to consent again (remembered per consent version).
+    page.goto(f"{base_url}/?assignmentId=A-1&hitId=H-1&workerId=WORKER-MTURK-1")
+    page.wait_for_selector("#library:not([hidden])")
+    page.close()
+
+    store = TrajectoryStore.open(STUDY_SETTINGS.store_uri)
+    [assignment] = store.find_assignments({"_id": session_id})
+    assert assignment["task_id"] == "invaders-mturk" and assignment["completed_at"] and assignment["finished_at"]
+    assert assignment["statistics"]["values"]["time_played"] >= SECONDS_TO_COMPLETE
+    assert assignment["participant"] != "WORKER-MTURK-1"  # a pseudonym, never the worker id
+    assert assignment["params"] == {"assignmentId": "A-1", "hitId": "H-1"}
+    [feedback] = store.find_notes({"session_id": session_id})
+    assert feedback["kind"] == "feedback" and "aliens" in feedback["text"]
+    episodes = store.find_episodes({"task_id": "invaders-mturk"})
+    assert episodes and episodes[0]["env_id"] == "SpaceInvaders" and "statistics" in episodes[0]
+    store.close()
+
+
+def test_the_prolific_journey_redirects_to_the_completion_url(browser, base_url):
+    page = browser.new_page()
+    page.route("https://app.prolific.com/**", lambda route: route.fulfill(status=200, body="<p>Prolific: submission complete</p>", content_type="text/html"))
+    page.goto(f"{base_url}/?PROLIFIC_PID=PID-1&STUDY_ID=S-1&SESSION_ID=X-1")
+    page.wait_for_selector("#consent:not([hidden])")
+    page.click("#agree")
+    page.click("button[data-task-id=pong-prolific]")
+    page.click("#start")
+    play_until_complete(page)
+    page.click("#finish")
+    page.wait_for_url("https://app.prolific.com/submissions/complete?cc=CPTEST", timeout=15_000)
+    assert "submission complete" in page.content()
+    page.close()
+
+
+def test_no_completion_before_the_requirements_are_met_not_even_through_the_api(base_url):
+    async def scenario():
+        player = await Participant.join(base_url, "invaders-mturk", participant="WORKER-API-1")
+        session = player.session
+        url = f"{base_url}/api/sessions/{session['session_id']}"
+        early = request(f"{url}/completion?token={session['token']}")
+        wrong = request(f"{url}/completion?token=not-the-token")
+        summary = request(f"{url}/summary?token={session['token']}")
+        for _ in range(int(60 * (SECONDS_TO_COMPLETE + 1))):
+            await player.next_frame()
+        late = request(f"{url}/completion?token={session['token']}")
+        await player.close()
+        return early, wrong, summary, late
+
+    early, wrong, summary, late = run(scenario())
+    assert early[0] == 403 and early[1]["error"] == "not_complete" and early[1]["progress"]["time_played"] < 1
+    assert wrong[0] == 403 and wrong[1]["error"] == "bad_token"
+    assert summary[0] == 200 and summary[1]["complete"] is False and "time_played" in summary[1]["values"]
+    assert late[0] == 200 and len(late[1]["code"]) == 12
+
+
+def test_a_task_outside_its_window_takes_nobody_and_auto_assignment_skips_it(base_url):
+    with pytest.raises(ServerError) as refused:
+        http_json(f"{base_url}/api/sessions", {"task_id": "breakout-over"})
+    assert refused.value.status == 409 and "ended" in refused.value.body["reason"]
+    session = http_json(f"{base_url}/api/sessions", {"task_id": "auto"})
+    assert session["task_id"] in {"invaders-mturk", "pong-prolific", "invaders-turns"}
+    study = http_json(f"{base_url}/api/study")
+    assert [task["id"] for task in study["tasks"]] == list(current_study().tasks)
+    assert study["consent"]["version"] and "<strong>" in study["consent"]["html"]
+
+
+def test_turn_based_play_steps_once_per_key_press(base_url):
+    async def scenario():
+        async with await Participant.join(base_url, "invaders-turns") as player:
+            await player.next_frame()  # the start screen
+            first = player.last_frame_id
+            await asyncio.sleep(0.5)
+            waited = len(player.timings)
+            for press in range(5):
+                await player.press({"Space"})
+                await player.next_frame()
+                await player.press(set())  # releasing is not a turn
+            await asyncio.sleep(0.3)
+            return first, waited, player
+
+    first, waited, player = run(scenario())
+    assert waited == 1  # nothing moved while nobody pressed a key
+    assert len(player.timings) == 6
+
+
+def test_reports_work_without_a_session(base_url):
+    status, _ = request(f"{base_url}/api/report", "POST", payload={"text": "The page is blank", "page": "landing"})
+    assert status == 201
+    status, body = request(f"{base_url}/api/report", "POST", payload={"text": ""})
+    assert status == 400 and body["error"] == "invalid_note"
+
+
+def test_the_dashboard_needs_its_token_and_shows_a_running_session(browser, base_url):
+    assert request(f"{base_url}/api/admin/overview")[0] == 401
+    assert request(f"{base_url}/api/admin/overview", headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert request(f"{base_url}/metrics")[0] == 401
+
+    loop = asyncio.new_event_loop()  # the participant plays in a thread of its own; Playwright drives this one
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def call(coroutine, timeout: float = 60):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout)
+
+    async def play(frames: int) -> Participant:
+        player = await Participant.join(base_url, "invaders-mturk", participant="WORKER-DASH-1")
+        for _ in range(frames):
+            await player.next_frame()
+        return player
+
+    player = call(play(90))
+    status, overview = request(f"{base_url}/api/admin/overview", headers=ADMIN)
+    metrics = urllib.request.urlopen(urllib.request.Request(f"{base_url}/metrics", headers=ADMIN), timeout=30).read().decode()
+    page = browser.new_page()
+    page.goto(f"{base_url}/admin?token=test-admin-token")
+    end_button = f"button.end-session[data-session-id='{player.session['session_id']}']"
+    page.wait_for_selector(end_button)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click(end_button)
+    ended = call(player.wait_for_event("end", timeout=15))
+    page.close()
+    call(player.close())
+    loop.call_soon_threadsafe(loop.stop)
+
+    assert status == 200
+    [game] = [game for game in overview["games"] if any(s["session_id"] == player.session["session_id"] for s in game["sessions"])]
+    assert game["task_id"] == "invaders-mturk" and game["env_id"] == "SpaceInvaders" and game["phase"] == "playing"
+    [task] = [task for task in overview["tasks"] if task["task_id"] == "invaders-mturk"]
+    assert task["live_sessions"] >= 1 and task["target"] == 100
+    assert overview["histograms"]["frame_interval_ms"]["samples"] > 60
+    assert 'crowdplay_live_sessions{task="invaders-mturk"}' in metrics
+    assert "researcher" in ended["reason"]

@@ -1,0 +1,363 @@
+"""The researcher dashboard and the Prometheus exposition, without Ray.
+
+The page runs in Debian's Chromium (driven by Playwright) against a small Starlette stand-in for
+the admin API, so these tests pin down the page's contract with the backend: the bearer token,
+the 401 handling and the End button's POST.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from crowdplay.web.metrics import CONTENT_TYPE, prometheus_text
+
+STATIC = Path(__file__).parent.parent / "crowdplay" / "web" / "static"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+TOKEN = "secret-token"
+
+SAMPLE_OVERVIEW: dict = {
+    "study": "Atari demonstrations",
+    "generated_at": 1795000000.0,
+    "totals": {"live_sessions": 3, "waiting": 1, "completed": 12, "participants": 40, "data_bytes": 123456789},
+    "tasks": [
+        {"task_id": "invaders", "title": "Space Invaders", "live_sessions": 2, "waiting": 1, "completed": 10, "target": 50, "participants": 30, "open": True},
+        {"task_id": "pong", "title": "Pong", "live_sessions": 1, "waiting": 0, "completed": 2, "target": 0, "participants": 10, "open": False},
+    ],
+    "nodes": [
+        {"node_id": "abc123def456abc123def456", "sessions": 3, "games": 2},
+        {"node_id": "fed987", "sessions": 1, "games": 1},
+    ],
+    "games": [
+        {
+            "game_id": "g-0123456789abcdef",
+            "task_id": "invaders",
+            "env_id": "SpaceInvaders",
+            "node_id": "abc123def456abc123def456",
+            "phase": "playing",
+            "seats": {"agent_0": "ready"},
+            "sessions": [{"session_id": "s-1", "agent": "agent_0", "participant": "pseudonym-1"}],
+            "started_at": 1794999880.0,
+        }
+    ],
+    "histograms": {
+        "frame_interval_ms": {"edges": [0, 5, 10, 15, 16, 17, 18, 20, 25, 33, 50, 100], "counts": [0, 1, 3, 10, 900, 40, 5, 2, 1, 0, 0], "p50": 16.7, "p99": 19.0},
+        "input_latency_ms": {"edges": [0, 2, 5, 10, 20, 50, 100, 200], "counts": [10, 50, 80, 20, 5, 1, 0], "p50": 6.0, "p99": 30.0},
+    },
+    "completions_timeline": [[1794999000.0, 1], [1794999500.0, 2]],
+}
+
+
+# ---------------------------------------------------------------- the Prometheus text
+
+SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
+UNESCAPES = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def parse_exposition(body: str) -> tuple[dict[str, str], dict[tuple[str, frozenset], float]]:
+    """Metric types from the TYPE lines, and every sample keyed by name and labels, checking
+    each line against the text format's grammar on the way."""
+    assert body.endswith("\n")
+    types: dict[str, str] = {}
+    samples: dict[tuple[str, frozenset], float] = {}
+    for line in body.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            types[name] = kind
+            continue
+        if line.startswith("# HELP "):
+            continue
+        match = SAMPLE_LINE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        name, label_text, value = match.groups()
+        labels = {}
+        if label_text:
+            assert "".join(m.group(0) for m in LABEL.finditer(label_text)) == label_text, f"bad labels: {label_text!r}"
+            for m in LABEL.finditer(label_text):
+                labels[m.group(1)] = re.sub(r"\\[\\\"n]", lambda e: UNESCAPES[e.group(0)], m.group(2))
+        key = (name, frozenset(labels.items()))
+        assert key not in samples, f"duplicate sample {line!r}"
+        samples[key] = float(value)
+    return types, samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_prometheus_text_exposes_the_gauges() -> None:
+    types, samples = parse_exposition(prometheus_text(SAMPLE_OVERVIEW))
+    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+    for name in ("crowdplay_live_sessions", "crowdplay_waiting_participants", "crowdplay_completed_assignments", "crowdplay_target_assignments", "crowdplay_participants", "crowdplay_node_sessions", "crowdplay_data_bytes"):
+        assert types[name] == "gauge"
+    assert value(samples, "crowdplay_live_sessions", task="invaders") == 2
+    assert value(samples, "crowdplay_waiting_participants", task="invaders") == 1
+    assert value(samples, "crowdplay_completed_assignments", task="invaders") == 10
+    assert value(samples, "crowdplay_target_assignments", task="invaders") == 50
+    assert value(samples, "crowdplay_participants", task="invaders") == 30
+    assert value(samples, "crowdplay_completed_assignments", task="pong") == 2
+    assert value(samples, "crowdplay_node_sessions", node="abc123def456abc123def456") == 3
+    assert value(samples, "crowdplay_node_sessions", node="fed987") == 1
+    assert value(samples, "crowdplay_data_bytes") == 123456789
+
+
+@pytest.mark.parametrize(("name", "key"), [("crowdplay_frame_interval_ms", "frame_interval_ms"), ("crowdplay_input_latency_ms", "input_latency_ms")])
+def test_prometheus_text_exposes_cumulative_histograms(name: str, key: str) -> None:
+    histogram = SAMPLE_OVERVIEW["histograms"][key]
+    types, samples = parse_exposition(prometheus_text(SAMPLE_OVERVIEW))
+    assert types[name] == "histogram"
+    buckets = {dict(labels)["le"]: count for (sample, labels), count in samples.items() if sample == f"{name}_bucket"}
+    assert len(buckets) == len(histogram["counts"]) + 1
+    running = 0
+    for upper, count in zip(histogram["edges"][1:], histogram["counts"]):
+        running += count
+        assert buckets[repr(float(upper))] == running
+    assert buckets["+Inf"] == value(samples, f"{name}_count") == sum(histogram["counts"])
+    edges = histogram["edges"]
+    midpoints = sum(count * (edges[i] + edges[i + 1]) / 2 for i, count in enumerate(histogram["counts"]))
+    assert math.isclose(value(samples, f"{name}_sum"), midpoints)
+
+
+def test_prometheus_text_escapes_label_values() -> None:
+    overview = copy.deepcopy(SAMPLE_OVERVIEW)
+    nasty = 'say "hi" \\ there\nnow'
+    overview["tasks"].append({"task_id": nasty, "title": "x", "live_sessions": 7, "waiting": 0, "completed": 0, "target": 1, "participants": 0, "open": True})
+    body = prometheus_text(overview)
+    assert 'crowdplay_live_sessions{task="say \\"hi\\" \\\\ there\\nnow"} 7' in body.splitlines()
+    _, samples = parse_exposition(body)
+    assert value(samples, "crowdplay_live_sessions", task=nasty) == 7
+
+
+def test_prometheus_text_of_an_empty_overview_still_declares_the_metrics() -> None:
+    types, samples = parse_exposition(prometheus_text({"tasks": [], "nodes": [], "totals": {}, "histograms": {}}))
+    assert types["crowdplay_live_sessions"] == "gauge" and types["crowdplay_frame_interval_ms"] == "histogram"
+    assert value(samples, "crowdplay_data_bytes") == 0
+    assert value(samples, "crowdplay_frame_interval_ms_bucket", le="+Inf") == value(samples, "crowdplay_frame_interval_ms_count") == 0
+
+
+# ---------------------------------------------------------------- a stand-in admin API
+
+
+class StubBackend:
+    """The two admin endpoints, answering from a fixed overview and recording every End."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.overview = copy.deepcopy(SAMPLE_OVERVIEW)
+        self.token = TOKEN
+        self.overview_requests = 0
+        self.end_calls: list[tuple[str, str | None]] = []
+
+    def refusal(self, request: Request) -> JSONResponse | None:
+        header = request.headers.get("authorization")
+        if header is None:
+            return JSONResponse({"error": "unauthorized", "reason": "missing bearer token"}, status_code=401)
+        if header != f"Bearer {self.token}":
+            return JSONResponse({"error": "unauthorized", "reason": "the admin token is not valid"}, status_code=401)
+        return None
+
+    async def admin_page(self, request: Request) -> FileResponse:
+        return FileResponse(STATIC / "admin.html")
+
+    async def get_overview(self, request: Request) -> JSONResponse:
+        self.overview_requests += 1
+        return self.refusal(request) or JSONResponse(self.overview)
+
+    async def end_session(self, request: Request) -> JSONResponse:
+        self.end_calls.append((request.path_params["session_id"], request.headers.get("authorization")))
+        return self.refusal(request) or JSONResponse({"ended": request.path_params["session_id"]})
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/admin", self.admin_page),
+                Route("/api/admin/overview", self.get_overview, methods=["GET"]),
+                Route("/api/admin/sessions/{session_id}/end", self.end_session, methods=["POST"]),
+                Mount("/static", StaticFiles(directory=STATIC)),
+            ]
+        )
+
+
+@pytest.fixture(scope="module")
+def stub() -> StubBackend:
+    return StubBackend()
+
+
+@pytest.fixture(scope="module")
+def admin_url(stub: StubBackend) -> Iterator[str]:
+    """The stub served by uvicorn in a thread, on a socket bound up front so no other process can take the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(stub.app(), log_level="warning", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, "uvicorn did not start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Browser, admin_url: str, stub: StubBackend) -> Iterator[Page]:
+    """A fresh browser context (so an empty sessionStorage) that fails the test on any script error."""
+    stub.reset()
+    context = chromium.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == []
+
+
+def wait_until(condition: Callable[[], bool], message: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+def sign_in(page: Page, admin_url: str, token: str = TOKEN) -> None:
+    page.goto(admin_url + "/admin")
+    page.fill("#token-input", token)
+    page.press("#token-input", "Enter")
+
+
+# ---------------------------------------------------------------- the page
+
+
+def test_the_page_asks_for_a_token_first(page: Page, admin_url: str, stub: StubBackend) -> None:
+    page.goto(admin_url + "/admin")
+    expect(page.locator("#token-form")).to_be_visible()
+    expect(page.locator("#token-input")).to_be_focused()
+    expect(page.locator("#overview")).to_be_hidden()
+    assert stub.overview_requests == 0
+
+
+def test_a_wrong_token_shows_the_servers_reason(page: Page, admin_url: str, stub: StubBackend) -> None:
+    sign_in(page, admin_url, "wrong-token")
+    expect(page.locator("#error")).to_have_text("the admin token is not valid")
+    expect(page.locator("#token-form")).to_be_visible()
+    expect(page.locator("#overview")).to_be_hidden()
+    assert page.evaluate("sessionStorage.getItem('crowdplay-admin-token')") is None
+
+
+def test_the_right_token_shows_the_overview(page: Page, admin_url: str) -> None:
+    sign_in(page, admin_url)
+    row = page.locator('#tasks-table tbody tr[data-task-id="invaders"]')
+    expect(row).to_contain_text("Space Invaders")
+    expect(row).to_contain_text("10 / 50")
+    expect(row.locator("progress")).to_have_attribute("value", "10")
+    expect(page.locator('#tasks-table tbody tr[data-task-id="pong"]')).to_contain_text("closed")
+    expect(page.locator("#token-form")).to_be_hidden()
+    expect(page.locator("#study-title")).to_have_text("Atari demonstrations")
+    expect(page.locator("#total-live-sessions")).to_have_text("3")
+    expect(page.locator("#total-data")).to_have_text("123.5 MB")
+
+    game = page.locator('#games-table tbody tr[data-game-id="g-0123456789abcdef"]')
+    expect(game).to_contain_text("agent_0: ready")
+    expect(game).to_contain_text("2 min ago")  # relative to generated_at, not to the browser's clock
+    expect(game.locator('button.end-session[data-session-id="s-1"]')).to_have_text("End")
+
+    expect(page.locator("#frame-histogram svg rect.bar")).to_have_count(11)
+    expect(page.locator("#latency-histogram svg rect.bar")).to_have_count(7)
+    expect(page.locator("#frame-histogram")).to_contain_text("p50 16.7")
+    expect(page.locator("#latency-histogram")).to_contain_text("input latency (ms)")
+    expect(page.locator("#nodes-chart svg rect.bar")).to_have_count(2)
+    expect(page.locator('#nodes-chart rect.bar[data-node-id="fed987"]')).to_have_attribute("data-sessions", "1")
+    expect(page.locator("#completions-chart svg path.line")).to_have_count(1)
+    expect(page.locator("#error")).to_have_text("")
+
+
+def test_the_page_keeps_polling(page: Page, admin_url: str, stub: StubBackend) -> None:
+    sign_in(page, admin_url)
+    expect(page.locator("#total-live-sessions")).to_have_text("3")
+    stub.overview["totals"]["live_sessions"] = 4
+    expect(page.locator("#total-live-sessions")).to_have_text("4", timeout=5000)
+
+
+def test_a_token_in_the_url_is_stored_and_removed_from_the_address_bar(page: Page, admin_url: str) -> None:
+    page.goto(admin_url + f"/admin?token={TOKEN}&view=1")
+    expect(page.locator('#tasks-table tbody tr[data-task-id="invaders"]')).to_be_visible()
+    assert page.url == admin_url + "/admin?view=1"
+    assert page.evaluate("sessionStorage.getItem('crowdplay-admin-token')") == TOKEN
+
+
+def test_a_revoked_token_brings_back_the_form(page: Page, admin_url: str, stub: StubBackend) -> None:
+    sign_in(page, admin_url)
+    expect(page.locator("#overview")).to_be_visible()
+    stub.token = "rotated"
+    expect(page.locator("#token-form")).to_be_visible(timeout=5000)
+    expect(page.locator("#error")).to_have_text("the admin token is not valid")
+    expect(page.locator("#overview")).to_be_hidden()
+
+
+def test_end_posts_once_with_the_bearer_token(page: Page, admin_url: str, stub: StubBackend) -> None:
+    sign_in(page, admin_url)
+    dialogs: list[str] = []
+
+    def accept(dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    renders = page.evaluate("window.crowdplayAdmin.renders")
+    page.click('#games-table button.end-session[data-session-id="s-1"]')
+    wait_until(lambda: len(stub.end_calls) >= 1, "no POST reached the end endpoint")
+    page.wait_for_function(f"window.crowdplayAdmin.renders > {renders}")  # the page refreshed after ending
+    time.sleep(0.5)
+    assert stub.end_calls == [("s-1", f"Bearer {TOKEN}")]
+    assert len(dialogs) == 1 and "s-1" in dialogs[0]
+    expect(page.locator("#error")).to_have_text("")
+
+
+def test_a_dismissed_confirm_sends_nothing(page: Page, admin_url: str, stub: StubBackend) -> None:
+    sign_in(page, admin_url)
+    page.on("dialog", lambda dialog: dialog.dismiss())
+    page.click('#games-table button.end-session[data-session-id="s-1"]')
+    time.sleep(0.5)
+    assert stub.end_calls == []
+
+
+def test_server_text_is_shown_as_text_never_as_markup(page: Page, admin_url: str, stub: StubBackend) -> None:
+    markup = '<img src=x onerror="window.injected=1">'
+    stub.overview["study"] = markup
+    stub.overview["tasks"][0]["title"] = markup
+    stub.overview["games"][0]["sessions"][0]["participant"] = markup
+    stub.overview["nodes"][0]["node_id"] = markup
+    sign_in(page, admin_url)
+    expect(page.locator('#tasks-table tbody tr[data-task-id="invaders"] td').nth(1)).to_have_text(markup)
+    expect(page.locator("#study-title")).to_have_text(markup)
+    expect(page.locator("#games-table .participant")).to_have_text(markup)
+    assert page.locator("main img, header img").count() == 0
+    assert page.evaluate("window.injected") is None
