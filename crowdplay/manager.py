@@ -397,15 +397,21 @@ class EnvsManager:
     async def _fresh(self, session_id: str, token: str):
         """The session's assignment with its statistics as of now (asked from its game if it plays)."""
         assignment = self.book.get(session_id, token)
-        entry = self.sessions.get(session_id)
-        if entry is not None and entry.game.host is not None:
-            try:
-                statistics = await entry.game.host.actor.statistics.remote(entry.game.game_id, session_id)
-            except (ray.exceptions.RayActorError, UnknownHostedSession):
-                statistics = {}
-            if statistics:
-                assignment.statistics = statistics
+        statistics = await self._ask_game(session_id, "statistics")
+        if statistics:
+            assignment.statistics = statistics
         return assignment
+
+    async def _ask_game(self, session_id: str, method: str) -> dict:
+        """The participant's statistics from the EnvActor hosting their game (``statistics``, or
+        ``finish`` to give up their seat too); {} if they no longer play."""
+        entry = self.sessions.get(session_id)
+        if entry is None or entry.game.host is None:
+            return {}
+        try:
+            return await getattr(entry.game.host.actor, method).remote(entry.game.game_id, session_id)
+        except (ray.exceptions.RayActorError, UnknownHostedSession):
+            return {}
 
     async def summary(self, session_id: str, token: str) -> dict:
         """Statistics, progress, completion and (once finished) the ranking, for the page."""
@@ -427,14 +433,9 @@ class EnvsManager:
         """The participant is done playing: their seat is given up and the summary (with the
         ranking among everyone who finished the task) returned."""
         assignment = self.book.get(session_id, token)
-        entry = self.sessions.get(session_id)
-        if entry is not None and entry.game.host is not None:
-            try:
-                statistics = await entry.game.host.actor.finish.remote(entry.game.game_id, session_id)
-            except (ray.exceptions.RayActorError, UnknownHostedSession):
-                statistics = {}
-            if statistics:
-                assignment.statistics = statistics
+        statistics = await self._ask_game(session_id, "finish")
+        if statistics:
+            assignment.statistics = statistics
         if assignment.finished_at is None:
             assignment.finished_at = time.time()
         await self._save_quietly(assignment)

@@ -80,6 +80,8 @@ from typing import TypeVar
 
 import numpy as np
 
+from crowdplay.registry import Registry, UnknownName
+
 T = TypeVar("T", bound="type[Statistic]")
 
 
@@ -107,49 +109,31 @@ class Statistic:
 
 
 # --------------------------------------------------------------------- registry
-class UnknownStatistic(KeyError):
+class UnknownStatistic(UnknownName):
     """Raised for a statistic name that nobody registered."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.name = name
-
-    def __str__(self) -> str:
-        known = ", ".join(sorted(_STATISTICS)) or "none"
-        return f"unknown statistic {self.name!r} (registered: {known})"
+    kind = "statistic"
 
 
-_STATISTICS: dict[str, type[Statistic]] = {}
+_STATISTICS: Registry = Registry("statistic", UnknownStatistic)
 
 
 def register_statistic(name: str) -> Callable[[T], T]:
-    """Register a statistic class under ``name``; a name taken by another class is an error, so a
-    typo cannot silently replace a built-in."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a statistic name must be a non-empty string, got {name!r}")
-
-    def register(cls: T) -> T:
-        if _STATISTICS.get(name, cls) is not cls:
-            raise ValueError(f"statistic {name!r} is already registered to {_STATISTICS[name].__qualname__}")
-        _STATISTICS[name] = cls
-        return cls
-
-    return register
+    """Register a statistic class under ``name`` (see ``crowdplay.registry``)."""
+    return _STATISTICS.register(name)
 
 
 def registered_statistics() -> list[str]:
-    return sorted(_STATISTICS)
+    return _STATISTICS.names()
 
 
 def check_statistic(name: str) -> str:
     """The name itself if a statistic is registered under it; else UnknownStatistic naming the known ones."""
-    if name not in _STATISTICS:
-        raise UnknownStatistic(name)
-    return name
+    return _STATISTICS.check(name)
 
 
 def statistic_class(name: str) -> type[Statistic]:
-    return _STATISTICS[check_statistic(name)]
+    return _STATISTICS.get(name)
 
 
 # --------------------------------------------------------------------- tracker

@@ -33,14 +33,42 @@ TEST_SETTINGS = Settings(
 load_plugins(TEST_SETTINGS)
 
 
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+def start_ray() -> None:
+    """A fresh local Ray instance for this test process (never a cluster already running here)."""
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0")  # serve.shutdown: 1 s, not 30
     apply_serve_environment()
-    share_import_path(str(Path(__file__).parent.parent))  # the Ray processes import tests.study_envs
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)  # never a cluster already running here
+    share_import_path(str(Path(__file__).parent.parent))  # the Ray processes import the tests' plugins
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+
+
+def start_serve(settings: Settings) -> str:
+    """The CrowdPlay app on Serve at a free port; returns its base URL."""
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(settings), name="crowdplay", route_prefix="/")
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    start_ray()
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (which never downloads a browser of its own)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")
@@ -69,10 +97,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def base_url(ray_session: None, settings: Settings) -> Iterator[str]:
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(settings), name="crowdplay", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
+    yield start_serve(settings)
     serve.shutdown()
 
 

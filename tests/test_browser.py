@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import base64
-import shutil
 import time
 
 import numpy as np
-import pytest
 import ray
-from playwright.sync_api import sync_playwright
 
 from crowdplay.data import Dataset
 from crowdplay.environments.replay import replay_screens
 from tests.conftest import TEST_SETTINGS
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def open_game(browser, base_url: str, env_id: str, query: str = ""):

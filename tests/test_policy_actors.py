@@ -63,6 +63,15 @@ def test_a_policy_actor_answers_concurrent_games_in_batches(trained_policies, se
     ray.kill(one_at_a_time)
 
 
+def ai_game(policy_id: str, settings, env_id: str = "SpaceInvaders", recorder: Recorder | None = None) -> tuple[LiveEnv, PolicyAgent]:
+    """A started single-agent game whose agent the policy plays through its policy actor."""
+    live = LiveEnv(get_env(env_id), 1, settings, recorder=recorder)
+    agent = PolicyAgent(policy_id, live.adapter.action_space("agent_0"), 0, PolicyClient(settings))
+    live.set_controller("agent_0", agent.controller, agent)
+    live.start()
+    return live, agent
+
+
 def test_a_failing_policy_answers_no_action_and_its_actor_survives(settings):
     actor = policy_actor(settings, "test-broken", SIX_ACTIONS)
     assert ray.get(actor.compute.remote([np.zeros(128, np.uint8)] * 2)) == [None, None]
@@ -70,10 +79,7 @@ def test_a_failing_policy_answers_no_action_and_its_actor_survives(settings):
     assert ray.get(actor.stats.remote())["failures"] == 2
 
     async def scenario():
-        live = LiveEnv(get_env("SpaceInvaders"), 1, settings)
-        agent = PolicyAgent("test-broken", live.adapter.action_space("agent_0"), 0, PolicyClient(settings))
-        live.set_controller("agent_0", agent.controller, agent)
-        live.start()
+        live, _ = ai_game("test-broken", settings)
         await asyncio.sleep(0.5)
         live.stop("done")
         return live
@@ -94,10 +100,7 @@ def test_a_game_never_waits_for_a_slow_policy(settings):
     async def scenario():
         ray.get(policy_actor(settings, "test-slow", SIX_ACTIONS).ready.remote())  # started: not measuring its boot
         recorder = Recorder("slow-ai", ("agent_0",), deliver, 30, {"agent_0": {"human": True, "participant": None}})
-        live = LiveEnv(get_env("Pong"), 1, settings, recorder=recorder)
-        agent = PolicyAgent("test-slow", live.adapter.action_space("agent_0"), 0, PolicyClient(settings))
-        live.set_controller("agent_0", agent.controller, agent)
-        live.start()
+        live, agent = ai_game("test-slow", settings, "Pong", recorder)
         started = time.monotonic()
         await asyncio.sleep(2.0)
         live.stop("done")
@@ -228,10 +231,7 @@ def test_agents_play_the_no_op_while_their_policy_actor_is_down_and_resume_after
     ray.get(actor.ready.remote())
 
     async def scenario():
-        live = LiveEnv(get_env("SpaceInvaders"), 1, settings)
-        agent = PolicyAgent("test-slow", live.adapter.action_space("agent_0"), 0, PolicyClient(settings))
-        live.set_controller("agent_0", agent.controller, agent)
-        live.start()
+        live, agent = ai_game("test-slow", settings)
         await asyncio.sleep(1.0)
         before = agent.answers
         ray.kill(actor, no_restart=False)  # Ray restarts it (max_restarts=-1)

@@ -44,7 +44,7 @@ class Steps(Statistic):
 @pytest.fixture
 def registry(monkeypatch):
     """Registrations made by a test disappear with it."""
-    monkeypatch.setattr(statistics, "_STATISTICS", dict(statistics._STATISTICS))
+    monkeypatch.setattr(statistics._STATISTICS, "_classes", dict(statistics._STATISTICS._classes))
 
 
 # --------------------------------------------------------------------- registry

@@ -22,19 +22,15 @@ from typing import Any, TypeVar
 import gymnasium as gym
 import numpy as np
 
+from crowdplay.registry import Registry, UnknownName
+
 T = TypeVar("T", bound=type)
 
 
-class UnknownPolicy(KeyError):
+class UnknownPolicy(UnknownName):
     """Raised for a policy id that nobody registered."""
 
-    def __init__(self, policy_id: str) -> None:
-        super().__init__(policy_id)
-        self.policy_id = policy_id
-
-    def __str__(self) -> str:
-        known = ", ".join(sorted(_POLICIES)) or "none"
-        return f"unknown policy {self.policy_id!r} (registered: {known})"
+    kind = "policy"
 
 
 class Policy:
@@ -82,46 +78,31 @@ class Framebuffer:
         """A new episode starts: forget earlier frames."""
 
 
-_POLICIES: dict[str, type] = {}
-_FRAMEBUFFERS: dict[str, type] = {}
-
-
-def _registrar(table: dict[str, type], kind: str, key: str) -> Callable[[T], T]:
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"a {kind} id must be a non-empty string, got {key!r}")
-
-    def register(cls: T) -> T:
-        if table.get(key, cls) is not cls:
-            raise ValueError(f"{kind} id {key!r} is already registered to {table[key].__qualname__}")
-        table[key] = cls
-        return cls
-
-    return register
+_POLICIES: Registry = Registry("policy", UnknownPolicy)
+_FRAMEBUFFERS: Registry = Registry("framebuffer")
 
 
 def register_policy(policy_id: str) -> Callable[[T], T]:
     """Register a policy class (constructed without arguments) under ``policy_id``."""
-    return _registrar(_POLICIES, "policy", policy_id)
+    return _POLICIES.register(policy_id)
 
 
 def register_ai_framebuffer(policy_id: str) -> Callable[[T], T]:
     """Register the framebuffer class that prepares observations for the policy ``policy_id``."""
-    return _registrar(_FRAMEBUFFERS, "framebuffer", policy_id)
+    return _FRAMEBUFFERS.register(policy_id)
 
 
 def check_policy(policy_id: str) -> str:
     """The id itself if a policy is registered under it; else UnknownPolicy naming the known ones."""
-    if policy_id not in _POLICIES:
-        raise UnknownPolicy(policy_id)
-    return policy_id
+    return _POLICIES.check(policy_id)
 
 
 def registered_policies() -> Sequence[str]:
-    return sorted(_POLICIES)
+    return _POLICIES.names()
 
 
 def policy_class(policy_id: str) -> type[Policy]:
-    return _POLICIES[check_policy(policy_id)]
+    return _POLICIES.get(policy_id)
 
 
 def make_policy(policy_id: str, action_space: gym.spaces.Discrete) -> Policy:
@@ -131,5 +112,5 @@ def make_policy(policy_id: str, action_space: gym.spaces.Discrete) -> Policy:
 
 
 def make_framebuffer(policy_id: str) -> Framebuffer | None:
-    cls = _FRAMEBUFFERS.get(policy_id)
+    cls = _FRAMEBUFFERS.find(policy_id)
     return cls() if cls is not None else None

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 from crowdplay.client import Participant, ServerError, http_json
 from crowdplay.recording.store import TrajectoryStore
@@ -20,8 +18,6 @@ from crowdplay.study import current_study
 from tests.study.conftest import STUDY_SETTINGS
 from tests.study.config import SECONDS_TO_COMPLETE
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
@@ -30,14 +26,6 @@ def run(coroutine):
     loop running in this one)."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 def request(url: str, method: str = "GET", headers: dict | None = None, payload: dict | None = None) -> tuple[int, dict | str]:

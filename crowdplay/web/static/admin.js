@@ -287,6 +287,11 @@ function histogramX(value, edges, left, barWidth) {
 }
 
 /** A bar per bucket, all equally wide: the buckets span very different ranges (a few ms around 16.7 ms, 50 ms at the tail). */
+// A chart's size and the plot area inside its margins (axis labels go in the margins).
+function plotArea(width, height, margins) {
+  return { width, height, ...margins, plotWidth: width - margins.left - margins.right, plotHeight: height - margins.top - margins.bottom };
+}
+
 function renderHistogram(box, histogram, xLabel) {
   const edges = (histogram && histogram.edges) || [];
   const counts = (histogram && histogram.counts) || [];
@@ -294,14 +299,7 @@ function renderHistogram(box, histogram, xLabel) {
     box.replaceChildren(el("p", { class: "empty" }, "No data yet."));
     return;
   }
-  const width = 440;
-  const height = 230;
-  const left = 52;
-  const right = 14;
-  const top = 20;
-  const bottom = 42;
-  const plotWidth = width - left - right;
-  const plotHeight = height - top - bottom;
+  const { width, height, left, top, plotWidth, plotHeight } = plotArea(440, 230, { left: 52, right: 14, top: 20, bottom: 42 });
   const barWidth = plotWidth / counts.length;
   const most = Math.max(1, ...counts);
   const baseline = top + plotHeight;
@@ -360,14 +358,7 @@ function renderCompletions(timeline, now) {
     return;
   }
   section.hidden = false;
-  const width = 640;
-  const height = 220;
-  const left = 52;
-  const right = 16;
-  const top = 12;
-  const bottom = 40;
-  const plotWidth = width - left - right;
-  const plotHeight = height - top - bottom;
+  const { width, height, left, top, plotWidth, plotHeight } = plotArea(640, 220, { left: 52, right: 16, top: 12, bottom: 40 });
   const start = points[0][0];
   const end = Math.max(points[points.length - 1][0], now);
   const span = Math.max(end - start, 1);
