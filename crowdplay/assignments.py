@@ -51,6 +51,8 @@ class Assignment:
     params: dict
     token: str
     created_at: float = field(default_factory=time.time)
+    #: when the participant agreed to the consent text (epoch seconds, from their page), if they did
+    consented_at: float | None = None
     #: {"values": session totals, "episode": current episode, "episodes": finished episodes}
     statistics: dict = field(default_factory=dict)
     finished_at: float | None = None
@@ -83,8 +85,8 @@ class AssignmentBook:
         self.completed = Counter(doc["task_id"] for doc in documents if doc.get("completed_at"))
         self.completions = sorted((doc["completed_at"], doc["task_id"]) for doc in documents if doc.get("completed_at"))
 
-    def open(self, session_id: str, task_id: str, participant: str, params: dict, token: str) -> Assignment:
-        assignment = self.assignments[session_id] = Assignment(session_id, task_id, participant, dict(params), token)
+    def open(self, session_id: str, task_id: str, participant: str, params: dict, token: str, consented_at: float | None = None) -> Assignment:
+        assignment = self.assignments[session_id] = Assignment(session_id, task_id, participant, dict(params), token, consented_at=consented_at)
         return assignment
 
     def get(self, session_id: str, token: str) -> Assignment:

@@ -282,7 +282,7 @@ class EnvsManager:
                     raise
         entry = SessionEntry(session_id, secrets.token_urlsafe(24), game, agent, pseudonym)
         self.sessions[session_id] = entry
-        assignment = self.book.open(session_id, env_id, pseudonym, participant.get("params", {}), entry.token)
+        assignment = self.book.open(session_id, env_id, pseudonym, participant.get("params", {}), entry.token, participant.get("consented_at"))
         assignment.statistics = {"values": {}}
         if self.settings.record:
             asyncio.get_running_loop().create_task(self._save_quietly(assignment))

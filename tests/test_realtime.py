@@ -198,3 +198,38 @@ def test_spec_validation_names_the_environment():
         EnvSpec(id="bad id", title="", description="", make_env=lambda: None)
     with pytest.raises(ValueError, match="fps"):
         EnvSpec(id="slow", title="", description="", make_env=lambda: None, fps=0)
+
+
+def test_turn_based_modes_step_on_a_press_or_while_a_key_is_held():
+    async def play(mode: str, script) -> LiveEnv:
+        live = LiveEnv(replace(get_env("SpaceInvaders"), id=f"Turns-{mode}", mode=mode), 1, Settings())
+        live.start()
+        await script(live)
+        live.stop("done")
+        return live
+
+    async def presses(live: LiveEnv) -> None:
+        await asyncio.sleep(0.3)  # nobody presses: nothing happens
+        assert live.env_step == 0
+        for seq in range(1, 4):
+            live.submit_keys("agent_0", ["Space"], 0, 2 * seq - 1)  # a press is one turn
+            await asyncio.sleep(0.05)
+            live.submit_keys("agent_0", [], 0, 2 * seq)  # releasing is not
+            await asyncio.sleep(0.05)
+        live.submit_action("agent_0", 0, 0, 7)  # an explicit action is a turn, even the no-op
+        await asyncio.sleep(0.05)
+
+    async def holding(live: LiveEnv) -> None:
+        await asyncio.sleep(0.2)
+        assert live.env_step == 0
+        live.submit_keys("agent_0", ["ArrowLeft"], 0, 1)
+        await asyncio.sleep(0.5)  # held: steps at fps
+        live.submit_keys("agent_0", [], 0, 2)
+        await asyncio.sleep(0.05)
+        held_steps = live.env_step
+        await asyncio.sleep(0.3)  # released: paused
+        assert live.env_step == held_steps and 20 <= held_steps <= 40
+
+    assert run(play("wait_for_key", presses)).env_step == 4
+    held = run(play("hold_keys", holding)).episodes[-1].actions["agent_0"]
+    assert len(set(held)) == 1 and held[0] != 0  # every step it took was LEFT, the key held

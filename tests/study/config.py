@@ -1,6 +1,7 @@
 """The study the journey tests run: loaded as a plugin (``Settings.plugins``) in every process of
 their deployment. One MTurk-style task with a completion code per assignment, one Prolific-style
-task that redirects, a task whose time window is over, and a turn-based task."""
+task that redirects on completion, a task whose time window is over, a library card that sends
+participants to another deployment, and a turn-based task."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ STUDY = define_study(
                 "environment": "Breakout",
                 "title": "Breakout (over)",
                 "end_time": "2020-01-01T00:00:00+00:00",
+            },
+            "elsewhere": {
+                "environment": "Pong",
+                "title": "Another study",
+                "redirect": "https://example.org/another-study",
             },
             "invaders-turns": {
                 "environment": "SpaceInvaders",

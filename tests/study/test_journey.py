@@ -90,6 +90,7 @@ def test_the_mturk_journey_from_consent_to_the_completion_code(browser, base_url
     assert assignment["statistics"]["values"]["time_played"] >= SECONDS_TO_COMPLETE
     assert assignment["participant"] != "WORKER-MTURK-1"  # a pseudonym, never the worker id
     assert assignment["params"] == {"assignmentId": "A-1", "hitId": "H-1"}
+    assert abs(assignment["consented_at"] - assignment["created_at"]) < 120  # the consent, recorded with its time
     [feedback] = store.find_notes({"session_id": session_id})
     assert feedback["kind"] == "feedback" and "aliens" in feedback["text"]
     episodes = store.find_episodes({"task_id": "invaders-mturk"})
@@ -110,6 +111,27 @@ def test_the_prolific_journey_redirects_to_the_completion_url(browser, base_url)
     page.wait_for_url("https://app.prolific.com/submissions/complete?cc=CPTEST", timeout=15_000)
     assert "submission complete" in page.content()
     page.close()
+
+
+def test_a_redirect_card_sends_the_participant_elsewhere_and_touch_only_devices_are_warned(browser, base_url):
+    page = browser.new_page()
+    page.route("https://example.org/**", lambda route: route.fulfill(status=200, body="<p>another study</p>", content_type="text/html"))
+    page.goto(f"{base_url}/?participant=P-REDIRECT")
+    page.click("#agree")
+    page.click("button[data-task-id=elsewhere]")
+    page.wait_for_url("https://example.org/another-study")
+    page.close()
+    phone = browser.new_context(is_mobile=True, has_touch=True, viewport={"width": 390, "height": 844})
+    page = phone.new_page()
+    page.goto(base_url)
+    page.wait_for_selector("#touch-warning:not([hidden])")
+    assert "keyboard" in page.inner_text("#touch-warning")
+    phone.close()
+    desktop = browser.new_page()
+    desktop.goto(base_url)
+    desktop.wait_for_selector("#consent:not([hidden])")
+    assert desktop.locator("#touch-warning").is_hidden()
+    desktop.close()
 
 
 def test_no_completion_before_the_requirements_are_met_not_even_through_the_api(base_url):
