@@ -13,7 +13,7 @@ that says why. In the waiting room the seat simply opens again. A seat whose par
 connects is given up after ``connect_timeout_s``.
 
 Each participant's play statistics (the task's, ``crowdplay.study``) are kept from the moment they
-take a seat, streamed to their page about once a second (``stats``: values, progress toward each
+take a seat, streamed to their page every two seconds (``stats``: values, progress toward each
 requirement, the estimated bonus) and reported with the seat when they leave or the game ends.
 
 The lineup decides; it reports what the EnvsManager must know (seats freed, the game closed to

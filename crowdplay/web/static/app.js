@@ -495,7 +495,7 @@ async function start() {
   }
 }
 
-// Live statistics from the server (once a second): values, each requirement's progress, bonus.
+// Live statistics from the server (every two seconds): values, each requirement's progress, bonus.
 function showStats(message) {
   state.stats = message;
   const stats = $("stats");
