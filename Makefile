@@ -14,12 +14,14 @@ PYTEST_ARGS ?=
 run: $(INSTALLED)
 	$(PY) -m crowdplay serve
 
-# tests/cluster (its own multi-node Ray cluster) and tests/study (a deployment running a study)
-# each run in a pytest process of their own.
+# tests/cluster (its own multi-node Ray cluster), tests/study (a deployment running a study) and
+# tests/autoscaling (Ray's fake autoscaler with cluster.yaml's node types) each run in a pytest
+# process of their own.
 test: $(INSTALLED) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
 	$(PY) -m pytest $(PYTEST_ARGS) tests/study
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS) tests/autoscaling
 
 install: $(INSTALLED)
 

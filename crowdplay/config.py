@@ -51,6 +51,9 @@ class Settings:
     store_timeout_s: float = 5.0
     #: Record play (off only for benchmarks that measure the cost of recording).
     record: bool = True
+    #: A join waits this long for a node with room for another EnvActor (on a cluster: for the
+    #: autoscaler to start one) before it is refused.
+    placement_timeout_s: float = 600.0
     #: The researcher dashboard's token (/admin, /metrics); a study's ``admin_token`` wins. Empty: off.
     admin_token: str = ""
 

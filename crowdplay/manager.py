@@ -36,7 +36,11 @@ from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.writer import get_or_create_writer
 from crowdplay.study import current_study
 
-__all__ = ["BadToken", "EnvsManager", "TaskClosed", "UnknownSession", "get_or_create_manager"]
+__all__ = ["BadToken", "EnvsManager", "NoCapacity", "TaskClosed", "UnknownSession", "get_or_create_manager"]
+
+
+class NoCapacity(RuntimeError):
+    """No node could host another EnvActor in time (the cluster is at its autoscaling limit)."""
 
 
 class TaskClosed(PermissionError):
@@ -169,8 +173,15 @@ class EnvsManager:
         return task
 
     async def _boot(self) -> Host:
+        """A new EnvActor. When no node has room for it (its CPU share and custom resources), it
+        waits for the autoscaler to add one, up to ``Settings.placement_timeout_s``; the joins
+        waiting on it wait too (the page says the study is starting a server)."""
         actor = spawn_env_actor(self.settings)
-        node_id = await actor.ready.remote()
+        try:
+            node_id = await asyncio.wait_for(actor.ready.remote(), self.settings.placement_timeout_s)
+        except asyncio.TimeoutError:
+            ray.kill(actor)
+            raise NoCapacity(f"no node had room for a game server within {self.settings.placement_timeout_s:.0f} s") from None
         actor.prepare.remote(list(self._recent_envs))  # so the first game there starts at once
         host = Host(actor, node_id)
         self.hosts.append(host)

@@ -106,13 +106,14 @@ def manager(base_url: str, settings: Settings):
     return get_or_create_manager(settings)
 
 
-SEPARATE_SUITES = ("cluster", "study")
+SEPARATE_SUITES = ("cluster", "study", "autoscaling")
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/cluster (its own multi-node Ray cluster) and tests/study (a deployment with a study
-    loaded) each run in a pytest process of their own: only when named on the command line
-    (``make test`` does)."""
+    """tests/cluster (its own multi-node Ray cluster), tests/study (a deployment with a study
+    loaded) and tests/autoscaling (Ray's fake autoscaler; stops every Ray process on the machine)
+    each run in a pytest process of their own: only when named on the command line (``make test``
+    does)."""
     if collection_path.name in SEPARATE_SUITES and collection_path.parent == Path(__file__).parent:
         return not any(collection_path.name in str(arg) for arg in config.args)
     return None

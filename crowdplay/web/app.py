@@ -30,7 +30,7 @@ from starlette.websockets import WebSocket
 
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment, get_env, list_envs
-from crowdplay.manager import TaskClosed
+from crowdplay.manager import NoCapacity, TaskClosed
 from crowdplay.web.backend import SessionBackend
 from crowdplay.web.study_routes import study_routes
 from crowdplay.web.websocket import play, served_by
@@ -108,6 +108,8 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             session = await backend.create_session(env_id, participant)
         except TaskClosed as exc:
             return error(409, "task_closed", str(exc))
+        except NoCapacity as exc:
+            return error(503, "no_capacity", f"{exc}: the study is at capacity, please try again in a few minutes")
         except Exception as exc:  # a placement or store failure: say so in JSON, keep serving
             log.exception("could not start a session")
             return error(503, "unavailable", f"could not start a session right now, please retry: {type(exc).__name__}")

@@ -465,6 +465,11 @@ function choose(task) {
 async function start() {
   $("start").disabled = true;
   setStatus("Starting...");
+  // On a cluster at capacity the server waits for a new machine before it answers: say so.
+  const slow = setTimeout(() => {
+    state.waitingForServer = true;
+    setStatus("Starting... the study is starting another game server for you; this can take a minute or two. Please keep this page open.");
+  }, 3000);
   try {
     const response = await fetch("/api/sessions", {
       method: "POST",
@@ -491,6 +496,8 @@ async function start() {
   } catch (error) {
     setStatus(`Could not start: ${error.message}`);
   } finally {
+    clearTimeout(slow);
+    state.waitingForServer = false;
     $("start").disabled = false;
   }
 }
