@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -141,9 +142,18 @@ def alive_nodes() -> list[dict]:
     return [node for node in ray.nodes() if node["Alive"]]
 
 
-def test_sessions_beyond_the_heads_room_bring_workers_that_leave_again_when_idle(deployment):
+def test_sessions_beyond_the_heads_room_bring_workers_that_leave_again_when_idle(deployment, browser):
     head = [node["NodeID"] for node in alive_nodes()]
     assert len(head) == 1  # no workers before anyone plays
+
+    # A participant's page while the first worker starts: it says so, then the game plays.
+    page = browser.new_page()
+    page.goto(deployment["url"])
+    page.click("button[data-env-id=SpaceInvaders]")
+    page.click("#start")
+    page.wait_for_function("window.crowdplay.waitingForServer === true", timeout=20_000)
+    assert "starting another game server" in page.inner_text("#status")
+    page.wait_for_function("window.crowdplay.framesDisplayed > 30", timeout=90_000)
 
     async def scenario() -> tuple[float, list[dict], list[dict]]:
         started = time.monotonic()
@@ -159,14 +169,18 @@ def test_sessions_beyond_the_heads_room_bring_workers_that_leave_again_when_idle
             await player.close()
         return placed_after, games, nodes
 
-    placed_after, games, nodes = asyncio.run(scenario())
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop in this one
+        placed_after, games, nodes = thread.submit(asyncio.run, scenario()).result()
+    page.click("#leave")
+    page.close()
     nodes_of_games = {game["node_id"] for game in games}
     workers = [node for node in nodes if node["NodeID"] not in head]
     assert len(workers) == 2 and all(node["Resources"].get("env_slots") == 12 for node in workers)
-    assert len(games) == 3 and not nodes_of_games & set(head)  # every game on a worker, none on the head
-    assert len(nodes_of_games) == 2  # three one-game EnvActors of 6 slots: two workers of 12
-    deadline = time.monotonic() + 120
+    assert len(games) == 4 and not nodes_of_games & set(head)  # every game on a worker, none on the head
+    assert len(nodes_of_games) == 2  # four one-game EnvActors of 6 slots: two workers of 12
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline and len(alive_nodes()) > 1:
         time.sleep(2)
-    assert len(alive_nodes()) == 1, "idle workers were not removed"
-    print(f"three sessions placed on two new workers and played in {placed_after:.1f} s")
+    left = ray.get(get_or_create_manager(Settings()).list_games.remote())
+    assert len(alive_nodes()) == 1, f"idle workers were not removed (games still listed: {left})"
+    print(f"three more sessions placed and played in {placed_after:.1f} s")
