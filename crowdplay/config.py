@@ -27,6 +27,11 @@ class Settings:
     frame_backpressure: int = 2
     #: Largest websocket message accepted from a client.
     max_message_bytes: int = 2048
+    #: Messages a second a client may send on average (bursts of twice that); more closes it (1008).
+    max_messages_per_s: float = 60.0
+    #: Origins (scheme://host[:port], comma-separated) whose pages may open websockets besides the
+    #: server's own host; browsers' websockets from any other origin are refused (4003).
+    allowed_origins: str = ""
     #: A session whose participant never connects is ended after this many seconds.
     connect_timeout_s: float = 60.0
     #: After the participant's websocket closes, the session waits this long for a reconnect.

@@ -122,3 +122,15 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 def run(coroutine):
     """Run a coroutine to completion from a synchronous test."""
     return asyncio.run(coroutine)
+
+
+@pytest.fixture(scope="module")
+def fuzz_connection(base_url: str):
+    """A websocket to one game that fuzzing tests keep sending to (see tests/test_fuzz.py)."""
+    from tests.test_fuzz import Connection
+
+    connection = Connection(base_url)
+    yield connection
+    if connection.ws is not None:
+        connection.run(connection.ws.close())
+    connection.loop.close()

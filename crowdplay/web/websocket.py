@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import logging
+import time
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -46,10 +47,46 @@ def served_by() -> dict:
         return {"replica": "local", "node": None}
 
 
+def origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
+    """A browser's websocket must come from the study's own page (same host) or a configured
+    origin, so another site cannot open a participant's session in their browser. Clients
+    without an Origin header are not browsers and are judged by their token alone."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    allowed = {entry.strip().rstrip("/") for entry in settings.allowed_origins.split(",") if entry.strip()}
+    if origin.rstrip("/") in allowed or "*" in allowed:
+        return True
+    host = websocket.headers.get("host", "")
+    return origin.split("://", 1)[-1].rstrip("/") == host
+
+
+class RateLimit:
+    """A token bucket per connection: ``rate`` messages a second on average, bursts of ``burst``.
+    A browser sends a message per key change (tens a second at most)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings) -> None:
     await websocket.accept()
     set_nodelay_for(websocket.scope)
     session_id = websocket.path_params["session_id"]
+    if not origin_allowed(websocket, settings):
+        await close_with_error(websocket, "this page's origin may not open game sessions", protocol.CLOSE_UNAUTHORIZED)
+        return
     try:
         attachment = await backend.attach(session_id, websocket.query_params.get("token", ""))
     except UnknownSession:
@@ -97,9 +134,13 @@ async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
 
 
 async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Settings) -> None:
+    limit = RateLimit(settings.max_messages_per_s, 2 * settings.max_messages_per_s)
     while True:
         event = await websocket.receive()
         if event["type"] == "websocket.disconnect":
+            return
+        if not limit.allow():
+            await close_with_error(websocket, f"more than {settings.max_messages_per_s:.0f} messages a second", protocol.CLOSE_POLICY_VIOLATION)
             return
         raw = event.get("text") if event.get("text") is not None else event.get("bytes", b"")
         try:
