@@ -140,3 +140,6 @@ def test_the_fuzzed_game_still_plays(base_url, fuzz_connection):
             return player.hello["session_id"]
 
     assert fuzz_connection.run(play()) == fuzz_connection.session["session_id"]
+    # The campaign did exercise the refusals (bad bytes, bad JSON, bad fields, too big, too fast):
+    print("websocket closes by code:", fuzz_connection.closes)
+    assert len(fuzz_connection.closes) >= 3 and sum(fuzz_connection.closes.values()) >= CASES // 10
