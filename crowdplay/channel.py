@@ -43,10 +43,13 @@ class ChannelServer:
         self.secret = secret
         self.window = window
         self._server: asyncio.Server | None = None
+        self.host = ""
+        self.port = 0
 
     async def start(self, host: str) -> int:
         self._server = await asyncio.start_server(self._serve, host=host, port=0)
-        return self._server.sockets[0].getsockname()[1]
+        self.host, self.port = host, self._server.sockets[0].getsockname()[1]
+        return self.port
 
     def close(self) -> None:
         if self._server is not None:

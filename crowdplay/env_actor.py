@@ -24,6 +24,7 @@ import asyncio
 import gc
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +64,8 @@ class EnvActor:
         self.games: dict[str, HostedGame] = {}
         #: participant session id -> the game it plays in
         self._game_of: dict[str, str] = {}
+        #: participant session id -> its game, agent, token and participant (for ``adopt``)
+        self._seated: dict[str, dict] = {}
         self.clocks = Clocks()
         self.policies = PolicyClient(settings)
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
@@ -108,10 +111,33 @@ class EnvActor:
         self.games[game_id] = HostedGame(lineup, channel)
         return live.describe(), {"host": host, "port": port, "secret": channel.secret}
 
-    async def take_seat(self, game_id: str, agent: str, session_id: str, controller: dict, details: dict) -> None:
-        """Seat a participant's session at ``agent``; SeatUnavailable if the seat is not open."""
+    async def take_seat(self, game_id: str, agent: str, session_id: str, controller: dict, details: dict, token: str = "") -> None:
+        """Seat a participant's session at ``agent``; SeatUnavailable if the seat is not open. The
+        session's token is kept here too, so that a restarted EnvsManager can rebuild its table."""
         self._game(game_id).lineup.take(agent, session_id, controller, details)
         self._game_of[session_id] = game_id
+        self._seated[session_id] = {"game_id": game_id, "agent": agent, "token": token, "participant": controller.get("participant")}
+
+    async def retoken(self, session_id: str, token: str) -> None:
+        """A participant's session got a new token (a second tab)."""
+        if session_id in self._seated:
+            self._seated[session_id]["token"] = token
+
+    async def adopt(self) -> dict:
+        """Everything a restarted EnvsManager needs to take this process back: its node, and per
+        game the environment, phase, seats, description and frame channel, and the seated sessions."""
+        games = {}
+        for game_id, hosted in self.games.items():
+            description = hosted.lineup.describe()
+            games[game_id] = {
+                "env_id": hosted.live.spec.id,
+                "phase": description["phase"],
+                "seats": {agent: seat.session_id if seat.session_id else ("ai" if seat.policy is not None else None) for agent, seat in hosted.lineup.seats.items()},
+                "info": hosted.live.describe(),
+                "channel": {"host": hosted.channel.host, "port": hosted.channel.port, "secret": hosted.channel.secret},
+            }
+        seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] in self.games}
+        return {"node_id": ray.get_runtime_context().get_node_id(), "games": games, "sessions": seated}
 
     def _report(self, game_id: str, event: dict) -> None:
         """Tell the EnvsManager what changed (fire and forget: it also rebuilds from ``games``)."""
@@ -120,6 +146,9 @@ class EnvActor:
             if hosted is not None:
                 hosted.channel.close()
             self._game_of = {session: game for session, game in self._game_of.items() if game != game_id}
+            self._seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] != game_id}
+        elif event["event"] == "seat_released":
+            self._seated.pop(event["session_id"], None)
         if self._manager is None:
             try:
                 self._manager = ray.get_actor(self.settings.manager_name, namespace=self.settings.namespace)
@@ -234,10 +263,18 @@ def env_actor_resources(settings: Settings) -> dict[str, float]:
     return resources
 
 
+#: EnvActors are named with this prefix (and detached), so that a restarted EnvsManager finds them.
+ENV_ACTOR_PREFIX = "envactor-"
+
+
 def spawn_env_actor(settings: Settings) -> ActorHandle:
     """A new EnvActor reserving this deployment's CPU share (and custom resources) per hosting
-    process; processes spread over the nodes that have room."""
+    process; processes spread over the nodes that have room. Detached: the games it hosts outlive
+    an EnvsManager crash, and the restarted manager adopts them by name."""
     return EnvActor.options(
+        name=f"{ENV_ACTOR_PREFIX}{uuid.uuid4().hex}",
+        namespace=settings.namespace,
+        lifetime="detached",
         num_cpus=settings.env_actor_num_cpus,
         resources=env_actor_resources(settings),
         scheduling_strategy="SPREAD",

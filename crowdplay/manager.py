@@ -11,6 +11,10 @@ in a warm pool (booting one costs ~0.6 s; Start must not wait for it). The manag
 session table and checks session tokens; what happens inside a game once it is seated (the waiting
 room, disconnects, fallback AI) is its Lineup's business, which reports back through
 ``game_event``.
+
+The manager is restarted by Ray if it dies. The EnvActors are named and detached, so their games
+play on meanwhile (frames never pass through the manager), and the new incarnation adopts them:
+games, seats, sessions and tokens are rebuilt from what each EnvActor reports (``_adopt``).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from ray.actor import ActorHandle
 
 from crowdplay.assignments import AssignmentBook, BadToken, UnknownSession
 from crowdplay.config import Settings
-from crowdplay.env_actor import UnknownHostedSession, merge_timings, spawn_env_actor
+from crowdplay.env_actor import ENV_ACTOR_PREFIX, UnknownHostedSession, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.plugins import load_plugins
@@ -133,10 +137,45 @@ class EnvsManager:
         self._pseudonym_key: bytes | None = None
         self.book = AssignmentBook(self._store)
         self._book_loaded = False
+        self._adoption: asyncio.Task | None = None
+
+    async def _adopt(self) -> None:
+        """Take back the EnvActors of an earlier incarnation of this manager (once per process):
+        a crash of the manager must not end the games they host. They are named and detached, and
+        each tells its node, games (seats, description, frame channel) and seated sessions."""
+        if self._adoption is None:
+            self._adoption = asyncio.get_running_loop().create_task(self._adopt_all())
+        await asyncio.shield(self._adoption)
+
+    async def _adopt_all(self) -> None:
+        names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
+                 if entry.get("namespace") == self.settings.namespace and entry["name"].startswith(ENV_ACTOR_PREFIX)]
+        for name in names:
+            try:
+                actor = ray.get_actor(name, namespace=self.settings.namespace)
+                state = await asyncio.wait_for(actor.adopt.remote(), 30)
+            except (ValueError, ray.exceptions.RayActorError, asyncio.TimeoutError):
+                continue  # gone meanwhile, or not answering: nothing to adopt
+            host = Host(actor, state["node_id"], set(state["games"]))
+            self.hosts.append(host)
+            for game_id, described in state["games"].items():
+                seats = {agent: AI_SEAT if seat == "ai" else seat for agent, seat in described["seats"].items()}
+                game = Game(game_id, described["env_id"], seats, host, described["info"], described["channel"], joinable=described["phase"] == "waiting")
+                game.opening = asyncio.get_running_loop().create_future()
+                game.opening.set_result(None)
+                self.games[game_id] = game
+            for session_id, seat in state["sessions"].items():
+                game = self.games.get(seat["game_id"])
+                if game is None:
+                    continue
+                participant = seat["participant"] or f"anonymous-{session_id}"
+                self.sessions[session_id] = SessionEntry(session_id, seat["token"], game, seat["agent"], participant)
+                self.book.open(session_id, game.env_id, participant, {}, seat["token"])
 
     async def ready(self) -> bool:
         """Fill the warm pool and bring the TrajectoryWriter up before the first participant, so
         neither process boot lands on anyone's Start."""
+        await self._adopt()
         self._refill()
         if self.settings.record and self._writer is None:
             self._writer = get_or_create_writer(self.settings)
@@ -242,6 +281,7 @@ class EnvsManager:
         pseudonym), ``params`` (the page's URL parameters), ``user_agent``, ``consented_at``.
         A participant who already has a seat in a game of ``env_id`` (a second tab) gets that seat
         back with a new token; their other tab is told it was replaced when this one connects."""
+        await self._adopt()
         study = current_study()
         await self._load_book()
         if env_id == "auto":
@@ -262,6 +302,8 @@ class EnvsManager:
             seated = next((e for e in self.sessions.values() if e.participant == pseudonym and e.game.env_id == env_id), None)
             if seated is not None:
                 seated.token = secrets.token_urlsafe(24)
+                if seated.game.host is not None:
+                    seated.game.host.actor.retoken.remote(seated.session_id, seated.token)
                 if seated.session_id in self.book.assignments:
                     self.book.assignments[seated.session_id].token = seated.token
                 return seated.answer()
@@ -275,7 +317,8 @@ class EnvsManager:
             game, agent = await self._reserve(spec, session_id)
             try:
                 await asyncio.shield(game.opening)
-                await game.host.actor.take_seat.remote(game.game_id, agent, session_id, controller, details)
+                token = secrets.token_urlsafe(24)
+                await game.host.actor.take_seat.remote(game.game_id, agent, session_id, controller, details, token)
                 break
             except (SeatUnavailable, UnknownHostedSession):
                 # The game began or ended while we were on our way: never seat anyone twice; try again.
@@ -291,7 +334,7 @@ class EnvsManager:
                 failures += 1
                 if failures >= START_ATTEMPTS:
                     raise
-        entry = SessionEntry(session_id, secrets.token_urlsafe(24), game, agent, pseudonym)
+        entry = SessionEntry(session_id, token, game, agent, pseudonym)
         self.sessions[session_id] = entry
         assignment = self.book.open(session_id, env_id, pseudonym, participant.get("params", {}), entry.token, participant.get("consented_at"))
         assignment.statistics = {"values": {}}
@@ -340,6 +383,7 @@ class EnvsManager:
 
     async def game_event(self, game_id: str, event: dict) -> None:
         """What a game's lineup decided (sent by its EnvActor)."""
+        await self._adopt()
         game = self.games.get(game_id)
         if game is None:
             return
@@ -399,6 +443,7 @@ class EnvsManager:
     async def attach(self, session_id: str, token: str) -> tuple[str, dict, dict]:
         """A participant's websocket arrives: check its token, return (agent, hello info, frame
         channel). Connections and disconnections are the game's own business from here on."""
+        await self._adopt()
         entry = self._entry(session_id)
         if not hmac.compare_digest(entry.token.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
@@ -407,6 +452,7 @@ class EnvsManager:
     # ----------------------------------------------------------------- the study (assignments)
     async def _fresh(self, session_id: str, token: str):
         """The session's assignment with its statistics as of now (asked from its game if it plays)."""
+        await self._adopt()
         assignment = self.book.get(session_id, token)
         statistics = await self._ask_game(session_id, "statistics")
         if statistics:
@@ -477,6 +523,7 @@ class EnvsManager:
     # ----------------------------------------------------------------- the dashboard
     async def overview(self) -> dict:
         """Everything the researcher dashboard and /metrics show, gathered now."""
+        await self._adopt()
         study = current_study()
         await self._load_book()
         now = time.time()
@@ -585,9 +632,11 @@ class EnvsManager:
         return self._entry(session_id).game.host.actor
 
     async def list_sessions(self) -> list[dict]:
+        await self._adopt()
         return [{**entry.answer(), "created_at": entry.created_at, "token": None} for entry in self.sessions.values()]
 
     async def list_games(self) -> list[dict]:
+        await self._adopt()
         return [
             {
                 "game_id": game.game_id,
