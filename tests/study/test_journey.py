@@ -98,13 +98,24 @@ def test_the_mturk_journey_from_consent_to_the_completion_code(browser, base_url
     store.close()
 
 
-def test_the_prolific_journey_redirects_to_the_completion_url(browser, base_url):
+def page_with_stub(browser, site: str, text: str):
+    """A page on which ``site`` (another website, not reachable from here) answers ``text``."""
     page = browser.new_page()
-    page.route("https://app.prolific.com/**", lambda route: route.fulfill(status=200, body="<p>Prolific: submission complete</p>", content_type="text/html"))
-    page.goto(f"{base_url}/?PROLIFIC_PID=PID-1&STUDY_ID=S-1&SESSION_ID=X-1")
+    page.route(f"{site}/**", lambda route: route.fulfill(status=200, body=f"<p>{text}</p>", content_type="text/html"))
+    return page
+
+
+def agree_and_pick(page, url: str, task_id: str) -> None:
+    """Land on ``url``, consent, and pick ``task_id`` in the library."""
+    page.goto(url)
     page.wait_for_selector("#consent:not([hidden])")
     page.click("#agree")
-    page.click("button[data-task-id=pong-prolific]")
+    page.click(f"button[data-task-id={task_id}]")
+
+
+def test_the_prolific_journey_redirects_to_the_completion_url(browser, base_url):
+    page = page_with_stub(browser, "https://app.prolific.com", "Prolific: submission complete")
+    agree_and_pick(page, f"{base_url}/?PROLIFIC_PID=PID-1&STUDY_ID=S-1&SESSION_ID=X-1", "pong-prolific")
     page.click("#start")
     play_until_complete(page)
     page.click("#finish")
@@ -114,11 +125,8 @@ def test_the_prolific_journey_redirects_to_the_completion_url(browser, base_url)
 
 
 def test_a_redirect_card_sends_the_participant_elsewhere_and_touch_only_devices_are_warned(browser, base_url):
-    page = browser.new_page()
-    page.route("https://example.org/**", lambda route: route.fulfill(status=200, body="<p>another study</p>", content_type="text/html"))
-    page.goto(f"{base_url}/?participant=P-REDIRECT")
-    page.click("#agree")
-    page.click("button[data-task-id=elsewhere]")
+    page = page_with_stub(browser, "https://example.org", "another study")
+    agree_and_pick(page, f"{base_url}/?participant=P-REDIRECT", "elsewhere")
     page.wait_for_url("https://example.org/another-study")
     page.close()
     phone = browser.new_context(is_mobile=True, has_touch=True, viewport={"width": 390, "height": 844})
