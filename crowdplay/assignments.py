@@ -100,12 +100,6 @@ class AssignmentBook:
     async def save(self, assignment: Assignment) -> None:
         await self.store("save_assignment", assignment.document())
 
-    async def record_statistics(self, session_id: str, statistics: dict) -> None:
-        assignment = self.assignments.get(session_id)
-        if assignment is not None and statistics:
-            assignment.statistics = statistics
-            await self.save(assignment)
-
     async def complete(self, assignment: Assignment, task: Task, secret: bytes) -> dict:
         """The completion (a code, or the URL to go to) once the requirements are met."""
         summary = task.summary(assignment.values)
@@ -128,7 +122,7 @@ class AssignmentBook:
         documents = await self.store("assignments", {"task_id": assignment.task_id})
         scores = [float(doc.get("statistics", {}).get("values", {}).get("score", 0.0)) for doc in documents if doc.get("finished_at")]
         own = float(assignment.values.get("score", 0.0))
-        others = scores if assignment.finished_at is None else list(scores)
+        others = list(scores)
         if assignment.finished_at is not None and own in others:
             others.remove(own)  # the participant's own finished assignment is among them
         below = sum(score < own for score in others) + 0.5 * sum(score == own for score in others)

@@ -258,8 +258,11 @@ class Lineup:
     # ----------------------------------------------------------------- statistics
     def statistics(self, session_id: str) -> dict:
         """A seated participant's statistics so far (empty if the session sits nowhere here)."""
-        seat = next((seat for seat in self.seats.values() if seat.session_id == session_id), None)
+        seat = self._seat_of(session_id)
         return self._statistics_of(seat.agent) if seat is not None else {}
+
+    def _seat_of(self, session_id: str) -> Seat | None:
+        return next((seat for seat in self.seats.values() if seat.session_id == session_id), None)
 
     def _statistics_of(self, agent: str, forget: bool = False) -> dict:
         tracker = self.live.trackers.pop(agent, None) if forget else self.live.trackers.get(agent)
@@ -279,7 +282,7 @@ class Lineup:
     def finish(self, session_id: str) -> dict:
         """The participant is done playing: their seat is given up at once (to the fallback, or the
         game ends); returns their final statistics."""
-        seat = next((seat for seat in self.seats.values() if seat.session_id == session_id), None)
+        seat = self._seat_of(session_id)
         if seat is None:
             return {}
         statistics = self._statistics_of(seat.agent)

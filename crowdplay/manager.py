@@ -427,9 +427,9 @@ class EnvsManager:
         if game.host is not None:
             self._release(game.host, game_id)
 
-    async def _pseudonym(self, raw_id: str) -> str:
-        """Fetched once from the store (through the writer), then computed here: a store outage
-        later does not stop participants from starting."""
+    async def _secret_key(self) -> bytes:
+        """The store's secret key (pseudonyms, completion codes): fetched once through the writer,
+        then kept here, so a store outage later does not stop participants from starting."""
         if self._pseudonym_key is None:
             if self._writer is None:
                 self._writer = get_or_create_writer(self.settings)
@@ -437,7 +437,10 @@ class EnvsManager:
                 self._pseudonym_key = await self._writer.pseudonym_key.remote()
             except Exception as error:
                 raise RecordingUnavailable(f"participant ids cannot be pseudonymised yet: {error}") from error
-        return pseudonymise(self._pseudonym_key, str(raw_id))
+        return self._pseudonym_key
+
+    async def _pseudonym(self, raw_id: str) -> str:
+        return pseudonymise(await self._secret_key(), str(raw_id))
 
     # ----------------------------------------------------------------- connections
     async def attach(self, session_id: str, token: str) -> tuple[str, dict, dict]:
@@ -503,9 +506,7 @@ class EnvsManager:
         (NotComplete otherwise, with the progress)."""
         assignment = await self._fresh(session_id, token)
         task = current_study().task_for(assignment.task_id)
-        if self._pseudonym_key is None:
-            await self._pseudonym("completion-secret")
-        return await self.book.complete(assignment, task, self._pseudonym_key)
+        return await self.book.complete(assignment, task, await self._secret_key())
 
     async def note(self, kind: str, text: str, page: str, session_id: str | None = None, token: str | None = None) -> None:
         """Store participant feedback or a problem report (with the session, if it proves its token)."""

@@ -32,6 +32,7 @@ from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment, get_env, list_envs
 from crowdplay.manager import NoCapacity, TaskClosed
 from crowdplay.web.backend import SessionBackend
+from crowdplay.web.errors import error
 from crowdplay.web.study_routes import study_routes
 from crowdplay.web.websocket import play, served_by
 
@@ -42,10 +43,6 @@ MAX_FIELD_CHARS = 256
 MAX_PARAMS = 32
 #: URL parameters that identify a person (crowd platforms' worker ids): never stored raw.
 PARTICIPANT_ID_PARAMS = ("participant", "PROLIFIC_PID", "workerId", "worker_id")
-
-
-def error(status: int, kind: str, reason: str) -> JSONResponse:
-    return JSONResponse({"error": kind, "reason": reason}, status_code=status)
 
 
 def participant_details(body: dict, user_agent: str) -> dict:

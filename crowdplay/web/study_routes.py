@@ -33,15 +33,12 @@ from crowdplay.assignments import BadToken, NoCompletion, NotComplete, UnknownSe
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment
 from crowdplay.study import current_study
+from crowdplay.web.errors import error
 from crowdplay.web.metrics import CONTENT_TYPE, prometheus_text
 
 MAX_NOTE_CHARS = 4000
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 Call = Callable[..., Awaitable[object]]
-
-
-def error(status: int, kind: str, reason: str, **extra: object) -> JSONResponse:
-    return JSONResponse({"error": kind, "reason": reason, **extra}, status_code=status)
 
 
 async def _answer(work: Awaitable[object], status: int = 200) -> Response:
