@@ -43,6 +43,14 @@ class UnknownSession(LookupError):
     """No session with this id (never created, or already ended)."""
 
 
+class SessionLost(UnknownSession):
+    """The session's game ended without it (its game server died); ``reason`` says so."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 @dataclass
 class Assignment:
     session_id: str

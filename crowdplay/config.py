@@ -73,6 +73,12 @@ class Settings:
         return cls(**values)
 
 
+#: The control actors (EnvsManager, TrajectoryWriter) ask for a sliver of the head node's own
+#: resource: a worker node leaving must not take them along, and the writer's spool and the
+#: embedded store sit on the head's disk.
+ON_HEAD_NODE = {"node:__internal_head__": 0.001}
+
+
 #: Ray Serve's throughput mode with HAProxy in front of the ingress replicas: websocket bytes go
 #: from HAProxy straight to the replica's own HTTP server instead of through the Python proxy
 #: actor (measured: 0.6 ms of proxy CPU per frame removed). Must be in the environment before

@@ -71,6 +71,7 @@ class EnvActor:
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
         self.recorders: list[Recorder] = []
         self._batcher: ChunkBatcher | None = None
+        self._writer: ActorHandle | None = None
         self._manager: ActorHandle | None = None
 
     async def ready(self) -> str:
@@ -83,6 +84,11 @@ class EnvActor:
         # it out of the collector's full passes, which would otherwise stall every session here.
         gc.freeze()
         return ray.get_runtime_context().get_node_id()
+
+    async def until_stopped(self) -> None:
+        """Never answers: the EnvsManager keeps one call out per process and hears of the
+        process's death (a crash, a kill, its node leaving) as soon as Ray does."""
+        await asyncio.Event().wait()
 
     async def open(self, game_id: str, env_id: str, seed: int, episode_fields: dict | None = None) -> tuple[dict, dict]:
         """Load a game's environment, waiting for its players; returns its description (the
@@ -158,9 +164,18 @@ class EnvActor:
 
     def _chunk_batcher(self) -> ChunkBatcher:
         if self._batcher is None:
-            writer = get_or_create_writer(self.settings)
-            self._batcher = ChunkBatcher(lambda chunks: writer.write_chunks.remote(chunks))
+            self._writer = get_or_create_writer(self.settings)
+            self._batcher = ChunkBatcher(self._send_chunks)
         return self._batcher
+
+    async def _send_chunks(self, chunks: list[tuple]) -> object:
+        try:
+            return await self._writer.write_chunks.remote(chunks)
+        except ray.exceptions.ActorDiedError:
+            # Stopped for good (an operator's kill; a crash only restarts it): the next try goes
+            # to a new writer.
+            self._writer = get_or_create_writer(self.settings)
+            raise
 
     async def drain(self, timeout_s: float = 60.0) -> bool:
         """Wait until the writer acknowledged every recorded chunk (before this process retires)."""

@@ -24,14 +24,14 @@ import hmac
 import secrets
 import time
 import uuid
-from collections import Counter, defaultdict, deque
+from collections import Counter, OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.assignments import AssignmentBook, BadToken, UnknownSession
-from crowdplay.config import Settings
+from crowdplay.assignments import AssignmentBook, BadToken, SessionLost, UnknownSession
+from crowdplay.config import ON_HEAD_NODE, Settings
 from crowdplay.env_actor import ENV_ACTOR_PREFIX, UnknownHostedSession, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
@@ -40,7 +40,7 @@ from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.writer import get_or_create_writer
 from crowdplay.study import current_study
 
-__all__ = ["BadToken", "EnvsManager", "NoCapacity", "TaskClosed", "UnknownSession", "get_or_create_manager"]
+__all__ = ["BadToken", "EnvsManager", "NoCapacity", "SessionLost", "TaskClosed", "UnknownSession", "get_or_create_manager"]
 
 
 class NoCapacity(RuntimeError):
@@ -58,6 +58,13 @@ START_ATTEMPTS = 3
 SEAT_ATTEMPTS = 10
 #: Warm EnvActors prepare a spare environment of each of the last this-many games started.
 RECENT_ENVS = 3
+#: What the participants of a game whose process died (crashed, killed, or its node left) are told.
+HOST_LOST = "the game server stopped unexpectedly; please start again"
+#: Sessions whose game was lost are remembered (to tell a reconnecting page why) up to this many.
+LOST_SESSIONS_KEPT = 10_000
+#: Seconds before each try to mark a lost game's episodes interrupted: chunks its process sent
+#: before it died reach the store first, and a store outage is waited out.
+MARK_INTERRUPTED_DELAYS_S = (1, 2, 5, 10, 30, 60, 300)
 
 
 class RecordingUnavailable(RuntimeError):
@@ -138,6 +145,14 @@ class EnvsManager:
         self.book = AssignmentBook(self._store)
         self._book_loaded = False
         self._adoption: asyncio.Task | None = None
+        #: session id -> (token, why its game ended without it) for games whose process died
+        self._lost: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._background: set[asyncio.Task] = set()
+
+    def _in_background(self, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _adopt(self) -> None:
         """Take back the EnvActors of an earlier incarnation of this manager (once per process):
@@ -157,7 +172,7 @@ class EnvsManager:
             except (ValueError, ray.exceptions.RayActorError, asyncio.TimeoutError):
                 continue  # gone meanwhile, or not answering: nothing to adopt
             host = Host(actor, state["node_id"], set(state["games"]))
-            self.hosts.append(host)
+            self._add_host(host)
             for game_id, described in state["games"].items():
                 seats = {agent: AI_SEAT if seat == "ai" else seat for agent, seat in described["seats"].items()}
                 game = Game(game_id, described["env_id"], seats, host, described["info"], described["channel"], joinable=described["phase"] == "waiting")
@@ -186,7 +201,11 @@ class EnvsManager:
     async def _store(self, method: str, *args: object) -> object:
         if self._writer is None:
             self._writer = get_or_create_writer(self.settings)
-        return await getattr(self._writer, method).remote(*args)
+        try:
+            return await getattr(self._writer, method).remote(*args)
+        except ray.exceptions.ActorDiedError:
+            self._writer = None  # stopped for good: the next call creates a new writer
+            raise
 
     async def _load_book(self) -> None:
         if not self._book_loaded and self.settings.record:
@@ -223,8 +242,27 @@ class EnvsManager:
             raise NoCapacity(f"no node had room for a game server within {self.settings.placement_timeout_s:.0f} s") from None
         actor.prepare.remote(list(self._recent_envs))  # so the first game there starts at once
         host = Host(actor, node_id)
-        self.hosts.append(host)
+        self._add_host(host)
         return host
+
+    def _add_host(self, host: Host) -> None:
+        """Offer a host's slots, and watch it: its death (a crash, a kill, its node leaving) is
+        noticed at once, not at the next call to it, so its participants hear why and its slots
+        and sessions are freed."""
+        self.hosts.append(host)
+        self._in_background(self._watch(host))
+
+    async def _watch(self, host: Host) -> None:
+        while True:
+            try:
+                await host.actor.until_stopped.remote()
+                return
+            except ray.exceptions.ActorDiedError:
+                break
+            except ray.exceptions.RayActorError:  # unreachable for a moment: ask again
+                await asyncio.sleep(1.0)
+        if host in self.hosts:  # a host retired on purpose was taken out before its kill
+            self._forget(host)
 
     async def _place(self, game_id: str) -> Host:
         """A host with room on the least-loaded node (games spread over the cluster), the fullest
@@ -264,13 +302,34 @@ class EnvsManager:
             return
         ray.kill(host.actor)
 
-    def _forget(self, host: Host) -> None:
-        """A host process died: place nothing more on it, and drop the games it hosted."""
+    def _forget(self, host: Host, reason: str = HOST_LOST) -> None:
+        """A host process died: place nothing more on it, and end the games it hosted. Their
+        participants' old tokens hear ``reason`` (the page says it and offers a new start); their
+        episodes are marked interrupted in the store."""
         if host in self.hosts:
             self.hosts.remove(host)
         for game_id in list(host.games):
+            game = self.games.get(game_id)
+            for session_id in [s for s in ((game.seats or {}).values() if game else ()) if s and s != AI_SEAT]:
+                entry = self.sessions.get(session_id)
+                if entry is not None:
+                    self._lost[session_id] = (entry.token, reason)
+            while len(self._lost) > LOST_SESSIONS_KEPT:
+                self._lost.popitem(last=False)
+            if game is not None and self.settings.record:
+                self._in_background(self._mark_interrupted(game_id, reason))
             self._drop_game(game_id)
+            host.games.discard(game_id)
         self._refill()
+
+    async def _mark_interrupted(self, game_id: str, reason: str) -> None:
+        for delay in MARK_INTERRUPTED_DELAYS_S:
+            await asyncio.sleep(delay)
+            try:
+                await self._store("interrupt_game", game_id, reason)
+                return
+            except Exception:  # the writer or its store is down: try again later
+                continue
 
     # ----------------------------------------------------------------- matchmaking
     async def create_session(self, env_id: str, participant: dict | None = None) -> dict:
@@ -447,7 +506,12 @@ class EnvsManager:
         """A participant's websocket arrives: check its token, return (agent, hello info, frame
         channel). Connections and disconnections are the game's own business from here on."""
         await self._adopt()
-        entry = self._entry(session_id)
+        entry = self.sessions.get(session_id)
+        if entry is None:
+            lost_token, reason = self._lost.get(session_id, ("", ""))
+            if lost_token and hmac.compare_digest(lost_token.encode(), str(token).encode()):
+                raise SessionLost(reason)
+            raise UnknownSession(f"no session {session_id!r}")
         if not hmac.compare_digest(entry.token.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
         return entry.agent, entry.game.info, entry.game.channel
@@ -668,4 +732,5 @@ def get_or_create_manager(settings: Settings) -> ActorHandle:
         lifetime="detached",
         get_if_exists=True,
         max_restarts=-1,
+        resources=ON_HEAD_NODE,
     ).remote(settings)

@@ -125,11 +125,11 @@ def run(coroutine):
 
 
 @pytest.fixture(scope="module")
-def fuzz_connection(base_url: str):
+def fuzz_connection(base_url: str, manager):
     """A websocket to one game that fuzzing tests keep sending to (see tests/test_fuzz.py)."""
     from tests.test_fuzz import Connection
 
-    connection = Connection(base_url)
+    connection = Connection(base_url, manager)
     yield connection
     if connection.ws is not None:
         connection.run(connection.ws.close())

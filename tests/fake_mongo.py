@@ -3,12 +3,14 @@
 ``FakeMongo`` answers the handshake (maxWireVersion 17), ``createIndexes``, ``update`` (replace or
 ``$set`` upserts, applied to an in-memory copy of the collections) and ``ping``, and can inject a
 fault into chosen ``update`` commands: ``hangup`` (close the socket), ``error`` (a command error)
-or ``stall`` (never answer, so the client times out).
+or ``stall`` (never answer, so the client times out); ``outage(seconds)`` stalls every ``update``
+for that long (the server answers its heartbeats but no write), then serves normally again.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 
 from mockupdb import MockupDB
 
@@ -28,6 +30,11 @@ class FakeMongo:
         self._stop = threading.Event()
         self._stalled: list = []
         self.lock = threading.Lock()
+        self.outage_until = 0.0
+        self.updates_stalled_by_outage = 0
+
+    def outage(self, seconds: float) -> None:
+        self.outage_until = time.monotonic() + seconds
 
     @property
     def uri(self) -> str:
@@ -55,6 +62,10 @@ class FakeMongo:
             except AssertionError:
                 continue  # nothing arrived within the timeout
             name = request.command_name
+            if name == "update" and time.monotonic() < self.outage_until:
+                self.updates_stalled_by_outage += 1
+                self._stalled.append(request)  # never answered
+                continue
             if name == "update":
                 self.updates_seen += 1
                 fault = self.faults.pop(self.updates_seen, None)

@@ -51,3 +51,15 @@ def test_store_benchmark_reports_absorbed_sessions_writer_cpu_and_bytes_per_hour
     assert result["bytes_per_hour_space_invaders"] > 1e6
     stats = result["writer"]["writer_stats"]
     assert stats["chunks_written"] >= result["writer"]["live_chunks_sent"] > 0 and stats["chunks_spooled"] == 0
+
+
+def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays():
+    result = run_bench(
+        "soak", "--sessions", "4", "--minutes", "0.5", "--drop-every", "4", "--leave-every", "3", "--grace", "3",
+        "--warmup", "0", "--sample-every", "2",
+    )
+    assert result["reconnects"] >= 2 and result["participant_sessions"] > 4  # drops were survived, some left for good
+    assert result["reconnects_refused"] == 0 and result["unexpected_closes"] == 0 and result["failed_joins"] == 0
+    assert result["episodes"] >= result["games"] and result["games_without_episode"] == 0
+    assert result["episodes_incomplete"] == 0 and result["replay_failures"] == 0, result["failed_episode_ids"]
+    assert {"rss_growth_mb", "memory_flat", "rss_mb"} <= set(result)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import signal
 import time
 
 import numpy as np
@@ -136,3 +138,17 @@ def test_two_pages_play_the_same_two_player_game(browser, base_url, manager):
     first.wait_for_function("window.crowdplay.phase === 'ended'", timeout=30_000)
     assert "left the game" in first.text_content("#status")
     first.close()
+
+
+def test_a_page_whose_game_server_dies_says_so_and_starts_again(browser, base_url, manager):
+    page = start_game(browser, base_url, "Pong")
+    first_game = page.evaluate("window.crowdplay.gameId")
+    actor = ray.get(manager.session_actor.remote(page.evaluate("window.crowdplay.sessionId")))
+    os.kill(ray.get(actor.__ray_call__.remote(lambda self: os.getpid())), signal.SIGKILL)
+    page.wait_for_selector("#start-again:not([hidden])", timeout=15_000)
+    assert "game server stopped unexpectedly" in page.inner_text("#status")
+    shown = page.evaluate("window.crowdplay.framesDisplayed")
+    page.click("#start-again")
+    page.wait_for_function(f"window.crowdplay.gameId !== {first_game!r} && window.crowdplay.framesDisplayed > {shown + 30}", timeout=30_000)
+    assert page.is_hidden("#start-again")
+    page.close()

@@ -1,8 +1,10 @@
 """Property-based fuzzing (hypothesis) of the HTTP endpoints and the websocket messages against the
 real deployment: never a 5xx, never a dead game, always a JSON reason or a documented close code.
 
-``CROWDPLAY_FUZZ_CASES`` sets the cases per property (default 150 in the suite; run with 10000
-for the full campaign: ``CROWDPLAY_FUZZ_CASES=10000 pytest tests/test_fuzz.py``).
+``CROWDPLAY_FUZZ_CASES`` sets the cases per property (default 150 in the suite); the full
+campaign is a benchmark: ``python -m crowdplay.bench fuzz --cases 10000`` runs this module with
+that many cases per property and reports what it saw (``CROWDPLAY_FUZZ_REPORT``: where this module
+writes its tallies).
 """
 
 from __future__ import annotations
@@ -10,17 +12,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections import Counter
 import urllib.error
 import urllib.request
 
+import ray
 import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crowdplay import protocol
 from crowdplay.client import Participant, http_json
+from crowdplay.recording.writer import WRITER_NAME
+from tests.conftest import TEST_SETTINGS
 
 CASES = int(os.environ.get("CROWDPLAY_FUZZ_CASES", "150"))
+#: HTTP status codes the campaign got, for the report.
+HTTP_STATUSES: Counter = Counter()
 FUZZ = settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 DOCUMENTED_CLOSES = {
     protocol.CLOSE_UNSUPPORTED_DATA, protocol.CLOSE_INVALID_PAYLOAD, protocol.CLOSE_POLICY_VIOLATION, protocol.CLOSE_TOO_BIG,
@@ -67,6 +75,7 @@ def request(url: str, method: str, body: str | None, headers: dict[str, str]) ->
 def test_no_http_request_gets_a_5xx_and_every_api_error_says_why(base_url, path, filler, method, body, token, bearer):
     url = base_url + urllib.request.quote(path.replace("{x}", filler)) + f"?token={urllib.request.quote(token)}"
     status, content, kind = request(url, method, body if method in ("POST", "PUT") else None, {"Authorization": f"Bearer {bearer}"})
+    HTTP_STATUSES[status] += 1
     assert status < 500, (url, method, body, status, content[:200])
     if status >= 400 and "json" in kind:
         answer = json.loads(content)
@@ -92,12 +101,21 @@ websocket_messages = st.one_of(
 class Connection:
     """One fuzzing participant's websocket to the same game, reopened whenever the server closed it."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, manager) -> None:
         self.base_url = base_url
+        self.manager = manager
         self.loop = asyncio.new_event_loop()
         self.session = http_json(f"{base_url}/api/sessions", {"env_id": "Pong"})
         self.ws = None
         self.closes: dict[int, int] = {}
+        self.processes_at_start = self.processes()
+
+    def processes(self) -> dict[str, int]:
+        """The process ids of the EnvsManager, the TrajectoryWriter and the game's EnvActor."""
+        host = ray.get(self.manager.session_actor.remote(self.session["session_id"]))
+        writer = ray.get_actor(WRITER_NAME, namespace=TEST_SETTINGS.namespace)
+        return {name: ray.get(actor.__ray_call__.remote(lambda self: os.getpid())) for name, actor in
+                (("manager", self.manager), ("writer", writer), ("env_actor", host))}
 
     def run(self, coroutine):
         return self.loop.run_until_complete(coroutine)
@@ -132,7 +150,7 @@ def test_no_websocket_message_breaks_the_game_and_every_refusal_has_a_documented
     assert code is None or code in DOCUMENTED_CLOSES, (message[:100], code)
 
 
-def test_the_fuzzed_game_still_plays(base_url, fuzz_connection):
+def test_the_fuzzed_game_still_plays_in_the_same_processes(base_url, fuzz_connection):
     async def play():
         async with await Participant.connect(base_url, fuzz_connection.session) as player:
             for _ in range(10):
@@ -140,6 +158,17 @@ def test_the_fuzzed_game_still_plays(base_url, fuzz_connection):
             return player.hello["session_id"]
 
     assert fuzz_connection.run(play()) == fuzz_connection.session["session_id"]
+    # No process crashed or restarted under the campaign: the manager, the writer, the game's host.
+    assert fuzz_connection.processes() == fuzz_connection.processes_at_start
     # The campaign did exercise the refusals (bad bytes, bad JSON, bad fields, too big, too fast):
-    print("websocket closes by code:", fuzz_connection.closes)
+    print("websocket closes by code:", fuzz_connection.closes, "HTTP statuses:", dict(HTTP_STATUSES))
     assert len(fuzz_connection.closes) >= 3 and sum(fuzz_connection.closes.values()) >= CASES // 10
+    report = os.environ.get("CROWDPLAY_FUZZ_REPORT")
+    if report:
+        with open(report, "w") as file:
+            json.dump({
+                "cases_per_property": CASES,
+                "http_statuses": {str(code): count for code, count in sorted(HTTP_STATUSES.items())},
+                "websocket_closes": {str(code): count for code, count in sorted(fuzz_connection.closes.items())},
+                "processes_unchanged": True,
+            }, file)

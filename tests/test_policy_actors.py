@@ -235,7 +235,9 @@ def test_agents_play_the_no_op_while_their_policy_actor_is_down_and_resume_after
         await asyncio.sleep(1.0)
         before = agent.answers
         ray.kill(actor, no_restart=False)  # Ray restarts it (max_restarts=-1)
-        await asyncio.sleep(0.3)
+        deadline = time.monotonic() + 10  # the kill is asynchronous: the process dies a moment later
+        while time.monotonic() < deadline and agent.action != 0:
+            await asyncio.sleep(0.02)
         during = agent.action
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (agent.action == 1 and agent.latency_s > 0):

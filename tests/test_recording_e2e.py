@@ -12,8 +12,10 @@ import time
 import numpy as np
 import ray
 
-from crowdplay.client import Participant
+from crowdplay import protocol
+from crowdplay.client import Participant, ServerError
 from crowdplay.data import Dataset, replay_check
+from crowdplay.manager import HOST_LOST
 from crowdplay.recording.writer import get_or_create_writer
 from tests.conftest import TEST_SETTINGS, run
 
@@ -108,38 +110,49 @@ def test_killing_the_writer_mid_episode_loses_no_chunk(base_url, manager):
     data.close()
 
 
-def test_killing_the_env_actor_loses_at_most_the_last_second(base_url, manager):
-    killed_at: dict = {}
-
-    async def kill_at(index: int) -> None:
-        if index == 240:
-            session_id = next(iter(sessions.values()))
-            actor = ray.get(manager.session_actor.remote(session_id))
-            killed_at["frame_id"] = shown_ids[-1] if shown_ids else 0
-            os.kill(await asyncio.to_thread(process_of, actor), signal.SIGKILL)
-            raise asyncio.CancelledError  # the connection dies with the process
-
-    sessions: dict = {}
-    shown_ids: list[int] = []
-
+def test_killing_the_env_actor_tells_the_participant_frees_the_seat_and_loses_at_most_the_last_second(base_url, manager):
     async def scenario():
-        async with await Participant.join(base_url, "SpaceInvaders") as player:
-            sessions["id"] = player.session["session_id"]
-            for index in range(300):
-                header, _ = await player.next_frame()
-                shown_ids.append(header.frame_id)
-                try:
-                    await kill_at(index)
-                except asyncio.CancelledError:
-                    return player.session
+        player = await Participant.join(base_url, "SpaceInvaders")
+        shown_ids = [(await player.next_frame())[0].frame_id for _ in range(240)]
+        actor = await asyncio.to_thread(ray.get, manager.session_actor.remote(player.session["session_id"]))
+        os.kill(await asyncio.to_thread(process_of, actor), signal.SIGKILL)
+        await player.wait_closed(timeout=10)
+        shown_ids += [header.frame_id for header, _ in drain(player.frames)]
 
-    session = run(scenario())
+        # The seat is freed: the manager noticed the death without anyone calling the process.
+        deadline = time.monotonic() + 15
+        while player.session["session_id"] in {s["session_id"] for s in await asyncio.to_thread(ray.get, manager.list_sessions.remote())}:
+            assert time.monotonic() < deadline, "the dead game's session was never freed"
+            await asyncio.sleep(0.2)
+        try:  # the page's reconnect hears why, not "no such session"
+            await Participant.connect(base_url, player.session)
+            refused = None
+        except ServerError as error:
+            refused = error.body
+
+        # And the participant can start again.
+        async with await Participant.join(base_url, "SpaceInvaders") as again:
+            await again.next_frame()
+        return player, shown_ids, refused, again
+
+    player, shown_ids, refused, again = run(scenario())
+    assert player.events[-1]["type"] == "error" and player.events[-1]["reason"] == HOST_LOST
+    assert player.websocket.close_code == protocol.CLOSE_INTERNAL_ERROR
+    assert refused == {"type": "error", "reason": HOST_LOST, "code": protocol.CLOSE_SESSION_ENDED}
+    assert again.session["game_id"] != player.session["game_id"]
+
     data = Dataset.open(TEST_SETTINGS.store_uri)
-    info = wait_for_episode(data, session["game_id"], None)
-    time.sleep(1.0)
+    info = wait_for_episode(data, player.session["game_id"], "interrupted")  # marked by the manager
+    assert info["reason"] == HOST_LOST and info["lost_last_chunk"]
     episode = data.load(info["_id"], observations="palette")
     frame_ids = episode.agents["agent_0"].infos["frame_id"]
-    assert "status" not in data.episode(info["_id"])  # it never ended cleanly
-    assert frame_ids[0] <= shown_ids[1] and killed_at["frame_id"] - frame_ids[-1] <= 60  # at most one second lost
+    assert frame_ids[0] <= shown_ids[1] and shown_ids[-1] - frame_ids[-1] <= 60  # at most one second lost
     assert np.all(np.diff(frame_ids) >= 1)  # everything before it is there, in order
     data.close()
+
+
+def drain(queue: asyncio.Queue) -> list:
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 
@@ -21,6 +22,8 @@ from crowdplay.recording.writer import ChunkSink
 from tests.fake_mongo import FakeMongo
 
 REAL_MONGODB = os.environ.get("CROWDPLAY_TEST_MONGODB_URI")
+#: The outage the issue names: the database does not answer for a minute.
+OUTAGE_S = 60
 
 
 def episode_chunks(episode_id: str, count: int) -> list[tuple]:
@@ -74,6 +77,33 @@ def test_faults_mid_episode_spool_and_drain_with_nothing_lost(tmp_path, faults):
         assert sorted(mongo.documents("chunks")) == sorted(f"s-1:{seq}" for seq in range(20))  # zero lost
         assert mongo.documents("episodes")["s-1"]["status"] == "complete"
         assert not list((tmp_path / "spool").iterdir())
+
+
+def test_a_minute_long_outage_mid_episode_is_spooled_and_drained_with_nothing_lost(tmp_path):
+    """The database stops answering writes for 60 s while an episode records a batch a second."""
+    async def scenario(sink: ChunkSink, mongo: FakeMongo, chunks: list[tuple]) -> float:
+        await sink.start()
+        for index, start in enumerate(range(0, len(chunks), 2)):
+            if index == 3:
+                mongo.outage(OUTAGE_S)
+                outage_started = time.monotonic()
+            await sink.write(chunks[start : start + 2])  # acknowledged: in the store or the spool
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() % 1.0)))
+        while not (sink.healthy and not sink.spool.files()):
+            assert time.monotonic() - outage_started < OUTAGE_S + 60, f"the spool never drained: {sink.stats()}"
+            await asyncio.sleep(0.2)
+        return time.monotonic() - outage_started
+
+    with FakeMongo() as mongo:
+        sink = ChunkSink(mongo.uri, str(tmp_path / "spool"), store_timeout_s=2.0, drain_interval_s=1.0)
+        chunks = episode_chunks("s-3", 2 * (OUTAGE_S + 10))  # a batch of two a second, past the outage's end
+        drained_after = asyncio.run(scenario(sink, mongo, chunks))
+        stats = sink.stats()
+        sink.close()
+        assert mongo.updates_stalled_by_outage >= 2 and stats["chunks_spooled"] >= OUTAGE_S  # the outage was real
+        assert sorted(mongo.documents("chunks")) == sorted(f"s-3:{seq}" for seq in range(len(chunks)))  # zero lost
+        assert mongo.documents("episodes")["s-3"]["status"] == "complete"
+        assert not list((tmp_path / "spool").iterdir()) and drained_after >= OUTAGE_S
 
 
 def test_a_server_down_at_start_gets_the_spooled_chunks_when_it_comes_up(tmp_path):

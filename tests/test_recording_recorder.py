@@ -145,3 +145,32 @@ def test_sessions_sharing_a_clock_send_their_chunks_in_one_writer_call(tmp_path)
     full = [batch for batch in batches if len(batch) == 3]
     assert len(full) >= 3 and sorted(full[0]) == ["a-0", "b-0", "c-0"]
     store.close()
+
+
+def test_a_chunk_sealed_while_a_writer_call_is_out_goes_out_at_once_and_a_hung_call_is_retried(monkeypatch):
+    """The last chunk of an episode must not wait for an earlier, slow call (a writer restarting):
+    no later chunk may come to carry it along."""
+    from crowdplay.recording import recorder
+
+    monkeypatch.setattr(recorder, "WRITER_CALL_TIMEOUT_S", 0.5)
+    calls: list[list[int]] = []
+    first_call_hangs = asyncio.Event()
+
+    async def send_batch(chunks):
+        calls.append([seq for _, seq, *_ in chunks])
+        if len(calls) == 1:
+            await first_call_hangs.wait()  # never answered: the writer died with it
+
+    async def scenario():
+        batcher = ChunkBatcher(send_batch)
+        first = asyncio.ensure_future(batcher.deliver("e", 0, b"", 1, {}))
+        await asyncio.sleep(0.15)  # its call is out
+        await asyncio.wait_for(batcher.deliver("e", 1, b"", 1, {"status": "complete"}), 0.4)
+        try:
+            await first
+        except asyncio.TimeoutError:
+            return "timed out"
+        return "answered"
+
+    assert asyncio.run(scenario()) == "timed out"  # the Recorder resends it (writes are idempotent)
+    assert calls == [[0], [1]]

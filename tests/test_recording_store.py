@@ -52,3 +52,15 @@ def test_the_embedded_store_writes_idempotently_and_survives_reopening(tmp_path)
     assert episode["task_id"] == "SpaceInvaders" and episode["steps"] == 180
     assert [e["_id"] for e in reopened.find_episodes({"task_id": "SpaceInvaders"})] == ["ep1"]
     reopened.close()
+
+
+def test_a_lost_games_unfinished_episodes_are_marked_interrupted_and_finished_ones_kept(tmp_path):
+    store = TrajectoryStore.open(str(tmp_path / "rec.db"))
+    store.put_episode("g1-0", {"game_id": "g1", "status": "complete"})
+    store.put_episode("g1-1", {"game_id": "g1"})  # playing when the game's process died
+    store.put_episode("g2-0", {"game_id": "g2"})  # another game, still playing
+    assert store.interrupt_game("g1", "the game server stopped") == 1
+    status = {doc["_id"]: (doc.get("status"), doc.get("reason")) for doc in store.find_episodes()}
+    assert status == {"g1-0": ("complete", None), "g1-1": ("interrupted", "the game server stopped"), "g2-0": (None, None)}
+    assert store.interrupt_game("g1", "again") == 0  # marking twice changes nothing
+    store.close()

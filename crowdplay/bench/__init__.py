@@ -16,7 +16,9 @@ from __future__ import annotations
 #: Subcommand name -> module implementing it.
 BENCHMARKS: dict[str, str] = {
     "codec": "crowdplay.bench.codec",
+    "fuzz": "crowdplay.bench.fuzz",
     "load": "crowdplay.bench.load",
     "policy": "crowdplay.bench.policy",
+    "soak": "crowdplay.bench.soak",
     "store": "crowdplay.bench.store",
 }

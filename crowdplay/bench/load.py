@@ -71,19 +71,20 @@ class System:
     idle: Callable[[], bool] = lambda: True
     #: The TrajectoryWriter's counters ({} when nothing records)
     recording: Callable[[], dict] = lambda: {}
+    settings: Settings | None = None
 
 
-def _bench_settings(record: bool, data_dir: str) -> Settings:
+def _bench_settings(record: bool, data_dir: str, **overrides: object) -> Settings:
     # Sessions end as soon as the simulated participant leaves, so trials do not overlap.
     # Recordings go to a fresh embedded store unless CROWDPLAY_STORE_URI names one.
-    settings = replace(Settings.from_env(), namespace="crowdplay-bench", reconnect_grace_s=0.2, record=record)
+    settings = replace(Settings.from_env(), namespace="crowdplay-bench", reconnect_grace_s=0.2, record=record, **overrides)
     if not settings.store_uri:
         settings = replace(settings, store_uri=os.path.join(data_dir, "bench.db"), spool_dir=os.path.join(data_dir, "spool"))
     return settings
 
 
 @contextmanager
-def serve_system(record: bool = True) -> Iterator[System]:
+def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[System]:
     import ray
     from ray import serve
 
@@ -92,7 +93,7 @@ def serve_system(record: bool = True) -> Iterator[System]:
     from crowdplay.web.ingress import build_app
 
     data_dir = tempfile.mkdtemp(prefix="crowdplay-bench-")
-    settings = _bench_settings(record, data_dir)
+    settings = _bench_settings(record, data_dir, **settings_overrides)
     port = free_port()
     apply_serve_environment()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
@@ -118,6 +119,7 @@ def serve_system(record: bool = True) -> Iterator[System]:
             apply_delays,
             lambda: not ray.get(manager.list_sessions.remote()),
             (lambda: ray.get(get_or_create_writer(settings).stats.remote())) if record else (lambda: {}),
+            settings,
         )
     finally:
         serve.shutdown()

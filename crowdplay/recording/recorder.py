@@ -51,6 +51,9 @@ Snapshot = Callable[[], "bytes | None"]
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
 #: Chunks sealed within this window (all sessions of a process cut on the same tick) travel together.
 BATCH_INTERVAL_S = 0.1
+#: A writer call unanswered this long counts as failed and is resent (writes are idempotent); the
+#: writer answers within its store timeout plus a spool write.
+WRITER_CALL_TIMEOUT_S = 30.0
 #: Time between sealing two chunks of one process.
 SEAL_SPACING_S = 0.003
 
@@ -71,7 +74,8 @@ class ChunkBatcher:
     def __init__(self, send_batch: Callable[[list[tuple]], Awaitable[object]]) -> None:
         self.send_batch = send_batch
         self._pending: list[tuple[tuple, asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+        self._flusher: asyncio.Task | None = None  # the flush that has not taken its batch yet
+        self._flushes: set[asyncio.Task] = set()  # every flush still running (strong references)
         self._seals: deque[Callable[[], None]] = deque()
         self._sealer: asyncio.Task | None = None
 
@@ -90,14 +94,17 @@ class ChunkBatcher:
         self._pending.append(((episode_id, seq, blob, steps, fields), done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+            self._flushes.add(self._flusher)
+            self._flusher.add_done_callback(self._flushes.discard)
         await done
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(BATCH_INTERVAL_S)
         batch, self._pending = self._pending, []
+        self._flusher = None  # later chunks go out in the next call, whatever becomes of this one
         try:
-            await self.send_batch([chunk for chunk, _ in batch])
-        except Exception as error:
+            await asyncio.wait_for(self.send_batch([chunk for chunk, _ in batch]), WRITER_CALL_TIMEOUT_S)
+        except (Exception, asyncio.TimeoutError) as error:
             for _, done in batch:
                 done.set_exception(error)
         else:

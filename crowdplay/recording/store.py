@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,16 @@ class TrajectoryStore:
     def put_episode(self, episode_id: str, fields: Mapping[str, Any]) -> None:
         """Create or update an episode's metadata (fields are merged)."""
         self.episodes.update_one({"_id": episode_id}, {"$set": dict(fields)}, upsert=True)
+
+    def interrupt_game(self, game_id: str, reason: str) -> int:
+        """Mark a game's episodes that never ended as interrupted, with ``reason``: its process died
+        before it could seal them (their last chunk, up to a second of play, died with it).
+        Returns how many were marked."""
+        result = self.episodes.update_many(
+            {"game_id": game_id, "status": {"$exists": False}},
+            {"$set": {"status": "interrupted", "reason": reason, "ended_at": time.time(), "lost_last_chunk": True}},
+        )
+        return result.modified_count
 
     # ----------------------------------------------------------------- participants
     def pseudonym(self, participant: str) -> str:

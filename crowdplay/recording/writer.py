@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.config import Settings
+from crowdplay.config import ON_HEAD_NODE, Settings
 from crowdplay.recording.spool import Chunk, Spool
 from crowdplay.recording.store import TrajectoryStore
 
@@ -55,6 +55,7 @@ class ChunkSink:
             await self._on_store(self._open_store)
             self.healthy = not self.spool.files()
         except Exception as error:
+            log.warning("store unavailable at start (%s: %s); spooling to %s", type(error).__name__, error, self.spool.directory)
             self._store_failed(error)
         self._ensure_drainer()
 
@@ -186,6 +187,10 @@ class TrajectoryWriter:
     async def save_note(self, document: dict) -> None:
         await (await self._ready()).on_store("put_note", document)
 
+    async def interrupt_game(self, game_id: str, reason: str) -> int:
+        """Mark the unfinished episodes of a game whose EnvActor died as interrupted."""
+        return await (await self._ready()).on_store("interrupt_game", game_id, reason)
+
     async def data_volume(self) -> dict:
         return await (await self._ready()).on_store("data_volume")
 
@@ -199,5 +204,5 @@ def get_or_create_writer(settings: Settings) -> ActorHandle:
     """The cluster's writer, created on first use (atomic, like the EnvsManager)."""
     spool_dir = settings.spool_dir or str(Path("data") / "spool")
     return TrajectoryWriter.options(
-        name=WRITER_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True
+        name=WRITER_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True, resources=ON_HEAD_NODE
     ).remote(settings.store_uri, spool_dir, settings.store_timeout_s)

@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from crowdplay import protocol
 from crowdplay.config import Settings
 from crowdplay.environments import InvalidAction
-from crowdplay.manager import BadToken, UnknownSession
+from crowdplay.manager import HOST_LOST, BadToken, SessionLost, UnknownSession
 from crowdplay.realtime import SessionEnded
 from crowdplay.web.backend import Attachment, SessionBackend
 from crowdplay.web.tcp import set_nodelay_for
@@ -89,6 +89,9 @@ async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings
         return
     try:
         attachment = await backend.attach(session_id, websocket.query_params.get("token", ""))
+    except SessionLost as lost:  # its game server died: say so, the page offers a new start
+        await close_with_error(websocket, lost.reason, protocol.CLOSE_SESSION_ENDED)
+        return
     except UnknownSession:
         await close_with_error(websocket, f"no running session {session_id!r}", protocol.CLOSE_UNKNOWN_SESSION)
         return
@@ -126,11 +129,10 @@ async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
     except Exception as error:
         if websocket.application_state != WebSocketState.CONNECTED or websocket.client_state != WebSocketState.CONNECTED:
             return  # the participant went away while we were sending
-        # The EnvActor died or its stream failed: tell the participant instead of going silent.
         log.warning("frame stream ended abnormally: %s", type(error).__name__)
-        await close_with_error(websocket, "the game server stopped unexpectedly; please start again", protocol.CLOSE_INTERNAL_ERROR)
-        return
-    await close_with_error(websocket, "the game stream ended", protocol.CLOSE_INTERNAL_ERROR)
+    # The stream failed, or ended without the game's "end" (a killed process's socket just closes):
+    # the EnvActor is gone. Tell the participant instead of going silent.
+    await close_with_error(websocket, HOST_LOST, protocol.CLOSE_INTERNAL_ERROR)
 
 
 async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Settings) -> None:
@@ -161,5 +163,5 @@ async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Se
             await close_with_error(websocket, "the session has ended", protocol.CLOSE_SESSION_ENDED)
             return
         except (ConnectionError, OSError):
-            await close_with_error(websocket, "the game server stopped unexpectedly; please start again", protocol.CLOSE_INTERNAL_ERROR)
+            await close_with_error(websocket, HOST_LOST, protocol.CLOSE_INTERNAL_ERROR)
             return

@@ -4,6 +4,7 @@ in a pytest process of their own (``pytest tests/cluster``)."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -58,25 +59,32 @@ def wait_until_connections_spread(port: int, timeout_s: float = 60) -> None:
         time.sleep(0.3)
 
 
-@pytest.fixture(scope="module")
-def multinode() -> Iterator[MultiNode]:
+@contextlib.contextmanager
+def running_cluster(ingress_on_workers: bool) -> Iterator[MultiNode]:
+    """A head and two worker nodes serving CrowdPlay. Games run on the workers; the ingress runs
+    as one replica on each worker (``ingress_on_workers``) or as one replica on the head."""
     saved = dict(os.environ)
     # Replicas stop at once instead of draining for 30 s (serve.shutdown would wait for them).
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
     apply_serve_environment()  # before the nodes start: they inherit it
     share_import_path(str(Path(__file__).parent.parent.parent))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=2, resources={ENV_RESOURCE: 8, "ingress": 1}) for _ in range(2)]
+    worker_resources = {ENV_RESOURCE: 8, "ingress": 1} if ingress_on_workers else {ENV_RESOURCE: 8}
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 2, "include_dashboard": False, "resources": {} if ingress_on_workers else {"ingress": 1}},
+    )
+    workers = [cluster.add_node(num_cpus=2, resources=worker_resources) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         port = free_port()
-        # HAProxy on the head only (several on one machine would fight over its ports); two ingress
-        # replicas, one on each worker node.
+        # HAProxy on the head only (several on one machine would fight over its ports).
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
-        app = Ingress.options(num_replicas=2, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0, "resources": {"ingress": 0.01}})
+        replicas = 2 if ingress_on_workers else 1
+        app = Ingress.options(num_replicas=replicas, max_replicas_per_node=1, ray_actor_options={"num_cpus": 0, "resources": {"ingress": 0.01}})
         serve.run(app.bind(SETTINGS), name="crowdplay", route_prefix="/")
-        wait_until_connections_spread(port)
+        if ingress_on_workers:
+            wait_until_connections_spread(port)
         yield MultiNode(cluster, cluster.head_node.node_id, [worker.node_id for worker in workers], f"http://127.0.0.1:{port}")
     finally:
         serve.shutdown()
@@ -87,3 +95,17 @@ def multinode() -> Iterator[MultiNode]:
         os.environ.update(saved)
         if state_dir:
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def multinode() -> Iterator[MultiNode]:
+    """Two ingress replicas, one on each worker node: participants land on either."""
+    with running_cluster(ingress_on_workers=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def multinode_head_ingress() -> Iterator[MultiNode]:
+    """The ingress on the head: a worker node can leave without taking any connection with it."""
+    with running_cluster(ingress_on_workers=False) as running:
+        yield running

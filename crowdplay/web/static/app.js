@@ -18,6 +18,9 @@ const state = (window.crowdplay = {
 // Close codes (docs/protocol.md): the session ended, or this tab was replaced by another one.
 const CLOSE_SESSION_ENDED = 4000;
 const CLOSE_REPLACED = 4001;
+// The game's server stopped (1011 while playing; 4000 with a reason when reconnecting): the page
+// offers a new start.
+const CLOSE_SERVER_ERROR = 1011;
 // Abnormal closures (network drop, a server replica going away) are retried for this long: the
 // server keeps the participant's place for its reconnect grace period.
 const RECONNECT_FOR_MS = 15000;
@@ -214,6 +217,7 @@ class Game {
     } else if (message.type === "error") {
       state.errors.push(message.reason);
       this.finished = true;
+      $("start-again").hidden = ![CLOSE_SERVER_ERROR, CLOSE_SESSION_ENDED].includes(message.code);
       setStatus(message.code === CLOSE_REPLACED ? "This game was opened in another tab or window; play on there." : `Error: ${message.reason}`);
     } else if (message.type === "end") {
       this.finished = true;
@@ -492,6 +496,7 @@ async function start() {
     $("progress").replaceChildren();
     $("bonus").hidden = true;
     show("game");
+    $("start-again").hidden = true;
     game = new Game(body);
   } catch (error) {
     setStatus(`Could not start: ${error.message}`);
@@ -636,6 +641,7 @@ function leave() {
 $("start").addEventListener("click", start);
 $("back-to-list").addEventListener("click", showLibrary);
 $("leave").addEventListener("click", leave);
+$("start-again").addEventListener("click", () => { if (game) game.stop(); game = null; start(); });
 $("finish").addEventListener("click", finish);
 $("send-feedback").addEventListener("click", sendFeedback);
 $("report-button").addEventListener("click", () => { $("report-status").textContent = ""; $("report-dialog").showModal(); });

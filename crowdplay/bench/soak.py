@@ -1,0 +1,212 @@
+"""Soak: many participants for a long time, dropping their connections at random; nothing recorded
+is lost or corrupt and memory stays flat.
+
+``python -m crowdplay.bench soak --sessions 30 --minutes 10`` starts Ray, Serve and the app (as the
+load benchmark does, recording into a fresh embedded store) and keeps ``--sessions`` simulated
+participants playing. Each presses keys a few times a second; at random (on average every
+``--drop-every`` seconds) its connection drops without a close, as a network failure does, and it
+reconnects after a pause inside the grace period, expecting its seat back; one drop in
+``--leave-every`` instead leaves for good and starts a new session. The server's process tree's
+memory is sampled every ``--sample-every`` seconds.
+
+At the end everyone leaves and every episode the run recorded is read back and replayed from its
+emulator snapshots (``crowdplay.data.replay_check``). The result:
+
+* ``episodes``, ``replay_failures``, ``games_without_episode`` (a game a participant played that
+  left nothing in the store) and ``episodes_incomplete`` (no final status, or fewer chunks stored
+  than the episode announces): all but the first must be 0;
+* ``reconnects`` and ``reconnects_refused`` (a seat not given back within the grace period),
+  ``unexpected_closes`` (the server closed a connection nobody dropped);
+* ``rss_mb`` samples and ``rss_growth_mb``: the mean of the last minute's samples minus the mean
+  of the first minute's after ``--warmup`` seconds; ``memory_flat`` when that growth is under
+  ``--flat-tolerance`` of the first minute's mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from crowdplay.bench.load import KEYS, _tree_usage, serve_system
+from crowdplay.client import Participant, http_json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sessions", type=int, default=30, help="participants playing at once")
+    parser.add_argument("--minutes", type=float, default=10.0, help="how long they play")
+    parser.add_argument("--envs", default="SpaceInvaders,Pong,Breakout", help="games, comma-separated, dealt round robin")
+    parser.add_argument("--drop-every", type=float, default=60.0, help="mean seconds between a participant's connection drops")
+    parser.add_argument("--leave-every", type=int, default=4, help="one drop in this many is a participant leaving for good")
+    parser.add_argument("--grace", type=float, default=5.0, help="the server's reconnect grace period (s)")
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first memory sample that counts")
+    parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
+    parser.add_argument("--flat-tolerance", type=float, default=0.05, help="memory growth counted as flat")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+@dataclass
+class Tally:
+    sessions: int = 0
+    games: set[str] = field(default_factory=set)
+    reconnects: int = 0
+    reconnects_refused: int = 0
+    unexpected_closes: int = 0
+    failed_joins: int = 0
+    frames: int = 0
+
+
+async def press_keys_until(player: Participant, deadline: float, rng: random.Random) -> bool:
+    """Play until ``deadline``; False if the server closed the connection first."""
+    while time.monotonic() < deadline:
+        if player.closed.is_set():
+            return False
+        await asyncio.sleep(rng.uniform(0.1, 0.5))
+        held = [key for key in KEYS if rng.random() < 0.3]
+        try:
+            await player.press(held)
+        except Exception:
+            return False
+    return True
+
+
+async def await_frames(player: Participant, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not player.timings and not player.closed.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return bool(player.timings)
+
+
+async def participant(url: str, env_id: str, until: float, args: argparse.Namespace, rng: random.Random, tally: Tally) -> None:
+    """Sessions one after another until ``until``, each with drops and reconnects."""
+    while time.monotonic() < until:
+        try:
+            session = await asyncio.to_thread(http_json, f"{url}/api/sessions", {"env_id": env_id})
+            player = await Participant.connect(url, session, decode=False)
+        except Exception:
+            tally.failed_joins += 1
+            await asyncio.sleep(1.0)
+            continue
+        tally.sessions += 1
+        tally.games.add(session["game_id"])
+        while True:
+            next_drop = min(until, time.monotonic() + rng.expovariate(1.0 / args.drop_every))
+            if not await press_keys_until(player, next_drop, rng):
+                tally.unexpected_closes += 1
+                tally.frames += len(player.timings)
+                break
+            tally.frames += len(player.timings)
+            if time.monotonic() >= until or rng.randrange(args.leave_every) == 0:
+                await player.close()  # leaves for good (or the run is over)
+                break
+            player.websocket.transport.abort()  # the network drops: no close frame
+            await asyncio.sleep(rng.uniform(0.2, args.grace * 0.6))
+            try:
+                player = await Participant.connect(url, session, decode=False)
+                if not await await_frames(player):
+                    raise ConnectionError("no frame after reconnecting")
+                tally.reconnects += 1
+            except Exception:
+                tally.reconnects_refused += 1
+                break
+
+
+async def soak(url: str, args: argparse.Namespace, sample_memory) -> tuple[Tally, list[tuple[float, float]]]:
+    envs = [env.strip() for env in args.envs.split(",") if env.strip()]
+    tally, samples = Tally(), []
+    started = time.monotonic()
+    until = started + args.minutes * 60
+    players = [
+        asyncio.create_task(participant(url, envs[index % len(envs)], until, args, random.Random(args.seed * 1000 + index), tally))
+        for index in range(args.sessions)
+    ]
+    while time.monotonic() < until:
+        await asyncio.sleep(min(args.sample_every, max(0.0, until - time.monotonic())))
+        samples.append((time.monotonic() - started, await asyncio.to_thread(sample_memory)))
+    await asyncio.gather(*players)
+    return tally, samples
+
+
+def check_recordings(store_uri: str, games: set[str], timeout_s: float = 120.0) -> dict:
+    """Every game left episodes, each ended with all its chunks, each replays exactly."""
+    from crowdplay.data import Dataset, replay_check
+
+    data = Dataset.open(store_uri)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:  # the last episodes end after their grace period and their chunks follow
+            episodes = [doc for doc in data.episodes() if doc["game_id"] in games]
+            unfinished = [doc for doc in episodes if "status" not in doc]
+            if not unfinished or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        incomplete = [doc["_id"] for doc in episodes if "status" not in doc or len(list(data.chunks(doc["_id"]))) != doc.get("chunks")]
+        checked_at = time.monotonic()
+        failures = [doc["_id"] for doc in episodes if not replay_check(data, doc["_id"]).ok]
+        return {
+            "episodes": len(episodes),
+            "episode_statuses": dict(sorted(Counter(doc.get("status", "none") for doc in episodes).items())),
+            "steps_recorded": sum(doc.get("steps", 0) for doc in episodes),
+            "games_without_episode": len(games - {doc["game_id"] for doc in episodes}),
+            "episodes_incomplete": len(incomplete),
+            "replay_failures": len(failures),
+            "replay_seconds": round(time.monotonic() - checked_at, 1),
+            "failed_episode_ids": (incomplete + failures)[:10],
+        }
+    finally:
+        data.close()
+
+
+def memory_trend(samples: list[tuple[float, float]], warmup_s: float, tolerance: float) -> dict:
+    counted = [(t, rss) for t, rss in samples if t >= warmup_s] or samples
+    first = [rss for t, rss in counted if t < counted[0][0] + 60] or [counted[0][1]]
+    last = [rss for t, rss in counted if t > counted[-1][0] - 60] or [counted[-1][1]]
+    growth = statistics.fmean(last) - statistics.fmean(first)
+    return {
+        "rss_mb_first_minute": round(statistics.fmean(first), 1),
+        "rss_mb_last_minute": round(statistics.fmean(last), 1),
+        "rss_growth_mb": round(growth, 1),
+        "memory_flat": growth < tolerance * statistics.fmean(first),
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    with serve_system(record=True, reconnect_grace_s=args.grace) as system:
+        tally, samples = asyncio.run(soak(system.url, args, lambda: _tree_usage(system.processes())[0]))
+        recordings = check_recordings(system.settings.store_uri, tally.games)
+        writer = system.recording()
+    return {
+        "benchmark": "soak",
+        "sessions": args.sessions,
+        "minutes": args.minutes,
+        "participant_sessions": tally.sessions,
+        "games": len(tally.games),
+        "frames_received": tally.frames,
+        "reconnects": tally.reconnects,
+        "reconnects_refused": tally.reconnects_refused,
+        "unexpected_closes": tally.unexpected_closes,
+        "failed_joins": tally.failed_joins,
+        **recordings,
+        "chunks_written": writer.get("chunks_written"),
+        "chunks_spooled": writer.get("chunks_spooled"),
+        **memory_trend(samples, args.warmup, args.flat_tolerance),
+        "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
+    }
+
+
+def summarize(result: dict) -> str:
+    return "\n".join([
+        f"soak: {result['sessions']} participants for {result['minutes']} min: {result['participant_sessions']} sessions, "
+        f"{result['games']} games, {result['frames_received']} frames",
+        f"  drops: {result['reconnects']} reconnected, {result['reconnects_refused']} refused; "
+        f"{result['unexpected_closes']} unexpected closes, {result['failed_joins']} failed joins",
+        f"  episodes: {result['episodes']} {result['episode_statuses']}, {result['steps_recorded']} steps; "
+        f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
+        f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
+        f"  memory: {result['rss_mb_first_minute']} MB -> {result['rss_mb_last_minute']} MB "
+        f"({result['rss_growth_mb']:+} MB, flat: {result['memory_flat']})",
+    ])
