@@ -77,7 +77,7 @@ class System:
 def _bench_settings(record: bool, data_dir: str, **overrides: object) -> Settings:
     # Sessions end as soon as the simulated participant leaves, so trials do not overlap.
     # Recordings go to a fresh embedded store unless CROWDPLAY_STORE_URI names one.
-    settings = replace(Settings.from_env(), namespace="crowdplay-bench", reconnect_grace_s=0.2, record=record, **overrides)
+    settings = replace(Settings.from_env(), **{"namespace": "crowdplay-bench", "reconnect_grace_s": 0.2, "record": record, **overrides})
     if not settings.store_uri:
         settings = replace(settings, store_uri=os.path.join(data_dir, "bench.db"), spool_dir=os.path.join(data_dir, "spool"))
     return settings

@@ -48,7 +48,7 @@ def test_a_lost_worker_node_ends_its_games_with_a_message_and_the_rest_play_on(m
     async def scenario():
         seated = await seat_one_per_node(cluster.base_url, manager, cluster.workers)
         lost, kept = seated[lost_node], seated[kept_node]
-        for _ in range(30):
+        for _ in range(120):  # two seconds: the lost game's first chunks reach the store
             await lost.next_frame()
             await kept.next_frame()
         [node] = [node for node in cluster.cluster.worker_nodes if node.node_id == lost_node]
