@@ -107,7 +107,7 @@ class EnvActor:
                 game_id, adapter.agents, batcher.deliver, self.settings.chunk_steps, controllers,
                 adapter.snapshot, self.settings.snapshot_interval, fields, batcher.seal_later,
             )
-            self.recorders.append(recorder)
+            self.recorders = [r for r in self.recorders if not r.idle] + [recorder]
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
         lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event), self.policies)
         await self.prepare([env_id])
@@ -151,6 +151,7 @@ class EnvActor:
             hosted = self.games.pop(game_id, None)
             if hosted is not None:
                 hosted.channel.close()
+            self.recorders = [r for r in self.recorders if not r.idle]  # ended games' emulators go
             self._game_of = {session: game for session, game in self._game_of.items() if game != game_id}
             self._seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] != game_id}
         elif event["event"] == "seat_released":
@@ -181,8 +182,8 @@ class EnvActor:
         """Wait until the writer acknowledged every recorded chunk (before this process retires)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            self.recorders = [r for r in self.recorders if r.unacked or r.episode_id]
-            if not any(r.unacked for r in self.recorders):
+            self.recorders = [r for r in self.recorders if not r.idle]
+            if not self.recorders:
                 return True
             if time.monotonic() > deadline:
                 return False

@@ -302,9 +302,9 @@ class EnvsManager:
             return
         ray.kill(host.actor)
 
-    def _forget(self, host: Host, reason: str = HOST_LOST) -> None:
+    def _forget(self, host: Host) -> None:
         """A host process died: place nothing more on it, and end the games it hosted. Their
-        participants' old tokens hear ``reason`` (the page says it and offers a new start); their
+        participants' old tokens hear HOST_LOST (the page says it and offers a new start); their
         episodes are marked interrupted in the store."""
         if host in self.hosts:
             self.hosts.remove(host)
@@ -313,13 +313,13 @@ class EnvsManager:
             for session_id in [s for s in ((game.seats or {}).values() if game else ()) if s and s != AI_SEAT]:
                 entry = self.sessions.get(session_id)
                 if entry is not None:
-                    self._lost[session_id] = (entry.token, reason)
-            while len(self._lost) > LOST_SESSIONS_KEPT:
-                self._lost.popitem(last=False)
+                    self._lost[session_id] = (entry.token, HOST_LOST)
             if game is not None and self.settings.record:
-                self._in_background(self._mark_interrupted(game_id, reason))
+                self._in_background(self._mark_interrupted(game_id, HOST_LOST))
             self._drop_game(game_id)
             host.games.discard(game_id)
+        while len(self._lost) > LOST_SESSIONS_KEPT:
+            self._lost.popitem(last=False)
         self._refill()
 
     async def _mark_interrupted(self, game_id: str, reason: str) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
+import ray
 import websockets
 
 from crowdplay import protocol
@@ -99,3 +101,29 @@ def test_participant_ids_are_stored_only_as_keyed_pseudonyms(base_url, manager):
     assert documents and raw not in json.dumps(documents, default=str)
     assert documents[0]["participants"] == [session["participant"]] == [data.pseudonym(raw)]
     data.close()
+
+
+def test_no_token_or_raw_participant_id_reaches_any_log(base_url, manager):
+    """Every log of the Ray session (Serve's access logs, the proxy's, every actor's stdout and
+    stderr) after a participant played, reconnected and was refused with a wrong token."""
+    raw = "LOGCHECK-WORKER-77"
+
+    async def scenario():
+        async with await Participant.join(base_url, "Pong", participant=raw, params={"PROLIFIC_PID": raw}) as player:
+            for _ in range(30):
+                await player.next_frame()
+            session = player.session
+        async with await Participant.connect(base_url, session) as again:
+            await again.next_frame()
+        with pytest.raises(Exception):
+            await Participant.connect(base_url, {**session, "ws": session["ws"].replace(session["token"], "wrong-" + session["token"][:8])})
+        return session
+
+    session = run(scenario())
+    asyncio.run(asyncio.sleep(2.0))  # log lines reach their files
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    leaked = [
+        path.name for path in logs.rglob("*") if path.is_file()
+        if any(secret.encode() in path.read_bytes() for secret in (session["token"], raw))
+    ]
+    assert not leaked, leaked

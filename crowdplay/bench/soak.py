@@ -32,7 +32,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from crowdplay.bench.load import KEYS, _tree_usage, serve_system
+import psutil
+
+from crowdplay.bench.load import KEYS, serve_system
 from crowdplay.client import Participant, http_json
 
 
@@ -174,9 +176,34 @@ def memory_trend(samples: list[tuple[float, float]], warmup_s: float, tolerance:
     }
 
 
+def rss_by_process(processes: list[psutil.Process]) -> dict[str, float]:
+    """RSS (MB) summed per process title (``ray::EnvActor``, ``raylet``, ...)."""
+    totals: dict[str, float] = {}
+    for process in processes:
+        try:
+            title = " ".join(process.cmdline()[:1]) or process.name()
+            totals[title] = totals.get(title, 0.0) + process.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+    return totals
+
+
+def growth_by_process(first: dict[str, float], last: dict[str, float], top: int = 5) -> dict[str, float]:
+    """The processes whose memory grew most between two samples."""
+    growth = {title: last.get(title, 0.0) - first.get(title, 0.0) for title in set(first) | set(last)}
+    return {title: round(mb, 1) for title, mb in sorted(growth.items(), key=lambda item: -item[1])[:top]}
+
+
 def run(args: argparse.Namespace) -> dict:
     with serve_system(record=True, reconnect_grace_s=args.grace) as system:
-        tally, samples = asyncio.run(soak(system.url, args, lambda: _tree_usage(system.processes())[0]))
+        by_process: list[dict[str, float]] = []
+
+        def sample_memory() -> float:
+            by_process.append(rss_by_process(system.processes()))
+            return sum(by_process[-1].values())
+
+        tally, samples = asyncio.run(soak(system.url, args, sample_memory))
+        counted = [totals for (t, _), totals in zip(samples, by_process) if t >= args.warmup] or by_process
         recordings = check_recordings(system.settings.store_uri, tally.games)
         writer = system.recording()
     return {
@@ -194,6 +221,7 @@ def run(args: argparse.Namespace) -> dict:
         "chunks_written": writer.get("chunks_written"),
         "chunks_spooled": writer.get("chunks_spooled"),
         **memory_trend(samples, args.warmup, args.flat_tolerance),
+        "rss_growth_mb_by_process": growth_by_process(counted[0], counted[-1]),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
     }
 
@@ -208,5 +236,5 @@ def summarize(result: dict) -> str:
         f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
         f"  memory: {result['rss_mb_first_minute']} MB -> {result['rss_mb_last_minute']} MB "
-        f"({result['rss_growth_mb']:+} MB, flat: {result['memory_flat']})",
+        f"({result['rss_growth_mb']:+} MB, flat: {result['memory_flat']}); grew most: {result['rss_growth_mb_by_process']}",
     ])

@@ -181,11 +181,18 @@ class Recorder:
         self.delivery_failures = 0
         self._fields: dict[str, Any] = {}
         self._chunk: OpenChunk | None = None
+        self._sealing = 0  # chunks cut but not sealed yet
         self._deliveries: set[asyncio.Task] = set()
 
     @property
     def episode_id(self) -> str:
         return self._chunk.episode_id if self._chunk else ""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to do: no episode open, no chunk waiting to be sealed or acknowledged (an
+        idle recorder of an ended game can be let go, and with it the game's emulator)."""
+        return self._chunk is None and not self._sealing and not self.unacked
 
     # ----------------------------------------------------------------- episodes
     def begin_episode(self, episode: int, screen: codec.Screen, fields: dict[str, Any]) -> None:
@@ -291,7 +298,13 @@ class Recorder:
         full = self._chunk
         # Only the last chunk sets ``status`` and ``chunks``: a first chunk resent late must not undo them.
         fields = dict(self._fields) if full.seq == 0 else {}
-        self.seal_later(lambda: self._seal(full, fields))
+        self._sealing += 1
+
+        def seal() -> None:
+            self._sealing -= 1
+            self._seal(full, fields)
+
+        self.seal_later(seal)
         first_step = full.first_step + full.steps
         due = self.snapshot is not None and first_step // self.snapshot_interval > full.first_step // self.snapshot_interval
         self._chunk = self._open(full.episode_id, full.seq + 1, first_step, screen, self.snapshot() if due else None)
