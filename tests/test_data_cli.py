@@ -76,4 +76,4 @@ def test_delete_participant_asks_and_removes_everything(store_path):
     assert refused.returncode == 1 and "nothing deleted" in refused.stdout
     assert "deleted 1 episodes" in crowdplay("data", "--store", store_path, "delete-participant", "p-test", "--yes").stdout
     assert json.loads(crowdplay("data", "--store", store_path, "list", "--json").stdout) == []
-    assert TrajectoryStore.open(store_path).chunks.count_documents({}) == 0
+    assert TrajectoryStore.open(store_path).chunks.count() == 0

@@ -133,12 +133,12 @@ async def play_through_without_drain(sink: ChunkSink, chunks: list[tuple]) -> No
 @pytest.mark.skipif(not REAL_MONGODB, reason="set CROWDPLAY_TEST_MONGODB_URI to run against a real MongoDB")
 def test_real_mongodb_round_trip(tmp_path):
     store = TrajectoryStore.open(REAL_MONGODB)
-    store.chunks.delete_many({"episode_id": "real-0"})
+    store.chunks.delete_episode("real-0")
     sink = ChunkSink(REAL_MONGODB, str(tmp_path / "spool"))
     asyncio.run(play_through(sink, episode_chunks("real-0", 5)))
     sink.close()
     assert [doc["seq"] for doc in store.iter_chunks("real-0")] == list(range(5))
     assert store.episode("real-0")["status"] == "complete"
-    store.chunks.delete_many({"episode_id": "real-0"})
+    store.chunks.delete_episode("real-0")
     store.episodes.delete_one({"_id": "real-0"})
     store.close()

@@ -64,3 +64,35 @@ def test_a_lost_games_unfinished_episodes_are_marked_interrupted_and_finished_on
     assert status == {"g1-0": ("complete", None), "g1-1": ("interrupted", "the game server stopped"), "g2-0": (None, None)}
     assert store.interrupt_game("g1", "again") == 0  # marking twice changes nothing
     store.close()
+
+
+def test_an_embedded_store_from_before_the_chunk_table_keeps_its_chunks(tmp_path):
+    """Chunks used to be documents of the embedded ``chunks`` collection; opening moves them over."""
+    import litemongo
+
+    path = tmp_path / "old.db"
+    client = litemongo.connect(str(path))
+    client["crowdplay"]["chunks"].insert_many(
+        [{"_id": f"ep:{seq}", "episode_id": "ep", "seq": seq, "steps": 50, "data": pack_chunk({"seq": seq})} for seq in (1, 0, 2)]
+    )
+    client.close()
+    store = TrajectoryStore.open(str(path))
+    assert [unpack_chunk(c["data"])["seq"] for c in store.iter_chunks("ep")] == [0, 1, 2]
+    assert store.data_volume()["chunks"] == 3
+    store.close()
+    reopened = TrajectoryStore.open(str(path))  # moved once: nothing doubled, nothing lost
+    assert [c["seq"] for c in reopened.iter_chunks("ep")] == [0, 1, 2] and reopened.data_volume()["chunks"] == 3
+    reopened.close()
+
+
+def test_the_embedded_chunk_table_pages_through_a_long_episode_in_order(tmp_path):
+    from crowdplay.recording.chunk_table import TableChunks
+
+    table = TableChunks(tmp_path / "chunks.sqlite")
+    table.put_many([("long", seq, bytes([seq % 256]), 50) for seq in reversed(range(700))])
+    table.put_many([("other", 0, b"x", 1)])
+    assert [doc["seq"] for doc in table.of_episode("long", page=64)] == list(range(700))
+    assert table.count() == 701
+    table.delete_episode("long")
+    assert table.count() == 1 and not list(table.of_episode("long"))
+    table.close()

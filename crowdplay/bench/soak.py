@@ -176,31 +176,42 @@ def memory_trend(samples: list[tuple[float, float]], warmup_s: float, tolerance:
     }
 
 
-def rss_by_process(processes: list[psutil.Process]) -> dict[str, float]:
-    """RSS (MB) summed per process title (``ray::EnvActor``, ``raylet``, ...)."""
-    totals: dict[str, float] = {}
+def rss_by_process(processes: list[psutil.Process]) -> dict[int, tuple[str, float]]:
+    """Process id -> (title such as ``ray::EnvActor``, RSS in MB)."""
+    sample: dict[int, tuple[str, float]] = {}
     for process in processes:
         try:
-            title = " ".join(process.cmdline()[:1]) or process.name()
-            totals[title] = totals.get(title, 0.0) + process.memory_info().rss / 2**20
+            sample[process.pid] = (" ".join(process.cmdline()[:1]) or process.name(), process.memory_info().rss / 2**20)
         except psutil.Error:
             continue
-    return totals
+    return sample
 
 
-def growth_by_process(first: dict[str, float], last: dict[str, float], top: int = 5) -> dict[str, float]:
-    """The processes whose memory grew most between two samples."""
-    growth = {title: last.get(title, 0.0) - first.get(title, 0.0) for title in set(first) | set(last)}
-    return {title: round(mb, 1) for title, mb in sorted(growth.items(), key=lambda item: -item[1])[:top]}
+def growth_by_process(first: dict[int, tuple[str, float]], last: dict[int, tuple[str, float]], top: int = 5) -> dict[str, dict]:
+    """Per process title, the memory growth of the processes alive at both samples, and how many
+    processes of that title came and went between them (new processes are not growth)."""
+    titles: dict[str, dict] = {}
+    for pid, (title, rss) in last.items():
+        entry = titles.setdefault(title, {"grew_mb": 0.0, "processes": 0, "started": 0, "stopped": 0})
+        entry["processes"] += 1
+        if pid in first:
+            entry["grew_mb"] += rss - first[pid][1]
+        else:
+            entry["started"] += 1
+    for pid, (title, _) in first.items():
+        if pid not in last:
+            titles.setdefault(title, {"grew_mb": 0.0, "processes": 0, "started": 0, "stopped": 0})["stopped"] += 1
+    ranked = sorted(titles.items(), key=lambda item: -item[1]["grew_mb"])[:top]
+    return {title: {**entry, "grew_mb": round(entry["grew_mb"], 1)} for title, entry in ranked}
 
 
 def run(args: argparse.Namespace) -> dict:
     with serve_system(record=True, reconnect_grace_s=args.grace) as system:
-        by_process: list[dict[str, float]] = []
+        by_process: list[dict[int, tuple[str, float]]] = []
 
         def sample_memory() -> float:
             by_process.append(rss_by_process(system.processes()))
-            return sum(by_process[-1].values())
+            return sum(rss for _, rss in by_process[-1].values())
 
         tally, samples = asyncio.run(soak(system.url, args, sample_memory))
         counted = [totals for (t, _), totals in zip(samples, by_process) if t >= args.warmup] or by_process

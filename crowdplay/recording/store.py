@@ -5,8 +5,11 @@ single machine with no server gets ``litemongo``, a pymongo-compatible store in 
 (measured: 30/30 API checks, no acknowledged write lost when SIGKILLed). Everything above this
 module talks to ``TrajectoryStore`` only.
 
-Writes are idempotent: a chunk's ``_id`` is ``<episode_id>:<seq>``, written with an upsert, so a
-chunk resent after a writer restart replaces itself instead of duplicating.
+Writes are idempotent: a chunk is keyed by ``(episode_id, seq)`` and written with an upsert, so a
+chunk resent after a writer restart replaces itself instead of duplicating. Chunks live in the
+``chunks`` collection on MongoDB and in a SQLite table of their own in the embedded store
+(``crowdplay.recording.chunk_table``: the embedded document layer would hold an index of every
+chunk in memory).
 """
 
 from __future__ import annotations
@@ -22,16 +25,27 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from crowdplay.recording.chunk_table import Chunks, CollectionChunks, TableChunks
+
 DEFAULT_EMBEDDED_PATH = Path("data") / "crowdplay.db"
 DATABASE = "crowdplay"
 MONGO_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000, "socketTimeoutMS": 10000}
+
+
+def embedded_path(uri: str | None = None) -> Path | None:
+    """The embedded store's directory for this URI (default ``data/crowdplay.db``, or
+    ``CROWDPLAY_MONGODB_URI``); None for a MongoDB URI."""
+    uri = uri or os.environ.get("CROWDPLAY_MONGODB_URI") or str(DEFAULT_EMBEDDED_PATH)
+    if uri.startswith(("mongodb://", "mongodb+srv://")):
+        return None
+    return Path(uri.removeprefix("embedded://"))
 
 
 def open_client(uri: str | None = None):
     """A pymongo-compatible client: MongoDB for ``mongodb://``/``mongodb+srv://`` URIs, else the
     embedded store at the given path (default ``data/crowdplay.db``, or ``CROWDPLAY_MONGODB_URI``)."""
     uri = uri or os.environ.get("CROWDPLAY_MONGODB_URI") or str(DEFAULT_EMBEDDED_PATH)
-    if uri.startswith(("mongodb://", "mongodb+srv://")):
+    if embedded_path(uri) is None:
         import pymongo
 
         # Bounded waits everywhere: a hung server must turn into an error the writer can spool on.
@@ -40,7 +54,7 @@ def open_client(uri: str | None = None):
         return pymongo.MongoClient(uri, **options)
     import litemongo
 
-    path = Path(uri.removeprefix("embedded://"))
+    path = embedded_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     return litemongo.connect(str(path))
 
@@ -50,14 +64,6 @@ def pseudonymise(key: bytes, participant: str) -> str:
     crowd-worker id, say) is never stored, yet the same person maps to the same pseudonym and can be
     found again to delete their data."""
     return "p-" + hmac.new(key, participant.encode(), hashlib.sha256).hexdigest()[:20]
-
-
-def chunk_key(episode_id: str, seq: int) -> str:
-    return f"{episode_id}:{seq}"
-
-
-def chunk_document(episode_id: str, seq: int, blob: bytes, steps: int) -> dict:
-    return {"_id": chunk_key(episode_id, seq), "episode_id": episode_id, "seq": seq, "steps": steps, "data": blob}
 
 
 def describe_uri(uri: str | None = None) -> str:
@@ -74,11 +80,12 @@ class TrajectoryStore:
     assignments (one per participant session: task, statistics, completion) and notes (feedback
     and problem reports)."""
 
-    def __init__(self, client: Any, database: str = DATABASE) -> None:
+    def __init__(self, client: Any, database: str = DATABASE, chunks: Chunks | None = None) -> None:
+        """``chunks``: where chunks live (default: the database's ``chunks`` collection)."""
         self.client = client
         db = client[database]
         self.episodes = db["episodes"]
-        self.chunks = db["chunks"]
+        self.chunks = chunks or CollectionChunks(db["chunks"])
         self.meta = db["meta"]
         self.assignments = db["assignments"]
         self.notes = db["notes"]
@@ -86,30 +93,37 @@ class TrajectoryStore:
         # The fields the dataset API filters by.
         for field in ("task_id", "env_id", "participants", "started_at", "human_only", "status"):
             self.episodes.create_index([(field, 1)])
-        # (episode_id, seq) is unique through _id = "<episode_id>:<seq>"; a second, compound unique
-        # index would only repeat that check (measured: 25% of the embedded store's write cost).
-        self.chunks.create_index([("episode_id", 1)])
 
     @classmethod
     def open(cls, uri: str | None = None) -> "TrajectoryStore":
-        return cls(open_client(uri))
+        client = open_client(uri)
+        path = embedded_path(uri)
+        if path is None:
+            return cls(client)
+        store = cls(client, chunks=TableChunks(path / "chunks.sqlite"))
+        store._adopt_document_chunks(client[DATABASE]["chunks"])
+        return store
+
+    def _adopt_document_chunks(self, collection: Any) -> None:
+        """An embedded store written before chunks had their own table: move them there (once)."""
+        if collection.count_documents({}):
+            documents = collection.find({})
+            self.chunks.put_many([(d["episode_id"], d["seq"], d["data"], d["steps"]) for d in documents])
+            collection.drop()
 
     def put_chunk(self, episode_id: str, seq: int, blob: bytes, steps: int) -> None:
         """Store one chunk; writing the same (episode, seq) again is a no-op replacement."""
-        self.chunks.replace_one({"_id": chunk_key(episode_id, seq)}, chunk_document(episode_id, seq, blob, steps), upsert=True)
+        self.chunks.put_many([(episode_id, seq, blob, steps)])
 
     def put_chunks(self, chunks: list[tuple[str, int, bytes, int, Mapping[str, Any]]]) -> None:
         """Store a batch of ``(episode_id, seq, blob, steps, episode_fields)`` in two round trips:
         the chunks, then the fields merged into their episodes (chunks first, so an episode
         document never announces data that is not there)."""
-        from pymongo import ReplaceOne, UpdateOne
+        from pymongo import UpdateOne
 
         if not chunks:
             return
-        self.chunks.bulk_write(
-            [ReplaceOne({"_id": chunk_key(e, q)}, chunk_document(e, q, b, n), upsert=True) for e, q, b, n, _ in chunks],
-            ordered=False,
-        )
+        self.chunks.put_many([(e, q, b, n) for e, q, b, n, _ in chunks])
         updates = [UpdateOne({"_id": e}, {"$set": dict(fields)}, upsert=True) for e, _, _, _, fields in chunks if fields]
         if updates:
             self.episodes.bulk_write(updates, ordered=True)
@@ -141,7 +155,7 @@ class TrajectoryStore:
         """Remove every episode the participant played in (with all its chunks); returns their ids."""
         episode_ids = [doc["_id"] for doc in self.episodes.find({"participants": pseudonym}, {"_id": 1})]
         for episode_id in episode_ids:
-            self.chunks.delete_many({"episode_id": episode_id})
+            self.chunks.delete_episode(episode_id)
             self.episodes.delete_one({"_id": episode_id})
         return episode_ids
 
@@ -153,7 +167,7 @@ class TrajectoryStore:
 
     def iter_chunks(self, episode_id: str) -> Iterator[dict]:
         """The episode's chunks in order."""
-        yield from self.chunks.find({"episode_id": episode_id}, sort=[("seq", 1)])
+        yield from self.chunks.of_episode(episode_id)
 
     # ----------------------------------------------------------------- the study
     def put_assignment(self, document: Mapping[str, Any]) -> None:
@@ -180,7 +194,8 @@ class TrajectoryStore:
                 size = location.stat().st_size
             elif location.is_dir():
                 size = sum(path.stat().st_size for path in location.rglob("*") if path.is_file())
-        return {"episodes": self.episodes.count_documents({}), "chunks": self.chunks.count_documents({}), "bytes": size}
+        return {"episodes": self.episodes.count_documents({}), "chunks": self.chunks.count(), "bytes": size}
 
     def close(self) -> None:
+        self.chunks.close()
         self.client.close()

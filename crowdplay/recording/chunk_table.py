@@ -1,0 +1,120 @@
+"""Where chunks are kept: a MongoDB collection, or a plain SQLite table in the embedded store.
+
+Chunks are opaque blobs keyed by (episode, seq), written once (a resend replaces the same bytes)
+and read back only by episode, in order. In MongoDB they are documents of the ``chunks``
+collection. In the embedded store the document layer (litemongo) would keep an in-memory hash
+index over every stored document to find them (measured: ~1.3 KB of writer memory per chunk, so a
+study's writer grows by ~160 MB an hour at 30 sessions); a SQLite table with a primary key on
+(episode, seq) answers both from disk, and the writer's memory stays flat.
+
+Both answer the same calls with the same documents (``chunk_document``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+ChunkRow = tuple[str, int, bytes, int]  # episode id, seq, blob, steps
+
+
+def chunk_key(episode_id: str, seq: int) -> str:
+    return f"{episode_id}:{seq}"
+
+
+def chunk_document(episode_id: str, seq: int, blob: bytes, steps: int) -> dict:
+    return {"_id": chunk_key(episode_id, seq), "episode_id": episode_id, "seq": seq, "steps": steps, "data": blob}
+
+
+class Chunks(Protocol):
+    def put_many(self, rows: list[ChunkRow]) -> None: ...
+
+    def of_episode(self, episode_id: str) -> Iterator[dict]: ...
+
+    def delete_episode(self, episode_id: str) -> None: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class CollectionChunks:
+    """Chunks as documents of a (pymongo-compatible) collection."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+        # (episode_id, seq) is unique through _id = "<episode_id>:<seq>"; a second, compound unique
+        # index would only repeat that check.
+        collection.create_index([("episode_id", 1)])
+
+    def put_many(self, rows: list[ChunkRow]) -> None:
+        from pymongo import ReplaceOne
+
+        self.collection.bulk_write(
+            [ReplaceOne({"_id": chunk_key(e, q)}, chunk_document(e, q, b, n), upsert=True) for e, q, b, n in rows], ordered=False
+        )
+
+    def of_episode(self, episode_id: str) -> Iterator[dict]:
+        yield from self.collection.find({"episode_id": episode_id}, sort=[("seq", 1)])
+
+    def delete_episode(self, episode_id: str) -> None:
+        self.collection.delete_many({"episode_id": episode_id})
+
+    def count(self) -> int:
+        return self.collection.count_documents({})
+
+    def close(self) -> None:
+        pass  # the client closes the collection
+
+
+class TableChunks:
+    """Chunks as rows of a SQLite table (write-ahead log: a killed process loses no committed row)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()  # one connection, shared by the threads of one process
+        self._connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        with self._connection:
+            self._connection.execute(
+                "CREATE TABLE IF NOT EXISTS chunks (episode_id TEXT NOT NULL, seq INTEGER NOT NULL, steps INTEGER NOT NULL,"
+                " data BLOB NOT NULL, PRIMARY KEY (episode_id, seq))"
+            )
+
+    def put_many(self, rows: list[ChunkRow]) -> None:
+        with self._lock, self._connection:
+            self._connection.executemany(
+                "INSERT INTO chunks (episode_id, seq, data, steps) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (episode_id, seq) DO UPDATE SET data = excluded.data, steps = excluded.steps",
+                rows,
+            )
+
+    def of_episode(self, episode_id: str, page: int = 256) -> Iterator[dict]:
+        """In pages, so a long episode is never all in memory and writers are not held up."""
+        after = -1
+        while True:
+            with self._lock:
+                rows = self._connection.execute(
+                    "SELECT seq, data, steps FROM chunks WHERE episode_id = ? AND seq > ? ORDER BY seq LIMIT ?", (episode_id, after, page)
+                ).fetchall()
+            for seq, blob, steps in rows:
+                yield chunk_document(episode_id, seq, bytes(blob), steps)
+            if len(rows) < page:
+                return
+            after = rows[-1][0]
+
+    def delete_episode(self, episode_id: str) -> None:
+        with self._lock, self._connection:
+            self._connection.execute("DELETE FROM chunks WHERE episode_id = ?", (episode_id,))
+
+    def count(self) -> int:
+        with self._lock:
+            return self._connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
