@@ -39,7 +39,7 @@ from crowdplay.lineup import Lineup
 from crowdplay.plugins import load_plugins
 from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
-from crowdplay.recording.writer import get_or_create_writer
+from crowdplay.recording.writer import WriterClient
 
 
 class UnknownHostedSession(LookupError):
@@ -71,7 +71,7 @@ class EnvActor:
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
         self.recorders: list[Recorder] = []
         self._batcher: ChunkBatcher | None = None
-        self._writer: ActorHandle | None = None
+        self._writer = WriterClient(settings)
         self._manager: ActorHandle | None = None
 
     async def ready(self) -> str:
@@ -165,18 +165,9 @@ class EnvActor:
 
     def _chunk_batcher(self) -> ChunkBatcher:
         if self._batcher is None:
-            self._writer = get_or_create_writer(self.settings)
-            self._batcher = ChunkBatcher(self._send_chunks)
+            self._writer.look_up()
+            self._batcher = ChunkBatcher(lambda chunks: self._writer.call("write_chunks", chunks))
         return self._batcher
-
-    async def _send_chunks(self, chunks: list[tuple]) -> object:
-        try:
-            return await self._writer.write_chunks.remote(chunks)
-        except ray.exceptions.ActorDiedError:
-            # Stopped for good (an operator's kill; a crash only restarts it): the next try goes
-            # to a new writer.
-            self._writer = get_or_create_writer(self.settings)
-            raise
 
     async def drain(self, timeout_s: float = 60.0) -> bool:
         """Wait until the writer acknowledged every recorded chunk (before this process retires)."""

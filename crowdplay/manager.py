@@ -37,7 +37,7 @@ from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.plugins import load_plugins
 from crowdplay.recording.store import pseudonymise
-from crowdplay.recording.writer import get_or_create_writer
+from crowdplay.recording.writer import WriterClient
 from crowdplay.study import current_study
 
 __all__ = ["BadToken", "EnvsManager", "NoCapacity", "SessionLost", "TaskClosed", "UnknownSession", "get_or_create_manager"]
@@ -140,7 +140,7 @@ class EnvsManager:
         self._recent_envs: deque[str] = deque(maxlen=RECENT_ENVS)
         #: the agents people play, per environment, learnt from its first game where not declared
         self._human_agents: dict[str, list[str]] = {}
-        self._writer: ActorHandle | None = None
+        self._writer = WriterClient(settings)
         self._pseudonym_key: bytes | None = None
         self.book = AssignmentBook(self._store)
         self._book_loaded = False
@@ -192,20 +192,13 @@ class EnvsManager:
         neither process boot lands on anyone's Start."""
         await self._adopt()
         self._refill()
-        if self.settings.record and self._writer is None:
-            self._writer = get_or_create_writer(self.settings)
-            await self._writer.stats.remote()
+        if self.settings.record:
+            await self._store("stats")
         await self._load_book()
         return True
 
     async def _store(self, method: str, *args: object) -> object:
-        if self._writer is None:
-            self._writer = get_or_create_writer(self.settings)
-        try:
-            return await getattr(self._writer, method).remote(*args)
-        except ray.exceptions.ActorDiedError:
-            self._writer = None  # stopped for good: the next call creates a new writer
-            raise
+        return await self._writer.call(method, *args)
 
     async def _load_book(self) -> None:
         if not self._book_loaded and self.settings.record:
@@ -490,10 +483,8 @@ class EnvsManager:
         """The store's secret key (pseudonyms, completion codes): fetched once through the writer,
         then kept here, so a store outage later does not stop participants from starting."""
         if self._pseudonym_key is None:
-            if self._writer is None:
-                self._writer = get_or_create_writer(self.settings)
             try:
-                self._pseudonym_key = await self._writer.pseudonym_key.remote()
+                self._pseudonym_key = await self._store("pseudonym_key")
             except Exception as error:
                 raise RecordingUnavailable(f"participant ids cannot be pseudonymised yet: {error}") from error
         return self._pseudonym_key

@@ -32,10 +32,14 @@ DATABASE = "crowdplay"
 MONGO_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000, "socketTimeoutMS": 10000}
 
 
+def store_uri(uri: str | None = None) -> str:
+    """The URI in effect: the one given, else ``CROWDPLAY_MONGODB_URI``, else ``data/crowdplay.db``."""
+    return uri or os.environ.get("CROWDPLAY_MONGODB_URI") or str(DEFAULT_EMBEDDED_PATH)
+
+
 def embedded_path(uri: str | None = None) -> Path | None:
-    """The embedded store's directory for this URI (default ``data/crowdplay.db``, or
-    ``CROWDPLAY_MONGODB_URI``); None for a MongoDB URI."""
-    uri = uri or os.environ.get("CROWDPLAY_MONGODB_URI") or str(DEFAULT_EMBEDDED_PATH)
+    """The embedded store's directory for this URI; None for a MongoDB URI."""
+    uri = store_uri(uri)
     if uri.startswith(("mongodb://", "mongodb+srv://")):
         return None
     return Path(uri.removeprefix("embedded://"))
@@ -44,7 +48,7 @@ def embedded_path(uri: str | None = None) -> Path | None:
 def open_client(uri: str | None = None):
     """A pymongo-compatible client: MongoDB for ``mongodb://``/``mongodb+srv://`` URIs, else the
     embedded store at the given path (default ``data/crowdplay.db``, or ``CROWDPLAY_MONGODB_URI``)."""
-    uri = uri or os.environ.get("CROWDPLAY_MONGODB_URI") or str(DEFAULT_EMBEDDED_PATH)
+    uri = store_uri(uri)
     if embedded_path(uri) is None:
         import pymongo
 
@@ -68,11 +72,12 @@ def pseudonymise(key: bytes, participant: str) -> str:
 
 def describe_uri(uri: str | None = None) -> str:
     """Where ``open_client`` would store, for people (credentials hidden)."""
-    uri = uri or os.environ.get("CROWDPLAY_MONGODB_URI") or str(DEFAULT_EMBEDDED_PATH)
-    if uri.startswith(("mongodb://", "mongodb+srv://")):
+    uri = store_uri(uri)
+    path = embedded_path(uri)
+    if path is None:
         scheme, rest = uri.split("://", 1)
         return f"MongoDB at {scheme}://{rest.rsplit('@', 1)[-1]}"
-    return f"the embedded store {Path(uri.removeprefix('embedded://')).resolve()}"
+    return f"the embedded store {path.resolve()}"
 
 
 class TrajectoryStore:

@@ -206,3 +206,24 @@ def get_or_create_writer(settings: Settings) -> ActorHandle:
     return TrajectoryWriter.options(
         name=WRITER_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True, resources=ON_HEAD_NODE
     ).remote(settings.store_uri, spool_dir, settings.store_timeout_s)
+
+
+class WriterClient:
+    """Calls the cluster's TrajectoryWriter: looked up on first use, and again after it stopped for
+    good (an operator's kill; a crash only restarts it, behind the same handle)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._handle: ActorHandle | None = None
+
+    def look_up(self) -> ActorHandle:
+        if self._handle is None:
+            self._handle = get_or_create_writer(self.settings)
+        return self._handle
+
+    async def call(self, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self.look_up(), method).remote(*args)
+        except ray.exceptions.ActorDiedError:
+            self._handle = None  # the next call finds (or creates) the writer anew
+            raise
