@@ -54,6 +54,7 @@ class ChannelServer:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            self._server = None  # it holds ``_serve`` and with it this object: a cycle otherwise
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

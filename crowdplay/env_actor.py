@@ -197,10 +197,10 @@ class EnvActor:
         return hosted
 
     async def input_log(self, key: str) -> list[dict]:
-        return list(self._game(key).live.input_log)
+        return [entry.as_dict() for entry in self._game(key).live.input_log]
 
     async def episodes(self, key: str) -> list[dict]:
-        return [vars(record) for record in self._game(key).live.episodes]
+        return [record.as_dict() for record in self._game(key).live.episodes]
 
     async def stats(self, key: str) -> dict:
         hosted = self._game(key)
@@ -222,7 +222,7 @@ class EnvActor:
         """Histogram counts of this process's tick intervals and input apply delays (ms), on the
         fixed edges of ``TIMING_EDGES_MS``, for the dashboard."""
         intervals = [interval * 1000 for clock in self.clocks.all() for interval in clock.intervals]
-        delays = [entry["apply_delay_s"] * 1000 for hosted in self.games.values() for entry in list(hosted.live.input_log)[-INPUTS_SAMPLED:]]
+        delays = [entry.apply_delay_s * 1000 for hosted in self.games.values() for entry in list(hosted.live.input_log)]
         return {name: np.histogram(samples, bins=TIMING_EDGES_MS[name])[0].tolist() for name, samples in (("frame_interval_ms", intervals), ("input_latency_ms", delays))}
 
     async def stop(self, key: str, reason: str) -> None:
@@ -240,8 +240,6 @@ TIMING_EDGES_MS = {
     "frame_interval_ms": [0, 5, 10, 14, 15.5, 16.2, 17.2, 18, 20, 25, 33.4, 50, 100, 1e9],
     "input_latency_ms": [0, 1, 2, 4, 6, 8, 10, 12, 16.7, 20, 33.4, 50, 100, 1e9],
 }
-#: Recent inputs per game in the input-latency histogram.
-INPUTS_SAMPLED = 1000
 
 
 def merge_timings(timings: list[dict]) -> dict:

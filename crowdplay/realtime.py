@@ -27,6 +27,7 @@ import asyncio
 import logging
 import random
 import time
+from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,10 @@ from crowdplay.recording.recorder import Recorder
 from crowdplay.statistics import StatisticsTracker
 
 log = logging.getLogger(__name__)
-INPUT_LOG_LENGTH = 10_000
+#: Applied inputs kept per game for the dashboard's delay histogram and for tests: the newest
+#: 500, two to three minutes of presses (10,000 dict entries grew an EnvActor hosting
+#: 15 games by ~3 MB a minute for the best part of an hour in the soak).
+INPUT_LOG_LENGTH = 500
 EPISODES_KEPT = 4
 #: Participants' statistics go to their pages every two seconds, each game at its own phase: sent
 #: by every game on the same tick, they made that tick's frames late (measured: key-to-frame p99
@@ -76,15 +80,54 @@ class PendingInput:
     explicit: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class AppliedInput:
+    """One participant input as the tick applied it, with when it arrived and when it took effect."""
+
+    agent: str
+    action: int
+    keys: tuple[str, ...]
+    seq: int
+    client_frame: int
+    received_frame: int
+    applied_frame: int
+    received_tick: int
+    applied_tick: int
+    env_step: int
+    apply_delay_s: float
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__} | {"keys": list(self.keys)}
+
+
 @dataclass
 class EpisodeRecord:
-    """The seed or start state and the actions applied: enough to replay an episode exactly."""
+    """The seed or start state and the actions applied: enough to replay an episode exactly.
+
+    One action and one client frame per step and agent, in typed arrays (10 bytes a step, not the
+    ~50 of a list of ints): the record grows for as long as its episode runs.
+    """
 
     episode: int
     seed: int
     start_state: bytes | None
-    actions: dict[str, list[int]]
-    client_frames: dict[str, list[int]]
+    actions: dict[str, array]
+    client_frames: dict[str, array]
+
+    @classmethod
+    def begin(cls, episode: int, seed: int, start_state: bytes | None, agents: Iterable[str]) -> EpisodeRecord:
+        agents = list(agents)
+        return cls(episode, seed, start_state, {a: array("H") for a in agents}, {a: array("q") for a in agents})
+
+    def as_dict(self) -> dict:
+        """Plain lists, for callers outside the process."""
+        return {
+            "episode": self.episode,
+            "seed": self.seed,
+            "start_state": self.start_state,
+            "actions": {agent: values.tolist() for agent, values in self.actions.items()},
+            "client_frames": {agent: values.tolist() for agent, values in self.client_frames.items()},
+        }
 
 
 @dataclass(eq=False)
@@ -215,7 +258,7 @@ class LiveEnv:
         self._returns = {agent: 0.0 for agent in self.agents}
         self._subscribers: set[Subscriber] = set()
         self._cache: dict[tuple[str, int], codec.Payload] = {}
-        self.input_log: deque[dict] = deque(maxlen=INPUT_LOG_LENGTH)
+        self.input_log: deque[AppliedInput] = deque(maxlen=INPUT_LOG_LENGTH)
         self.episodes: deque[EpisodeRecord] = deque(maxlen=EPISODES_KEPT)
         self.running = False
         self._begin_episode()
@@ -261,19 +304,10 @@ class LiveEnv:
             self._applied_seq[agent] = pending.seq
             self._client_frame[agent] = pending.client_frame
             self.input_log.append(
-                {
-                    "agent": agent,
-                    "action": pending.action,
-                    "keys": list(pending.keys),
-                    "seq": pending.seq,
-                    "client_frame": pending.client_frame,
-                    "received_frame": pending.received_frame,
-                    "applied_frame": next_frame,
-                    "received_tick": pending.received_tick,
-                    "applied_tick": self.ticks,
-                    "env_step": self.env_step,
-                    "apply_delay_s": now - pending.received_at,
-                }
+                AppliedInput(
+                    agent, pending.action, pending.keys, pending.seq, pending.client_frame, pending.received_frame,
+                    next_frame, pending.received_tick, self.ticks, self.env_step, now - pending.received_at,
+                )
             )
         human_inputs = set(self._pending) if self.trackers else ()
         pressed = any(pending.keys or pending.explicit for pending in self._pending.values())
@@ -382,7 +416,7 @@ class LiveEnv:
         self.env_step = 0
         self._returns = {agent: 0.0 for agent in self.agents}
         start_state = self.adapter.snapshot()
-        self.episodes.append(EpisodeRecord(self.episode, seed, start_state, {a: [] for a in self.agents}, {a: [] for a in self.agents}))
+        self.episodes.append(EpisodeRecord.begin(self.episode, seed, start_state, self.agents))
         self.latest = Tick(self.frame_id, 0, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
         self._cache.clear()
         for policy in self._policies.values():
@@ -532,10 +566,13 @@ class LiveEnv:
         if self.recorder is not None:
             statistics = {agent: tracker.episode_values() for agent, tracker in self.trackers.items()}
             self.recorder.end_episode("interrupted", {**self._episode_summary(False, False), "reason": reason, "statistics": statistics})
+            self.recorder.close()
         self._wake_all()
         self.adapter.close()
-        if self.on_stop is not None:
-            self.on_stop(reason)
+        on_stop, self.on_stop, self.on_statistics = self.on_stop, None, None
+        if on_stop is not None:
+            on_stop(reason)  # the callbacks were the lineup's, which holds this LiveEnv: let go of them
+            # so the ended game is freed by reference counting at once, not by a full collection later
 
     def stats(self) -> dict:
         return {

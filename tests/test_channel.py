@@ -52,7 +52,7 @@ def test_frames_and_inputs_travel_over_the_channel():
         return received, record, log
 
     received, record, log = run(scenario())
-    assert log[0]["action"] == 1 and log[0]["seq"] == 7
+    assert log[0].action == 1 and log[0].seq == 7
     assert received[-1][0].input_seq == 7
     replayed = list(replay_screens("SpaceInvaders", record.seed, record.actions["agent_0"], record.start_state))
     for header, screen in received:

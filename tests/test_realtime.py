@@ -131,12 +131,12 @@ def test_inputs_apply_on_the_next_tick_and_the_noop_before_any_key():
 
     frames, action, log, record = run(scenario())
     assert action == 1  # FIRE
-    assert record.actions["agent_0"][:5] == [0] * 5
+    assert record.actions["agent_0"][:5].tolist() == [0] * 5
     (entry,) = log
-    assert entry["applied_tick"] == entry["received_tick"] + 1
-    assert entry["applied_frame"] > entry["received_frame"]
-    assert entry["client_frame"] == frames[9].frame_id
-    assert record.actions["agent_0"][entry["env_step"]] == 1
+    assert entry.applied_tick == entry.received_tick + 1
+    assert entry.applied_frame > entry.received_frame
+    assert entry.client_frame == frames[9].frame_id
+    assert record.actions["agent_0"][entry.env_step] == 1
     assert frames[-1].input_seq == 1
 
 

@@ -64,8 +64,8 @@ def test_recorded_episode_loads_as_arrays_and_replays_exactly(tmp_path):
     trajectory = episode.agents["agent_0"]
     record_ = live.episodes[0]
     assert trajectory.steps == info["steps"] == len(record_.actions["agent_0"])
-    assert trajectory.actions.tolist() == record_.actions["agent_0"]
-    assert trajectory.infos["client_frame"].tolist() == record_.client_frames["agent_0"]
+    assert trajectory.actions.tolist() == record_.actions["agent_0"].tolist()
+    assert trajectory.infos["client_frame"].tolist() == record_.client_frames["agent_0"].tolist()
     assert trajectory.observations.shape == (trajectory.steps + 1, 210, 160)
     assert trajectory.truncations[-1] and not trajectory.terminations.any()  # interrupted: truncated at the end
     assert trajectory.infos["ram"].shape == (trajectory.steps, 128) and trajectory.infos["human"].all()

@@ -135,15 +135,51 @@ def test_unknown_sessions_and_wrong_tokens_are_refused(base_url, path, code):
     assert close_code == code
 
 
+def game_objects(env_actor) -> dict:
+    """Counted inside an EnvActor: its games, and the game objects alive in the process."""
+    import gc
+
+    from crowdplay.environments import EnvAdapter
+    from crowdplay.lineup import Lineup
+    from crowdplay.realtime import LiveEnv
+
+    alive = gc.get_objects()
+    return {
+        "hosted": len(env_actor.games),
+        "live_envs": sum(isinstance(o, LiveEnv) for o in alive),
+        "lineups": sum(isinstance(o, Lineup) for o in alive),
+        "emulators": sum(isinstance(o, EnvAdapter) for o in alive),
+        "spares": sum(spare.done() for spare in env_actor.spares.values()),
+    }
+
+
+def collect_then_disable_gc(env_actor) -> None:
+    import gc
+
+    gc.collect()
+    gc.disable()
+
+
+def enable_gc(env_actor) -> None:
+    import gc
+
+    gc.enable()
+
+
 def test_leaving_ends_the_session_after_the_grace_period_and_frees_its_slot(base_url, manager, settings):
+    # An ended game must be freed by reference counting the moment it ends: a reference cycle
+    # left each ended game's emulator (~2 MB) to the rare full collections of a process whose
+    # start-up objects are frozen (gc.freeze), and EnvActors grew in the soak.
     async def scenario():
         player = await Participant.join(base_url, "Breakout")
         await player.next_frame()
+        actor = await manager.session_actor.remote(player.session["session_id"])
+        await actor.__ray_call__.remote(collect_then_disable_gc)
+        await player.next_frame()
         await player.close()
-        return player.session["session_id"]
+        return player.session["session_id"], actor
 
-    session_id = run(scenario())
-    actor = session_actor(manager, session_id)
+    session_id, actor = run(scenario())
     assert any(s["session_id"] == session_id for s in ray.get(manager.list_sessions.remote()))
 
     async def wait_gone():
@@ -157,6 +193,12 @@ def test_leaving_ends_the_session_after_the_grace_period_and_frees_its_slot(base
     assert run(wait_gone())
     with pytest.raises(UnknownHostedSession):  # its slot in the EnvActor process is free again
         ray.get(actor.stats.remote(session_id))
+    try:
+        counts = ray.get(actor.__ray_call__.remote(game_objects))
+    finally:
+        ray.get(actor.__ray_call__.remote(enable_gc))
+    assert counts["live_envs"] == counts["lineups"] == counts["hosted"], counts
+    assert counts["emulators"] == counts["hosted"] + counts["spares"], counts
 
 
 def test_a_participant_whose_env_actor_dies_is_told_so(base_url, manager):

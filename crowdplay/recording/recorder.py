@@ -214,6 +214,11 @@ class Recorder:
         self._fields.update(fields, status=status, ended_at=time.time())
         self._seal(chunk, {**self._fields, "chunks": chunk.seq + 1})
 
+    def close(self) -> None:
+        """The game is over: no episode will follow. Lets go of the emulator (``snapshot`` is one of
+        its methods) while the last chunks are still on their way to the writer."""
+        self.snapshot = None
+
     def describe_agent(self, agent: str, details: dict[str, Any]) -> None:
         """Who plays ``agent`` (their session's details), stored with this and every later episode
         under ``sessions``."""
