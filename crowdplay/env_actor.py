@@ -25,6 +25,7 @@ import gc
 import secrets
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,7 @@ class EnvActor:
         self.clocks = Clocks()
         self.policies = PolicyClient(settings)
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
+        self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-builder")
         self.recorders: list[Recorder] = []
         self._batcher: ChunkBatcher | None = None
         self._writer = WriterClient(settings)
@@ -97,7 +99,7 @@ class EnvActor:
         ``episode_fields`` are stored with each of the game's episodes."""
         spec = get_env(env_id)
         spare = self.spares.pop(env_id, None)
-        adapter = await spare if spare is not None else await asyncio.to_thread(make_adapter, spec)
+        adapter = await spare if spare is not None else await self._build(spec.id)
         recorder = None
         if self.settings.record:
             controllers = {agent: {"human": True, "participant": None} for agent in adapter.agents}
@@ -187,7 +189,13 @@ class EnvActor:
         """Build a spare environment of each game that has none, in the background."""
         for env_id in env_ids:
             if env_id not in self.spares:
-                self.spares[env_id] = asyncio.get_running_loop().create_task(asyncio.to_thread(make_adapter, get_env(env_id)))
+                self.spares[env_id] = asyncio.get_running_loop().create_task(self._build(env_id))
+
+    async def _build(self, env_id: str) -> EnvAdapter:
+        """An environment, built off the event loop in the one builder thread: emulators built in
+        whichever pool thread was free spread over glibc's per-thread heaps, and every game that
+        ended left a hole in one of them (EnvActors grew ~1 MB a minute with games coming and going)."""
+        return await asyncio.get_running_loop().run_in_executor(self._builder, make_adapter, get_env(env_id))
 
     def _game(self, key: str) -> HostedGame:
         """A hosted game by its id or by the session id of one of its participants."""
