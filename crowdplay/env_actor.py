@@ -35,7 +35,7 @@ from ray.actor import ActorHandle
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.channel import ChannelServer
 from crowdplay.config import Settings
-from crowdplay.environments import EnvAdapter, get_env, make_adapter
+from crowdplay.environments import EnvAdapter, EnvSpec, get_env, make_adapter
 from crowdplay.lineup import Lineup
 from crowdplay.plugins import load_plugins
 from crowdplay.realtime import Clocks, LiveEnv
@@ -99,7 +99,7 @@ class EnvActor:
         ``episode_fields`` are stored with each of the game's episodes."""
         spec = get_env(env_id)
         spare = self.spares.pop(env_id, None)
-        adapter = await spare if spare is not None else await self._build(spec.id)
+        adapter = await spare if spare is not None else await self._build(spec)
         recorder = None
         if self.settings.record:
             controllers = {agent: {"human": True, "participant": None} for agent in adapter.agents}
@@ -189,13 +189,13 @@ class EnvActor:
         """Build a spare environment of each game that has none, in the background."""
         for env_id in env_ids:
             if env_id not in self.spares:
-                self.spares[env_id] = asyncio.get_running_loop().create_task(self._build(env_id))
+                self.spares[env_id] = asyncio.get_running_loop().create_task(self._build(get_env(env_id)))
 
-    async def _build(self, env_id: str) -> EnvAdapter:
+    async def _build(self, spec: EnvSpec) -> EnvAdapter:
         """An environment, built off the event loop in the one builder thread: emulators built in
         whichever pool thread was free spread over glibc's per-thread heaps, and every game that
         ended left a hole in one of them (EnvActors grew ~1 MB a minute with games coming and going)."""
-        return await asyncio.get_running_loop().run_in_executor(self._builder, make_adapter, get_env(env_id))
+        return await asyncio.get_running_loop().run_in_executor(self._builder, make_adapter, spec)
 
     def _game(self, key: str) -> HostedGame:
         """A hosted game by its id or by the session id of one of its participants."""
@@ -230,7 +230,7 @@ class EnvActor:
         """Histogram counts of this process's tick intervals and input apply delays (ms), on the
         fixed edges of ``TIMING_EDGES_MS``, for the dashboard."""
         intervals = [interval * 1000 for clock in self.clocks.all() for interval in clock.intervals]
-        delays = [entry.apply_delay_s * 1000 for hosted in self.games.values() for entry in list(hosted.live.input_log)]
+        delays = [entry.apply_delay_s * 1000 for hosted in self.games.values() for entry in hosted.live.input_log]
         return {name: np.histogram(samples, bins=TIMING_EDGES_MS[name])[0].tolist() for name, samples in (("frame_interval_ms", intervals), ("input_latency_ms", delays))}
 
     async def stop(self, key: str, reason: str) -> None:
