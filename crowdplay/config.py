@@ -78,6 +78,12 @@ class Settings:
 #: embedded store sit on the head's disk.
 ON_HEAD_NODE = {"node:__internal_head__": 0.001}
 
+#: Options for CrowdPlay's long-lived actors. Ray records every actor call as a task event, and the
+#: GCS keeps ~3 KB per call (measured) until it holds 100,000 of them, ~300 MB; the writer, the
+#: EnvsManager and the EnvActors are called a few times a second for as long as the server runs,
+#: so their calls are not recorded (Ray's dashboard does not list them as tasks).
+UNRECORDED_CALLS = {"enable_task_events": False}
+
 
 #: Ray Serve's throughput mode with HAProxy in front of the ingress replicas: websocket bytes go
 #: from HAProxy straight to the replica's own HTTP server instead of through the Python proxy

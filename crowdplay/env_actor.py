@@ -34,7 +34,7 @@ from ray.actor import ActorHandle
 
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.channel import ChannelServer
-from crowdplay.config import Settings
+from crowdplay.config import UNRECORDED_CALLS, Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, get_env, make_adapter
 from crowdplay.lineup import Lineup
 from crowdplay.plugins import load_plugins
@@ -57,7 +57,7 @@ class HostedGame:
         return self.lineup.live
 
 
-@ray.remote
+@ray.remote(**UNRECORDED_CALLS)
 class EnvActor:
     def __init__(self, settings: Settings) -> None:
         load_plugins(settings)

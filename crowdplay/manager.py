@@ -31,7 +31,7 @@ import ray
 from ray.actor import ActorHandle
 
 from crowdplay.assignments import AssignmentBook, BadToken, SessionLost, UnknownSession
-from crowdplay.config import ON_HEAD_NODE, Settings
+from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import ENV_ACTOR_PREFIX, UnknownHostedSession, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
@@ -128,7 +128,7 @@ class SessionEntry:
         }
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0, **UNRECORDED_CALLS)
 class EnvsManager:
     def __init__(self, settings: Settings) -> None:
         load_plugins(settings)

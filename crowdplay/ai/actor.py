@@ -30,13 +30,13 @@ from ray.actor import ActorHandle
 
 from crowdplay.ai.line import PolicyLineServer
 from crowdplay.ai.registry import Policy, make_policy, policy_class
-from crowdplay.config import Settings
+from crowdplay.config import UNRECORDED_CALLS, Settings
 from crowdplay.plugins import load_plugins
 
 log = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=-1)
+@ray.remote(max_restarts=-1, **UNRECORDED_CALLS)
 class PolicyActor:
     def __init__(self, policy_id: str, action_count: int, settings: Settings) -> None:
         load_plugins(settings)

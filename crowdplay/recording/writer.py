@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.config import ON_HEAD_NODE, Settings
+from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.recording.spool import Chunk, Spool
 from crowdplay.recording.store import TrajectoryStore
 
@@ -146,7 +146,7 @@ class ChunkSink:
         self._spool_io.shutdown()
 
 
-@ray.remote(num_cpus=0, max_restarts=-1)
+@ray.remote(num_cpus=0, max_restarts=-1, **UNRECORDED_CALLS)
 class TrajectoryWriter:
     def __init__(self, store_uri: str, spool_dir: str, store_timeout_s: float = 5.0) -> None:
         # Storing is never urgent (EnvActors keep chunks until acked); on a busy node the real-time

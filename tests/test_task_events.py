@@ -1,0 +1,55 @@
+"""CrowdPlay's long-lived actors leave no task events in Ray's GCS: it keeps ~3 KB per recorded
+call (up to 100,000 of them), so a server calling its writer and manager a few times a second
+would grow by hundreds of MB (see ``crowdplay.config.UNRECORDED_CALLS``)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import ray
+from ray._private.state import state
+
+from crowdplay.env_actor import ENV_ACTOR_PREFIX
+from crowdplay.recording.writer import get_or_create_writer
+
+CALLS = 25
+REPORT_INTERVALS_S = 3.0  # Ray workers send their task events every second
+
+
+@ray.remote(num_cpus=0)
+class RecordedActor:
+    """An ordinary actor: its calls are recorded, which shows the query below sees task events."""
+
+    def ping(self) -> int:
+        return 1
+
+
+def recorded_calls() -> Counter:
+    """Task events in the GCS, counted by the called function's name."""
+    return Counter(event.task_info.func_or_class_name for event in state._get_all_task_events())
+
+
+def test_calls_to_the_manager_writer_and_env_actors_are_not_recorded(manager, settings) -> None:
+    writer = get_or_create_writer(settings)
+    env_actor_names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["name"].startswith(ENV_ACTOR_PREFIX)]
+    assert env_actor_names, "the warm pool has EnvActors"
+    env_actor = ray.get_actor(env_actor_names[0], namespace=settings.namespace)
+    control = RecordedActor.remote()
+    before = recorded_calls()
+
+    ray.get([manager.host_loads.remote() for _ in range(CALLS)])
+    ray.get([writer.stats.remote() for _ in range(CALLS)])
+    ray.get([env_actor.timing.remote() for _ in range(CALLS)])
+    ray.get([control.ping.remote() for _ in range(CALLS)])
+
+    deadline = time.monotonic() + 20
+    while recorded_calls()["RecordedActor.ping"] - before["RecordedActor.ping"] < CALLS and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(REPORT_INTERVALS_S)  # each worker reports its task events on its own timer
+    grown = recorded_calls() - before
+    assert grown["RecordedActor.ping"] >= CALLS
+    assert grown["EnvsManager.host_loads"] == 0
+    assert grown["TrajectoryWriter.stats"] == 0
+    assert grown["EnvActor.timing"] == 0
+    ray.kill(control)
