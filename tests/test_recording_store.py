@@ -85,6 +85,28 @@ def test_an_embedded_store_from_before_the_chunk_table_keeps_its_chunks(tmp_path
     reopened.close()
 
 
+def test_the_embedded_store_keeps_no_in_memory_indexes_and_still_filters(tmp_path):
+    """litemongo's indexes are hash tables in the memory of each querying process (~2 KB of the
+    writer per stored episode); the embedded store drops the ones an older version declared."""
+    import litemongo
+
+    path = tmp_path / "indexed.db"
+    client = litemongo.connect(str(path))
+    TrajectoryStore(client)  # the old way: the dataset API's filter fields indexed
+    assert len(client["crowdplay"]["episodes"].index_information()) > 1
+    client.close()
+    store = TrajectoryStore.open(str(path))
+    assert set(store.episodes.index_information()) <= {"_id_"}
+    assert set(store.assignments.index_information()) <= {"_id_"}
+    for n in range(4):
+        store.put_episode(f"e{n}", {"task_id": "t", "env_id": "Pong" if n % 2 else "Breakout", "started_at": float(n), "status": "complete"})
+    assert [doc["_id"] for doc in store.find_episodes({"env_id": "Pong", "started_at": {"$gte": 2.0}})] == ["e3"]
+    store.close()
+    reopened = TrajectoryStore.open(str(path))
+    assert set(reopened.episodes.index_information()) <= {"_id_"} and len(reopened.find_episodes({"task_id": "t"})) == 4
+    reopened.close()
+
+
 def test_the_embedded_chunk_table_pages_through_a_long_episode_in_order(tmp_path):
     from crowdplay.recording.chunk_table import TableChunks
 

@@ -28,6 +28,8 @@ from typing import Any
 from crowdplay.recording.chunk_table import Chunks, CollectionChunks, TableChunks
 
 DEFAULT_EMBEDDED_PATH = Path("data") / "crowdplay.db"
+#: The episode fields the dataset API filters by (indexed in MongoDB).
+EPISODE_FILTER_FIELDS = ("task_id", "env_id", "participants", "started_at", "human_only", "status")
 DATABASE = "crowdplay"
 MONGO_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000, "socketTimeoutMS": 10000}
 
@@ -85,8 +87,13 @@ class TrajectoryStore:
     assignments (one per participant session: task, statistics, completion) and notes (feedback
     and problem reports)."""
 
-    def __init__(self, client: Any, database: str = DATABASE, chunks: Chunks | None = None) -> None:
-        """``chunks``: where chunks live (default: the database's ``chunks`` collection)."""
+    def __init__(self, client: Any, database: str = DATABASE, chunks: Chunks | None = None, indexed: bool = True) -> None:
+        """``chunks``: where chunks live (default: the database's ``chunks`` collection).
+
+        ``indexed``: declare indexes on the fields the dataset API filters by. MongoDB keeps them
+        on the server. The embedded store would keep them as hash tables in the memory of every
+        process that queries, rebuilt by a full scan at its first query: the writer grew ~2 KB
+        per stored episode for them (measured), so the embedded store has none and scans."""
         self.client = client
         db = client[database]
         self.episodes = db["episodes"]
@@ -94,10 +101,13 @@ class TrajectoryStore:
         self.meta = db["meta"]
         self.assignments = db["assignments"]
         self.notes = db["notes"]
-        self.assignments.create_index([("task_id", 1)])
-        # The fields the dataset API filters by.
-        for field in ("task_id", "env_id", "participants", "started_at", "human_only", "status"):
-            self.episodes.create_index([(field, 1)])
+        if indexed:
+            self.assignments.create_index([("task_id", 1)])
+            for field in EPISODE_FILTER_FIELDS:
+                self.episodes.create_index([(field, 1)])
+        else:
+            for collection in (self.assignments, self.episodes):
+                collection.drop_indexes()  # an embedded store made before this had them
 
     @classmethod
     def open(cls, uri: str | None = None) -> "TrajectoryStore":
@@ -105,7 +115,7 @@ class TrajectoryStore:
         path = embedded_path(uri)
         if path is None:
             return cls(client)
-        store = cls(client, chunks=TableChunks(path / "chunks.sqlite"))
+        store = cls(client, chunks=TableChunks(path / "chunks.sqlite"), indexed=False)
         store._adopt_document_chunks(client[DATABASE]["chunks"])
         return store
 
