@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from crowdplay.config import Settings, apply_serve_environment
+from crowdplay.config import Settings, apply_ray_environment
 from crowdplay.data.cli import add_data_commands
 from crowdplay.plugins import load_plugins, share_import_path
 
@@ -21,7 +21,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from crowdplay.web.ingress import build_app
 
     settings = Settings.from_env()
-    apply_serve_environment()
+    apply_ray_environment()
     share_import_path()
     ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose)
     stop = threading.Event()

@@ -85,23 +85,29 @@ ON_HEAD_NODE = {"node:__internal_head__": 0.001}
 UNRECORDED_CALLS = {"enable_task_events": False}
 
 
-#: Ray Serve's throughput mode with HAProxy in front of the ingress replicas: websocket bytes go
-#: from HAProxy straight to the replica's own HTTP server instead of through the Python proxy
-#: actor (measured: 0.6 ms of proxy CPU per frame removed). Must be in the environment before
-#: Ray starts, because Serve reads it when its processes import.
-SERVE_ENVIRONMENT = {
+#: The environment Ray's processes start with (so it must be set before Ray starts):
+#: - Ray Serve's throughput mode with HAProxy in front of the ingress replicas: websocket bytes go
+#:   from HAProxy straight to the replica's own HTTP server instead of through the Python proxy
+#:   actor (measured: 0.6 ms of proxy CPU per frame removed). Serve reads it when it imports.
+#: - Two glibc malloc arenas per process instead of up to 8 per core: a long-running process's
+#:   threads (Ray's, the emulator builder, the store's) each left freed holes in their own arena.
+#:   Measured in 6-minute soaks: EnvActors grew 8.9 MB instead of 14.9, the ingress replica 3.4
+#:   instead of 4.5, the writer 1.7 instead of 2.2, the server started ~25 MB smaller; frames on
+#:   time and CPU per session unchanged within run-to-run noise.
+RAY_ENVIRONMENT = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "MALLOC_ARENA_MAX": "2",
 }
 
 
-def apply_serve_environment() -> None:
-    """Set the Serve environment for the Ray instance this process starts (explicit values win).
+def apply_ray_environment() -> None:
+    """Set ``RAY_ENVIRONMENT`` for the Ray instance this process starts (explicit values win).
 
     HAProxy's files and its metrics and stats ports have fixed defaults; each local instance gets
     its own so that two on one machine (a study and its tests, say) do not collide.
     """
-    for name, value in SERVE_ENVIRONMENT.items():
+    for name, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     state_dir = Path(tempfile.gettempdir()) / f"cp-{os.getpid()}"  # short: HAProxy socket paths max out at 97 bytes
     state_dir.mkdir(parents=True, exist_ok=True)

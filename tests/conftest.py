@@ -14,7 +14,7 @@ import pytest
 import ray
 from ray import serve
 
-from crowdplay.config import Settings, apply_serve_environment, free_port
+from crowdplay.config import Settings, apply_ray_environment, free_port
 from crowdplay.plugins import load_plugins, share_import_path
 from crowdplay.manager import get_or_create_manager
 from crowdplay.web.ingress import build_app
@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 def start_ray() -> None:
     """A fresh local Ray instance for this test process (never a cluster already running here)."""
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0")  # serve.shutdown: 1 s, not 30
-    apply_serve_environment()
+    apply_ray_environment()
     share_import_path(str(Path(__file__).parent.parent))  # the Ray processes import the tests' plugins
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 import psutil
 
 from crowdplay.client import Participant, http_json
-from crowdplay.config import Settings, apply_serve_environment, free_port
+from crowdplay.config import Settings, apply_ray_environment, free_port
 
 ON_TIME_TARGET = 0.99
 KEYS = ["ArrowLeft", "ArrowRight", "Space"]
@@ -95,7 +95,7 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
     data_dir = tempfile.mkdtemp(prefix="crowdplay-bench-")
     settings = _bench_settings(record, data_dir, **settings_overrides)
     port = free_port()
-    apply_serve_environment()
+    apply_ray_environment()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -17,9 +17,12 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   than the episode announces): all but the first must be 0;
 * ``reconnects`` and ``reconnects_refused`` (a seat not given back within the grace period),
   ``unexpected_closes`` (the server closed a connection nobody dropped);
-* ``rss_mb`` samples and ``rss_growth_mb``: the mean of the last minute's samples minus the mean
-  of the first minute's after ``--warmup`` seconds; ``memory_flat`` when that growth is under
-  ``--flat-tolerance`` of the first minute's mean.
+* memory, after ``--warmup`` seconds, of the processes that lived through the whole run (EnvActors
+  the warm pool starts or retires are capacity, not growth; counted in ``processes_started`` and
+  ``processes_stopped``): ``rss_growth_mb`` from the first minute to the last, the growth rate
+  in each half, and ``memory_flat`` when at the second half's rate they would grow by less than
+  ``--flat-tolerance`` of their memory in a day; ``rss_growth_mb_by_process`` over the whole run
+  and over its second half; ``rss_mb`` samples of the whole process tree.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=float, default=5.0, help="the server's reconnect grace period (s)")
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first memory sample that counts")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
-    parser.add_argument("--flat-tolerance", type=float, default=0.05, help="memory growth counted as flat")
+    parser.add_argument("--flat-tolerance", type=float, default=0.1, help="growth in a day, at the second half's rate, counted as flat (fraction)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -163,16 +166,36 @@ def check_recordings(store_uri: str, games: set[str], timeout_s: float = 120.0) 
         data.close()
 
 
-def memory_trend(samples: list[tuple[float, float]], warmup_s: float, tolerance: float) -> dict:
-    counted = [(t, rss) for t, rss in samples if t >= warmup_s] or samples
-    first = [rss for t, rss in counted if t < counted[0][0] + 60] or [counted[0][1]]
-    last = [rss for t, rss in counted if t > counted[-1][0] - 60] or [counted[-1][1]]
-    growth = statistics.fmean(last) - statistics.fmean(first)
+def slope_mb_per_min(series: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MB) samples, in MB a minute."""
+    if len(series) < 2:
+        return 0.0
+    mean_t = statistics.fmean(t for t, _ in series)
+    mean_mb = statistics.fmean(mb for _, mb in series)
+    spread = sum((t - mean_t) ** 2 for t, _ in series)
+    return 60 * sum((t - mean_t) * (mb - mean_mb) for t, mb in series) / spread if spread else 0.0
+
+
+def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float]]], warmup_s: float, day_tolerance: float) -> dict:
+    """Growth of the processes that lived through the whole run after ``warmup_s`` (EnvActors the
+    warm pool starts or retires are capacity, not growth: counted apart), and whether it is flat:
+    at the second half's rate, under ``day_tolerance`` of their memory in a day of running."""
+    counted = [(t, sample) for t, sample in zip(times, by_process) if t >= warmup_s] or list(zip(times, by_process))
+    lived = set.intersection(*(set(sample) for _, sample in counted))
+    series = [(t, sum(sample[pid][1] for pid in lived)) for t, sample in counted]
+    first = [mb for t, mb in series if t < series[0][0] + 60]
+    last = [mb for t, mb in series if t > series[-1][0] - 60]
+    second_half = [(t, mb) for t, mb in series if t >= (series[0][0] + series[-1][0]) / 2]
+    rate = slope_mb_per_min(second_half)
+    seen = set().union(*(set(sample) for _, sample in counted))
     return {
-        "rss_mb_first_minute": round(statistics.fmean(first), 1),
-        "rss_mb_last_minute": round(statistics.fmean(last), 1),
-        "rss_growth_mb": round(growth, 1),
-        "memory_flat": growth < tolerance * statistics.fmean(first),
+        "rss_mb_lived_through": round(statistics.fmean(first), 1),
+        "rss_growth_mb": round(statistics.fmean(last) - statistics.fmean(first), 1),
+        "rss_growth_mb_per_min_first_half": round(slope_mb_per_min([(t, mb) for t, mb in series if (t, mb) not in second_half]), 2),
+        "rss_growth_mb_per_min_second_half": round(rate, 2),
+        "processes_started": len(seen - set(counted[0][1])),
+        "processes_stopped": len(seen - set(counted[-1][1])),
+        "memory_flat": rate * 60 * 24 < day_tolerance * statistics.fmean(first),
     }
 
 
@@ -231,8 +254,9 @@ def run(args: argparse.Namespace) -> dict:
         **recordings,
         "chunks_written": writer.get("chunks_written"),
         "chunks_spooled": writer.get("chunks_spooled"),
-        **memory_trend(samples, args.warmup, args.flat_tolerance),
+        **memory_trend([t for t, _ in samples], by_process, args.warmup, args.flat_tolerance),
         "rss_growth_mb_by_process": growth_by_process(counted[0], counted[-1]),
+        "rss_growth_mb_by_process_second_half": growth_by_process(counted[len(counted) // 2], counted[-1]),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
     }
 
@@ -246,6 +270,8 @@ def summarize(result: dict) -> str:
         f"  episodes: {result['episodes']} {result['episode_statuses']}, {result['steps_recorded']} steps; "
         f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
-        f"  memory: {result['rss_mb_first_minute']} MB -> {result['rss_mb_last_minute']} MB "
-        f"({result['rss_growth_mb']:+} MB, flat: {result['memory_flat']}); grew most: {result['rss_growth_mb_by_process']}",
+        f"  memory of the processes alive throughout: {result['rss_mb_lived_through']} MB, {result['rss_growth_mb']:+} MB "
+        f"({result['rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['rss_growth_mb_per_min_second_half']:+} in the second; "
+        f"flat: {result['memory_flat']}); processes started {result['processes_started']}, stopped {result['processes_stopped']}",
+        f"  grew most: {result['rss_growth_mb_by_process']}; in the second half: {result['rss_growth_mb_by_process_second_half']}",
     ])

@@ -24,7 +24,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from crowdplay.client import Participant, ServerError, http_json
-from crowdplay.config import SERVE_ENVIRONMENT, Settings, free_port
+from crowdplay.config import RAY_ENVIRONMENT, Settings, free_port
 from crowdplay.manager import get_or_create_manager
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -41,7 +41,9 @@ def test_cluster_yaml_passes_rays_offline_validation():
     assert config["head_node_type"] == "head" and "env_slots" not in types["head"]["resources"]
     assert types["env_worker"]["resources"]["env_slots"] > 0 and types["env_worker"]["max_workers"] >= types["env_worker"]["min_workers"]
     assert any("serve deploy serve_config.yaml" in command for command in config["head_start_ray_commands"])
-    assert any("RAY_SERVE_THROUGHPUT_OPTIMIZED=1" in command for command in config["worker_start_ray_commands"])
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        for name, value in RAY_ENVIRONMENT.items():  # Ray's processes inherit it when Ray starts
+            assert any(f"{name}={value}" in command for command in commands), name
     example = (ROOT / "deploy" / "crowdplay.env.example").read_text()
     assert "CROWDPLAY_ENV_ACTOR_RESOURCES=env_slots=1" in example  # EnvActors ask for the workers' resource
 
@@ -88,7 +90,7 @@ def deployment() -> Iterator[dict]:
     (work / "serve_config.yaml").write_text(yaml.safe_dump(serve_config))
     env = {
         **os.environ,
-        **SERVE_ENVIRONMENT,
+        **RAY_ENVIRONMENT,
         "RAY_FAKE_CLUSTER": "1",
         # A machine with ~/.ray/auth_token would turn token auth on for `ray start`; this local
         # cluster does without it, so that `serve deploy` reaches its dashboard as on a fresh node.

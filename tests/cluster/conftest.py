@@ -19,7 +19,7 @@ import ray
 from ray import serve
 from ray.cluster_utils import Cluster
 
-from crowdplay.config import apply_serve_environment, free_port
+from crowdplay.config import apply_ray_environment, free_port
 from crowdplay.plugins import share_import_path
 from crowdplay.web.ingress import Ingress
 from tests.conftest import TEST_SETTINGS
@@ -66,7 +66,7 @@ def running_cluster(ingress_on_workers: bool) -> Iterator[MultiNode]:
     saved = dict(os.environ)
     # Replicas stop at once instead of draining for 30 s (serve.shutdown would wait for them).
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "0"
-    apply_serve_environment()  # before the nodes start: they inherit it
+    apply_ray_environment()  # before the nodes start: they inherit it
     share_import_path(str(Path(__file__).parent.parent.parent))
     worker_resources = {ENV_RESOURCE: 8, "ingress": 1} if ingress_on_workers else {ENV_RESOURCE: 8}
     cluster = Cluster(

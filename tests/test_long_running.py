@@ -1,15 +1,20 @@
-"""CrowdPlay's long-lived actors leave no task events in Ray's GCS: it keeps ~3 KB per recorded
-call (up to 100,000 of them), so a server calling its writer and manager a few times a second
-would grow by hundreds of MB (see ``crowdplay.config.UNRECORDED_CALLS``)."""
+"""What keeps a long-running server's memory flat, checked on the real processes.
+
+CrowdPlay's long-lived actors leave no task events in Ray's GCS: it keeps ~3 KB per recorded call
+(up to 100,000 of them), so a server calling its writer and manager a few times a second would
+grow by hundreds of MB (``crowdplay.config.UNRECORDED_CALLS``). And Ray's processes run with two
+malloc arenas (``crowdplay.config.RAY_ENVIRONMENT``)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 
 import ray
 from ray._private.state import state
 
+from crowdplay.config import RAY_ENVIRONMENT
 from crowdplay.env_actor import ENV_ACTOR_PREFIX
 from crowdplay.recording.writer import get_or_create_writer
 
@@ -30,11 +35,25 @@ def recorded_calls() -> Counter:
     return Counter(event.task_info.func_or_class_name for event in state._get_all_task_events())
 
 
+def any_env_actor(settings):
+    names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["name"].startswith(ENV_ACTOR_PREFIX)]
+    assert names, "the warm pool has EnvActors"
+    return ray.get_actor(names[0], namespace=settings.namespace)
+
+
+def environment_of(actor) -> dict:
+    return ray.get(actor.__ray_call__.remote(lambda self: dict(os.environ)))
+
+
+def test_the_servers_processes_run_with_rays_environment(manager, settings) -> None:
+    for actor in (manager, get_or_create_writer(settings), any_env_actor(settings)):
+        environment = environment_of(actor)
+        assert {name: environment.get(name) for name in RAY_ENVIRONMENT} == RAY_ENVIRONMENT
+
+
 def test_calls_to_the_manager_writer_and_env_actors_are_not_recorded(manager, settings) -> None:
     writer = get_or_create_writer(settings)
-    env_actor_names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["name"].startswith(ENV_ACTOR_PREFIX)]
-    assert env_actor_names, "the warm pool has EnvActors"
-    env_actor = ray.get_actor(env_actor_names[0], namespace=settings.namespace)
+    env_actor = any_env_actor(settings)
     control = RecordedActor.remote()
     before = recorded_calls()
 
