@@ -63,3 +63,23 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
     assert result["episodes"] >= result["games"] and result["games_without_episode"] == 0
     assert result["episodes_incomplete"] == 0 and result["replay_failures"] == 0, result["failed_episode_ids"]
     assert {"rss_growth_mb", "memory_flat", "rss_mb"} <= set(result)
+
+
+def test_the_soaks_memory_verdict_counts_processes_alive_throughout_and_the_second_halfs_rate():
+    from crowdplay.bench.soak import memory_trend
+
+    times = [float(t) for t in range(0, 601, 10)]
+    steady_leak = [{1: ("ray::EnvsManager", 1000.0), 2: ("ray::Ingress", 1000.0 + t / 60)} for t in times]  # +1 MB a minute
+    for sample, t in zip(steady_leak, times):
+        if 200 <= t < 400:
+            sample[3] = ("ray::EnvActor", 150.0)  # started and retired by the pool: not growth
+    trend = memory_trend(times, steady_leak, warmup_s=30.0, day_tolerance=0.1)
+    assert trend["processes_started"] == 1 and trend["processes_stopped"] == 1
+    assert abs(trend["rss_growth_mb_per_min_second_half"] - 1.0) < 1e-6
+    assert abs(trend["rss_growth_mb"] - (575 - 55) / 60) < 0.1  # last minute's mean minus the first's
+    assert not trend["memory_flat"]  # 1.4 GB a day > 10% of 2 GB
+
+    levelled = [{1: ("ray::EnvsManager", 1000.0), 2: ("ray::Ingress", 1000.0 + min(t, 300) / 60)} for t in times]
+    trend = memory_trend(times, levelled, warmup_s=30.0, day_tolerance=0.1)
+    assert trend["rss_growth_mb_per_min_first_half"] > 0.9 and trend["rss_growth_mb_per_min_second_half"] < 0.05
+    assert trend["memory_flat"]

@@ -185,13 +185,13 @@ def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float
     series = [(t, sum(sample[pid][1] for pid in lived)) for t, sample in counted]
     first = [mb for t, mb in series if t < series[0][0] + 60]
     last = [mb for t, mb in series if t > series[-1][0] - 60]
-    second_half = [(t, mb) for t, mb in series if t >= (series[0][0] + series[-1][0]) / 2]
-    rate = slope_mb_per_min(second_half)
+    middle = (series[0][0] + series[-1][0]) / 2
+    rate = slope_mb_per_min([(t, mb) for t, mb in series if t >= middle])
     seen = set().union(*(set(sample) for _, sample in counted))
     return {
         "rss_mb_lived_through": round(statistics.fmean(first), 1),
         "rss_growth_mb": round(statistics.fmean(last) - statistics.fmean(first), 1),
-        "rss_growth_mb_per_min_first_half": round(slope_mb_per_min([(t, mb) for t, mb in series if (t, mb) not in second_half]), 2),
+        "rss_growth_mb_per_min_first_half": round(slope_mb_per_min([(t, mb) for t, mb in series if t < middle]), 2),
         "rss_growth_mb_per_min_second_half": round(rate, 2),
         "processes_started": len(seen - set(counted[0][1])),
         "processes_stopped": len(seen - set(counted[-1][1])),
