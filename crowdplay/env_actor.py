@@ -280,6 +280,12 @@ def env_actor_resources(settings: Settings) -> dict[str, float]:
 ENV_ACTOR_PREFIX = "envactor-"
 
 
+def env_actor_names(namespace: str) -> list[str]:
+    """The names of the EnvActors Ray knows in ``namespace`` (found by their name prefix)."""
+    return [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
+            if entry.get("namespace") == namespace and entry["name"].startswith(ENV_ACTOR_PREFIX)]
+
+
 def spawn_env_actor(settings: Settings) -> ActorHandle:
     """A new EnvActor reserving this deployment's CPU share (and custom resources) per hosting
     process; processes spread over the nodes that have room. Detached: the games it hosts outlive

@@ -32,7 +32,7 @@ from ray.actor import ActorHandle
 
 from crowdplay.assignments import AssignmentBook, BadToken, SessionLost, UnknownSession
 from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
-from crowdplay.env_actor import ENV_ACTOR_PREFIX, UnknownHostedSession, merge_timings, spawn_env_actor
+from crowdplay.env_actor import UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.plugins import load_plugins
@@ -163,9 +163,7 @@ class EnvsManager:
         await asyncio.shield(self._adoption)
 
     async def _adopt_all(self) -> None:
-        names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
-                 if entry.get("namespace") == self.settings.namespace and entry["name"].startswith(ENV_ACTOR_PREFIX)]
-        for name in names:
+        for name in env_actor_names(self.settings.namespace):
             try:
                 actor = ray.get_actor(name, namespace=self.settings.namespace)
                 state = await asyncio.wait_for(actor.adopt.remote(), 30)

@@ -15,7 +15,7 @@ import ray
 from ray._private.state import state
 
 from crowdplay.config import RAY_ENVIRONMENT
-from crowdplay.env_actor import ENV_ACTOR_PREFIX
+from crowdplay.env_actor import env_actor_names
 from crowdplay.recording.writer import get_or_create_writer
 
 CALLS = 25
@@ -36,7 +36,7 @@ def recorded_calls() -> Counter:
 
 
 def any_env_actor(settings):
-    names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True) if entry["name"].startswith(ENV_ACTOR_PREFIX)]
+    names = env_actor_names(settings.namespace)
     assert names, "the warm pool has EnvActors"
     return ray.get_actor(names[0], namespace=settings.namespace)
 
