@@ -179,7 +179,8 @@ def slope_mb_per_min(series: list[tuple[float, float]]) -> float:
 def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float]]], warmup_s: float, day_tolerance: float) -> dict:
     """Growth of the processes that lived through the whole run after ``warmup_s`` (EnvActors the
     warm pool starts or retires are capacity, not growth: counted apart), and whether it is flat:
-    at the second half's rate, under ``day_tolerance`` of their memory in a day of running."""
+    at the second half's rate, under ``day_tolerance`` of their memory in a day of running; and
+    the growth by process title over the run and over its second half."""
     counted = [(t, sample) for t, sample in zip(times, by_process) if t >= warmup_s] or list(zip(times, by_process))
     lived = set.intersection(*(set(sample) for _, sample in counted))
     series = [(t, sum(sample[pid][1] for pid in lived)) for t, sample in counted]
@@ -196,6 +197,8 @@ def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float
         "processes_started": len(seen - set(counted[0][1])),
         "processes_stopped": len(seen - set(counted[-1][1])),
         "memory_flat": rate * 60 * 24 < day_tolerance * statistics.fmean(first),
+        "rss_growth_mb_by_process": growth_by_process(counted[0][1], counted[-1][1]),
+        "rss_growth_mb_by_process_second_half": growth_by_process(counted[len(counted) // 2][1], counted[-1][1]),
     }
 
 
@@ -237,7 +240,6 @@ def run(args: argparse.Namespace) -> dict:
             return sum(rss for _, rss in by_process[-1].values())
 
         tally, samples = asyncio.run(soak(system.url, args, sample_memory))
-        counted = [totals for (t, _), totals in zip(samples, by_process) if t >= args.warmup] or by_process
         recordings = check_recordings(system.settings.store_uri, tally.games)
         writer = system.recording()
     return {
@@ -255,8 +257,6 @@ def run(args: argparse.Namespace) -> dict:
         "chunks_written": writer.get("chunks_written"),
         "chunks_spooled": writer.get("chunks_spooled"),
         **memory_trend([t for t, _ in samples], by_process, args.warmup, args.flat_tolerance),
-        "rss_growth_mb_by_process": growth_by_process(counted[0], counted[-1]),
-        "rss_growth_mb_by_process_second_half": growth_by_process(counted[len(counted) // 2], counted[-1]),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
     }
 
