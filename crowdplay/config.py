@@ -61,6 +61,9 @@ class Settings:
     placement_timeout_s: float = 600.0
     #: The researcher dashboard's token (/admin, /metrics); a study's ``admin_token`` wins. Empty: off.
     admin_token: str = ""
+    #: Every long-lived process gives freed memory back to the OS this often (``crowdplay.memory``;
+    #: 0 = never): a full collection and ``malloc_trim``, a few milliseconds each time.
+    memory_release_interval_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> "Settings":

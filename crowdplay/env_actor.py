@@ -21,7 +21,6 @@ policy actor per tick for all its games (``crowdplay.ai.remote``).
 from __future__ import annotations
 
 import asyncio
-import gc
 import secrets
 import time
 import uuid
@@ -37,6 +36,7 @@ from crowdplay.channel import ChannelServer
 from crowdplay.config import UNRECORDED_CALLS, Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, get_env, make_adapter
 from crowdplay.lineup import Lineup
+from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
 from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
@@ -82,9 +82,8 @@ class EnvActor:
         pool, not during someone's Start."""
         if self.settings.record:
             self._chunk_batcher()
-        # Everything allocated so far (Ray, numpy, ALE bindings) lives as long as the process: keep
-        # it out of the collector's full passes, which would otherwise stall every session here.
-        gc.freeze()
+        freeze_startup_objects()  # full collections would otherwise stall every session here
+        release_freed_memory_every(self.settings.memory_release_interval_s)
         return ray.get_runtime_context().get_node_id()
 
     async def until_stopped(self) -> None:

@@ -35,6 +35,7 @@ from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
+from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
 from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.writer import WriterClient
@@ -132,6 +133,7 @@ class SessionEntry:
 class EnvsManager:
     def __init__(self, settings: Settings) -> None:
         load_plugins(settings)
+        release_freed_memory_every(settings.memory_release_interval_s)
         self.settings = settings
         self.sessions: dict[str, SessionEntry] = {}
         self.games: dict[str, Game] = {}
@@ -148,6 +150,7 @@ class EnvsManager:
         #: session id -> (token, why its game ended without it) for games whose process died
         self._lost: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._background: set[asyncio.Task] = set()
+        self._frozen = False
 
     def _in_background(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -193,6 +196,9 @@ class EnvsManager:
         if self.settings.record:
             await self._store("stats")
         await self._load_book()
+        if not self._frozen:  # the first replica's call: no participant's objects exist yet
+            self._frozen = True
+            freeze_startup_objects()
         return True
 
     async def _store(self, method: str, *args: object) -> object:

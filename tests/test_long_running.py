@@ -2,12 +2,14 @@
 
 CrowdPlay's long-lived actors leave no task events in Ray's GCS: it keeps ~3 KB per recorded call
 (up to 100,000 of them), so a server calling its writer and manager a few times a second would
-grow by hundreds of MB (``crowdplay.config.UNRECORDED_CALLS``). And Ray's processes run with two
-malloc arenas (``crowdplay.config.RAY_ENVIRONMENT``)."""
+grow by hundreds of MB (``crowdplay.config.UNRECORDED_CALLS``). Ray's processes run with two
+malloc arenas (``crowdplay.config.RAY_ENVIRONMENT``). And each long-lived process gives freed
+memory back to the OS on a thread of its own (``crowdplay.memory``)."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 
@@ -43,6 +45,22 @@ def any_env_actor(settings):
 
 def environment_of(actor) -> dict:
     return ray.get(actor.__ray_call__.remote(lambda self: dict(os.environ)))
+
+
+def ingress_replica():
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if "Ingress" in entry["name"]:
+            return ray.get_actor(entry["name"], namespace=entry["namespace"])
+    raise AssertionError("Serve runs an ingress replica")
+
+
+def release_threads(actor) -> list[str]:
+    return ray.get(actor.__ray_call__.remote(lambda self: [t.name for t in threading.enumerate() if t.name == "release-freed-memory"]))
+
+
+def test_the_servers_long_lived_processes_give_freed_memory_back(manager, settings) -> None:
+    for actor in (ingress_replica(), manager, get_or_create_writer(settings), any_env_actor(settings)):
+        assert release_threads(actor) == ["release-freed-memory"]
 
 
 def test_the_servers_processes_run_with_rays_environment(manager, settings) -> None:

@@ -31,6 +31,7 @@ from ray.actor import ActorHandle
 from crowdplay.ai.line import PolicyLineServer
 from crowdplay.ai.registry import Policy, make_policy, policy_class
 from crowdplay.config import UNRECORDED_CALLS, Settings
+from crowdplay.memory import release_freed_memory_every
 from crowdplay.plugins import load_plugins
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 class PolicyActor:
     def __init__(self, policy_id: str, action_count: int, settings: Settings) -> None:
         load_plugins(settings)
+        release_freed_memory_every(settings.memory_release_interval_s)
         self.policy_id = policy_id
         self.policy: Policy = make_policy(policy_id, gym.spaces.Discrete(action_count))
         if "torch" in sys.modules:  # one inference thread per CPU the actor was given

@@ -24,6 +24,7 @@ import ray
 from ray.actor import ActorHandle
 
 from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
+from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.recording.spool import Chunk, Spool
 from crowdplay.recording.store import TrajectoryStore
 
@@ -148,7 +149,8 @@ class ChunkSink:
 
 @ray.remote(num_cpus=0, max_restarts=-1, **UNRECORDED_CALLS)
 class TrajectoryWriter:
-    def __init__(self, store_uri: str, spool_dir: str, store_timeout_s: float = 5.0) -> None:
+    def __init__(self, store_uri: str, spool_dir: str, store_timeout_s: float = 5.0, memory_release_interval_s: float = 30.0) -> None:
+        release_freed_memory_every(memory_release_interval_s)
         # Storing is never urgent (EnvActors keep chunks until acked); on a busy node the real-time
         # EnvActors get the CPU first.
         os.nice(max(0, WRITER_NICENESS - os.nice(0)))
@@ -160,6 +162,7 @@ class TrajectoryWriter:
         if not self._started:
             self._started = True
             await self.sink.start()
+            freeze_startup_objects()  # the store client and its caches, before any chunk arrives
         return self.sink
 
     async def write_chunks(self, chunks: list[Chunk]) -> list[tuple[str, int]]:
@@ -205,7 +208,7 @@ def get_or_create_writer(settings: Settings) -> ActorHandle:
     spool_dir = settings.spool_dir or str(Path("data") / "spool")
     return TrajectoryWriter.options(
         name=WRITER_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True, resources=ON_HEAD_NODE
-    ).remote(settings.store_uri, spool_dir, settings.store_timeout_s)
+    ).remote(settings.store_uri, spool_dir, settings.store_timeout_s, settings.memory_release_interval_s)
 
 
 class WriterClient:

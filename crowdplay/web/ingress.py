@@ -7,6 +7,7 @@ from starlette.applications import Starlette
 
 from crowdplay.config import Settings
 from crowdplay.manager import get_or_create_manager
+from crowdplay.memory import release_freed_memory_every
 from crowdplay.plugins import load_plugins
 from crowdplay.web.app import create_app
 from crowdplay.web.backend import RaySessions
@@ -20,6 +21,7 @@ class Ingress:
     async def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         load_plugins(self.settings)
+        release_freed_memory_every(self.settings.memory_release_interval_s)
         manager = get_or_create_manager(self.settings)
         await manager.ready.remote()
         self.backend = RaySessions(manager, self.settings)
