@@ -83,3 +83,10 @@ def test_the_soaks_memory_verdict_counts_processes_alive_throughout_and_the_seco
     trend = memory_trend(times, levelled, warmup_s=30.0, day_tolerance=0.1)
     assert trend["rss_growth_mb_per_min_first_half"] > 0.9 and trend["rss_growth_mb_per_min_second_half"] < 0.05
     assert trend["memory_flat"]
+
+    # games starting and ending move an EnvActor's memory by MBs: the rate's error says how small a
+    # rate the run can tell apart from none (a line through these samples is exact: error 0 above)
+    noisy = [{1: ("ray::EnvActor", 1000.0 + (2.0 if int(t) % 20 else -2.0))} for t in times]
+    trend = memory_trend(times, noisy, warmup_s=30.0, day_tolerance=0.1)
+    assert abs(trend["rss_growth_mb_per_min_second_half"]) < 2 * trend["rss_growth_mb_per_min_second_half_error"]
+    assert 0.1 < trend["rss_growth_mb_per_min_second_half_error"] < 1.0

@@ -20,15 +20,17 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
 * memory, after ``--warmup`` seconds, of the processes that lived through the whole run (EnvActors
   the warm pool starts or retires are capacity, not growth; counted in ``processes_started`` and
   ``processes_stopped``): ``rss_growth_mb`` from the first minute to the last, the growth rate
-  in each half, and ``memory_flat`` when at the second half's rate they would grow by less than
-  ``--flat-tolerance`` of their memory in a day; ``rss_growth_mb_by_process`` over the whole run
-  and over its second half; ``rss_mb`` samples of the whole process tree.
+  in each half (the second half's with its standard error), and ``memory_flat`` when at the
+  second half's rate they would grow by less than ``--flat-tolerance`` of their memory in a day;
+  ``rss_growth_mb_by_process`` over the whole run and over its second half; ``rss_mb`` samples
+  of the whole process tree.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 import statistics
 import time
@@ -166,14 +168,21 @@ def check_recordings(store_uri: str, games: set[str], timeout_s: float = 120.0) 
         data.close()
 
 
-def slope_mb_per_min(series: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (seconds, MB) samples, in MB a minute."""
+def fit_slope_mb_per_min(series: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope of (seconds, MB) samples and its standard error, both in MB a minute:
+    the error says how small a rate a run this long and this noisy can tell apart from none."""
     if len(series) < 2:
-        return 0.0
+        return 0.0, 0.0
     mean_t = statistics.fmean(t for t, _ in series)
     mean_mb = statistics.fmean(mb for _, mb in series)
     spread = sum((t - mean_t) ** 2 for t, _ in series)
-    return 60 * sum((t - mean_t) * (mb - mean_mb) for t, mb in series) / spread if spread else 0.0
+    if not spread:
+        return 0.0, 0.0
+    slope = sum((t - mean_t) * (mb - mean_mb) for t, mb in series) / spread
+    if len(series) < 3:
+        return 60 * slope, 0.0
+    residual = sum((mb - mean_mb - slope * (t - mean_t)) ** 2 for t, mb in series) / (len(series) - 2)
+    return 60 * slope, 60 * math.sqrt(residual / spread)
 
 
 def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float]]], warmup_s: float, day_tolerance: float) -> dict:
@@ -187,13 +196,14 @@ def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float
     first = [mb for t, mb in series if t < series[0][0] + 60]
     last = [mb for t, mb in series if t > series[-1][0] - 60]
     middle = (series[0][0] + series[-1][0]) / 2
-    rate = slope_mb_per_min([(t, mb) for t, mb in series if t >= middle])
+    rate, rate_error = fit_slope_mb_per_min([(t, mb) for t, mb in series if t >= middle])
     seen = set().union(*(set(sample) for _, sample in counted))
     return {
         "rss_mb_lived_through": round(statistics.fmean(first), 1),
         "rss_growth_mb": round(statistics.fmean(last) - statistics.fmean(first), 1),
-        "rss_growth_mb_per_min_first_half": round(slope_mb_per_min([(t, mb) for t, mb in series if t < middle]), 2),
+        "rss_growth_mb_per_min_first_half": round(fit_slope_mb_per_min([(t, mb) for t, mb in series if t < middle])[0], 2),
         "rss_growth_mb_per_min_second_half": round(rate, 2),
+        "rss_growth_mb_per_min_second_half_error": round(rate_error, 2),
         "processes_started": len(seen - set(counted[0][1])),
         "processes_stopped": len(seen - set(counted[-1][1])),
         "memory_flat": rate * 60 * 24 < day_tolerance * statistics.fmean(first),
@@ -271,7 +281,7 @@ def summarize(result: dict) -> str:
         f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
         f"  memory of the processes alive throughout: {result['rss_mb_lived_through']} MB, {result['rss_growth_mb']:+} MB "
-        f"({result['rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['rss_growth_mb_per_min_second_half']:+} in the second; "
+        f"({result['rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['rss_growth_mb_per_min_second_half']:+} ± {result['rss_growth_mb_per_min_second_half_error']} in the second; "
         f"flat: {result['memory_flat']}); processes started {result['processes_started']}, stopped {result['processes_stopped']}",
         f"  grew most: {result['rss_growth_mb_by_process']}; in the second half: {result['rss_growth_mb_by_process_second_half']}",
     ])
