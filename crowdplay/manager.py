@@ -150,7 +150,6 @@ class EnvsManager:
         #: session id -> (token, why its game ended without it) for games whose process died
         self._lost: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._background: set[asyncio.Task] = set()
-        self._frozen = False
 
     def _in_background(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -196,9 +195,7 @@ class EnvsManager:
         if self.settings.record:
             await self._store("stats")
         await self._load_book()
-        if not self._frozen:  # the first replica's call: no participant's objects exist yet
-            self._frozen = True
-            freeze_startup_objects()
+        freeze_startup_objects()  # only the first replica's call freezes: no participant's objects exist yet
         return True
 
     async def _store(self, method: str, *args: object) -> object:

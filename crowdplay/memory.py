@@ -50,7 +50,9 @@ def freeze_startup_objects() -> None:
     """Move everything alive now (Ray, numpy, the emulator bindings, a store client: loaded once,
     kept for the process's life) out of the collector's reach, so that its full collections, ours
     included, scan only what came after. Call it before the first participant's objects exist:
-    frozen objects are never freed."""
+    frozen objects are never freed; so only the first call in a process freezes."""
+    if gc.get_freeze_count():
+        return
     gc.collect()
     gc.freeze()
 

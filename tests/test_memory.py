@@ -92,3 +92,18 @@ def test_a_process_releases_on_its_own_thread_once_started(interval_s: float, ex
     )
     expected = ["True", "False", "1", "True"] if expect_started else ["False", "False", "0", "False"]
     assert out.split() == expected
+
+
+def test_only_the_first_freeze_in_a_process_freezes() -> None:
+    """Later callers (a second ingress replica's ``ready``) must not freeze live participants' objects."""
+    out = run_python(
+        """
+        from crowdplay.memory import freeze_startup_objects
+        freeze_startup_objects()
+        frozen = gc.get_freeze_count()
+        later = [[i] for i in range(1000)]
+        freeze_startup_objects()
+        print(frozen > 0, gc.get_freeze_count() == frozen)
+        """
+    )
+    assert out.split() == ["True", "True"]
