@@ -64,9 +64,22 @@ def test_the_servers_long_lived_processes_give_freed_memory_back(manager, settin
 
 
 def test_the_servers_processes_run_with_rays_environment(manager, settings) -> None:
-    for actor in (manager, get_or_create_writer(settings), any_env_actor(settings)):
+    for actor in (ingress_replica(), manager, get_or_create_writer(settings), any_env_actor(settings)):
         environment = environment_of(actor)
         assert {name: environment.get(name) for name in RAY_ENVIRONMENT} == RAY_ENVIRONMENT
+
+
+def access_log_buffers(self) -> list[int]:
+    """The capacity of each memory buffer in front of Serve's log files, in this process."""
+    import logging
+    import logging.handlers
+
+    return [handler.capacity for handler in logging.getLogger("ray.serve").handlers if isinstance(handler, logging.handlers.MemoryHandler)]
+
+
+def test_the_ingress_replica_writes_its_access_log_every_100_records(manager) -> None:
+    """Throughput mode's default is 1,000 records held in the replica's memory (~1.5 MB)."""
+    assert ray.get(ingress_replica().__ray_call__.remote(access_log_buffers)) == [100]
 
 
 def test_calls_to_the_manager_writer_and_env_actors_are_not_recorded(manager, settings) -> None:
