@@ -62,31 +62,35 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
     assert result["reconnects_refused"] == 0 and result["unexpected_closes"] == 0 and result["failed_joins"] == 0
     assert result["episodes"] >= result["games"] and result["games_without_episode"] == 0
     assert result["episodes_incomplete"] == 0 and result["replay_failures"] == 0, result["failed_episode_ids"]
-    assert {"rss_growth_mb", "memory_flat", "rss_mb"} <= set(result)
+    assert {"crowdplay_rss_growth_mb", "ray_rss_growth_mb", "memory_flat", "rss_mb"} <= set(result)
+    assert result["crowdplay_rss_mb"] > 0 and result["ray_rss_mb"] > 0  # both kinds of process were found
 
 
-def test_the_soaks_memory_verdict_counts_processes_alive_throughout_and_the_second_halfs_rate():
+def test_the_soaks_memory_verdict_judges_crowdplays_processes_alive_throughout_by_the_second_halfs_rate():
     from crowdplay.bench.soak import memory_trend
 
     times = [float(t) for t in range(0, 601, 10)]
-    steady_leak = [{1: ("ray::EnvsManager", 1000.0), 2: ("ray::Ingress", 1000.0 + t / 60)} for t in times]  # +1 MB a minute
+    steady_leak = [{1: ("ray::EnvsManager", 1000.0), 2: ("ray::ServeReplica:crowdplay:Ingress", 1000.0 + t / 60)} for t in times]  # +1 MB a minute
     for sample, t in zip(steady_leak, times):
         if 200 <= t < 400:
             sample[3] = ("ray::EnvActor", 150.0)  # started and retired by the pool: not growth
+        sample[4] = ("raylet", 30.0 + t / 60)  # Ray's: reported, not judged
     trend = memory_trend(times, steady_leak, warmup_s=30.0, day_tolerance=0.1)
     assert trend["processes_started"] == 1 and trend["processes_stopped"] == 1
-    assert abs(trend["rss_growth_mb_per_min_second_half"] - 1.0) < 1e-6
-    assert abs(trend["rss_growth_mb"] - (575 - 55) / 60) < 0.1  # last minute's mean minus the first's
+    assert abs(trend["crowdplay_rss_growth_mb_per_min_second_half"] - 1.0) < 1e-6
+    assert abs(trend["crowdplay_rss_growth_mb"] - (575 - 55) / 60) < 0.1  # last minute's mean minus the first's
+    assert abs(trend["ray_rss_growth_mb_per_min_second_half"] - 1.0) < 1e-6 and 30 < trend["ray_rss_mb"] < 32
     assert not trend["memory_flat"]  # 1.4 GB a day > 10% of 2 GB
 
-    levelled = [{1: ("ray::EnvsManager", 1000.0), 2: ("ray::Ingress", 1000.0 + min(t, 300) / 60)} for t in times]
+    levelled = [{1: ("ray::EnvsManager", 1000.0), 2: ("ray::TrajectoryWriter", 1000.0 + min(t, 300) / 60), 4: ("raylet", 30.0 + t / 60)} for t in times]
     trend = memory_trend(times, levelled, warmup_s=30.0, day_tolerance=0.1)
-    assert trend["rss_growth_mb_per_min_first_half"] > 0.9 and trend["rss_growth_mb_per_min_second_half"] < 0.05
-    assert trend["memory_flat"]
+    assert trend["crowdplay_rss_growth_mb_per_min_first_half"] > 0.9 and trend["crowdplay_rss_growth_mb_per_min_second_half"] < 0.05
+    assert trend["memory_flat"]  # while the raylet still grows
+    assert trend["ray_rss_growth_mb_per_min_second_half"] > 0.9
 
     # games starting and ending move an EnvActor's memory by MBs: the rate's error says how small a
     # rate the run can tell apart from none (a line through these samples is exact: error 0 above)
-    noisy = [{1: ("ray::EnvActor", 1000.0 + (2.0 if int(t) % 20 else -2.0))} for t in times]
+    noisy = [{1: ("ray::EnvActor", 1000.0 + (2.0 if int(t) % 20 else -2.0)), 4: ("raylet", 30.0)} for t in times]
     trend = memory_trend(times, noisy, warmup_s=30.0, day_tolerance=0.1)
-    assert abs(trend["rss_growth_mb_per_min_second_half"]) < 2 * trend["rss_growth_mb_per_min_second_half_error"]
-    assert 0.1 < trend["rss_growth_mb_per_min_second_half_error"] < 1.0
+    assert abs(trend["crowdplay_rss_growth_mb_per_min_second_half"]) < 2 * trend["crowdplay_rss_growth_mb_per_min_second_half_error"]
+    assert 0.1 < trend["crowdplay_rss_growth_mb_per_min_second_half_error"] < 1.0

@@ -19,9 +19,12 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   ``unexpected_closes`` (the server closed a connection nobody dropped);
 * memory, after ``--warmup`` seconds, of the processes that lived through the whole run (EnvActors
   the warm pool starts or retires are capacity, not growth; counted in ``processes_started`` and
-  ``processes_stopped``): ``rss_growth_mb`` from the first minute to the last, the growth rate
-  in each half (the second half's with its standard error), and ``memory_flat`` when at the
-  second half's rate they would grow by less than ``--flat-tolerance`` of their memory in a day;
+  ``processes_stopped``), CrowdPlay's own (``crowdplay_*``: ingress replicas, EnvsManager,
+  TrajectoryWriter, EnvActors, policy actors) and Ray's (``ray_*``: GCS, raylet, dashboard
+  agent, Serve's controller and proxies) apart: ``rss_mb`` in the first minute, ``rss_growth_mb``
+  from the first minute to the last, the growth rate in each half (the second half's with its
+  standard error); ``memory_flat`` when at the second half's rate CrowdPlay's processes would grow
+  by less than ``--flat-tolerance`` of their memory in a day (Ray's are reported, not judged);
   ``rss_growth_mb_by_process`` over the whole run and over its second half; ``rss_mb`` samples
   of the whole process tree.
 """
@@ -185,30 +188,48 @@ def fit_slope_mb_per_min(series: list[tuple[float, float]]) -> tuple[float, floa
     return 60 * slope, 60 * math.sqrt(residual / spread)
 
 
+#: Process titles of CrowdPlay's own long-lived processes (the Serve replica's is
+#: ``ray::ServeReplica:<app>:Ingress``); every other process of the tree is Ray's.
+CROWDPLAY_PROCESSES = ("ray::EnvActor", "ray::EnvsManager", "ray::ServeReplica", "ray::TrajectoryWriter", "ray::PolicyActor")
+
+
 def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float]]], warmup_s: float, day_tolerance: float) -> dict:
-    """Growth of the processes that lived through the whole run after ``warmup_s`` (EnvActors the
-    warm pool starts or retires are capacity, not growth: counted apart), and whether it is flat:
-    at the second half's rate, under ``day_tolerance`` of their memory in a day of running; and
-    the growth by process title over the run and over its second half."""
+    """Growth after ``warmup_s`` of the processes that lived through the whole run (EnvActors the
+    warm pool starts or retires are capacity, not growth: counted apart), CrowdPlay's own
+    processes and Ray's apart, and whether CrowdPlay's are flat: at the second half's rate, under
+    ``day_tolerance`` of their memory in a day of running. Ray's daemons (GCS, raylet, dashboard
+    agent, Serve's controller and proxies) are measured and reported, not judged: they are the
+    platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
     counted = [(t, sample) for t, sample in zip(times, by_process) if t >= warmup_s] or list(zip(times, by_process))
     lived = set.intersection(*(set(sample) for _, sample in counted))
-    series = [(t, sum(sample[pid][1] for pid in lived)) for t, sample in counted]
+    ours = {pid for pid in lived if counted[-1][1][pid][0].startswith(CROWDPLAY_PROCESSES)}
+    crowdplay = growth_of([(t, sum(sample[pid][1] for pid in ours)) for t, sample in counted])
+    ray_daemons = growth_of([(t, sum(sample[pid][1] for pid in lived - ours)) for t, sample in counted])
+    seen = set().union(*(set(sample) for _, sample in counted))
+    return {
+        **{f"crowdplay_{name}": value for name, value in crowdplay.items()},
+        "memory_flat": crowdplay["rss_growth_mb_per_min_second_half"] * 60 * 24 < day_tolerance * crowdplay["rss_mb"],
+        **{f"ray_{name}": value for name, value in ray_daemons.items()},
+        "processes_started": len(seen - set(counted[0][1])),
+        "processes_stopped": len(seen - set(counted[-1][1])),
+        "rss_growth_mb_by_process": growth_by_process(counted[0][1], counted[-1][1]),
+        "rss_growth_mb_by_process_second_half": growth_by_process(counted[len(counted) // 2][1], counted[-1][1]),
+    }
+
+
+def growth_of(series: list[tuple[float, float]]) -> dict:
+    """Memory of (seconds, MB) samples in the first minute, growth from the first minute to the
+    last, and the growth rate in each half (the second half's with its standard error)."""
     first = [mb for t, mb in series if t < series[0][0] + 60]
     last = [mb for t, mb in series if t > series[-1][0] - 60]
     middle = (series[0][0] + series[-1][0]) / 2
     rate, rate_error = fit_slope_mb_per_min([(t, mb) for t, mb in series if t >= middle])
-    seen = set().union(*(set(sample) for _, sample in counted))
     return {
-        "rss_mb_lived_through": round(statistics.fmean(first), 1),
+        "rss_mb": round(statistics.fmean(first), 1),
         "rss_growth_mb": round(statistics.fmean(last) - statistics.fmean(first), 1),
-        "rss_growth_mb_per_min_first_half": round(fit_slope_mb_per_min([(t, mb) for t, mb in series if t < middle])[0], 2),
-        "rss_growth_mb_per_min_second_half": round(rate, 2),
-        "rss_growth_mb_per_min_second_half_error": round(rate_error, 2),
-        "processes_started": len(seen - set(counted[0][1])),
-        "processes_stopped": len(seen - set(counted[-1][1])),
-        "memory_flat": rate * 60 * 24 < day_tolerance * statistics.fmean(first),
-        "rss_growth_mb_by_process": growth_by_process(counted[0][1], counted[-1][1]),
-        "rss_growth_mb_by_process_second_half": growth_by_process(counted[len(counted) // 2][1], counted[-1][1]),
+        "rss_growth_mb_per_min_first_half": round(fit_slope_mb_per_min([(t, mb) for t, mb in series if t < middle])[0], 3),
+        "rss_growth_mb_per_min_second_half": round(rate, 3),
+        "rss_growth_mb_per_min_second_half_error": round(rate_error, 3),
     }
 
 
@@ -280,8 +301,12 @@ def summarize(result: dict) -> str:
         f"  episodes: {result['episodes']} {result['episode_statuses']}, {result['steps_recorded']} steps; "
         f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
-        f"  memory of the processes alive throughout: {result['rss_mb_lived_through']} MB, {result['rss_growth_mb']:+} MB "
-        f"({result['rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['rss_growth_mb_per_min_second_half']:+} ± {result['rss_growth_mb_per_min_second_half_error']} in the second; "
-        f"flat: {result['memory_flat']}); processes started {result['processes_started']}, stopped {result['processes_stopped']}",
+        f"  memory of CrowdPlay's processes alive throughout: {result['crowdplay_rss_mb']} MB, {result['crowdplay_rss_growth_mb']:+} MB "
+        f"({result['crowdplay_rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['crowdplay_rss_growth_mb_per_min_second_half']:+} "
+        f"± {result['crowdplay_rss_growth_mb_per_min_second_half_error']} in the second; flat: {result['memory_flat']}); "
+        f"processes started {result['processes_started']}, stopped {result['processes_stopped']}",
+        f"  Ray's own processes: {result['ray_rss_mb']} MB, {result['ray_rss_growth_mb']:+} MB "
+        f"({result['ray_rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['ray_rss_growth_mb_per_min_second_half']:+} "
+        f"± {result['ray_rss_growth_mb_per_min_second_half_error']} in the second)",
         f"  grew most: {result['rss_growth_mb_by_process']}; in the second half: {result['rss_growth_mb_by_process_second_half']}",
     ])
