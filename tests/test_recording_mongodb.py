@@ -140,5 +140,5 @@ def test_real_mongodb_round_trip(tmp_path):
     assert [doc["seq"] for doc in store.iter_chunks("real-0")] == list(range(5))
     assert store.episode("real-0")["status"] == "complete"
     store.chunks.delete_episode("real-0")
-    store.episodes.delete_one({"_id": "real-0"})
+    store.episodes.delete("real-0")
     store.close()

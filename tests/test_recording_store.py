@@ -87,24 +87,61 @@ def test_an_embedded_store_from_before_the_chunk_table_keeps_its_chunks(tmp_path
 
 def test_the_embedded_store_keeps_no_in_memory_indexes_and_still_filters(tmp_path):
     """litemongo's indexes are hash tables in the memory of each querying process (~2 KB of the
-    writer per stored episode); the embedded store drops the ones an older version declared."""
+    writer per stored episode); the embedded store drops the ones an older version declared, and
+    moves the episodes an older version kept as litemongo documents into their own table."""
     import litemongo
 
     path = tmp_path / "indexed.db"
     client = litemongo.connect(str(path))
-    TrajectoryStore(client)  # the old way: the dataset API's filter fields indexed
+    old = TrajectoryStore(client)  # the old way: episodes as indexed litemongo documents
     assert len(client["crowdplay"]["episodes"].index_information()) > 1
+    old.put_episode("old", {"task_id": "t", "env_id": "Pong", "started_at": -1.0, "participants": ["p-1"], "start_state": b"\x00\x01"})
     client.close()
     store = TrajectoryStore.open(str(path))
-    assert set(store.episodes.index_information()) <= {"_id_"}
     assert set(store.assignments.index_information()) <= {"_id_"}
+    assert store.episode("old")["start_state"] == b"\x00\x01" and store.episode("old")["participants"] == ["p-1"]
     for n in range(4):
         store.put_episode(f"e{n}", {"task_id": "t", "env_id": "Pong" if n % 2 else "Breakout", "started_at": float(n), "status": "complete"})
     assert [doc["_id"] for doc in store.find_episodes({"env_id": "Pong", "started_at": {"$gte": 2.0}})] == ["e3"]
+    assert [doc["_id"] for doc in store.find_episodes({"status": {"$ne": "complete"}})] == ["old"]
+    assert [doc["_id"] for doc in store.find_episodes({"participants": "p-1"}, {"_id": 1})] == ["old"]
+    assert "start_state" not in store.find_episodes({"_id": "old"}, {"start_state": 0})[0]
     store.close()
     reopened = TrajectoryStore.open(str(path))
-    assert set(reopened.episodes.index_information()) <= {"_id_"} and len(reopened.find_episodes({"task_id": "t"})) == 4
+    assert not litemongo.connect(str(path))["crowdplay"]["episodes"].count_documents({})  # moved, once
+    assert [doc["_id"] for doc in reopened.find_episodes({"task_id": "t"})] == ["old", "e0", "e1", "e2", "e3"]  # oldest first
     reopened.close()
+
+
+def test_storing_episodes_in_the_embedded_store_keeps_nothing_per_episode_in_memory(tmp_path):
+    """The writer merges fields into an episode with every chunk batch; litemongo answered each
+    merge through an in-memory index of every stored episode's id (~0.7 KB each, for the life of
+    the writer). The episode table keeps them on disk only."""
+    import gc
+    import tracemalloc
+
+    store = TrajectoryStore.open(str(tmp_path / "store.db"))
+
+    def record(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            episode = f"episode-{n:06d}"
+            store.put_episode(episode, {"task_id": "t", "game_id": f"g{n}", "started_at": float(n), "participants": ["p-1"]})
+            store.put_chunks([(episode, 0, b"x" * 64, 60, {"steps": 60, "chunks": 1}), (episode, 1, b"x" * 64, 60, {"steps": 120, "chunks": 2, "status": "complete"})])
+        store.interrupt_game(f"g{first}", "a lost game")
+
+    tracemalloc.start()
+    try:
+        record(0, 300)  # warm: caches, the SQLite connections' pages
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        record(300, 3000)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert store.episodes.count() == 3300 and store.episode("episode-003299")["status"] == "complete"
+    assert grown < 3000 * 50, f"{grown / 3000:.0f} bytes kept per stored episode"
+    store.close()
 
 
 def test_the_embedded_chunk_table_pages_through_a_long_episode_in_order(tmp_path):

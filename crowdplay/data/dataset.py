@@ -97,7 +97,7 @@ class Dataset:
             query["human_only"] = human_only
         if completed is not None:
             query["status"] = "complete" if completed else {"$ne": "complete"}
-        found = list(self.store.episodes.find(query, HEAVY_FIELDS, sort=[("started_at", 1)]))
+        found = self.store.find_episodes(query, HEAVY_FIELDS)
         if min_return is not None:
             found = [doc for doc in found if max(doc.get("returns", {}).values(), default=float("-inf")) >= min_return]
         return found
@@ -217,5 +217,5 @@ class Dataset:
 
     def delete_participant(self, participant: str) -> list[str]:
         """Delete all data of a participant given by raw id or pseudonym; returns the episodes removed."""
-        pseudonym = participant if self.store.episodes.find_one({"participants": participant}, {"_id": 1}) else self.pseudonym(participant)
+        pseudonym = participant if self.store.find_episodes({"participants": participant}, {"_id": 1}) else self.pseudonym(participant)
         return self.store.delete_participant(pseudonym)

@@ -70,15 +70,22 @@ class CollectionChunks:
         pass  # the client closes the collection
 
 
+def open_table_file(path: Path) -> sqlite3.Connection:
+    """A connection to one of the embedded store's own SQLite files, shared by the threads of a
+    process, with a write-ahead log (a killed process loses no committed row; commits are cheap)."""
+    connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
 class TableChunks:
     """Chunks as rows of a SQLite table (write-ahead log: a killed process loses no committed row)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()  # one connection, shared by the threads of one process
-        self._connection = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection = open_table_file(self.path)
         with self._connection:
             self._connection.execute(
                 "CREATE TABLE IF NOT EXISTS chunks (episode_id TEXT NOT NULL, seq INTEGER NOT NULL, steps INTEGER NOT NULL,"

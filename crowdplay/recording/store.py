@@ -6,10 +6,10 @@ single machine with no server gets ``litemongo``, a pymongo-compatible store in 
 module talks to ``TrajectoryStore`` only.
 
 Writes are idempotent: a chunk is keyed by ``(episode_id, seq)`` and written with an upsert, so a
-chunk resent after a writer restart replaces itself instead of duplicating. Chunks live in the
-``chunks`` collection on MongoDB and in a SQLite table of their own in the embedded store
-(``crowdplay.recording.chunk_table``: the embedded document layer would hold an index of every
-chunk in memory).
+chunk resent after a writer restart replaces itself instead of duplicating. Chunks and episode
+documents live in the ``chunks`` and ``episodes`` collections on MongoDB and in SQLite tables of
+their own in the embedded store (``crowdplay.recording.chunk_table`` and ``episode_table``: the
+embedded document layer would hold an index of every chunk and episode in the writer's memory).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from crowdplay.recording.chunk_table import Chunks, CollectionChunks, TableChunks
+from crowdplay.recording.episode_table import CollectionEpisodes, Episodes, TableEpisodes
 
 DEFAULT_EMBEDDED_PATH = Path("data") / "crowdplay.db"
 #: The episode fields the dataset API filters by (indexed in MongoDB).
@@ -87,8 +88,8 @@ class TrajectoryStore:
     assignments (one per participant session: task, statistics, completion) and notes (feedback
     and problem reports)."""
 
-    def __init__(self, client: Any, database: str = DATABASE, chunks: Chunks | None = None, indexed: bool = True) -> None:
-        """``chunks``: where chunks live (default: the database's ``chunks`` collection).
+    def __init__(self, client: Any, database: str = DATABASE, chunks: Chunks | None = None, indexed: bool = True, episodes: Episodes | None = None) -> None:
+        """``chunks`` and ``episodes``: where they live (default: the database's collections).
 
         ``indexed``: declare indexes on the fields the dataset API filters by. MongoDB keeps them
         on the server. The embedded store would keep them as hash tables in the memory of every
@@ -96,7 +97,7 @@ class TrajectoryStore:
         per stored episode for them (measured), so the embedded store has none and scans."""
         self.client = client
         db = client[database]
-        self.episodes = db["episodes"]
+        self.episodes = episodes or CollectionEpisodes(db["episodes"])
         self.chunks = chunks or CollectionChunks(db["chunks"])
         self.meta = db["meta"]
         self.assignments = db["assignments"]
@@ -104,10 +105,9 @@ class TrajectoryStore:
         if indexed:
             self.assignments.create_index([("task_id", 1)])
             for field in EPISODE_FILTER_FIELDS:
-                self.episodes.create_index([(field, 1)])
+                db["episodes"].create_index([(field, 1)])
         else:
-            for collection in (self.assignments, self.episodes):
-                collection.drop_indexes()  # an embedded store made before this had them
+            self.assignments.drop_indexes()  # an embedded store made before this had them
 
     @classmethod
     def open(cls, uri: str | None = None) -> "TrajectoryStore":
@@ -115,8 +115,9 @@ class TrajectoryStore:
         path = embedded_path(uri)
         if path is None:
             return cls(client)
-        store = cls(client, chunks=TableChunks(path / "chunks.sqlite"), indexed=False)
+        store = cls(client, chunks=TableChunks(path / "chunks.sqlite"), indexed=False, episodes=TableEpisodes(path / "episodes.sqlite"))
         store._adopt_document_chunks(client[DATABASE]["chunks"])
+        store._adopt_document_episodes(client[DATABASE]["episodes"])
         return store
 
     def _adopt_document_chunks(self, collection: Any) -> None:
@@ -124,6 +125,12 @@ class TrajectoryStore:
         if collection.count_documents({}):
             documents = collection.find({})
             self.chunks.put_many([(d["episode_id"], d["seq"], d["data"], d["steps"]) for d in documents])
+            collection.drop()
+
+    def _adopt_document_episodes(self, collection: Any) -> None:
+        """An embedded store written before episodes had their own table: move them there (once)."""
+        if collection.count_documents({}):
+            self.episodes.merge([(document["_id"], document) for document in collection.find({})])
             collection.drop()
 
     def put_chunk(self, episode_id: str, seq: int, blob: bytes, steps: int) -> None:
@@ -134,28 +141,23 @@ class TrajectoryStore:
         """Store a batch of ``(episode_id, seq, blob, steps, episode_fields)`` in two round trips:
         the chunks, then the fields merged into their episodes (chunks first, so an episode
         document never announces data that is not there)."""
-        from pymongo import UpdateOne
-
         if not chunks:
             return
         self.chunks.put_many([(e, q, b, n) for e, q, b, n, _ in chunks])
-        updates = [UpdateOne({"_id": e}, {"$set": dict(fields)}, upsert=True) for e, _, _, _, fields in chunks if fields]
-        if updates:
-            self.episodes.bulk_write(updates, ordered=True)
+        self.episodes.merge([(e, fields) for e, _, _, _, fields in chunks if fields])
 
     def put_episode(self, episode_id: str, fields: Mapping[str, Any]) -> None:
         """Create or update an episode's metadata (fields are merged)."""
-        self.episodes.update_one({"_id": episode_id}, {"$set": dict(fields)}, upsert=True)
+        self.episodes.merge([(episode_id, fields)])
 
     def interrupt_game(self, game_id: str, reason: str) -> int:
         """Mark a game's episodes that never ended as interrupted, with ``reason``: its process died
         before it could seal them (their last chunk, up to a second of play, died with it).
         Returns how many were marked."""
-        result = self.episodes.update_many(
+        return self.episodes.update_where(
             {"game_id": game_id, "status": {"$exists": False}},
-            {"$set": {"status": "interrupted", "reason": reason, "ended_at": time.time(), "lost_last_chunk": True}},
+            {"status": "interrupted", "reason": reason, "ended_at": time.time(), "lost_last_chunk": True},
         )
-        return result.modified_count
 
     # ----------------------------------------------------------------- participants
     def pseudonym(self, participant: str) -> str:
@@ -171,14 +173,15 @@ class TrajectoryStore:
         episode_ids = [doc["_id"] for doc in self.episodes.find({"participants": pseudonym}, {"_id": 1})]
         for episode_id in episode_ids:
             self.chunks.delete_episode(episode_id)
-            self.episodes.delete_one({"_id": episode_id})
+            self.episodes.delete(episode_id)
         return episode_ids
 
     def episode(self, episode_id: str) -> dict | None:
-        return self.episodes.find_one({"_id": episode_id})
+        return self.episodes.get(episode_id)
 
-    def find_episodes(self, query: Mapping[str, Any] | None = None) -> list[dict]:
-        return list(self.episodes.find(dict(query or {}), sort=[("started_at", 1)]))
+    def find_episodes(self, query: Mapping[str, Any] | None = None, projection: Mapping[str, int] | None = None) -> list[dict]:
+        """Episodes matching a MongoDB query, oldest first; ``projection`` as MongoDB's."""
+        return list(self.episodes.find(dict(query or {}), projection))
 
     def iter_chunks(self, episode_id: str) -> Iterator[dict]:
         """The episode's chunks in order."""
@@ -202,15 +205,16 @@ class TrajectoryStore:
         """Episodes and chunks stored, and the bytes they take (the database's data size)."""
         size = None
         with contextlib.suppress(Exception):
-            size = int(self.client[self.episodes.database.name].command("dbstats")["dataSize"])
+            size = int(self.client[self.meta.database.name].command("dbstats")["dataSize"])
         if size is None:  # the embedded store: the size of its files
             location = Path(getattr(getattr(self.client, "_store", None), "_dirpath", "") or "")
             if location.is_file():
                 size = location.stat().st_size
             elif location.is_dir():
                 size = sum(path.stat().st_size for path in location.rglob("*") if path.is_file())
-        return {"episodes": self.episodes.count_documents({}), "chunks": self.chunks.count(), "bytes": size}
+        return {"episodes": self.episodes.count(), "chunks": self.chunks.count(), "bytes": size}
 
     def close(self) -> None:
         self.chunks.close()
+        self.episodes.close()
         self.client.close()

@@ -1,0 +1,158 @@
+"""Where episode documents are kept: a MongoDB collection, or a SQLite table in the embedded store.
+
+An episode document is created by its first chunk batch and has fields merged into it by every
+later one (steps and chunks stored so far, then its final status). In the embedded store the
+document layer (litemongo) answers such an update through an in-memory hash index of every
+document's ``_id``, built by the first query of each process and kept for its life: the writer grew
+by ~1 KB per stored episode for it (traced with tracemalloc in a soak; ~0.08 MB a minute at 30
+participants, for as long as the server runs). Here the same documents sit in a SQLite table keyed
+by id, merged and read from disk; queries scan the table in start order (as litemongo without
+indexes did) and are matched with MongoDB's semantics by litemongo's own matcher.
+
+Both answer the same calls with the same documents.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import bson
+
+from crowdplay.recording.chunk_table import open_table_file
+
+#: Documents read per query round trip (a large store is never all in memory at once).
+PAGE = 256
+#: Where a document without a start time sorts: first, as MongoDB sorts a missing field.
+NO_START = -1e308
+
+
+class Episodes(Protocol):
+    def merge(self, updates: list[tuple[str, Mapping[str, Any]]]) -> None: ...
+
+    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict]: ...
+
+    def get(self, episode_id: str) -> dict | None: ...
+
+    def update_where(self, query: Mapping[str, Any], fields: Mapping[str, Any]) -> int: ...
+
+    def delete(self, episode_id: str) -> None: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class CollectionEpisodes:
+    """Episodes as documents of a (pymongo-compatible) collection, oldest first."""
+
+    def __init__(self, collection: Any) -> None:
+        self.collection = collection
+
+    def merge(self, updates: list[tuple[str, Mapping[str, Any]]]) -> None:
+        from pymongo import UpdateOne
+
+        if updates:
+            self.collection.bulk_write([UpdateOne({"_id": e}, {"$set": dict(fields)}, upsert=True) for e, fields in updates], ordered=True)
+
+    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict]:
+        yield from self.collection.find(dict(query), projection, sort=[("started_at", 1)])
+
+    def get(self, episode_id: str) -> dict | None:
+        return self.collection.find_one({"_id": episode_id})
+
+    def update_where(self, query: Mapping[str, Any], fields: Mapping[str, Any]) -> int:
+        return self.collection.update_many(dict(query), {"$set": dict(fields)}).modified_count
+
+    def delete(self, episode_id: str) -> None:
+        self.collection.delete_one({"_id": episode_id})
+
+    def count(self) -> int:
+        return self.collection.count_documents({})
+
+    def close(self) -> None:
+        pass  # the client closes the collection
+
+
+class TableEpisodes:
+    """Episodes as BSON documents in a SQLite table keyed by id (write-ahead log: a killed process
+    loses no committed row)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()  # one connection, shared by the threads of one process
+        self._connection = open_table_file(self.path)
+        with self._connection:
+            self._connection.execute("CREATE TABLE IF NOT EXISTS episodes (id TEXT PRIMARY KEY, started_at REAL NOT NULL, document BLOB NOT NULL)")
+            self._connection.execute("CREATE INDEX IF NOT EXISTS episodes_by_start ON episodes (started_at)")
+
+    def merge(self, updates: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Fields merged into each episode's document (created if new), all in one transaction."""
+        with self._lock, self._connection:
+            for episode_id, fields in updates:
+                row = self._connection.execute("SELECT document FROM episodes WHERE id = ?", (episode_id,)).fetchone()
+                document = {**(bson.decode(row[0]) if row else {"_id": episode_id}), **fields}
+                self._write(document)
+
+    def _write(self, document: dict) -> None:
+        self._connection.execute(
+            "INSERT INTO episodes (id, started_at, document) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET started_at = excluded.started_at, document = excluded.document",
+            (document["_id"], start if isinstance(start := document.get("started_at"), (int, float)) else NO_START, bson.encode(document)),
+        )
+
+    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict]:
+        """Matching documents oldest first, read a page at a time."""
+        from litemongo._vendor.mongomock.filtering import filter_applies
+
+        after: tuple = (NO_START, -1)  # before every row
+        while True:
+            with self._lock:
+                rows = self._connection.execute(
+                    "SELECT started_at, rowid, document FROM episodes WHERE (started_at, rowid) > (?, ?) ORDER BY started_at, rowid LIMIT ?",
+                    (*after, PAGE),
+                ).fetchall()
+            for _, _, blob in rows:
+                document = bson.decode(blob)
+                if filter_applies(dict(query), document):
+                    yield project(document, projection)
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][:2]
+
+    def get(self, episode_id: str) -> dict | None:
+        with self._lock:
+            row = self._connection.execute("SELECT document FROM episodes WHERE id = ?", (episode_id,)).fetchone()
+        return bson.decode(row[0]) if row else None
+
+    def update_where(self, query: Mapping[str, Any], fields: Mapping[str, Any]) -> int:
+        """Fields set in every matching document, in one transaction; returns how many."""
+        with self._lock, self._connection:
+            matching = list(self.find(query))
+            for document in matching:
+                self._write({**document, **fields})
+        return len(matching)
+
+    def delete(self, episode_id: str) -> None:
+        with self._lock, self._connection:
+            self._connection.execute("DELETE FROM episodes WHERE id = ?", (episode_id,))
+
+    def count(self) -> int:
+        with self._lock:
+            return self._connection.execute("SELECT count(*) FROM episodes").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+def project(document: dict, projection: Mapping[str, int] | None) -> dict:
+    """MongoDB's two kinds of projection: the fields named with 1 (and ``_id``), or all but those
+    named with 0."""
+    if not projection:
+        return document
+    if any(projection.values()):
+        return {k: v for k, v in document.items() if projection.get(k) or (k == "_id" and projection.get("_id", 1))}
+    return {k: v for k, v in document.items() if k not in projection}
