@@ -92,9 +92,7 @@ class TableEpisodes:
         """Fields merged into each episode's document (created if new), all in one transaction."""
         with self._lock, self._connection:
             for episode_id, fields in updates:
-                row = self._connection.execute("SELECT document FROM episodes WHERE id = ?", (episode_id,)).fetchone()
-                document = {**(bson.decode(row[0]) if row else {"_id": episode_id}), **fields}
-                self._write(document)
+                self._write({**(self.get(episode_id) or {"_id": episode_id}), **fields})
 
     def _write(self, document: dict) -> None:
         self._connection.execute(
@@ -107,6 +105,7 @@ class TableEpisodes:
         """Matching documents oldest first, read a page at a time."""
         from litemongo._vendor.mongomock.filtering import filter_applies
 
+        query = dict(query)
         after: tuple = (NO_START, -1)  # before every row
         while True:
             with self._lock:
@@ -116,7 +115,7 @@ class TableEpisodes:
                 ).fetchall()
             for _, _, blob in rows:
                 document = bson.decode(blob)
-                if filter_applies(dict(query), document):
+                if filter_applies(query, document):
                     yield project(document, projection)
             if len(rows) < PAGE:
                 return
