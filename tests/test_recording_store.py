@@ -96,9 +96,15 @@ def test_the_embedded_store_keeps_no_in_memory_indexes_and_still_filters(tmp_pat
     old = TrajectoryStore(client)  # the old way: episodes as indexed litemongo documents
     assert len(client["crowdplay"]["episodes"].index_information()) > 1
     old.put_episode("old", {"task_id": "t", "env_id": "Pong", "started_at": -1.0, "participants": ["p-1"], "start_state": b"\x00\x01"})
+    old.put_assignment({"_id": "s-old", "task_id": "t", "created_at": 5.0, "statistics": {"values": {"score": 3.0}}})
     client.close()
     store = TrajectoryStore.open(str(path))
-    assert set(store.assignments.index_information()) <= {"_id_"}
+    assert set(client_of(path)["crowdplay"]["assignments"].index_information()) <= {"_id_"}
+    store.put_assignment({"_id": "s-new", "task_id": "t", "created_at": 1.0, "completed_at": 2.0})
+    store.put_assignment({"_id": "s-other", "task_id": "u", "created_at": 9.0})
+    assert [doc["_id"] for doc in store.find_assignments({"task_id": "t"})] == ["s-new", "s-old"]  # oldest first
+    assert [doc["_id"] for doc in store.find_assignments({"completed_at": {"$exists": True}})] == ["s-new"]
+    assert store.find_assignments({"_id": "s-old"})[0]["statistics"]["values"]["score"] == 3.0
     assert store.episode("old")["start_state"] == b"\x00\x01" and store.episode("old")["participants"] == ["p-1"]
     for n in range(4):
         store.put_episode(f"e{n}", {"task_id": "t", "env_id": "Pong" if n % 2 else "Breakout", "started_at": float(n), "status": "complete"})
@@ -108,15 +114,24 @@ def test_the_embedded_store_keeps_no_in_memory_indexes_and_still_filters(tmp_pat
     assert "start_state" not in store.find_episodes({"_id": "old"}, {"start_state": 0})[0]
     store.close()
     reopened = TrajectoryStore.open(str(path))
-    assert not litemongo.connect(str(path))["crowdplay"]["episodes"].count_documents({})  # moved, once
+    assert not client_of(path)["crowdplay"]["episodes"].count_documents({})  # moved, once
+    assert not client_of(path)["crowdplay"]["assignments"].count_documents({})
+    assert len(reopened.find_assignments()) == 3
     assert [doc["_id"] for doc in reopened.find_episodes({"task_id": "t"})] == ["old", "e0", "e1", "e2", "e3"]  # oldest first
     reopened.close()
 
 
+def client_of(path):
+    import litemongo
+
+    return litemongo.connect(str(path))
+
+
 def test_storing_episodes_in_the_embedded_store_keeps_nothing_per_episode_in_memory(tmp_path):
-    """The writer merges fields into an episode with every chunk batch; litemongo answered each
-    merge through an in-memory index of every stored episode's id (~0.7 KB each, for the life of
-    the writer). The episode table keeps them on disk only."""
+    """The writer merges fields into an episode with every chunk batch and replaces a session's
+    assignment at every change; litemongo answered each through an in-memory index of every stored
+    document's id (~0.7 KB per episode and ~0.6 KB per assignment, for the life of the writer).
+    The document tables keep them on disk only."""
     import gc
     import tracemalloc
 
@@ -127,6 +142,9 @@ def test_storing_episodes_in_the_embedded_store_keeps_nothing_per_episode_in_mem
             episode = f"episode-{n:06d}"
             store.put_episode(episode, {"task_id": "t", "game_id": f"g{n}", "started_at": float(n), "participants": ["p-1"]})
             store.put_chunks([(episode, 0, b"x" * 64, 60, {"steps": 60, "chunks": 1}), (episode, 1, b"x" * 64, 60, {"steps": 120, "chunks": 2, "status": "complete"})])
+            assignment = {"_id": f"session-{n:06d}", "task_id": "t", "participant": "p-1", "created_at": float(n), "statistics": {"values": {}}}
+            store.put_assignment(assignment)
+            store.put_assignment({**assignment, "statistics": {"values": {"score": 1.0}}, "finished_at": n + 1.0})
         store.interrupt_game(f"g{first}", "a lost game")
 
     tracemalloc.start()
@@ -140,7 +158,8 @@ def test_storing_episodes_in_the_embedded_store_keeps_nothing_per_episode_in_mem
     finally:
         tracemalloc.stop()
     assert store.episodes.count() == 3300 and store.episode("episode-003299")["status"] == "complete"
-    assert grown < 3000 * 50, f"{grown / 3000:.0f} bytes kept per stored episode"
+    assert store.assignments.count() == 3300 and store.find_assignments({"_id": "session-003299"})[0]["finished_at"] == 3300.0
+    assert grown < 3000 * 50, f"{grown / 3000:.0f} bytes kept per stored episode and assignment"
     store.close()
 
 

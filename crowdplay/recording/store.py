@@ -7,9 +7,10 @@ module talks to ``TrajectoryStore`` only.
 
 Writes are idempotent: a chunk is keyed by ``(episode_id, seq)`` and written with an upsert, so a
 chunk resent after a writer restart replaces itself instead of duplicating. Chunks and episode
-documents live in the ``chunks`` and ``episodes`` collections on MongoDB and in SQLite tables of
-their own in the embedded store (``crowdplay.recording.chunk_table`` and ``episode_table``: the
-embedded document layer would hold an index of every chunk and episode in the writer's memory).
+documents, and assignments, live in the ``chunks``, ``episodes`` and ``assignments`` collections on
+MongoDB and in SQLite tables of their own in the embedded store (``crowdplay.recording.chunk_table``
+and ``document_table``: the embedded document layer would hold an index of every chunk, episode
+and assignment in the writer's memory).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from crowdplay.recording.chunk_table import Chunks, CollectionChunks, TableChunks
-from crowdplay.recording.episode_table import CollectionEpisodes, Episodes, TableEpisodes
+from crowdplay.recording.document_table import CollectionDocuments, Documents, TableDocuments
 
 DEFAULT_EMBEDDED_PATH = Path("data") / "crowdplay.db"
 #: The episode fields the dataset API filters by (indexed in MongoDB).
@@ -88,8 +89,12 @@ class TrajectoryStore:
     assignments (one per participant session: task, statistics, completion) and notes (feedback
     and problem reports)."""
 
-    def __init__(self, client: Any, database: str = DATABASE, chunks: Chunks | None = None, indexed: bool = True, episodes: Episodes | None = None) -> None:
-        """``chunks`` and ``episodes``: where they live (default: the database's collections).
+    def __init__(
+        self, client: Any, database: str = DATABASE, chunks: Chunks | None = None, indexed: bool = True,
+        episodes: Documents | None = None, assignments: Documents | None = None,
+    ) -> None:
+        """``chunks``, ``episodes`` and ``assignments``: where they live (default: the database's
+        collections).
 
         ``indexed``: declare indexes on the fields the dataset API filters by. MongoDB keeps them
         on the server. The embedded store would keep them as hash tables in the memory of every
@@ -97,17 +102,15 @@ class TrajectoryStore:
         per stored episode for them (measured), so the embedded store has none and scans."""
         self.client = client
         db = client[database]
-        self.episodes = episodes or CollectionEpisodes(db["episodes"])
+        self.episodes = episodes or CollectionDocuments(db["episodes"], "started_at")
+        self.assignments = assignments or CollectionDocuments(db["assignments"], "created_at")
         self.chunks = chunks or CollectionChunks(db["chunks"])
         self.meta = db["meta"]
-        self.assignments = db["assignments"]
         self.notes = db["notes"]
         if indexed:
-            self.assignments.create_index([("task_id", 1)])
+            db["assignments"].create_index([("task_id", 1)])
             for field in EPISODE_FILTER_FIELDS:
                 db["episodes"].create_index([(field, 1)])
-        else:
-            self.assignments.drop_indexes()  # an embedded store made before this had them
 
     @classmethod
     def open(cls, uri: str | None = None) -> "TrajectoryStore":
@@ -115,9 +118,14 @@ class TrajectoryStore:
         path = embedded_path(uri)
         if path is None:
             return cls(client)
-        store = cls(client, chunks=TableChunks(path / "chunks.sqlite"), indexed=False, episodes=TableEpisodes(path / "episodes.sqlite"))
+        store = cls(
+            client, chunks=TableChunks(path / "chunks.sqlite"), indexed=False,
+            episodes=TableDocuments(path / "episodes.sqlite", "episodes", "started_at"),
+            assignments=TableDocuments(path / "assignments.sqlite", "assignments", "created_at"),
+        )
         store._adopt_document_chunks(client[DATABASE]["chunks"])
-        store._adopt_document_episodes(client[DATABASE]["episodes"])
+        store._adopt_collection(client[DATABASE]["episodes"], store.episodes)
+        store._adopt_collection(client[DATABASE]["assignments"], store.assignments)
         return store
 
     def _adopt_document_chunks(self, collection: Any) -> None:
@@ -127,11 +135,13 @@ class TrajectoryStore:
             self.chunks.put_many([(d["episode_id"], d["seq"], d["data"], d["steps"]) for d in documents])
             collection.drop()
 
-    def _adopt_document_episodes(self, collection: Any) -> None:
-        """An embedded store written before episodes had their own table: move them there (once)."""
+    @staticmethod
+    def _adopt_collection(collection: Any, table: Documents) -> None:
+        """An embedded store written before episodes (or assignments) had their own table: move
+        them there (once)."""
         if collection.count_documents({}):
-            self.episodes.merge([(document["_id"], document) for document in collection.find({})])
-            collection.drop()
+            table.merge([(document["_id"], document) for document in collection.find({})])
+        collection.drop()  # also drops the indexes an older version declared
 
     def put_chunk(self, episode_id: str, seq: int, blob: bytes, steps: int) -> None:
         """Store one chunk; writing the same (episode, seq) again is a no-op replacement."""
@@ -190,10 +200,11 @@ class TrajectoryStore:
     # ----------------------------------------------------------------- the study
     def put_assignment(self, document: Mapping[str, Any]) -> None:
         """Create or replace an assignment (``_id`` is the participant's session id)."""
-        self.assignments.replace_one({"_id": document["_id"]}, dict(document), upsert=True)
+        self.assignments.replace(document)
 
     def find_assignments(self, query: Mapping[str, Any] | None = None) -> list[dict]:
-        return list(self.assignments.find(dict(query or {}), sort=[("created_at", 1)]))
+        """Assignments matching a MongoDB query, oldest first."""
+        return list(self.assignments.find(dict(query or {})))
 
     def put_note(self, document: Mapping[str, Any]) -> None:
         self.notes.insert_one(dict(document))
@@ -217,4 +228,5 @@ class TrajectoryStore:
     def close(self) -> None:
         self.chunks.close()
         self.episodes.close()
+        self.assignments.close()
         self.client.close()
