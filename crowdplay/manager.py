@@ -24,13 +24,13 @@ import hmac
 import secrets
 import time
 import uuid
-from collections import Counter, OrderedDict, defaultdict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.assignments import AssignmentBook, BadToken, SessionLost, UnknownSession
+from crowdplay.assignments import ANONYMOUS, AssignmentBook, BadToken, SessionLost, UnknownSession
 from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
@@ -83,6 +83,8 @@ class Host:
     actor: ActorHandle
     node_id: str
     games: set[str] = field(default_factory=set)
+    #: games placed here in the process's life (``Settings.games_per_actor`` bounds it)
+    games_started: int = 0
 
 
 @dataclass(eq=False)
@@ -144,7 +146,7 @@ class EnvsManager:
         self._human_agents: dict[str, list[str]] = {}
         self._writer = WriterClient(settings)
         self._pseudonym_key: bytes | None = None
-        self.book = AssignmentBook(self._store)
+        self.book = AssignmentBook(self._store, is_playing=lambda session_id: session_id in self.sessions)
         self._book_loaded = False
         self._adoption: asyncio.Task | None = None
         #: session id -> (token, why its game ended without it) for games whose process died
@@ -171,7 +173,7 @@ class EnvsManager:
                 state = await asyncio.wait_for(actor.adopt.remote(), 30)
             except (ValueError, ray.exceptions.RayActorError, asyncio.TimeoutError):
                 continue  # gone meanwhile, or not answering: nothing to adopt
-            host = Host(actor, state["node_id"], set(state["games"]))
+            host = Host(actor, state["node_id"], set(state["games"]), state.get("games_opened", len(state["games"])))
             self._add_host(host)
             for game_id, described in state["games"].items():
                 seats = {agent: AI_SEAT if seat == "ai" else seat for agent, seat in described["seats"].items()}
@@ -183,7 +185,7 @@ class EnvsManager:
                 game = self.games.get(seat["game_id"])
                 if game is None:
                     continue
-                participant = seat["participant"] or f"anonymous-{session_id}"
+                participant = seat["participant"] or f"{ANONYMOUS}{session_id}"
                 self.sessions[session_id] = SessionEntry(session_id, seat["token"], game, seat["agent"], participant)
                 self.book.open(session_id, game.env_id, participant, {}, seat["token"])
 
@@ -211,7 +213,12 @@ class EnvsManager:
 
     # ----------------------------------------------------------------- placement and warm pool
     def _empty_hosts(self) -> list[Host]:
-        return [host for host in self.hosts if not host.games]
+        """The warm pool: hosts with no games that may still take some."""
+        return [host for host in self.hosts if not host.games and not self._worn_out(host)]
+
+    def _worn_out(self, host: Host) -> bool:
+        """The host has had its life's games (``Settings.games_per_actor``): it takes no more."""
+        return 0 < self.settings.games_per_actor <= host.games_started
 
     def _refill(self) -> None:
         missing = self.settings.warm_pool_size - len(self._empty_hosts()) - len(self._boots)
@@ -266,13 +273,14 @@ class EnvsManager:
         and games arriving while processes boot wait for those instead of each booting its own.
         """
         while True:
-            open_hosts = [h for h in self.hosts if len(h.games) < self.settings.sessions_per_actor]
+            open_hosts = [h for h in self.hosts if len(h.games) < self.settings.sessions_per_actor and not self._worn_out(h)]
             if open_hosts:
                 node_load = Counter()
                 for h in self.hosts:
                     node_load[h.node_id] += len(h.games)
                 host = min(open_hosts, key=lambda h: (node_load[h.node_id], -len(h.games)))
                 host.games.add(game_id)
+                host.games_started += 1
                 self._refill()
                 return host
             boots = set(self._boots) or {self._start_boot()}
@@ -281,8 +289,9 @@ class EnvsManager:
                 task.result()  # a failed boot fails this join with its reason
 
     def _release(self, host: Host, game_id: str) -> None:
+        """A game left its host: an emptied host beyond the warm pool, or worn out, retires."""
         host.games.discard(game_id)
-        if host in self.hosts and not host.games and len(self._empty_hosts()) > self.settings.warm_pool_size:
+        if host in self.hosts and not host.games and (self._worn_out(host) or len(self._empty_hosts()) > self.settings.warm_pool_size):
             self.hosts.remove(host)
             asyncio.get_running_loop().create_task(self._retire(host))
 
@@ -350,7 +359,7 @@ class EnvsManager:
         participant = dict(participant or {})
         session_id = uuid.uuid4().hex
         raw_id = participant.pop("id", None)
-        pseudonym = await self._pseudonym(raw_id) if raw_id else f"anonymous-{session_id}"
+        pseudonym = await self._pseudonym(raw_id) if raw_id else f"{ANONYMOUS}{session_id}"
         if raw_id:
             seated = next((e for e in self.sessions.values() if e.participant == pseudonym and e.game.env_id == env_id), None)
             if seated is not None:
@@ -586,9 +595,6 @@ class EnvsManager:
         now = time.time()
         live = Counter(entry.game.env_id for entry in self.sessions.values())
         waiting = Counter(entry.game.env_id for entry in self.sessions.values() if entry.game.joinable)
-        people = defaultdict(set)
-        for assignment in self.book.assignments.values():
-            people[assignment.task_id].add(assignment.participant)
         task_ids = list(study.tasks) + sorted(set(live) - set(study.tasks))
         tasks = []
         for task_id in task_ids:
@@ -597,7 +603,7 @@ class EnvsManager:
             tasks.append(
                 {
                     "task_id": task_id, "title": task.title, "live_sessions": live[task_id], "waiting": waiting[task_id],
-                    "completed": completed, "target": task.target_complete_assignments, "participants": len(people[task_id]),
+                    "completed": completed, "target": task.target_complete_assignments, "participants": self.book.participants(task_id),
                     "open": task.closed_reason(completed, now) is None,
                 }
             )
@@ -633,7 +639,7 @@ class EnvsManager:
             "generated_at": now,
             "totals": {
                 "live_sessions": len(self.sessions), "waiting": sum(waiting.values()), "completed": sum(self.book.completed.values()),
-                "participants": len({a.participant for a in self.book.assignments.values()}), "data_bytes": data.get("bytes") or 0,
+                "participants": self.book.participants(), "data_bytes": data.get("bytes") or 0,
                 "episodes": data.get("episodes", 0),
             },
             "tasks": tasks,
@@ -711,6 +717,10 @@ class EnvsManager:
     async def host_loads(self) -> list[int]:
         """Games per EnvActor process."""
         return [len(host.games) for host in self.hosts]
+
+    async def host_lives(self) -> list[tuple[str, int, int]]:
+        """Per EnvActor process: its actor id, the games it hosts, and the games placed on it so far."""
+        return [(host.actor._actor_id.hex(), len(host.games), host.games_started) for host in self.hosts]
 
 
 def get_or_create_manager(settings: Settings) -> ActorHandle:
