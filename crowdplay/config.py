@@ -19,6 +19,10 @@ class Settings:
     warm_pool_size: int = 2
     #: Sessions one EnvActor process hosts (they share its event loop and tick clock).
     sessions_per_actor: int = 16
+    #: Games an EnvActor process hosts in its life (0: no limit); then it takes no new ones and
+    #: retires once they end, and a fresh process from the warm pool takes its place: whatever a
+    #: process keeps of its games (heap fragmentation, the emulators' native memory) is bounded.
+    games_per_actor: int = 200
     #: CPU reserved per EnvActor; fractional so one core hosts many 60 fps sessions.
     env_actor_num_cpus: float = 0.25
     #: A keyframe every this many frames bounds how long a decoding error could persist.

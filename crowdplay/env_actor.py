@@ -75,6 +75,8 @@ class EnvActor:
         self._batcher: ChunkBatcher | None = None
         self._writer = WriterClient(settings)
         self._manager: ActorHandle | None = None
+        #: games opened in this process's life (the EnvsManager retires it after ``games_per_actor``)
+        self.games_opened = 0
 
     async def ready(self) -> str:
         """Answers (with this process's node id) once the process is up; the pool waits on it
@@ -97,6 +99,7 @@ class EnvActor:
 
         ``episode_fields`` are stored with each of the game's episodes."""
         spec = get_env(env_id)
+        self.games_opened += 1
         spare = self.spares.pop(env_id, None)
         adapter = await spare if spare is not None else await self._build(spec)
         recorder = None
@@ -144,7 +147,7 @@ class EnvActor:
                 "channel": {"host": hosted.channel.host, "port": hosted.channel.port, "secret": hosted.channel.secret},
             }
         seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] in self.games}
-        return {"node_id": ray.get_runtime_context().get_node_id(), "games": games, "sessions": seated}
+        return {"node_id": ray.get_runtime_context().get_node_id(), "games": games, "sessions": seated, "games_opened": self.games_opened}
 
     def _report(self, game_id: str, event: dict) -> None:
         """Tell the EnvsManager what changed (fire and forget: it also rebuilds from ``games``)."""

@@ -29,6 +29,14 @@ def wait_for(predicate, timeout_s: float = 30.0) -> bool:
     return False
 
 
+def stopped(actor) -> bool:
+    try:
+        ray.get(actor.ready.remote(), timeout=5)
+        return False
+    except ray.exceptions.RayActorError:
+        return True
+
+
 @pytest.fixture
 def private_manager(ray_session):
     """A manager in its own namespace, so its settings and pool do not touch the served one."""
@@ -75,6 +83,31 @@ def test_sessions_fill_an_env_actor_process_before_the_next_one_opens(ray_sessio
     finally:
         for session in sessions:
             ray.get(manager.end_session.remote(session["session_id"], "test over"))
+        ray.kill(manager)
+
+
+def test_a_process_that_hosted_its_lifes_games_takes_no_more_and_retires_once_they_end(ray_session):
+    """``games_per_actor`` bounds what a long-lived EnvActor keeps of its games: the third game
+    goes to a fresh process, and the worn-out one stops once its games end (the pool refills)."""
+    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-wear-{time.monotonic_ns()}", warm_pool_size=1, games_per_actor=2)
+    manager = get_or_create_manager(settings)
+    ray.get(manager.ready.remote())
+    try:
+        first, second = (ray.get(manager.create_session.remote("Pong")) for _ in range(2))
+        worn = ray.get(manager.session_actor.remote(first["session_id"]))
+        assert ray.get(manager.session_actor.remote(second["session_id"]))._actor_id == worn._actor_id
+        third = ray.get(manager.create_session.remote("Pong"))
+        fresh = ray.get(manager.session_actor.remote(third["session_id"]))
+        assert fresh._actor_id != worn._actor_id
+        assert (worn._actor_id.hex(), 2, 2) in ray.get(manager.host_lives.remote())
+        for session in (first, second):
+            ray.get(manager.end_session.remote(session["session_id"], "test over"))
+        assert wait_for(lambda: worn._actor_id.hex() not in [actor_id for actor_id, _, _ in ray.get(manager.host_lives.remote())])
+        assert wait_for(lambda: stopped(worn))
+        assert ray.get(fresh.list_games.remote())  # the fresh process plays on
+        assert wait_for(lambda: ray.get(manager.warm_pool_size.remote()) == 1)
+        ray.get(manager.end_session.remote(third["session_id"], "test over"))
+    finally:
         ray.kill(manager)
 
 
