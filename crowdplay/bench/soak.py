@@ -17,16 +17,23 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   than the episode announces): all but the first must be 0;
 * ``reconnects`` and ``reconnects_refused`` (a seat not given back within the grace period),
   ``unexpected_closes`` (the server closed a connection nobody dropped);
-* memory, after ``--warmup`` seconds, of the processes that lived through the whole run (EnvActors
-  the warm pool starts or retires are capacity, not growth; counted in ``processes_started`` and
-  ``processes_stopped``), CrowdPlay's own (``crowdplay_*``: ingress replicas, EnvsManager,
-  TrajectoryWriter, EnvActors, policy actors) and Ray's (``ray_*``: GCS, raylet, dashboard
-  agent, Serve's controller and proxies) apart: ``rss_mb`` in the first minute, ``rss_growth_mb``
-  from the first minute to the last, the growth rate in each half (the second half's with its
-  standard error); ``memory_flat`` when at the second half's rate CrowdPlay's processes would grow
-  by less than ``--flat-tolerance`` of their memory in a day (Ray's are reported, not judged);
-  ``rss_growth_mb_by_process`` over the whole run and over its second half; ``rss_mb`` samples
-  of the whole process tree.
+* memory, judged where the load is the same: idle. The participants first play for ``--warmup``
+  seconds and leave; once every game has ended, the emptied EnvActors have retired (only the warm
+  pool's are left) and ``--quiet`` seconds have passed (a memory release has run), every process's
+  memory is sampled; after the soak, again. ``memory_flat`` when CrowdPlay's own processes
+  (ingress replicas, EnvsManager, TrajectoryWriter, the warm pool's EnvActors, policy actors)
+  would grow, at the rate between the two idle samples, by less than ``--flat-tolerance`` of their
+  memory in a day: ``idle_crowdplay_rss_mb``, ``idle_crowdplay_growth_mb`` (and a minute),
+  ``idle_growth_mb_by_process``; Ray's own (GCS, raylet, dashboard agent, Serve's controller and
+  proxies) are reported as ``idle_ray_*``, not judged. Under load a process's memory follows the
+  games it hosts (MBs as they start and end), so the samples taken while people play are reported,
+  not judged: of the processes that lived through the soak (EnvActors the pool started or retired
+  are counted in ``processes_started`` and ``processes_stopped``), CrowdPlay's (``crowdplay_*``)
+  and Ray's (``ray_*``) apart: ``rss_mb`` in the first minute, ``rss_growth_mb`` from the first
+  minute to the last, the growth rate in each half (the second half's with its standard error);
+  ``rss_growth_mb_by_process`` over the whole soak and over its second half; ``envactor_rss_mb_max``
+  (the largest EnvActor seen: each retires after ``Settings.games_per_actor`` games); ``rss_mb``
+  samples of the whole process tree.
 """
 
 from __future__ import annotations
@@ -53,9 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-every", type=float, default=60.0, help="mean seconds between a participant's connection drops")
     parser.add_argument("--leave-every", type=int, default=4, help="one drop in this many is a participant leaving for good")
     parser.add_argument("--grace", type=float, default=5.0, help="the server's reconnect grace period (s)")
-    parser.add_argument("--warmup", type=float, default=30.0, help="seconds before the first memory sample that counts")
+    parser.add_argument("--warmup", type=float, default=60.0, help="seconds of play before the idle memory baseline")
+    parser.add_argument("--quiet", type=float, default=None, help="seconds idle before each idle memory sample (default: the memory release interval and 5)")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
-    parser.add_argument("--flat-tolerance", type=float, default=0.1, help="growth in a day, at the second half's rate, counted as flat (fraction)")
+    parser.add_argument("--flat-tolerance", type=float, default=0.1, help="idle growth in a day, at the soak's rate, counted as flat (fraction)")
     parser.add_argument("--seed", type=int, default=0)
 
 
@@ -193,28 +201,64 @@ def fit_slope_mb_per_min(series: list[tuple[float, float]]) -> tuple[float, floa
 CROWDPLAY_PROCESSES = ("ray::EnvActor", "ray::EnvsManager", "ray::ServeReplica", "ray::TrajectoryWriter", "ray::PolicyActor")
 
 
-def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float]]], warmup_s: float, day_tolerance: float) -> dict:
-    """Growth after ``warmup_s`` of the processes that lived through the whole run (EnvActors the
-    warm pool starts or retires are capacity, not growth: counted apart), CrowdPlay's own
-    processes and Ray's apart, and whether CrowdPlay's are flat: at the second half's rate, under
-    ``day_tolerance`` of their memory in a day of running. Ray's daemons (GCS, raylet, dashboard
-    agent, Serve's controller and proxies) are measured and reported, not judged: they are the
-    platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
+def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float]]], warmup_s: float = 0.0) -> dict:
+    """Growth under load, after ``warmup_s``, of the processes that lived through the whole run
+    (EnvActors the warm pool starts or retires are capacity, not growth: counted apart),
+    CrowdPlay's own processes and Ray's apart."""
     counted = [(t, sample) for t, sample in zip(times, by_process) if t >= warmup_s] or list(zip(times, by_process))
     lived = set.intersection(*(set(sample) for _, sample in counted))
     ours = {pid for pid in lived if counted[-1][1][pid][0].startswith(CROWDPLAY_PROCESSES)}
     crowdplay = growth_of([(t, sum(sample[pid][1] for pid in ours)) for t, sample in counted])
     ray_daemons = growth_of([(t, sum(sample[pid][1] for pid in lived - ours)) for t, sample in counted])
     seen = set().union(*(set(sample) for _, sample in counted))
+    env_actors = [rss for _, sample in counted for title, rss in sample.values() if title.startswith("ray::EnvActor")]
     return {
         **{f"crowdplay_{name}": value for name, value in crowdplay.items()},
-        "memory_flat": crowdplay["rss_growth_mb_per_min_second_half"] * 60 * 24 < day_tolerance * crowdplay["rss_mb"],
         **{f"ray_{name}": value for name, value in ray_daemons.items()},
+        "envactor_rss_mb_max": round(max(env_actors, default=0.0), 1),
         "processes_started": len(seen - set(counted[0][1])),
         "processes_stopped": len(seen - set(counted[-1][1])),
         "rss_growth_mb_by_process": growth_by_process(counted[0][1], counted[-1][1]),
         "rss_growth_mb_by_process_second_half": growth_by_process(counted[len(counted) // 2][1], counted[-1][1]),
     }
+
+
+def idle_verdict(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], minutes: float, day_tolerance: float) -> dict:
+    """Memory flat: between two idle samples ``minutes`` apart, CrowdPlay's processes (whichever
+    run then: a warm-pool EnvActor may be a fresh one) grew at a rate that in a day would be under
+    ``day_tolerance`` of their memory. Ray's daemons are reported, not judged: they are the
+    platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
+    def ours(sample: dict[int, tuple[str, float]]) -> float:
+        return sum(rss for title, rss in sample.values() if title.startswith(CROWDPLAY_PROCESSES))
+
+    def rays(sample: dict[int, tuple[str, float]]) -> float:
+        return sum(rss for title, rss in sample.values() if not title.startswith(CROWDPLAY_PROCESSES))
+
+    grown = ours(after) - ours(before)
+    rate = grown / minutes if minutes > 0 else 0.0
+    return {
+        "idle_crowdplay_rss_mb": round(ours(before), 1),
+        "idle_crowdplay_growth_mb": round(grown, 2),
+        "idle_crowdplay_growth_mb_per_min": round(rate, 3),
+        "memory_flat": rate * 60 * 24 < day_tolerance * ours(before),
+        "idle_ray_rss_mb": round(rays(before), 1),
+        "idle_ray_growth_mb": round(rays(after) - rays(before), 2),
+        "idle_growth_mb_by_process": growth_by_process(before, after, top=8),
+    }
+
+
+def idle_sample(system, quiet_s: float, timeout_s: float = 300.0) -> dict[int, tuple[str, float]]:
+    """Every process's memory once the server is idle: no session left, only the warm pool's
+    EnvActors running (the emptied ones retired), and ``quiet_s`` seconds passed since."""
+    pool = system.settings.warm_pool_size
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        titles = [title for title, _ in rss_by_process(system.processes()).values()]
+        if system.idle() and sum(title.startswith("ray::EnvActor") for title in titles) <= pool:
+            break
+        time.sleep(1.0)
+    time.sleep(quiet_s)
+    return rss_by_process(system.processes())
 
 
 def growth_of(series: list[tuple[float, float]]) -> dict:
@@ -264,14 +308,22 @@ def growth_by_process(first: dict[int, tuple[str, float]], last: dict[int, tuple
 
 def run(args: argparse.Namespace) -> dict:
     with serve_system(record=True, reconnect_grace_s=args.grace) as system:
+        quiet_s = args.quiet if args.quiet is not None else system.settings.memory_release_interval_s + 5.0
         by_process: list[dict[int, tuple[str, float]]] = []
 
         def sample_memory() -> float:
             by_process.append(rss_by_process(system.processes()))
             return sum(rss for _, rss in by_process[-1].values())
 
+        warmup = Tally()
+        if args.warmup > 0:
+            warmup, _ = asyncio.run(soak(system.url, argparse.Namespace(**{**vars(args), "minutes": args.warmup / 60}), lambda: 0.0))
+        idle_before = idle_sample(system, quiet_s)
+        began = time.monotonic()
         tally, samples = asyncio.run(soak(system.url, args, sample_memory))
-        recordings = check_recordings(system.settings.store_uri, tally.games)
+        idle_after = idle_sample(system, quiet_s)
+        idle_minutes = (time.monotonic() - began) / 60
+        recordings = check_recordings(system.settings.store_uri, tally.games | warmup.games)
         writer = system.recording()
     return {
         "benchmark": "soak",
@@ -279,15 +331,18 @@ def run(args: argparse.Namespace) -> dict:
         "minutes": args.minutes,
         "participant_sessions": tally.sessions,
         "games": len(tally.games),
+        "warmup_games": len(warmup.games),
         "frames_received": tally.frames,
         "reconnects": tally.reconnects,
         "reconnects_refused": tally.reconnects_refused,
         "unexpected_closes": tally.unexpected_closes,
-        "failed_joins": tally.failed_joins,
+        "failed_joins": tally.failed_joins + warmup.failed_joins,
         **recordings,
         "chunks_written": writer.get("chunks_written"),
         "chunks_spooled": writer.get("chunks_spooled"),
-        **memory_trend([t for t, _ in samples], by_process, args.warmup, args.flat_tolerance),
+        "idle_minutes_apart": round(idle_minutes, 2),
+        **idle_verdict(idle_before, idle_after, idle_minutes, args.flat_tolerance),
+        **memory_trend([t for t, _ in samples], by_process),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
     }
 
@@ -301,11 +356,14 @@ def summarize(result: dict) -> str:
         f"  episodes: {result['episodes']} {result['episode_statuses']}, {result['steps_recorded']} steps; "
         f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
-        f"  memory of CrowdPlay's processes alive throughout: {result['crowdplay_rss_mb']} MB, {result['crowdplay_rss_growth_mb']:+} MB "
+        f"  memory idle, before and after ({result['idle_minutes_apart']} min apart): CrowdPlay's processes {result['idle_crowdplay_rss_mb']} MB, "
+        f"{result['idle_crowdplay_growth_mb']:+} MB ({result['idle_crowdplay_growth_mb_per_min']:+} MB/min; flat: {result['memory_flat']}); "
+        f"Ray's {result['idle_ray_rss_mb']} MB, {result['idle_ray_growth_mb']:+} MB; by process: {result['idle_growth_mb_by_process']}",
+        f"  under load, CrowdPlay's processes alive throughout: {result['crowdplay_rss_mb']} MB, {result['crowdplay_rss_growth_mb']:+} MB "
         f"({result['crowdplay_rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['crowdplay_rss_growth_mb_per_min_second_half']:+} "
-        f"± {result['crowdplay_rss_growth_mb_per_min_second_half_error']} in the second; flat: {result['memory_flat']}); "
+        f"± {result['crowdplay_rss_growth_mb_per_min_second_half_error']} in the second); largest EnvActor {result['envactor_rss_mb_max']} MB; "
         f"processes started {result['processes_started']}, stopped {result['processes_stopped']}",
-        f"  Ray's own processes: {result['ray_rss_mb']} MB, {result['ray_rss_growth_mb']:+} MB "
+        f"  under load, Ray's own processes: {result['ray_rss_mb']} MB, {result['ray_rss_growth_mb']:+} MB "
         f"({result['ray_rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['ray_rss_growth_mb_per_min_second_half']:+} "
         f"± {result['ray_rss_growth_mb_per_min_second_half_error']} in the second)",
         f"  grew most: {result['rss_growth_mb_by_process']}; in the second half: {result['rss_growth_mb_by_process_second_half']}",
