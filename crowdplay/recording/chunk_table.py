@@ -70,12 +70,20 @@ class CollectionChunks:
         pass  # the client closes the collection
 
 
+#: SQLite's page cache per connection to one of the embedded store's table files (KiB).
+PAGE_CACHE_KIB = 256
+
+
 def open_table_file(path: Path) -> sqlite3.Connection:
     """A connection to one of the embedded store's own SQLite files, shared by the threads of a
-    process, with a write-ahead log (a killed process loses no committed row; commits are cheap)."""
+    process, with a write-ahead log (a killed process loses no committed row; commits are cheap)
+    and a small page cache: the operating system caches the file anyway, and SQLite's default of
+    2 MB per connection filled over the first ~15,000 chunks written, read as growth by the soak
+    (measured: +1.8 MB in a writing process, none with 256 KB)."""
     connection = sqlite3.connect(path, check_same_thread=False, timeout=30)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
+    connection.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
     return connection
 
 
