@@ -1,14 +1,17 @@
 """Assignments: each participant session's work on a task, judged for completion by the server.
 
-The EnvsManager keeps one ``Assignment`` per session in memory while the session plays and after
-its game ends (the score page and the completion code come after play), for the latest
-``ASSIGNMENTS_KEPT`` sessions, and writes each change to the store's ``assignments`` collection,
-from which completions per task, rankings and the dashboard's timeline are read back, also after
-a restart. (Kept for ever, they grew the manager by ~0.6 KB per session: traced in a soak.)
+The EnvsManager keeps one ``Assignment`` per session and writes each change to the store's
+``assignments`` collection, from which completions per task, rankings and the dashboard's timeline
+are read back, also after a restart. In memory are the playing sessions' assignments and the
+latest ``ASSIGNMENTS_KEPT`` others (kept for ever, they grew the manager by ~0.6 KB per session:
+traced in a soak); an older one (or one from before a manager restart) is read back from the
+store when its participant asks for their score or completion code, its token checked against
+the SHA-256 digest stored with it (the token itself is never stored).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from collections import Counter, defaultdict
@@ -22,9 +25,9 @@ from crowdplay.study import Task
 
 StoreCall = Callable[..., Awaitable[Any]]
 HISTOGRAM_BINS = 10
-#: Assignments of sessions that no longer play kept in memory, newest first (~0.6 KB each): hours
-#: of a large study's sessions, for their score page and completion code.
-ASSIGNMENTS_KEPT = 10_000
+#: Assignments of sessions that no longer play kept in memory (~0.6 KB each), the latest first; the
+#: store answers for older ones.
+ASSIGNMENTS_KEPT = 256
 #: The participant name of a session that gave no crowd-worker id (followed by its session id).
 ANONYMOUS = "anonymous-"
 
@@ -77,19 +80,30 @@ class Assignment:
         return dict(self.statistics.get("values", {}))
 
     def document(self) -> dict:
+        """What the store keeps: everything but the token, of which only its digest."""
         document = asdict(self)
         document["_id"] = document.pop("session_id")
-        document.pop("token")
+        document["token_sha256"] = token_digest(document.pop("token"))
         return document
+
+    @classmethod
+    def from_document(cls, document: dict, token: str) -> "Assignment":
+        fields = {name: document[name] for name in cls.__dataclass_fields__ if name in document}
+        return cls(**{**fields, "session_id": document["_id"], "token": token})
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(str(token).encode()).hexdigest()
 
 
 class AssignmentBook:
     """The manager's assignments, completions per task, and what the score page shows."""
 
-    def __init__(self, store: StoreCall, is_playing: Callable[[str], bool] = lambda session_id: False, kept: int = ASSIGNMENTS_KEPT) -> None:
+    def __init__(self, store: StoreCall, is_playing: Callable[[str], bool] = lambda session_id: False, kept: int | None = ASSIGNMENTS_KEPT) -> None:
         """``store(method, *args)`` awaits a TrajectoryWriter method (``save_assignment``,
         ``assignments``); ``is_playing(session_id)``: the session still plays (its assignment is
-        never forgotten); beyond ``kept`` assignments the oldest of the others are forgotten."""
+        never forgotten); beyond ``kept`` assignments (None: no limit, for a server that stores
+        nothing) the oldest of the others are forgotten, to be read back from the store."""
         self.store = store
         self.is_playing = is_playing
         self.kept = kept
@@ -120,7 +134,7 @@ class AssignmentBook:
     def _forget_oldest(self) -> None:
         """Forget the oldest assignments of sessions that no longer play, beyond ``kept`` (their
         documents stay in the store)."""
-        excess = len(self.assignments) - self.kept
+        excess = len(self.assignments) - self.kept if self.kept is not None else 0
         if excess <= 0:
             return
         forgotten = []
@@ -138,12 +152,27 @@ class AssignmentBook:
             return len(self._named[task_id]) + self._anonymous[task_id]
         return len(set().union(*self._named.values())) + sum(self._anonymous.values())
 
-    def get(self, session_id: str, token: str) -> Assignment:
+    async def get(self, session_id: str, token: str) -> Assignment:
+        """The session's assignment, from memory or else from the store; BadToken unless
+        ``token`` is the session's (compared in constant time)."""
         assignment = self.assignments.get(session_id)
         if assignment is None:
-            raise UnknownSession(f"no session {session_id!r}")
+            return await self._read_back(session_id, token)
         if not hmac.compare_digest(assignment.token.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
+        return assignment
+
+    async def _read_back(self, session_id: str, token: str) -> Assignment:
+        try:
+            documents = await self.store("assignments", {"_id": session_id}) if self.kept is not None else []
+        except Exception:  # the store is down: as unknown as a session never created, for now
+            documents = []
+        if not documents or "token_sha256" not in documents[0]:
+            raise UnknownSession(f"no session {session_id!r}")
+        if not hmac.compare_digest(documents[0]["token_sha256"], token_digest(token)):
+            raise BadToken("the token does not match this session")
+        assignment = self.assignments[session_id] = Assignment.from_document(documents[0], str(token))
+        self._forget_oldest()
         return assignment
 
     async def save(self, assignment: Assignment) -> None:

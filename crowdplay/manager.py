@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.assignments import ANONYMOUS, AssignmentBook, BadToken, SessionLost, UnknownSession
+from crowdplay.assignments import ANONYMOUS, ASSIGNMENTS_KEPT, AssignmentBook, BadToken, SessionLost, UnknownSession
 from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
@@ -146,7 +146,7 @@ class EnvsManager:
         self._human_agents: dict[str, list[str]] = {}
         self._writer = WriterClient(settings)
         self._pseudonym_key: bytes | None = None
-        self.book = AssignmentBook(self._store, is_playing=lambda session_id: session_id in self.sessions)
+        self.book = AssignmentBook(self._store, is_playing=lambda session_id: session_id in self.sessions, kept=ASSIGNMENTS_KEPT if settings.record else None)
         self._book_loaded = False
         self._adoption: asyncio.Task | None = None
         #: session id -> (token, why its game ended without it) for games whose process died
@@ -368,6 +368,8 @@ class EnvsManager:
                     seated.game.host.actor.retoken.remote(seated.session_id, seated.token)
                 if seated.session_id in self.book.assignments:
                     self.book.assignments[seated.session_id].token = seated.token
+                    if self.settings.record:  # the new token's digest
+                        self._in_background(self._save_quietly(self.book.assignments[seated.session_id]))
                 return seated.answer()
         controller = {"human": True, "participant": pseudonym}
         details = {**participant, "participant": pseudonym, "created_at": time.time()}
@@ -521,7 +523,7 @@ class EnvsManager:
     async def _fresh(self, session_id: str, token: str):
         """The session's assignment with its statistics as of now (asked from its game if it plays)."""
         await self._adopt()
-        assignment = self.book.get(session_id, token)
+        assignment = await self.book.get(session_id, token)
         statistics = await self._ask_game(session_id, "statistics")
         if statistics:
             assignment.statistics = statistics
@@ -557,7 +559,7 @@ class EnvsManager:
     async def finish(self, session_id: str, token: str) -> dict:
         """The participant is done playing: their seat is given up and the summary (with the
         ranking among everyone who finished the task) returned."""
-        assignment = self.book.get(session_id, token)
+        assignment = await self.book.get(session_id, token)
         statistics = await self._ask_game(session_id, "finish")
         if statistics:
             assignment.statistics = statistics
@@ -577,7 +579,7 @@ class EnvsManager:
         """Store participant feedback or a problem report (with the session, if it proves its token)."""
         document = {"kind": kind, "text": text, "page": page, "created_at": time.time(), "session_id": None, "task_id": None, "participant": None}
         if session_id is not None:
-            assignment = self.book.get(session_id, token or "")
+            assignment = await self.book.get(session_id, token or "")
             document.update(session_id=session_id, task_id=assignment.task_id, participant=assignment.participant)
         await self._store("save_note", document)
 
