@@ -20,7 +20,9 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
 * memory, judged where the load is the same: idle. The participants first play for ``--warmup``
   seconds and leave; once every game has ended, the emptied EnvActors have retired (only the warm
   pool's are left) and ``--quiet`` seconds have passed (a memory release has run), every process's
-  memory is sampled; after the soak, again. ``memory_flat`` when CrowdPlay's own processes
+  memory is sampled; after the soak, again. (What the processes grew from an idle sample before
+  anyone played to the one after the warm-up, as caches and heaps reach their working size, is
+  reported as ``idle_*_warmup_growth_mb``.) ``memory_flat`` when CrowdPlay's own processes
   (ingress replicas, EnvsManager, TrajectoryWriter, the warm pool's EnvActors, policy actors)
   would grow, at the rate between the two idle samples, by less than ``--flat-tolerance`` of their
   memory in a day: ``idle_crowdplay_rss_mb``, ``idle_crowdplay_growth_mb`` (and a minute),
@@ -60,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-every", type=float, default=60.0, help="mean seconds between a participant's connection drops")
     parser.add_argument("--leave-every", type=int, default=4, help="one drop in this many is a participant leaving for good")
     parser.add_argument("--grace", type=float, default=5.0, help="the server's reconnect grace period (s)")
-    parser.add_argument("--warmup", type=float, default=60.0, help="seconds of play before the idle memory baseline")
+    parser.add_argument("--warmup", type=float, default=180.0, help="seconds of play before the idle memory baseline")
     parser.add_argument("--quiet", type=float, default=None, help="seconds idle before each idle memory sample (default: the memory release interval and 5)")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--flat-tolerance", type=float, default=0.1, help="idle growth in a day, at the soak's rate, counted as flat (fraction)")
@@ -228,12 +230,7 @@ def idle_verdict(before: dict[int, tuple[str, float]], after: dict[int, tuple[st
     run then: a warm-pool EnvActor may be a fresh one) grew at a rate that in a day would be under
     ``day_tolerance`` of their memory. Ray's daemons are reported, not judged: they are the
     platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
-    def ours(sample: dict[int, tuple[str, float]]) -> float:
-        return sum(rss for title, rss in sample.values() if title.startswith(CROWDPLAY_PROCESSES))
-
-    def rays(sample: dict[int, tuple[str, float]]) -> float:
-        return sum(rss for title, rss in sample.values() if not title.startswith(CROWDPLAY_PROCESSES))
-
+    ours, rays = crowdplay_mb, ray_mb
     grown = ours(after) - ours(before)
     rate = grown / minutes if minutes > 0 else 0.0
     return {
@@ -245,6 +242,16 @@ def idle_verdict(before: dict[int, tuple[str, float]], after: dict[int, tuple[st
         "idle_ray_growth_mb": round(rays(after) - rays(before), 2),
         "idle_growth_mb_by_process": growth_by_process(before, after, top=8),
     }
+
+
+def crowdplay_mb(sample: dict[int, tuple[str, float]]) -> float:
+    """The memory of CrowdPlay's own processes in a sample."""
+    return sum(rss for title, rss in sample.values() if title.startswith(CROWDPLAY_PROCESSES))
+
+
+def ray_mb(sample: dict[int, tuple[str, float]]) -> float:
+    """The memory of Ray's own processes (and the soak's) in a sample."""
+    return sum(rss for title, rss in sample.values() if not title.startswith(CROWDPLAY_PROCESSES))
 
 
 def idle_sample(system, quiet_s: float, timeout_s: float = 300.0) -> dict[int, tuple[str, float]]:
@@ -315,6 +322,7 @@ def run(args: argparse.Namespace) -> dict:
             by_process.append(rss_by_process(system.processes()))
             return sum(rss for _, rss in by_process[-1].values())
 
+        idle_at_start = idle_sample(system, quiet_s)
         warmup = Tally()
         if args.warmup > 0:
             warmup, _ = asyncio.run(soak(system.url, argparse.Namespace(**{**vars(args), "minutes": args.warmup / 60}), lambda: 0.0))
@@ -341,6 +349,8 @@ def run(args: argparse.Namespace) -> dict:
         "chunks_written": writer.get("chunks_written"),
         "chunks_spooled": writer.get("chunks_spooled"),
         "idle_minutes_apart": round(idle_minutes, 2),
+        "idle_crowdplay_warmup_growth_mb": round(crowdplay_mb(idle_before) - crowdplay_mb(idle_at_start), 2),
+        "idle_ray_warmup_growth_mb": round(ray_mb(idle_before) - ray_mb(idle_at_start), 2),
         **idle_verdict(idle_before, idle_after, idle_minutes, args.flat_tolerance),
         **memory_trend([t for t, _ in samples], by_process),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
@@ -356,7 +366,8 @@ def summarize(result: dict) -> str:
         f"  episodes: {result['episodes']} {result['episode_statuses']}, {result['steps_recorded']} steps; "
         f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
-        f"  memory idle, before and after ({result['idle_minutes_apart']} min apart): CrowdPlay's processes {result['idle_crowdplay_rss_mb']} MB, "
+        f"  memory idle, before and after ({result['idle_minutes_apart']} min apart; the warm-up grew CrowdPlay's {result['idle_crowdplay_warmup_growth_mb']:+} MB, "
+        f"Ray's {result['idle_ray_warmup_growth_mb']:+} MB): CrowdPlay's processes {result['idle_crowdplay_rss_mb']} MB, "
         f"{result['idle_crowdplay_growth_mb']:+} MB ({result['idle_crowdplay_growth_mb_per_min']:+} MB/min; flat: {result['memory_flat']}); "
         f"Ray's {result['idle_ray_rss_mb']} MB, {result['idle_ray_growth_mb']:+} MB; by process: {result['idle_growth_mb_by_process']}",
         f"  under load, CrowdPlay's processes alive throughout: {result['crowdplay_rss_mb']} MB, {result['crowdplay_rss_growth_mb']:+} MB "
