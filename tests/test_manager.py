@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from crowdplay.config import Settings
+from crowdplay.env_actor import env_actor_names
 from crowdplay.manager import RecordingUnavailable, UnknownSession, get_or_create_manager
 from tests.conftest import TEST_SETTINGS
 
@@ -29,6 +30,17 @@ def wait_for(predicate, timeout_s: float = 30.0) -> bool:
     return False
 
 
+def stop_all(manager, settings: Settings) -> None:
+    """The manager and its EnvActors (detached: left alone they would hold their CPU share for the
+    rest of the test session)."""
+    ray.kill(manager)
+    for name in env_actor_names(settings.namespace):
+        try:
+            ray.kill(ray.get_actor(name, namespace=settings.namespace))
+        except ValueError:
+            pass  # gone meanwhile
+
+
 def stopped(actor) -> bool:
     try:
         ray.get(actor.ready.remote(), timeout=5)
@@ -44,7 +56,7 @@ def private_manager(ray_session):
     manager = get_or_create_manager(settings)
     ray.get(manager.ready.remote())
     yield manager, settings
-    ray.kill(manager)
+    stop_all(manager, settings)
 
 
 def test_replicas_racing_to_create_the_manager_all_get_the_same_one(ray_session):
@@ -83,7 +95,7 @@ def test_sessions_fill_an_env_actor_process_before_the_next_one_opens(ray_sessio
     finally:
         for session in sessions:
             ray.get(manager.end_session.remote(session["session_id"], "test over"))
-        ray.kill(manager)
+        stop_all(manager, settings)
 
 
 def test_a_process_that_hosted_its_lifes_games_takes_no_more_and_retires_once_they_end(ray_session):
@@ -108,7 +120,7 @@ def test_a_process_that_hosted_its_lifes_games_takes_no_more_and_retires_once_th
         assert wait_for(lambda: ray.get(manager.warm_pool_size.remote()) == 1)
         ray.get(manager.end_session.remote(third["session_id"], "test over"))
     finally:
-        ray.kill(manager)
+        stop_all(manager, settings)
 
 
 def test_a_start_on_a_dead_process_moves_to_another(private_manager):
@@ -134,5 +146,5 @@ def test_a_participant_id_is_refused_rather_than_stored_raw_when_the_store_was_n
     anonymous = ray.get(manager.create_session.remote("Pong", {}))  # play still starts; chunks spool
     assert anonymous["participant"].startswith("anonymous-")
     ray.get(manager.end_session.remote(anonymous["session_id"], "test over"))
-    ray.kill(manager)
+    stop_all(manager, settings)
     ray.kill(ray.get_actor("TrajectoryWriter", namespace=settings.namespace))
