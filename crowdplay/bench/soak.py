@@ -230,16 +230,16 @@ def idle_verdict(before: dict[int, tuple[str, float]], after: dict[int, tuple[st
     run then: a warm-pool EnvActor may be a fresh one) grew at a rate that in a day would be under
     ``day_tolerance`` of their memory. Ray's daemons are reported, not judged: they are the
     platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
-    ours, rays = crowdplay_mb, ray_mb
-    grown = ours(after) - ours(before)
+    ours = crowdplay_mb(before)
+    grown = crowdplay_mb(after) - ours
     rate = grown / minutes if minutes > 0 else 0.0
     return {
-        "idle_crowdplay_rss_mb": round(ours(before), 1),
+        "idle_crowdplay_rss_mb": round(ours, 1),
         "idle_crowdplay_growth_mb": round(grown, 2),
         "idle_crowdplay_growth_mb_per_min": round(rate, 3),
-        "memory_flat": rate * 60 * 24 < day_tolerance * ours(before),
-        "idle_ray_rss_mb": round(rays(before), 1),
-        "idle_ray_growth_mb": round(rays(after) - rays(before), 2),
+        "memory_flat": rate * 60 * 24 < day_tolerance * ours,
+        "idle_ray_rss_mb": round(ray_mb(before), 1),
+        "idle_ray_growth_mb": round(ray_mb(after) - ray_mb(before), 2),
         "idle_growth_mb_by_process": growth_by_process(before, after, top=8),
     }
 
