@@ -66,6 +66,7 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
     assert result["crowdplay_rss_mb"] > 0 and result["ray_rss_mb"] > 0  # both kinds of process were found
     assert result["idle_crowdplay_rss_mb"] > 0 and result["idle_ray_rss_mb"] > 0 and result["envactor_rss_mb_max"] > 0
     assert result["idle_minutes_apart"] >= 0.5 and "idle_crowdplay_warmup_growth_mb" in result
+    assert result["idle_crowdplay_spread_mb"] >= 0
 
 
 def test_the_soaks_memory_verdict_judges_crowdplays_processes_idle_before_and_after():
@@ -82,6 +83,19 @@ def test_the_soaks_memory_verdict_judges_crowdplays_processes_idle_before_and_af
     steady = {1: ("ray::EnvsManager", 140.1), 2: ("ray::TrajectoryWriter", 150.1), 6: ("ray::EnvActor", 142.9), 4: ("raylet", 33.0)}
     verdict = idle_verdict(before, steady, minutes=10.0, day_tolerance=0.1)
     assert verdict["memory_flat"] and abs(verdict["idle_crowdplay_growth_mb"] - 0.1) < 1e-9 and verdict["idle_ray_growth_mb"] == 3.0
+
+
+def test_the_soaks_idle_sample_is_each_processs_median_of_its_repeats():
+    from crowdplay.bench.soak import median_by_process, spread_mb
+
+    repeats = [
+        {1: ("ray::TrajectoryWriter", 150.0), 2: ("ray::EnvsManager", 140.0), 4: ("raylet", 30.0)},
+        {1: ("ray::TrajectoryWriter", 150.4), 2: ("ray::EnvsManager", 140.1), 4: ("raylet", 31.0)},  # a health check in flight
+        {1: ("ray::TrajectoryWriter", 150.1), 2: ("ray::EnvsManager", 139.9), 4: ("raylet", 30.5), 7: ("ray::EnvActor", 150.0)},
+    ]
+    median = median_by_process(repeats)
+    assert median == {1: ("ray::TrajectoryWriter", 150.1), 2: ("ray::EnvsManager", 140.0), 4: ("raylet", 30.5)}  # 7 came late: left out
+    assert abs(spread_mb(repeats) - 0.5) < 1e-9  # CrowdPlay's 290.0, 290.5, 290.0 MB; Ray's and the newcomer not counted
 
 
 def test_the_soak_reports_growth_under_load_of_the_processes_alive_throughout():

@@ -20,7 +20,8 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
 * memory, judged where the load is the same: idle. The participants first play for ``--warmup``
   seconds and leave; once every game has ended, the emptied EnvActors have retired (only the warm
   pool's are left) and ``--quiet`` seconds have passed (a memory release has run), every process's
-  memory is sampled; after the soak, again. (What the processes grew from an idle sample before
+  memory is sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how
+  far CrowdPlay's total moved between the repeats); after the soak, again. (What the processes grew from an idle sample before
   anyone played to the one after the warm-up, as caches and heaps reach their working size, is
   reported as ``idle_*_warmup_growth_mb``.) ``memory_flat`` when CrowdPlay's own processes
   (ingress replicas, EnvsManager, TrajectoryWriter, the warm pool's EnvActors, policy actors)
@@ -254,9 +255,11 @@ def ray_mb(sample: dict[int, tuple[str, float]]) -> float:
     return sum(rss for title, rss in sample.values() if not title.startswith(CROWDPLAY_PROCESSES))
 
 
-def idle_sample(system, quiet_s: float, timeout_s: float = 300.0) -> dict[int, tuple[str, float]]:
+def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int = 5, spacing_s: float = 5.0) -> list[dict[int, tuple[str, float]]]:
     """Every process's memory once the server is idle: no session left, only the warm pool's
-    EnvActors running (the emptied ones retired), and ``quiet_s`` seconds passed since."""
+    EnvActors running (the emptied ones retired), and ``quiet_s`` seconds passed since;
+    ``repeats`` samples ``spacing_s`` apart, as an idle process still moves a little (a health
+    check, a metrics push) and a 10-minute line is a fraction of a MB."""
     pool = system.settings.warm_pool_size
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -265,7 +268,26 @@ def idle_sample(system, quiet_s: float, timeout_s: float = 300.0) -> dict[int, t
             break
         time.sleep(1.0)
     time.sleep(quiet_s)
-    return rss_by_process(system.processes())
+    samples = []
+    for repeat in range(repeats):
+        if repeat:
+            time.sleep(spacing_s)
+        samples.append(rss_by_process(system.processes()))
+    return samples
+
+
+def median_by_process(samples: list[dict[int, tuple[str, float]]]) -> dict[int, tuple[str, float]]:
+    """Per process present in every sample, its median memory: the idle sample judged."""
+    lived = set.intersection(*(set(sample) for sample in samples))
+    return {pid: (samples[-1][pid][0], statistics.median(sample[pid][1] for sample in samples)) for pid in lived}
+
+
+def spread_mb(samples: list[dict[int, tuple[str, float]]]) -> float:
+    """How far CrowdPlay's idle memory moved between repeated samples (largest less smallest), of
+    the processes present in all of them."""
+    lived = set.intersection(*(set(sample) for sample in samples))
+    totals = [crowdplay_mb({pid: sample[pid] for pid in lived}) for sample in samples]
+    return max(totals) - min(totals)
 
 
 def growth_of(series: list[tuple[float, float]]) -> dict:
@@ -322,14 +344,15 @@ def run(args: argparse.Namespace) -> dict:
             by_process.append(rss_by_process(system.processes()))
             return sum(rss for _, rss in by_process[-1].values())
 
-        idle_at_start = idle_sample(system, quiet_s)
+        idle_at_start = median_by_process(idle_samples(system, quiet_s))
         warmup = Tally()
         if args.warmup > 0:
             warmup, _ = asyncio.run(soak(system.url, argparse.Namespace(**{**vars(args), "minutes": args.warmup / 60}), lambda: 0.0))
-        idle_before = idle_sample(system, quiet_s)
+        repeats_before = idle_samples(system, quiet_s)
         began = time.monotonic()
         tally, samples = asyncio.run(soak(system.url, args, sample_memory))
-        idle_after = idle_sample(system, quiet_s)
+        repeats_after = idle_samples(system, quiet_s)
+        idle_before, idle_after = median_by_process(repeats_before), median_by_process(repeats_after)
         idle_minutes = (time.monotonic() - began) / 60
         recordings = check_recordings(system.settings.store_uri, tally.games | warmup.games)
         writer = system.recording()
@@ -352,6 +375,7 @@ def run(args: argparse.Namespace) -> dict:
         "idle_crowdplay_warmup_growth_mb": round(crowdplay_mb(idle_before) - crowdplay_mb(idle_at_start), 2),
         "idle_ray_warmup_growth_mb": round(ray_mb(idle_before) - ray_mb(idle_at_start), 2),
         **idle_verdict(idle_before, idle_after, idle_minutes, args.flat_tolerance),
+        "idle_crowdplay_spread_mb": round(max(spread_mb(repeats_before), spread_mb(repeats_after)), 2),
         **memory_trend([t for t, _ in samples], by_process),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
     }
@@ -368,7 +392,8 @@ def summarize(result: dict) -> str:
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
         f"  memory idle, before and after ({result['idle_minutes_apart']} min apart; the warm-up grew CrowdPlay's {result['idle_crowdplay_warmup_growth_mb']:+} MB, "
         f"Ray's {result['idle_ray_warmup_growth_mb']:+} MB): CrowdPlay's processes {result['idle_crowdplay_rss_mb']} MB, "
-        f"{result['idle_crowdplay_growth_mb']:+} MB ({result['idle_crowdplay_growth_mb_per_min']:+} MB/min; flat: {result['memory_flat']}); "
+        f"{result['idle_crowdplay_growth_mb']:+} MB ({result['idle_crowdplay_growth_mb_per_min']:+} MB/min; flat: {result['memory_flat']}; "
+        f"repeated idle samples moved {result['idle_crowdplay_spread_mb']} MB); "
         f"Ray's {result['idle_ray_rss_mb']} MB, {result['idle_ray_growth_mb']:+} MB; by process: {result['idle_growth_mb_by_process']}",
         f"  under load, CrowdPlay's processes alive throughout: {result['crowdplay_rss_mb']} MB, {result['crowdplay_rss_growth_mb']:+} MB "
         f"({result['crowdplay_rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['crowdplay_rss_growth_mb_per_min_second_half']:+} "
