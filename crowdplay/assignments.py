@@ -26,8 +26,10 @@ from crowdplay.study import Task
 StoreCall = Callable[..., Awaitable[Any]]
 HISTOGRAM_BINS = 10
 #: Assignments of sessions that no longer play kept in memory (~0.6 KB each), the latest first; the
-#: store answers for older ones.
-ASSIGNMENTS_KEPT = 256
+#: store answers for older ones (a read by id). Few: their participants ask for a score or code
+#: within seconds of finishing, and a larger bound took a soak's whole 10 minutes to fill (256:
+#: still filling after 150 sessions, read as growth).
+ASSIGNMENTS_KEPT = 32
 #: The participant name of a session that gave no crowd-worker id (followed by its session id).
 ANONYMOUS = "anonymous-"
 

@@ -174,3 +174,20 @@ def test_the_embedded_chunk_table_pages_through_a_long_episode_in_order(tmp_path
     table.delete_episode("long")
     assert table.count() == 1 and not list(table.of_episode("long"))
     table.close()
+
+
+def test_an_assignment_read_back_by_id_is_one_read_by_key_not_a_scan(tmp_path):
+    """The manager keeps few finished sessions' assignments and reads the others back by id: in a
+    long study's table that must not decode every document."""
+    store = TrajectoryStore.open(str(tmp_path / "store.db"))
+    for n in range(300):
+        store.put_assignment({"_id": f"s{n}", "task_id": "t", "created_at": float(n), "token_sha256": f"{n:064x}"})
+    statements: list[str] = []
+    store.assignments._connection.set_trace_callback(statements.append)
+    assert [doc["token_sha256"] for doc in store.find_assignments({"_id": "s17"})] == [f"{17:064x}"]
+    assert store.find_assignments({"_id": "nobody"}) == []
+    assert len(statements) == 2 and all("WHERE id = " in statement for statement in statements)
+    statements.clear()
+    assert len(store.find_assignments({"task_id": "t"})) == 300  # any other query pages through the table
+    assert len(statements) > 1 and not any("WHERE id = " in statement for statement in statements)
+    store.close()

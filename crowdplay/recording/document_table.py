@@ -119,10 +119,16 @@ class TableDocuments:
         )
 
     def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict]:
-        """Matching documents oldest first, read a page at a time."""
+        """Matching documents oldest first, read a page at a time (a query by id alone: one
+        read by key, as a participant's assignment is read back)."""
         from litemongo._vendor.mongomock.filtering import filter_applies
 
         query = dict(query)
+        if set(query) == {"_id"} and isinstance(query["_id"], str):
+            document = self.get(query["_id"])
+            if document is not None:
+                yield project(document, projection)
+            return
         after: tuple = (NO_TIME, -1)  # before every row
         while True:
             with self._lock:
