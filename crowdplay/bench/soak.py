@@ -21,9 +21,9 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   seconds and leave; once every game has ended, the emptied EnvActors have retired (only the warm
   pool's are left) and ``--quiet`` seconds have passed (a memory release has run), every process's
   memory is sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how
-  far CrowdPlay's total moved between the repeats); after the soak, again. (What the processes grew from an idle sample before
-  anyone played to the one after the warm-up, as caches and heaps reach their working size, is
-  reported as ``idle_*_warmup_growth_mb``.) ``memory_flat`` when CrowdPlay's own processes
+  far CrowdPlay's total moved between the repeats); after the soak, again. (What the processes
+  grew from an idle sample before anyone played to the one after the warm-up, as caches and heaps
+  reach their working size, is reported as ``idle_*_warmup_growth_mb``.) ``memory_flat`` when CrowdPlay's own processes
   (ingress replicas, EnvsManager, TrajectoryWriter, the warm pool's EnvActors, policy actors)
   would grow, at the rate between the two idle samples, by less than ``--flat-tolerance`` of their
   memory in a day: ``idle_crowdplay_rss_mb``, ``idle_crowdplay_growth_mb`` (and a minute),
@@ -209,7 +209,7 @@ def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float
     (EnvActors the warm pool starts or retires are capacity, not growth: counted apart),
     CrowdPlay's own processes and Ray's apart."""
     counted = [(t, sample) for t, sample in zip(times, by_process) if t >= warmup_s] or list(zip(times, by_process))
-    lived = set.intersection(*(set(sample) for _, sample in counted))
+    lived = present_in_all([sample for _, sample in counted])
     ours = {pid for pid in lived if counted[-1][1][pid][0].startswith(CROWDPLAY_PROCESSES)}
     crowdplay = growth_of([(t, sum(sample[pid][1] for pid in ours)) for t, sample in counted])
     ray_daemons = growth_of([(t, sum(sample[pid][1] for pid in lived - ours)) for t, sample in counted])
@@ -276,16 +276,21 @@ def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int 
     return samples
 
 
+def present_in_all(samples: list[dict[int, tuple[str, float]]]) -> set[int]:
+    """The processes found in every one of the samples."""
+    return set.intersection(*(set(sample) for sample in samples))
+
+
 def median_by_process(samples: list[dict[int, tuple[str, float]]]) -> dict[int, tuple[str, float]]:
     """Per process present in every sample, its median memory: the idle sample judged."""
-    lived = set.intersection(*(set(sample) for sample in samples))
+    lived = present_in_all(samples)
     return {pid: (samples[-1][pid][0], statistics.median(sample[pid][1] for sample in samples)) for pid in lived}
 
 
 def spread_mb(samples: list[dict[int, tuple[str, float]]]) -> float:
     """How far CrowdPlay's idle memory moved between repeated samples (largest less smallest), of
     the processes present in all of them."""
-    lived = set.intersection(*(set(sample) for sample in samples))
+    lived = present_in_all(samples)
     totals = [crowdplay_mb({pid: sample[pid] for pid in lived}) for sample in samples]
     return max(totals) - min(totals)
 
