@@ -66,7 +66,7 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
     assert result["crowdplay_rss_mb"] > 0 and result["ray_rss_mb"] > 0  # both kinds of process were found
     assert result["idle_crowdplay_rss_mb"] > 0 and result["idle_ray_rss_mb"] > 0 and result["envactor_rss_mb_max"] > 0
     assert result["idle_minutes_apart"] >= 0.5 and "idle_crowdplay_warmup_growth_mb" in result
-    assert result["idle_crowdplay_spread_mb"] >= 0
+    assert result["idle_crowdplay_spread_mb"] >= 0 and "idle_crowdplay_growth_kb_per_session" in result
 
 
 def test_the_soaks_memory_verdict_judges_crowdplays_processes_idle_before_and_after():

@@ -18,7 +18,8 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
 * ``reconnects`` and ``reconnects_refused`` (a seat not given back within the grace period),
   ``unexpected_closes`` (the server closed a connection nobody dropped);
 * memory, judged where the load is the same: idle. The participants first play for ``--warmup``
-  seconds and leave; once every game has ended, the emptied EnvActors have retired (only the warm
+  seconds (10 minutes: the writer, manager and ingress replica keep growing over their first ~200
+  sessions, then level off) and leave; once every game has ended, the emptied EnvActors have retired (only the warm
   pool's are left) and ``--quiet`` seconds have passed (a memory release has run), every process's
   memory is sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how
   far CrowdPlay's total moved between the repeats); after the soak, again. (What the processes
@@ -26,7 +27,9 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   reach their working size, is reported as ``idle_*_warmup_growth_mb``.) ``memory_flat`` when CrowdPlay's own processes
   (ingress replicas, EnvsManager, TrajectoryWriter, the warm pool's EnvActors, policy actors)
   would grow, at the rate between the two idle samples, by less than ``--flat-tolerance`` of their
-  memory in a day: ``idle_crowdplay_rss_mb``, ``idle_crowdplay_growth_mb`` (and a minute),
+  memory in a day: ``idle_crowdplay_rss_mb``, ``idle_crowdplay_growth_mb`` (and a minute, and per
+  participant session the soak served: what is kept per session shows as growth that scales with
+  sessions, not time),
   ``idle_growth_mb_by_process``; Ray's own (GCS, raylet, dashboard agent, Serve's controller and
   proxies) are reported as ``idle_ray_*``, not judged. Under load a process's memory follows the
   games it hosts (MBs as they start and end), so the samples taken while people play are reported,
@@ -63,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-every", type=float, default=60.0, help="mean seconds between a participant's connection drops")
     parser.add_argument("--leave-every", type=int, default=4, help="one drop in this many is a participant leaving for good")
     parser.add_argument("--grace", type=float, default=5.0, help="the server's reconnect grace period (s)")
-    parser.add_argument("--warmup", type=float, default=180.0, help="seconds of play before the idle memory baseline")
+    parser.add_argument("--warmup", type=float, default=600.0, help="seconds of play before the idle memory baseline (the writer, manager and ingress reach their working size after ~200 sessions)")
     parser.add_argument("--quiet", type=float, default=None, help="seconds idle before each idle memory sample (default: the memory release interval and 5)")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--flat-tolerance", type=float, default=0.1, help="idle growth in a day, at the soak's rate, counted as flat (fraction)")
@@ -380,6 +383,7 @@ def run(args: argparse.Namespace) -> dict:
         "idle_crowdplay_warmup_growth_mb": round(crowdplay_mb(idle_before) - crowdplay_mb(idle_at_start), 2),
         "idle_ray_warmup_growth_mb": round(ray_mb(idle_before) - ray_mb(idle_at_start), 2),
         **idle_verdict(idle_before, idle_after, idle_minutes, args.flat_tolerance),
+        "idle_crowdplay_growth_kb_per_session": round(1024 * (crowdplay_mb(idle_after) - crowdplay_mb(idle_before)) / max(1, tally.sessions), 2),
         "idle_crowdplay_spread_mb": round(max(spread_mb(repeats_before), spread_mb(repeats_after)), 2),
         **memory_trend([t for t, _ in samples], by_process),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
@@ -397,7 +401,7 @@ def summarize(result: dict) -> str:
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
         f"  memory idle, before and after ({result['idle_minutes_apart']} min apart; the warm-up grew CrowdPlay's {result['idle_crowdplay_warmup_growth_mb']:+} MB, "
         f"Ray's {result['idle_ray_warmup_growth_mb']:+} MB): CrowdPlay's processes {result['idle_crowdplay_rss_mb']} MB, "
-        f"{result['idle_crowdplay_growth_mb']:+} MB ({result['idle_crowdplay_growth_mb_per_min']:+} MB/min; flat: {result['memory_flat']}; "
+        f"{result['idle_crowdplay_growth_mb']:+} MB ({result['idle_crowdplay_growth_mb_per_min']:+} MB/min, {result['idle_crowdplay_growth_kb_per_session']:+} KB a session; flat: {result['memory_flat']}; "
         f"repeated idle samples moved {result['idle_crowdplay_spread_mb']} MB); "
         f"Ray's {result['idle_ray_rss_mb']} MB, {result['idle_ray_growth_mb']:+} MB; by process: {result['idle_growth_mb_by_process']}",
         f"  under load, CrowdPlay's processes alive throughout: {result['crowdplay_rss_mb']} MB, {result['crowdplay_rss_growth_mb']:+} MB "
