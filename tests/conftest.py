@@ -7,7 +7,8 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,15 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 def run(coroutine):
     """Run a coroutine to completion from a synchronous test."""
     return asyncio.run(coroutine)
+
+
+def wait_until(condition: Callable[[], bool], message: str, timeout: float = 10.0) -> None:
+    """For state another process learns of asynchronously (e.g. the EnvsManager hearing that a
+    game ended: EnvActors report it without waiting for an answer)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

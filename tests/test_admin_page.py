@@ -14,7 +14,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from crowdplay.web.metrics import CONTENT_TYPE, prometheus_text
+from tests.conftest import wait_until
 
 STATIC = Path(__file__).parent.parent / "crowdplay" / "web" / "static"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -238,13 +239,6 @@ def page(chromium: Browser, admin_url: str, stub: StubBackend) -> Iterator[Page]
     yield page
     context.close()
     assert errors == []
-
-
-def wait_until(condition: Callable[[], bool], message: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, message
-        time.sleep(0.05)
 
 
 def sign_in(page: Page, admin_url: str, token: str = TOKEN) -> None:

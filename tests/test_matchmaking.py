@@ -12,7 +12,7 @@ import ray
 
 from crowdplay import protocol
 from crowdplay.client import Participant, http_json
-from tests.conftest import run
+from tests.conftest import run, wait_until
 
 
 async def play_frames(player: Participant, count: int) -> list:
@@ -123,7 +123,8 @@ def test_without_a_fallback_the_game_ends_for_the_others_with_a_reason(base_url,
     stayer, end = run(scenario())
     assert "second_0 left" in end["reason"] and "no AI" in end["reason"]
     assert stayer.websocket.close_code == protocol.CLOSE_SESSION_ENDED
-    assert stayer.session["game_id"] not in {game["game_id"] for game in ray.get(manager.list_games.remote())}
+    game_id = stayer.session["game_id"]
+    wait_until(lambda: game_id not in {game["game_id"] for game in ray.get(manager.list_games.remote())}, "the manager still lists the ended game")
 
 
 def test_a_second_tab_replaces_the_first_and_a_dropped_connection_gets_its_seat_back(base_url, manager):
