@@ -11,7 +11,7 @@ import ray
 from crowdplay.config import Settings
 from crowdplay.env_actor import env_actor_names
 from crowdplay.manager import RecordingUnavailable, UnknownSession, get_or_create_manager
-from tests.conftest import TEST_SETTINGS
+from tests.conftest import TEST_SETTINGS, wait_until
 
 
 @ray.remote(num_cpus=0)
@@ -19,15 +19,6 @@ def race_to_create(settings: Settings) -> str:
     manager = get_or_create_manager(settings)
     ray.get(manager.ready.remote())
     return manager._actor_id.hex()
-
-
-def wait_for(predicate, timeout_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def stop_all(manager, settings: Settings) -> None:
@@ -68,17 +59,17 @@ def test_replicas_racing_to_create_the_manager_all_get_the_same_one(ray_session)
 
 def test_the_warm_pool_is_filled_and_refilled_after_a_session_takes_an_actor(private_manager):
     manager, settings = private_manager
-    assert wait_for(lambda: ray.get(manager.warm_pool_size.remote()) == 1)
+    wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool is not back to one", timeout=30)
     session = ray.get(manager.create_session.remote("Pong"))
     assert session["agent"] == "agent_0" and session["token"]
-    assert wait_for(lambda: ray.get(manager.warm_pool_size.remote()) == 1)
+    wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool is not back to one", timeout=30)
     ray.get(manager.end_session.remote(session["session_id"], "test over"))
 
 
 def test_a_session_nobody_connects_to_is_ended(private_manager):
     manager, settings = private_manager
     session = ray.get(manager.create_session.remote("Breakout"))
-    assert wait_for(lambda: not ray.get(manager.list_sessions.remote()), timeout_s=settings.connect_timeout_s + 10)
+    wait_until(lambda: not ray.get(manager.list_sessions.remote()), "sessions are still listed", timeout=settings.connect_timeout_s + 10)
     with pytest.raises(UnknownSession):
         ray.get(manager.attach.remote(session["session_id"], session["token"]))
 
@@ -114,10 +105,10 @@ def test_a_process_that_hosted_its_lifes_games_takes_no_more_and_retires_once_th
         assert (worn._actor_id.hex(), 2, 2) in ray.get(manager.host_lives.remote())
         for session in (first, second):
             ray.get(manager.end_session.remote(session["session_id"], "test over"))
-        assert wait_for(lambda: worn._actor_id.hex() not in [actor_id for actor_id, _, _ in ray.get(manager.host_lives.remote())])
-        assert wait_for(lambda: stopped(worn))
+        wait_until(lambda: worn._actor_id.hex() not in [actor_id for actor_id, _, _ in ray.get(manager.host_lives.remote())], "the worn-out host is still listed", timeout=30)
+        wait_until(lambda: stopped(worn), "the worn-out host did not stop", timeout=30)
         assert ray.get(fresh.list_games.remote())  # the fresh process plays on
-        assert wait_for(lambda: ray.get(manager.warm_pool_size.remote()) == 1)
+        wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool is not back to one", timeout=30)
         ray.get(manager.end_session.remote(third["session_id"], "test over"))
     finally:
         stop_all(manager, settings)
