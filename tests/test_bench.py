@@ -56,33 +56,53 @@ def test_store_benchmark_reports_absorbed_sessions_writer_cpu_and_bytes_per_hour
 def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays():
     result = run_bench(
         "soak", "--sessions", "4", "--minutes", "0.5", "--drop-every", "4", "--leave-every", "3", "--grace", "3",
-        "--warmup", "0", "--quiet", "1", "--sample-every", "2",
+        "--warmup", "0", "--quiet", "1", "--sample-every", "2", "--checkpoint-every", "0.25",
     )
     assert result["reconnects"] >= 2 and result["participant_sessions"] > 4  # drops were survived, some left for good
     assert result["reconnects_refused"] == 0 and result["unexpected_closes"] == 0 and result["failed_joins"] == 0
     assert result["episodes"] >= result["games"] and result["games_without_episode"] == 0
     assert result["episodes_incomplete"] == 0 and result["replay_failures"] == 0, result["failed_episode_ids"]
-    assert {"idle_crowdplay_growth_mb", "idle_ray_growth_mb", "memory_flat", "crowdplay_rss_growth_mb", "ray_rss_growth_mb", "rss_mb"} <= set(result)
+    assert {"memory_flat", "idle_long_lived_growth_mb_per_min", "idle_ray_growth_mb_per_min", "crowdplay_rss_growth_mb", "ray_rss_growth_mb", "rss_mb"} <= set(result)
     assert result["crowdplay_rss_mb"] > 0 and result["ray_rss_mb"] > 0  # both kinds of process were found
-    assert result["idle_crowdplay_rss_mb"] > 0 and result["idle_ray_rss_mb"] > 0 and result["envactor_rss_mb_max"] > 0
-    assert result["idle_minutes_apart"] >= 0.5 and "idle_crowdplay_warmup_growth_mb" in result
-    assert result["idle_crowdplay_spread_mb"] >= 0 and "idle_crowdplay_growth_kb_per_session" in result
+    # idle before the play and after each of its two stretches; the manager, writer and ingress replica found in each
+    assert result["idle_checkpoints"] == 3 and [minutes for minutes, _ in result["idle_long_lived_mb"]] == [0.0, 0.2, 0.5]
+    assert all(mb > 200 for _, mb in result["idle_long_lived_mb"]), result["idle_long_lived_mb"]
+    assert {"ray::EnvsManager", "ray::TrajectoryWriter"} <= set(result["idle_growth_mb_per_min_by_process"])
+    assert any(title.startswith("ray::ServeReplica") for title in result["idle_growth_mb_per_min_by_process"])
+    assert all(mb > 0 for mb in result["idle_envactor_rss_mb"]) and result["idle_ray_rss_mb"] > 0 and result["envactor_rss_mb_max"] > 0
+    assert result["idle_crowdplay_spread_mb"] >= 0 and "idle_crowdplay_warmup_growth_mb" in result and "idle_long_lived_growth_kb_per_session" in result
 
 
-def test_the_soaks_memory_verdict_judges_crowdplays_processes_idle_before_and_after():
-    from crowdplay.bench.soak import idle_verdict
+def test_the_soaks_memory_verdict_fits_a_line_through_the_long_lived_processes_idle_checkpoints():
+    from crowdplay.bench.soak import Checkpoint, idle_trend
 
-    before = {1: ("ray::EnvsManager", 140.0), 2: ("ray::TrajectoryWriter", 150.0), 3: ("ray::EnvActor", 143.0), 4: ("raylet", 30.0)}
-    leaking = {1: ("ray::EnvsManager", 140.0), 2: ("ray::TrajectoryWriter", 151.0), 5: ("ray::EnvActor", 143.0), 4: ("raylet", 30.0)}
-    verdict = idle_verdict(before, leaking, minutes=10.0, day_tolerance=0.1)
-    assert verdict["idle_crowdplay_rss_mb"] == 433.0 and verdict["idle_crowdplay_growth_mb_per_min"] == 0.1
-    assert not verdict["memory_flat"]  # 144 MB a day > 10% of 433 MB
-    assert verdict["idle_growth_mb_by_process"]["ray::EnvActor"] == {"grew_mb": 0.0, "processes": 1, "started": 1, "stopped": 1}
+    def checkpoints(manager_mb, writer_mb, envactor_mb=(143.0,) * 5, raylet_mb=(30.0,) * 5):
+        return [
+            Checkpoint(2.0 * index, 20 * index, {1: ("ray::EnvsManager", manager), 2: ("ray::TrajectoryWriter", writer), 10 + index: ("ray::EnvActor", envactor), 4: ("raylet", raylet)}, 0.1)
+            for index, (manager, writer, envactor, raylet) in enumerate(zip(manager_mb, writer_mb, envactor_mb, raylet_mb))
+        ]
 
-    # a fresh warm-pool EnvActor in place of the old one is the same capacity; Ray's daemons are reported, not judged
-    steady = {1: ("ray::EnvsManager", 140.1), 2: ("ray::TrajectoryWriter", 150.1), 6: ("ray::EnvActor", 142.9), 4: ("raylet", 33.0)}
-    verdict = idle_verdict(before, steady, minutes=10.0, day_tolerance=0.1)
-    assert verdict["memory_flat"] and abs(verdict["idle_crowdplay_growth_mb"] - 0.1) < 1e-9 and verdict["idle_ray_growth_mb"] == 3.0
+    # 0.1 MB a minute of 290 MB is 144 MB a day, past 10% (the line is 0.02 MB a minute): growing
+    leaking = idle_trend(checkpoints((140.0,) * 5, (150.0, 150.2, 150.4, 150.6, 150.8)), day_tolerance=0.1)
+    assert leaking["memory_flat"] is False and abs(leaking["idle_long_lived_growth_mb_per_min"] - 0.1) < 1e-9
+    assert leaking["idle_long_lived_growth_mb_per_min_error"] == 0.0 and abs(leaking["idle_flat_line_mb_per_min"] - 0.1 * 290.4 / 1440) < 1e-4
+    assert leaking["idle_growth_mb_per_min_by_process"] == {"ray::EnvsManager": 0.0, "ray::TrajectoryWriter": 0.1}
+    assert abs(leaking["idle_long_lived_growth_kb_per_session"] - 1024 * 0.8 / 80) < 1e-6
+
+    # each checkpoint lands somewhere in a band, with no trend; a fresh EnvActor each time and
+    # Ray's daemons growing are not fitted
+    settling = idle_trend(
+        checkpoints((140.0, 140.2, 139.9, 140.1, 140.0), (150.0, 149.9, 150.1, 150.0, 149.9), envactor_mb=(143.0, 150.0, 141.0, 160.0, 142.0), raylet_mb=(30.0, 31.0, 32.0, 33.0, 34.0)),
+        day_tolerance=0.1,
+    )
+    assert settling["memory_flat"] is True and settling["idle_envactor_rss_mb"] == [143.0, 150.0, 141.0, 160.0, 142.0]
+    assert settling["idle_ray_growth_mb_per_min"] == 0.5 and settling["idle_ray_rss_mb"] == 30.0
+
+    # the same band's spread with a rate near the line: the run cannot tell, so no verdict
+    unsure = idle_trend(checkpoints((140.0, 140.4, 139.9, 140.4, 140.2), (150.0, 150.2, 150.1, 150.2, 150.1)), day_tolerance=0.1)
+    assert unsure["memory_flat"] is None and unsure["idle_long_lived_growth_mb_per_min_error"] > 0.02
+    # and two checkpoints never give one: nothing to tell a band from a trend with
+    assert idle_trend(checkpoints((140.0, 140.0), (150.0, 150.0)), day_tolerance=0.1)["memory_flat"] is None
 
 
 def test_the_soaks_idle_sample_is_each_processs_median_of_its_repeats():

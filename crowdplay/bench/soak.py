@@ -19,18 +19,25 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   ``unexpected_closes`` (the server closed a connection nobody dropped);
 * memory, judged where the load is the same: idle. The participants first play for ``--warmup``
   seconds (10 minutes: the writer, manager and ingress replica keep growing over their first ~200
-  sessions, then level off) and leave; once every game has ended, the emptied EnvActors have retired (only the warm
-  pool's are left) and ``--quiet`` seconds have passed (a memory release has run), every process's
-  memory is sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how
-  far CrowdPlay's total moved between the repeats); after the soak, again. (What the processes
-  grew from an idle sample before anyone played to the one after the warm-up, as caches and heaps
-  reach their working size, is reported as ``idle_*_warmup_growth_mb``.) ``memory_flat`` when CrowdPlay's own processes
-  (ingress replicas, EnvsManager, TrajectoryWriter, the warm pool's EnvActors, policy actors)
-  would grow, at the rate between the two idle samples, by less than ``--flat-tolerance`` of their
-  memory in a day: ``idle_crowdplay_rss_mb``, ``idle_crowdplay_growth_mb`` (and a minute, and per
-  participant session the soak served: what is kept per session shows as growth that scales with
-  sessions, not time),
-  ``idle_growth_mb_by_process``; Ray's own (GCS, raylet, dashboard agent, Serve's controller and
+  sessions, then level off); then the soak's ``--minutes`` are played in stretches of
+  ``--checkpoint-every`` minutes, and before the first and after each one everyone leaves and,
+  once every game has ended, the emptied EnvActors have retired (only the warm pool's are left)
+  and ``--quiet`` seconds have passed (a memory release has run), every process's memory is
+  sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how far
+  CrowdPlay's total moved between the repeats). A least-squares line through the idle memory of
+  CrowdPlay's long-lived processes (ingress replicas, EnvsManager, TrajectoryWriter, policy actors)
+  against minutes of play (``idle_long_lived_mb``, ``idle_long_lived_growth_mb_per_min`` and its
+  standard error, ``idle_growth_mb_per_min_by_process``, ``idle_long_lived_growth_kb_per_session``)
+  gives the verdict, ``memory_flat``: true when even the line's upper bound (two standard errors)
+  would in a day grow them by under ``--flat-tolerance`` of their memory
+  (``idle_flat_line_mb_per_min``), false when even its lower bound would grow them by more, and
+  null when the run cannot tell (play longer: each process's idle memory lands somewhere in a band
+  of a few tenths of a MB after a burst of work, so only many checkpoints separate a steady rate
+  from that band). The warm pool's EnvActors are replaced as they wear out, so what one keeps is
+  bounded by its life: the largest idle one at each checkpoint is reported
+  (``idle_envactor_rss_mb``). (What the processes grew from an idle sample before anyone played
+  to the first checkpoint, as caches and heaps reach their working size, is reported as
+  ``idle_*_warmup_growth_mb``.) Ray's own processes (GCS, raylet, dashboard agent, Serve's controller and
   proxies) are reported as ``idle_ray_*``, not judged. Under load a process's memory follows the
   games it hosts (MBs as they start and end), so the samples taken while people play are reported,
   not judged: of the processes that lived through the soak (EnvActors the pool started or retired
@@ -67,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--leave-every", type=int, default=4, help="one drop in this many is a participant leaving for good")
     parser.add_argument("--grace", type=float, default=5.0, help="the server's reconnect grace period (s)")
     parser.add_argument("--warmup", type=float, default=600.0, help="seconds of play before the idle memory baseline (the writer, manager and ingress reach their working size after ~200 sessions)")
+    parser.add_argument("--checkpoint-every", type=float, default=2.5, help="minutes of play between idle memory checkpoints (everyone leaves, the server goes idle, memory is sampled, play resumes)")
     parser.add_argument("--quiet", type=float, default=None, help="seconds idle before each idle memory sample (default: the memory release interval and 5)")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--flat-tolerance", type=float, default=0.1, help="idle growth in a day, at the soak's rate, counted as flat (fraction)")
@@ -82,6 +90,12 @@ class Tally:
     unexpected_closes: int = 0
     failed_joins: int = 0
     frames: int = 0
+
+    def add(self, other: Tally) -> None:
+        """Count another stretch of play into this one."""
+        self.games |= other.games
+        for name in ("sessions", "reconnects", "reconnects_refused", "unexpected_closes", "failed_joins", "frames"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 async def press_keys_until(player: Participant, deadline: float, rng: random.Random) -> bool:
@@ -205,6 +219,8 @@ def fit_slope_mb_per_min(series: list[tuple[float, float]]) -> tuple[float, floa
 #: Process titles of CrowdPlay's own long-lived processes (the Serve replica's is
 #: ``ray::ServeReplica:<app>:Ingress``); every other process of the tree is Ray's.
 CROWDPLAY_PROCESSES = ("ray::EnvActor", "ray::EnvsManager", "ray::ServeReplica", "ray::TrajectoryWriter", "ray::PolicyActor")
+#: The ones that live as long as the server; EnvActors retire as they wear out.
+LONG_LIVED_PROCESSES = tuple(title for title in CROWDPLAY_PROCESSES if title != "ray::EnvActor")
 
 
 def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float]]], warmup_s: float = 0.0) -> dict:
@@ -229,23 +245,65 @@ def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float
     }
 
 
-def idle_verdict(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], minutes: float, day_tolerance: float) -> dict:
-    """Memory flat: between two idle samples ``minutes`` apart, CrowdPlay's processes (whichever
-    run then: a warm-pool EnvActor may be a fresh one) grew at a rate that in a day would be under
-    ``day_tolerance`` of their memory. Ray's daemons are reported, not judged: they are the
+@dataclass
+class Checkpoint:
+    """Every process's idle memory (the median of repeated samples) after ``minutes`` of play
+    and ``sessions`` participant sessions; ``spread_mb``: how far CrowdPlay's total moved between
+    the repeats."""
+
+    minutes: float
+    sessions: int
+    sample: dict[int, tuple[str, float]]
+    spread_mb: float
+
+
+def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
+    """Memory flat, judged at idle checkpoints: a least-squares line through the idle memory of
+    CrowdPlay's processes that lived through all of them (the ingress replicas, the manager, the
+    writer, policy actors) against minutes of play. Flat when even the line's upper bound (slope
+    plus two standard errors) would in a day grow them by under ``day_tolerance`` of their memory;
+    growing when even its lower bound would grow them by more; None when the run cannot tell
+    (too few checkpoints, or the band straddles the line: play longer). A process's idle memory
+    settles within a band after each burst of work, so two end points cannot tell a steady rate
+    from where in its band each landed; more points can.
+
+    The warm pool's EnvActors are replaced as they wear out (``Settings.games_per_actor``), so
+    what one keeps is bounded by its life: reported (``idle_envactor_rss_mb``, the largest idle
+    one at each checkpoint), not fitted. Ray's own daemons are reported, not judged: they are the
     platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
-    ours = crowdplay_mb(before)
-    grown = crowdplay_mb(after) - ours
-    rate = grown / minutes if minutes > 0 else 0.0
+    samples = [checkpoint.sample for checkpoint in checkpoints]
+    lived = {pid for pid in present_in_all(samples) if samples[-1][pid][0].startswith(LONG_LIVED_PROCESSES)}
+    series = idle_series(checkpoints, lived)
+    rate, error = fit_slope_mb_per_min(series)
+    line = day_tolerance * statistics.fmean(mb for _, mb in series) / (60 * 24)  # MB a minute
+    flat = None
+    if len(checkpoints) >= 3:
+        flat = True if rate + 2 * error < line else False if rate - 2 * error > line else None
+    played = checkpoints[-1].minutes - checkpoints[0].minutes
+    sessions = checkpoints[-1].sessions - checkpoints[0].sessions
+    titles: dict[str, set[int]] = {}
+    for pid in lived:
+        titles.setdefault(samples[-1][pid][0], set()).add(pid)
+    ray_series = [(60 * checkpoint.minutes, ray_mb(checkpoint.sample)) for checkpoint in checkpoints]
     return {
-        "idle_crowdplay_rss_mb": round(ours, 1),
-        "idle_crowdplay_growth_mb": round(grown, 2),
-        "idle_crowdplay_growth_mb_per_min": round(rate, 3),
-        "memory_flat": rate * 60 * 24 < day_tolerance * ours,
-        "idle_ray_rss_mb": round(ray_mb(before), 1),
-        "idle_ray_growth_mb": round(ray_mb(after) - ray_mb(before), 2),
-        "idle_growth_mb_by_process": growth_by_process(before, after, top=8),
+        "memory_flat": flat,
+        "idle_checkpoints": len(checkpoints),
+        "idle_long_lived_mb": [[round(t / 60, 1), round(mb, 2)] for t, mb in series],
+        "idle_long_lived_growth_mb_per_min": round(rate, 4),
+        "idle_long_lived_growth_mb_per_min_error": round(error, 4),
+        "idle_flat_line_mb_per_min": round(line, 4),
+        "idle_long_lived_growth_kb_per_session": round(1024 * rate * played / sessions, 2) if sessions else 0.0,
+        "idle_growth_mb_per_min_by_process": {title: round(fit_slope_mb_per_min(idle_series(checkpoints, pids))[0], 4) for title, pids in sorted(titles.items())},
+        "idle_envactor_rss_mb": [round(max((rss for title, rss in sample.values() if title.startswith("ray::EnvActor")), default=0.0), 1) for sample in samples],
+        "idle_crowdplay_spread_mb": round(max(checkpoint.spread_mb for checkpoint in checkpoints), 2),
+        "idle_ray_growth_mb_per_min": round(fit_slope_mb_per_min(ray_series)[0], 4),
+        "idle_ray_rss_mb": round(ray_series[0][1], 1),
     }
+
+
+def idle_series(checkpoints: list[Checkpoint], pids: set[int]) -> list[tuple[float, float]]:
+    """(seconds of play, MB) of the given processes at each checkpoint."""
+    return [(60 * checkpoint.minutes, sum(checkpoint.sample[pid][1] for pid in pids)) for checkpoint in checkpoints]
 
 
 def crowdplay_mb(sample: dict[int, tuple[str, float]]) -> float:
@@ -277,6 +335,12 @@ def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int 
             time.sleep(spacing_s)
         samples.append(rss_by_process(system.processes()))
     return samples
+
+
+def idle_checkpoint(system, quiet_s: float, minutes: float, sessions: int) -> Checkpoint:
+    """The server's idle memory after ``minutes`` of play and ``sessions`` sessions."""
+    repeats = idle_samples(system, quiet_s)
+    return Checkpoint(minutes, sessions, median_by_process(repeats), spread_mb(repeats))
 
 
 def present_in_all(samples: list[dict[int, tuple[str, float]]]) -> set[int]:
@@ -356,12 +420,16 @@ def run(args: argparse.Namespace) -> dict:
         warmup = Tally()
         if args.warmup > 0:
             warmup, _ = asyncio.run(soak(system.url, argparse.Namespace(**{**vars(args), "minutes": args.warmup / 60}), lambda: 0.0))
-        repeats_before = idle_samples(system, quiet_s)
-        began = time.monotonic()
-        tally, samples = asyncio.run(soak(system.url, args, sample_memory))
-        repeats_after = idle_samples(system, quiet_s)
-        idle_before, idle_after = median_by_process(repeats_before), median_by_process(repeats_after)
-        idle_minutes = (time.monotonic() - began) / 60
+        checkpoints = [idle_checkpoint(system, quiet_s, 0.0, 0)]
+        tally, samples, played = Tally(), [], 0.0
+        while played < args.minutes - 1e-6:  # stretches of play, each followed by an idle checkpoint
+            stretch = min(args.checkpoint_every, args.minutes - played) if args.checkpoint_every > 0 else args.minutes
+            stretch_args = argparse.Namespace(**{**vars(args), "minutes": stretch, "seed": args.seed * 1000 + len(checkpoints)})
+            played_part, samples_part = asyncio.run(soak(system.url, stretch_args, sample_memory))
+            tally.add(played_part)
+            samples += [(60 * played + t, mb) for t, mb in samples_part]
+            played += stretch
+            checkpoints.append(idle_checkpoint(system, quiet_s, played, tally.sessions))
         recordings = check_recordings(system.settings.store_uri, tally.games | warmup.games)
         writer = system.recording()
     return {
@@ -371,6 +439,7 @@ def run(args: argparse.Namespace) -> dict:
         "participant_sessions": tally.sessions,
         "games": len(tally.games),
         "warmup_games": len(warmup.games),
+        "warmup_sessions": warmup.sessions,
         "frames_received": tally.frames,
         "reconnects": tally.reconnects,
         "reconnects_refused": tally.reconnects_refused,
@@ -379,12 +448,9 @@ def run(args: argparse.Namespace) -> dict:
         **recordings,
         "chunks_written": writer.get("chunks_written"),
         "chunks_spooled": writer.get("chunks_spooled"),
-        "idle_minutes_apart": round(idle_minutes, 2),
-        "idle_crowdplay_warmup_growth_mb": round(crowdplay_mb(idle_before) - crowdplay_mb(idle_at_start), 2),
-        "idle_ray_warmup_growth_mb": round(ray_mb(idle_before) - ray_mb(idle_at_start), 2),
-        **idle_verdict(idle_before, idle_after, idle_minutes, args.flat_tolerance),
-        "idle_crowdplay_growth_kb_per_session": round(1024 * (crowdplay_mb(idle_after) - crowdplay_mb(idle_before)) / max(1, tally.sessions), 2),
-        "idle_crowdplay_spread_mb": round(max(spread_mb(repeats_before), spread_mb(repeats_after)), 2),
+        "idle_crowdplay_warmup_growth_mb": round(crowdplay_mb(checkpoints[0].sample) - crowdplay_mb(idle_at_start), 2),
+        "idle_ray_warmup_growth_mb": round(ray_mb(checkpoints[0].sample) - ray_mb(idle_at_start), 2),
+        **idle_trend(checkpoints, args.flat_tolerance),
         **memory_trend([t for t, _ in samples], by_process),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
     }
@@ -399,11 +465,12 @@ def summarize(result: dict) -> str:
         f"  episodes: {result['episodes']} {result['episode_statuses']}, {result['steps_recorded']} steps; "
         f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
-        f"  memory idle, before and after ({result['idle_minutes_apart']} min apart; the warm-up grew CrowdPlay's {result['idle_crowdplay_warmup_growth_mb']:+} MB, "
-        f"Ray's {result['idle_ray_warmup_growth_mb']:+} MB): CrowdPlay's processes {result['idle_crowdplay_rss_mb']} MB, "
-        f"{result['idle_crowdplay_growth_mb']:+} MB ({result['idle_crowdplay_growth_mb_per_min']:+} MB/min, {result['idle_crowdplay_growth_kb_per_session']:+} KB a session; flat: {result['memory_flat']}; "
-        f"repeated idle samples moved {result['idle_crowdplay_spread_mb']} MB); "
-        f"Ray's {result['idle_ray_rss_mb']} MB, {result['idle_ray_growth_mb']:+} MB; by process: {result['idle_growth_mb_by_process']}",
+        f"  memory idle at {result['idle_checkpoints']} checkpoints (the warm-up grew CrowdPlay's {result['idle_crowdplay_warmup_growth_mb']:+} MB, "
+        f"Ray's {result['idle_ray_warmup_growth_mb']:+} MB): long-lived processes [minutes, MB] {result['idle_long_lived_mb']}, "
+        f"{result['idle_long_lived_growth_mb_per_min']:+} ± {result['idle_long_lived_growth_mb_per_min_error']} MB/min "
+        f"(line {result['idle_flat_line_mb_per_min']}; {result['idle_long_lived_growth_kb_per_session']:+} KB a session); flat: {result['memory_flat']}; "
+        f"by process {result['idle_growth_mb_per_min_by_process']} MB/min; largest idle EnvActor {result['idle_envactor_rss_mb']} MB; "
+        f"repeated idle samples moved {result['idle_crowdplay_spread_mb']} MB; Ray's {result['idle_ray_rss_mb']} MB, {result['idle_ray_growth_mb_per_min']:+} MB/min",
         f"  under load, CrowdPlay's processes alive throughout: {result['crowdplay_rss_mb']} MB, {result['crowdplay_rss_growth_mb']:+} MB "
         f"({result['crowdplay_rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['crowdplay_rss_growth_mb_per_min_second_half']:+} "
         f"± {result['crowdplay_rss_growth_mb_per_min_second_half_error']} in the second); largest EnvActor {result['envactor_rss_mb_max']} MB; "
