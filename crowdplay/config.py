@@ -23,6 +23,9 @@ class Settings:
     #: retires once they end, and a fresh process from the warm pool takes its place: whatever a
     #: process keeps of its games (heap fragmentation, the emulators' native memory) is bounded.
     games_per_actor: int = 200
+    #: Seconds an emptied EnvActor beyond the warm pool stays, in case the next arrivals need it,
+    #: before it retires (0: at once). Load that comes and goes then reuses processes.
+    spare_host_linger_s: float = 30.0
     #: CPU reserved per EnvActor; fractional so one core hosts many 60 fps sessions.
     env_actor_num_cpus: float = 0.25
     #: A keyframe every this many frames bounds how long a decoding error could persist.

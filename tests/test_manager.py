@@ -114,6 +114,34 @@ def test_a_process_that_hosted_its_lifes_games_takes_no_more_and_retires_once_th
         stop_all(manager, settings)
 
 
+def test_an_emptied_process_beyond_the_warm_pool_lingers_for_the_next_arrivals_then_retires(ray_session):
+    """Load that comes and goes reuses processes: hosts emptied beyond the warm pool stay for
+    ``spare_host_linger_s`` (a new game goes to one of them, no process starts), then retire."""
+    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-linger-{time.monotonic_ns()}", warm_pool_size=1, sessions_per_actor=1, spare_host_linger_s=6.0)
+    manager = get_or_create_manager(settings)
+    ray.get(manager.ready.remote())
+
+    def hosts() -> set[str]:
+        return {actor_id for actor_id, _, _ in ray.get(manager.host_lives.remote())}
+
+    try:
+        sessions = [ray.get(manager.create_session.remote("Pong")) for _ in range(2)]
+        wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool was not refilled", timeout=30)
+        before = hosts()
+        assert len(before) == 3  # two busy, one warm
+        for session in sessions:
+            ray.get(manager.end_session.remote(session["session_id"], "test over"))
+        wait_until(lambda: sorted(ray.get(manager.host_loads.remote())) == [0, 0, 0], "the games did not end", timeout=10)
+        again = ray.get(manager.create_session.remote("Pong"))
+        assert ray.get(manager.session_actor.remote(again["session_id"]))._actor_id.hex() in before  # no process started for it
+        assert hosts() == before
+        ray.get(manager.end_session.remote(again["session_id"], "test over"))
+        wait_until(lambda: len(hosts()) == 1, "the spare hosts did not retire", timeout=settings.spare_host_linger_s + 20)
+        assert hosts() < before
+    finally:
+        stop_all(manager, settings)
+
+
 def test_a_start_on_a_dead_process_moves_to_another(private_manager):
     private_manager, _ = private_manager
     first = ray.get(private_manager.create_session.remote("Pong"))
