@@ -87,6 +87,8 @@ class Host:
     games_started: int = 0
     #: when its last game left (monotonic seconds): a spare host retires only if it stays empty
     emptied_at: float = 0.0
+    #: the wait before a spare host retires, while one is pending (one per host)
+    lingering: asyncio.Task | None = None
 
 
 @dataclass(eq=False)
@@ -303,16 +305,21 @@ class EnvsManager:
         if self._worn_out(host):
             self._retire_now(host)
         elif len(self._empty_hosts()) > self.settings.warm_pool_size:
-            if self.settings.spare_host_linger_s > 0:
-                self._in_background(self._retire_if_still_spare(host, host.emptied_at))
-            else:
+            if self.settings.spare_host_linger_s <= 0:
                 self._retire_now(host)
+            elif host.lingering is None or host.lingering.done():
+                host.lingering = asyncio.get_running_loop().create_task(self._retire_if_still_spare(host))
 
-    async def _retire_if_still_spare(self, host: Host, emptied_at: float) -> None:
-        await asyncio.sleep(self.settings.spare_host_linger_s)
-        still_empty = host in self.hosts and not host.games and host.emptied_at == emptied_at
-        if still_empty and len(self._empty_hosts()) > self.settings.warm_pool_size:
-            self._retire_now(host)
+    async def _retire_if_still_spare(self, host: Host) -> None:
+        """Retire the host once it has been empty for the linger time since its latest game left,
+        if the pool still has more empty hosts than it keeps."""
+        while host in self.hosts and not host.games:
+            remaining = host.emptied_at + self.settings.spare_host_linger_s - time.monotonic()
+            if remaining <= 0:
+                if len(self._empty_hosts()) > self.settings.warm_pool_size:
+                    self._retire_now(host)
+                return
+            await asyncio.sleep(remaining)
 
     def _retire_now(self, host: Host) -> None:
         self.hosts.remove(host)
