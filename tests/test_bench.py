@@ -59,7 +59,6 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
     result = run_bench(
         "soak", "--sessions", "4", "--minutes", "0.5", "--drop-every", "4", "--leave-every", "3", "--grace", "3",
         "--warmup", "0", "--quiet", "1", "--sample-every", "2", "--checkpoint-every", "0.25",
-        spare_host_linger_s="0",  # each checkpoint waits for the warm pool alone; no need to wait for spares here
     )
     assert result["reconnects"] >= 2 and result["participant_sessions"] > 4  # drops were survived, some left for good
     assert result["reconnects_refused"] == 0 and result["unexpected_closes"] == 0 and result["failed_joins"] == 0

@@ -21,8 +21,8 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   seconds (10 minutes: the writer, manager and ingress replica keep growing over their first ~200
   sessions, then level off); then the soak's ``--minutes`` are played in stretches of
   ``--checkpoint-every`` minutes, and before the first and after each one everyone leaves and,
-  once every game has ended, the emptied EnvActors have retired (only the warm pool's are left)
-  and ``--quiet`` seconds have passed (a memory release has run), every process's memory is
+  once every game has ended and ``--quiet`` seconds have passed (a memory release has run), every
+  process's memory is
   sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how far
   CrowdPlay's total moved between the repeats). A least-squares line through the idle memory of
   CrowdPlay's long-lived processes (ingress replicas, EnvsManager, TrajectoryWriter, policy actors)
@@ -75,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grace", type=float, default=5.0, help="the server's reconnect grace period (s)")
     parser.add_argument("--warmup", type=float, default=600.0, help="seconds of play before the idle memory baseline (the writer, manager and ingress reach their working size after ~200 sessions)")
     parser.add_argument("--checkpoint-every", type=float, default=2.5, help="minutes of play between idle memory checkpoints (everyone leaves, the server goes idle, memory is sampled, play resumes)")
+    parser.add_argument("--spare-linger", type=float, default=300.0, help="seconds an emptied EnvActor beyond the warm pool waits for new games before it retires: longer than a checkpoint's pause, so the checkpoints do not retire and restart the pool, which steady play would not")
     parser.add_argument("--quiet", type=float, default=None, help="seconds idle before each idle memory sample (default: the memory release interval and 5)")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--flat-tolerance", type=float, default=0.1, help="idle growth in a day, at the soak's rate, counted as flat (fraction)")
@@ -317,16 +318,12 @@ def ray_mb(sample: dict[int, tuple[str, float]]) -> float:
 
 
 def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int = 5, spacing_s: float = 5.0) -> list[dict[int, tuple[str, float]]]:
-    """Every process's memory once the server is idle: no session left, only the warm pool's
-    EnvActors running (the emptied ones retired), and ``quiet_s`` seconds passed since;
-    ``repeats`` samples ``spacing_s`` apart, as an idle process still moves a little (a health
-    check, a metrics push) and a 10-minute line is a fraction of a MB."""
-    pool = system.settings.warm_pool_size
+    """Every process's memory once the server is idle (no session left) and ``quiet_s`` seconds
+    passed since; ``repeats`` samples ``spacing_s`` apart, as an idle process still moves a little
+    (a health check, a metrics push) and a 10-minute line is a fraction of a MB. The EnvActors
+    that emptied stay up (``--spare-linger``), as they would had play gone on."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        titles = [title for title, _ in rss_by_process(system.processes()).values()]
-        if system.idle() and sum(title.startswith("ray::EnvActor") for title in titles) <= pool:
-            break
+    while time.monotonic() < deadline and not system.idle():
         time.sleep(1.0)
     time.sleep(quiet_s)
     samples = []
@@ -408,7 +405,7 @@ def growth_by_process(first: dict[int, tuple[str, float]], last: dict[int, tuple
 
 
 def run(args: argparse.Namespace) -> dict:
-    with serve_system(record=True, reconnect_grace_s=args.grace) as system:
+    with serve_system(record=True, reconnect_grace_s=args.grace, spare_host_linger_s=args.spare_linger) as system:
         quiet_s = args.quiet if args.quiet is not None else system.settings.memory_release_interval_s + 5.0
         by_process: list[dict[int, tuple[str, float]]] = []
 
