@@ -58,6 +58,7 @@ import random
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psutil
@@ -274,7 +275,7 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
     platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
     samples = [checkpoint.sample for checkpoint in checkpoints]
     lived = {pid for pid in present_in_all(samples) if samples[-1][pid][0].startswith(LONG_LIVED_PROCESSES)}
-    series = idle_series(checkpoints, lived)
+    series = idle_series(checkpoints, memory_of(lived))
     rate, error = fit_slope_mb_per_min(series)
     line = day_tolerance * statistics.fmean(mb for _, mb in series) / (60 * 24)  # MB a minute
     flat = None
@@ -285,7 +286,7 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
     titles: dict[str, set[int]] = {}
     for pid in lived:
         titles.setdefault(samples[-1][pid][0], set()).add(pid)
-    ray_series = [(60 * checkpoint.minutes, ray_mb(checkpoint.sample)) for checkpoint in checkpoints]
+    ray_series = idle_series(checkpoints, ray_mb)
     return {
         "memory_flat": flat,
         "idle_checkpoints": len(checkpoints),
@@ -294,7 +295,7 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
         "idle_long_lived_growth_mb_per_min_error": round(error, 4),
         "idle_flat_line_mb_per_min": round(line, 4),
         "idle_long_lived_growth_kb_per_session": round(1024 * rate * played / sessions, 2) if sessions else 0.0,
-        "idle_growth_mb_per_min_by_process": {title: round(fit_slope_mb_per_min(idle_series(checkpoints, pids))[0], 4) for title, pids in sorted(titles.items())},
+        "idle_growth_mb_per_min_by_process": {title: round(fit_slope_mb_per_min(idle_series(checkpoints, memory_of(pids)))[0], 4) for title, pids in sorted(titles.items())},
         "idle_envactor_rss_mb": [round(max((rss for title, rss in sample.values() if title.startswith("ray::EnvActor")), default=0.0), 1) for sample in samples],
         "idle_crowdplay_spread_mb": round(max(checkpoint.spread_mb for checkpoint in checkpoints), 2),
         "idle_ray_growth_mb_per_min": round(fit_slope_mb_per_min(ray_series)[0], 4),
@@ -302,9 +303,14 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
     }
 
 
-def idle_series(checkpoints: list[Checkpoint], pids: set[int]) -> list[tuple[float, float]]:
-    """(seconds of play, MB) of the given processes at each checkpoint."""
-    return [(60 * checkpoint.minutes, sum(checkpoint.sample[pid][1] for pid in pids)) for checkpoint in checkpoints]
+def idle_series(checkpoints: list[Checkpoint], measure: Callable[[dict[int, tuple[str, float]]], float]) -> list[tuple[float, float]]:
+    """(seconds of play, MB that ``measure`` finds in the sample) at each checkpoint."""
+    return [(60 * checkpoint.minutes, measure(checkpoint.sample)) for checkpoint in checkpoints]
+
+
+def memory_of(pids: set[int]) -> Callable[[dict[int, tuple[str, float]]], float]:
+    """A measure for ``idle_series``: the memory of these processes in a sample."""
+    return lambda sample: sum(sample[pid][1] for pid in pids)
 
 
 def crowdplay_mb(sample: dict[int, tuple[str, float]]) -> float:
