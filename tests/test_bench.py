@@ -72,7 +72,13 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
     assert {"ray::EnvsManager", "ray::TrajectoryWriter"} <= set(result["idle_growth_mb_per_min_by_process"])
     assert any(title.startswith("ray::ServeReplica") for title in result["idle_growth_mb_per_min_by_process"])
     assert all(mb > 0 for mb in result["idle_envactor_rss_mb"]) and result["idle_ray_rss_mb"] > 0 and result["envactor_rss_mb_max"] > 0
-    assert result["idle_crowdplay_spread_mb"] >= 0 and "idle_crowdplay_warmup_growth_mb" in result and "idle_long_lived_growth_kb_per_session" in result
+    # what the manager, writer and ingress replica are made of, asked inside each at every checkpoint
+    heaps = result["idle_heap_kb"]
+    assert {"EnvsManager", "TrajectoryWriter"} <= set(heaps) and any(name.startswith("Ingress#") for name in heaps), heaps
+    assert all(len(kinds["malloc_in_use_kb"]) == 3 and min(kinds["python_blocks"]) > 10_000 and min(kinds["rss_anon_kb"]) > 10_000 for kinds in heaps.values())
+    assert set(result["idle_heap_growth"]) == set(heaps) and "types" in result["idle_heap_growth"]["EnvsManager"]
+    assert set(result["warmup_heap_growth"]) == set(heaps)
+    assert result["idle_crowdplay_spread_mb"] >= 0 and "idle_long_lived_warmup_growth_mb" in result and "idle_long_lived_growth_kb_per_session" in result
 
 
 def test_the_soaks_memory_verdict_fits_a_line_through_the_long_lived_processes_idle_checkpoints():

@@ -37,7 +37,11 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   bounded by its life: the largest idle one at each checkpoint is reported
   (``idle_envactor_rss_mb``). (What the processes grew from an idle sample before anyone played
   to the first checkpoint, as caches and heaps reach their working size, is reported as
-  ``idle_*_warmup_growth_mb``.) Ray's own processes (GCS, raylet, dashboard agent, Serve's controller and
+  ``idle_*_warmup_growth_mb``.) At each checkpoint the manager, writer and ingress replicas are
+  also asked what their memory is made of (``crowdplay.bench.heaps``: Python blocks and object
+  counts, the C heap in use, anonymous resident memory): ``idle_heap_kb`` at each checkpoint,
+  ``idle_heap_growth`` first to last, ``warmup_heap_growth``, so growth can be told apart as
+  Python objects or native allocations. Ray's own processes (GCS, raylet, dashboard agent, Serve's controller and
   proxies) are reported as ``idle_ray_*``, not judged. Under load a process's memory follows the
   games it hosts (MBs as they start and end), so the samples taken while people play are reported,
   not judged: of the processes that lived through the soak (EnvActors the pool started or retired
@@ -63,6 +67,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from crowdplay.bench.heaps import census, heap_growth, long_lived_actors
 from crowdplay.bench.load import KEYS, serve_system
 from crowdplay.client import Participant, http_json
 
@@ -251,12 +256,14 @@ def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float
 class Checkpoint:
     """Every process's idle memory (the median of repeated samples) after ``minutes`` of play
     and ``sessions`` participant sessions; ``spread_mb``: how far CrowdPlay's total moved between
-    the repeats."""
+    the repeats; ``heaps``: the long-lived actors' heap censuses (``crowdplay.bench.heaps``) taken
+    after the samples."""
 
     minutes: float
     sessions: int
     sample: dict[int, tuple[str, float]]
     spread_mb: float
+    heaps: dict[str, dict] = field(default_factory=dict)
 
 
 def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
@@ -299,7 +306,28 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
         "idle_envactor_rss_mb": [round(max((rss for title, rss in sample.values() if title.startswith("ray::EnvActor")), default=0.0), 1) for sample in samples],
         "idle_crowdplay_spread_mb": round(max(checkpoint.spread_mb for checkpoint in checkpoints), 2),
         "idle_ray_growth_mb_per_min": round(fit_slope_mb_per_min(ray_series)[0], 4),
+        "idle_heap_kb": heap_series(checkpoints),
+        "idle_heap_growth": heap_growth(checkpoints[0].heaps, checkpoints[-1].heaps),
         "idle_ray_rss_mb": round(ray_series[0][1], 1),
+    }
+
+
+def heap_series(checkpoints: list[Checkpoint]) -> dict[str, dict[str, list[int]]]:
+    """Per long-lived actor censused at every checkpoint, its Python blocks, C heap in use and
+    anonymous resident memory (KB) at each."""
+    names = set.intersection(*(set(checkpoint.heaps) for checkpoint in checkpoints)) if checkpoints else set()
+    return {name: {key: [checkpoint.heaps[name][key] for checkpoint in checkpoints] for key in ("python_blocks", "malloc_in_use_kb", "rss_anon_kb")}
+            for name in sorted(names)}
+
+
+def warmup_growth(before: Checkpoint, after: Checkpoint) -> dict:
+    """What the warm-up grew, idle to idle: the long-lived processes, Ray's, and the long-lived
+    actors' heaps by kind (caches and heaps reaching their working size)."""
+    lived = {pid for pid in present_in_all([before.sample, after.sample]) if after.sample[pid][0].startswith(LONG_LIVED_PROCESSES)}
+    return {
+        "idle_long_lived_warmup_growth_mb": round(memory_of(lived)(after.sample) - memory_of(lived)(before.sample), 2),
+        "idle_ray_warmup_growth_mb": round(ray_mb(after.sample) - ray_mb(before.sample), 2),
+        "warmup_heap_growth": heap_growth(before.heaps, after.heaps),
     }
 
 
@@ -343,7 +371,7 @@ def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int 
 def idle_checkpoint(system, quiet_s: float, minutes: float, sessions: int) -> Checkpoint:
     """The server's idle memory after ``minutes`` of play and ``sessions`` sessions."""
     repeats = idle_samples(system, quiet_s)
-    return Checkpoint(minutes, sessions, median_by_process(repeats), spread_mb(repeats))
+    return Checkpoint(minutes, sessions, median_by_process(repeats), spread_mb(repeats), census(long_lived_actors(system.settings)))
 
 
 def present_in_all(samples: list[dict[int, tuple[str, float]]]) -> set[int]:
@@ -419,7 +447,7 @@ def run(args: argparse.Namespace) -> dict:
             by_process.append(rss_by_process(system.processes()))
             return sum(rss for _, rss in by_process[-1].values())
 
-        idle_at_start = median_by_process(idle_samples(system, quiet_s))
+        idle_at_start = idle_checkpoint(system, quiet_s, 0.0, 0)
         warmup = Tally()
         if args.warmup > 0:
             warmup, _ = asyncio.run(soak(system.url, argparse.Namespace(**{**vars(args), "minutes": args.warmup / 60}), lambda: 0.0))
@@ -451,8 +479,7 @@ def run(args: argparse.Namespace) -> dict:
         **recordings,
         "chunks_written": writer.get("chunks_written"),
         "chunks_spooled": writer.get("chunks_spooled"),
-        "idle_crowdplay_warmup_growth_mb": round(crowdplay_mb(checkpoints[0].sample) - crowdplay_mb(idle_at_start), 2),
-        "idle_ray_warmup_growth_mb": round(ray_mb(checkpoints[0].sample) - ray_mb(idle_at_start), 2),
+        **warmup_growth(idle_at_start, checkpoints[0]),
         **idle_trend(checkpoints, args.flat_tolerance),
         **memory_trend([t for t, _ in samples], by_process),
         "rss_mb": [[round(t), round(rss, 1)] for t, rss in samples],
@@ -468,7 +495,7 @@ def summarize(result: dict) -> str:
         f"  episodes: {result['episodes']} {result['episode_statuses']}, {result['steps_recorded']} steps; "
         f"incomplete {result['episodes_incomplete']}, replay failures {result['replay_failures']}, "
         f"games without an episode {result['games_without_episode']} (replayed in {result['replay_seconds']} s)",
-        f"  memory idle at {result['idle_checkpoints']} checkpoints (the warm-up grew CrowdPlay's {result['idle_crowdplay_warmup_growth_mb']:+} MB, "
+        f"  memory idle at {result['idle_checkpoints']} checkpoints (the warm-up grew the long-lived processes {result['idle_long_lived_warmup_growth_mb']:+} MB, "
         f"Ray's {result['idle_ray_warmup_growth_mb']:+} MB): long-lived processes [minutes, MB] {result['idle_long_lived_mb']}, "
         f"{result['idle_long_lived_growth_mb_per_min']:+} ± {result['idle_long_lived_growth_mb_per_min_error']} MB/min "
         f"(line {result['idle_flat_line_mb_per_min']}; {result['idle_long_lived_growth_kb_per_session']:+} KB a session); flat: {result['memory_flat']}; "

@@ -1,0 +1,98 @@
+"""What a long-lived process's memory is made of, asked inside the process.
+
+Resident memory alone cannot say whether a soak's growth is Python objects (ours to find and
+bound), native allocations (Ray's core worker, gRPC, Serve) or freed heap that glibc has not given
+back. A census run inside each long-lived actor (through ``__ray_call__``) after a full
+collection and ``malloc_trim`` separates the three: Python's allocated blocks and its object
+counts by type, glibc's bytes in use and free (``mallinfo2``), and the anonymous resident memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections import Counter
+
+import ray
+from ray.actor import ActorHandle
+
+from crowdplay.config import Settings
+from crowdplay.recording.writer import WRITER_NAME
+
+SERVE_REPLICA_PREFIX = "SERVE_REPLICA::"
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33 and later)."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def heap_census(_actor: object = None) -> dict:
+    """This process's memory by kind, after a full collection and a trim (what the periodic
+    memory release does): ``python_blocks``, ``malloc_in_use_kb`` and ``malloc_free_kb`` (glibc
+    arenas and mmapped chunks; -1 without glibc 2.33), ``rss_anon_kb``, and ``types``, the count
+    of each Python type the collector tracks. Takes the actor as ``__ray_call__`` passes it."""
+    import gc
+    import sys
+
+    from crowdplay.memory import release_freed_memory
+
+    release_freed_memory()
+    in_use = free = -1
+    try:
+        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+        mallinfo2.restype = _MallInfo2
+        info = mallinfo2()
+        in_use, free = (info.uordblks + info.hblkhd) // 1024, info.fordblks // 1024
+    except (OSError, AttributeError):
+        pass
+    with open("/proc/self/status") as status:
+        anon = next((int(line.split()[1]) for line in status if line.startswith("RssAnon:")), -1)
+    return {
+        "python_blocks": sys.getallocatedblocks(),
+        "malloc_in_use_kb": in_use,
+        "malloc_free_kb": free,
+        "rss_anon_kb": anon,
+        "types": dict(Counter(type(obj).__name__ for obj in gc.get_objects())),
+    }
+
+
+def long_lived_actors(settings: Settings) -> dict[str, ActorHandle]:
+    """The deployment's manager, writer and ingress replicas, by a readable name."""
+    actors: dict[str, ActorHandle] = {}
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        name, namespace = entry["name"], entry.get("namespace")
+        if namespace == settings.namespace and name in (settings.manager_name, WRITER_NAME):
+            actors[name] = ray.get_actor(name, namespace=namespace)
+        elif name.startswith(SERVE_REPLICA_PREFIX) and "#Ingress#" in name:
+            actors["Ingress#" + name.rsplit("#", 1)[-1]] = ray.get_actor(name, namespace=namespace)
+    return actors
+
+
+def census(actors: dict[str, ActorHandle], timeout_s: float = 60.0) -> dict[str, dict]:
+    """Each actor's ``heap_census``; an actor that does not answer is left out."""
+    refs = {name: actor.__ray_call__.remote(heap_census) for name, actor in actors.items()}
+    found: dict[str, dict] = {}
+    for name, ref in refs.items():
+        try:
+            found[name] = ray.get(ref, timeout=timeout_s)
+        except (ray.exceptions.RayError, TimeoutError):
+            continue
+    return found
+
+
+def heap_growth(first: dict[str, dict], last: dict[str, dict], top: int = 8) -> dict[str, dict]:
+    """Per actor in both censuses, how each kind of memory moved (KB, blocks) and the Python types
+    whose counts moved most."""
+    growth: dict[str, dict] = {}
+    for name in sorted(set(first) & set(last)):
+        before, after = first[name], last[name]
+        types = {kind: after["types"].get(kind, 0) - before["types"].get(kind, 0) for kind in set(before["types"]) | set(after["types"])}
+        moved = sorted(((kind, change) for kind, change in types.items() if change), key=lambda item: -abs(item[1]))[:top]
+        growth[name] = {
+            **{key: after[key] - before[key] for key in ("python_blocks", "malloc_in_use_kb", "malloc_free_kb", "rss_anon_kb")},
+            "types": dict(moved),
+        }
+    return growth
