@@ -25,15 +25,16 @@ import time
 _started = threading.Lock()
 
 
-def _load_malloc_trim():
-    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+def libc_function(name: str):
+    """A function of the C library (glibc's ``malloc_trim``, ``mallinfo2``), or None where the
+    library has none (musl, macOS, an older glibc)."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
 
 
-_malloc_trim = _load_malloc_trim()
+_malloc_trim = libc_function("malloc_trim")
 
 
 def release_freed_memory() -> float:

@@ -10,7 +10,6 @@ counts by type, glibc's bytes in use and free (``mallinfo2``), and the anonymous
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections import Counter
 
 import ray
@@ -37,17 +36,15 @@ def heap_census(_actor: object = None) -> dict:
     import gc
     import sys
 
-    from crowdplay.memory import release_freed_memory
+    from crowdplay.memory import libc_function, release_freed_memory
 
     release_freed_memory()
     in_use = free = -1
-    try:
-        mallinfo2 = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+    mallinfo2 = libc_function("mallinfo2")
+    if mallinfo2 is not None:
         mallinfo2.restype = _MallInfo2
         info = mallinfo2()
         in_use, free = (info.uordblks + info.hblkhd) // 1024, info.fordblks // 1024
-    except (OSError, AttributeError):
-        pass
     with open("/proc/self/status") as status:
         anon = next((int(line.split()[1]) for line in status if line.startswith("RssAnon:")), -1)
     return {

@@ -22,8 +22,7 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   sessions, then level off); then the soak's ``--minutes`` are played in stretches of
   ``--checkpoint-every`` minutes, and before the first and after each one everyone leaves and,
   once every game has ended and ``--quiet`` seconds have passed (a memory release has run), every
-  process's memory is
-  sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how far
+  process's memory is sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how far
   CrowdPlay's total moved between the repeats). A least-squares line through the idle memory of
   CrowdPlay's long-lived processes (ingress replicas, EnvsManager, TrajectoryWriter, policy actors)
   against minutes of play (``idle_long_lived_mb``, ``idle_long_lived_growth_mb_per_min`` and its
@@ -281,7 +280,7 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
     one at each checkpoint), not fitted. Ray's own daemons are reported, not judged: they are the
     platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
     samples = [checkpoint.sample for checkpoint in checkpoints]
-    lived = {pid for pid in present_in_all(samples) if samples[-1][pid][0].startswith(LONG_LIVED_PROCESSES)}
+    lived = long_lived_in(samples)
     series = idle_series(checkpoints, memory_of(lived))
     rate, error = fit_slope_mb_per_min(series)
     line = day_tolerance * statistics.fmean(mb for _, mb in series) / (60 * 24)  # MB a minute
@@ -323,7 +322,7 @@ def heap_series(checkpoints: list[Checkpoint]) -> dict[str, dict[str, list[int]]
 def warmup_growth(before: Checkpoint, after: Checkpoint) -> dict:
     """What the warm-up grew, idle to idle: the long-lived processes, Ray's, and the long-lived
     actors' heaps by kind (caches and heaps reaching their working size)."""
-    lived = {pid for pid in present_in_all([before.sample, after.sample]) if after.sample[pid][0].startswith(LONG_LIVED_PROCESSES)}
+    lived = long_lived_in([before.sample, after.sample])
     return {
         "idle_long_lived_warmup_growth_mb": round(memory_of(lived)(after.sample) - memory_of(lived)(before.sample), 2),
         "idle_ray_warmup_growth_mb": round(ray_mb(after.sample) - ray_mb(before.sample), 2),
@@ -372,6 +371,11 @@ def idle_checkpoint(system, quiet_s: float, minutes: float, sessions: int) -> Ch
     """The server's idle memory after ``minutes`` of play and ``sessions`` sessions."""
     repeats = idle_samples(system, quiet_s)
     return Checkpoint(minutes, sessions, median_by_process(repeats), spread_mb(repeats), census(long_lived_actors(system.settings)))
+
+
+def long_lived_in(samples: list[dict[int, tuple[str, float]]]) -> set[int]:
+    """The long-lived CrowdPlay processes (not EnvActors) found in every one of the samples."""
+    return {pid for pid in present_in_all(samples) if samples[-1][pid][0].startswith(LONG_LIVED_PROCESSES)}
 
 
 def present_in_all(samples: list[dict[int, tuple[str, float]]]) -> set[int]:
