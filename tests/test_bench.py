@@ -77,6 +77,7 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
     assert {"EnvsManager", "TrajectoryWriter"} <= set(heaps) and any(name.startswith("Ingress#") for name in heaps), heaps
     assert all(len(kinds["malloc_in_use_kb"]) == 3 and min(kinds["python_blocks"]) > 10_000 and min(kinds["rss_anon_kb"]) > 10_000 for kinds in heaps.values())
     assert set(result["idle_heap_growth"]) == set(heaps) and "types" in result["idle_heap_growth"]["EnvsManager"]
+    assert set(result["idle_heap_growth"]["EnvsManager"]["rss_anon_by_region_kb"]) == {"main_arena", "other_arenas", "stack", "other"}
     assert set(result["warmup_heap_growth"]) == set(heaps)
     assert result["idle_crowdplay_spread_mb"] >= 0 and "idle_long_lived_warmup_growth_mb" in result and "idle_long_lived_growth_kb_per_session" in result
 

@@ -4,12 +4,15 @@ Resident memory alone cannot say whether a soak's growth is Python objects (ours
 bound), native allocations (Ray's core worker, gRPC, Serve) or freed heap that glibc has not given
 back. A census run inside each long-lived actor (through ``__ray_call__``) after a full
 collection and ``malloc_trim`` separates the three: Python's allocated blocks and its object
-counts by type, glibc's bytes in use and free (``mallinfo2``), and the anonymous resident memory.
+counts by type, glibc's bytes in use and free (``mallinfo2``), and the anonymous resident memory,
+also by region (``/proc/self/smaps``), as bytes in use can stay put while the pages they sit on
+spread.
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
 from collections import Counter
 
 import ray
@@ -19,6 +22,9 @@ from crowdplay.config import Settings
 from crowdplay.recording.writer import WRITER_NAME
 
 SERVE_REPLICA_PREFIX = "SERVE_REPLICA::"
+#: glibc reserves each arena beyond the main one as a heap aligned to its 64 MB maximum size.
+ARENA_ALIGNMENT = 64 << 20
+_SMAPS_HEADER = re.compile(r"^([0-9a-f]+)-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$")
 
 
 class _MallInfo2(ctypes.Structure):
@@ -28,11 +34,30 @@ class _MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
+def anonymous_regions_kb(smaps_path: str = "/proc/self/smaps") -> dict[str, int]:
+    """Anonymous resident KB by region: glibc's main arena (``[heap]``), its other arenas (heaps
+    aligned to ``ARENA_ALIGNMENT``), the main thread's stack, and the rest (Python's object
+    arenas, blocks glibc maps on their own, thread stacks, Ray's and gRPC's own maps)."""
+    regions = {"main_arena": 0, "other_arenas": 0, "stack": 0, "other": 0}
+    region = "other"
+    with open(smaps_path) as smaps:
+        for line in smaps:
+            header = _SMAPS_HEADER.match(line)
+            if header:
+                start, path = int(header[1], 16), header[2].strip()
+                region = ("main_arena" if path == "[heap]" else "stack" if path == "[stack]"
+                          else "other_arenas" if not path and start % ARENA_ALIGNMENT == 0 else "other")
+            elif line.startswith("Anonymous:"):
+                regions[region] += int(line.split()[1])
+    return regions
+
+
 def heap_census(_actor: object = None) -> dict:
     """This process's memory by kind, after a full collection and a trim (what the periodic
     memory release does): ``python_blocks``, ``malloc_in_use_kb`` and ``malloc_free_kb`` (glibc
     arenas and mmapped chunks; -1 without glibc 2.33), ``rss_anon_kb``, and ``types``, the count
-    of each Python type the collector tracks. Takes the actor as ``__ray_call__`` passes it."""
+    of each Python type the collector tracks, and ``rss_anon_by_region_kb``
+    (``anonymous_regions_kb``). Takes the actor as ``__ray_call__`` passes it."""
     import gc
     import sys
 
@@ -52,6 +77,7 @@ def heap_census(_actor: object = None) -> dict:
         "malloc_in_use_kb": in_use,
         "malloc_free_kb": free,
         "rss_anon_kb": anon,
+        "rss_anon_by_region_kb": anonymous_regions_kb(),
         "types": dict(Counter(type(obj).__name__ for obj in gc.get_objects())),
     }
 
@@ -81,8 +107,8 @@ def census(actors: dict[str, ActorHandle], timeout_s: float = 60.0) -> dict[str,
 
 
 def heap_growth(first: dict[str, dict], last: dict[str, dict], top: int = 8) -> dict[str, dict]:
-    """Per actor in both censuses, how each kind of memory moved (KB, blocks) and the Python types
-    whose counts moved most."""
+    """Per actor in both censuses, how each kind of memory moved (KB, blocks), the anonymous
+    resident memory by region, and the Python types whose counts moved most."""
     growth: dict[str, dict] = {}
     for name in sorted(set(first) & set(last)):
         before, after = first[name], last[name]
@@ -90,6 +116,7 @@ def heap_growth(first: dict[str, dict], last: dict[str, dict], top: int = 8) -> 
         moved = sorted(((kind, change) for kind, change in types.items() if change), key=lambda item: -abs(item[1]))[:top]
         growth[name] = {
             **{key: after[key] - before[key] for key in ("python_blocks", "malloc_in_use_kb", "malloc_free_kb", "rss_anon_kb")},
+            "rss_anon_by_region_kb": {region: kb - before["rss_anon_by_region_kb"].get(region, 0) for region, kb in after["rss_anon_by_region_kb"].items()},
             "types": dict(moved),
         }
     return growth

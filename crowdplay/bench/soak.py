@@ -38,8 +38,8 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   to the first checkpoint, as caches and heaps reach their working size, is reported as
   ``idle_*_warmup_growth_mb``.) At each checkpoint the manager, writer and ingress replicas are
   also asked what their memory is made of (``crowdplay.bench.heaps``: Python blocks and object
-  counts, the C heap in use, anonymous resident memory): ``idle_heap_kb`` at each checkpoint,
-  ``idle_heap_growth`` first to last, ``warmup_heap_growth``, so growth can be told apart as
+  counts, the C heap in use, anonymous resident memory, also by region: glibc's main arena, its
+  other arenas, the rest): ``idle_heap_kb`` at each checkpoint, ``idle_heap_growth`` first to last, ``warmup_heap_growth``, so growth can be told apart as
   Python objects or native allocations. Ray's own processes (GCS, raylet, dashboard agent, Serve's controller and
   proxies) are reported as ``idle_ray_*``, not judged. Under load a process's memory follows the
   games it hosts (MBs as they start and end), so the samples taken while people play are reported,
