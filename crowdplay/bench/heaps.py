@@ -55,9 +55,9 @@ def anonymous_regions_kb(smaps_path: str = "/proc/self/smaps") -> dict[str, int]
 def heap_census(_actor: object = None) -> dict:
     """This process's memory by kind, after a full collection and a trim (what the periodic
     memory release does): ``python_blocks``, ``malloc_in_use_kb`` and ``malloc_free_kb`` (glibc
-    arenas and mmapped chunks; -1 without glibc 2.33), ``rss_anon_kb``, and ``types``, the count
-    of each Python type the collector tracks, and ``rss_anon_by_region_kb``
-    (``anonymous_regions_kb``). Takes the actor as ``__ray_call__`` passes it."""
+    arenas and mmapped chunks; -1 without glibc 2.33), ``rss_anon_kb`` and, split by region,
+    ``rss_anon_by_region_kb`` (``anonymous_regions_kb``), and ``types``, the count of each Python
+    type the collector tracks. Takes the actor as ``__ray_call__`` passes it."""
     import gc
     import sys
 
@@ -70,14 +70,13 @@ def heap_census(_actor: object = None) -> dict:
         mallinfo2.restype = _MallInfo2
         info = mallinfo2()
         in_use, free = (info.uordblks + info.hblkhd) // 1024, info.fordblks // 1024
-    with open("/proc/self/status") as status:
-        anon = next((int(line.split()[1]) for line in status if line.startswith("RssAnon:")), -1)
+    regions = anonymous_regions_kb()
     return {
         "python_blocks": sys.getallocatedblocks(),
         "malloc_in_use_kb": in_use,
         "malloc_free_kb": free,
-        "rss_anon_kb": anon,
-        "rss_anon_by_region_kb": anonymous_regions_kb(),
+        "rss_anon_kb": sum(regions.values()),
+        "rss_anon_by_region_kb": regions,
         "types": dict(Counter(type(obj).__name__ for obj in gc.get_objects())),
     }
 

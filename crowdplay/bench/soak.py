@@ -22,8 +22,8 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   sessions, then level off); then the soak's ``--minutes`` are played in stretches of
   ``--checkpoint-every`` minutes, and before the first and after each one everyone leaves and,
   once every game has ended and ``--quiet`` seconds have passed (a memory release has run), every
-  process's memory is sampled five times, 5 s apart, and its median kept (``idle_crowdplay_spread_mb``: how far
-  CrowdPlay's total moved between the repeats). A least-squares line through the idle memory of
+  process's memory is sampled five times, 5 s apart, and its median kept
+  (``idle_crowdplay_spread_mb``: how far CrowdPlay's total moved between the repeats). A least-squares line through the idle memory of
   CrowdPlay's long-lived processes (ingress replicas, EnvsManager, TrajectoryWriter, policy actors)
   against minutes of play (``idle_long_lived_mb``, ``idle_long_lived_growth_mb_per_min`` and its
   standard error, ``idle_growth_mb_per_min_by_process``, ``idle_long_lived_growth_kb_per_session``)
@@ -39,8 +39,9 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   ``idle_*_warmup_growth_mb``.) At each checkpoint the manager, writer and ingress replicas are
   also asked what their memory is made of (``crowdplay.bench.heaps``: Python blocks and object
   counts, the C heap in use, anonymous resident memory, also by region: glibc's main arena, its
-  other arenas, the rest): ``idle_heap_kb`` at each checkpoint, ``idle_heap_growth`` first to last, ``warmup_heap_growth``, so growth can be told apart as
-  Python objects or native allocations. Ray's own processes (GCS, raylet, dashboard agent, Serve's controller and
+  other arenas, the rest): ``idle_heap_kb`` at each checkpoint, ``idle_heap_growth`` first to
+  last, ``warmup_heap_growth``, so growth can be told apart as Python objects or native
+  allocations. Ray's own processes (GCS, raylet, dashboard agent, Serve's controller and
   proxies) are reported as ``idle_ray_*``, not judged. Under load a process's memory follows the
   games it hosts (MBs as they start and end), so the samples taken while people play are reported,
   not judged: of the processes that lived through the soak (EnvActors the pool started or retired
