@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 import tempfile
 from pathlib import Path
@@ -144,8 +145,42 @@ def apply_ray_environment() -> None:
         os.environ.setdefault(name, str(free_port()))
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+#: Ray's worker processes listen on ports 10002-19999 (its ``--min/max-worker-port`` defaults).
+RAY_WORKER_PORTS_END = 19999
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, for a server that binds it later (HAProxy, Serve, Ray).
+
+    Not one the kernel would hand out for port 0 or an outgoing connection, nor one of Ray's
+    worker ports: between the pick and the bind, Ray starts processes that take such ports, and
+    one of them took HAProxy's stats port once (CI: "cannot bind socket (Address already in
+    use)"). Never the same port twice in one process.
+    """
+    first, last = RAY_WORKER_PORTS_END + 1, ephemeral_ports()[0] - 1
+    for _ in range(1000):
+        port = _pick.randint(first, last) if first < last else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            port = sock.getsockname()[1]
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free TCP port in {first}-{last}")
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the kernel picks port 0 and outgoing connections' ports from."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_pick = random.SystemRandom()
+_handed_out: set[int] = set()
