@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -121,12 +123,15 @@ def apply_ray_environment() -> None:
     """Set ``RAY_ENVIRONMENT`` for the Ray instance this process starts (explicit values win).
 
     HAProxy's files and its metrics and stats ports have fixed defaults; each local instance gets
-    its own so that two on one machine (a study and its tests, say) do not collide.
+    its own so that two on one machine (a study and its tests, say) do not collide. The files'
+    directory goes when this process exits (the Ray instance it started is gone by then).
     """
     for name, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     state_dir = Path(tempfile.gettempdir()) / f"cp-{os.getpid()}"  # short: HAProxy socket paths max out at 97 bytes
-    state_dir.mkdir(parents=True, exist_ok=True)
+    if not state_dir.exists():
+        state_dir.mkdir(parents=True)
+        atexit.register(shutil.rmtree, state_dir, True)  # after ray.shutdown (registered later, run earlier)
     for name, file_name in (
         ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "haproxy.cfg"),
         ("RAY_SERVE_HAPROXY_SOCKET_PATH", "admin.sock"),

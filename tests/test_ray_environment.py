@@ -1,6 +1,11 @@
-"""Ports picked now and bound later (HAProxy's, Serve's) must not be taken in between."""
+"""The environment a local Ray instance starts with: ports picked now and bound later (HAProxy's,
+Serve's) must not be taken in between, and HAProxy's files must not outlive the instance."""
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 from crowdplay.config import RAY_WORKER_PORTS_END, ephemeral_ports, free_port
 
@@ -32,3 +37,11 @@ def test_a_port_in_use_is_never_handed_out():
     finally:
         for sock in held:
             sock.close()
+
+
+def test_haproxys_state_directory_is_removed_when_the_process_exits():
+    script = "import os; from crowdplay.config import apply_ray_environment as a; a(); d = os.environ['RAY_SERVE_HAPROXY_SERVER_STATE_BASE']; print(d, os.path.isdir(d))"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_SERVE_HAPROXY")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    path, existed = done.stdout.split()
+    assert existed == "True" and Path(path).name.startswith("cp-") and not Path(path).exists()
