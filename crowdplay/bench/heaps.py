@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import re
 from collections import Counter
+from collections.abc import Iterator
 
 import ray
 from ray.actor import ActorHandle
@@ -24,7 +25,8 @@ from crowdplay.recording.writer import WRITER_NAME
 SERVE_REPLICA_PREFIX = "SERVE_REPLICA::"
 #: glibc reserves each arena beyond the main one as a heap aligned to its 64 MB maximum size.
 ARENA_ALIGNMENT = 64 << 20
-_SMAPS_HEADER = re.compile(r"^([0-9a-f]+)-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$")
+_SMAPS_HEADER = re.compile(r"^([0-9a-f]+)-[0-9a-f]+ (\S+) \S+ \S+ \S+\s*(.*)$")
+REGIONS = ("main_arena", "other_arenas", "stack", "other")
 
 
 class _MallInfo2(ctypes.Structure):
@@ -34,29 +36,50 @@ class _MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def anonymous_regions_kb(smaps_path: str = "/proc/self/smaps") -> dict[str, int]:
-    """Anonymous resident KB by region: glibc's main arena (``[heap]``), its other arenas (heaps
-    aligned to ``ARENA_ALIGNMENT``), the main thread's stack, and the rest (Python's object
-    arenas, blocks glibc maps on their own, thread stacks, Ray's and gRPC's own maps)."""
-    regions = {"main_arena": 0, "other_arenas": 0, "stack": 0, "other": 0}
-    region = "other"
+def _mappings(smaps_path: str) -> Iterator[tuple[str, str, int, int]]:
+    """Each mapping's region (see ``anonymous_regions_kb``), permissions, size and anonymous
+    resident KB."""
+    region, permissions, size = "", "", 0
     with open(smaps_path) as smaps:
         for line in smaps:
             header = _SMAPS_HEADER.match(line)
             if header:
-                start, path = int(header[1], 16), header[2].strip()
+                start, permissions, path = int(header[1], 16), header[2], header[3].strip()
                 region = ("main_arena" if path == "[heap]" else "stack" if path == "[stack]"
                           else "other_arenas" if not path and start % ARENA_ALIGNMENT == 0 else "other")
+            elif line.startswith("Size:"):
+                size = int(line.split()[1])
             elif line.startswith("Anonymous:"):
-                regions[region] += int(line.split()[1])
+                yield region, permissions, size, int(line.split()[1])
+
+
+def anonymous_regions_kb(smaps_path: str = "/proc/self/smaps") -> dict[str, int]:
+    """Anonymous resident KB by region: glibc's main arena (``[heap]``), its other arenas (heaps
+    aligned to ``ARENA_ALIGNMENT``), the main thread's stack, and the rest (Python's object
+    arenas, blocks glibc maps on their own, thread stacks, Ray's and gRPC's own maps)."""
+    regions = dict.fromkeys(REGIONS, 0)
+    for region, _, _, anonymous_kb in _mappings(smaps_path):
+        regions[region] += anonymous_kb
     return regions
+
+
+def malloc_heaps_kb(smaps_path: str = "/proc/self/smaps") -> dict[str, int]:
+    """The address space glibc's arenas hold, readable and writable (an arena's reserved rest is
+    mapped inaccessible), KB: ``main_arena`` and ``other_arenas``. Resident heap pages can only
+    come and go inside it, so while it does not grow, neither can they beyond it."""
+    heaps = {"main_arena": 0, "other_arenas": 0}
+    for region, permissions, size_kb, _ in _mappings(smaps_path):
+        if region in heaps and permissions.startswith("rw"):
+            heaps[region] += size_kb
+    return heaps
 
 
 def heap_census(_actor: object = None) -> dict:
     """This process's memory by kind, after a full collection and a trim (what the periodic
     memory release does): ``python_blocks``, ``malloc_in_use_kb`` and ``malloc_free_kb`` (glibc
     arenas and mmapped chunks; -1 without glibc 2.33), ``rss_anon_kb`` and, split by region,
-    ``rss_anon_by_region_kb`` (``anonymous_regions_kb``), and ``types``, the count of each Python
+    ``rss_anon_by_region_kb`` (``anonymous_regions_kb``), the arenas' address space
+    ``malloc_heaps_kb`` (``malloc_heaps_kb``), and ``types``, the count of each Python
     type the collector tracks. Takes the actor as ``__ray_call__`` passes it."""
     import gc
     import sys
@@ -72,6 +95,7 @@ def heap_census(_actor: object = None) -> dict:
         in_use, free = (info.uordblks + info.hblkhd) // 1024, info.fordblks // 1024
     regions = anonymous_regions_kb()
     return {
+        "malloc_heaps_kb": malloc_heaps_kb(),
         "python_blocks": sys.getallocatedblocks(),
         "malloc_in_use_kb": in_use,
         "malloc_free_kb": free,
@@ -116,6 +140,7 @@ def heap_growth(first: dict[str, dict], last: dict[str, dict], top: int = 8) -> 
         growth[name] = {
             **{key: after[key] - before[key] for key in ("python_blocks", "malloc_in_use_kb", "malloc_free_kb", "rss_anon_kb")},
             "rss_anon_by_region_kb": {region: kb - before["rss_anon_by_region_kb"].get(region, 0) for region, kb in after["rss_anon_by_region_kb"].items()},
+            "malloc_heaps_kb": {region: kb - before["malloc_heaps_kb"].get(region, 0) for region, kb in after["malloc_heaps_kb"].items()},
             "types": dict(moved),
         }
     return growth

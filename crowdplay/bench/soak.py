@@ -313,10 +313,12 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
 
 
 def heap_series(checkpoints: list[Checkpoint]) -> dict[str, dict[str, list[int]]]:
-    """Per long-lived actor censused at every checkpoint, its Python blocks, C heap in use and
-    anonymous resident memory (KB) at each."""
+    """Per long-lived actor censused at every checkpoint, its Python blocks, C heap in use,
+    anonymous resident memory, glibc's arenas' address space and the resident part of it (KB)."""
     names = set.intersection(*(set(checkpoint.heaps) for checkpoint in checkpoints)) if checkpoints else set()
-    return {name: {key: [checkpoint.heaps[name][key] for checkpoint in checkpoints] for key in ("python_blocks", "malloc_in_use_kb", "rss_anon_kb")}
+    return {name: {**{key: [checkpoint.heaps[name][key] for checkpoint in checkpoints] for key in ("python_blocks", "malloc_in_use_kb", "rss_anon_kb")},
+                   "malloc_heaps_kb": [sum(checkpoint.heaps[name]["malloc_heaps_kb"].values()) for checkpoint in checkpoints],
+                   "rss_anon_heaps_kb": [sum(checkpoint.heaps[name]["rss_anon_by_region_kb"][region] for region in ("main_arena", "other_arenas")) for checkpoint in checkpoints]}
             for name in sorted(names)}
 
 
