@@ -26,7 +26,8 @@ SERVE_REPLICA_PREFIX = "SERVE_REPLICA::"
 #: glibc reserves each arena beyond the main one as a heap aligned to its 64 MB maximum size.
 ARENA_ALIGNMENT = 64 << 20
 _SMAPS_HEADER = re.compile(r"^([0-9a-f]+)-[0-9a-f]+ (\S+) \S+ \S+ \S+\s*(.*)$")
-REGIONS = ("main_arena", "other_arenas", "stack", "other")
+ARENA_REGIONS = ("main_arena", "other_arenas")
+REGIONS = (*ARENA_REGIONS, "stack", "other")
 
 
 class _MallInfo2(ctypes.Structure):
@@ -53,25 +54,28 @@ def _mappings(smaps_path: str) -> Iterator[tuple[str, str, int, int]]:
                 yield region, permissions, size, int(line.split()[1])
 
 
+def regions_kb(smaps_path: str = "/proc/self/smaps") -> tuple[dict[str, int], dict[str, int]]:
+    """One pass over the mappings: ``anonymous_regions_kb`` and ``malloc_heaps_kb`` together."""
+    anonymous, heaps = dict.fromkeys(REGIONS, 0), dict.fromkeys(ARENA_REGIONS, 0)
+    for region, permissions, size_kb, anonymous_kb in _mappings(smaps_path):
+        anonymous[region] += anonymous_kb
+        if region in heaps and permissions.startswith("rw"):
+            heaps[region] += size_kb
+    return anonymous, heaps
+
+
 def anonymous_regions_kb(smaps_path: str = "/proc/self/smaps") -> dict[str, int]:
     """Anonymous resident KB by region: glibc's main arena (``[heap]``), its other arenas (heaps
     aligned to ``ARENA_ALIGNMENT``), the main thread's stack, and the rest (Python's object
     arenas, blocks glibc maps on their own, thread stacks, Ray's and gRPC's own maps)."""
-    regions = dict.fromkeys(REGIONS, 0)
-    for region, _, _, anonymous_kb in _mappings(smaps_path):
-        regions[region] += anonymous_kb
-    return regions
+    return regions_kb(smaps_path)[0]
 
 
 def malloc_heaps_kb(smaps_path: str = "/proc/self/smaps") -> dict[str, int]:
     """The address space glibc's arenas hold, readable and writable (an arena's reserved rest is
     mapped inaccessible), KB: ``main_arena`` and ``other_arenas``. Resident heap pages can only
     come and go inside it, so while it does not grow, neither can they beyond it."""
-    heaps = {"main_arena": 0, "other_arenas": 0}
-    for region, permissions, size_kb, _ in _mappings(smaps_path):
-        if region in heaps and permissions.startswith("rw"):
-            heaps[region] += size_kb
-    return heaps
+    return regions_kb(smaps_path)[1]
 
 
 def heap_census(_actor: object = None) -> dict:
@@ -93,9 +97,9 @@ def heap_census(_actor: object = None) -> dict:
         mallinfo2.restype = _MallInfo2
         info = mallinfo2()
         in_use, free = (info.uordblks + info.hblkhd) // 1024, info.fordblks // 1024
-    regions = anonymous_regions_kb()
+    regions, heaps = regions_kb()
     return {
-        "malloc_heaps_kb": malloc_heaps_kb(),
+        "malloc_heaps_kb": heaps,
         "python_blocks": sys.getallocatedblocks(),
         "malloc_in_use_kb": in_use,
         "malloc_free_kb": free,

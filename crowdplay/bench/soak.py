@@ -67,7 +67,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from crowdplay.bench.heaps import census, heap_growth, long_lived_actors
+from crowdplay.bench.heaps import ARENA_REGIONS, census, heap_growth, long_lived_actors
 from crowdplay.bench.load import KEYS, serve_system
 from crowdplay.client import Participant, http_json
 
@@ -318,7 +318,7 @@ def heap_series(checkpoints: list[Checkpoint]) -> dict[str, dict[str, list[int]]
     names = set.intersection(*(set(checkpoint.heaps) for checkpoint in checkpoints)) if checkpoints else set()
     return {name: {**{key: [checkpoint.heaps[name][key] for checkpoint in checkpoints] for key in ("python_blocks", "malloc_in_use_kb", "rss_anon_kb")},
                    "malloc_heaps_kb": [sum(checkpoint.heaps[name]["malloc_heaps_kb"].values()) for checkpoint in checkpoints],
-                   "rss_anon_heaps_kb": [sum(checkpoint.heaps[name]["rss_anon_by_region_kb"][region] for region in ("main_arena", "other_arenas")) for checkpoint in checkpoints]}
+                   "rss_anon_heaps_kb": [sum(checkpoint.heaps[name]["rss_anon_by_region_kb"][region] for region in ARENA_REGIONS) for checkpoint in checkpoints]}
             for name in sorted(names)}
 
 
