@@ -33,7 +33,7 @@ from ray.actor import ActorHandle
 
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.channel import ChannelServer
-from crowdplay.config import UNRECORDED_CALLS, Settings
+from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, get_env, make_adapter
 from crowdplay.lineup import Lineup
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
@@ -299,4 +299,5 @@ def spawn_env_actor(settings: Settings) -> ActorHandle:
         num_cpus=settings.env_actor_num_cpus,
         resources=env_actor_resources(settings),
         scheduling_strategy="SPREAD",
+        runtime_env=FRAME_PATH_RUNTIME_ENV,
     ).remote(settings)

@@ -31,7 +31,7 @@ import ray
 from ray.actor import ActorHandle
 
 from crowdplay.assignments import ANONYMOUS, ASSIGNMENTS_KEPT, AssignmentBook, BadToken, SessionLost, UnknownSession
-from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
+from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
@@ -767,4 +767,5 @@ def get_or_create_manager(settings: Settings) -> ActorHandle:
         get_if_exists=True,
         max_restarts=-1,
         resources=ON_HEAD_NODE,
+        runtime_env=LONG_LIVED_RUNTIME_ENV,
     ).remote(settings)

@@ -68,10 +68,15 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
     assert result["crowdplay_rss_mb"] > 0 and result["ray_rss_mb"] > 0  # both kinds of process were found
     # idle before the play and after each of its two stretches; the manager, writer and ingress replica found in each
     assert result["idle_checkpoints"] == 3 and [minutes for minutes, _ in result["idle_long_lived_mb"]] == [0.0, 0.2, 0.5]
-    assert all(mb > 200 for _, mb in result["idle_long_lived_mb"]), result["idle_long_lived_mb"]
+    assert all(mb > 150 for _, mb in result["idle_long_lived_mb"]), result["idle_long_lived_mb"]
+    # judged on private memory; file-backed and shared pages reported beside it, the three making up RSS
+    kinds = result["idle_long_lived_mb_by_kind"]
+    assert result["idle_memory_judged"] == "private" and set(kinds) == set(result["idle_long_lived_growth_mb_per_min_by_kind"]) == {"private", "file", "shared", "rss"}
+    assert kinds["private"][0] == result["idle_long_lived_mb"][0][1] and kinds["file"][0] > 50 and kinds["shared"][0] >= 0  # code is file-backed
+    assert abs(kinds["rss"][0] - kinds["private"][0] - kinds["file"][0] - kinds["shared"][0]) < 1.0, kinds
     assert {"ray::EnvsManager", "ray::TrajectoryWriter"} <= set(result["idle_growth_mb_per_min_by_process"])
     assert any(title.startswith("ray::ServeReplica") for title in result["idle_growth_mb_per_min_by_process"])
-    assert all(mb > 0 for mb in result["idle_envactor_rss_mb"]) and result["idle_ray_rss_mb"] > 0 and result["envactor_rss_mb_max"] > 0
+    assert all(mb > 0 for mb in result["idle_envactor_mb"]) and result["idle_ray_mb"] > 0 and result["envactor_rss_mb_max"] > 0
     # what the manager, writer and ingress replica are made of, asked inside each at every checkpoint
     heaps = result["idle_heap_kb"]
     assert {"EnvsManager", "TrajectoryWriter"} <= set(heaps) and any(name.startswith("Ingress#") for name in heaps), heaps
@@ -85,10 +90,11 @@ def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays(
 def test_the_soaks_memory_verdict_fits_a_line_through_the_long_lived_processes_idle_checkpoints():
     from crowdplay.bench.soak import Checkpoint, idle_trend
 
-    def checkpoints(manager_mb, writer_mb, envactor_mb=(143.0,) * 5, raylet_mb=(30.0,) * 5):
+    def checkpoints(manager_mb, writer_mb, envactor_mb=(143.0,) * 5, raylet_mb=(30.0,) * 5, shared_mb=(20.0,) * 5):
         return [
-            Checkpoint(2.0 * index, 20 * index, {1: ("ray::EnvsManager", manager), 2: ("ray::TrajectoryWriter", writer), 10 + index: ("ray::EnvActor", envactor), 4: ("raylet", raylet)}, 0.1)
-            for index, (manager, writer, envactor, raylet) in enumerate(zip(manager_mb, writer_mb, envactor_mb, raylet_mb))
+            Checkpoint(2.0 * index, 20 * index, {1: ("ray::EnvsManager", manager), 2: ("ray::TrajectoryWriter", writer), 10 + index: ("ray::EnvActor", envactor), 4: ("raylet", raylet)}, 0.1,
+                       other_kinds={"shared": {1: ("ray::EnvsManager", shared), 2: ("ray::TrajectoryWriter", shared), 4: ("raylet", 1.0)}})
+            for index, (manager, writer, envactor, raylet, shared) in enumerate(zip(manager_mb, writer_mb, envactor_mb, raylet_mb, shared_mb))
         ]
 
     # 0.1 MB a minute of 290 MB is 144 MB a day, past 10% (the line is 0.02 MB a minute): growing
@@ -104,8 +110,15 @@ def test_the_soaks_memory_verdict_fits_a_line_through_the_long_lived_processes_i
         checkpoints((140.0, 140.2, 139.9, 140.1, 140.0), (150.0, 149.9, 150.1, 150.0, 149.9), envactor_mb=(143.0, 150.0, 141.0, 160.0, 142.0), raylet_mb=(30.0, 31.0, 32.0, 33.0, 34.0)),
         day_tolerance=0.1,
     )
-    assert settling["memory_flat"] is True and settling["idle_envactor_rss_mb"] == [143.0, 150.0, 141.0, 160.0, 142.0]
-    assert settling["idle_ray_growth_mb_per_min"] == 0.5 and settling["idle_ray_rss_mb"] == 30.0
+    assert settling["memory_flat"] is True and settling["idle_envactor_mb"] == [143.0, 150.0, 141.0, 160.0, 142.0]
+    assert settling["idle_ray_growth_mb_per_min"] == 0.5 and settling["idle_ray_mb"] == 30.0
+
+    # the object store's pages mapped in as workers touch more of it are shared memory: reported
+    # with their own line, not judged
+    mapping_the_store = idle_trend(checkpoints((140.0,) * 5, (150.0,) * 5, shared_mb=(20.0, 21.0, 22.0, 23.0, 24.0)), day_tolerance=0.1)
+    assert mapping_the_store["memory_flat"] is True and mapping_the_store["idle_memory_judged"] == "private"
+    assert mapping_the_store["idle_long_lived_growth_mb_per_min_by_kind"] == {"private": [0.0, 0.0], "shared": [1.0, 0.0]}
+    assert mapping_the_store["idle_long_lived_mb_by_kind"] == {"private": [290.0, 290.0], "shared": [40.0, 48.0]}
 
     # the same band's spread with a rate near the line: the run cannot tell, so no verdict
     unsure = idle_trend(checkpoints((140.0, 140.4, 139.9, 140.4, 140.2), (150.0, 150.2, 150.1, 150.2, 150.1)), day_tolerance=0.1)
@@ -125,6 +138,33 @@ def test_the_soaks_idle_sample_is_each_processs_median_of_its_repeats():
     median = median_by_process(repeats)
     assert median == {1: ("ray::TrajectoryWriter", 150.1), 2: ("ray::EnvsManager", 140.0), 4: ("raylet", 30.5)}  # 7 came late: left out
     assert abs(spread_mb(repeats) - 0.5) < 1e-9  # CrowdPlay's 290.0, 290.5, 290.0 MB; Ray's and the newcomer not counted
+
+
+CHILD_WITH_PRIVATE_AND_SHARED_PAGES = """
+import mmap, sys
+private = bytearray(64 << 20)  # zero-filled: every page written, so resident
+shared = mmap.mmap(-1, 32 << 20, flags=mmap.MAP_SHARED)  # shared memory, as Ray's object store is
+shared.write(b"x" * (32 << 20))
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_the_soak_tells_a_processs_private_memory_from_its_shared_and_file_backed_pages():
+    import psutil
+
+    from crowdplay.bench.soak import resident_by_kind
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD_WITH_PRIVATE_AND_SHARED_PAGES], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        by_kind = resident_by_kind([psutil.Process(child.pid)])
+    finally:
+        child.communicate("\n", timeout=30)
+    (title, private), (_, shared), (_, file_backed), (_, rss) = (by_kind[kind][child.pid] for kind in ("private", "shared", "file", "rss"))
+    assert title == sys.executable
+    assert 64 <= private < 64 + 30 and 32 <= shared < 32 + 2 and file_backed > 1  # the interpreter's code is file-backed
+    assert abs(rss - private - shared - file_backed) < 0.01
 
 
 def test_the_soak_reports_growth_under_load_of_the_processes_alive_throughout():

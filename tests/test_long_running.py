@@ -3,7 +3,8 @@
 CrowdPlay's long-lived actors leave no task events in Ray's GCS: it keeps ~3 KB per recorded call
 (up to 100,000 of them), so a server calling its writer and manager a few times a second would
 grow by hundreds of MB (``crowdplay.config.UNRECORDED_CALLS``). Ray's processes run with two
-malloc arenas (``crowdplay.config.RAY_ENVIRONMENT``). And each long-lived process gives freed
+malloc arenas (``crowdplay.config.RAY_ENVIRONMENT``), and the ones that live as long as the server
+with one arena and no per-thread caches (``crowdplay.config.LONG_LIVED_ALLOCATOR``). And each long-lived process gives freed
 memory back to the OS on a thread of its own (``crowdplay.memory``)."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import Counter
 import ray
 from ray._private.state import state
 
-from crowdplay.config import RAY_ENVIRONMENT
+from crowdplay.config import LONG_LIVED_ALLOCATOR, RAY_ENVIRONMENT
 from crowdplay.env_actor import env_actor_names
 from crowdplay.recording.writer import get_or_create_writer
 
@@ -64,9 +65,25 @@ def test_the_servers_long_lived_processes_give_freed_memory_back(manager, settin
 
 
 def test_the_servers_processes_run_with_rays_environment(manager, settings) -> None:
-    for actor in (ingress_replica(), manager, get_or_create_writer(settings), any_env_actor(settings)):
+    long_lived = {name: LONG_LIVED_ALLOCATOR.get(name, value) for name, value in RAY_ENVIRONMENT.items()}  # their own allocator wins
+    for actor, expected in ((ingress_replica(), long_lived), (manager, long_lived), (get_or_create_writer(settings), long_lived), (any_env_actor(settings), RAY_ENVIRONMENT)):
         environment = environment_of(actor)
-        assert {name: environment.get(name) for name in RAY_ENVIRONMENT} == RAY_ENVIRONMENT
+        assert {name: environment.get(name) for name in RAY_ENVIRONMENT} == expected, actor
+
+
+def starting_environment(self) -> dict:
+    """The environment this process was started with: what glibc read when it set up malloc."""
+    with open("/proc/self/environ", "rb") as environ:
+        return dict(entry.decode().split("=", 1) for entry in environ.read().split(b"\0") if b"=" in entry)
+
+
+def test_the_long_lived_processes_start_with_one_malloc_arena_and_no_per_thread_caches(manager, settings) -> None:
+    for actor in (ingress_replica(), manager, get_or_create_writer(settings)):
+        environment = ray.get(actor.__ray_call__.remote(starting_environment))
+        assert {name: environment.get(name) for name in LONG_LIVED_ALLOCATOR} == LONG_LIVED_ALLOCATOR
+    # EnvActors do the per-frame work with the faster default (and retire as they wear out)
+    environment = ray.get(any_env_actor(settings).__ray_call__.remote(starting_environment))
+    assert environment.get("MALLOC_ARENA_MAX") == RAY_ENVIRONMENT["MALLOC_ARENA_MAX"] and not environment.get("GLIBC_TUNABLES")
 
 
 def access_log_buffers(self) -> list[int]:

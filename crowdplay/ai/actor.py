@@ -30,7 +30,7 @@ from ray.actor import ActorHandle
 
 from crowdplay.ai.line import PolicyLineServer
 from crowdplay.ai.registry import Policy, make_policy, policy_class
-from crowdplay.config import UNRECORDED_CALLS, Settings
+from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
 from crowdplay.memory import release_freed_memory_every
 from crowdplay.plugins import load_plugins
 
@@ -129,4 +129,5 @@ def policy_actor(settings: Settings, policy_id: str, action_count: int, replica:
         get_if_exists=True,
         num_cpus=cls.num_cpus,
         num_gpus=cls.num_gpus,
+        runtime_env=FRAME_PATH_RUNTIME_ENV,
     ).remote(policy_id, action_count, settings)

@@ -22,8 +22,14 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   sessions, then level off); then the soak's ``--minutes`` are played in stretches of
   ``--checkpoint-every`` minutes, and before the first and after each one everyone leaves and,
   once every game has ended and ``--quiet`` seconds have passed (a memory release has run), every
-  process's memory is sampled five times, 5 s apart, and its median kept
-  (``idle_crowdplay_spread_mb``: how far CrowdPlay's total moved between the repeats). A least-squares line through the idle memory of
+  process's resident memory is sampled by kind five times, 5 s apart, and its median kept
+  (``idle_crowdplay_spread_mb``: how far CrowdPlay's total moved between the repeats). The kind
+  judged (``idle_memory_judged``) is private memory: anonymous pages, the process's own, where a
+  leak grows. File-backed pages (libraries paged in as code first runs) and shared memory (Ray's
+  object store, mapped into each worker that touches it, bounded by its fixed size) are part of
+  RSS but not the process's to leak; they are reported beside the verdict
+  (``idle_long_lived_mb_by_kind``, first and last; ``idle_long_lived_growth_mb_per_min_by_kind``,
+  each kind's line and its error; ``rss`` all three). A least-squares line through the idle private memory of
   CrowdPlay's long-lived processes (ingress replicas, EnvsManager, TrajectoryWriter, policy actors)
   against minutes of play (``idle_long_lived_mb``, ``idle_long_lived_growth_mb_per_min`` and its
   standard error, ``idle_growth_mb_per_min_by_process``, ``idle_long_lived_growth_kb_per_session``)
@@ -34,7 +40,7 @@ emulator snapshots (``crowdplay.data.replay_check``). The result:
   of a few tenths of a MB after a burst of work, so only many checkpoints separate a steady rate
   from that band). The warm pool's EnvActors are replaced as they wear out, so what one keeps is
   bounded by its life: the largest idle one at each checkpoint is reported
-  (``idle_envactor_rss_mb``). (What the processes grew from an idle sample before anyone played
+  (``idle_envactor_mb``). (What the processes grew from an idle sample before anyone played
   to the first checkpoint, as caches and heaps reach their working size, is reported as
   ``idle_*_warmup_growth_mb``.) At each checkpoint the manager, writer and ingress replicas are
   also asked what their memory is made of (``crowdplay.bench.heaps``: Python blocks and object
@@ -254,30 +260,34 @@ def memory_trend(times: list[float], by_process: list[dict[int, tuple[str, float
 
 @dataclass
 class Checkpoint:
-    """Every process's idle memory (the median of repeated samples) after ``minutes`` of play
-    and ``sessions`` participant sessions; ``spread_mb``: how far CrowdPlay's total moved between
-    the repeats; ``heaps``: the long-lived actors' heap censuses (``crowdplay.bench.heaps``) taken
-    after the samples."""
+    """Every process's idle private memory (``JUDGED_KIND``; the median of repeated samples) after
+    ``minutes`` of play and ``sessions`` participant sessions; ``spread_mb``: how far CrowdPlay's
+    total moved between the repeats; ``heaps``: the long-lived actors' heap censuses
+    (``crowdplay.bench.heaps``) taken after the samples; ``other_kinds``: the same medians of the
+    other kinds of resident memory (``RESIDENT_KINDS``), reported beside the verdict."""
 
     minutes: float
     sessions: int
     sample: dict[int, tuple[str, float]]
     spread_mb: float
     heaps: dict[str, dict] = field(default_factory=dict)
+    other_kinds: dict[str, dict[int, tuple[str, float]]] = field(default_factory=dict)
 
 
 def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
-    """Memory flat, judged at idle checkpoints: a least-squares line through the idle memory of
-    CrowdPlay's processes that lived through all of them (the ingress replicas, the manager, the
-    writer, policy actors) against minutes of play. Flat when even the line's upper bound (slope
+    """Memory flat, judged at idle checkpoints: a least-squares line through the idle private
+    memory (``JUDGED_KIND``) of CrowdPlay's processes that lived through all of them (the ingress
+    replicas, the manager, the writer, policy actors) against minutes of play. Flat when even the line's upper bound (slope
     plus two standard errors) would in a day grow them by under ``day_tolerance`` of their memory;
     growing when even its lower bound would grow them by more; None when the run cannot tell
     (too few checkpoints, or the band straddles the line: play longer). A process's idle memory
     settles within a band after each burst of work, so two end points cannot tell a steady rate
-    from where in its band each landed; more points can.
+    from where in its band each landed; more points can. The other kinds of resident memory get
+    the same line, reported (``idle_long_lived_growth_mb_per_min_by_kind``): file-backed and shared
+    pages are bounded by the files and the object store they map, and are not the process's own.
 
     The warm pool's EnvActors are replaced as they wear out (``Settings.games_per_actor``), so
-    what one keeps is bounded by its life: reported (``idle_envactor_rss_mb``, the largest idle
+    what one keeps is bounded by its life: reported (``idle_envactor_mb``, the largest idle
     one at each checkpoint), not fitted. Ray's own daemons are reported, not judged: they are the
     platform's, and grow about as much in the first minutes of a Ray that runs nothing at all."""
     samples = [checkpoint.sample for checkpoint in checkpoints]
@@ -294,8 +304,11 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
     for pid in lived:
         titles.setdefault(samples[-1][pid][0], set()).add(pid)
     ray_series = idle_series(checkpoints, ray_mb)
+    kinds = set.intersection(*(set(checkpoint.other_kinds) for checkpoint in checkpoints))
+    by_kind = {JUDGED_KIND: series, **{kind: [(60 * checkpoint.minutes, memory_of(lived)(checkpoint.other_kinds[kind])) for checkpoint in checkpoints] for kind in sorted(kinds)}}
     return {
         "memory_flat": flat,
+        "idle_memory_judged": JUDGED_KIND,
         "idle_checkpoints": len(checkpoints),
         "idle_long_lived_mb": [[round(t / 60, 1), round(mb, 2)] for t, mb in series],
         "idle_long_lived_growth_mb_per_min": round(rate, 4),
@@ -303,12 +316,14 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
         "idle_flat_line_mb_per_min": round(line, 4),
         "idle_long_lived_growth_kb_per_session": round(1024 * rate * played / sessions, 2) if sessions else 0.0,
         "idle_growth_mb_per_min_by_process": {title: round(fit_slope_mb_per_min(idle_series(checkpoints, memory_of(pids)))[0], 4) for title, pids in sorted(titles.items())},
-        "idle_envactor_rss_mb": [round(max((rss for title, rss in sample.values() if title.startswith("ray::EnvActor")), default=0.0), 1) for sample in samples],
+        "idle_long_lived_mb_by_kind": {kind: [round(kind_series[0][1], 2), round(kind_series[-1][1], 2)] for kind, kind_series in by_kind.items()},
+        "idle_long_lived_growth_mb_per_min_by_kind": {kind: [round(value, 4) for value in fit_slope_mb_per_min(kind_series)] for kind, kind_series in by_kind.items()},
+        "idle_envactor_mb": [round(max((rss for title, rss in sample.values() if title.startswith("ray::EnvActor")), default=0.0), 1) for sample in samples],
         "idle_crowdplay_spread_mb": round(max(checkpoint.spread_mb for checkpoint in checkpoints), 2),
         "idle_ray_growth_mb_per_min": round(fit_slope_mb_per_min(ray_series)[0], 4),
         "idle_heap_kb": heap_series(checkpoints),
         "idle_heap_growth": heap_growth(checkpoints[0].heaps, checkpoints[-1].heaps),
-        "idle_ray_rss_mb": round(ray_series[0][1], 1),
+        "idle_ray_mb": round(ray_series[0][1], 1),
     }
 
 
@@ -353,8 +368,8 @@ def ray_mb(sample: dict[int, tuple[str, float]]) -> float:
     return sum(rss for title, rss in sample.values() if not title.startswith(CROWDPLAY_PROCESSES))
 
 
-def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int = 5, spacing_s: float = 5.0) -> list[dict[int, tuple[str, float]]]:
-    """Every process's memory once the server is idle (no session left) and ``quiet_s`` seconds
+def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int = 5, spacing_s: float = 5.0) -> list[dict[str, dict[int, tuple[str, float]]]]:
+    """Every process's memory, by kind (``resident_by_kind``), once the server is idle (no session left) and ``quiet_s`` seconds
     passed since; ``repeats`` samples ``spacing_s`` apart, as an idle process still moves a little
     (a health check, a metrics push) and a 10-minute line is a fraction of a MB. The EnvActors
     that emptied stay up (``--spare-linger``), as they would had play gone on."""
@@ -366,14 +381,16 @@ def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int 
     for repeat in range(repeats):
         if repeat:
             time.sleep(spacing_s)
-        samples.append(rss_by_process(system.processes()))
+        samples.append(resident_by_kind(system.processes()))
     return samples
 
 
 def idle_checkpoint(system, quiet_s: float, minutes: float, sessions: int) -> Checkpoint:
     """The server's idle memory after ``minutes`` of play and ``sessions`` sessions."""
     repeats = idle_samples(system, quiet_s)
-    return Checkpoint(minutes, sessions, median_by_process(repeats), spread_mb(repeats), census(long_lived_actors(system.settings)))
+    medians = {kind: median_by_process([repeat[kind] for repeat in repeats]) for kind in RESIDENT_KINDS}
+    judged = medians.pop(JUDGED_KIND)
+    return Checkpoint(minutes, sessions, judged, spread_mb([repeat[JUDGED_KIND] for repeat in repeats]), census(long_lived_actors(system.settings)), medians)
 
 
 def long_lived_in(samples: list[dict[int, tuple[str, float]]]) -> set[int]:
@@ -416,15 +433,30 @@ def growth_of(series: list[tuple[float, float]]) -> dict:
     }
 
 
-def rss_by_process(processes: list[psutil.Process]) -> dict[int, tuple[str, float]]:
-    """Process id -> (title such as ``ray::EnvActor``, RSS in MB)."""
-    sample: dict[int, tuple[str, float]] = {}
+#: Resident memory by kind, as ``/proc/<pid>/status`` counts it. ``private``: anonymous pages,
+#: the process's own (heaps, stacks, Python's arenas), where a leak grows, and the one judged;
+#: ``file``: pages of mapped files (code and libraries as they are first run; the kernel can drop
+#: them and they are shared with every process that maps them); ``shared``: shared memory, above
+#: all Ray's object store, mapped into every worker that reads or writes an object there and
+#: bounded by the store's fixed size; ``rss``: the three together.
+RESIDENT_KINDS = {"rss": "VmRSS:", "private": "RssAnon:", "file": "RssFile:", "shared": "RssShmem:"}
+JUDGED_KIND = "private"
+
+
+def resident_by_kind(processes: list[psutil.Process]) -> dict[str, dict[int, tuple[str, float]]]:
+    """Per kind of ``RESIDENT_KINDS``, process id -> (title such as ``ray::EnvActor``, MB)."""
+    by_kind: dict[str, dict[int, tuple[str, float]]] = {kind: {} for kind in RESIDENT_KINDS}
     for process in processes:
         try:
-            sample[process.pid] = (" ".join(process.cmdline()[:1]) or process.name(), process.memory_info().rss / 2**20)
-        except psutil.Error:
+            title = " ".join(process.cmdline()[:1]) or process.name()
+            with open(f"/proc/{process.pid}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except (psutil.Error, OSError):
             continue
-    return sample
+        for kind, name in RESIDENT_KINDS.items():
+            if name[:-1] in fields:  # a zombie has no memory lines
+                by_kind[kind][process.pid] = (title, int(fields[name[:-1]].split()[0]) / 1024)
+    return by_kind
 
 
 def growth_by_process(first: dict[int, tuple[str, float]], last: dict[int, tuple[str, float]], top: int = 5) -> dict[str, dict]:
@@ -451,7 +483,7 @@ def run(args: argparse.Namespace) -> dict:
         by_process: list[dict[int, tuple[str, float]]] = []
 
         def sample_memory() -> float:
-            by_process.append(rss_by_process(system.processes()))
+            by_process.append(resident_by_kind(system.processes())["rss"])
             return sum(rss for _, rss in by_process[-1].values())
 
         idle_at_start = idle_checkpoint(system, quiet_s, 0.0, 0)
@@ -506,8 +538,10 @@ def summarize(result: dict) -> str:
         f"Ray's {result['idle_ray_warmup_growth_mb']:+} MB): long-lived processes [minutes, MB] {result['idle_long_lived_mb']}, "
         f"{result['idle_long_lived_growth_mb_per_min']:+} ± {result['idle_long_lived_growth_mb_per_min_error']} MB/min "
         f"(line {result['idle_flat_line_mb_per_min']}; {result['idle_long_lived_growth_kb_per_session']:+} KB a session); flat: {result['memory_flat']}; "
-        f"by process {result['idle_growth_mb_per_min_by_process']} MB/min; largest idle EnvActor {result['idle_envactor_rss_mb']} MB; "
-        f"repeated idle samples moved {result['idle_crowdplay_spread_mb']} MB; Ray's {result['idle_ray_rss_mb']} MB, {result['idle_ray_growth_mb_per_min']:+} MB/min",
+        f"by process {result['idle_growth_mb_per_min_by_process']} MB/min; largest idle EnvActor {result['idle_envactor_mb']} MB; "
+        f"repeated idle samples moved {result['idle_crowdplay_spread_mb']} MB; Ray's {result['idle_ray_mb']} MB, {result['idle_ray_growth_mb_per_min']:+} MB/min",
+        f"  judged: {result['idle_memory_judged']} memory; the long-lived processes' idle memory by kind, first and last MB {result['idle_long_lived_mb_by_kind']}, "
+        f"[MB/min, error] {result['idle_long_lived_growth_mb_per_min_by_kind']}",
         f"  under load, CrowdPlay's processes alive throughout: {result['crowdplay_rss_mb']} MB, {result['crowdplay_rss_growth_mb']:+} MB "
         f"({result['crowdplay_rss_growth_mb_per_min_first_half']:+} MB/min in the first half, {result['crowdplay_rss_growth_mb_per_min_second_half']:+} "
         f"± {result['crowdplay_rss_growth_mb_per_min_second_half_error']} in the second); largest EnvActor {result['envactor_rss_mb_max']} MB; "

@@ -23,7 +23,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.config import ON_HEAD_NODE, UNRECORDED_CALLS, Settings
+from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.recording.spool import Chunk, Spool
 from crowdplay.recording.store import TrajectoryStore
@@ -207,7 +207,8 @@ def get_or_create_writer(settings: Settings) -> ActorHandle:
     """The cluster's writer, created on first use (atomic, like the EnvsManager)."""
     spool_dir = settings.spool_dir or str(Path("data") / "spool")
     return TrajectoryWriter.options(
-        name=WRITER_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True, resources=ON_HEAD_NODE
+        name=WRITER_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True, resources=ON_HEAD_NODE,
+        runtime_env=LONG_LIVED_RUNTIME_ENV,
     ).remote(settings.store_uri, spool_dir, settings.store_timeout_s, settings.memory_release_interval_s)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray import serve
 from starlette.applications import Starlette
 
-from crowdplay.config import Settings
+from crowdplay.config import LONG_LIVED_RUNTIME_ENV, Settings
 from crowdplay.manager import get_or_create_manager
 from crowdplay.memory import release_freed_memory_every
 from crowdplay.plugins import load_plugins
@@ -13,7 +13,7 @@ from crowdplay.web.app import create_app
 from crowdplay.web.backend import RaySessions
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
+@serve.deployment(ray_actor_options={"num_cpus": 0, "runtime_env": LONG_LIVED_RUNTIME_ENV}, max_ongoing_requests=1000)
 @serve.ingress()
 class Ingress:
     """One replica serves many participants; every replica shares the one EnvsManager."""
