@@ -123,8 +123,8 @@ RAY_ENVIRONMENT = {
 #: the environment the process starts with (glibc reads it then): one malloc arena and no
 #: per-thread caches. Each has ~30 threads (Ray's, gRPC's, the store's) that otherwise scatter
 #: freed chunks over their own arena and cache, and their resident memory crept ~0.07 MB a minute
-#: in 10-minute soaks while the heap in use stayed flat; with both, their anonymous memory stayed
-#: within ±0.1 MB each over 10 minutes and 279 sessions (docs/performance.md). Not for every
+#: in 10-minute soaks while the heap in use stayed flat; with both, their private memory was flat
+#: over a 30-minute soak, +0.0065 ± 0.0033 MB a minute for the three (docs/performance.md). Not for every
 #: process: set everywhere (EnvActors and Ray's daemons too) it cost ~6% more CPU per session in
 #: the load benchmark at 30 sessions (median of 6 alternating runs each, 0.0406 vs 0.0382 cores)
 #: and ~0.8 points of frames on time; EnvActors retire after ``Settings.games_per_actor`` games.
