@@ -229,6 +229,15 @@ def fit_slope_mb_per_min(series: list[tuple[float, float]]) -> tuple[float, floa
     return 60 * slope, 60 * math.sqrt(residual / spread)
 
 
+#: Resident memory by kind, as ``/proc/<pid>/status`` counts it. ``private``: anonymous pages,
+#: the process's own (heaps, stacks, Python's arenas), where a leak grows, and the one judged;
+#: ``file``: pages of mapped files (code and libraries as they are first run; the kernel can drop
+#: them and they are shared with every process that maps them); ``shared``: shared memory, above
+#: all Ray's object store, mapped into every worker that reads or writes an object there and
+#: bounded by the store's fixed size; ``rss``: the three together.
+RESIDENT_KINDS = {"rss": "VmRSS", "private": "RssAnon", "file": "RssFile", "shared": "RssShmem"}
+JUDGED_KIND = "private"
+
 #: Process titles of CrowdPlay's own long-lived processes (the Serve replica's is
 #: ``ray::ServeReplica:<app>:Ingress``); every other process of the tree is Ray's.
 CROWDPLAY_PROCESSES = ("ray::EnvActor", "ray::EnvsManager", "ray::ServeReplica", "ray::TrajectoryWriter", "ray::PolicyActor")
@@ -305,7 +314,7 @@ def idle_trend(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
         titles.setdefault(samples[-1][pid][0], set()).add(pid)
     ray_series = idle_series(checkpoints, ray_mb)
     kinds = set.intersection(*(set(checkpoint.other_kinds) for checkpoint in checkpoints))
-    by_kind = {JUDGED_KIND: series, **{kind: [(60 * checkpoint.minutes, memory_of(lived)(checkpoint.other_kinds[kind])) for checkpoint in checkpoints] for kind in sorted(kinds)}}
+    by_kind = {JUDGED_KIND: series, **{kind: idle_series(checkpoints, memory_of(lived), kind) for kind in sorted(kinds)}}
     return {
         "memory_flat": flat,
         "idle_memory_judged": JUDGED_KIND,
@@ -348,9 +357,9 @@ def warmup_growth(before: Checkpoint, after: Checkpoint) -> dict:
     }
 
 
-def idle_series(checkpoints: list[Checkpoint], measure: Callable[[dict[int, tuple[str, float]]], float]) -> list[tuple[float, float]]:
-    """(seconds of play, MB that ``measure`` finds in the sample) at each checkpoint."""
-    return [(60 * checkpoint.minutes, measure(checkpoint.sample)) for checkpoint in checkpoints]
+def idle_series(checkpoints: list[Checkpoint], measure: Callable[[dict[int, tuple[str, float]]], float], kind: str = JUDGED_KIND) -> list[tuple[float, float]]:
+    """(seconds of play, MB that ``measure`` finds in the sample of ``kind``) at each checkpoint."""
+    return [(60 * checkpoint.minutes, measure(checkpoint.sample if kind == JUDGED_KIND else checkpoint.other_kinds[kind])) for checkpoint in checkpoints]
 
 
 def memory_of(pids: set[int]) -> Callable[[dict[int, tuple[str, float]]], float]:
@@ -433,16 +442,6 @@ def growth_of(series: list[tuple[float, float]]) -> dict:
     }
 
 
-#: Resident memory by kind, as ``/proc/<pid>/status`` counts it. ``private``: anonymous pages,
-#: the process's own (heaps, stacks, Python's arenas), where a leak grows, and the one judged;
-#: ``file``: pages of mapped files (code and libraries as they are first run; the kernel can drop
-#: them and they are shared with every process that maps them); ``shared``: shared memory, above
-#: all Ray's object store, mapped into every worker that reads or writes an object there and
-#: bounded by the store's fixed size; ``rss``: the three together.
-RESIDENT_KINDS = {"rss": "VmRSS:", "private": "RssAnon:", "file": "RssFile:", "shared": "RssShmem:"}
-JUDGED_KIND = "private"
-
-
 def resident_by_kind(processes: list[psutil.Process]) -> dict[str, dict[int, tuple[str, float]]]:
     """Per kind of ``RESIDENT_KINDS``, process id -> (title such as ``ray::EnvActor``, MB)."""
     by_kind: dict[str, dict[int, tuple[str, float]]] = {kind: {} for kind in RESIDENT_KINDS}
@@ -454,8 +453,8 @@ def resident_by_kind(processes: list[psutil.Process]) -> dict[str, dict[int, tup
         except (psutil.Error, OSError):
             continue
         for kind, name in RESIDENT_KINDS.items():
-            if name[:-1] in fields:  # a zombie has no memory lines
-                by_kind[kind][process.pid] = (title, int(fields[name[:-1]].split()[0]) / 1024)
+            if name in fields:  # a zombie has no memory lines
+                by_kind[kind][process.pid] = (title, int(fields[name].split()[0]) / 1024)
     return by_kind
 
 
