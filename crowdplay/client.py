@@ -81,16 +81,20 @@ class Participant:
         decode: bool = True,
         participant: str | None = None,
         params: dict[str, str] | None = None,
+        resume: str | None = None,
         **connect_options: object,
     ) -> "Participant":
         """Create a session for ``env_id`` and connect to it; returns after ``hello``.
-        ``participant`` and ``params`` are what a study page passes on (see POST /api/sessions)."""
+        ``participant``, ``params`` and ``resume`` are what a study page passes on (see POST
+        /api/sessions; ``resume``: an earlier answer's, to take that seat back as a second tab)."""
         base_url = base_url.rstrip("/")
         body: dict = {"env_id": env_id}
         if participant is not None:
             body["participant"] = participant
         if params is not None:
             body["params"] = params
+        if resume is not None:
+            body["resume"] = resume
         session = await asyncio.to_thread(http_json, f"{base_url}/api/sessions", body)
         return await cls.connect(base_url, session, decode, **connect_options)
 

@@ -42,8 +42,21 @@ class Settings:
     #: Origins (scheme://host[:port], comma-separated) whose pages may open websockets besides the
     #: server's own host; browsers' websockets from any other origin are refused (4003).
     allowed_origins: str = ""
-    #: A session whose participant never connects is ended after this many seconds.
-    connect_timeout_s: float = 60.0
+    #: A session whose participant never connects is ended after this many seconds: until then it
+    #: holds a seat, and often a new game on an EnvActor (the page connects at once).
+    connect_timeout_s: float = 15.0
+    #: New sessions one client address may start: a burst of this many, then this many a minute.
+    session_starts_per_client_burst: int = 10
+    session_starts_per_client_per_min: float = 6.0
+    #: New sessions all clients together may start: a burst of this many, then this many a second.
+    session_starts_burst: int = 50
+    session_starts_per_s: float = 10.0
+    #: At most this many sessions may wait for their participant's first connection (0: no bound).
+    max_unconnected_sessions: int = 100
+    #: Proxies in front of the ingress replicas that append the client's address to X-Forwarded-For:
+    #: HAProxy is one; add one for each load balancer in front of it that appends too. A client's
+    #: address (its rate limits) is the entry this many places from the end.
+    forwarded_hops: int = 1
     #: After the participant's websocket closes, the session waits this long for a reconnect.
     reconnect_grace_s: float = 10.0
     #: Modules imported by every process to register environments and policies ("a.b,c.d").
@@ -85,6 +98,13 @@ class Settings:
                 values[field.name] = raw.strip().lower() in ("1", "true", "yes", "on") if kind is bool else kind(raw)
         return cls(**values)
 
+
+#: Session-start limits lifted (``crowdplay.admission``): for benchmarks and tests, whose simulated
+#: participants stand for many people but all come from one address.
+NO_START_LIMITS: dict = {
+    "session_starts_per_client_burst": 1_000_000, "session_starts_per_client_per_min": 1e9,
+    "session_starts_burst": 1_000_000, "session_starts_per_s": 1e9, "max_unconnected_sessions": 0,
+}
 
 #: The control actors (EnvsManager, TrajectoryWriter) ask for a sliver of the head node's own
 #: resource: a worker node leaving must not take them along, and the writer's spool and the

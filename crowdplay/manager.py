@@ -20,6 +20,7 @@ games, seats, sessions and tokens are rebuilt from what each EnvActor reports (`
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 import ray
 from ray.actor import ActorHandle
 
+from crowdplay.admission import Admission, TooManyStarts
 from crowdplay.assignments import ANONYMOUS, ASSIGNMENTS_KEPT, AssignmentBook, BadToken, SessionLost, UnknownSession
 from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
@@ -41,7 +43,7 @@ from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.writer import WriterClient
 from crowdplay.study import current_study
 
-__all__ = ["BadToken", "EnvsManager", "NoCapacity", "SessionLost", "TaskClosed", "UnknownSession", "get_or_create_manager"]
+__all__ = ["BadToken", "EnvsManager", "NoCapacity", "SessionLost", "TaskClosed", "TooManyStarts", "UnknownSession", "get_or_create_manager"]
 
 
 class NoCapacity(RuntimeError):
@@ -123,6 +125,8 @@ class SessionEntry:
     agent: str
     participant: str
     created_at: float = field(default_factory=time.time)
+    #: the participant's websocket has reached the game at least once
+    connected: bool = False
 
     def answer(self) -> dict:
         return {
@@ -133,6 +137,14 @@ class SessionEntry:
             "agent": self.agent,
             "participant": self.participant,
         }
+
+
+def resume_secret(key: bytes, session_id: str) -> str:
+    """What only the browser that started a session holds (the page keeps it): a second request
+    with the same participant id gets that session's seat back only with it. Participant ids are
+    not secrets (crowd platforms show them in URLs); derived from the store's key, so a restarted
+    manager recognises the secrets it handed out before."""
+    return hmac.new(key, b"resume:" + session_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 @ray.remote(num_cpus=0, **UNRECORDED_CALLS)
@@ -156,6 +168,10 @@ class EnvsManager:
         #: session id -> (token, why its game ended without it) for games whose process died
         self._lost: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self._background: set[asyncio.Task] = set()
+        self.admission = Admission(
+            settings.session_starts_per_client_per_min, settings.session_starts_per_client_burst,
+            settings.session_starts_per_s, settings.session_starts_burst, settings.max_unconnected_sessions,
+        )
 
     def _in_background(self, coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -365,15 +381,22 @@ class EnvsManager:
                 continue
 
     # ----------------------------------------------------------------- matchmaking
-    async def create_session(self, env_id: str, participant: dict | None = None) -> dict:
+    async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
         """Seat a participant in a game of ``env_id``: a waiting game with an open seat on any
-        node, else a new game. Returns the session's id, token, game and agent.
+        node, else a new game. Returns the session's id, token, game and agent, and (with a
+        participant id) the session's resume secret.
 
         ``participant`` (all optional): ``id`` (e.g. a crowd-worker id; stored only as a
-        pseudonym), ``params`` (the page's URL parameters), ``user_agent``, ``consented_at``.
-        A participant who already has a seat in a game of ``env_id`` (a second tab) gets that seat
-        back with a new token; their other tab is told it was replaced when this one connects."""
+        pseudonym), ``params`` (the page's URL parameters), ``user_agent``, ``consented_at``,
+        ``resume``. A participant who already has a seat in a game of ``env_id`` and sends that
+        session's resume secret (a second tab of the same browser) gets that seat back with a new
+        token; their other tab is told it was replaced when this one connects. Without the secret
+        the request gets a session of its own: knowing a participant id is not enough to take
+        their seat.
+
+        ``client``: the requester's address, for ``Admission`` (``TooManyStarts`` past a bound)."""
         await self._adopt()
+        self.admission.admit(client, self._unconnected())
         study = current_study()
         await self._load_book()
         if env_id == "auto":
@@ -389,9 +412,18 @@ class EnvsManager:
         participant = dict(participant or {})
         session_id = uuid.uuid4().hex
         raw_id = participant.pop("id", None)
+        resume = participant.pop("resume", None)
         pseudonym = await self._pseudonym(raw_id) if raw_id else f"{ANONYMOUS}{session_id}"
-        if raw_id:
-            seated = next((e for e in self.sessions.values() if e.participant == pseudonym and e.game.env_id == env_id), None)
+        key = await self._secret_key() if raw_id else b""
+        if raw_id and isinstance(resume, str) and resume:
+            seated = next(
+                (
+                    e for e in self.sessions.values()
+                    if e.participant == pseudonym and e.game.env_id == env_id
+                    and hmac.compare_digest(resume_secret(key, e.session_id).encode(), resume.encode())
+                ),
+                None,
+            )
             if seated is not None:
                 seated.token = secrets.token_urlsafe(24)
                 if seated.game.host is not None:
@@ -400,7 +432,7 @@ class EnvsManager:
                     self.book.assignments[seated.session_id].token = seated.token
                     if self.settings.record:  # the new token's digest
                         self._in_background(self._save_quietly(self.book.assignments[seated.session_id]))
-                return seated.answer()
+                return {**seated.answer(), "task_id": env_id, "resume": resume}
         controller = {"human": True, "participant": pseudonym}
         details = {**participant, "participant": pseudonym, "created_at": time.time()}
         if env_id in self._recent_envs:
@@ -433,8 +465,17 @@ class EnvsManager:
         assignment = self.book.open(session_id, env_id, pseudonym, participant.get("params", {}), entry.token, participant.get("consented_at"))
         assignment.statistics = {"values": {}}
         if self.settings.record:
-            asyncio.get_running_loop().create_task(self._save_quietly(assignment))
-        return {**entry.answer(), "task_id": env_id}
+            self._in_background(self._save_quietly(assignment))
+        answer = {**entry.answer(), "task_id": env_id}
+        if raw_id:
+            answer["resume"] = resume_secret(key, session_id)
+        return answer
+
+    def _unconnected(self) -> int:
+        """Sessions created recently whose participant has not connected yet (their seats are
+        given up after ``connect_timeout_s``; adopted sessions count as connected once that passed)."""
+        since = time.time() - self.settings.connect_timeout_s
+        return sum(1 for entry in self.sessions.values() if not entry.connected and entry.created_at > since)
 
     async def _reserve(self, spec: EnvSpec, session_id: str) -> tuple[Game, str]:
         """Reserve an open seat for ``session_id``: in a joinable game of ``spec``, else in a new
@@ -547,6 +588,7 @@ class EnvsManager:
             raise UnknownSession(f"no session {session_id!r}")
         if not hmac.compare_digest(entry.token.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
+        entry.connected = True
         return entry.agent, entry.game.info, entry.game.channel
 
     # ----------------------------------------------------------------- the study (assignments)

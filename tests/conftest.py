@@ -15,7 +15,7 @@ import pytest
 import ray
 from ray import serve
 
-from crowdplay.config import Settings, apply_ray_environment, free_port
+from crowdplay.config import NO_START_LIMITS, Settings, apply_ray_environment, free_port
 from crowdplay.plugins import load_plugins, share_import_path
 from crowdplay.manager import get_or_create_manager
 from crowdplay.web.ingress import build_app
@@ -30,6 +30,7 @@ TEST_SETTINGS = Settings(
     spool_dir=str(TEST_DATA / "spool"),
     plugins="tests.study_envs",
     countdown_s=0.5,
+    **NO_START_LIMITS,  # every test's participants come from 127.0.0.1; test_admission runs its own limits
 )
 load_plugins(TEST_SETTINGS)
 

@@ -132,7 +132,7 @@ def test_a_second_tab_replaces_the_first_and_a_dropped_connection_gets_its_seat_
         partner = await Participant.join(base_url, "TestDuoFallback")
         first_tab = await Participant.join(base_url, "TestDuoFallback", participant="tab-worker")
         await first_tab.wait_for_event("play")
-        second_tab = await Participant.join(base_url, "TestDuoFallback", participant="tab-worker")
+        second_tab = await Participant.join(base_url, "TestDuoFallback", participant="tab-worker", resume=first_tab.session["resume"])
         replaced = await first_tab.wait_for_event("error")
         await first_tab.wait_closed()
         await play_frames(second_tab, 10)

@@ -31,7 +31,7 @@ def test_a_token_opens_only_its_own_session_and_a_replaced_token_is_dead(base_ur
         second = http_json(f"{base_url}/api/sessions", {"env_id": "Pong", "participant": "SEC-B"})
         ws = base_url.replace("http", "ws")
         crossed = await refusal(f"{ws}/ws/{second['session_id']}?token={first['token']}")  # A's token on B's session
-        again = http_json(f"{base_url}/api/sessions", {"env_id": "Pong", "participant": "SEC-A"})  # a second tab
+        again = http_json(f"{base_url}/api/sessions", {"env_id": "Pong", "participant": "SEC-A", "resume": first["resume"]})  # a second tab
         replayed = await refusal(f"{ws}/ws/{first['session_id']}?token={first['token']}")  # the first tab's token
         async with await Participant.connect(base_url, again) as player:  # the new token works
             await player.next_frame()

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 import psutil
 
 from crowdplay.client import Participant, http_json
-from crowdplay.config import Settings, apply_ray_environment, free_port
+from crowdplay.config import NO_START_LIMITS, Settings, apply_ray_environment, free_port
 
 ON_TIME_TARGET = 0.99
 KEYS = ["ArrowLeft", "ArrowRight", "Space"]
@@ -77,7 +77,10 @@ class System:
 def _bench_settings(record: bool, data_dir: str, **overrides: object) -> Settings:
     # Sessions end as soon as the simulated participant leaves, so trials do not overlap.
     # Recordings go to a fresh embedded store unless CROWDPLAY_STORE_URI names one.
-    settings = replace(Settings.from_env(), **{"namespace": "crowdplay-bench", "reconnect_grace_s": 0.2, "record": record, **overrides})
+    # The simulated participants all come from this machine: no per-address start limits.
+    settings = replace(
+        Settings.from_env(), **{"namespace": "crowdplay-bench", "reconnect_grace_s": 0.2, "record": record, **NO_START_LIMITS, **overrides}
+    )
     if not settings.store_uri:
         settings = replace(settings, store_uri=os.path.join(data_dir, "bench.db"), spool_dir=os.path.join(data_dir, "spool"))
     return settings

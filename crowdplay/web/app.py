@@ -6,33 +6,38 @@ Routes
     GET  /api/environments       the game library
     GET  /api/health             {"ok": true, "served_by": {replica, node}} for load-balancer checks
     POST /api/sessions           {"task_id" (or "env_id"; "auto": the server picks), "participant"?,
-                                  "params"?, "consented_at"?}
-                                 -> {"session_id", "token", "ws", "task_id", "participant" (pseudonym)}
+                                  "params"?, "consented_at"?, "resume"?}
+                                 -> {"session_id", "token", "ws", "task_id", "participant" (pseudonym),
+                                     "resume" (with a participant id: send it to get this seat back)}
+                                 429 with Retry-After when a client or everyone starts too many
     WS   /ws/{session_id}?token= frames down, input up (docs/protocol.md)
     ...                          the study's routes: ``crowdplay.web.study_routes``
 
-Every error is JSON: ``{"error": <kind>, "reason": <what to do about it>}``.
+Every error is JSON: ``{"error": <kind>, "reason": <what to do about it>}``; the kinds are listed
+in docs/protocol.md. An unexpected failure answers 500 ``internal_error`` and goes to the log.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment, get_env, list_envs
-from crowdplay.manager import NoCapacity, TaskClosed
+from crowdplay.manager import NoCapacity, TaskClosed, TooManyStarts
 from crowdplay.web.backend import SessionBackend
-from crowdplay.web.errors import error
+from crowdplay.web.bodies import BadBody, json_object
+from crowdplay.web.clients import client_address
+from crowdplay.web.errors import error, message_of, original
 from crowdplay.web.study_routes import study_routes
 from crowdplay.web.websocket import play, served_by
 
@@ -60,6 +65,11 @@ def participant_details(body: dict, user_agent: str) -> dict:
         raise ValueError("'params' must be an object of string values (the page's URL parameters)")
     if len(params) > MAX_PARAMS or any(len(k) + len(v) > MAX_FIELD_CHARS for k, v in params.items()):
         raise ValueError(f"'params' takes at most {MAX_PARAMS} entries of at most {MAX_FIELD_CHARS} characters")
+    resume = body.get("resume")
+    if resume is not None:
+        if not isinstance(resume, str) or len(resume) > MAX_FIELD_CHARS:
+            raise ValueError(f"'resume' must be the string the session's first answer gave (at most {MAX_FIELD_CHARS} characters)")
+        details["resume"] = resume
     if "id" not in details:
         details.update({"id": params[key] for key in reversed(PARTICIPANT_ID_PARAMS) if params.get(key)})
     details["params"] = {key: value for key, value in params.items() if key not in PARTICIPANT_ID_PARAMS}
@@ -82,14 +92,11 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
         return JSONResponse({"ok": True, "served_by": served_by()})
 
     async def create_session(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return error(413, "body_too_large", f"request body exceeds {MAX_BODY_BYTES} bytes")
         try:
-            data = json.loads(body)
-        except ValueError:
-            return error(400, "invalid_json", "the body must be JSON like {\"env_id\": \"SpaceInvaders\"}")
-        env_id = data.get("task_id", data.get("env_id")) if isinstance(data, dict) else None
+            data = await json_object(request, MAX_BODY_BYTES)
+        except BadBody as bad:
+            return error(bad.status, bad.kind, f"{bad.reason}; send JSON like {{\"task_id\": \"SpaceInvaders\"}}")
+        env_id = data.get("task_id", data.get("env_id"))
         if not isinstance(env_id, str):
             return error(400, "missing_env_id", "the body must contain a string 'task_id' (or 'env_id')")
         try:
@@ -101,15 +108,19 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             participant = participant_details(data, request.headers.get("user-agent", ""))
         except ValueError as exc:
             return error(400, "invalid_participant", str(exc))
+        client = client_address(request.headers, request.client.host if request.client else None, settings.forwarded_hops)
         try:
-            session = await backend.create_session(env_id, participant)
+            session = await backend.create_session(env_id, participant, client)
+        except TooManyStarts as exc:
+            wait_s = math.ceil(getattr(original(exc), "retry_after_s", 5.0))
+            return error(429, "too_many_requests", message_of(exc), headers={"Retry-After": str(wait_s)}, retry_after_s=wait_s)
         except TaskClosed as exc:
-            return error(409, "task_closed", str(exc))
+            return error(409, "task_closed", message_of(exc))
         except NoCapacity as exc:
-            return error(503, "no_capacity", f"{exc}: the study is at capacity, please try again in a few minutes")
-        except Exception as exc:  # a placement or store failure: say so in JSON, keep serving
+            return error(503, "no_capacity", f"{message_of(exc)}: the study is at capacity, please try again in a few minutes")
+        except Exception:  # a placement or store failure: say so in JSON, keep serving
             log.exception("could not start a session")
-            return error(503, "unavailable", f"could not start a session right now, please retry: {type(exc).__name__}")
+            return error(503, "unavailable", "could not start a session right now, please retry")
         session["ws"] = f"/ws/{session['session_id']}?token={session['token']}"
         return JSONResponse(session, status_code=201)
 
@@ -118,6 +129,10 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, "http_error", str(exc.detail))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return error(500, "internal_error", "the server failed to answer this request; it has been logged")
 
     return Starlette(
         routes=[
@@ -129,5 +144,5 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             *study_routes(backend.call, settings),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

@@ -34,7 +34,8 @@ class Attachment(Protocol):
 
 
 class SessionBackend(Protocol):
-    async def create_session(self, env_id: str, participant: dict | None = None) -> dict: ...
+    async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
+        """``client``: the requester's address (``crowdplay.web.clients``), for rate limits."""
 
     async def attach(self, session_id: str, token: str) -> Attachment: ...
 
@@ -80,8 +81,8 @@ class RaySessions:
         self.manager = manager
         self.settings = settings
 
-    async def create_session(self, env_id: str, participant: dict | None = None) -> dict:
-        return await self.manager.create_session.remote(env_id, participant)
+    async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
+        return await self.manager.create_session.remote(env_id, participant, client)
 
     async def call(self, method: str, *args: object) -> object:
         return await getattr(self.manager, method).remote(*args)

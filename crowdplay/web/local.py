@@ -49,8 +49,8 @@ class LocalSessions:
         self.settings = settings
         self.sessions: dict[str, tuple[str, LiveEnv]] = {}
 
-    async def create_session(self, env_id: str, participant: dict | None = None) -> dict:
-        """(The baseline records nothing, so ``participant`` is not kept.)"""
+    async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
+        """(The baseline records nothing and limits nothing: ``participant`` and ``client`` are not kept.)"""
         session_id, token = uuid.uuid4().hex, secrets.token_urlsafe(24)
         live = LiveEnv(get_env(env_id), secrets.randbelow(2**31), self.settings)
         self.sessions[session_id] = (token, live)

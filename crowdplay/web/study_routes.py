@@ -20,7 +20,7 @@ can claim it.
 from __future__ import annotations
 
 import hmac
-import json
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -33,36 +33,35 @@ from crowdplay.assignments import BadToken, NoCompletion, NotComplete, UnknownSe
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment
 from crowdplay.study import current_study
-from crowdplay.web.errors import error
+from crowdplay.web.bodies import BadBody, json_object
+from crowdplay.web.errors import error, message_of, original
 from crowdplay.web.metrics import CONTENT_TYPE, prometheus_text
 
 MAX_NOTE_CHARS = 4000
+log = logging.getLogger(__name__)
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 Call = Callable[..., Awaitable[object]]
 
 
 async def _answer(work: Awaitable[object], status: int = 200) -> Response:
-    """Run a manager call and turn the study's exceptions into JSON errors."""
+    """Run a manager call and turn the study's exceptions into JSON errors with fixed reasons (an
+    exception's own text may name ids from the request; a failure's details go to the log)."""
     try:
         return JSONResponse(await work, status_code=status)
     except NotComplete as exc:
-        return error(403, "not_complete", "the task's requirements are not met yet; keep playing", progress=exc.summary["progress"])
+        progress = getattr(original(exc), "summary", {}).get("progress", {})
+        return error(403, "not_complete", "the task's requirements are not met yet; keep playing", progress=progress)
     except BadToken:
         return error(403, "bad_token", "the token does not match this session")
-    except (UnknownSession, UnknownEnvironment) as exc:
-        return error(404, "not_found", str(exc))
+    except UnknownSession:
+        return error(404, "not_found", "no such session: it ended or never existed; start again from the study's page")
+    except UnknownEnvironment:
+        return error(404, "not_found", "no such task; GET /api/study lists the tasks")
     except NoCompletion as exc:
-        return error(404, "no_completion", str(exc))
-
-
-async def _json_body(request: Request, limit: int = 2 * MAX_NOTE_CHARS) -> dict:
-    body = await request.body()
-    if len(body) > limit:
-        raise ValueError(f"request body exceeds {limit} bytes")
-    data = json.loads(body or b"{}")
-    if not isinstance(data, dict):
-        raise ValueError("the body must be a JSON object")
-    return data
+        return error(404, "no_completion", message_of(exc))
+    except Exception:  # the manager or the store failed: keep serving, say so, log the details
+        log.exception("a study request failed")
+        return error(503, "unavailable", "the server could not answer right now; please retry in a moment")
 
 
 def admin_token(settings: Settings) -> str:
@@ -100,7 +99,10 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
 
     async def note(request: Request, kind: str) -> Response:
         try:
-            data = await _json_body(request)
+            data = await json_object(request, 2 * MAX_NOTE_CHARS, empty={})
+        except BadBody as bad:
+            return error(bad.status, bad.kind, bad.reason)
+        try:
             text = data.get("text")
             if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE_CHARS:
                 raise ValueError(f"'text' must be a non-empty string of at most {MAX_NOTE_CHARS} characters")

@@ -12,7 +12,6 @@ import contextlib
 import functools
 import json
 import logging
-import time
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -20,6 +19,7 @@ from crowdplay import protocol
 from crowdplay.config import Settings
 from crowdplay.environments import InvalidAction
 from crowdplay.manager import HOST_LOST, BadToken, SessionLost, UnknownSession
+from crowdplay.rate_limit import TokenBucket
 from crowdplay.realtime import SessionEnded
 from crowdplay.web.backend import Attachment, SessionBackend
 from crowdplay.web.tcp import set_nodelay_for
@@ -59,25 +59,6 @@ def origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
         return True
     host = websocket.headers.get("host", "")
     return origin.split("://", 1)[-1].rstrip("/") == host
-
-
-class RateLimit:
-    """A token bucket per connection: ``rate`` messages a second on average, bursts of ``burst``.
-    A browser sends a message per key change (tens a second at most)."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.updated = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
 
 
 async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings) -> None:
@@ -136,7 +117,8 @@ async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
 
 
 async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Settings) -> None:
-    limit = RateLimit(settings.max_messages_per_s, 2 * settings.max_messages_per_s)
+    # A browser sends a message per key change (tens a second at most).
+    limit = TokenBucket(settings.max_messages_per_s, 2 * settings.max_messages_per_s)
     while True:
         event = await websocket.receive()
         if event["type"] == "websocket.disconnect":

@@ -466,6 +466,35 @@ function choose(task) {
   $("start").focus();
 }
 
+function resumeKey(taskId) {
+  return `crowdplay-resume-${taskId}`;
+}
+
+// Ask for a session; when the server says too many are starting (429), wait as long as it asks
+// and try again, saying so.
+async function requestSession() {
+  for (;;) {
+    const response = await fetch("/api/sessions", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      // The page's URL parameters travel with the session (a crowd platform's worker id among them
+      // is stored only as a pseudonym).
+      body: JSON.stringify({
+        task_id: chosen.id,
+        params: Object.fromEntries(params),
+        consented_at: consentedAt(),
+        resume: localStorage.getItem(resumeKey(chosen.id)) || undefined,
+      }),
+    });
+    const body = await response.json();
+    if (response.ok) return body;
+    if (response.status !== 429) throw new Error(body.reason || response.statusText);
+    const waitS = Number(response.headers.get("Retry-After")) || 5;
+    setStatus(`Starting... many people are starting at once; trying again in ${waitS} s.`);
+    await new Promise((resolve) => setTimeout(resolve, waitS * 1000));
+  }
+}
+
 async function start() {
   $("start").disabled = true;
   setStatus("Starting...");
@@ -475,15 +504,11 @@ async function start() {
     setStatus("Starting... the study is starting another game server for you; this can take a minute or two. Please keep this page open.");
   }, 3000);
   try {
-    const response = await fetch("/api/sessions", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      // The page's URL parameters travel with the session (a crowd platform's worker id among them
-      // is stored only as a pseudonym).
-      body: JSON.stringify({ task_id: chosen.id, params: Object.fromEntries(params), consented_at: consentedAt() }),
-    });
-    const body = await response.json();
-    if (!response.ok) throw new Error(body.reason || response.statusText);
+    const asked = chosen.id;
+    const body = await requestSession();
+    // Only this browser holds the resume secret: with it, another tab of this page gets the same
+    // seat back; a participant id alone does not.
+    if (body.resume) localStorage.setItem(resumeKey(asked), body.resume);
     state.sessionId = body.session_id;
     state.gameId = body.game_id;
     state.token = body.token;

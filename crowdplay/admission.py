@@ -1,0 +1,70 @@
+"""Admission: whether a request for a new session may start one now.
+
+Every session holds a seat, and a new game on an EnvActor, from the moment it is created until
+its participant connects (or ``connect_timeout_s`` passes). A client that asks for sessions and
+never plays would otherwise fill the cluster. Three bounds, checked in the EnvsManager (so they
+hold across every ingress replica):
+
+* per client (the address the ingress saw, ``crowdplay.web.client``): a token bucket, so a
+  participant who restarts a few times is never refused, but a loop is;
+* overall: a token bucket over every client, so many addresses at once cannot start sessions
+  faster than the cluster can host them;
+* sessions created and not yet connected: at most ``max_unconnected`` at a time.
+
+A refusal says how long to wait (the HTTP answer is 429 with ``Retry-After``). Nothing here
+touches Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from crowdplay.rate_limit import BucketsByKey, TokenBucket
+
+
+class TooManyStarts(RuntimeError):
+    """Starting a session now would exceed a bound; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self):  # crosses Ray calls with its fields
+        return (TooManyStarts, (self.reason, self.retry_after_s))
+
+
+class Admission:
+    def __init__(
+        self,
+        per_client_per_min: float,
+        per_client_burst: int,
+        overall_per_s: float,
+        overall_burst: int,
+        max_unconnected: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.clients = BucketsByKey(per_client_per_min / 60.0, per_client_burst, clock=clock)
+        self.overall = TokenBucket(overall_per_s, overall_burst, clock)
+        self.max_unconnected = max_unconnected
+        self.refused = 0
+
+    def admit(self, client: str, unconnected: int) -> None:
+        """Count one session start for ``client`` or raise ``TooManyStarts``; ``unconnected``:
+        sessions now waiting for their participant's first connection."""
+        bucket = self.clients[client or "unknown"]
+        if not bucket.allow():
+            self._refuse("too many new sessions from your address; please wait", bucket.wait_s())
+        if not self.overall.allow():
+            bucket.give_back()
+            self._refuse("too many participants are starting right now; please wait", self.overall.wait_s())
+        if unconnected >= self.max_unconnected > 0:
+            bucket.give_back()
+            self.overall.give_back()
+            self._refuse("too many sessions are waiting for their participants to connect; please wait", 2.0)
+
+    def _refuse(self, reason: str, wait_s: float) -> None:
+        self.refused += 1
+        raise TooManyStarts(reason, max(1.0, math.ceil(wait_s)))

@@ -1,0 +1,64 @@
+"""Token buckets: ``rate`` events a second on average, bursts of up to ``burst``."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = burst
+        self.updated = clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def allow(self) -> bool:
+        """Take a token if there is one."""
+        self._refill()
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+    def give_back(self) -> None:
+        """Return a token taken for an event that did not happen after all."""
+        self.tokens = min(self.burst, self.tokens + 1)
+
+    def wait_s(self) -> float:
+        """Seconds until the next token."""
+        self._refill()
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate if self.rate > 0 else float("inf")
+
+    @property
+    def full(self) -> bool:
+        self._refill()
+        return self.tokens >= self.burst
+
+
+class BucketsByKey:
+    """One bucket per key (a client's address), the least recently used forgotten past ``kept``.
+    A forgotten key starts again with a full bucket, so ``kept`` must exceed the number of clients
+    that can be active within one refill time."""
+
+    def __init__(self, rate: float, burst: float, kept: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.kept, self.clock = rate, burst, kept, clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def __getitem__(self, key: str) -> TokenBucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self.clock)
+            while len(self._buckets) > self.kept:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        return bucket
+
+    def __len__(self) -> int:
+        return len(self._buckets)
