@@ -51,6 +51,10 @@ bodies = st.one_of(
     ).map(json.dumps),
     st.binary(max_size=300).map(lambda raw: raw.decode("latin-1")),
     st.text(min_size=4097, max_size=5000),
+    # Deep nesting within the size limit (a recursive parser's stack, not its input size).
+    st.integers(min_value=1, max_value=2000).map(lambda depth: "[" * depth + "]" * depth),
+    st.integers(min_value=1, max_value=1000).map(lambda depth: '{"a":' * depth + "1" + "}" * depth),
+    st.integers(min_value=1, max_value=3000).map(lambda depth: '{"env_id": "Pong", "params": ' + "[" * depth),
 )
 paths = st.sampled_from(
     ["/api/sessions", "/api/feedback", "/api/report", "/api/sessions/{x}/finish", "/api/sessions/{x}/summary",

@@ -1,0 +1,158 @@
+"""Session starts are bounded: per client address, overall, and while unconnected; a flood from one
+address is throttled with 429 and Retry-After while a participant elsewhere starts a game at once,
+and sessions that never connect give their games back within seconds."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+import ray
+from ray import serve
+
+from crowdplay.admission import Admission, TooManyStarts
+from crowdplay.client import Participant
+from crowdplay.config import Settings
+from crowdplay.manager import get_or_create_manager
+from crowdplay.rate_limit import BucketsByKey, TokenBucket
+from crowdplay.web.ingress import build_app
+from tests.conftest import run, wait_until
+from tests.test_manager import stop_all
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_address_gets_its_burst_then_waits_while_another_address_is_admitted():
+    clock = Clock()
+    admission = Admission(per_client_per_min=6, per_client_burst=3, overall_per_s=100, overall_burst=100, max_unconnected=0, clock=clock)
+    for _ in range(3):
+        admission.admit("10.0.0.1", 0)
+    with pytest.raises(TooManyStarts) as refused:
+        admission.admit("10.0.0.1", 0)
+    assert refused.value.retry_after_s == 10  # 6 a minute: one every 10 s
+    admission.admit("10.0.0.2", 0)
+    clock.now += 10
+    admission.admit("10.0.0.1", 0)
+
+
+def test_everyone_together_is_bounded_and_a_refusal_takes_no_ones_budget():
+    clock = Clock()
+    admission = Admission(per_client_per_min=60, per_client_burst=2, overall_per_s=1, overall_burst=2, max_unconnected=0, clock=clock)
+    admission.admit("a", 0)
+    admission.admit("b", 0)
+    with pytest.raises(TooManyStarts, match="too many participants"):
+        admission.admit("c", 0)
+    clock.now += 1
+    admission.admit("c", 0)  # c's refused attempt did not use up its own burst
+    admission.admit("c", 0) if admission.overall.allow() and not admission.overall.give_back() else None
+
+
+def test_sessions_waiting_for_their_participant_are_bounded():
+    admission = Admission(per_client_per_min=60, per_client_burst=5, overall_per_s=10, overall_burst=10, max_unconnected=4, clock=Clock())
+    admission.admit("a", 3)
+    with pytest.raises(TooManyStarts, match="waiting for their participants"):
+        admission.admit("a", 4)
+    assert admission.clients["a"].tokens == 4 and admission.overall.tokens == 9  # the refusal was given back
+
+
+def test_buckets_refill_to_their_burst_and_old_clients_are_forgotten():
+    clock = Clock()
+    bucket = TokenBucket(rate=2, burst=3, clock=clock)
+    assert [bucket.allow() for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait_s() == 0.5
+    clock.now += 100
+    assert bucket.full
+    buckets = BucketsByKey(rate=1, burst=1, kept=2, clock=clock)
+    buckets["a"].allow(), buckets["b"].allow(), buckets["c"].allow()
+    assert len(buckets) == 2 and buckets["a"].full  # forgotten, so it starts again full
+
+
+# ----------------------------------------------------------------- against a real deployment
+FLOOD_PREFIX = "/flood"
+
+
+@pytest.fixture(scope="module")
+def limited_app(base_url: str, settings: Settings):
+    """A second CrowdPlay application on the same Serve instance, with the shipped start limits
+    (the tests' own application lifts them: all its participants come from 127.0.0.1)."""
+    data = tempfile.mkdtemp(prefix="crowdplay-flood-")
+    defaults = Settings()
+    limited = replace(
+        settings,
+        namespace="crowdplay-flood", warm_pool_size=1, connect_timeout_s=3.0, reconnect_grace_s=1.0, store_uri=f"{data}/flood.db", spool_dir=f"{data}/spool",
+        session_starts_per_client_burst=defaults.session_starts_per_client_burst, session_starts_per_client_per_min=defaults.session_starts_per_client_per_min,
+        session_starts_burst=defaults.session_starts_burst, session_starts_per_s=defaults.session_starts_per_s,
+        max_unconnected_sessions=defaults.max_unconnected_sessions,
+    )
+    serve.run(build_app(limited), name="flood", route_prefix=FLOOD_PREFIX)
+    yield base_url + FLOOD_PREFIX, limited
+    serve.delete("flood")
+    stop_all(get_or_create_manager(limited), limited)
+    shutil.rmtree(data, ignore_errors=True)
+
+
+def post_session(base: str, source: str, env_id: str = "SpaceInvaders") -> tuple[int, dict, str | None]:
+    """POST /api/sessions from ``source`` (a loopback address of its own, as another machine would be)."""
+    host, port = base.split("://", 1)[1].split("/", 1)[0].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
+    try:
+        connection.request("POST", FLOOD_PREFIX + "/api/sessions", json.dumps({"env_id": env_id}), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read()), response.getheader("Retry-After")
+    finally:
+        connection.close()
+
+
+def test_a_flood_of_session_requests_from_one_address_is_throttled_while_a_newcomer_plays_at_once(limited_app):
+    url, limited = limited_app
+    manager = get_or_create_manager(limited)
+    answers: list[tuple[int, dict, str | None]] = []
+    stop = threading.Event()
+
+    def flood() -> None:
+        while not stop.is_set():
+            answers.append(post_session(url, "127.0.0.3"))
+
+    threads = [threading.Thread(target=flood) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(3)
+
+        async def newcomer() -> float:
+            started = time.monotonic()
+            status, session, _ = post_session(url, "127.0.0.2")
+            assert status == 201, session
+            async with await Participant.connect(url, {**session, "ws": session["ws"]}) as player:
+                await player.next_frame()
+            return time.monotonic() - started
+
+        seconds = run(newcomer())
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    created = [body for status, body, _ in answers if status == 201]
+    refused = [(body, retry) for status, body, retry in answers if status == 429]
+    assert seconds < 2.0
+    assert len(created) <= limited.session_starts_per_client_burst + 1, len(created)
+    assert len(refused) > 100 and all(retry and int(retry) >= 1 and body["error"] == "too_many_requests" for body, retry in refused)
+    assert {status for status, _, _ in answers} <= {201, 429}
+    # Nobody connected to the flood's sessions: their seats and games are given back within seconds.
+    flood_ids = {body["session_id"] for body in created}
+    wait_until(
+        lambda: not flood_ids & {s["session_id"] for s in ray.get(manager.list_sessions.remote())}, "unconnected sessions kept", timeout=limited.connect_timeout_s + 10
+    )
+    wait_until(lambda: not ray.get(manager.list_games.remote()), "games of unconnected sessions kept", timeout=10)
