@@ -152,3 +152,26 @@ def test_a_page_whose_game_server_dies_says_so_and_starts_again(browser, base_ur
     page.wait_for_function(f"window.crowdplay.gameId !== {first_game!r} && window.crowdplay.framesDisplayed > {shown + 30}", timeout=30_000)
     assert page.is_hidden("#start-again")
     page.close()
+
+
+def test_a_second_tab_of_the_same_browser_takes_the_seat_back_and_another_browser_with_the_same_id_does_not(browser, base_url):
+    query = "/?PROLIFIC_PID=tab-worker-9"
+    context = browser.new_context()  # one browser profile: its tabs share localStorage
+
+    def play_in(page):
+        page.goto(base_url + query)
+        page.click("button[data-env-id=SpaceInvaders]")
+        page.click("#start")
+        page.wait_for_function("window.crowdplay.framesDisplayed > 10", timeout=30_000)
+        return page.evaluate("window.crowdplay.sessionId")
+
+    first = context.new_page()
+    first_session = play_in(first)
+    second_session = play_in(context.new_page())
+    stranger = browser.new_page()  # another browser (profile), the same participant id in its URL
+    stranger_session = play_in(stranger)
+    first.wait_for_function("window.crowdplay.errors.length > 0 || document.body.innerText.includes('another tab')", timeout=10_000)
+    assert second_session == first_session
+    assert stranger_session != first_session
+    context.close()
+    stranger.close()
