@@ -21,6 +21,7 @@ policy actor per tick for all its games (``crowdplay.ai.remote``).
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 import uuid
@@ -40,6 +41,7 @@ from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
 from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
+from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
 
 
@@ -109,7 +111,7 @@ class EnvActor:
             batcher = self._chunk_batcher()
             recorder = Recorder(
                 game_id, adapter.agents, batcher.deliver, self.settings.chunk_steps, controllers,
-                adapter.snapshot, self.settings.snapshot_interval, fields, batcher.seal_later,
+                adapter.snapshot, self.settings.snapshot_interval, fields, batcher.seal_later, batcher,
             )
             self.recorders = [r for r in self.recorders if not r.idle] + [recorder]
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
@@ -168,9 +170,13 @@ class EnvActor:
         self._manager.game_event.remote(game_id, event)
 
     def _chunk_batcher(self) -> ChunkBatcher:
+        """The process's one batcher, with the buffer every Recorder here keeps its unacknowledged
+        chunks in: ``Settings.unacked_memory_mb`` in memory, the rest spilled to files."""
         if self._batcher is None:
             self._writer.look_up()
-            self._batcher = ChunkBatcher(lambda chunks: self._writer.call("write_chunks", chunks))
+            limit = int(self.settings.unacked_memory_mb * 2**20) if self.settings.unacked_memory_mb > 0 else None
+            unacked = UnackedChunks(limit, self.settings.unacked_spill_dir or None)
+            self._batcher = ChunkBatcher(lambda chunks: self._writer.call("write_chunks", chunks), unacked)
         return self._batcher
 
     async def drain(self, timeout_s: float = 60.0) -> bool:
@@ -186,6 +192,23 @@ class EnvActor:
 
     async def unacked_chunks(self) -> int:
         return sum(len(r.unacked) for r in self.recorders)
+
+    async def recording(self) -> dict:
+        """What this process holds for the writer, for the dashboard: chunks and bytes not yet
+        acknowledged, in memory and spilled to disk, the age of the oldest, and the writer calls
+        unanswered (all zero in a process that records nothing)."""
+        batcher = self._batcher
+        stats = batcher.unacked.stats() if batcher is not None else UnackedChunks().stats()
+        return {
+            **stats,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "actor_id": ray.get_runtime_context().get_actor_id(),
+            "calls_out": batcher.calls_out if batcher is not None else 0,
+            "queued": batcher.queued if batcher is not None else 0,
+            "delivery_failures": batcher.delivery_failures if batcher is not None else 0,
+            "chunks_lost": batcher.chunks_lost if batcher is not None else 0,
+        }
 
     async def prepare(self, env_ids: list[str]) -> None:
         """Build a spare environment of each game that has none, in the background."""
@@ -244,6 +267,10 @@ class EnvActor:
         hosted.lineup.end(reason)
         hosted.channel.close()
 
+
+#: The dashboard asks every EnvActor for its timing and recording figures and leaves out a process
+#: that has not answered within this (a busy or dying one must not hold up the overview).
+DASHBOARD_WAIT_S = 1.0
 
 #: Bucket edges (ms) of the dashboard's histograms; the last bucket is open-ended.
 TIMING_EDGES_MS = {

@@ -34,12 +34,13 @@ from ray.actor import ActorHandle
 from crowdplay.admission import Admission, TooManyStarts
 from crowdplay.assignments import ANONYMOUS, ASSIGNMENTS_KEPT, AssignmentBook, BadToken, SessionLost, UnknownSession
 from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
-from crowdplay.env_actor import UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
+from crowdplay.env_actor import DASHBOARD_WAIT_S, UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
 from crowdplay.recording.store import pseudonymise
+from crowdplay.recording.store_link import BOOK_WAIT_S, KEY_WAIT_S, StoreLink, recording_overview
 from crowdplay.recording.writer import WriterClient
 from crowdplay.study import current_study
 
@@ -161,6 +162,9 @@ class EnvsManager:
         #: the agents people play, per environment, learnt from its first game where not declared
         self._human_agents: dict[str, list[str]] = {}
         self._writer = WriterClient(settings)
+        #: the manager's writer calls, bounded and retried: nobody waits on a late writer
+        self._store_link = StoreLink(self._writer.call)
+        self._book_loading: asyncio.Task | None = None
         self._pseudonym_key: bytes | None = None
         self.book = AssignmentBook(self._store, is_playing=lambda session_id: session_id in self.sessions, kept=ASSIGNMENTS_KEPT if settings.record else None)
         self._book_loaded = False
@@ -221,15 +225,49 @@ class EnvsManager:
         return True
 
     async def _store(self, method: str, *args: object) -> object:
+        """A writer call for the manager, never one a participant or the dashboard waits on for
+        long (``crowdplay.recording.store_link``): saves (assignments, notes) are kept, retried
+        until stored and waited for only briefly; reads of assignments are bounded and overlaid
+        with the saves not stored yet; the pseudonym key is bounded. ``stats`` (bringing the writer
+        up at ``ready``) and ``interrupt_game`` (retried by its caller, in the background) take as
+        long as they take."""
+        link = self._store_link
+        if method == "save_assignment":
+            document = args[0]
+            await link.save(("assignment", document["_id"]), method, document)
+            return None
+        if method == "save_note":  # an _id of its own: a retried save replaces itself
+            document = {"_id": uuid.uuid4().hex, **args[0]}
+            await link.save(("note", document["_id"]), method, document)
+            return None
+        if method == "assignments":
+            query = dict(args[0] or {}) if args else {}
+            held = (assignment.document() for assignment in list(self.book.assignments.values()))
+            # The whole collection (the book's load) waits as long as it takes: ``_load_book``
+            # bounds its own wait.
+            return await link.assignments(query, held, wait_s=None if query else float("inf"))
+        if method == "pseudonym_key":
+            return await link.read(method, wait_s=KEY_WAIT_S)
         return await self._writer.call(method, *args)
 
     async def _load_book(self) -> None:
-        if not self._book_loaded and self.settings.record:
-            try:
-                await self.book.load()
-                self._book_loaded = True
-            except Exception:  # the store is down: completions counted from now on; retried next time
-                pass
+        """Completions so far, from the store, once. Loaded in the background and waited for at most
+        ``BOOK_WAIT_S``: a late writer holds up neither the dashboard nor a participant (counts
+        come from memory until it answers; a failed load is tried again at the next call)."""
+        if self._book_loaded or not self.settings.record:
+            return
+        loading = self._book_loading
+        if loading is None or loading.done():
+            loading = self._book_loading = asyncio.get_running_loop().create_task(self._load_book_now())
+        await asyncio.wait({loading}, timeout=BOOK_WAIT_S)
+
+    async def _load_book_now(self) -> None:
+        """Read the completions so far (the manager's whole wait for the writer, in the background)."""
+        try:
+            await self.book.load()
+            self._book_loaded = True
+        except Exception:  # the store is down: completions counted from now on; retried next time
+            pass
 
     # ----------------------------------------------------------------- placement and warm pool
     def _empty_hosts(self) -> list[Host]:
@@ -544,10 +582,11 @@ class EnvsManager:
                 await self._save_quietly(assignment)
 
     async def _save_quietly(self, assignment) -> None:
-        """Persist an assignment; a store outage is retried at the next change (memory keeps it)."""
+        """Persist an assignment: kept by the StoreLink (``_store``) and retried until the writer
+        acknowledges it, waited for only briefly (memory keeps it meanwhile); never raises."""
         try:
             await self.book.save(assignment)
-        except Exception:
+        except Exception:  # the link keeps every save; nothing the caller could do about another failure
             pass
 
     def _drop_game(self, game_id: str) -> None:
@@ -630,7 +669,9 @@ class EnvsManager:
 
     async def finish(self, session_id: str, token: str) -> dict:
         """The participant is done playing: their seat is given up and the summary (with the
-        ranking among everyone who finished the task) returned."""
+        ranking among everyone who finished the task) returned. Never waits on a late writer:
+        the save follows in the background (``_save_quietly``), the ranking comes from the scores
+        last read while the writer does not answer (``_store``)."""
         assignment = await self.book.get(session_id, token)
         statistics = await self._ask_game(session_id, "finish")
         if statistics:
@@ -701,12 +742,12 @@ class EnvsManager:
                     "sessions": sessions, "started_at": game.created_at,
                 }
             )
-        timings = await asyncio.gather(*(host.actor.timing.remote() for host in self.hosts), return_exceptions=True)
+        timings, recording = await asyncio.gather(
+            asyncio.gather(*(self._ask_host(host, "timing") for host in self.hosts), return_exceptions=True),
+            self._recording_overview(now),
+        )
         histograms = merge_timings([timing for timing in timings if isinstance(timing, dict)])
-        try:
-            data = await self._store("data_volume") if self.settings.record else {}
-        except Exception:
-            data = {}
+        data = recording.pop("data_volume")
         completed_times = sorted(at for at, _ in self.book.completions)
         return {
             "study": study.title,
@@ -721,7 +762,28 @@ class EnvsManager:
             "games": games,
             "histograms": histograms,
             "completions_timeline": [[at, index + 1] for index, at in enumerate(completed_times)],
+            "recording": recording,
         }
+
+    async def _ask_host(self, host: Host, method: str) -> dict:
+        """An EnvActor's answer for the dashboard, or TimeoutError if it has none within
+        ``DASHBOARD_WAIT_S`` (a busy or dying process is left out of this overview)."""
+        return await asyncio.wait_for(getattr(host.actor, method).remote(), DASHBOARD_WAIT_S)
+
+    async def _recording_overview(self, now: float) -> dict:
+        """The recording path's health for the dashboard, without waiting on a late writer: the
+        writer (answering, late or unavailable, and how old what it last said is), its store
+        (healthy, draining or failing, the last error), its spool, the assignment saves this
+        manager still holds, and each EnvActor's unacknowledged chunks (memory, disk, oldest)."""
+        if not self.settings.record:
+            return recording_overview(None, None, [], {}, now)
+        link = self._store_link
+        stats, volume, *processes = await asyncio.gather(
+            link.probe("stats"), link.probe("data_volume", counts_as_late=False),
+            *(self._ask_host(host, "recording") for host in self.hosts), return_exceptions=True,
+        )
+        processes = [process for process in processes if isinstance(process, dict)]
+        return recording_overview(stats, volume, processes, link.pending(now), now)
 
     async def end_participant_session(self, session_id: str) -> dict:
         """The dashboard ends a participant's game (everyone in it gets ``end``)."""

@@ -355,3 +355,91 @@ def test_server_text_is_shown_as_text_never_as_markup(page: Page, admin_url: str
     expect(page.locator("#games-table .participant")).to_have_text(markup)
     assert page.locator("main img, header img").count() == 0
     assert page.evaluate("window.injected") is None
+
+
+# ---------------------------------------------------------------- the recording path's health
+
+RECORDING = {
+    "writer": {"state": "late", "answered_at": 1794999990.0, "age_s": 10.0, "error": "no answer for 9.5 s", "pid": 4242, "started_at": 1794990000.0},
+    "store": {
+        "state": "failing", "stale": True, "as_of_age_s": 10.0, "errors": 7,
+        "last_error": {"kind": "OperationalError", "message": "database or disk is full", "at": 1794999950.0, "age_s": 50.0},
+        "last_ok_at": 1794999900.0,
+    },
+    "spool": {"batches": 3, "bytes": 1_250_000, "oldest_at": 1794999880.0, "oldest_age_s": 120.0, "stale": True},
+    "unacked": {
+        "chunks": 40, "memory_bytes": 300_000, "disk_bytes": 2_000_000, "disk_chunks": 30, "oldest_age_s": 65.0,
+        "processes": [
+            {"actor_id": "actor-0123456789abcdef", "node_id": "abc123def456abc123def456", "pid": 77, "chunks": 40, "memory_chunks": 10,
+             "memory_bytes": 300_000, "disk_chunks": 30, "disk_bytes": 2_000_000, "oldest_age_s": 65.0, "memory_limit_bytes": 300_000,
+             "calls_out": 4, "spill_failures": 0},
+        ],
+    },
+    "pending_saves": {"saves": 2, "oldest_at": 1794999970.0, "oldest_age_s": 30.0, "failed_attempts": 0, "last_error": None},
+    "data": {"state": "late", "answered_at": 1794999990.0, "age_s": 10.0, "error": None},
+}
+
+
+def test_prometheus_text_exposes_the_recording_paths_health() -> None:
+    overview = {**copy.deepcopy(SAMPLE_OVERVIEW), "recording": copy.deepcopy(RECORDING)}
+    types, samples = parse_exposition(prometheus_text(overview))
+    assert value(samples, "crowdplay_writer_state", state="late") == 1 and value(samples, "crowdplay_writer_state", state="ok") == 0
+    assert value(samples, "crowdplay_writer_stats_age_seconds") == 10.0
+    assert value(samples, "crowdplay_store_state", state="failing") == 1 and value(samples, "crowdplay_store_state", state="healthy") == 0
+    assert value(samples, "crowdplay_store_last_error_timestamp_seconds", kind="OperationalError") == 1794999950.0
+    assert value(samples, "crowdplay_store_errors") == 7
+    assert value(samples, "crowdplay_spool_batches") == 3 and value(samples, "crowdplay_spool_bytes") == 1_250_000
+    assert value(samples, "crowdplay_spool_oldest_age_seconds") == 120.0
+    assert value(samples, "crowdplay_pending_saves") == 2 and value(samples, "crowdplay_pending_saves_oldest_age_seconds") == 30.0
+    labels = {"actor": "actor-0123456789abcdef", "node": "abc123def456abc123def456"}
+    assert value(samples, "crowdplay_unacked_chunks", **labels) == 40
+    assert value(samples, "crowdplay_unacked_memory_bytes", **labels) == 300_000
+    assert value(samples, "crowdplay_unacked_disk_bytes", **labels) == 2_000_000
+    assert value(samples, "crowdplay_unacked_oldest_age_seconds", **labels) == 65.0
+    for name in ("crowdplay_writer_state", "crowdplay_store_state", "crowdplay_spool_bytes", "crowdplay_unacked_disk_bytes"):
+        assert types[name] == "gauge"
+
+
+def test_prometheus_text_without_a_recording_section_says_unknown() -> None:
+    _, samples = parse_exposition(prometheus_text(SAMPLE_OVERVIEW))
+    assert value(samples, "crowdplay_writer_state", state="unknown") == 1 and value(samples, "crowdplay_store_state", state="unknown") == 1
+    assert math.isnan(value(samples, "crowdplay_writer_stats_age_seconds")) and value(samples, "crowdplay_spool_batches") == 0
+
+
+def test_the_page_shows_a_late_writer_a_failing_store_its_spool_and_the_game_servers_backlog(page: Page, admin_url: str, stub: StubBackend) -> None:
+    stub.overview["recording"] = copy.deepcopy(RECORDING)
+    sign_in(page, admin_url)
+    expect(page.locator("#recording-section")).to_be_visible()
+    expect(page.locator("#total-recording")).to_have_text("writer late")
+    expect(page.locator("#total-recording")).to_have_attribute("data-state", "failing")
+    expect(page.locator("#recording-writer")).to_contain_text("late")
+    expect(page.locator("#recording-writer")).to_contain_text("10 s old")
+    expect(page.locator("#recording-store")).to_contain_text("failing (as of 10 s ago)")
+    expect(page.locator("#recording-store")).to_contain_text("last error OperationalError 50 s ago")
+    expect(page.locator("#recording-spool")).to_contain_text("3 batches, 1.3 MB")
+    expect(page.locator("#recording-spool")).to_contain_text("oldest 2 min 0 s old")
+    expect(page.locator("#recording-unacked")).to_contain_text("40 chunks")
+    expect(page.locator("#recording-unacked")).to_contain_text("300 KB in memory, 2.0 MB on disk, oldest 1 min 5 s old")
+    expect(page.locator("#recording-saves")).to_contain_text("2 saves")
+    row = page.locator('#unacked-table tbody tr[data-actor-id="actor-0123456789abcdef"]')
+    expect(row).to_contain_text("2.0 MB")
+    expect(row.locator("td").nth(6)).to_have_text("4")
+
+    # Recovered: the summary says so, the spool and backlog are empty.
+    stub.overview["recording"]["writer"] = {"state": "ok", "age_s": 0.0, "pid": 4242}
+    stub.overview["recording"]["store"] = {"state": "healthy", "stale": False, "errors": 7, "last_error": RECORDING["store"]["last_error"]}
+    stub.overview["recording"]["spool"] = {"batches": 0, "bytes": 0, "oldest_at": None, "oldest_age_s": None}
+    stub.overview["recording"]["unacked"] = {"chunks": 0, "memory_bytes": 0, "disk_bytes": 0, "oldest_age_s": None, "processes": []}
+    stub.overview["recording"]["pending_saves"] = {"saves": 0}
+    expect(page.locator("#total-recording")).to_have_text("ok", timeout=5000)
+    expect(page.locator("#total-recording")).to_have_attribute("data-state", "ok")
+    expect(page.locator("#recording-spool")).to_contain_text("empty")
+    expect(page.locator("#recording-unacked")).to_contain_text("all acknowledged")
+    expect(page.locator("#unacked-table tbody")).to_contain_text("No game servers.")
+
+
+def test_an_overview_without_recording_hides_the_section(page: Page, admin_url: str) -> None:
+    sign_in(page, admin_url)
+    expect(page.locator("#total-live-sessions")).to_have_text("3")
+    expect(page.locator("#recording-section")).to_be_hidden()
+    expect(page.locator("#total-recording")).to_have_text("–")

@@ -7,9 +7,15 @@ second, after the tick's frames went out: the chunk is sealed (columns built, pa
 callback scheduled behind the tick, and handed to the deliverer.
 
 A chunk holds up to ``chunk_steps`` steps (one second at 60 fps), ending where the frame id reaches a
-multiple of ``chunk_steps`` (or the episode ends), and stays in
-``unacked`` until the writer acknowledges it; a failed delivery is retried with backoff, so a writer
-restart loses nothing and a crash of the EnvActor loses at most the chunk being filled.
+multiple of ``chunk_steps`` (or the episode ends), and stays in the process's ``UnackedChunks``
+(memory up to a limit, files beyond it) until the writer acknowledges it; a failed delivery is
+retried with backoff, so a writer restart loses nothing and a crash of the EnvActor loses at most
+the chunk being filled. In an EnvActor, the process's ``ChunkBatcher`` sends every Recorder's
+chunks from one queue, oldest first, and keeps at most ``MAX_CALLS_OUT`` calls out to the writer
+(each at most ``MAX_BATCH_BYTES``): a call Ray could not deliver (a stopped writer) holds its
+chunks until the writer answers, so resending every few seconds would hold them again and again
+(measured: an EnvActor grew 30 KB per playing session a second with the writer stopped, ~4x the
+chunks' own ~7 KB).
 
 Chunk columns (``crowdplay.data`` reads them):
 
@@ -35,6 +41,7 @@ Chunk columns (``crowdplay.data`` reads them):
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -45,7 +52,12 @@ import numpy as np
 
 from crowdplay import codec
 from crowdplay.recording.chunk import pack_chunk
+from crowdplay.recording.unacked import UnackedChunks
 
+log = logging.getLogger(__name__)
+Key = tuple[str, int]
+#: Told when the writer acknowledged a submitted chunk (True), or it cannot be sent (False).
+Acknowledged = Callable[[Key, bool], None]
 Deliver = Callable[[str, int, bytes, int, dict], Awaitable[object]]
 Snapshot = Callable[[], "bytes | None"]
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
@@ -56,6 +68,21 @@ BATCH_INTERVAL_S = 0.1
 WRITER_CALL_TIMEOUT_S = 30.0
 #: Time between sealing two chunks of one process.
 SEAL_SPACING_S = 0.003
+#: Writer calls a process keeps unanswered at most. Ray holds a call's chunks until the writer
+#: answers it, also after the caller gave up waiting (a stopped writer answers nothing), so each
+#: resend of a call that timed out would hold the same chunks once more; beyond this many, chunks
+#: wait in ``UnackedChunks`` (bounded): in the queue (``submit``), or their delivery fails at once
+#: and is tried again later (``deliver``). Two are enough for a chunk sealed during one slow call
+#: not to wait for it.
+MAX_CALLS_OUT = 4
+#: Packed chunk bytes in one writer call at most (a batch is ~7 KB per session; after an outage,
+#: the resends of every waiting chunk go out in calls of at most this size).
+MAX_BATCH_BYTES = 4 * 2**20
+
+
+class WriterBusy(RuntimeError):
+    """``MAX_CALLS_OUT`` writer calls are unanswered: the batch was not sent (its chunks are
+    tried again later, as after any failed delivery)."""
 
 
 class ChunkBatcher:
@@ -68,16 +95,48 @@ class ChunkBatcher:
     session was measured at 0.11 cores of writer CPU for 60 sessions, so the chunks of one
     boundary travel together: ``deliver`` waits up to ``BATCH_INTERVAL_S`` for the others, resolves
     when the batch was acknowledged, and raises when that call failed, so each Recorder keeps its
-    own retries.
+    own retries. A batch goes out in calls of at most ``max_batch_bytes``, and only while fewer
+    than ``max_calls_out`` calls are unanswered (else it fails at once with ``WriterBusy``).
+
+    ``unacked``: the process's buffer of unacknowledged chunks, shared by its Recorders (the
+    EnvActor reports it on the dashboard). Recorders given the batcher hand it their chunks with
+    ``submit`` instead of ``deliver``: one queue for the process, oldest first, retried with
+    backoff as a whole, so a backlog costs no task per chunk and a spilled chunk is read back only
+    when it goes out.
     """
 
-    def __init__(self, send_batch: Callable[[list[tuple]], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        send_batch: Callable[[list[tuple]], Awaitable[object]],
+        unacked: UnackedChunks | None = None,
+        max_calls_out: int | None = None,
+        max_batch_bytes: int | None = None,
+    ) -> None:
         self.send_batch = send_batch
+        self.unacked = unacked if unacked is not None else UnackedChunks()
+        self.max_calls_out = max_calls_out or MAX_CALLS_OUT
+        self.max_batch_bytes = max_batch_bytes or MAX_BATCH_BYTES
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None  # the flush that has not taken its batch yet
         self._flushes: set[asyncio.Task] = set()  # every flush still running (strong references)
+        #: writer calls not answered yet, including those whose callers gave up waiting
+        self._calls_out: set[asyncio.Future] = set()
+        #: batches refused because ``max_calls_out`` calls were unanswered
+        self.busy_refusals = 0
         self._seals: deque[Callable[[], None]] = deque()
         self._sealer: asyncio.Task | None = None
+        # The process's queue (``submit``): keys to send, oldest first, and who waits for each.
+        self._queue: dict[Key, None] = {}
+        self._waiting: dict[Key, Acknowledged] = {}
+        self._sender: asyncio.Task | None = None
+        self._sends: set[asyncio.Task] = set()
+        self._changed: asyncio.Event | None = None  # a call was answered, or chunks came
+        self._attempt = 0  # failed calls in a row: the backoff's step
+        self._retry_at = 0.0  # time.monotonic() before which the queue waits after a failure
+        #: queued calls that failed or timed out (their chunks went back to the queue's front)
+        self.delivery_failures = 0
+        #: chunks whose spilled file was gone when they were to be sent (something cleaned the temp dir)
+        self.chunks_lost = 0
 
     def seal_later(self, seal: Callable[[], None]) -> None:
         self._seals.append(seal)
@@ -102,14 +161,154 @@ class ChunkBatcher:
         await asyncio.sleep(BATCH_INTERVAL_S)
         batch, self._pending = self._pending, []
         self._flusher = None  # later chunks go out in the next call, whatever becomes of this one
+        await asyncio.gather(*(self._send(part) for part in self._split(batch)))
+
+    def _split(self, batch: list[tuple[tuple, asyncio.Future]]) -> list[list[tuple[tuple, asyncio.Future]]]:
+        """The batch in parts of at most ``max_batch_bytes`` of packed chunks (at least one chunk each)."""
+        parts: list[list[tuple[tuple, asyncio.Future]]] = [[]]
+        size = 0
+        for item in batch:
+            blob_size = len(item[0][2])
+            if parts[-1] and size + blob_size > self.max_batch_bytes:
+                parts.append([])
+                size = 0
+            parts[-1].append(item)
+            size += blob_size
+        return [part for part in parts if part]
+
+    async def _send(self, part: list[tuple[tuple, asyncio.Future]]) -> None:
+        """One writer call for ``part``; its chunks' deliveries resolve with its answer. The call
+        counts as out until the writer answers it, even after ``WRITER_CALL_TIMEOUT_S`` made its
+        chunks' deliveries fail (they are resent; writes are idempotent)."""
+        if len(self._calls_out) >= self.max_calls_out:
+            self.busy_refusals += 1
+            error = WriterBusy(f"{len(self._calls_out)} writer calls are unanswered")
+            for _, done in part:
+                done.set_exception(error)
+            return
+        call = asyncio.ensure_future(self.send_batch([chunk for chunk, _ in part]))
+        self._calls_out.add(call)
+        call.add_done_callback(self._call_answered)
         try:
-            await asyncio.wait_for(self.send_batch([chunk for chunk, _ in batch]), WRITER_CALL_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(call), WRITER_CALL_TIMEOUT_S)
         except (Exception, asyncio.TimeoutError) as error:
-            for _, done in batch:
+            for _, done in part:
                 done.set_exception(error)
         else:
-            for _, done in batch:
+            for _, done in part:
                 done.set_result(None)
+
+    def _call_answered(self, call: asyncio.Future) -> None:
+        self._calls_out.discard(call)
+        if not call.cancelled():
+            call.exception()  # retrieved: a late failure of a call nobody waits for is not an error to log
+
+    @property
+    def calls_out(self) -> int:
+        """Writer calls not answered yet."""
+        return len(self._calls_out)
+
+    # ----------------------------------------------------------------- the process's queue
+    def submit(self, key: Key, acknowledged: Acknowledged) -> None:
+        """Send a chunk already held in ``unacked`` until the writer acknowledges it, then let it
+        go and call ``acknowledged(key, True)`` (``False``: its spilled file was gone)."""
+        self._waiting[key] = acknowledged
+        self._queue[key] = None
+        self._wake()
+        self._ensure_sender()
+
+    def _ensure_sender(self) -> None:
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_queue())
+
+    @property
+    def queued(self) -> int:
+        """Chunks waiting for their next call (not counting those in calls out)."""
+        return len(self._queue)
+
+    def _wake(self) -> None:
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        self._changed.set()
+
+    async def _send_queue(self) -> None:
+        """Send the queue in calls of at most ``max_batch_bytes``, at most ``max_calls_out`` out at
+        once; after a failed call, wait out the backoff (or a call answered meanwhile)."""
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            await asyncio.sleep(BATCH_INTERVAL_S)  # the chunks of one boundary go together
+            while self._queue and len(self._calls_out) < self.max_calls_out and time.monotonic() >= self._retry_at:
+                keys, chunks = self._take()
+                if chunks:
+                    task = loop.create_task(self._send_queued(keys, chunks))
+                    self._sends.add(task)
+                    task.add_done_callback(self._sends.discard)
+                del chunks  # the call holds them while it is out; nobody else
+            if not self._queue:
+                break
+            self._changed.clear()
+            busy = len(self._calls_out) >= self.max_calls_out
+            delay = self._retry_at - time.monotonic()
+            if busy or delay > 0:
+                try:  # until a call is answered, chunks come, or the backoff is over
+                    await asyncio.wait_for(self._changed.wait(), None if busy else delay)
+                except asyncio.TimeoutError:
+                    pass
+
+    def _take(self) -> tuple[list[Key], list[tuple]]:
+        """The oldest queued chunks up to ``max_batch_bytes`` (at least one), read back if spilled."""
+        keys: list[Key] = []
+        size = 0
+        for key in self._queue:
+            chunk_size = self.unacked.size_of(key)
+            if keys and size + chunk_size > self.max_batch_bytes:
+                break
+            keys.append(key)
+            size += chunk_size
+        chunks = []
+        for key in keys:
+            del self._queue[key]
+            try:
+                blob, steps, fields = self.unacked.get(key)
+            except FileNotFoundError:
+                log.error("chunk %s:%s was spilled and its file is gone; it cannot be delivered", *key)
+                self.chunks_lost += 1
+                self._let_go(key, delivered=False)
+                continue
+            chunks.append((key[0], key[1], blob, steps, fields))
+        return [chunk[:2] for chunk in chunks], chunks
+
+    async def _send_queued(self, keys: list[Key], chunks: list[tuple]) -> None:
+        """One writer call. Its answer acknowledges its chunks whenever it comes (also after
+        ``WRITER_CALL_TIMEOUT_S``, when they went back to the queue to be sent again)."""
+        call = asyncio.ensure_future(self.send_batch(chunks))
+        del chunks
+        self._calls_out.add(call)
+        call.add_done_callback(self._call_answered)
+        call.add_done_callback(lambda answered: self._queued_call_answered(keys, answered))
+        try:
+            await asyncio.wait_for(asyncio.shield(call), WRITER_CALL_TIMEOUT_S)
+        except (Exception, asyncio.TimeoutError):
+            self.delivery_failures += 1
+            waiting = [key for key in keys if key in self._waiting and key not in self._queue]
+            self._queue = {**dict.fromkeys(waiting), **self._queue}  # back to the front, in order
+            self._retry_at = time.monotonic() + RETRY_DELAYS_S[min(self._attempt, len(RETRY_DELAYS_S) - 1)]
+            self._attempt += 1
+            self._ensure_sender()
+
+    def _queued_call_answered(self, keys: list[Key], call: asyncio.Future) -> None:
+        if not call.cancelled() and call.exception() is None:
+            for key in keys:
+                if key in self._waiting:
+                    self._queue.pop(key, None)
+                    self._let_go(key, delivered=True)
+            self._attempt, self._retry_at = 0, 0.0  # the writer answers: no more waiting
+        self._wake()
+
+    def _let_go(self, key: Key, delivered: bool) -> None:
+        acknowledged = self._waiting.pop(key)
+        self.unacked.discard(key)
+        acknowledged(key, delivered)
 
 
 @dataclass
@@ -162,12 +361,16 @@ class Recorder:
         snapshot_interval: int = 600,
         episode_fields: dict[str, Any] | None = None,
         seal_later: Callable[[Callable[[], None]], None] | None = None,
+        batcher: ChunkBatcher | None = None,
     ) -> None:
         """``controllers``: who plays each agent at the start; ``snapshot``: the emulator state now,
         taken at the first chunk boundary past every ``snapshot_interval`` steps;
         ``episode_fields``: stored with every episode (task, session and participant details);
         ``seal_later``: schedules sealing a cut chunk (a ChunkBatcher's spaces them out; default: at
-        the next turn of the event loop)."""
+        the next turn of the event loop); ``batcher``: the process's, to which sealed chunks are
+        submitted (its queue sends and resends them; they wait in its bounded ``unacked``); without
+        one, each chunk is delivered with ``deliver`` and retried on its own, from a buffer of this
+        Recorder's (unbounded)."""
         self.game_id = game_id
         self.agents = agents
         self.deliver = deliver
@@ -177,8 +380,15 @@ class Recorder:
         self.snapshot_interval = snapshot_interval
         self.episode_fields = dict(episode_fields or {})
         self.seal_later = seal_later or (lambda seal: asyncio.get_running_loop().call_soon(seal))
-        self.unacked: dict[tuple[str, int], tuple[bytes, int, dict]] = {}
+        self.batcher = batcher
+        self.unacked_chunks = batcher.unacked if batcher is not None else UnackedChunks()
+        #: this Recorder's chunks waiting for their acknowledgement: key -> packed bytes (the chunks
+        #: themselves are in ``unacked_chunks``)
+        self.unacked: dict[tuple[str, int], int] = {}
         self.delivery_failures = 0
+        #: spilled chunks whose file disappeared before they were acknowledged (never, unless
+        #: something deletes files in the temp dir)
+        self.chunks_lost = 0
         self._fields: dict[str, Any] = {}
         self._chunk: OpenChunk | None = None
         self._sealing = 0  # chunks cut but not sealed yet
@@ -344,22 +554,36 @@ class Recorder:
             columns[f"reward/{agent}"] = np.asarray(chunk.rewards[index], dtype=np.float64)
             columns[f"client_frame/{agent}"] = np.asarray(chunk.client_frames[index], dtype=np.int64)
         key = (chunk.episode_id, chunk.seq)
-        self.unacked[key] = (pack_chunk(columns), count, fields)
+        blob = pack_chunk(columns)
+        self.unacked_chunks.put(key, blob, count, fields)
+        self.unacked[key] = len(blob)
+        if self.batcher is not None:
+            self.batcher.submit(key, self._acknowledged)
+            return
         task = asyncio.get_running_loop().create_task(self._deliver(key))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
+    def _acknowledged(self, key: Key, delivered: bool) -> None:
+        """The batcher let go of a chunk: acknowledged, or (never, unless its spilled file was
+        deleted) lost."""
+        del self.unacked[key]
+        if not delivered:
+            self.chunks_lost += 1
+
     async def _deliver(self, key: tuple[str, int]) -> None:
-        """Deliver until acknowledged, backing off to one try every ``RETRY_DELAYS_S[-1]`` seconds."""
+        """Deliver until acknowledged, backing off to one try every ``RETRY_DELAYS_S[-1]`` seconds
+        (a Recorder without a batcher: its own buffer never spills)."""
         attempt = 0
         while True:
-            blob, steps, fields = self.unacked[key]
+            blob, steps, fields = self.unacked_chunks.get(key)
             try:
                 await self.deliver(key[0], key[1], blob, steps, fields)
-            except Exception:  # writer restarting: keep the chunk, try again
+            except Exception:  # writer restarting, or busy: keep the chunk, try again
                 self.delivery_failures += 1
                 await asyncio.sleep(RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)])
                 attempt += 1
                 continue
+            self.unacked_chunks.discard(key)
             del self.unacked[key]
             return

@@ -3,11 +3,15 @@
 The writer acknowledges a chunk only once it is durable, in the store or here. A batch is written
 to a temporary file, fsynced, and renamed into place, so a crash leaves either a whole batch or
 none; files are named by time so they drain in the order they arrived.
+
+The spool keeps count of its batches and bytes as they come and go (``size``), so the dashboard
+can show it every two seconds without listing a directory that may hold thousands of files.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +25,15 @@ class Spool:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._counter = 0
+        # Batches written by the spool thread, removed by the drain on the event loop: one lock.
+        self._lock = threading.Lock()
+        #: file name -> bytes, for every batch spooled (a previous run's too)
+        self._sizes: dict[str, int] = {}
+        for path in self.files():
+            try:
+                self._sizes[path.name] = path.stat().st_size
+            except OSError:
+                continue
 
     def put(self, chunks: list[Chunk]) -> Path:
         """Persist a batch durably; returns its file."""
@@ -38,6 +51,8 @@ class Spool:
             os.fsync(directory_fd)  # the rename itself survives a crash
         finally:
             os.close(directory_fd)
+        with self._lock:
+            self._sizes[name] = final.stat().st_size
         return final
 
     def files(self) -> list[Path]:
@@ -49,6 +64,22 @@ class Spool:
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+        with self._lock:
+            self._sizes.pop(path.name, None)
+
+    def size(self) -> dict:
+        """Batches and bytes spooled now, and when the oldest was spooled (epoch seconds, None if
+        empty): from the file names, which start with the time in nanoseconds."""
+        with self._lock:
+            batches, total = len(self._sizes), sum(self._sizes.values())
+            oldest = min(self._sizes, default=None)
+        oldest_at = None
+        if oldest is not None:
+            try:
+                oldest_at = int(oldest.split("-", 1)[0]) / 1e9
+            except ValueError:  # a file someone named by hand
+                oldest_at = None
+        return {"batches": batches, "bytes": total, "oldest_at": oldest_at}
 
     def __len__(self) -> int:
         return len(self.files())

@@ -207,7 +207,13 @@ class TrajectoryStore:
         return list(self.assignments.find(dict(query or {})))
 
     def put_note(self, document: Mapping[str, Any]) -> None:
-        self.notes.insert_one(dict(document))
+        """Store a note. One with an ``_id`` replaces itself when written again: the EnvsManager
+        saves notes in the background and retries a save whose answer it did not get."""
+        document = dict(document)
+        if "_id" in document:
+            self.notes.replace_one({"_id": document["_id"]}, document, upsert=True)
+        else:
+            self.notes.insert_one(document)
 
     def find_notes(self, query: Mapping[str, Any] | None = None) -> list[dict]:
         return list(self.notes.find(dict(query or {}), sort=[("created_at", 1)]))

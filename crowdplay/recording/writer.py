@@ -8,6 +8,10 @@ the spool, and a drain task moves the spool into the store when it answers again
 writes are idempotent (see ``TrajectoryStore``), so a batch that reached the store and the spool
 both is harmless. Store calls run on one dedicated thread (the embedded SQLite store must stay on
 the thread that opened it) so a slow database never stalls the event loop.
+
+``stats`` says how the store is doing for the dashboard and /metrics: ``healthy`` (answering, spool
+empty), ``draining`` (answering again, spool not yet empty) or ``failing`` (its last operation
+failed), the last error's kind and time, and the spool's batches, bytes and oldest batch.
 """
 
 from __future__ import annotations
@@ -48,12 +52,18 @@ class ChunkSink:
         self.chunks_written = 0
         self.chunks_spooled = 0
         self.store_errors = 0
+        #: the outcome of the store's last operation (a write, a drain, a study call)
+        self.store_answering = False
+        self.last_ok_at: float | None = None
+        #: {"kind", "message", "at"} of the store's last failure (None: none since this process started)
+        self.last_error: dict | None = None
         self._drainer: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Open the store if it answers (else start spooled) and drain what a previous run spooled."""
         try:
             await self._on_store(self._open_store)
+            self._store_answered()
             self.healthy = not self.spool.files()
         except Exception as error:
             log.warning("store unavailable at start (%s: %s); spooling to %s", type(error).__name__, error, self.spool.directory)
@@ -66,6 +76,7 @@ class ChunkSink:
             try:
                 await self._on_store(self._store_all, chunks)
                 self.chunks_written += len(chunks)
+                self._store_answered()
                 return
             except Exception as error:
                 self._store_failed(error)
@@ -73,11 +84,30 @@ class ChunkSink:
         self.chunks_spooled += len(chunks)
         self._ensure_drainer()
 
-    def _store_failed(self, error: Exception) -> None:
-        self.store_errors += 1
+    def _store_failed(self, error: BaseException) -> None:
+        self._note_error(error)
         if self.healthy:
             log.warning("store unavailable (%s: %s); spooling to %s", type(error).__name__, error, self.spool.directory)
         self.healthy = False
+
+    def _note_error(self, error: BaseException) -> None:
+        """Remember the store's failure for the dashboard (a timeout is one too: the store hangs)."""
+        self.store_errors += 1
+        self.store_answering = False
+        kind = "Timeout" if isinstance(error, (asyncio.TimeoutError, TimeoutError)) else type(error).__name__
+        self.last_error = {"kind": kind, "message": str(error)[:300], "at": time.time()}
+
+    def _store_answered(self) -> None:
+        self.store_answering = True
+        self.last_ok_at = time.time()
+
+    @property
+    def state(self) -> str:
+        """``failing`` (the store's last operation failed, or it never opened), ``draining``
+        (answering again, the spool not empty yet) or ``healthy``."""
+        if not self.store_answering:
+            return "failing"
+        return "healthy" if self.healthy else "draining"
 
     def _ensure_drainer(self) -> None:
         if self.spool.files() and (self._drainer is None or self._drainer.done()):
@@ -98,6 +128,7 @@ class ChunkSink:
                     await self._on_store(self._store_all, chunks)
                     self.spool.remove(path)
                     self.chunks_written += len(chunks)
+                    self._store_answered()
             except Exception as error:
                 self._store_failed(error)
                 await asyncio.sleep(self.drain_interval_s)
@@ -115,12 +146,23 @@ class ChunkSink:
         self.store.put_chunks(chunks)
 
     def stats(self) -> dict:
+        """Counters of this process, the store's health and the spool's size (cheap: the spool
+        keeps count; the dashboard asks every two seconds)."""
+        spool = self.spool.size()
+        now = time.time()
         return {
             "healthy": self.healthy,
+            "store_state": self.state,
             "chunks_written": self.chunks_written,
             "chunks_spooled": self.chunks_spooled,
-            "spooled_batches": len(self.spool.files()),
+            "spooled_batches": spool["batches"],
+            "spool_bytes": spool["bytes"],
+            "spool_oldest_at": spool["oldest_at"],
+            "spool_oldest_age_s": None if spool["oldest_at"] is None else max(0.0, now - spool["oldest_at"]),
             "store_errors": self.store_errors,
+            "last_error": dict(self.last_error) if self.last_error else None,
+            "last_ok_at": self.last_ok_at,
+            "at": now,
         }
 
     async def pseudonym_key(self) -> bytes:
@@ -132,7 +174,13 @@ class ChunkSink:
             self._open_store()
             return getattr(self.store, method)(*args)
 
-        return await self._on_store(call)
+        try:
+            result = await self._on_store(call)
+        except Exception as error:
+            self._note_error(error)  # the chunks' path decides about spooling; the dashboard hears of it
+            raise
+        self._store_answered()
+        return result
 
     def _read_pseudonym_key(self) -> bytes:
         self._open_store()
@@ -198,9 +246,10 @@ class TrajectoryWriter:
         return await (await self._ready()).on_store("data_volume")
 
     async def stats(self) -> dict:
-        """Counters of this incarnation (a restart starts again at 0)."""
+        """Counters of this incarnation (a restart starts again at 0), the store's health, the
+        spool, and this process's id and start (the dashboard shows them; tests signal the pid)."""
         sink = await self._ready()
-        return sink.stats()
+        return {**sink.stats(), "pid": os.getpid(), "started_at": self.started_at}
 
 
 def get_or_create_writer(settings: Settings) -> ActorHandle:

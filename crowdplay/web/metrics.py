@@ -31,6 +31,19 @@ HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
 
 SUM_NOTE = " The _sum is estimated from bucket midpoints."
 
+#: The writer's answer to the dashboard's probe, as ``crowdplay_writer_state``'s label.
+WRITER_STATES = ("ok", "late", "unavailable", "unknown")
+#: The store's health as the writer last reported it, as ``crowdplay_store_state``'s label.
+STORE_STATES = ("healthy", "draining", "failing", "unknown")
+
+#: Per-EnvActor-process gauges of chunks the writer has not acknowledged: metric name, field, help.
+UNACKED_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("crowdplay_unacked_chunks", "chunks", "Recorded chunks an EnvActor process holds until the writer acknowledges them."),
+    ("crowdplay_unacked_memory_bytes", "memory_bytes", "Bytes of unacknowledged chunks an EnvActor process holds in memory."),
+    ("crowdplay_unacked_disk_bytes", "disk_bytes", "Bytes of unacknowledged chunks an EnvActor process spilled to its disk."),
+    ("crowdplay_unacked_oldest_age_seconds", "oldest_age_s", "Age of an EnvActor process's oldest unacknowledged chunk (0 when none)."),
+)
+
 
 def escape_label_value(value: object) -> str:
     """A label value as the format requires: backslash, double quote and newline escaped."""
@@ -120,4 +133,47 @@ def prometheus_text(overview: Mapping[str, Any]) -> str:
     lines += family("crowdplay_data_bytes", "gauge", "Bytes of recorded data stored.", [sample("crowdplay_data_bytes", number(totals.get("data_bytes")))])
     for name, key, help_text in HISTOGRAMS:
         lines += family(name, "histogram", help_text + SUM_NOTE, histogram_samples(name, histograms.get(key) or {}))
+    lines += recording_lines(overview.get("recording") or {})
     return "\n".join(lines) + "\n"
+
+
+def state_samples(name: str, states: Sequence[str], current: object) -> list[str]:
+    """One sample per possible state, 1 for the current one (Prometheus's enum idiom)."""
+    return [sample(name, 1 if state == current else 0, {"state": state}) for state in states]
+
+
+def recording_lines(recording: Mapping[str, Any]) -> list[str]:
+    """The recording path's health: the writer, its store and spool, the manager's unsaved
+    assignment saves, and each EnvActor process's unacknowledged chunks. Figures the writer sent
+    earlier (it is late) are served as they were, with their age in
+    ``crowdplay_writer_stats_age_seconds``."""
+    writer = recording.get("writer") or {}
+    store = recording.get("store") or {}
+    spool = recording.get("spool") or {}
+    pending = recording.get("pending_saves") or {}
+    processes = (recording.get("unacked") or {}).get("processes") or []
+    last_error = store.get("last_error") or {}
+    lines: list[str] = []
+    lines += family("crowdplay_writer_state", "gauge", "The writer's answer to this scrape: ok, late (not within 0.5 s), unavailable or unknown.",
+                    state_samples("crowdplay_writer_state", WRITER_STATES, writer.get("state", "unknown")))
+    lines += family("crowdplay_writer_stats_age_seconds", "gauge", "Seconds since the writer's figures below were fresh (0: answered now; NaN: never).",
+                    [sample("crowdplay_writer_stats_age_seconds", math.nan if writer.get("age_s") is None else writer["age_s"])])
+    lines += family("crowdplay_store_state", "gauge", "The store's health as the writer last reported it: healthy, draining (its spool) or failing.",
+                    state_samples("crowdplay_store_state", STORE_STATES, store.get("state", "unknown")))
+    error_samples = [sample("crowdplay_store_last_error_timestamp_seconds", last_error["at"], {"kind": last_error.get("kind", "")})] if last_error.get("at") else []
+    lines += family("crowdplay_store_last_error_timestamp_seconds", "gauge", "When the store last failed (Unix time), by the kind of error.", error_samples)
+    lines += family("crowdplay_store_errors", "gauge", "Store failures the writer has seen since it started.",
+                    [sample("crowdplay_store_errors", number(store.get("errors")))])
+    lines += family("crowdplay_spool_batches", "gauge", "Batches of chunks the writer holds in its spool while the store cannot take them.",
+                    [sample("crowdplay_spool_batches", number(spool.get("batches")))])
+    lines += family("crowdplay_spool_bytes", "gauge", "Bytes in the writer's spool.", [sample("crowdplay_spool_bytes", number(spool.get("bytes")))])
+    lines += family("crowdplay_spool_oldest_age_seconds", "gauge", "Age of the oldest spooled batch (0 when the spool is empty).",
+                    [sample("crowdplay_spool_oldest_age_seconds", number(spool.get("oldest_age_s")))])
+    lines += family("crowdplay_pending_saves", "gauge", "Assignment and note saves the manager holds until the writer acknowledges them.",
+                    [sample("crowdplay_pending_saves", number(pending.get("saves")))])
+    lines += family("crowdplay_pending_saves_oldest_age_seconds", "gauge", "Age of the oldest save the manager still holds (0 when none).",
+                    [sample("crowdplay_pending_saves_oldest_age_seconds", number(pending.get("oldest_age_s")))])
+    for name, field, help_text in UNACKED_GAUGES:
+        samples = (sample(name, number(process.get(field)), {"actor": process.get("actor_id") or "", "node": process.get("node_id") or ""}) for process in processes)
+        lines += family(name, "gauge", help_text, samples)
+    return lines

@@ -58,6 +58,21 @@ function relativeTime(then, now) {
 
 const clockTime = (epochSeconds) => new Date(epochSeconds * 1000).toLocaleTimeString();
 
+/** Bytes as KB below a megabyte, else MB (one decimal). */
+function formatBytes(bytes) {
+  const value = Number(bytes) || 0;
+  return value < 1e6 ? `${formatNumber(value / 1e3)} KB` : `${(value / 1e6).toFixed(1)} MB`;
+}
+
+/** A duration in seconds, as "12 s", "3 min 5 s" or "2 h 4 min"; "–" when unknown. */
+function formatAge(seconds) {
+  const value = Number(seconds);
+  if (seconds === null || seconds === undefined || !Number.isFinite(value)) return "–";
+  if (value < 60) return `${Math.round(value)} s`;
+  if (value < 3600) return `${Math.floor(value / 60)} min ${Math.round(value % 60)} s`;
+  return `${Math.floor(value / 3600)} h ${Math.floor((value % 3600) / 60)} min`;
+}
+
 function setError(message) {
   $("error").textContent = text(message);
 }
@@ -162,6 +177,7 @@ function render(overview) {
   renderHistogram($("frame-histogram"), histograms.frame_interval_ms, "frame interval (ms)");
   renderHistogram($("latency-histogram"), histograms.input_latency_ms, "input latency (ms)");
   renderCompletions(overview.completions_timeline || [], generatedAt);
+  renderRecording(overview.recording);
 
   $("token-form").hidden = true;
   $("forget-token").hidden = false;
@@ -383,6 +399,97 @@ function renderCompletions(timeline, now) {
     svgEl("text", { class: "axis-label", transform: `translate(14 ${top + plotHeight / 2}) rotate(-90)`, "text-anchor": "middle" }, "completed"),
   );
   $("completions-chart").replaceChildren(svg);
+}
+
+// ---------------------------------------------------------------- recording health
+
+/** A status cell: its level (ok, warning, failing) colours the state; the detail goes below it. */
+function setStatus(cell, level, state, detail) {
+  cell.dataset.state = level;
+  cell.replaceChildren(el("span", { class: "state" }, state), el("span", { class: "detail" }, detail));
+}
+
+const WRITER_LEVELS = { ok: "ok", late: "failing", unavailable: "failing", unknown: "warning" };
+const STORE_LEVELS = { healthy: "ok", draining: "warning", failing: "failing", unknown: "warning" };
+
+function writerStatus(writer) {
+  const level = WRITER_LEVELS[writer.state] || "warning";
+  if (writer.state === "ok") return [level, "answering", writer.pid ? `process ${writer.pid}` : ""];
+  if (writer.state === "late") return [level, "late", `no answer; its figures below are ${formatAge(writer.age_s)} old`];
+  if (writer.state === "unavailable") return [level, "unavailable", text(writer.error)];
+  return [level, "unknown", "has not answered yet"];
+}
+
+function storeStatus(store) {
+  const state = text(store.state || "unknown");
+  const asOf = store.stale ? ` (as of ${formatAge(store.as_of_age_s)} ago)` : "";
+  const error = store.last_error;
+  const detail = error ? `last error ${text(error.kind)} ${formatAge(error.age_s)} ago` : "no errors";
+  return [STORE_LEVELS[state] || "warning", state + asOf, detail];
+}
+
+/** The dashboard's one-word summary: the first thing wrong, writer first. */
+function recordingSummary(recording) {
+  const writer = recording.writer || {};
+  const store = recording.store || {};
+  if (writer.state !== "ok") return [WRITER_LEVELS[writer.state] || "warning", `writer ${text(writer.state || "unknown")}`];
+  if (store.state !== "healthy") return [STORE_LEVELS[store.state] || "warning", `store ${text(store.state || "unknown")}`];
+  if (Number((recording.spool || {}).batches) > 0) return ["warning", "spooling"];
+  return ["ok", "ok"];
+}
+
+function unackedRow(process) {
+  return el(
+    "tr",
+    { "data-actor-id": process.actor_id },
+    el("td", { title: text(process.actor_id) }, el("code", {}, shortId(process.actor_id))),
+    el("td", { title: text(process.node_id) }, el("code", {}, shortId(process.node_id))),
+    el("td", { class: "number" }, formatNumber(process.chunks ?? 0)),
+    el("td", { class: "number" }, formatBytes(process.memory_bytes)),
+    el("td", { class: "number" }, formatBytes(process.disk_bytes)),
+    el("td", { class: "number" }, formatAge(process.oldest_age_s)),
+    el("td", { class: "number" }, formatNumber(process.calls_out ?? 0)),
+  );
+}
+
+function renderRecording(recording) {
+  const section = $("recording-section");
+  const total = $("total-recording");
+  if (!recording || !recording.writer || recording.writer.state === "off") {
+    section.hidden = true;
+    total.dataset.state = "unknown";
+    total.textContent = recording && recording.writer ? "off" : "–";
+    return;
+  }
+  section.hidden = false;
+  const [level, summary] = recordingSummary(recording);
+  total.dataset.state = level;
+  total.textContent = summary;
+
+  setStatus($("recording-writer"), ...writerStatus(recording.writer));
+  setStatus($("recording-store"), ...storeStatus(recording.store || {}));
+  const spool = recording.spool || {};
+  const batches = Number(spool.batches) || 0;
+  setStatus(
+    $("recording-spool"),
+    batches ? "warning" : "ok",
+    batches ? `${formatNumber(batches)} batches, ${formatBytes(spool.bytes)}` : "empty",
+    batches ? `oldest ${formatAge(spool.oldest_age_s)} old` : "",
+  );
+  const unacked = recording.unacked || {};
+  const chunks = Number(unacked.chunks) || 0;
+  setStatus(
+    $("recording-unacked"),
+    Number(unacked.disk_bytes) > 0 || Number(unacked.oldest_age_s) > 30 ? "warning" : "ok",
+    `${formatNumber(chunks)} chunks`,
+    chunks ? `${formatBytes(unacked.memory_bytes)} in memory, ${formatBytes(unacked.disk_bytes)} on disk, oldest ${formatAge(unacked.oldest_age_s)} old` : "all acknowledged",
+  );
+  const saves = recording.pending_saves || {};
+  const count = Number(saves.saves) || 0;
+  setStatus($("recording-saves"), count ? "warning" : "ok", `${formatNumber(count)} saves`, count ? `oldest ${formatAge(saves.oldest_age_s)} old` : "all stored");
+
+  const processes = unacked.processes || [];
+  $("unacked-table").tBodies[0].replaceChildren(...(processes.length ? processes.map(unackedRow) : [emptyRow(7, "No game servers.")]));
 }
 
 // ---------------------------------------------------------------- actions
