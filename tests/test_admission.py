@@ -90,7 +90,7 @@ def post_session(base: str, source: str, env_id: str = "SpaceInvaders") -> tuple
         connection.close()
 
 
-def flood(url: str, seconds: float, statuses: "multiprocessing.Queue") -> None:
+def flood(url: str, seconds: float, statuses: "multiprocessing.Queue", refused: "multiprocessing.Event") -> None:
     """An attacker on a machine of its own: 32 connections asking for sessions as fast as answered.
     On this one machine it would take a core of the server's, which an attacker elsewhere does not:
     it runs at the lowest priority (Ray's processes run at nice 15)."""
@@ -101,6 +101,8 @@ def flood(url: str, seconds: float, statuses: "multiprocessing.Queue") -> None:
     def ask() -> None:
         while time.monotonic() < deadline:
             answers.append(post_session(url, "127.0.0.3"))
+            if answers[-1][0] == 429:
+                refused.set()
 
     threads = [threading.Thread(target=ask) for _ in range(32)]
     for thread in threads:
@@ -121,11 +123,14 @@ def test_a_flood_of_session_requests_from_one_address_is_throttled_while_a_newco
     )
     with crowdplay_serve(free_port(), env) as url:
         context = multiprocessing.get_context("spawn")
-        statuses = context.Queue()
-        attacker = context.Process(target=flood, args=(url, 12.0, statuses))
+        statuses, refused = context.Queue(), context.Event()
+        attacker = context.Process(target=flood, args=(url, 15.0, statuses, refused))
         attacker.start()
         try:
-            time.sleep(5)  # the flood is on (the attacker's process takes ~2 s to start)
+            # The flood's burst has been admitted (its games opened: as many as that many participants
+            # starting at once) and it is being refused: the newcomer arrives during the refusals.
+            assert refused.wait(timeout=30), "the flood was never refused"
+            time.sleep(1)
 
             async def newcomer() -> float:
                 started = time.monotonic()
