@@ -7,10 +7,19 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
+from dataclasses import replace
 
 from crowdplay.config import Settings, apply_ray_environment
 from crowdplay.data.cli import add_data_commands
-from crowdplay.plugins import load_plugins, share_import_path
+from crowdplay.plugins import (
+    PluginImportError, check_plugins_on_every_node, load_plugins, plugin_failure, plugin_names, plugin_runtime_env, share_import_path,
+)
+
+#: How long ``crowdplay serve`` waits for the warm pool's EnvActors to boot before it says it is
+#: running: a plugin that fails to import in them fails the start instead of every later Start.
+#: Boots still waiting after this (on a cluster, for the autoscaler to add a node) are not judged.
+GAME_SERVER_CHECK_S = 60.0
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -18,18 +27,26 @@ def serve_command(args: argparse.Namespace) -> int:
     from ray import serve
 
     from crowdplay.manager import get_or_create_manager
+    from crowdplay.recording.store import absolute_store_uri
     from crowdplay.web.ingress import build_app
 
-    settings = Settings.from_env()
+    # Every Ray process records where this process says (and where `crowdplay data` run here reads).
+    settings = replace(args.settings, store_uri=absolute_store_uri(args.settings.store_uri or None))
     apply_ray_environment()
-    share_import_path()
-    ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose)
+    runtime_env = plugin_runtime_env(plugin_names(settings), args.directory)  # the plugins, for every node
+    ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose, runtime_env=runtime_env or None)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        serve.run(build_app(settings), name="crowdplay", route_prefix="/")
+        try:
+            check_plugins_on_every_node(settings)  # in Ray's processes too, before anything is served
+            serve.start(http_options={"host": args.host, "port": args.port})
+            serve.run(build_app(settings), name="crowdplay", route_prefix="/")
+            check_game_servers(get_or_create_manager(settings))
+        except Exception as error:  # noqa: BLE001 - whatever stopped the start, said plainly, and stop
+            print(startup_failure(error), file=sys.stderr, flush=True)
+            return 1
         print(f"CrowdPlay is running at http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
         print(describe_recording(settings), flush=True)
         stop.wait()
@@ -40,6 +57,35 @@ def serve_command(args: argparse.Namespace) -> int:
         serve.shutdown()
         ray.shutdown()
     return 0
+
+
+def check_game_servers(manager) -> None:
+    """Wait for the warm pool's EnvActors (up to ``GAME_SERVER_CHECK_S``); their boot failure
+    (e.g. a plugin that does not import in them) raises here, failing the start."""
+    import ray
+
+    ray.get(manager.warm_pool_ready.remote(GAME_SERVER_CHECK_S))
+
+
+def startup_failure(error: BaseException) -> str:
+    """What stopped ``crowdplay serve`` from starting, for the console: a plugin's import failure
+    in a Ray process (an ingress replica, the EnvsManager, an EnvActor) as its own message, else
+    the error as Ray or Serve reported it."""
+    text = str(error)
+    plugin = plugin_failure(text)
+    if plugin is not None:
+        return f"crowdplay serve could not start: a Ray process could not import a plugin.\n{plugin}"
+    return f"crowdplay serve could not start: {type(error).__name__}: {text}\n(--verbose shows the Ray processes' logs)"
+
+
+def settings_from_environment() -> Settings:
+    """``Settings.from_env()``, with its warnings (a deprecated variable) as lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settings = Settings.from_env()
+    for warning in caught:
+        print(f"crowdplay: warning: {warning.message}", file=sys.stderr, flush=True)
+    return settings
 
 
 def describe_recording(settings: Settings) -> str:
@@ -67,7 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.set_defaults(run=serve_command)
     add_data_commands(commands)
     args = parser.parse_args(argv)
-    load_plugins(Settings.from_env())  # the deployment's own games and policies, for serve and data alike
+    args.settings = settings_from_environment()
+    # The working directory's modules are importable (the console script's sys.path lacks it)
+    # before the plugins load, and before Ray starts: its processes inherit the path.
+    args.directory = share_import_path()
+    try:
+        load_plugins(args.settings)  # the deployment's own games and policies, for serve and data alike
+    except PluginImportError as error:
+        print(f"crowdplay: {error}", file=sys.stderr, flush=True)
+        return 1
     return args.run(args)
 
 

@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from dataclasses import dataclass, fields
 
@@ -71,7 +72,9 @@ class Settings:
     #: Resources every EnvActor requests besides its CPU share, e.g. "env_slots=1" or
     #: "env_slots=1,gpu_node=0.1": names a node type's custom resource so sessions land there.
     env_actor_resources: str = ""
-    #: Where recordings go: a mongodb:// URI, or a file path for the embedded store ("" = data/crowdplay.db).
+    #: Where recordings go, and where ``crowdplay data`` and ``Dataset.open()`` read them: a
+    #: mongodb:// URI, or a file path for the embedded store ("" = data/crowdplay.db). The old name
+    #: ``CROWDPLAY_MONGODB_URI`` is still read when ``CROWDPLAY_STORE_URI`` is not set (deprecated).
     store_uri: str = ""
     #: Steps per recording chunk (50 = 0.83 s at 60 fps): a crashed EnvActor loses at most this plus one
     #: batching window (50 ms), so under a second.
@@ -108,7 +111,38 @@ class Settings:
             if raw is not None:
                 kind = type(field.default)
                 values[field.name] = raw.strip().lower() in ("1", "true", "yes", "on") if kind is bool else kind(raw)
+        values["store_uri"] = store_uri_from_environment()  # also reads the deprecated name
         return cls(**values)
+
+
+#: The one variable naming the store, for the server, its Ray processes, ``crowdplay data``,
+#: ``Dataset.open()`` and the benchmarks alike.
+STORE_URI_VARIABLE = "CROWDPLAY_STORE_URI"
+#: Its old name: the data tools read only this one while the server recorded into the other, so on
+#: a cluster configured with ``CROWDPLAY_STORE_URI`` they opened an empty local store.
+DEPRECATED_STORE_URI_VARIABLE = "CROWDPLAY_MONGODB_URI"
+
+
+def store_uri_from_environment() -> str:
+    """The store named in the environment ("" for none): ``CROWDPLAY_STORE_URI``, else the
+    deprecated ``CROWDPLAY_MONGODB_URI`` with a FutureWarning (shown by default, unlike a
+    DeprecationWarning, so a researcher running a script sees it). Both set and different: the
+    new one wins, and the warning says the old one is ignored."""
+    current = os.environ.get(STORE_URI_VARIABLE, "").strip()
+    old = os.environ.get(DEPRECATED_STORE_URI_VARIABLE, "").strip()
+    if old and not current:
+        warnings.warn(
+            f"{DEPRECATED_STORE_URI_VARIABLE} is deprecated: set {STORE_URI_VARIABLE} instead (the server, "
+            f"`crowdplay data` and Dataset.open() all read it); using {DEPRECATED_STORE_URI_VARIABLE} for now",
+            FutureWarning, stacklevel=3,
+        )
+        return old
+    if old and old != current:
+        warnings.warn(
+            f"{DEPRECATED_STORE_URI_VARIABLE} is deprecated and ignored: {STORE_URI_VARIABLE} is set and names another store",
+            FutureWarning, stacklevel=3,
+        )
+    return current
 
 
 #: Session-start limits lifted (``crowdplay.admission``): for benchmarks and tests, whose simulated

@@ -10,7 +10,9 @@ connection to the same seat, e.g. a new tab, replaces the first and the first is
 When the grace runs out during play, the fallback policy in ``ai_agent_map_fallback`` takes over
 that agent and the others play on; without a fallback the game ends for everyone with a message
 that says why. In the waiting room the seat simply opens again. A seat whose participant never
-connects is given up after ``connect_timeout_s``.
+connects is given up after ``connect_timeout_s``. A participant who presses Finish gives their seat
+up at once the same way; a game that ends because of it stores its episode as ``finished``, not
+``interrupted`` (``crowdplay.recording.status``).
 
 Each participant's play statistics (the task's, ``crowdplay.study``) are kept from the moment they
 take a seat, streamed to their page every two seconds (``stats``: values, progress toward each
@@ -33,6 +35,7 @@ from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.config import Settings
 from crowdplay.realtime import LiveEnv, Subscriber
+from crowdplay.recording.status import FINISHED, INTERRUPTED
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.study import Task, current_study
 
@@ -159,9 +162,10 @@ class Lineup:
             seat.timer.cancel()
             seat.timer = None
 
-    def _give_up(self, seat: Seat, reason: str) -> None:
+    def _give_up(self, seat: Seat, reason: str, finished: bool = False) -> None:
         """The seat's participant is gone for good: reopen it (waiting room), hand it to the
-        fallback AI, or end the game when no fallback exists or nobody is left."""
+        fallback AI, or end the game when no fallback exists or nobody is left. ``finished``: they
+        pressed Finish, so a game that ends for it ends as ``finished`` rather than ``interrupted``."""
         seat.timer = None
         session_id = seat.session_id
         if session_id is None or seat.subscriber is not None or self.phase == ENDED:
@@ -169,21 +173,22 @@ class Lineup:
         seat.session_id = None
         statistics = self._statistics_of(seat.agent, forget=True)
         fallback = self.live.spec.ai_agent_map_fallback.get(seat.agent)
+        status = FINISHED if finished else INTERRUPTED
         if self.phase == WAITING:
             self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": True, "reason": reason, "statistics": statistics})
             if not self.humans():
-                self.end("everyone left the waiting room")
+                self.end("everyone left the waiting room", status)
             else:
                 self._announce_lobby()
             return
         if fallback is None:
-            self.end(f"the participant playing {seat.agent} left the game and no AI can take their place")
+            self.end(departure_reason(seat.agent, finished, others_left=bool(self.humans())), status)
             return
         self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason, "statistics": statistics})
         self._hand_to_ai(seat, fallback)
         self.live.announce(protocol.text("player", agent=seat.agent, status="ai", policy=fallback))
         if not self.humans():
-            self.end("every participant has left the game")
+            self.end("the last participant finished playing" if finished else "every participant has left the game", status)
 
     def _hand_to_ai(self, seat: Seat, policy_id: str) -> None:
         adapter = self.live.adapter
@@ -239,9 +244,10 @@ class Lineup:
         self.live.announce(protocol.text("lobby", phase=self.phase, seats=seats, awaiting=awaiting, timeout_s=remaining))
 
     # ----------------------------------------------------------------- ending
-    def end(self, reason: str) -> None:
-        """End the game for everyone (their streams get ``end`` with the reason)."""
-        self.live.stop(reason)
+    def end(self, reason: str, status: str = INTERRUPTED) -> None:
+        """End the game for everyone (their streams get ``end`` with the reason); the episode under
+        way is stored with ``status``."""
+        self.live.stop(reason, status)
 
     def _stopped(self, reason: str) -> None:
         """However the LiveEnv stopped (ended here, by the manager, or its environment failed)."""
@@ -289,8 +295,18 @@ class Lineup:
         if seat.subscriber is not None:
             self.live.dismiss(seat.subscriber, protocol.text("end", reason="you finished playing"))
             seat.subscriber = None
-        self._give_up(seat, "finished")
+        self._give_up(seat, "finished", finished=True)
         return statistics
 
     def describe(self) -> dict:
         return {"phase": self.phase, "seats": {agent: seat.status for agent, seat in self.seats.items()}}
+
+
+def departure_reason(agent: str, finished: bool, others_left: bool) -> str:
+    """Why a game without a fallback for ``agent`` ends when its participant goes: stored as the
+    episode's ``reason`` and shown to whoever is still playing."""
+    if not finished:
+        return f"the participant playing {agent} left the game and no AI can take their place"
+    if others_left:
+        return f"the participant playing {agent} finished playing and no AI can take their place"
+    return f"the participant playing {agent} finished playing"

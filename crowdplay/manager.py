@@ -224,6 +224,20 @@ class EnvsManager:
         freeze_startup_objects()  # only the first replica's call freezes: no participant's objects exist yet
         return True
 
+    async def warm_pool_ready(self, timeout_s: float) -> dict[str, int]:
+        """Wait up to ``timeout_s`` for the warm pool's EnvActors to boot and raise the first
+        boot's failure: ``crowdplay serve`` calls it before it says it is running, so a process
+        that cannot start (a plugin that does not import in it) fails the start with its reason,
+        instead of leaving a server up whose every Start fails. Boots still waiting afterwards
+        (for a node to join) are counted, not judged."""
+        await self._adopt()
+        self._refill()
+        boots = set(self._boots)
+        done, pending = await asyncio.wait(boots, timeout=timeout_s) if boots else (set(), set())
+        for task in done:
+            task.result()
+        return {"ready": len(self._empty_hosts()), "booting": len(pending)}
+
     async def _store(self, method: str, *args: object) -> object:
         """A writer call for the manager, never one a participant or the dashboard waits on for
         long (``crowdplay.recording.store_link``): saves (assignments, notes) are kept, retried

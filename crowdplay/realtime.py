@@ -7,7 +7,9 @@ This is the heart of an EnvActor, kept free of Ray so it reads (and tests) on it
   A frame's id is its tick's position ``n`` on that grid, so a client knows when every frame was
   due and a skipped tick shows as a gap in the ids. All sessions of one process at the same fps
   share one clock: one wake-up per tick for all of them, not one each;
-* every tick applies the latest action of each agent (the no-op until the first key); in the
+* every tick applies the latest action of each agent (the no-op until the first key); while
+  no mapped key is held an agent plays what its ``EnvSpec.idle`` says (the no-op, its last action
+  again, or nothing: the game waits rather than invent an action, see ``_undecided``); in the
   turn-based modes (``EnvSpec.mode``) a tick steps only on a key press (``wait_for_key``) or while
   a key is held (``hold_keys``), and the game otherwise waits;
 * every tick's screen is offered to each subscriber; a subscriber still busy with an older frame
@@ -31,6 +33,7 @@ from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +41,7 @@ from crowdplay import codec, protocol
 from crowdplay.ai.agent import PolicyAgent
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
+from crowdplay.environments.spaces import json_part
 from crowdplay.environments.spec import for_agent
 from crowdplay.recording.recorder import Recorder
 from crowdplay.statistics import StatisticsTracker
@@ -69,7 +73,8 @@ class Tick:
 
 @dataclass
 class PendingInput:
-    action: int
+    #: None: no mapped key is held and the agent's idle choice is "repeat" or "wait"
+    action: int | None
     keys: tuple[str, ...]
     client_frame: int
     seq: int
@@ -85,7 +90,8 @@ class AppliedInput:
     """One participant input as the tick applied it, with when it arrived and when it took effect."""
 
     agent: str
-    action: int
+    #: the action in effect from this input on (None: the agent waits for a mapped key)
+    action: int | None
     keys: tuple[str, ...]
     seq: int
     client_frame: int
@@ -250,7 +256,8 @@ class LiveEnv:
         self._stats_phase = random.randrange(STATS_EVERY_TICKS)
         self._policies: dict[str, PolicyAgent] = {}
         self._answers_applied: dict[str, int] = {}  # per AI agent, the count of answers applied so far
-        self._action = {agent: self.adapter.keymaps[agent].noop for agent in self.agents}
+        #: each agent's action from now on; None (no no-op, no key yet, or idle "wait") holds the game
+        self._action: dict[str, int | None] = {agent: self.adapter.keymaps[agent].noop for agent in self.agents}
         self._pending: dict[str, PendingInput] = {}
         self._held = {agent: False for agent in self.agents}  # holds a key (or a non-no-op action)
         self._applied_seq = {agent: 0 for agent in self.agents}
@@ -278,6 +285,8 @@ class LiveEnv:
             "keymaps": {agent: self.adapter.keymaps[agent].to_json() for agent in self.agents},
             "noop_actions": {agent: self.adapter.keymaps[agent].noop for agent in self.agents},
             "action_meanings": self.adapter.action_meanings,
+            "action_labels": dict(self.adapter.action_labels),
+            "idle": dict(self.adapter.idle),
             "instructions": {agent: for_agent(self.spec.instructions, agent, "") for agent in self.agents},
             "humans": self.spec.human_agents(self.agents),
         }
@@ -300,12 +309,13 @@ class LiveEnv:
             if recorder is not None:
                 received_at = time.time() - (now - pending.received_at)
                 recorder.input(agent, pending.keys, pending.seq, pending.client_frame, received_at)
-            self._action[agent] = pending.action
+            if pending.action is not None or self.adapter.idle[agent] == "wait":
+                self._action[agent] = pending.action  # "repeat" keeps the action in effect
             self._applied_seq[agent] = pending.seq
             self._client_frame[agent] = pending.client_frame
             self.input_log.append(
                 AppliedInput(
-                    agent, pending.action, pending.keys, pending.seq, pending.client_frame, pending.received_frame,
+                    agent, self._action[agent], pending.keys, pending.seq, pending.client_frame, pending.received_frame,
                     next_frame, pending.received_tick, self.ticks, self.env_step, now - pending.received_at,
                 )
             )
@@ -314,8 +324,8 @@ class LiveEnv:
         for agent, pending in self._pending.items():
             self._held[agent] = bool(pending.keys) or (pending.explicit and pending.action != self.adapter.keymaps[agent].noop)
         self._pending.clear()
-        if not self._turn_due(pressed):
-            return  # turn-based: the game waits for the participant
+        if not self._turn_due(pressed) or self._undecided():
+            return  # turn-based, or an agent without an action: the game waits for the participant
         if self._policies:
             self._apply_ai_answers()
         record = self.episodes[-1]
@@ -336,7 +346,7 @@ class LiveEnv:
             delta = self._cached(("delta", next_frame), lambda: codec.delta_payload(screen, previous))  # shared with the stream
             recorder.step(
                 next_frame, self._action, result.rewards, result.terminated, result.truncated,
-                self._client_frame, screen, delta, ram,
+                self._client_frame, screen, delta, ram, self.adapter_observations(),
             )
         if self.trackers:
             ram_array = np.frombuffer(ram, np.uint8) if ram is not None else None
@@ -374,10 +384,23 @@ class LiveEnv:
             return any(self._held.values())
         return True
 
+    def _undecided(self) -> bool:
+        """Whether an agent has no action to play: its keymap has no no-op and its participant
+        holds no mapped key (idle "wait", or "repeat" before the first key), or its policy has not
+        answered yet. The game then waits: nothing is stepped or recorded, no action is invented."""
+        for agent, action in self._action.items():
+            if action is None:
+                policy = self._policies.get(agent)
+                if policy is None or policy.action is None:
+                    return True
+        return False
+
     def _apply_ai_answers(self) -> None:
         """Each AI-played agent plays its policy's newest answer; a new one is recorded with the
         frame it was computed from."""
         for agent, policy in self._policies.items():
+            if policy.action is None:  # no answer (yet) and no no-op: the agent's last action goes on
+                continue
             self._action[agent] = policy.action
             if policy.answers != self._answers_applied.get(agent):
                 self._answers_applied[agent] = policy.answers
@@ -412,7 +435,8 @@ class LiveEnv:
 
     def _begin_episode(self) -> None:
         seed = self.base_seed + self.episode
-        self.adapter.reset(seed)
+        options = dict(self.spec.reset_options) if self.spec.reset_options is not None else None
+        self.adapter.reset(seed, options)
         self.env_step = 0
         self._returns = {agent: 0.0 for agent in self.agents}
         start_state = self.adapter.snapshot()
@@ -432,16 +456,33 @@ class LiveEnv:
                 "action_counts": {agent: self.adapter.action_count for agent in self.agents},
                 "action_meanings": self.adapter.action_meanings,
                 "fps": self.spec.fps,
+                "reset_options": options,
             }
-            self.recorder.begin_episode(self.episode, self.latest.screen, fields)
+            observed = self.adapter.observation_spaces
+            if observed is not None:
+                fields["observation_spaces"] = observed
+                fields["reset_infos"] = {agent: json_part(self.adapter.infos.get(agent)) or {} for agent in self.agents}
+            self.recorder.begin_episode(self.episode, self.latest.screen, fields, self.adapter_observations())
+
+    def adapter_observations(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The environment's latest observations and infos per agent, when they are recorded
+        (not for ALE, whose observation is the screen)."""
+        if self.adapter.observation_spaces is None:
+            return None
+        return self.adapter.observations, self.adapter.infos
 
     def _episode_summary(self, terminated: bool, truncated: bool) -> dict:
         return {"steps": self.env_step, "returns": dict(self._returns), "terminated": terminated, "truncated": truncated}
 
     # ----------------------------------------------------------------- input
-    def submit_keys(self, agent: str, keys: Iterable[str], client_frame: int, seq: int) -> int:
+    def submit_keys(self, agent: str, keys: Iterable[str], client_frame: int, seq: int) -> int | None:
+        """Queue the held keys' action; with no mapped key held, the no-op for idle "noop" and
+        None (keep the last action, or wait) for "repeat" and "wait"."""
         held = tuple(sorted(keys))
-        action = self.adapter.keymaps[self._check_human(agent)].resolve(held)
+        keymap = self.adapter.keymaps[self._check_human(agent)]
+        action = keymap.match(held)
+        if action is None and self.adapter.idle[agent] == "noop":
+            action = keymap.noop
         return self._submit(agent, action, held, client_frame, seq)
 
     def submit_action(self, agent: str, action: int, client_frame: int, seq: int) -> int:
@@ -460,7 +501,7 @@ class LiveEnv:
             raise InvalidAction(f"unknown agent {agent!r}")
         return agent
 
-    def _submit(self, agent: str, action: int, keys: tuple[str, ...], client_frame: int, seq: int, explicit: bool = False) -> int:
+    def _submit(self, agent: str, action: int | None, keys: tuple[str, ...], client_frame: int, seq: int, explicit: bool = False) -> int | None:
         """Queue an input for the next tick; a later input before that tick replaces it."""
         self._pending[agent] = PendingInput(action, keys, client_frame, seq, time.monotonic(), self.frame_id, self.ticks, explicit)
         return action
@@ -557,15 +598,17 @@ class LiveEnv:
             subscriber.wake.set()
 
     # ----------------------------------------------------------------- lifecycle
-    def stop(self, reason: str) -> None:
-        """End the session: subscribers get an ``end`` message, the loop and the env stop."""
+    def stop(self, reason: str, status: str = "interrupted") -> None:
+        """End the session: subscribers get an ``end`` message, the loop and the env stop. The
+        episode under way is stored with ``status`` (``crowdplay.recording.status``): "finished"
+        when a participant's Finish ended it, else "interrupted"."""
         if self.stopped is not None:
             return
         self.stopped = reason
         self.clock.remove(self)
         if self.recorder is not None:
             statistics = {agent: tracker.episode_values() for agent, tracker in self.trackers.items()}
-            self.recorder.end_episode("interrupted", {**self._episode_summary(False, False), "reason": reason, "statistics": statistics})
+            self.recorder.end_episode(status, {**self._episode_summary(False, False), "reason": reason, "statistics": statistics})
             self.recorder.close()
         self._wake_all()
         self.adapter.close()

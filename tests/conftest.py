@@ -133,12 +133,18 @@ def fresh_environment(**values: str) -> dict[str, str]:
     return {**{name: value for name, value in os.environ.items() if not name.startswith(given)}, **values}
 
 
+#: The ``crowdplay`` command as installed (a console script: its sys.path holds the venv's bin
+#: directory, not the working directory, unlike ``python -m crowdplay``).
+CROWDPLAY_COMMAND = [str(Path(sys.executable).with_name("crowdplay"))] if Path(sys.executable).with_name("crowdplay").exists() else [sys.executable, "-m", "crowdplay"]
+
+
 @contextlib.contextmanager
-def crowdplay_serve(port: int, env: dict[str, str], timeout_s: float = 120) -> Iterator[str]:
-    """``crowdplay serve --port`` in a process (and Ray instance) of its own, as a user starts it;
-    yields its URL once printed, and stops it with Ctrl-C (SIGINT), which must exit 0."""
+def crowdplay_serve(port: int, env: dict[str, str], timeout_s: float = 120, cwd: str | Path | None = None) -> Iterator[str]:
+    """``crowdplay serve --port`` in a process (and Ray instance) of its own, as a user starts it
+    (the installed command, in ``cwd``: the researcher's directory); yields its URL once printed,
+    and stops it with Ctrl-C (SIGINT), which must exit 0."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "crowdplay", "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*CROWDPLAY_COMMAND, "serve", "--port", str(port)], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     lines: list[str] = []
     try:

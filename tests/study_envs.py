@@ -1,6 +1,7 @@
 """Games and policies a study might configure, registered as a plugin (``Settings.plugins``) in every
 process of the test deployment: two-player Space Invaders with the multi-agent options set in
-different ways, RLlib checkpoints as partners and fallbacks, and policies that misbehave."""
+different ways, RLlib checkpoints as partners and fallbacks, policies that misbehave, and a
+non-Atari game without a no-op action (CartPole)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from crowdplay.ai import Policy, register_policy, register_rllib_checkpoint
-from crowdplay.environments import EnvSpec, get_env, register_env
+from crowdplay.environments import EnvSpec, arrow_keymap, get_env, register_env
 from crowdplay.environments.parallel_adapter import make_pettingzoo_atari
 
 TEAM = get_env("SpaceInvaders2P")
@@ -89,5 +90,21 @@ INVADERS_PPO_FALLBACK = register_env(
     replace(
         TEAM, id="TestInvadersPPOFallback", reconnect_grace_s=0.5,
         ai_agent_map_fallback={"first_0": "test-invaders-first", "second_0": "test-invaders-second"},
+    )
+)
+
+
+def make_cartpole() -> object:
+    """Gymnasium's CartPole, drawn as RGB: two actions (push left, push right) and no no-op."""
+    import gymnasium as gym
+
+    return gym.make("CartPole-v1", render_mode="rgb_array")
+
+
+#: Arrow keys push the cart; with no key held the game waits (CartPole has no "do nothing").
+CARTPOLE = register_env(
+    EnvSpec(
+        id="TestCartPole", title="CartPole", description="Balance the pole.", make_env=make_cartpole, fps=30,
+        action_labels=["left", "right"], keymap=arrow_keymap, idle="wait",
     )
 )

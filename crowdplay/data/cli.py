@@ -6,8 +6,15 @@
     crowdplay data export --format {npz,minari,rllib} --out PATH [filters] [--observations FORMAT]
     crowdplay data delete-participant PARTICIPANT [--yes]
 
-``--store`` picks the store (a mongodb:// URI or the embedded store's path; default
-``CROWDPLAY_MONGODB_URI`` or data/crowdplay.db).
+``--store`` picks the store (a mongodb:// URI or the embedded store's path); by default the one
+the server records into, ``CROWDPLAY_STORE_URI`` (the old ``CROWDPLAY_MONGODB_URI`` still works,
+with a warning), else data/crowdplay.db. Which store was opened, and why, goes to stderr (stdout
+stays clean for ``--json``).
+
+Filters: ``--completed`` keeps the episodes the environment ended (status ``complete``),
+``--incomplete`` every other one; ``--status`` any of ``complete``, ``finished`` (a participant
+pressed Finish), ``interrupted`` and ``unended`` (no status yet): see
+``crowdplay.recording.status``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import Any
 from crowdplay.data.dataset import Dataset, EpisodeNotFound
 from crowdplay.data.observations import FORMATS
 from crowdplay.data.replay_check import replay_check
+from crowdplay.recording.status import STATUSES, status_of
+from crowdplay.recording.store import describe_uri, embedded_path, store_origin
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +43,21 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     played.add_argument("--with-ai", dest="human_only", action="store_const", const=False, help="only episodes with an AI agent")
     parser.add_argument("--min-return", type=float)
     ended = parser.add_mutually_exclusive_group()
-    ended.add_argument("--completed", dest="completed", action="store_const", const=True, help="only episodes the game ended")
-    ended.add_argument("--incomplete", dest="completed", action="store_const", const=False)
+    ended.add_argument("--completed", dest="completed", action="store_const", const=True, help="only episodes the environment ended (status complete)")
+    ended.add_argument("--incomplete", dest="completed", action="store_const", const=False, help="only the others: finished, interrupted, unended")
+    parser.add_argument(
+        "--status", type=_statuses, action="extend", metavar="STATUS[,STATUS]",
+        help="only episodes with one of these statuses: " + "; ".join(f"{name}: {meaning}" for name, meaning in STATUSES.items()),
+    )
+
+
+def _statuses(value: str) -> list[str]:
+    """``--status``'s value: one status or several, comma-separated, each a known one."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STATUSES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown status {', '.join(unknown) or repr(value)}: use {', '.join(STATUSES)}")
+    return names
 
 
 def _time(value: str | None) -> float | str | None:
@@ -50,7 +72,7 @@ def _time(value: str | None) -> float | str | None:
 def _select(data: Dataset, args: argparse.Namespace) -> list[dict]:
     return data.episodes(
         task=args.task, env=args.env, participant=args.participant, since=_time(args.since), until=_time(args.until),
-        human_only=args.human_only, min_return=args.min_return, completed=args.completed,
+        human_only=args.human_only, min_return=args.min_return, completed=args.completed, status=args.status,
     )
 
 
@@ -73,7 +95,7 @@ def list_command(data: Dataset, args: argparse.Namespace) -> int:
         best = max(returns.values()) if returns else float("nan")
         print(
             f"{doc['_id']:40} {doc.get('env_id', '-'):16} {doc.get('task_id', '-'):16} {_when(doc.get('started_at')):19} "
-            f"{doc.get('steps', '-'):>6} {best:>8.1f} {doc.get('status', 'incomplete'):12} {','.join(doc.get('participants', []))}"
+            f"{doc.get('steps', '-'):>6} {best:>8.1f} {status_of(doc):12} {','.join(doc.get('participants', []))}"
         )
     print(f"{len(episodes)} episodes")
     return 0
@@ -165,9 +187,22 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def data_command(args: argparse.Namespace) -> int:
-    with Dataset.open(args.store) as data:
+    settings = getattr(args, "settings", None)
+    uri = args.store or (settings.store_uri if settings is not None else "") or None
+    print(f"crowdplay data: {describe_store(uri, args.store)}", file=sys.stderr, flush=True)
+    with Dataset.open(uri) as data:
         try:
             return args.data_run(data, args)
         except EpisodeNotFound as error:
             print(f"error: {error.args[0]}", file=sys.stderr)
             return 2
+
+
+def describe_store(uri: str | None, given: str | None) -> str:
+    """Which store ``crowdplay data`` opens and why (``--store``, ``CROWDPLAY_STORE_URI``, the
+    deprecated name, or the default), noting an embedded store that does not exist yet: opening
+    an empty local store by mistake (on a cluster, say) then shows at once."""
+    origin = "--store" if given else store_origin(None)
+    path = embedded_path(uri)
+    empty = "; it does not exist yet, so nothing has been recorded there" if path is not None and not path.exists() else ""
+    return f"reading {describe_uri(uri)} ({origin}{empty})"

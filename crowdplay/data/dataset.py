@@ -6,23 +6,27 @@
         episode = data.load(info["_id"], observations="atari84")
 
 An episode's chunks are decoded in order (each chunk is self-contained: it starts with a
-keyframe). A complete episode ends with the step the environment terminated or truncated; an
-interrupted one (the participant left) or one whose EnvActor crashed (its chunks stop early) is
-loaded up to the last stored step, and that step is marked truncated so RL code sees a proper end.
+keyframe). A complete episode ends with the step the environment terminated or truncated; a
+finished one (the participant pressed Finish), an interrupted one (see
+``crowdplay.recording.status``) or one whose EnvActor crashed (its chunks stop early) is loaded up
+to the last stored step, and that step is marked truncated so RL code sees a proper end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
 from crowdplay import codec
 from crowdplay.data.episode import AgentTrajectory, Episode
-from crowdplay.data.observations import convert
+from crowdplay.data.observations import FORMATS, convert
+from crowdplay.environments.spaces import Description, assemble, leaves
+from crowdplay.recording.observations import column_name
 from crowdplay.recording.chunk import unpack_chunk
+from crowdplay.recording.status import COMPLETE, status_query
 from crowdplay.recording.store import TrajectoryStore
 
 #: Large, per-step fields kept out of episode listings.
@@ -49,8 +53,9 @@ class Dataset:
 
     @classmethod
     def open(cls, uri: str | None = None) -> "Dataset":
-        """``uri``: a mongodb:// URI or the embedded store's path (default: ``CROWDPLAY_MONGODB_URI``
-        or data/crowdplay.db)."""
+        """``uri``: a mongodb:// URI or the embedded store's path. Default: the store the server
+        records into, ``CROWDPLAY_STORE_URI`` (the old ``CROWDPLAY_MONGODB_URI`` still works, with
+        a FutureWarning), else data/crowdplay.db."""
         return cls(TrajectoryStore.open(uri))
 
     def close(self) -> None:
@@ -74,12 +79,16 @@ class Dataset:
         human_only: bool | None = None,
         min_return: float | None = None,
         completed: bool | None = None,
+        status: str | Iterable[str] | None = None,
     ) -> list[dict]:
         """Episode documents (without emulator states) matching every filter given, oldest first.
 
         ``participant`` is a pseudonym; ``since``/``until`` bound the start time (epoch seconds,
-        ISO strings or datetimes); ``min_return`` applies to the best agent's return;
-        ``completed`` selects episodes the environment ended (not interrupted or cut short)."""
+        ISO strings or datetimes); ``min_return`` applies to the best agent's return.
+        ``completed=True`` selects episodes the environment ended (status ``complete``),
+        ``completed=False`` every other one (``finished``, ``interrupted``, none yet).
+        ``status``: one status or several, any of ``complete``, ``finished``, ``interrupted`` and
+        ``unended`` (no status yet); see ``crowdplay.recording.status``."""
         query: dict[str, Any] = {}
         if task is not None:
             query["task_id"] = task
@@ -95,8 +104,15 @@ class Dataset:
                 query["started_at"]["$lt"] = _timestamp(until)
         if human_only is not None:
             query["human_only"] = human_only
+        conditions = []
         if completed is not None:
-            query["status"] = "complete" if completed else {"$ne": "complete"}
+            conditions.append({"status": COMPLETE if completed else {"$ne": COMPLETE}})
+        if status is not None:
+            conditions.append(status_query(status))
+        if len(conditions) == 1:
+            query.update(conditions[0])
+        elif conditions:
+            query["$and"] = conditions
         found = self.store.find_episodes(query, HEAVY_FIELDS)
         if min_return is not None:
             found = [doc for doc in found if max(doc.get("returns", {}).values(), default=float("-inf")) >= min_return]
@@ -116,51 +132,70 @@ class Dataset:
                 return
             yield unpack_chunk(document["data"])
 
-    def load(self, episode_id: str, observations: str | None = "rgb") -> Episode:
-        """The episode as arrays. ``observations``: ``rgb``, ``palette``, ``atari84`` or None (skip
-        decoding screens: faster when only actions and rewards are needed)."""
+    def load(self, episode_id: str, observations: str | None = "env") -> Episode:
+        """The episode as arrays (``crowdplay.data.episode`` says which step each belongs to).
+
+        ``observations``: ``env`` (the default), the environment's own observations in its own
+        space (an array per step for a Box or Discrete space, a dict of arrays for a Dict space, a
+        tuple for a Tuple space), or for Atari, whose observation is the screen, the screens as
+        ``rgb``; ``rgb``, ``palette`` or ``atari84``, the screens the participant saw; None, no
+        observations (faster when only actions and rewards are needed)."""
         meta = self.episode(episode_id)
         agents: list[str] = meta["agents"]
+        spaces = meta.get("observation_spaces")
+        if observations == "env" and not spaces:
+            observations = "rgb"  # Atari (or a recording from before observations were kept): the screen
+        elif observations is not None and observations != "env" and observations not in FORMATS:
+            raise ValueError(f"unknown observation format {observations!r}; choose one of env, {', '.join(FORMATS)}")
+        screens_wanted = observations is not None and observations != "env"
         screens: list[np.ndarray] = []
         columns: dict[str, list] = {}
         controllers: list[dict] = []
         snapshots: dict[int, bytes] = {}
+        step_infos: list[list] = []
         for chunk in self.chunks(episode_id):
             if chunk["start_state"] is not None:
                 snapshots[chunk["first_step"]] = chunk["start_state"]
-            if observations is not None:
+            if screens_wanted:
                 screens.extend(self._decode(chunk, meta["screen_shape"], first=not screens))
             for name, value in chunk.items():
                 if isinstance(value, np.ndarray):
                     columns.setdefault(name, []).append(value)
             controllers += [chunk["controllers"]] * chunk["steps"]
+            step_infos += [[chunk["first_step"] + step, agent, info] for step, agent, info in chunk.get("infos", ())]
         steps = sum(len(part) for part in columns.get("frame_id", []))
         joined = {name: np.concatenate(parts) for name, parts in columns.items()}
         terminated = joined.get("terminated", np.zeros(0, bool)).copy()
         truncated = joined.get("truncated", np.zeros(0, bool)).copy()
         if steps and not (terminated[-1] or truncated[-1]):
             truncated[-1] = True  # interrupted or cut short: still a proper end for RL code
-        observation_array = None
-        if observations is not None:
-            observation_array = convert(np.stack(screens), meta.get("palette"), observations) if screens else np.zeros((0,))
+        screen_array = None
+        if screens_wanted:
+            screen_array = convert(np.stack(screens), meta.get("palette"), str(observations)) if screens else np.zeros((0,))
         trajectories = {}
         for agent in agents:
             infos = {name: joined[name] for name in ("frame_id", "tick_time", "ram") if name in joined}
             infos["client_frame"] = joined.get(f"client_frame/{agent}", np.zeros(0, np.int64))
             infos["human"] = np.array([bool(c[agent].get("human")) for c in controllers], dtype=bool)
+            env_infos: list[dict] = [{} for _ in range(steps)]
+            for step, owner, info in step_infos:
+                if owner == agent and step < steps:
+                    env_infos[step] = info
+            own = env_observations(spaces[agent], joined, agent) if observations == "env" and spaces else None
             trajectories[agent] = AgentTrajectory(
-                observations=observation_array,
+                observations=own if own is not None else screen_array,
                 actions=joined.get(f"action/{agent}", np.zeros(0, np.int64)),
                 rewards=joined.get(f"reward/{agent}", np.zeros(0, np.float64)),
                 terminations=terminated,
                 truncations=truncated,
                 action_count=int(meta.get("action_counts", {}).get(agent, 0)),
                 infos=infos,
+                env_infos=env_infos,
             )
         meta["loaded_steps"] = steps
         return Episode(episode_id, meta["env_id"], meta, trajectories, observations or "none", snapshots)
 
-    def iter_load(self, episode_ids: list[str], observations: str | None = "rgb") -> Iterator[Episode]:
+    def iter_load(self, episode_ids: list[str], observations: str | None = "env") -> Iterator[Episode]:
         for episode_id in episode_ids:
             yield self.load(episode_id, observations)
 
@@ -219,3 +254,14 @@ class Dataset:
         """Delete all data of a participant given by raw id or pseudonym; returns the episodes removed."""
         pseudonym = participant if self.store.find_episodes({"participants": participant}, {"_id": 1}) else self.pseudonym(participant)
         return self.store.delete_participant(pseudonym)
+
+
+def env_observations(space: Description, joined: dict[str, np.ndarray], agent: str) -> Any:
+    """An agent's recorded observations in its space's structure, ``T + 1`` of them: the one
+    ``reset`` returned (``obs0``), then one after each step."""
+    columns = {}
+    for leaf in leaves(space):
+        first = joined.get(column_name("obs0", agent, leaf.path), np.zeros((0, *leaf.shape), leaf.dtype))
+        after = joined.get(column_name("obs", agent, leaf.path), np.zeros((0, *leaf.shape), leaf.dtype))
+        columns[leaf.path] = np.concatenate([first, after])
+    return assemble(space, columns)

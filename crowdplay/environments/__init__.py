@@ -2,7 +2,7 @@
 
 from crowdplay.environments.adapter import EnvAdapter, InvalidAction, StepResult
 from crowdplay.environments.parallel_adapter import ParallelEnvAdapter, make_adapter
-from crowdplay.environments.keymap import Keymap, atari_keymap
+from crowdplay.environments.keymap import Keymap, arrow_keymap, atari_keymap, named_keymap, number_keymap, wasd_keymap
 from crowdplay.environments.registry import UnknownEnvironment, get_env, list_envs, register_env
 from crowdplay.environments.spec import EnvSpec
 from crowdplay.environments import atari, atari_multiplayer  # noqa: F401  (register the built-in games)
@@ -16,7 +16,11 @@ __all__ = [
     "Keymap",
     "StepResult",
     "UnknownEnvironment",
+    "arrow_keymap",
     "atari_keymap",
+    "named_keymap",
+    "number_keymap",
+    "wasd_keymap",
     "get_env",
     "list_envs",
     "register_env",

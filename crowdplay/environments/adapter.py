@@ -9,15 +9,37 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 from crowdplay.environments.keymap import Keymap
 from crowdplay.environments.ntsc_palette import NTSC_PALETTE
-from crowdplay.environments.spec import EnvSpec, for_agent
+from crowdplay.environments.spaces import Description, UnrecordableSpace, describe
+from crowdplay.environments.spec import EnvSpec
 
 SINGLE_AGENT = "agent_0"
+
+
+def env_action_meanings(env: Any, action_count: int, agent: str | None = None) -> list[str] | None:
+    """The environment's own names for its actions, when it has them: ``get_action_meanings()``
+    on the env or its unwrapped env (ALE has it; Gymnasium wrappers do not pass it on), asked for
+    ``agent`` first in a multi-agent env. None when there are none, or not one per action."""
+    for holder in (env, getattr(env, "unwrapped", None)):
+        method = getattr(holder, "get_action_meanings", None)
+        if not callable(method):
+            continue
+        meanings = None
+        if agent is not None:
+            try:
+                meanings = method(agent)
+            except TypeError:  # the same names for every agent
+                meanings = None
+        meanings = meanings if meanings is not None else method()
+        if meanings is not None and len(meanings) == action_count:
+            return [str(meaning) for meaning in meanings]
+    return None
 
 
 class InvalidAction(ValueError):
@@ -43,25 +65,52 @@ class EnvAdapter:
         self.action_count = int(self.env.action_space.n)
         unwrapped = self.env.unwrapped
         self._ale = getattr(unwrapped, "ale", None)
-        meanings_of = getattr(unwrapped, "get_action_meanings", None)
-        self.action_meanings: list[str] = list(meanings_of()) if meanings_of else [str(a) for a in range(self.action_count)]
+        meanings = env_action_meanings(self.env, self.action_count)
+        self.action_meanings: list[str] = meanings or [str(a) for a in range(self.action_count)]
         self._configure_agents()
         self.palette: np.ndarray | None = NTSC_PALETTE if self._ale is not None else None
+        self._configure_observations({SINGLE_AGENT: self.env.observation_space})
+
+    def _configure_observations(self, spaces: dict[str, gym.Space]) -> None:
+        """Describe each agent's observation space for the recording, or None for ALE, whose
+        observation is the screen (recorded already, losslessly, as the frames). A space that
+        cannot be recorded fails here, when the game is built, naming the environment and agent."""
+        self.observation_spaces: dict[str, Description] | None = None
+        if self._ale is not None:
+            return
+        described = {}
+        for agent, space in spaces.items():
+            try:
+                described[agent] = describe(space)
+            except UnrecordableSpace as error:
+                raise UnrecordableSpace(f"environment {self.spec.id!r}, agent {agent!r}: observation space {space}: {error}") from None
+        self.observation_spaces = described
+        #: each agent's latest observation (from ``reset`` or ``step``) and info
+        self.observations: dict[str, Any] = {}
+        self.infos: dict[str, Any] = {}
 
     def _configure_agents(self) -> None:
-        """Check the spec's per-agent options against the real agents and build each keymap."""
+        """Check the spec's per-agent options against the real agents and action space, and build
+        each agent's labels, keymap and idle choice (``EnvSpec.agent_controls``)."""
         self.spec.check_agents(self.agents)
         self.keymaps: dict[str, Keymap] = {}
+        #: per agent, a label for each action (the spec's, else the environment's meanings)
+        self.action_labels: dict[str, list[str]] = {}
+        #: per agent, what no held mapped key plays: "noop", "repeat" or "wait" (``EnvSpec.idle``)
+        self.idle: dict[str, str] = {}
         for agent in self.agents:
-            keymap = for_agent(self.spec.keymap, agent)
-            if keymap is None:
-                raise ValueError(f"environment {self.spec.id!r}: the keymap option has no entry for agent {agent!r}")
-            self.keymaps[agent] = keymap if isinstance(keymap, Keymap) else keymap(self.action_meanings)
+            labels = self.spec.agent_labels(agent, self._meanings_for(agent), self.action_count)
+            self.keymaps[agent], self.idle[agent] = self.spec.agent_controls(agent, labels)
+            self.action_labels[agent] = labels
+
+    def _meanings_for(self, agent: str) -> list[str]:
+        """The environment's names for ``agent``'s actions (one list for a single agent)."""
+        return self.action_meanings
 
     def action_space(self, agent: str) -> gym.spaces.Discrete:
         return gym.spaces.Discrete(self.action_count)
 
-    def reset(self, seed: int) -> None:
+    def reset(self, seed: int, options: dict[str, Any] | None = None) -> None:
         """Start an episode.
 
         ALE is never re-seeded: seeding reloads the ROM (~90 ms holding the GIL, which would stall
@@ -71,8 +120,9 @@ class EnvAdapter:
         """
         if self._ale is not None:
             self.env.reset()
-        else:
-            self.env.reset(seed=seed)
+            return
+        observation, info = self.env.reset(seed=seed, options=options)
+        self.observations, self.infos = {SINGLE_AGENT: observation}, {SINGLE_AGENT: info}
 
     def ram(self) -> bytes | None:
         """The console's RAM (128 bytes) for ALE, recorded with every step; None otherwise."""
@@ -93,7 +143,9 @@ class EnvAdapter:
         return action
 
     def step(self, actions: dict[str, int]) -> StepResult:
-        _, reward, terminated, truncated, _ = self.env.step(actions[SINGLE_AGENT])
+        observation, reward, terminated, truncated, info = self.env.step(actions[SINGLE_AGENT])
+        if self._ale is None:
+            self.observations, self.infos = {SINGLE_AGENT: observation}, {SINGLE_AGENT: info}
         return StepResult({SINGLE_AGENT: float(reward)}, bool(terminated), bool(truncated))
 
     def screen(self) -> np.ndarray:

@@ -16,7 +16,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 
-from crowdplay.environments.adapter import EnvAdapter, StepResult
+from crowdplay.environments.adapter import EnvAdapter, StepResult, env_action_meanings
 from crowdplay.environments.ntsc_palette import NTSC_PALETTE
 from crowdplay.environments.spec import EnvSpec
 
@@ -35,7 +35,8 @@ def make_pettingzoo_atari(module: str, **options: Any) -> Any:
 
 
 class ParallelEnvAdapter(EnvAdapter):
-    """Every agent of a PettingZoo parallel environment; an agent that is done keeps the no-op.
+    """Every agent of a PettingZoo parallel environment; an agent that is done keeps the no-op
+    and its last observation.
 
     Shares ``check_action``, ``ram`` and ``close`` with ``EnvAdapter``; builds, steps, reads the
     screen and snapshots its own way."""
@@ -57,25 +58,38 @@ class ParallelEnvAdapter(EnvAdapter):
         self.action_meanings: list[str] = meanings
         self._configure_agents()
         self.palette: np.ndarray | None = NTSC_PALETTE if self._ale is not None else None
+        self._configure_observations({agent: self.env.observation_space(agent) for agent in self.agents})
 
     def _meanings(self, unwrapped: Any) -> list[str]:
         if self._ale is not None:
             from ale_py import Action
 
             return [Action(int(action)).name for action in self._ale.getMinimalActionSet()][: self.action_count]
-        return [str(action) for action in range(self.action_count)]
+        return env_action_meanings(self.env, self.action_count) or [str(action) for action in range(self.action_count)]
 
-    def reset(self, seed: int) -> None:
+    def _meanings_for(self, agent: str) -> list[str]:
+        """An agent's own names (``get_action_meanings(agent)``) where the environment has them."""
+        if self._ale is None:
+            return env_action_meanings(self.env, self.action_count, agent) or self.action_meanings
+        return self.action_meanings
+
+    def reset(self, seed: int, options: dict[str, Any] | None = None) -> None:
         """Start an episode (ALE is not re-seeded between episodes; see ``EnvAdapter.reset``)."""
         if self._ale is not None and getattr(self, "_seeded", False):
             self.env.reset()
-        else:
-            self.env.reset(seed=seed)
-            self._seeded = True
+            return
+        observations, infos = self.env.reset(seed=seed, options=options)
+        self._seeded = True
+        if self._ale is None:
+            self.observations = {agent: observations[agent] for agent in self.agents}
+            self.infos = {agent: (infos or {}).get(agent, {}) for agent in self.agents}
 
     def step(self, actions: dict[str, int]) -> StepResult:
         live = {agent: int(actions[agent]) for agent in self.env.agents}
-        _, rewards, terminations, truncations, _ = self.env.step(live)
+        observations, rewards, terminations, truncations, infos = self.env.step(live)
+        if self._ale is None:  # an agent that is done keeps its last observation, and has no info
+            self.observations = {**self.observations, **{agent: observations[agent] for agent in self.agents if agent in observations}}
+            self.infos = {agent: infos.get(agent, {}) for agent in self.agents}
         truncated = any(truncations.get(agent, False) for agent in self.agents)
         # PettingZoo removes the agents of a truncated episode too: only terminations make an ending
         terminated = all(terminations.get(agent, not truncated) for agent in self.agents) or (not self.env.agents and not truncated)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -11,6 +12,9 @@ from crowdplay.environments.keymap import Keymap, atari_keymap
 
 KeymapFactory = Callable[[Sequence[str]], Keymap]
 MODES = ("realtime", "wait_for_key", "hold_keys")
+#: What an agent plays while its participant holds no mapped key: the keymap's no-op, the last
+#: action again, or nothing (the game waits). See ``EnvSpec.idle``.
+IDLE_CHOICES = ("noop", "repeat", "wait")
 V = TypeVar("V")
 #: An option given once for every agent, or per agent as ``{agent: value}``.
 PerAgent = V | Mapping[str, V]
@@ -23,6 +27,11 @@ def for_agent(value: PerAgent, agent: str, default: Any = None) -> Any:
     return value
 
 
+def _entries(value: PerAgent) -> list[tuple[str | None, Any]]:
+    """A per-agent option as (agent, value) pairs; a plain value is one pair for every agent (None)."""
+    return list(value.items()) if isinstance(value, Mapping) else [(None, value)]
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """A playable environment.
@@ -33,7 +42,11 @@ class EnvSpec:
     declare that list so the per-agent options below are checked at registration.
 
     Per-agent options take a plain value or ``{agent: value}``: ``keymap`` (a Keymap, or a factory
-    that receives the action meanings; its no-op is the action before any key) and
+    that receives the agent's action labels, e.g. ``arrow_keymap``; its no-op is the action before
+    any key), ``action_labels`` (a name per action, shown with its key on the page; default: the
+    environment's ``get_action_meanings()``, else "0", "1", ...), ``idle`` (what "no mapped key
+    held" plays: "noop", "repeat" or "wait"; required when the keymap has no no-op, because an
+    environment without one must not have action 0 recorded as the participant's choice) and
     ``instructions`` (the researcher's HTML shown with the game; the original's
     ``initial_message``).
 
@@ -61,6 +74,15 @@ class EnvSpec:
     mode: str = "realtime"
     #: the registered environment this one configures (a study task's game): recordings name it
     base_env: str | None = None
+    #: per agent, a label for each action (a list as long as the action space)
+    action_labels: PerAgent = None
+    #: per agent, what is played while no mapped key is held: "noop" (the keymap's no-op; the
+    #: default when it has one), "repeat" (the last action again; before the first key the no-op,
+    #: or without one the game waits) or "wait" (the game does not step until a mapped key is held)
+    idle: PerAgent = None
+    #: passed to every ``reset(seed=..., options=...)`` and recorded with the seed, so a replay
+    #: resets the same way (must be JSON-able)
+    reset_options: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
@@ -79,14 +101,78 @@ class EnvSpec:
             value = getattr(self, option)
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"environment {self.id!r}: {option} must be a positive number of seconds or None")
+        self._check_control_options()
+        if self.reset_options is not None:
+            try:
+                json.dumps(dict(self.reset_options))
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"environment {self.id!r}: reset_options must be JSON-able (it is recorded): {error}") from None
         if self.agents is not None:
             self.check_agents(self.agents)
+
+    def _check_control_options(self) -> None:
+        """Check ``action_labels``, ``idle`` and every keymap that can be built without the
+        environment (a Keymap as is, or a factory for an agent whose labels the spec gives); the
+        rest is checked against the environment when its first game is built."""
+        for agent, labels in _entries(self.action_labels):
+            if labels is not None and (isinstance(labels, str) or not isinstance(labels, Sequence) or not all(isinstance(label, str) and label for label in labels)):
+                raise ValueError(f"{self._where(agent)}: action_labels must be a list of non-empty strings, got {labels!r}")
+        for agent, idle in _entries(self.idle):
+            if idle is not None and idle not in IDLE_CHOICES:
+                raise ValueError(f"{self._where(agent)}: idle must be one of {', '.join(IDLE_CHOICES)}, got {idle!r}")
+        per_agent = [set(value) for value in (self.keymap, self.action_labels, self.idle) if isinstance(value, Mapping)]
+        agents: Sequence[str | None] = self.agents if self.agents is not None else sorted(set().union(*per_agent)) if per_agent else [None]
+        for agent in agents:
+            keymap, labels = for_agent(self.keymap, agent), for_agent(self.action_labels, agent)
+            if keymap is not None and (labels is not None or isinstance(keymap, Keymap)):
+                self.agent_controls(agent, labels)
+
+    def _where(self, agent: str | None) -> str:
+        """How errors name what they are about: the environment and the agent (an option given
+        as a plain value is for every agent)."""
+        return f"environment {self.id!r}, " + (f"agent {agent!r}" if agent is not None else "every agent")
+
+    def agent_labels(self, agent: str, meanings: Sequence[str], action_count: int) -> list[str]:
+        """The agent's action labels: the spec's ``action_labels``, checked against the real
+        action count, else the environment's own ``meanings``."""
+        labels = for_agent(self.action_labels, agent)
+        if labels is None:
+            return list(meanings)
+        if len(labels) != action_count:
+            raise ValueError(f"{self._where(agent)}: action_labels has {len(labels)} labels but the action space has {action_count} actions")
+        return list(labels)
+
+    def agent_controls(self, agent: str | None, labels: Sequence[str] | None) -> tuple[Keymap, str]:
+        """The agent's keymap (a factory is given ``labels``) and its ``idle`` choice, checked:
+        key codes, actions within ``len(labels)`` (when known), and an explicit ``idle`` when the
+        keymap has no no-op. Every error names the environment, the agent and the option."""
+        where = self._where(agent)
+        keymap = for_agent(self.keymap, agent)
+        if keymap is None:
+            raise ValueError(f"{where}: the keymap option has no entry for this agent")
+        if not isinstance(keymap, Keymap):
+            try:
+                keymap = keymap(list(labels or ()))
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"{where}: keymap: {error}") from None
+            if not isinstance(keymap, Keymap):
+                raise ValueError(f"{where}: the keymap factory returned {type(keymap).__name__}, not a Keymap")
+        problems = keymap.problems(len(labels) if labels is not None else None)
+        if problems:
+            raise ValueError(f"{where}: keymap: {'; '.join(problems)}")
+        idle = for_agent(self.idle, agent)
+        if keymap.noop is None and idle in (None, "noop"):
+            raise ValueError(
+                f"{where}: the keymap has no no-op action, so set the idle option to say what happens while no mapped key is held: "
+                "'repeat' (the last action again) or 'wait' (the game waits for a key); or give the keymap a noop"
+            )
+        return keymap, idle or "noop"
 
     def check_agents(self, agents: Sequence[str]) -> None:
         """Check the per-agent options against the environment's real agent list."""
         if self.agents is not None and tuple(agents) != tuple(self.agents):
             raise ValueError(f"environment {self.id!r}: declared agents {list(self.agents)} but the environment has {list(agents)}")
-        for option in ("keymap", "instructions", "ai_agent_map_always", "ai_agent_map_fallback"):
+        for option in ("keymap", "action_labels", "idle", "instructions", "ai_agent_map_always", "ai_agent_map_fallback"):
             value = getattr(self, option)
             unknown = sorted(set(value) - set(agents)) if isinstance(value, Mapping) else []
             if unknown:

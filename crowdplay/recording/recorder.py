@@ -35,7 +35,12 @@ Chunk columns (``crowdplay.data`` reads them):
   or ``{"human": false, "policy": ...}``); a change of controller starts a new chunk;
 * ``start_state``: the emulator state before the chunk's first step, in every chunk whose
   ``first_step`` is a multiple of the snapshot interval (so replay can start there), else None;
-* ``first_step``: the episode step the chunk starts at.
+* ``first_step``: the episode step the chunk starts at;
+* for environments whose observation is not the screen (every non-ALE env): ``obs/<agent>[/<path>]``
+  (each agent's observation after each step, one column per leaf of its space), ``obs0/...`` (the
+  observation ``reset`` returned; first chunk only) and ``infos`` (the JSON-able part of step
+  infos, sparse); see ``crowdplay.recording.observations``. The episode's ``observation_spaces``
+  (one JSON description per agent) and ``reset_infos`` are stored with its first chunk.
 """
 
 from __future__ import annotations
@@ -51,7 +56,9 @@ from typing import Any
 import numpy as np
 
 from crowdplay import codec
+from crowdplay.environments.spaces import Leaves
 from crowdplay.recording.chunk import pack_chunk
+from crowdplay.recording.observations import ObservationColumns
 from crowdplay.recording.unacked import UnackedChunks
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,8 @@ Key = tuple[str, int]
 Acknowledged = Callable[[Key, bool], None]
 Deliver = Callable[[str, int, bytes, int, dict], Awaitable[object]]
 Snapshot = Callable[[], "bytes | None"]
+#: A step's (or reset's) observations and infos, per agent; None when not recorded.
+Observed = tuple[dict[str, Any], dict[str, Any]] | None
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
 #: Chunks sealed within this window (all sessions of a process cut on the same tick) travel together.
 BATCH_INTERVAL_S = 0.1
@@ -336,6 +345,8 @@ class OpenChunk:
     client_frames: list[list[int]] = field(default_factory=list)
     inputs: list[list] = field(default_factory=list)
     ai_actions: list[list] = field(default_factory=list)
+    #: the environment's own observations and step infos (None for ALE: the screen is its observation)
+    observations: ObservationColumns | None = None
 
     def __post_init__(self) -> None:
         self.actions = [[] for _ in self.agents]
@@ -392,6 +403,7 @@ class Recorder:
         self._fields: dict[str, Any] = {}
         self._chunk: OpenChunk | None = None
         self._sealing = 0  # chunks cut but not sealed yet
+        self._leaves: dict[str, Leaves] | None = None  # the episode's observation columns, per agent
         self._deliveries: set[asyncio.Task] = set()
 
     @property
@@ -405,7 +417,17 @@ class Recorder:
         return self._chunk is None and not self._sealing and not self.unacked
 
     # ----------------------------------------------------------------- episodes
-    def begin_episode(self, episode: int, screen: codec.Screen, fields: dict[str, Any]) -> None:
+    def begin_episode(self, episode: int, screen: codec.Screen, fields: dict[str, Any], observed: Observed = None) -> None:
+        """Open the episode's first chunk. ``fields`` describe it (``observation_spaces``: each
+        agent's space description when its observations are recorded); ``observed``: the
+        observations and infos ``reset`` returned. An observation outside its space raises
+        ``ObservationOutsideSpace`` here, before anything of the episode is recorded."""
+        spaces = fields.get("observation_spaces")
+        self._leaves = {agent: Leaves(description) for agent, description in spaces.items()} if spaces else None
+        columns = None
+        if self._leaves is not None and observed is not None:
+            columns = ObservationColumns(self._leaves)
+            columns.start(observed[0])
         self._fields = {
             "game_id": self.game_id,
             "episode": episode,
@@ -415,9 +437,11 @@ class Recorder:
         }
         self._note_controllers()
         self._chunk = self._open(f"{self.game_id}-{episode}", 0, 0, screen, fields.get("start_state"))
+        self._chunk.observations = columns
 
     def end_episode(self, status: str, fields: dict[str, Any]) -> None:
-        """Seal the last chunk with the episode's final fields (``status``: complete or interrupted)."""
+        """Seal the last chunk with the episode's final fields (``status``: complete, finished or
+        interrupted; see ``crowdplay.recording.status``)."""
         chunk, self._chunk = self._chunk, None
         if chunk is None or (chunk.seq == 0 and not chunk.steps):
             return  # the episode never took a step: nothing to keep
@@ -475,8 +499,12 @@ class Recorder:
         screen: codec.Screen,
         delta: codec.Payload,
         ram: bytes | None,
+        observed: Observed = None,
     ) -> None:
+        """One step; ``observed``: the observations and infos it returned (when recorded)."""
         chunk = self._chunk
+        if chunk.observations is not None and observed is not None:
+            chunk.observations.add(chunk.steps, *observed)  # first: an observation outside its space records nothing
         chunk.frame_ids.append(frame_id)
         chunk.tick_times.append(time.time())
         chunk.terminated.append(terminated)
@@ -506,7 +534,8 @@ class Recorder:
 
     # ----------------------------------------------------------------- chunks
     def _open(self, episode_id: str, seq: int, first_step: int, screen: codec.Screen, start_state: bytes | None) -> OpenChunk:
-        return OpenChunk(episode_id, seq, first_step, screen, start_state, self.controllers, self.agents)
+        observations = ObservationColumns(self._leaves) if self._leaves is not None else None
+        return OpenChunk(episode_id, seq, first_step, screen, start_state, self.controllers, self.agents, observations=observations)
 
     def _cut(self, screen: codec.Screen) -> None:
         """Close the chunk being filled and open the next; sealing waits until this tick's frames went out."""
@@ -549,6 +578,8 @@ class Recorder:
             "controllers": chunk.controllers,
             "start_state": chunk.start_state,
         }
+        if chunk.observations is not None:
+            columns.update(chunk.observations.columns())
         for index, agent in enumerate(self.agents):
             columns[f"action/{agent}"] = np.asarray(chunk.actions[index], dtype=np.int64)
             columns[f"reward/{agent}"] = np.asarray(chunk.rewards[index], dtype=np.float64)

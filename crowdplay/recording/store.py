@@ -1,7 +1,7 @@
 """The trajectory store: one code path over pymongo's API, two backends.
 
-Deployments give a MongoDB URI (``CROWDPLAY_MONGODB_URI``) and get ``pymongo.MongoClient``; a
-single machine with no server gets ``litemongo``, a pymongo-compatible store in one SQLite file
+Deployments give a MongoDB URI (``CROWDPLAY_STORE_URI``, the one setting the server, its Ray
+processes and the data tools read) and get ``pymongo.MongoClient``; a single machine with no server gets ``litemongo``, a pymongo-compatible store in one SQLite file
 (measured: 30/30 API checks, no acknowledged write lost when SIGKILLed). Everything above this
 module talks to ``TrajectoryStore`` only.
 
@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from crowdplay.config import DEPRECATED_STORE_URI_VARIABLE, STORE_URI_VARIABLE, store_uri_from_environment
 from crowdplay.recording.chunk_table import Chunks, CollectionChunks, TableChunks
 from crowdplay.recording.document_table import CollectionDocuments, Documents, TableDocuments
 
@@ -37,8 +38,31 @@ MONGO_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000,
 
 
 def store_uri(uri: str | None = None) -> str:
-    """The URI in effect: the one given, else ``CROWDPLAY_MONGODB_URI``, else ``data/crowdplay.db``."""
-    return uri or os.environ.get("CROWDPLAY_MONGODB_URI") or str(DEFAULT_EMBEDDED_PATH)
+    """The URI in effect: the one given, else ``CROWDPLAY_STORE_URI`` (or the deprecated
+    ``CROWDPLAY_MONGODB_URI``, with a FutureWarning), else ``data/crowdplay.db``: the same store
+    the server records into (``Settings.store_uri``) wherever it is asked for."""
+    return uri or store_uri_from_environment() or str(DEFAULT_EMBEDDED_PATH)
+
+
+def store_origin(uri: str | None = None) -> str:
+    """Where ``store_uri(uri)`` takes the store from, for people: ``crowdplay data`` says it, so
+    that reading an empty local store by mistake shows at once."""
+    if uri:
+        return "given"
+    if os.environ.get(STORE_URI_VARIABLE, "").strip():
+        return STORE_URI_VARIABLE
+    if os.environ.get(DEPRECATED_STORE_URI_VARIABLE, "").strip():
+        return f"{DEPRECATED_STORE_URI_VARIABLE}, deprecated"
+    return f"the default; set {STORE_URI_VARIABLE} or --store for another"
+
+
+def absolute_store_uri(uri: str | None = None) -> str:
+    """``store_uri(uri)`` with an embedded store's path made absolute here: the server's Ray
+    processes may run in another working directory (on a cluster, wherever Ray was started), and
+    must record where this process says, and ``crowdplay data`` run here reads."""
+    uri = store_uri(uri)
+    path = embedded_path(uri)
+    return uri if path is None else str(path.resolve())
 
 
 def embedded_path(uri: str | None = None) -> Path | None:
@@ -51,7 +75,7 @@ def embedded_path(uri: str | None = None) -> Path | None:
 
 def open_client(uri: str | None = None):
     """A pymongo-compatible client: MongoDB for ``mongodb://``/``mongodb+srv://`` URIs, else the
-    embedded store at the given path (default ``data/crowdplay.db``, or ``CROWDPLAY_MONGODB_URI``)."""
+    embedded store at the given path (default ``CROWDPLAY_STORE_URI``, else ``data/crowdplay.db``)."""
     uri = store_uri(uri)
     if embedded_path(uri) is None:
         import pymongo
@@ -114,6 +138,9 @@ class TrajectoryStore:
 
     @classmethod
     def open(cls, uri: str | None = None) -> "TrajectoryStore":
+        """The store at ``uri`` (default: ``store_uri``'s, resolved once, so a deprecated
+        variable warns once)."""
+        uri = store_uri(uri)
         client = open_client(uri)
         path = embedded_path(uri)
         if path is None:

@@ -25,6 +25,61 @@ const CLOSE_SERVER_ERROR = 1011;
 // server keeps the participant's place for its reconnect grace period.
 const RECONNECT_FOR_MS = 15000;
 const SEAT_LABELS = { open: "waiting for a participant", joining: "joining...", ready: "ready", ai: "played by AI" };
+// Key hints: KeyboardEvent.code values as printed on keys (KeyW -> W and Digit1 -> 1 are derived).
+const KEY_NAMES = {
+  ArrowUp: "↑", ArrowDown: "↓", ArrowLeft: "←", ArrowRight: "→", Space: "Space", Enter: "Enter", Escape: "Esc",
+  Backspace: "Backspace", Minus: "-", Equal: "=", BracketLeft: "[", BracketRight: "]", Backslash: "\\",
+  Semicolon: ";", Quote: "'", Backquote: "`", Comma: ",", Period: ".", Slash: "/",
+};
+// Beyond this many key combinations, they are folded away under the single keys.
+const COMBOS_SHOWN = 4;
+const IDLE_HINTS = { repeat: "No key: your last action continues", wait: "No key: the game waits for you" };
+
+function keyName(code) {
+  if (KEY_NAMES[code]) return KEY_NAMES[code];
+  if (/^Key[A-Z]$/.test(code)) return code.slice(3);
+  if (/^Digit[0-9]$/.test(code)) return code.slice(5);
+  if (code.startsWith("Numpad")) return `Num ${code.slice(6)}`;
+  return code.replace(/(Left|Right)$/, ""); // ShiftLeft -> Shift
+}
+
+function hintItem(combo, label) {
+  const item = document.createElement("li");
+  item.dataset.keys = combo;
+  const keys = document.createElement("span");
+  keys.className = "keys";
+  combo.split("+").forEach((code, i) => {
+    if (i) keys.append("+");
+    const kbd = document.createElement("kbd");
+    kbd.textContent = keyName(code);
+    keys.append(kbd);
+  });
+  const name = document.createElement("span");
+  name.className = "label";
+  name.textContent = label;
+  item.append(keys, name);
+  return item;
+}
+
+// "key -> action label" for this agent, from hello: single keys first, combinations after (folded
+// when there are many), and what happens with no key held.
+function showControls(hello) {
+  const keymap = (hello.keymaps || {})[hello.agent] || {};
+  const labels = (hello.action_labels || {})[hello.agent] || hello.action_meanings || [];
+  const entries = Object.entries(keymap).sort(([a], [b]) => a.split("+").length - b.split("+").length);
+  const singles = entries.filter(([combo]) => !combo.includes("+"));
+  const combos = entries.filter(([combo]) => combo.includes("+"));
+  const inline = combos.length <= COMBOS_SHOWN;
+  $("key-hints").replaceChildren(...(inline ? entries : singles).map(([combo, action]) => hintItem(combo, labels[action] ?? String(action))));
+  $("key-combo-hints").replaceChildren(...(inline ? [] : combos).map(([combo, action]) => hintItem(combo, labels[action] ?? String(action))));
+  $("key-combos-summary").textContent = `${combos.length} key combinations`;
+  $("key-combos").hidden = inline;
+  const idle = (hello.idle || {})[hello.agent] || "noop";
+  const noop = (hello.noop_actions || {})[hello.agent];
+  $("idle-hint").textContent = IDLE_HINTS[idle] || (noop == null ? "" : `No key: ${labels[noop] ?? noop}`);
+  $("controls").hidden = entries.length === 0;
+  return new Set(entries.flatMap(([combo]) => combo.split("+")));
+}
 
 async function inflate(bytes) {
   const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
@@ -193,6 +248,7 @@ class Game {
       this.image = this.context.createImageData(message.width, message.height);
       applyScale();
       $("instructions").innerHTML = message.instructions || ""; // the researcher's own HTML
+      this.captured = new Set([...CAPTURED_KEYS, ...showControls(message)]);
       setStatus(state.phase === "playing" ? "Reconnected: keep playing." : "Connected.");
       canvas.focus();
     } else if (message.type === "lobby") {
@@ -288,7 +344,9 @@ class Game {
   }
 
   onKey(event) {
-    if (CAPTURED_KEYS.has(event.code)) event.preventDefault();
+    // The game's keys do not scroll the page or trigger browser shortcuts, except while typing.
+    const typing = event.target instanceof HTMLElement && event.target.matches("input, textarea, select");
+    if (!typing && (this.captured || CAPTURED_KEYS).has(event.code)) event.preventDefault();
     if (event.repeat || !event.code) return;
     const before = this.held.size;
     const had = this.held.has(event.code);
