@@ -457,6 +457,7 @@ class LiveEnv:
                 "action_meanings": self.adapter.action_meanings,
                 "fps": self.spec.fps,
                 "reset_options": options,
+                "env_origin": self.adapter.origin(),
             }
             observed = self.adapter.observation_spaces
             if observed is not None:

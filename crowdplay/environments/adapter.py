@@ -89,6 +89,28 @@ class EnvAdapter:
         self.observations: dict[str, Any] = {}
         self.infos: dict[str, Any] = {}
 
+    def origin(self) -> dict[str, Any]:
+        """Where the environment comes from, recorded with each episode so that data tools can
+        rebuild it without the plugin: its Gymnasium registration (``env.spec.to_json()``, with the
+        ``gym.make`` arguments) when it has one whose arguments are JSON-able, else None; the module
+        and class of the unwrapped environment; and its ``metadata["name"]`` (PettingZoo's
+        environments name their module there, e.g. ``knights_archers_zombies_v11``)."""
+        unwrapped = getattr(self.env, "unwrapped", self.env)
+        gym_spec = getattr(self.env, "spec", None)
+        registration = None
+        if isinstance(gym_spec, gym.envs.registration.EnvSpec):
+            try:
+                registration = gym_spec.to_json()
+            except (TypeError, ValueError):  # a callable or object among its arguments
+                registration = None
+        metadata = getattr(self.env, "metadata", None) or {}
+        return {
+            "gymnasium_spec": registration,
+            "module": type(unwrapped).__module__,
+            "class": type(unwrapped).__qualname__,
+            "name": metadata.get("name") if isinstance(metadata.get("name"), str) else None,
+        }
+
     def _configure_agents(self) -> None:
         """Check the spec's per-agent options against the real agents and action space, and build
         each agent's labels, keymap and idle choice (``EnvSpec.agent_controls``)."""
