@@ -41,7 +41,7 @@ from crowdplay import codec, protocol
 from crowdplay.ai.agent import PolicyAgent
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
-from crowdplay.environments.spaces import json_part
+from crowdplay.environments.spaces import ObservationOutsideSpace, json_part
 from crowdplay.environments.spec import for_agent
 from crowdplay.recording.recorder import Recorder
 from crowdplay.statistics import StatisticsTracker
@@ -189,6 +189,9 @@ class TickClock:
                 for live in list(self.members):
                     try:
                         live.tick(self.n)
+                    except ObservationOutsideSpace as error:  # the researcher's env broke its own space
+                        log.error("session stopped: environment %r: %s", live.spec.id, error)
+                        live.stop(f"the environment failed: environment {live.spec.id!r}, {error}")
                     except Exception:  # a failing environment ends its own session, not the clock
                         log.exception("session stopped: its environment failed to step")
                         live.stop("the environment failed")
@@ -463,7 +466,10 @@ class LiveEnv:
             if observed is not None:
                 fields["observation_spaces"] = observed
                 fields["reset_infos"] = {agent: json_part(self.adapter.infos.get(agent)) or {} for agent in self.agents}
-            self.recorder.begin_episode(self.episode, self.latest.screen, fields, self.adapter_observations())
+            try:
+                self.recorder.begin_episode(self.episode, self.latest.screen, fields, self.adapter_observations())
+            except ObservationOutsideSpace as error:
+                raise ObservationOutsideSpace(f"environment {self.spec.id!r}, {error}") from None
 
     def adapter_observations(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The environment's latest observations and infos per agent, when they are recorded

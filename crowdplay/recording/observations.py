@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from crowdplay.environments.spaces import Leaves, json_part
+from crowdplay.environments.spaces import Leaves, ObservationOutsideSpace, json_part
 
 
 def column_name(prefix: str, agent: str, path: str) -> str:
@@ -26,6 +26,8 @@ def column_name(prefix: str, agent: str, path: str) -> str:
 
 
 class ObservationColumns:
+    """One chunk's observation columns and step infos, filled on the tick path."""
+
     def __init__(self, leaves: dict[str, Leaves]) -> None:
         self.leaves = leaves
         self._values: dict[str, list[list[np.ndarray]]] = {agent: [[] for _ in split.columns] for agent, split in leaves.items()}
@@ -34,16 +36,30 @@ class ObservationColumns:
 
     def start(self, observations: dict[str, Any]) -> None:
         """The observations ``reset`` returned (the episode's first chunk only)."""
-        self._first = {agent: split.split(observations[agent]) for agent, split in self.leaves.items()}
+        self._first = self._split(observations, "reset")
 
     def add(self, step: int, observations: dict[str, Any], infos: dict[str, Any] | None) -> None:
-        for agent, split in self.leaves.items():
-            for column, value in zip(self._values[agent], split.split(observations[agent])):
+        """One step's observations (all checked before any is kept) and infos."""
+        for agent, values in self._split(observations, "step").items():
+            for column, value in zip(self._values[agent], values):
                 column.append(value)
         for agent, info in (infos or {}).items():
             kept = json_part(info) if info else None
             if kept:
                 self.infos.append([step, agent, kept])
+
+    def _split(self, observations: dict[str, Any], source: str) -> dict[str, list[np.ndarray]]:
+        """Every agent's observation split into its leaves; ``ObservationOutsideSpace`` names the
+        agent and whether ``reset`` or ``step`` returned it."""
+        split = {}
+        for agent, leaves in self.leaves.items():
+            try:
+                split[agent] = leaves.split(observations[agent])
+            except KeyError:
+                raise ObservationOutsideSpace(f"agent {agent!r}: {source} returned no observation for it") from None
+            except ObservationOutsideSpace as error:
+                raise ObservationOutsideSpace(f"agent {agent!r}: the observation {source} returned is outside its space: {error}") from None
+        return split
 
     def columns(self) -> dict[str, Any]:
         """The chunk's columns (built when the chunk is sealed, off the tick path)."""
