@@ -48,9 +48,12 @@ def test_load_benchmark_reports_every_figure_the_issue_asks_for():
 
 
 def test_store_benchmark_reports_absorbed_sessions_writer_cpu_and_bytes_per_hour():
-    result = run_bench("store", "--sessions", "20", "--seconds", "2", "--play-seconds", "10", "--flat-seconds", "2")
+    result = run_bench("store", "--sessions", "20", "--seconds", "2", "--play-seconds", "10", "--flat-seconds", "2", "--state-play-seconds", "5")
     assert result["sessions_absorbed"] > 0 and 0 < result["writer_cpu_fraction"] < 1
     assert result["bytes_per_hour_space_invaders"] > 1e6
+    state = result["state_env"]
+    assert state["env"] == "Acrobot-v1" and 0 < state["observation_bytes_per_hour"] < state["bytes_per_hour"]
+    assert state["embedded_chunks_per_s"] > 0
     stats = result["writer"]["writer_stats"]
     assert stats["chunks_written"] >= result["writer"]["live_chunks_sent"] > 0 and stats["chunks_spooled"] == 0
 

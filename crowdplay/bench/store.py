@@ -8,6 +8,8 @@
    EnvActor process of 16 sessions at every chunk boundary) for ``--seconds``; the writer process's
    CPU over that time is ``writer_cpu_fraction``. Then the writer is driven flat out to find the
    chunk rate it sustains, and ``sessions_absorbed`` is that rate over one session's chunk rate.
+4. A state env (Gymnasium's Acrobot: its 6-float observation recorded every step besides its
+   frames): bytes per hour, the observation columns' share, and the embedded store's chunk rate.
 """
 
 from __future__ import annotations
@@ -26,23 +28,39 @@ import psutil
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import LiveEnv, TickClock
+from crowdplay.recording.chunk import pack_chunk, unpack_chunk
 from crowdplay.recording.recorder import Recorder
 from crowdplay.recording.spool import Chunk
 from crowdplay.recording.store import TrajectoryStore
 
 KEYS = [[], ["Space"], ["ArrowLeft"], ["ArrowRight"], ["ArrowLeft", "Space"], ["ArrowRight", "Space"]]
+#: The state env: Gymnasium's Acrobot (a 6-float observation every step, besides its 500x500 frames).
+STATE_ENV = "BenchAcrobot"
+STATE_KEYS = [[], ["ArrowLeft"], ["ArrowRight"]]
+
+
+def register_state_env() -> None:
+    import gymnasium as gym
+
+    from crowdplay.environments import EnvSpec, Keymap, register_env
+
+    register_env(EnvSpec(
+        id=STATE_ENV, title="Acrobot", description="Gymnasium's Acrobot-v1",
+        make_env=lambda: gym.make("Acrobot-v1", render_mode="rgb_array"), keymap=Keymap({"ArrowLeft": 0, "ArrowRight": 2}, noop=1),
+    ))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", type=int, default=100, help="simulated sessions for the writer CPU measurement")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the live-rate writer measurement")
     parser.add_argument("--play-seconds", type=float, default=120.0, help="game time recorded to make the chunks")
+    parser.add_argument("--state-play-seconds", type=float, default=60.0, help="game time of the state env recorded")
     parser.add_argument("--flat-seconds", type=float, default=10.0, help="length of the flat-out writer measurement")
     parser.add_argument("--sessions-per-actor", type=int, default=Settings().sessions_per_actor)
 
 
-def record_play(play_seconds: float, settings: Settings) -> tuple[list[Chunk], float]:
-    """Chunks of ``play_seconds`` of scripted Space Invaders play, made by the real Recorder."""
+def record_play(play_seconds: float, settings: Settings, env_id: str = "SpaceInvaders", keys: list[list[str]] = KEYS) -> tuple[list[Chunk], float]:
+    """Chunks of ``play_seconds`` of scripted play of ``env_id``, made by the real Recorder."""
     chunks: list[Chunk] = []
 
     async def collect(episode_id: str, seq: int, blob: bytes, steps: int, fields: dict) -> None:
@@ -50,7 +68,7 @@ def record_play(play_seconds: float, settings: Settings) -> tuple[list[Chunk], f
 
     async def play() -> None:
         rng = random.Random(7)
-        spec = get_env("SpaceInvaders")
+        spec = get_env(env_id)
         adapter = EnvAdapter(spec)
         recorder = Recorder(
             "bench", adapter.agents, collect, settings.chunk_steps, {"agent_0": {"human": True, "participant": "p-bench"}},
@@ -60,7 +78,7 @@ def record_play(play_seconds: float, settings: Settings) -> tuple[list[Chunk], f
         steps = int(play_seconds * spec.fps)
         for frame in range(1, steps + 1):
             if rng.random() < 3 / spec.fps:  # a few key changes a second, like a player
-                live.submit_keys("agent_0", rng.choice(KEYS), frame, frame)
+                live.submit_keys("agent_0", rng.choice(keys), frame, frame)
             live.tick(frame)
             if frame % 50 == 0:
                 await asyncio.sleep(0)  # let sealed chunks be delivered
@@ -71,8 +89,8 @@ def record_play(play_seconds: float, settings: Settings) -> tuple[list[Chunk], f
     return chunks, play_seconds
 
 
-def embedded_write_rate(chunks: list[Chunk], directory: str, batch: int, rounds: int) -> dict:
-    store = TrajectoryStore.open(os.path.join(directory, "raw.db"))
+def embedded_write_rate(chunks: list[Chunk], directory: str, batch: int, rounds: int, name: str = "raw.db") -> dict:
+    store = TrajectoryStore.open(os.path.join(directory, name))
     started, cpu = time.perf_counter(), time.process_time()
     written = 0
     for round_ in range(rounds):
@@ -142,6 +160,28 @@ def writer_measurements(chunks: list[Chunk], args: argparse.Namespace, settings:
     }
 
 
+def state_env_row(play_seconds: float, directory: str, settings: Settings) -> dict:
+    """The state env's recording: bytes per hour (all of it, and its observation columns alone,
+    compressed the same way) and the embedded store's write rate for its chunks."""
+    register_state_env()
+    chunks, seconds = record_play(play_seconds, settings, STATE_ENV, STATE_KEYS)
+    chunk_bytes = sum(len(chunk[2]) for chunk in chunks)
+    field_bytes = sum(len(repr(chunk[4])) for chunk in chunks)
+    observation_bytes = 0
+    for chunk in chunks:
+        columns = unpack_chunk(chunk[2])
+        observation_bytes += len(pack_chunk({name: value for name, value in columns.items() if name.startswith("obs") or name == "infos"}))
+    embedded = embedded_write_rate(chunks, directory, batch=settings.sessions_per_actor, rounds=max(1, 1000 // len(chunks)), name="state.db")
+    return {
+        "env": "Acrobot-v1",
+        "bytes_per_hour": int((chunk_bytes + field_bytes) / seconds * 3600),
+        "observation_bytes_per_hour": int(observation_bytes / seconds * 3600),
+        "bytes_per_chunk": int(chunk_bytes / len(chunks)),
+        "embedded_chunks_per_s": embedded["chunks_per_s"],
+        "embedded_cpu_us_per_chunk": embedded["cpu_us_per_chunk"],
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     directory = tempfile.mkdtemp(prefix="crowdplay-store-bench-")
     settings = replace(
@@ -154,6 +194,7 @@ def run(args: argparse.Namespace) -> dict:
         field_bytes = sum(len(repr(chunk[4])) for chunk in chunks)
         chunks_per_session_s = 60 / settings.chunk_steps
         embedded = embedded_write_rate(chunks, directory, batch=settings.sessions_per_actor, rounds=max(1, 2000 // len(chunks)))
+        state_env = state_env_row(args.state_play_seconds, directory, settings)
         writer = writer_measurements(chunks, args, settings, chunks_per_session_s)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
@@ -166,6 +207,7 @@ def run(args: argparse.Namespace) -> dict:
         "chunk_steps": settings.chunk_steps,
         "chunks_per_session_per_s": round(chunks_per_session_s, 3),
         "embedded_store": {**embedded, "sessions_equivalent": int(embedded["chunks_per_s"] / chunks_per_session_s)},
+        "state_env": state_env,
         "writer": writer,
     }
 
@@ -177,6 +219,9 @@ def summarize(result: dict) -> str:
             f"{result['bytes_per_hour_space_invaders'] / 1e6:.1f} MB per hour of play",
             f"embedded store: {result['embedded_store']['chunks_per_s']} chunks/s "
             f"({result['embedded_store']['sessions_equivalent']} sessions), {result['embedded_store']['cpu_us_per_chunk']} us CPU per chunk",
+            f"state env ({result['state_env']['env']}): {result['state_env']['bytes_per_hour'] / 1e6:.1f} MB per hour "
+            f"(observations {result['state_env']['observation_bytes_per_hour'] / 1e6:.2f} MB), "
+            f"embedded store {result['state_env']['embedded_chunks_per_s']} chunks/s",
             f"writer at {result['sessions']} sessions: {result['writer_cpu_fraction']:.3f} of a core; "
             f"flat out {result['writer']['writer_max_chunks_per_s']} chunks/s = {result['sessions_absorbed']} sessions",
         ]
