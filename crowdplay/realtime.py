@@ -458,6 +458,8 @@ class LiveEnv:
                 "palette": "ntsc" if self.adapter.palette is not None else None,
                 "action_counts": {agent: self.adapter.action_count for agent in self.agents},
                 "action_meanings": self.adapter.action_meanings,
+                "action_labels": dict(self.adapter.action_labels),
+                "idle": dict(self.adapter.idle),
                 "fps": self.spec.fps,
                 "reset_options": options,
                 "env_origin": self.adapter.origin(),

@@ -204,6 +204,7 @@ def test_a_nested_dict_observation_is_recorded_every_step_and_loaded_in_its_spac
         [first, second] = data.episodes()
         assert first["status"] == "complete" and first["steps"] == 90 and second["status"] == "interrupted"
         assert rebuild(first["observation_spaces"]["agent_0"]) == NESTED  # the space, without the env
+        assert first["action_labels"] == {"agent_0": ["0", "1", "2"]} and first["idle"] == {"agent_0": "noop"}
         assert first["reset_infos"] == {"agent_0": {"start": 4, "array": [1.0, 1.0]}} and first["reset_options"] == {"level": 4}
         episode = data.load(first["_id"])
         trajectory = episode.agents["agent_0"]
