@@ -83,6 +83,11 @@ class EnvSpec:
     #: passed to every ``reset(seed=..., options=...)`` and recorded with the seed, so a replay
     #: resets the same way (must be JSON-able)
     reset_options: Mapping[str, Any] | None = None
+    #: whether a recorded episode can be replayed exactly from its seed and actions: True (the
+    #: default; ``crowdplay data replay-check`` still probes it), or False or a string saying why
+    #: not (the environment draws on unseeded randomness, time, a network...): replay-check then
+    #: reports its episodes "not replayable" with that reason instead of replaying them
+    replayable: bool | str = True
 
     def __post_init__(self) -> None:
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
