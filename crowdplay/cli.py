@@ -102,7 +102,8 @@ def describe_recording(settings: Settings) -> str:
     return f"Recording to {describe_uri(settings.store_uri)}{state}; read it with `crowdplay data list`."
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``crowdplay`` command's argument parser (``serve`` and ``data ...``)."""
     parser = argparse.ArgumentParser(prog="crowdplay", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="start Ray, Serve and the app on this machine")
@@ -112,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("--verbose", action="store_true", help="show the actors' logs")
     serve_parser.set_defaults(run=serve_command)
     add_data_commands(commands)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     args.settings = settings_from_environment()
     # The working directory's modules are importable (the console script's sys.path lacks it)
     # before the plugins load, and before Ray starts: its processes inherit the path.

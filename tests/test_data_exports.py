@@ -47,15 +47,16 @@ def _single(episode_id: str, seed: int, end: str, steps: int = STEPS) -> Episode
     return Episode(episode_id, "ALE/Pong-v5", meta, {"agent_0": _trajectory(seed, steps, end)}, "atari84")
 
 
-def _duo() -> Episode:
-    first = _trajectory(3, STEPS, "terminated")
-    second = _trajectory(4, STEPS, "terminated", observations=first.observations)
-    return Episode("duo", "ALE/Pong-v5", {"players": ["p1", "p2"]}, {"agent_0": first, "agent_1": second}, "atari84")
+def _duo(episode_id: str = "duo", seed: int = 3) -> Episode:
+    first = _trajectory(seed, STEPS, "terminated")
+    second = _trajectory(seed + 1, STEPS, "terminated", observations=first.observations)
+    return Episode(episode_id, "ALE/Pong-v5", {"players": ["p1", "p2"]}, {"agent_0": first, "agent_1": second}, "atari84")
 
 
 SINGLES = [_single("term", 1, "terminated"), _single("trunc", 2, "truncated")]
 EMPTY = _single("empty", 5, "terminated", steps=0)
 ALL = [*SINGLES, _duo(), EMPTY]
+DUOS = [_duo(), _duo("duo2", 6)]
 
 
 def _lazily(episodes: list[Episode]) -> Iterator[Episode]:
@@ -125,18 +126,26 @@ def test_minari_single_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_minari_one_dataset_per_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import minari
 
-    datasets = export_minari(_lazily(ALL), "crowdplay/all-v0", data_path=tmp_path, progress=False, author="tests")
+    datasets = export_minari(_lazily([*DUOS, EMPTY]), "crowdplay/all-v0", data_path=tmp_path, progress=False, author="tests")
 
     assert {agent: d.id for agent, d in datasets.items()} == {
         "agent_0": "crowdplay/all-agent_0-v0",
         "agent_1": "crowdplay/all-agent_1-v0",
     }
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    with_steps = [e for e in ALL if e.steps]
     for agent in ("agent_0", "agent_1"):
         loaded = minari.load_dataset(f"crowdplay/all-{agent}-v0")
-        _assert_minari_matches(loaded, [(e, e.agents[agent]) for e in with_steps if agent in e.agents])
+        _assert_minari_matches(loaded, [(e, e.agents[agent]) for e in DUOS])
     assert minari.load_dataset("crowdplay/all-agent_0-v0").storage.metadata["author"] == {"tests"}
+
+
+def test_minari_keeps_a_single_agent_id_and_refuses_to_mix_with_multi_agent(tmp_path: Path) -> None:
+    """A single-agent recording keeps the id as given (the default changed: it used to get the
+    agent's name too); one agent in both kinds of recording would need two datasets at once."""
+    datasets = export_minari(_lazily([*SINGLES, EMPTY]), "crowdplay/pong-v0", data_path=tmp_path, progress=False)
+    assert {agent: d.id for agent, d in datasets.items()} == {"agent_0": "crowdplay/pong-v0"}
+    with pytest.raises(ValueError, match="single-agent and multi-agent recordings"):
+        export_minari(_lazily(ALL), "crowdplay/mixed-v0", data_path=tmp_path, progress=False)
 
 
 def test_minari_refuses_mismatched_spaces(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
     crowdplay data list [filters] [--json]
     crowdplay data show EPISODE [--json]
     crowdplay data replay-check EPISODE [--from-step N]
-    crowdplay data export --format {npz,minari,rllib} --out PATH [filters] [--observations FORMAT]
+    crowdplay data export --format {npz,minari,rllib} --out PATH [filters] [--observations FORMAT] [--agent A]
     crowdplay data delete-participant PARTICIPANT [--yes]
 
 ``--store`` picks the store (a mongodb:// URI or the embedded store's path); by default the one
@@ -110,31 +110,43 @@ def show_command(data: Dataset, args: argparse.Namespace) -> int:
 
 
 def replay_check_command(data: Dataset, args: argparse.Namespace) -> int:
+    """Exit code: 0 the replay matches, 1 it does not, 3 the episode is not replayable (2: no
+    such episode); see ``crowdplay.data.replay_check``."""
     report = replay_check(data, args.episode, args.from_step)
     print(report.summary())
-    return 0 if report.ok else 1
+    return report.exit_code
 
 
 def export_command(data: Dataset, args: argparse.Namespace) -> int:
     from crowdplay.data import exports
+    from crowdplay.data.exports.common import ID_UNSAFE
 
     ids = [doc["_id"] for doc in _select(data, args)]
     if not ids:
         print("no episodes match the filters", file=sys.stderr)
         return 1
     episodes = data.iter_load(ids, observations=args.observations)
-    options: dict[str, Any] = {"total": len(ids), "progress": not args.quiet}
-    if args.format == "npz":
-        written = exports.export_npz(episodes, args.out, **options)
-        print(f"wrote {len(written)} files to {args.out}")
-    elif args.format == "minari":
-        dataset_id = args.dataset_id or f"crowdplay/{args.task or args.env or 'all'}-v0"
-        datasets = exports.export_minari(episodes, dataset_id, data_path=args.out, **options)
-        ids = sorted(d.spec.dataset_id for d in datasets.values())
-        print(f"wrote Minari datasets {', '.join(ids)} under {args.out} (MINARI_DATASETS_PATH)")
-    else:
-        path = exports.export_rllib(episodes, args.out, **options)
-        print(f"wrote RLlib offline data to {path}")
+    options: dict[str, Any] = {"total": len(ids), "progress": not args.quiet, "agent": args.agent}
+    try:
+        if args.format == "npz":
+            written = exports.export_npz(episodes, args.out, **options)
+            print(f"wrote {len(written)} files to {args.out}")
+        elif args.format == "minari":
+            dataset_id = args.dataset_id or f"crowdplay/{ID_UNSAFE.sub('_', args.task or args.env or 'all')}-v0"
+            result = exports.export_minari(episodes, dataset_id, data_path=args.out, **options)
+            for dataset in sorted([result] if args.agent else result.values(), key=lambda d: d.id):
+                spec = dataset.env_spec.id if dataset.env_spec is not None else "None"
+                print(
+                    f"wrote Minari dataset {dataset.id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps, "
+                    f"{dataset.storage.metadata.get('dataset_size', '?')} MB, env_spec {spec}"
+                )
+            print(f"under {args.out}; load with MINARI_DATASETS_PATH={args.out} minari.load_dataset(id)")
+        else:
+            path = exports.export_rllib(episodes, args.out, **options)
+            print(f"wrote RLlib offline data to {path}")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -164,16 +176,37 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     show.add_argument("--json", action="store_true")
     show.set_defaults(data_run=show_command)
 
-    check = sub.add_parser("replay-check", help="re-run an ALE episode and compare frames and rewards")
+    check = sub.add_parser(
+        "replay-check", help="re-run an episode from its seed (Atari: its snapshot) and actions, compare observations, rewards and frames",
+        description=(
+            "Re-run a recorded episode and compare it with the recording. Exit code: 0 the replay matches, "
+            "1 it does not (the first divergence is named), 2 no such episode, 3 not replayable (the reason is given: "
+            "a nondeterministic environment, or a recording without seed or observations)."
+        ),
+    )
     check.add_argument("episode")
-    check.add_argument("--from-step", type=int, default=0)
+    check.add_argument(
+        "--from-step", type=int, default=0,
+        help="Atari: start from the emulator snapshot at or before this step; other environments always replay from the reset",
+    )
     check.set_defaults(data_run=replay_check_command)
 
     export = sub.add_parser("export", help="write episodes as npz, a Minari dataset or RLlib offline data")
     export.add_argument("--format", choices=("npz", "minari", "rllib"), required=True)
     export.add_argument("--out", required=True, help="output directory (Minari: the datasets root)")
-    export.add_argument("--observations", choices=FORMATS, default="rgb")
-    export.add_argument("--dataset-id", help="Minari dataset id (namespace/name-v0)")
+    export.add_argument(
+        "--observations", choices=("env", *FORMATS), default="env",
+        help="env (default): each agent's own observations in its environment's space (Atari: the screen as rgb); "
+        "rgb: the screens participants saw; palette (Atari): palette indices; atari84: what an Atari policy sees",
+    )
+    export.add_argument(
+        "--dataset-id",
+        help="Minari dataset id [namespace/]name-v<N> (default crowdplay/<task or env or all>-v0), used as given for "
+        "single-agent recordings; a multi-agent recording gives one dataset per agent, [namespace/]name-<agent>-v<N>",
+    )
+    export.add_argument(
+        "--agent", help="export only this agent (Minari: under --dataset-id as given; RLlib: straight into --out)",
+    )
     export.add_argument("--quiet", action="store_true", help="no progress bar")
     _filters(export)
     export.set_defaults(data_run=export_command)

@@ -6,7 +6,13 @@ loads lazily is fine: one episode is held in memory at a time), writes as it goe
 ``total`` when the iterable has no ``len``). Episodes with zero steps carry no transition and are
 skipped by the Minari and RLlib exports.
 
-One module per format: ``npz``, ``minari``, ``rllib``.
+Observations are exported as the episodes were loaded (``Dataset.load(..., observations=...)``):
+by default (``env``) each agent's own observations in its environment's space, an array, or a
+dict/tuple of arrays for a Dict/Tuple space; screens (``rgb``, ``palette``, ``atari84``) only when
+asked. Multi-agent recordings give one Minari dataset, one RLlib folder and one npz file per agent.
+
+One module per format: ``npz``, ``minari``, ``rllib``; docs/recording.md ("Exports") has the
+overview.
 """
 
 from crowdplay.data.exports.minari import export_minari

@@ -5,9 +5,13 @@ Parquet in the columnar layout the new API stack reads by default
 as RLlib's own ``OfflineSingleAgentEnvRunner`` records with ``output_write_episodes=False``.
 Columns ``eps_id`` (str), ``agent_id`` (str), ``t`` (int64), ``obs``, ``new_obs``, ``actions``
 (int64), ``rewards`` (float64), ``terminateds``, ``truncateds`` (bool) and ``infos`` (a struct
-of the step's extras, the info that comes with ``new_obs``). ``obs`` and ``new_obs`` are
-compressed with ``ray.rllib.utils.compression.pack``, which is what RLlib's default
-``input_compress_columns=[obs, new_obs]`` expects. One file per episode:
+of the step's extras, the info that comes with ``new_obs``, with ``env_info``: the environment's
+own info as JSON text, when the episode has it). ``obs`` and ``new_obs`` are each step's
+observation as the episodes were loaded (by default the environment's own in its space's
+structure: an array, 0-d for a Discrete space, or a dict or tuple of arrays for a Dict or Tuple
+space; or screens), compressed with ``ray.rllib.utils.compression.pack``, which
+is what RLlib's default ``input_compress_columns=[obs, new_obs]`` expects: RLlib's reader unpacks
+them back into that structure. One file per episode:
 ``<directory>/<episode_id>.parquet`` when ``agent`` is given, else
 ``<directory>/<agent>/<episode_id>.parquet`` for every agent, one dataset (one policy) each,
 since RLlib's offline reader is single-agent.
@@ -24,14 +28,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crowdplay.data.episode import AgentTrajectory, Episode
-from crowdplay.data.exports.common import agents_of, describe, json_default, progress_bar, replace_atomically, safe_name
+from crowdplay.data.exports.common import (
+    agents_of, describe, env_info_texts, json_default, observation_at, progress_bar, replace_atomically, safe_name,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 
-def _info_struct(infos: Mapping[str, np.ndarray], steps: int) -> pa.StructArray:
-    """Per-step extras as one struct column; multi-dimensional values as fixed-size lists."""
+def _info_struct(infos: Mapping[str, np.ndarray], steps: int, env_infos: list[str] | None) -> pa.StructArray:
+    """Per-step extras as one struct column; multi-dimensional values as fixed-size lists; the
+    environment's own infos as JSON text."""
     import pyarrow as pa
 
     arrays: list[pa.Array] = []
@@ -42,7 +49,11 @@ def _info_struct(infos: Mapping[str, np.ndarray], steps: int) -> pa.StructArray:
         else:
             flat = np.ascontiguousarray(values).reshape(steps, -1)
             arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1]))
-    return pa.StructArray.from_arrays(arrays, names=list(infos))
+    names = list(infos)
+    if env_infos is not None:
+        arrays.append(pa.array(env_infos, pa.string()))
+        names.append("env_info")
+    return pa.StructArray.from_arrays(arrays, names=names)
 
 
 def _rllib_table(episode: Episode, agent: str, trajectory: AgentTrajectory) -> pa.Table:
@@ -54,8 +65,9 @@ def _rllib_table(episode: Episode, agent: str, trajectory: AgentTrajectory) -> p
     if not compression_supported():
         raise RuntimeError("RLlib's observation compression needs lz4, which is not importable")
     steps = trajectory.steps
-    observations = np.asarray(trajectory.observations)
-    packed = [pack(np.ascontiguousarray(observation)) for observation in observations]
+    if trajectory.observations is None:
+        raise ValueError("an RLlib export needs observations: load the episodes with observations other than None")
+    packed = [pack(observation_at(trajectory.observations, step)) for step in range(steps + 1)]
     columns: dict[str, Any] = {
         Columns.EPS_ID: pa.array([str(episode.episode_id)] * steps, pa.string()),
         Columns.AGENT_ID: pa.array([agent] * steps, pa.string()),
@@ -67,8 +79,9 @@ def _rllib_table(episode: Episode, agent: str, trajectory: AgentTrajectory) -> p
         Columns.TERMINATEDS: pa.array(np.asarray(trajectory.terminations, dtype=bool)),
         Columns.TRUNCATEDS: pa.array(np.asarray(trajectory.truncations, dtype=bool)),
     }
-    if trajectory.infos:
-        columns[Columns.INFOS] = _info_struct(trajectory.infos, steps)
+    env_infos = env_info_texts(episode, agent, trajectory)
+    if trajectory.infos or env_infos is not None:
+        columns[Columns.INFOS] = _info_struct(trajectory.infos, steps, None if env_infos is None else env_infos[1:])
     described = describe(episode, agent, trajectory) | {"meta": episode.meta}
     return pa.table(columns, metadata={"crowdplay": json.dumps(described, default=json_default)})
 
