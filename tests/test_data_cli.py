@@ -58,10 +58,10 @@ def test_export_minari_from_the_command_line(store_path, tmp_path):
 
     out = tmp_path / "minari"
     done = crowdplay("data", "--store", store_path, "export", "--format", "minari", "--out", str(out), "--dataset-id", "crowdplay/invaders-v0", "--quiet")
-    assert "crowdplay/invaders-agent_0-v0" in done.stdout
+    assert "wrote Minari dataset crowdplay/invaders-v0:" in done.stdout  # one agent: the id as given
     os.environ["MINARI_DATASETS_PATH"] = str(out)
     try:
-        dataset = minari.load_dataset("crowdplay/invaders-agent_0-v0")
+        dataset = minari.load_dataset("crowdplay/invaders-v0")
         [episode] = list(dataset.iterate_episodes())
         assert episode.observations.shape[1:] == (210, 160, 3) and len(episode.actions) == dataset.total_steps
     finally:
