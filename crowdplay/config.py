@@ -180,11 +180,16 @@ UNRECORDED_CALLS = {"enable_task_events": False}
 #:   the replica holds the records in memory until then, ~1.5 KB each; at a study's rate of
 #:   connections the buffer took ~40 minutes to fill, and in the soak the replica grew by it
 #:   (~0.08 MB a minute, traced to these records). The log also reaches its file sooner.
+#: - A stopping ingress replica held open 2 s for HAProxy, not Serve's 30 s for external load
+#:   balancers to deregister it: on an instance this process starts, HAProxy runs on the same node
+#:   and Serve reconfigures it itself, and every session has ended when `crowdplay serve` stops
+#:   (Ctrl-C took 32 s, 30 of them this wait). Clusters started from cluster.yaml keep Serve's.
 RAY_ENVIRONMENT = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "MALLOC_ARENA_MAX": "2",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "100",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
 
 #: glibc's allocator for the processes that live as long as the server (the EnvsManager, the

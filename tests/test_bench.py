@@ -61,7 +61,7 @@ def test_store_benchmark_reports_absorbed_sessions_writer_cpu_and_bytes_per_hour
 def test_soak_benchmark_drops_and_reconnects_and_every_recorded_episode_replays():
     result = run_bench(
         "soak", "--sessions", "4", "--minutes", "0.5", "--drop-every", "4", "--leave-every", "3", "--grace", "3",
-        "--warmup", "0", "--quiet", "1", "--sample-every", "2", "--checkpoint-every", "0.25",
+        "--warmup", "0", "--quiet", "1", "--sample-every", "2", "--checkpoint-every", "0.25", "--idle-samples", "2", "--idle-spacing", "1",
     )
     assert result["reconnects"] >= 2 and result["participant_sessions"] > 4  # drops were survived, some left for good
     assert result["reconnects_refused"] == 0 and result["unexpected_closes"] == 0 and result["failed_joins"] == 0

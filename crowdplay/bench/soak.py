@@ -89,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=float, default=2.5, help="minutes of play between idle memory checkpoints (everyone leaves, the server goes idle, memory is sampled, play resumes)")
     parser.add_argument("--spare-linger", type=float, default=300.0, help="seconds an emptied EnvActor beyond the warm pool waits for new games before it retires: longer than a checkpoint's pause, so the checkpoints do not retire and restart the pool, which steady play would not")
     parser.add_argument("--quiet", type=float, default=None, help="seconds idle before each idle memory sample (default: the memory release interval and 5)")
+    parser.add_argument("--idle-samples", type=int, default=5, help="memory samples at each idle checkpoint (their median per process is the checkpoint's)")
+    parser.add_argument("--idle-spacing", type=float, default=5.0, help="seconds between an idle checkpoint's samples")
     parser.add_argument("--sample-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--flat-tolerance", type=float, default=0.1, help="idle growth in a day, at the soak's rate, counted as flat (fraction)")
     parser.add_argument("--seed", type=int, default=0)
@@ -394,12 +396,12 @@ def idle_samples(system, quiet_s: float, timeout_s: float = 300.0, repeats: int 
     return samples
 
 
-def idle_checkpoint(system, quiet_s: float, minutes: float, sessions: int) -> Checkpoint:
+def idle_checkpoint(system, quiet_s: float, minutes: float, sessions: int, repeats: int = 5, spacing_s: float = 5.0) -> Checkpoint:
     """The server's idle memory after ``minutes`` of play and ``sessions`` sessions."""
-    repeats = idle_samples(system, quiet_s)
-    medians = {kind: median_by_process([repeat[kind] for repeat in repeats]) for kind in RESIDENT_KINDS}
+    samples = idle_samples(system, quiet_s, repeats=repeats, spacing_s=spacing_s)
+    medians = {kind: median_by_process([sample[kind] for sample in samples]) for kind in RESIDENT_KINDS}
     judged = medians.pop(JUDGED_KIND)
-    return Checkpoint(minutes, sessions, judged, spread_mb([repeat[JUDGED_KIND] for repeat in repeats]), census(long_lived_actors(system.settings)), medians)
+    return Checkpoint(minutes, sessions, judged, spread_mb([sample[JUDGED_KIND] for sample in samples]), census(long_lived_actors(system.settings)), medians)
 
 
 def long_lived_in(samples: list[dict[int, tuple[str, float]]]) -> set[int]:
@@ -485,11 +487,14 @@ def run(args: argparse.Namespace) -> dict:
             by_process.append(resident_by_kind(system.processes())["rss"])
             return sum(rss for _, rss in by_process[-1].values())
 
-        idle_at_start = idle_checkpoint(system, quiet_s, 0.0, 0)
+        def checkpoint(minutes: float, sessions: int) -> Checkpoint:
+            return idle_checkpoint(system, quiet_s, minutes, sessions, args.idle_samples, args.idle_spacing)
+
+        idle_at_start = checkpoint(0.0, 0)
         warmup = Tally()
         if args.warmup > 0:
             warmup, _ = asyncio.run(soak(system.url, argparse.Namespace(**{**vars(args), "minutes": args.warmup / 60}), lambda: 0.0))
-        checkpoints = [idle_checkpoint(system, quiet_s, 0.0, 0)]
+        checkpoints = [checkpoint(0.0, 0) if args.warmup > 0 else idle_at_start]  # without a warm-up, the start is the baseline
         tally, samples, played = Tally(), [], 0.0
         while played < args.minutes - 1e-6:  # stretches of play, each followed by an idle checkpoint
             stretch = min(args.checkpoint_every, args.minutes - played) if args.checkpoint_every > 0 else args.minutes
@@ -498,7 +503,7 @@ def run(args: argparse.Namespace) -> dict:
             tally.add(played_part)
             samples += [(60 * played + t, mb) for t, mb in samples_part]
             played += stretch
-            checkpoints.append(idle_checkpoint(system, quiet_s, played, tally.sessions))
+            checkpoints.append(checkpoint(played, tally.sessions))
         recordings = check_recordings(system.settings.store_uri, tally.games | warmup.games)
         writer = system.recording()
     return {
