@@ -17,8 +17,11 @@ run: $(INSTALLED)
 # tests/cluster (its own multi-node Ray cluster), tests/study (a deployment running a study) and
 # tests/autoscaling (Ray's fake autoscaler with cluster.yaml's node types) each run in a pytest
 # process of their own.
+# The main suite runs two test files at a time, each worker with its own Ray instance, then the
+# tests that time something alone (marked serial in tests/conftest.py).
 test: $(INSTALLED) chromium
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -m serial $(PYTEST_ARGS)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
 	$(PY) -m pytest $(PYTEST_ARGS) tests/study
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS) tests/autoscaling

@@ -45,7 +45,6 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 
 def start_ray() -> None:
     """A fresh local Ray instance for this test process (never a cluster already running here)."""
-    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "0")  # serve.shutdown: 1 s, not 30
     os.environ.update(NO_START_GUARD_ENVIRONMENT)  # HAProxy's start guard off too (tests/test_admission.py runs it)
     apply_ray_environment()
     share_import_path(str(Path(__file__).parent.parent))  # the Ray processes import the tests' plugins
@@ -114,6 +113,25 @@ def manager(base_url: str, settings: Settings):
 
 
 SEPARATE_SUITES = ("cluster", "study", "autoscaling")
+
+
+#: Tests that time something the machine's load moves (a newcomer's start during a flood, a
+#: benchmark's frames on time, a key's effect on the next screen, answers within a bound): ``make
+#: test`` runs them after the rest, alone, which runs two at a time (``pytest -n 2``).
+SERIAL_MODULES = {
+    "test_admission.py", "test_bench.py", "test_browser.py", "test_store_link.py", "test_writer_outage.py",
+    "test_researcher_directory.py", "test_serve_play.py", "test_realtime.py", "test_policy_actors.py",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "serial: a test that times something; make test runs these alone (SERIAL_MODULES)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

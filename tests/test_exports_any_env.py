@@ -21,14 +21,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from crowdplay.config import Settings
+from tests.recorded_games import recorded_game
+
 from crowdplay.data import Dataset
 from crowdplay.data.exports import export_minari, export_npz, export_rllib, load_npz
-from crowdplay.environments import EnvSpec, Keymap, get_env, list_envs, register_env
-from crowdplay.environments.parallel_adapter import make_adapter
-from crowdplay.lineup import Lineup
-from crowdplay.realtime import LiveEnv
-from crowdplay.recording.recorder import ChunkBatcher, Recorder
+from crowdplay.environments import EnvSpec, Keymap, list_envs, register_env
 from crowdplay.recording.store import TrajectoryStore
 
 ARROWS = Keymap({"ArrowLeft": 0, "ArrowRight": 2}, noop=1)
@@ -87,26 +84,15 @@ async def _play(env_id: str, store: TrajectoryStore, seconds: float, actions: li
     """Play ``env_id`` for ``seconds`` (longer, up to 20 s, until an episode is complete if asked),
     one action per 1/60 s for every agent, then end the game and let the last chunks be stored."""
 
-    async def send_batch(chunks):
-        store.put_chunks(chunks)
-
-    spec = get_env(env_id)
-    adapter = make_adapter(spec)
-    batcher = ChunkBatcher(send_batch)
-    humans = {agent: {"human": True, "participant": f"p-{agent}"} for agent in adapter.agents}
-    recorder = Recorder(f"game-{env_id}", adapter.agents, batcher.deliver, 50, humans, adapter.snapshot, 600, {}, batcher.seal_later)
-    live = LiveEnv(spec, 7, Settings(), adapter=adapter, recorder=recorder)
-    lineup = Lineup(live, Settings(countdown_s=0.0))
-    for agent in adapter.agents:
-        lineup.take(agent, f"session-{agent}", humans[agent], {})
-        lineup.connect(agent, f"session-{agent}")
+    game = recorded_game(env_id, store)
+    live, lineup = game.live, game.lineup
     start, seq = time.monotonic(), 0
     while live.stopped is None:
         elapsed = time.monotonic() - start
         if elapsed > 20 or (elapsed > seconds and not (until_complete and not store.find_episodes({"status": "complete"}))):
             break
         seq += 1
-        for agent in adapter.agents:
+        for agent in game.agents:
             live.submit_action(agent, actions[seq % len(actions)], live.frame_id, seq)
         await asyncio.sleep(1 / 60)
     lineup.end("the researcher ended this session")

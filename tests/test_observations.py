@@ -17,7 +17,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from crowdplay.config import Settings
+from tests.recorded_games import recorded_game
+
 from crowdplay.data import Dataset
 from crowdplay.environments import EnvSpec, Keymap, register_env
 from crowdplay.environments.parallel_adapter import make_adapter
@@ -27,7 +28,6 @@ from crowdplay.environments.spaces import (
 from crowdplay.lineup import Lineup
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.chunk import unpack_chunk
-from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
 
 NESTED = gym.spaces.Dict(
@@ -166,26 +166,13 @@ async def play(env_id: str, store: TrajectoryStore, seconds: float, actions=None
     """A real game of ``env_id`` recording into ``store``, played for ``seconds`` (actions
     from ``actions``, one per tick), then ended by the researcher unless it ended itself."""
 
-    async def send_batch(chunks):
-        store.put_chunks(chunks)
-
-    from crowdplay.environments import get_env
-
-    spec = get_env(env_id)
-    adapter = make_adapter(spec)
-    batcher = ChunkBatcher(send_batch)
-    humans = {agent: {"human": True, "participant": f"p-{agent}"} for agent in adapter.agents}
-    recorder = Recorder(f"game-{env_id}", adapter.agents, batcher.deliver, 50, humans, adapter.snapshot, 600, {}, batcher.seal_later)
-    live = LiveEnv(spec, 7, Settings(), adapter=adapter, recorder=recorder)
-    lineup = Lineup(live, Settings(countdown_s=0.0))
-    for agent in adapter.agents:
-        lineup.take(agent, f"session-{agent}", humans[agent], {})
-        lineup.connect(agent, f"session-{agent}")
+    game = recorded_game(env_id, store)
+    live, lineup = game.live, game.lineup
     sequence = itertools.cycle(actions or [None])
     for seq in range(int(seconds * 60)):
         action = next(sequence)
         if action is not None and live.stopped is None:
-            for agent in adapter.agents:
+            for agent in game.agents:
                 live.submit_action(agent, action, live.frame_id, seq + 1)
         await asyncio.sleep(1 / 60)
     lineup.end("the researcher ended this session")

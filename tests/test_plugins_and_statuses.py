@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.recorded_games import recorded_game
+
 from crowdplay.config import Settings, store_uri_from_environment
 from crowdplay.data import Dataset
-from crowdplay.environments import get_env
-from crowdplay.environments.parallel_adapter import make_adapter
 from crowdplay.lineup import Lineup
 from crowdplay.plugins import (
     PluginImportError, describe_import_failure, load_plugins, plugin_failure, plugin_runtime_env, share_import_path,
 )
-from crowdplay.realtime import LiveEnv
-from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.status import STATUSES, status_of, status_query
 from crowdplay.recording.store import TrajectoryStore, absolute_store_uri, store_origin
 
@@ -174,20 +172,8 @@ def test_every_status_filter_over_old_and_new_episodes(tmp_path):
 async def game(env_id: str, store: TrajectoryStore, grace_s: float = 0.3) -> tuple[Lineup, dict]:
     """A real game recording into ``store``, every seat taken and connected (so it plays)."""
 
-    async def send_batch(chunks):
-        store.put_chunks(chunks)
-
-    spec = get_env(env_id)
-    adapter = make_adapter(spec)
-    batcher = ChunkBatcher(send_batch)
-    humans = {agent: {"human": True, "participant": f"p-{agent}"} for agent in adapter.agents}
-    recorder = Recorder(f"game-{env_id}", adapter.agents, batcher.deliver, 50, humans, adapter.snapshot, 600, {}, batcher.seal_later)
-    live = LiveEnv(spec, 0, Settings(), adapter=adapter, recorder=recorder)
-    lineup = Lineup(live, Settings(reconnect_grace_s=grace_s, countdown_s=0.0))
-    subscribers = {}
-    for agent in adapter.agents:
-        lineup.take(agent, f"session-{agent}", humans[agent], {})
-        subscribers[agent] = lineup.connect(agent, f"session-{agent}")
+    recorded = recorded_game(env_id, store, seed=0, lineup_settings=Settings(reconnect_grace_s=grace_s, countdown_s=0.0))
+    live, lineup, subscribers = recorded.live, recorded.lineup, recorded.subscribers
     await asyncio.sleep(0.5)  # ~30 steps
     assert live.env_step > 10
     return lineup, subscribers

@@ -18,17 +18,15 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+
+from tests.recorded_games import recorded_game
 from pettingzoo import ParallelEnv
 
-from crowdplay.config import Settings
 from crowdplay.data import Dataset, replay_check
 from crowdplay.data.replay_check import FLOAT_ATOL, FLOAT_RTOL, MATCH, MISMATCH, NOT_REPLAYABLE, RESET
-from crowdplay.environments import EnvSpec, Keymap, get_env, register_env
-from crowdplay.environments.parallel_adapter import make_adapter
-from crowdplay.lineup import Lineup
+from crowdplay.environments import EnvSpec, Keymap, register_env
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.chunk import pack_chunk, unpack_chunk
-from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,24 +191,13 @@ async def play(env_id: str, store: TrajectoryStore, ticks: int, actions: list[in
     """A real game of ``env_id`` recording into ``store``: every agent submits ``actions`` in turn,
     one a tick; then the researcher ends it (the last episode is interrupted, cut short)."""
 
-    async def send_batch(chunks):
-        store.put_chunks(chunks)
-
-    spec = get_env(env_id)
-    adapter = make_adapter(spec)
-    batcher = ChunkBatcher(send_batch)
-    humans = {agent: {"human": True, "participant": f"p-{agent}"} for agent in adapter.agents}
-    recorder = Recorder(f"game-{env_id}", adapter.agents, batcher.deliver, 25, humans, adapter.snapshot, 600, {}, batcher.seal_later)
-    live = LiveEnv(spec, 7, Settings(), adapter=adapter, recorder=recorder)
-    lineup = Lineup(live, Settings(countdown_s=0.0))
-    for agent in adapter.agents:
-        lineup.take(agent, f"session-{agent}", humans[agent], {})
-        lineup.connect(agent, f"session-{agent}")
+    game = recorded_game(env_id, store, chunk_steps=25)
+    live, lineup = game.live, game.lineup
     sequence = itertools.cycle(actions)
     for seq in range(ticks):
         action = next(sequence)
         if action is not None and live.stopped is None:
-            for agent in adapter.agents:
+            for agent in game.agents:
                 live.submit_action(agent, action, live.frame_id, seq + 1)
         await asyncio.sleep(1 / 60)
     lineup.end("the researcher ended this session")

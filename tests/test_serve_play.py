@@ -192,7 +192,7 @@ def test_leaving_ends_the_session_after_the_grace_period_and_frees_its_slot(base
         return False
 
     async def wait_freed():
-        for _ in range(20):
+        for _ in range(50):  # a loaded machine can take a few ticks longer to let go
             alive = await actor.__ray_call__.remote(still_alive)
             if not alive:
                 return alive
