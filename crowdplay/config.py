@@ -180,17 +180,18 @@ UNRECORDED_CALLS = {"enable_task_events": False}
 #:   the replica holds the records in memory until then, ~1.5 KB each; at a study's rate of
 #:   connections the buffer took ~40 minutes to fill, and in the soak the replica grew by it
 #:   (~0.08 MB a minute, traced to these records). The log also reaches its file sooner.
-#: - A stopping ingress replica held open 2 s for HAProxy, not Serve's 30 s for external load
-#:   balancers to deregister it: on an instance this process starts, HAProxy runs on the same node
-#:   and Serve reconfigures it itself, and every session has ended when `crowdplay serve` stops
-#:   (Ctrl-C took 32 s, 30 of them this wait). Clusters started from cluster.yaml keep Serve's.
 RAY_ENVIRONMENT = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "MALLOC_ARENA_MAX": "2",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "100",
-    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
+#: Added for a Ray instance this process starts itself (``crowdplay serve``, the benchmarks), not
+#: for clusters started from cluster.yaml, which keep Serve's defaults: a stopping ingress replica
+#: is held open 2 s for HAProxy, not Serve's 30 s for external load balancers to deregister it.
+#: Locally HAProxy runs on the same node and Serve reconfigures it itself, and every session has
+#: ended when `crowdplay serve` stops (Ctrl-C took 32 s, 30 of them this wait).
+LOCAL_INSTANCE_ENVIRONMENT = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 
 #: glibc's allocator for the processes that live as long as the server (the EnvsManager, the
 #: TrajectoryWriter, the ingress replicas), given to each in its ``runtime_env`` so that it is in
@@ -241,7 +242,8 @@ RAY_SOCKET_SUFFIX = len("/ray/session_2026-01-01_00-00-00_000000_4194304/sockets
 
 
 def apply_ray_environment() -> None:
-    """Set ``RAY_ENVIRONMENT`` for the Ray instance this process starts (explicit values win).
+    """Set ``RAY_ENVIRONMENT`` and ``LOCAL_INSTANCE_ENVIRONMENT`` for the Ray instance this process
+    starts (explicit values win).
 
     HAProxy's files and its metrics and stats ports have fixed defaults; each local instance gets
     its own so that two on one machine (a study and its tests, say) do not collide. The files go
@@ -253,7 +255,7 @@ def apply_ray_environment() -> None:
     short link to the same directory in that private one: Ray's files stay where they were asked
     to go, and ``ray.init`` starts.
     """
-    for name, value in RAY_ENVIRONMENT.items():
+    for name, value in {**RAY_ENVIRONMENT, **LOCAL_INSTANCE_ENVIRONMENT}.items():
         os.environ.setdefault(name, value)
     os.environ.setdefault(HAPROXY_BINARY_VARIABLE, str(HAPROXY_LAUNCHER))
     os.environ.setdefault(HAPROXY_PYTHON_VARIABLE, sys.executable)
