@@ -49,7 +49,7 @@ def serve_command(args: argparse.Namespace) -> int:
             return 1
         print(f"CrowdPlay is running at http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
         print(describe_recording(settings), flush=True)
-        stop.wait()
+        print_policy_reports_until(stop, get_or_create_manager(settings))
         print("Stopping: ending sessions and saving their recordings...", flush=True)
         ended = ray.get(get_or_create_manager(settings).shutdown.remote())
         print(f"Ended {ended} sessions. Stopping Serve and Ray...", flush=True)
@@ -57,6 +57,24 @@ def serve_command(args: argparse.Namespace) -> int:
         serve.shutdown()
         ray.shutdown()
     return 0
+
+
+def print_policy_reports_until(stop: threading.Event, manager, every_s: float = 1.0) -> None:
+    """Until ``stop``, print each policy problem (and recovery) the game processes report, once:
+    a policy that raises, whose actor is down or cannot be placed reaches the operator here, not
+    only a Ray worker's log."""
+    import ray
+
+    seen = 0
+    while not stop.wait(every_s):
+        try:
+            reports = ray.get(manager.policy_reports_after.remote(seen), timeout=5)
+        except Exception:  # noqa: BLE001 - a busy or restarting manager: ask again next time
+            continue
+        for report in reports:
+            seen = max(seen, report["seq"])
+            reason = f": {report['reason']}" if report.get("reason") else ""
+            print(f"crowdplay: policy {report['policy_id']!r} is {report['state']}{reason}", file=sys.stderr, flush=True)
 
 
 def check_game_servers(manager) -> None:

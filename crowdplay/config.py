@@ -90,6 +90,9 @@ class Settings:
     #: A join waits this long for a node with room for another EnvActor (on a cluster: for the
     #: autoscaler to start one) before it is refused.
     placement_timeout_s: float = 600.0
+    #: A policy actor not placed and answering within this many seconds is reported (with what it
+    #: asks for and what the cluster has free); its agents play a substitute meanwhile, recorded as such.
+    policy_start_timeout_s: float = 60.0
     #: The researcher dashboard's token (/admin, /metrics); a study's ``admin_token`` wins. Empty: off.
     admin_token: str = ""
     #: Every long-lived process gives freed memory back to the OS this often (``crowdplay.memory``;

@@ -71,6 +71,7 @@ class EnvActor:
         self._seated: dict[str, dict] = {}
         self.clocks = Clocks()
         self.policies = PolicyClient(settings)
+        self.policies.on_report = self._report_policy
         self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-builder")
         self.recorders: list[Recorder] = []
@@ -162,12 +163,28 @@ class EnvActor:
             self._seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] != game_id}
         elif event["event"] == "seat_released":
             self._seated.pop(event["session_id"], None)
+        manager = self._manager_handle()
+        if manager is not None:
+            manager.game_event.remote(game_id, event)
+
+    def _manager_handle(self) -> ActorHandle | None:
+        """The EnvsManager (None without one: an EnvActor driven directly, as in some tests)."""
         if self._manager is None:
             try:
                 self._manager = ray.get_actor(self.settings.manager_name, namespace=self.settings.namespace)
             except ValueError:
-                return  # no manager (an EnvActor driven directly, as in some tests)
-        self._manager.game_event.remote(game_id, event)
+                return None
+        return self._manager
+
+    def _report_policy(self, report: dict) -> None:
+        """A policy's new problem (or recovery), for the console, dashboard and /metrics (fire and forget)."""
+        manager = self._manager_handle()
+        if manager is not None:
+            manager.policy_report.remote(report)
+
+    async def policy_health(self) -> dict[str, dict]:
+        """How each policy this process's games use is doing (``crowdplay.ai.health``)."""
+        return self.policies.health.snapshot()
 
     def _chunk_batcher(self) -> ChunkBatcher:
         """The process's one batcher, with the buffer every Recorder here keeps its unacknowledged

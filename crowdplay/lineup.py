@@ -192,7 +192,7 @@ class Lineup:
 
     def _hand_to_ai(self, seat: Seat, policy_id: str) -> None:
         adapter = self.live.adapter
-        seat.policy = PolicyAgent(policy_id, adapter.action_space(seat.agent), adapter.keymaps[seat.agent].noop, self.policies)
+        seat.policy = PolicyAgent(policy_id, adapter.action_space(seat.agent), adapter.keymaps[seat.agent].noop, self.policies, seat.agent)
         self.live.set_controller(seat.agent, seat.policy.controller, seat.policy)
 
     # ----------------------------------------------------------------- starting

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import uuid
@@ -32,6 +33,7 @@ import ray
 from ray.actor import ActorHandle
 
 from crowdplay.admission import Admission, TooManyStarts
+from crowdplay.ai.health import merge_policy_snapshots
 from crowdplay.assignments import ANONYMOUS, ASSIGNMENTS_KEPT, AssignmentBook, BadToken, SessionLost, UnknownSession
 from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import DASHBOARD_WAIT_S, UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
@@ -77,6 +79,10 @@ class RecordingUnavailable(RuntimeError):
 
 #: A seat the manager no longer offers because AI plays it.
 AI_SEAT = "ai"
+log = logging.getLogger(__name__)
+#: Policy problem reports the manager keeps, and how many of the newest the dashboard shows.
+POLICY_REPORTS_KEPT = 200
+POLICY_REPORTS_SHOWN = 20
 
 
 @dataclass(eq=False)
@@ -157,6 +163,9 @@ class EnvsManager:
         self.sessions: dict[str, SessionEntry] = {}
         self.games: dict[str, Game] = {}
         self.hosts: list[Host] = []
+        #: policies' problems and recoveries as game processes reported them, newest last
+        self.policy_reports: deque[dict] = deque(maxlen=POLICY_REPORTS_KEPT)
+        self._policy_report_seq = 0
         self._boots: set[asyncio.Task] = set()
         self._recent_envs: deque[str] = deque(maxlen=RECENT_ENVS)
         #: the agents people play, per environment, learnt from its first game where not declared
@@ -586,6 +595,18 @@ class EnvsManager:
             self._drop_game(game_id)
             await self._final_statistics(event.get("statistics", {}))
 
+    async def policy_report(self, report: dict) -> None:
+        """A policy's new problem or recovery, from a game process (``crowdplay.ai.health``):
+        logged here and kept for ``crowdplay serve``'s console and the dashboard."""
+        self._policy_report_seq += 1
+        report = {**report, "seq": self._policy_report_seq}
+        self.policy_reports.append(report)
+        log.warning("policy %r is %s%s", report["policy_id"], report["state"], f": {report['reason']}" if report.get("reason") else "")
+
+    async def policy_reports_after(self, seq: int) -> list[dict]:
+        """The reports newer than ``seq`` (``crowdplay serve`` prints them as they come)."""
+        return [report for report in self.policy_reports if report["seq"] > seq]
+
     async def _final_statistics(self, by_session: dict[str, dict]) -> None:
         for session_id, statistics in by_session.items():
             assignment = self.book.assignments.get(session_id)
@@ -756,10 +777,12 @@ class EnvsManager:
                     "sessions": sessions, "started_at": game.created_at,
                 }
             )
-        timings, recording = await asyncio.gather(
+        timings, recording, policy_health = await asyncio.gather(
             asyncio.gather(*(self._ask_host(host, "timing") for host in self.hosts), return_exceptions=True),
             self._recording_overview(now),
+            asyncio.gather(*(self._ask_host(host, "policy_health") for host in self.hosts), return_exceptions=True),
         )
+        policies = merge_policy_snapshots([health for health in policy_health if isinstance(health, dict)])
         histograms = merge_timings([timing for timing in timings if isinstance(timing, dict)])
         data = recording.pop("data_volume")
         completed_times = sorted(at for at, _ in self.book.completions)
@@ -777,6 +800,8 @@ class EnvsManager:
             "histograms": histograms,
             "completions_timeline": [[at, index + 1] for index, at in enumerate(completed_times)],
             "recording": recording,
+            "policies": policies,
+            "policy_reports": list(self.policy_reports)[-POLICY_REPORTS_SHOWN:],
         }
 
     async def _ask_host(self, host: Host, method: str) -> dict:

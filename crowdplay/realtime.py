@@ -408,17 +408,27 @@ class LiveEnv:
             if policy.answers != self._answers_applied.get(agent):
                 self._answers_applied[agent] = policy.answers
                 self._client_frame[agent] = policy.observed_frame
-                if self.recorder is not None and policy.observed_frame >= 0:
-                    self.recorder.ai_action(agent, policy.action, policy.observed_frame, policy.latency_s)
+                if self.recorder is not None and (policy.observed_frame >= 0 or policy.substitute is not None):
+                    self.recorder.ai_action(agent, policy.action, policy.observed_frame, policy.latency_s, policy.substitute)
 
     def _show_ai(self, policies: Iterable[PolicyAgent]) -> None:
-        """Show AI agents the newest screen (or RAM); their answers are applied when they arrive."""
+        """Show AI agents the newest screen, RAM or their agent's own observation ("env"); their
+        answers are applied when they arrive."""
         screen = self.latest.screen.pixels
         rgb = None
+        own_observations = self.adapter.observation_spaces is not None  # else the screen is the env's observation (ALE)
         for policy in policies:
-            if policy.observation == "rgb" and rgb is None:
+            wants_screen = policy.observation == "rgb" or (policy.observation == "env" and not own_observations)
+            if wants_screen and rgb is None:
                 rgb = self.adapter.palette[screen] if self.adapter.palette is not None else screen
-            observation = rgb if policy.observation == "rgb" else self.adapter.ram() if policy.observation == "ram" else None
+            if wants_screen:
+                observation = rgb
+            elif policy.observation == "ram":
+                observation = self.adapter.ram()
+            elif policy.observation == "env":
+                observation = self.adapter.observations.get(policy.agent)
+            else:
+                observation = None
             policy.observe(self.latest.frame_id, observation)
 
     def set_controller(self, agent: str, controller: dict, policy: PolicyAgent | None = None) -> None:

@@ -42,6 +42,10 @@ register_rllib_checkpoint("test-pong-ppo", PONG_PPO, **SMALL_ACTOR)
 register_rllib_checkpoint("test-pong-ppo-single", PONG_PPO, batched=False, **SMALL_ACTOR)
 register_rllib_checkpoint("test-invaders-first", INVADERS_PPO, module_id="first_0", **SMALL_ACTOR)
 register_rllib_checkpoint("test-invaders-second", INVADERS_PPO, module_id="second_0", **SMALL_ACTOR)
+#: A DQN (double, dueling) checkpoint on RLlib's Atari Pong (``tests.rllib_checkpoints``): its
+#: module answers actions, not distribution inputs.
+PONG_DQN = Path(__file__).resolve().parent / ".cache" / "algorithms" / "dqn-pong"
+register_rllib_checkpoint("test-pong-dqn", PONG_DQN, **SMALL_ACTOR)
 
 
 @register_policy("test-slow")
@@ -63,6 +67,13 @@ class SlowPair(SlowPolicy):
     replicas = 2
 
 
+@register_policy("test-huge")
+class HugePolicy(SlowPolicy):
+    """Asks for more CPUs than any test cluster has: Ray never places its actor."""
+
+    num_cpus = 64.0
+
+
 @register_policy("test-broken")
 class BrokenPolicy(Policy):
     """Fails on every observation."""
@@ -81,6 +92,9 @@ def _short(env_id: str, module: str, cycles: int = 300) -> EnvSpec:
 
 #: The tiny single-agent RLlib policy plays the right paddle; a participant the left.
 PONG_VS_PPO = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsPPO", ai_agent_map_always={"first_0": "test-pong-ppo"}))
+PONG_VS_DQN = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsDQN", ai_agent_map_always={"first_0": "test-pong-dqn"}))
+#: The participant's opponent is a policy that raises on every observation.
+PONG_VS_BROKEN = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsBroken", ai_agent_map_always={"first_0": "test-broken"}))
 #: An RLlib module from a multi-agent checkpoint is the participant's partner.
 INVADERS_WITH_PPO = register_env(
     replace(_short("SpaceInvaders2P", "space_invaders_v2"), id="TestInvadersWithPPO", ai_agent_map_always={"second_0": "test-invaders-second"})

@@ -443,3 +443,25 @@ def test_an_overview_without_recording_hides_the_section(page: Page, admin_url: 
     expect(page.locator("#total-live-sessions")).to_have_text("3")
     expect(page.locator("#recording-section")).to_be_hidden()
     expect(page.locator("#total-recording")).to_have_text("–")
+
+
+# ---------------------------------------------------------------- AI policies
+
+def test_the_page_shows_each_policys_state_reason_and_substitutes(page: Page, admin_url: str, stub: StubBackend) -> None:
+    stub.overview["policies"] = {
+        "pong-dqn": {"state": "failing", "reason": "policy raised KeyError: 'action_dist_inputs'", "answers": 0, "substitutes": 1855,
+                     "answers_per_s": 0, "substitute_rate": 1.0, "latency_p50_ms": None, "latency_p99_ms": None},
+        "invaders-ppo": {"state": "answering", "reason": None, "answers": 5400, "substitutes": 3,
+                         "answers_per_s": 59.5, "substitute_rate": 0.0, "latency_p50_ms": 6.1, "latency_p99_ms": 11.0},
+    }
+    sign_in(page, admin_url)
+    expect(page.locator("#policies-section")).to_be_visible()
+    failing = page.locator('#policies-table tbody tr[data-policy-id="pong-dqn"]')
+    expect(failing.locator("td").nth(1)).to_have_attribute("data-state", "failing")
+    expect(failing).to_contain_text("policy raised KeyError: 'action_dist_inputs'")
+    expect(failing.locator("td").nth(4)).to_contain_text("100.0% lately")
+    answering = page.locator('#policies-table tbody tr[data-policy-id="invaders-ppo"]')
+    expect(answering.locator("td").nth(1)).to_have_attribute("data-state", "ok")
+    expect(answering.locator("td").nth(3)).to_have_text("6.1 ms")
+    stub.overview["policies"] = {}
+    expect(page.locator("#policies-section")).to_be_hidden(timeout=5000)

@@ -22,6 +22,7 @@ from crowdplay.realtime import LiveEnv
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.recorder import Recorder
 from tests.conftest import TEST_SETTINGS, run
+from tests.rllib_checkpoints import checkpoint
 from tests.test_recording_e2e import wait_for_episode
 
 SIX_ACTIONS = 6
@@ -72,11 +73,13 @@ def ai_game(policy_id: str, settings, env_id: str = "SpaceInvaders", recorder: R
     return live, agent
 
 
-def test_a_failing_policy_answers_no_action_and_its_actor_survives(settings):
+def test_a_failing_policy_answers_why_and_its_actor_survives(settings):
     actor = policy_actor(settings, "test-broken", SIX_ACTIONS)
-    assert ray.get(actor.compute.remote([np.zeros(128, np.uint8)] * 2)) == [None, None]
-    assert ray.get(actor.compute.remote([np.zeros(128, np.uint8)])) == [None]
-    assert ray.get(actor.stats.remote())["failures"] == 2
+    answers = ray.get(actor.compute.remote([np.zeros(128, np.uint8)] * 2))
+    assert len(answers) == 2 and all(answer.startswith("policy raised ") for answer in answers), answers
+    assert ray.get(actor.compute.remote([np.zeros(128, np.uint8)])) == answers[:1]
+    stats = ray.get(actor.stats.remote())
+    assert stats["failures"] == 2 and stats["last_error"] == answers[0] and stats["actions"] == 0
 
     async def scenario():
         live, _ = ai_game("test-broken", settings)
@@ -87,6 +90,56 @@ def test_a_failing_policy_answers_no_action_and_its_actor_survives(settings):
     live = run(scenario())
     assert live.ticks >= 20 and live.stopped == "done"  # the game went on, playing the no-op
     assert set(live.episodes[-1].actions["agent_0"]) == {0}
+
+
+def recorded_ai_game(policy_id: str, settings, seconds: float) -> tuple[list[dict], PolicyAgent, PolicyClient]:
+    """Play ``seconds`` of Pong with ``policy_id`` as its only agent, recording; the chunks, the
+    agent and its game process's PolicyClient."""
+    chunks = []
+
+    async def deliver(episode_id, seq, blob, steps, fields):
+        chunks.append({**unpack_chunk(blob), **fields})
+
+    async def scenario():
+        recorder = Recorder("ai-failures", ("agent_0",), deliver, 30, {"agent_0": {"human": True, "participant": None}})
+        live = LiveEnv(get_env("Pong"), 1, settings, recorder=recorder)
+        client = PolicyClient(settings)
+        agent = PolicyAgent(policy_id, live.adapter.action_space("agent_0"), 0, client, "agent_0")
+        live.set_controller("agent_0", agent.controller, agent)
+        live.start()
+        await asyncio.sleep(seconds)
+        live.stop("done")
+        await asyncio.sleep(0.5)
+        return agent, client
+
+    agent, client = run(scenario())
+    return chunks, agent, client
+
+
+def test_policy_failures_are_data_never_the_policys_answer(settings):
+    """A policy that raises and one Ray cannot place: every action their agents played is
+    recorded as a substitute with the reason, the episode counts them, and health says why."""
+    from dataclasses import replace
+
+    chunks, agent, client = recorded_ai_game("test-broken", settings, 1.0)
+    rows = [row for chunk in chunks for row in chunk["ai_actions"]]
+    assert len(rows) >= 10 and all(row[5] is not None for row in rows)  # never a real answer
+    assert {row[5] for row in rows[1:]} == {"policy raised RuntimeError: this model is broken"}
+    last = chunks[-1]["ai_answers"]["agent_0"]
+    assert last["policy"] == 0 and last["substituted"] == len(rows) and last["reasons"]["policy raised RuntimeError: this model is broken"] == len(rows) - 1
+    health = client.health.snapshot()["test-broken"]
+    assert health["state"] == "failing" and health["reason"] == "policy raised RuntimeError: this model is broken" and health["answers"] == 0
+
+    quick = replace(settings, policy_start_timeout_s=1.0)
+    try:
+        chunks, agent, client = recorded_ai_game("test-huge", quick, 2.5)
+    finally:
+        ray.kill(ray.get_actor(f"policy/test-huge/{SIX_ACTIONS}/0", namespace=settings.namespace))
+    reasons = {row[5] for chunk in chunks for row in chunk["ai_actions"]}
+    unplaced = [reason for reason in reasons if reason != "no answer yet"]
+    assert unplaced and all(reason.startswith("policy actor not placed within 1 s: it asks for CPU 64; the cluster has CPU ") for reason in unplaced), reasons
+    assert client.health.snapshot()["test-huge"]["state"] == "unschedulable"
+    assert set(np.concatenate([chunk["action/agent_0"] for chunk in chunks])) == {0}  # the no-op all along, recorded as a substitute
 
 
 def test_a_game_never_waits_for_a_slow_policy(settings):
@@ -111,13 +164,15 @@ def test_a_game_never_waits_for_a_slow_policy(settings):
     live, agent, elapsed = run(scenario())
     assert live.ticks >= 0.9 * 60 * elapsed and live.ticks_late <= 6  # the frame rate held
     rows = [(chunk["first_step"], chunk["frame_id"], row) for chunk in chunks for row in chunk["ai_actions"]]
+    assert rows[0][2] == [0, "agent_0", 0, -1, 0.0, "no answer yet"]  # the no-op before the first answer: a substitute
+    rows = rows[1:]
     assert 15 <= len(rows) <= 45  # one answer per ~50 ms, not one per frame
     assert agent.skipped >= 60  # frames observed while the previous request was out
-    for first_step, frame_ids, (step, agent_id, action, observed_frame, latency_s) in rows:
-        assert agent_id == "agent_0" and action == 1 and latency_s >= 0.05
+    for first_step, frame_ids, (step, agent_id, action, observed_frame, latency_s, substitute) in rows:
+        assert agent_id == "agent_0" and action == 1 and latency_s >= 0.05 and substitute is None
         assert frame_ids[step] - observed_frame >= 3  # applied three or more frames after the frame it saw
     actions = np.concatenate([chunk["action/agent_0"] for chunk in chunks])
-    first_answer = next(chunk["first_step"] + chunk["ai_actions"][0][0] for chunk in chunks if chunk["ai_actions"])
+    first_answer = next(chunk["first_step"] + row[0] for chunk in chunks for row in chunk["ai_actions"] if row[5] is None)
     assert set(actions[:first_answer]) == {0} and set(actions[first_answer:]) == {1}  # no-op until the first answer
 
 
@@ -138,9 +193,14 @@ async def play_until_episode_end(player: Participant, keys: list[set[str]]) -> d
     [
         ("TestPongVsPPO", "first_0", "test-pong-ppo"),  # single-agent RLlib Atari policy as the opponent
         ("TestInvadersWithPPO", "second_0", "test-invaders-second"),  # a multi-agent checkpoint's module as the partner
+        ("TestPongVsDQN", "first_0", "test-pong-dqn"),  # a DQN module: it answers actions, not distribution inputs
     ],
 )
 def test_a_participant_plays_a_full_episode_with_an_rllib_agent(trained_policies, base_url, manager, env_id, ai_agent, policy_id):
+    """Every recorded answer is the policy's own (no substitute after the first), and each equals
+    what the module itself answers, greedily, for the input the recorded screens make."""
+    if policy_id == "test-pong-dqn":
+        checkpoint("dqn", "Pong")
     ray.get(policy_actor(TEST_SETTINGS, policy_id, SIX_ACTIONS).ready.remote())  # the model is loaded before play
 
     async def scenario():
@@ -165,7 +225,34 @@ def test_a_participant_plays_a_full_episode_with_an_rllib_agent(trained_policies
         assert answer["observed_step"] < answer["step"]  # computed from a screen shown before it played
         assert set(actions[answer["step"] : following["step"]]) == {answer["action"]}  # played until the next answer
     assert set(actions[: answers[0]["step"]]) <= {0}  # the no-op until the first answer
+    waited = int(answers[0]["substitute"] == "no answer yet")  # the model answered before the first step, or not
+    assert all(answer["real"] for answer in answers[waited:])
+    assert document["ai_answers"][ai_agent] == {"policy": len(answers) - waited, "substituted": waited, "reasons": {"no answer yet": 1} if waited else {}}
+    # each answer is the module's own greedy action for the input its screen made (AtariFB over the recorded screens)
+    screens = data.load(document["_id"], observations="rgb").agents[ai_agent].observations  # screen i: after step i - 1 (0: the start)
+    framebuffer, inputs = AtariFB(), []
+    for screen in screens:
+        inputs.append(framebuffer.push(screen))
+    module = make_policy(policy_id, gym.spaces.Discrete(SIX_ACTIONS)).module
+    real = [answer for answer in answers if answer["real"]]
+    expected = module_greedy_actions(module, [inputs[answer["observed_step"] + 1] for answer in real])
+    matches = sum(int(answer["action"]) == int(action) for answer, action in zip(real, expected))
+    assert matches >= 0.99 * len(real), (matches, len(real))
     data.close()
+
+
+def module_greedy_actions(module, observations: list[np.ndarray]) -> list[int]:
+    """What an RLModule answers greedily for ``observations`` (uint8 stacks, normalised as in
+    training): its actions, or the most likely action of its distribution inputs."""
+    import torch
+
+    from crowdplay.ai.atari import normalize
+
+    with torch.inference_mode():
+        output = module.forward_inference({"obs": torch.from_numpy(normalize(np.stack(observations)))})
+    if "actions" in output:
+        return output["actions"].numpy().tolist()
+    return output["action_dist_inputs"].numpy().argmax(axis=1).tolist()
 
 
 def test_an_rllib_fallback_takes_over_when_a_participant_leaves(trained_policies, base_url, manager):
@@ -269,3 +356,53 @@ def test_a_policy_with_two_replicas_gets_two_actors_sharing_its_agents(settings)
     replicas = [ray.get_actor(f"policy/test-slow-pair/{SIX_ACTIONS}/{replica}", namespace=settings.namespace) for replica in (0, 1)]
     served = [ray.get(actor.stats.remote())["actions"] for actor in replicas]
     assert all(count > 0 for count in served)
+
+
+def test_a_failing_policy_reaches_the_console_the_dashboard_and_metrics(base_url, manager, capsys):
+    """Played through Serve: the failure is reported once to the manager, printed by ``crowdplay
+    serve``'s report loop, shown in the overview the dashboard renders and in /metrics' text."""
+    import threading
+
+    from crowdplay.cli import print_policy_reports_until
+    from crowdplay.web.metrics import prometheus_text
+
+    async def scenario():
+        async with await Participant.join(base_url, "TestPongVsBroken") as player:
+            await player.wait_for_event("play")
+            for _ in range(60):
+                await player.next_frame()
+            return player.session
+
+    ray.get(policy_actor(TEST_SETTINGS, "test-broken", SIX_ACTIONS).ready.remote())  # started: its failures, not its boot
+    session = run(scenario())
+    deadline, reports = time.monotonic() + 15, []
+    while not reports and time.monotonic() < deadline:  # reports travel fire-and-forget
+        reports = [report for report in ray.get(manager.policy_reports_after.remote(0)) if report["policy_id"] == "test-broken"]
+        time.sleep(0.2)
+    assert [report["state"] for report in reports] == ["failing"] and reports[0]["reason"] == "policy raised RuntimeError: this model is broken"
+
+    stop = threading.Event()
+    printer = threading.Thread(target=print_policy_reports_until, args=(stop, manager, 0.05))
+    printer.start()
+    time.sleep(1.0)
+    stop.set()
+    printer.join()
+    console = capsys.readouterr().err
+    assert console.count("crowdplay: policy 'test-broken' is failing: policy raised RuntimeError: this model is broken") == 1
+
+    overview = ray.get(manager.overview.remote())
+    assert {report["policy_id"] for report in overview["policy_reports"]} >= {"test-broken"}
+    data = Dataset.open(TEST_SETTINGS.store_uri)
+    deadline = time.monotonic() + 30
+    document = wait_for_episode(data, session["game_id"], None)
+    while "ended_at" not in document and time.monotonic() < deadline:  # the participant left: the episode's last chunk
+        time.sleep(0.25)
+        document = wait_for_episode(data, session["game_id"], None)
+    counts = document["ai_answers"]["first_0"]
+    assert counts["policy"] == 0 and counts["reasons"]["policy raised RuntimeError: this model is broken"] >= 10
+    data.close()
+    policy = overview["policies"]["test-broken"]  # the game process that hosted it still knows
+    assert policy["state"] == "failing" and policy["answers"] == 0 and policy["substitutes"] > 0
+    metrics = prometheus_text(overview)
+    assert 'crowdplay_policy_state{policy="test-broken",state="failing"} 1' in metrics
+    assert f'crowdplay_policy_substitutes{{policy="test-broken"}} {policy["substitutes"]}' in metrics

@@ -28,7 +28,8 @@ import gymnasium as gym
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.ai.line import PolicyLineServer
+from crowdplay.ai.answers import Answer, checked_action, failure_reason
+from crowdplay.ai.line import PolicyLineServer, Streams
 from crowdplay.ai.registry import Policy, make_policy, policy_class
 from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
 from crowdplay.memory import release_freed_memory_every
@@ -43,6 +44,7 @@ class PolicyActor:
         load_plugins(settings)
         release_freed_memory_every(settings.memory_release_interval_s)
         self.policy_id = policy_id
+        self.action_count = action_count
         self.policy: Policy = make_policy(policy_id, gym.spaces.Discrete(action_count))
         if "torch" in sys.modules:  # one inference thread per CPU the actor was given
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
@@ -50,11 +52,14 @@ class PolicyActor:
         self.batched = self.policy.batched and callable(getattr(self.policy, "compute_actions", None))
         self.max_batch = max(1, self.policy.max_batch)
         self.batch_wait_s = self.policy.batch_wait_s
-        self._pending: list[tuple[list[Any], asyncio.Future]] = []
+        self.per_stream = bool(getattr(self.policy, "per_stream", False))
+        self._pending: list[tuple[list[Any], Streams, asyncio.Future]] = []
         self._runner: asyncio.Task | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self._failures = 0
-        self.counters = {"requests": 0, "actions": 0, "batches": 0, "inference_s": 0.0, "failures": 0}
+        self.counters = {"requests": 0, "actions": 0, "batches": 0, "inference_s": 0.0, "failures": 0, "invalid_answers": 0}
+        #: the newest failure's reason (None once the policy answers again)
+        self.last_error: str | None = None
         self._line: PolicyLineServer | None = None
         self._address: tuple[str, int, str] | None = None
 
@@ -69,10 +74,11 @@ class PolicyActor:
             self._address = (host, await self._line.start(host), self._line.secret)
         return self._address
 
-    async def compute(self, observations: list[Any]) -> list[int | None]:
-        """Actions for ``observations`` (None where the policy failed: the caller plays its no-op)."""
+    async def compute(self, observations: list[Any], streams: Streams | None = None) -> list[Answer]:
+        """Actions for ``observations`` (of ``streams``; see ``crowdplay.ai.streams``), or where the
+        policy gave none, the reason (the caller plays a substitute and records why)."""
         answer = asyncio.get_running_loop().create_future()
-        self._pending.append((observations, answer))
+        self._pending.append((observations, list(streams) if streams is not None else [None] * len(observations), answer))
         self.counters["requests"] += 1
         if self._runner is None or self._runner.done():
             self._runner = asyncio.get_running_loop().create_task(self._answer_pending())
@@ -87,36 +93,45 @@ class PolicyActor:
                 size += len(self._pending[taken][0])
                 taken += 1
             requests, self._pending = self._pending[:taken], self._pending[taken:]
-            observations = [observation for request, _ in requests for observation in request]
-            actions = await loop.run_in_executor(self._thread, self._infer, observations)
+            observations = [observation for request, _, _ in requests for observation in request]
+            streams = [stream for _, request_streams, _ in requests for stream in request_streams]
+            actions = await loop.run_in_executor(self._thread, self._infer, observations, streams)
             start = 0
-            for request, answer in requests:
+            for request, _, answer in requests:
                 if not answer.done():
                     answer.set_result(actions[start : start + len(request)])
                 start += len(request)
 
-    def _infer(self, observations: list[Any]) -> list[int | None]:
+    def _infer(self, observations: list[Any], streams: Streams) -> list[Answer]:
         started = time.perf_counter()
         try:
             if self.batched:
-                actions = [int(action) for action in self.policy.compute_actions(observations)]
-                if len(actions) != len(observations):
-                    raise ValueError(f"compute_actions answered {len(actions)} actions for {len(observations)} observations")
+                given = self.policy.compute_actions(observations, streams) if self.per_stream else self.policy.compute_actions(observations)  # type: ignore[attr-defined, call-arg]
+                answers = list(given)
+                if len(answers) != len(observations):
+                    raise ValueError(f"compute_actions answered {len(answers)} actions for {len(observations)} observations")
             else:
-                actions = [int(self.policy.compute_action(observation)) for observation in observations]
-        except Exception:
+                answers = [self.policy.compute_action(observation) for observation in observations]
+        except Exception as error:
             self.counters["failures"] += 1
-            if self.counters["failures"] == 1:
-                log.exception("policy %r failed; its agents play the no-op until it answers again", self.policy_id)
-            return [None] * len(observations)
+            reason = failure_reason(error)
+            if reason != self.last_error:  # said once per distinct failure, not once per request
+                log.error("policy %r failed (%s); its agents play a substitute until it answers again", self.policy_id, reason, exc_info=True)
+            self.last_error = reason
+            return [reason] * len(observations)
         finally:
             self.counters["inference_s"] += time.perf_counter() - started
-        self.counters["batches"] += 1 if self.batched else len(actions)
-        self.counters["actions"] += len(actions)
-        return actions
+        self.counters["batches"] += 1 if self.batched else len(answers)
+        checked = [checked_action(answer, self.action_count) for answer in answers]
+        invalid = sum(isinstance(answer, str) for answer in checked)
+        self.counters["invalid_answers"] += invalid
+        self.counters["actions"] += len(checked) - invalid
+        if invalid < len(checked):
+            self.last_error = None
+        return checked
 
     async def stats(self) -> dict:
-        return {"policy_id": self.policy_id, "batched": self.batched, **self.counters}
+        return {"policy_id": self.policy_id, "batched": self.batched, "last_error": self.last_error, **self.counters}
 
 
 def policy_actor(settings: Settings, policy_id: str, action_count: int, replica: int = 0) -> ActorHandle:

@@ -4,31 +4,46 @@ Every frame the game shows the agent its observation (``observe``); the framebuf
 the policy's input, and the policy answers, in its shared policy actor or, for ``in_actor = False``
 policies or without a PolicyClient, right here. The game applies whatever answer is newest at
 each tick (``action``) and never waits for one; ``observed_frame`` says which frame that answer
-was computed from, so the recording can tell when each AI action was computed and applied.
+was computed from, so the recording can tell when each AI action was computed and applied, and
+``substitute`` says why the action played is not the policy's answer (None when it is): before
+the first answer, when the policy raised or answered outside the action space, when its actor is
+down or could not be placed. Substitutes are recorded as such, never as the policy's answers.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import sys
+from collections import Counter
 from typing import Any
 
 import gymnasium as gym
 
+from crowdplay.ai.answers import MAX_REASON, NO_ANSWER_YET, checked_action, failure_reason
 from crowdplay.ai.registry import make_framebuffer, make_policy, policy_class
 from crowdplay.ai.remote import PolicyClient
 
 log = logging.getLogger(__name__)
 
+_streams = itertools.count()
+
 
 class PolicyAgent:
-    """A policy and its framebuffer for one agent. A policy that fails or answers outside the
-    action space plays the no-op for that frame (logged once): a broken model must not stop the
-    participants' game."""
+    """A policy and its framebuffer for one agent (``agent``, for policies that observe the env's
+    own observation). A policy that fails or answers outside the action space plays a substitute
+    (the no-op, or the agent's previous action where there is none), recorded with the reason
+    and logged once per reason: a broken model must not stop the participants' game."""
 
-    def __init__(self, policy_id: str, action_space: gym.spaces.Discrete, noop: int = 0, client: PolicyClient | None = None) -> None:
+    def __init__(
+        self, policy_id: str, action_space: gym.spaces.Discrete, noop: int | None = 0, client: PolicyClient | None = None, agent: str = ""
+    ) -> None:
         cls = policy_class(policy_id)
         self.policy_id = policy_id
+        self.agent = agent
+        #: names this agent's episodes for policies that keep per-episode history (``crowdplay.ai.streams``)
+        self.stream = f"{os.getpid()}.{next(_streams)}.{agent}"
         self.observation = cls.observation
         self.framebuffer = make_framebuffer(policy_id)
         self.noop = noop
@@ -39,14 +54,19 @@ class PolicyAgent:
         #: the newest answer and the frame it was computed from (-1: none yet, the no-op plays)
         self.action = noop
         self.observed_frame = -1
+        #: why ``action`` is not the policy's answer (None: it is)
+        self.substitute: str | None = NO_ANSWER_YET
         #: seconds between sending an observation and its answer, for the newest answer
         self.latency_s = 0.0
-        #: answers so far (the game applies and records each new one once)
+        #: answers so far, substitutes included (the game applies and records each new one once)
         self.answers = 0
+        #: the policy's real answers, and the substitutes by reason
+        self.real_answers = 0
+        self.substitutes: Counter[str] = Counter()
         self.in_flight = False
         self.skipped = 0
         self._episode = 0
-        self._warned = False
+        self._warned: set[str] = set()
 
     @property
     def controller(self) -> dict:
@@ -57,15 +77,14 @@ class PolicyAgent:
         """The screen (or RAM) of ``frame_id``: ask the policy what to play next."""
         try:
             policy_input = observation if self.framebuffer is None else self.framebuffer.push(observation)
-        except Exception:
-            self._failed("framebuffer")
+        except Exception as error:
+            self._answer(frame_id, self._episode, f"framebuffer raised {type(error).__name__}: {error}"[:MAX_REASON], 0.0)
             return
         if self.local is not None:
             try:
-                action = self.local.compute_action(policy_input)
-            except Exception:
-                self._failed("policy")
-                action = None
+                action: Any = checked_action(self.local.compute_action(policy_input), self.action_count)
+            except Exception as error:
+                action = failure_reason(error)
             self._answer(frame_id, self._episode, action, 0.0)
         elif self.in_flight:
             self.skipped += 1  # the next frame's observation goes out once the answer is back
@@ -75,35 +94,43 @@ class PolicyAgent:
             self.client.request(
                 self.policy_id, self.action_count, self.replica, policy_input,
                 lambda action, latency: self._answer(frame_id, episode, action, latency),
+                f"{self.stream}.{episode}",
             )
 
-    def _answer(self, frame_id: int, episode: int, action: Any, latency_s: float) -> None:
+    def _answer(self, frame_id: int, episode: int, answer: Any, latency_s: float) -> None:
         if self.local is None:
             self.in_flight = False
         if episode != self._episode:
             return  # computed from the previous episode's screen
-        if action is None or isinstance(action, bool) or not 0 <= int(action) < self.action_count:
-            if action is not None:
-                self._failed(f"answer {action!r} outside 0..{self.action_count - 1}")
-            action = self.noop
-        self.action = int(action)
+        checked = answer if isinstance(answer, str) else checked_action(answer, self.action_count)
+        if isinstance(checked, str):
+            self._failed(checked)
+            if self.noop is not None:
+                self.action = self.noop
+            self.substitute = checked
+            self.substitutes[checked] += 1
+        else:
+            self.action = checked
+            self.substitute = None
+            self.real_answers += 1
         self.observed_frame = frame_id
         self.latency_s = latency_s
         self.answers += 1
 
-    def _failed(self, what: str) -> None:
-        if not self._warned:
+    def _failed(self, reason: str) -> None:
+        if reason not in self._warned and len(self._warned) < 16:
             log.error(
-                "policy %r: %s failed; it plays the no-op until it answers again", self.policy_id, what,
+                "policy %r (agent %r): %s; it plays a substitute until it answers again", self.policy_id, self.agent, reason,
                 exc_info=sys.exc_info()[0] is not None,
             )
-            self._warned = True
+            self._warned.add(reason)
 
     def reset(self) -> None:
         """A new episode: forget earlier frames; answers still out for the old one are dropped."""
         self._episode += 1
         self.action = self.noop
         self.observed_frame = -1
+        self.substitute = NO_ANSWER_YET
         self.answers += 1
         if self.framebuffer is not None:
             self.framebuffer.reset()

@@ -8,8 +8,11 @@ restarts it.
 
 The wire (``crowdplay.wire`` framing):
 
-    client -> server   HELLO (the actor's secret, first)   REQUEST (id:u32, observations)
-    server -> client   ANSWER (id:u32, JSON list of actions, null where the policy failed)
+    client -> server   HELLO (the actor's secret, first)   REQUEST (id:u32, streams and observations)
+    server -> client   ANSWER (id:u32, JSON list: an action, or why the policy gave none)
+
+A stream names whose episode an observation continues (``crowdplay.ai.streams``); an answer that
+is a string is the reason the policy failed for that observation.
 
 Observations are msgpack with numpy arrays as an extension type, never pickle: the port is open
 on the node's network, and the secret only proves the caller got it from Ray.
@@ -29,6 +32,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from crowdplay.ai.answers import Answer
 from crowdplay.wire import ChannelClosed, read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -53,21 +57,27 @@ def _decode(code: int, data: bytes) -> Any:
     return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape)
 
 
-def pack_observations(observations: list[Any]) -> bytes:
-    return msgpack.packb(observations, default=_encode)
+Streams = list[str | None]
 
 
-def unpack_observations(payload: bytes) -> list[Any]:
-    observations = msgpack.unpackb(payload, ext_hook=_decode)
-    if not isinstance(observations, list):
-        raise ValueError("a request holds a list of observations")
-    return observations
+def pack_request(streams: Streams, observations: list[Any]) -> bytes:
+    return msgpack.packb([streams, observations], default=_encode)
+
+
+def unpack_request(payload: bytes) -> tuple[Streams, list[Any]]:
+    request = msgpack.unpackb(payload, ext_hook=_decode)
+    if not (isinstance(request, list) and len(request) == 2 and all(isinstance(part, list) for part in request)):
+        raise ValueError("a request holds a list of streams and a list of observations")
+    streams, observations = request
+    if len(streams) != len(observations) or not all(stream is None or isinstance(stream, str) for stream in streams):
+        raise ValueError("a request names one stream (a string or null) per observation")
+    return streams, observations
 
 
 class PolicyLineServer:
     """Accepts lines into a policy actor and answers each request with ``answer(observations)``."""
 
-    def __init__(self, answer: Callable[[list[Any]], Awaitable[list[int | None]]], secret: str) -> None:
+    def __init__(self, answer: Callable[[list[Any], Streams], Awaitable[list[Answer]]], secret: str) -> None:
         self.answer = answer
         self.secret = secret
         self._server: asyncio.AbstractServer | None = None
@@ -87,8 +97,8 @@ class PolicyLineServer:
                 if kind != REQUEST or len(payload) < REQUEST_ID.size:
                     return
                 (request_id,) = REQUEST_ID.unpack_from(payload)
-                observations = unpack_observations(payload[REQUEST_ID.size :])
-                task = asyncio.get_running_loop().create_task(self._reply(writer, request_id, observations))
+                streams, observations = unpack_request(payload[REQUEST_ID.size :])
+                task = asyncio.get_running_loop().create_task(self._reply(writer, request_id, observations, streams))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         except (ChannelClosed, ConnectionError, asyncio.TimeoutError):
@@ -100,8 +110,8 @@ class PolicyLineServer:
                 task.cancel()
             writer.close()
 
-    async def _reply(self, writer: asyncio.StreamWriter, request_id: int, observations: list[Any]) -> None:
-        actions = await self.answer(observations)
+    async def _reply(self, writer: asyncio.StreamWriter, request_id: int, observations: list[Any], streams: Streams) -> None:
+        actions = await self.answer(observations, streams)
         if not writer.is_closing():
             write_message(writer, ANSWER, REQUEST_ID.pack(request_id) + json.dumps(actions).encode())
 
@@ -128,14 +138,16 @@ class PolicyLine:
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
         return self
 
-    async def call(self, observations: list[Any]) -> list[int | None]:
-        """The actions for ``observations``; ChannelClosed if the line broke meanwhile."""
+    async def call(self, observations: list[Any], streams: Streams | None = None) -> list[Answer]:
+        """The answers for ``observations`` (of ``streams``, default: none); ChannelClosed if the
+        line broke meanwhile."""
         if self.closed or self._writer is None:
             raise ChannelClosed("the policy line is closed")
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         answer = asyncio.get_running_loop().create_future()
         self._waiting[self._next_id] = answer
-        write_message(self._writer, REQUEST, REQUEST_ID.pack(self._next_id) + pack_observations(observations))
+        request = pack_request(list(streams) if streams is not None else [None] * len(observations), observations)
+        write_message(self._writer, REQUEST, REQUEST_ID.pack(self._next_id) + request)
         return await answer
 
     async def _read(self, reader: asyncio.StreamReader) -> None:

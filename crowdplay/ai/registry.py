@@ -40,7 +40,8 @@ class Policy:
     (discrete) action space, and asks ``compute_action`` once per frame: repeating an action for
     several frames is the policy's own choice. ``observation`` names what the policy is given
     (before its framebuffer, if one is registered for it): ``"rgb"`` for the screen as an
-    ``(H, W, 3)`` uint8 array, ``"ram"`` for the console RAM, ``None`` for nothing at all.
+    ``(H, W, 3)`` uint8 array, ``"ram"`` for the console RAM, ``"env"`` for the agent's own
+    observation as the environment returned it (the screen for ALE), ``None`` for nothing at all.
     A policy may also define ``compute_actions(batch)`` (a list of observations in, a list of
     actions out), which is used when several observations are answered at once.
 
@@ -57,7 +58,8 @@ class Policy:
     action_space: gym.spaces.Discrete
     in_actor: bool = True
     replicas: int = 1
-    num_cpus: float = 1.0
+    #: a fraction of a core by default, so policy actors fit small nodes beside the game servers
+    num_cpus: float = 0.5
     num_gpus: float = 0.0
     max_batch: int = 64
     batched: bool = True

@@ -21,6 +21,9 @@ of the 1,200 actions/s they ask for) and ``p99_ms`` under one frame (16.7 ms).
 
 ``saturated`` drives the batched actor flat out (every answer immediately followed by the next
 request of ``--sessions`` observations): the capacity of one core.
+
+``dqn`` is the batched row for a DQN module (double, dueling, the same encoder), whose
+``forward_inference`` answers actions rather than distribution inputs.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ from crowdplay.environments import get_env, make_adapter
 from crowdplay.realtime import TickClock
 
 CHECKPOINT = Path(tempfile.gettempdir()) / "crowdplay-bench-nature-cnn"
-BATCHED, ONE_AT_A_TIME = "bench-nature-cnn", "bench-nature-cnn-one-at-a-time"
+DQN_CHECKPOINT = Path(tempfile.gettempdir()) / "crowdplay-bench-nature-cnn-dqn"
+BATCHED, ONE_AT_A_TIME, DQN = "bench-nature-cnn", "bench-nature-cnn-one-at-a-time", "bench-nature-cnn-dqn"
 ACTIONS = 6
 SETTINGS = Settings(namespace="crowdplay-bench-policy", plugins=__name__, record=False)
 
@@ -53,11 +57,18 @@ SETTINGS = Settings(namespace="crowdplay-bench-policy", plugins=__name__, record
 @register_policy(BATCHED)
 class NatureCNN(RLlibPolicy):
     checkpoint = CHECKPOINT
+    num_cpus = 1.0
 
 
 @register_policy(ONE_AT_A_TIME)
 class NatureCNNOneAtATime(NatureCNN):
     batched = False
+
+
+@register_policy(DQN)
+class NatureCNNDQN(RLlibPolicy):
+    checkpoint = DQN_CHECKPOINT
+    num_cpus = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +91,16 @@ def save_nature_cnn() -> None:
         model_config=DefaultModelConfig(**NATURE_CNN),
     )
     spec.build().save_to_path(str(CHECKPOINT))
+
+
+def save_nature_cnn_dqn() -> None:
+    """The same encoder as a DQN module (double, dueling), untrained, where its policy class looks."""
+    from ray.rllib.algorithms.dqn import DQNConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    observations = gym.spaces.Box(-1.0, 1.0, (AtariFB.dim, AtariFB.dim, AtariFB.stack), np.float32)
+    config = DQNConfig().training(double_q=True, dueling=True).rl_module(model_config=DefaultModelConfig(**NATURE_CNN))
+    config.get_rl_module_spec(spaces={"default_policy": (observations, gym.spaces.Discrete(ACTIONS))}).build().save_to_path(str(DQN_CHECKPOINT))
 
 
 def pong_stacks(count: int = 32) -> list[np.ndarray]:
@@ -188,12 +209,15 @@ def saturate(sessions: int, seconds: float) -> dict:
 def run(args: argparse.Namespace) -> dict:
     counts = [int(count) for count in args.sessions.split(",")]
     save_nature_cnn()
+    save_nature_cnn_dqn()
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, namespace=SETTINGS.namespace)
     try:
         result: dict = {"model": "nature-cnn", "policy_actor_cpus": 1, "fps": 60}
         for label, policy_id in (("batched", BATCHED), ("unbatched", ONE_AT_A_TIME)):
             result[label] = {str(count): measure(policy_id, count, args.sessions_per_host, args.warmup, args.seconds) for count in counts}
             ray.kill(policy_actor(SETTINGS, policy_id, ACTIONS))  # free its core for the next
+        result["dqn"] = {str(max(counts)): measure(DQN, max(counts), args.sessions_per_host, args.warmup, args.seconds)}
+        ray.kill(policy_actor(SETTINGS, DQN, ACTIONS))
         result["saturated"] = saturate(max(counts), args.seconds)
         twenty = result["batched"].get("20")
         if twenty is not None:
@@ -205,7 +229,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def summarize(result: dict) -> str:
     lines = [f"{'mode':<10} {'sessions':>8} {'actions/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'answered':>9} {'batch':>6} {'busy':>6}"]
-    for mode in ("batched", "unbatched"):
+    for mode in ("batched", "unbatched", "dqn"):
         for count, row in result[mode].items():
             lines.append(
                 f"{mode:<10} {count:>8} {row['actions_per_s']:>10} {row['p50_ms']:>8} {row['p99_ms']:>8} "

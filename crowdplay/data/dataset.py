@@ -220,17 +220,22 @@ class Dataset:
 
     def ai_actions(self, episode_id: str) -> list[dict]:
         """Every new answer of an AI agent: the step it was applied from, agent, action, the frame
-        it was computed from and the step that showed it (-1: the episode's start screen), and the
-        policy's answer latency."""
+        it was computed from and the step that showed it (-1: the episode's start screen), the
+        policy's answer latency, and whether it is the policy's answer (``real``) or a substitute
+        played in its place (``substitute``: the reason; None for a real answer). Recordings from
+        before substitutes were recorded have ``real`` None: unknown."""
         answers = []
         step_of_frame: dict[int, int] = {}  # the screen of frame f is the one after step step_of_frame[f]
         for chunk in self.chunks(episode_id):
             step_of_frame.update((int(frame), chunk["first_step"] + index) for index, frame in enumerate(chunk["frame_id"]))
-            for step, agent, action, observed_frame, latency_s in chunk.get("ai_actions", ()):
+            for row in chunk.get("ai_actions", ()):
+                step, agent, action, observed_frame, latency_s = row[:5]
+                substitute = row[5] if len(row) > 5 else None
                 answers.append(
                     {
                         "step": chunk["first_step"] + step, "agent": agent, "action": action, "observed_frame": observed_frame,
                         "observed_step": step_of_frame.get(observed_frame, -1), "latency_s": latency_s,
+                        "real": (substitute is None) if len(row) > 5 else None, "substitute": substitute,
                     }
                 )
         return answers

@@ -28,9 +28,12 @@ Chunk columns (``crowdplay.data`` reads them):
 * ``inputs``: every applied input: ``[step, agent, held keys, seq, client_frame, received_at]``
   (wall-clock seconds); the held keys of any step are those of the agent's latest input before it;
 * ``ai_actions``: every new answer of an AI agent's policy: ``[step, agent, action,
-  observed_frame, latency_s]``: applied from ``step`` on, computed from the screen of frame
-  ``observed_frame`` (``client_frame/<agent>`` then holds that frame too), answered ``latency_s``
-  after it was asked;
+  observed_frame, latency_s, substitute]``: applied from ``step`` on, computed from the screen of
+  frame ``observed_frame`` (``client_frame/<agent>`` then holds that frame too), answered
+  ``latency_s`` after it was asked; ``substitute`` is None for the policy's own answer, else the
+  reason the action played is a substitute (the policy raised, its actor is down, "no answer
+  yet" after a reset with ``observed_frame`` -1...; the action is None when the agent has no
+  no-op and keeps its previous action);
 * ``controllers``: who played each agent in this chunk (``{"human": true, "participant": ...}``
   or ``{"human": false, "policy": ...}``); a change of controller starts a new chunk;
 * ``start_state``: the emulator state before the chunk's first step, in every chunk whose
@@ -70,6 +73,8 @@ Snapshot = Callable[[], "bytes | None"]
 #: A step's (or reset's) observations and infos, per agent; None when not recorded.
 Observed = tuple[dict[str, Any], dict[str, Any]] | None
 RETRY_DELAYS_S = (0.5, 1, 2, 5, 10)
+#: Distinct substitute reasons counted per agent in an episode's ``ai_answers`` (the rest: "other").
+MAX_SUBSTITUTE_REASONS = 8
 #: Chunks sealed within this window (all sessions of a process cut on the same tick) travel together.
 BATCH_INTERVAL_S = 0.1
 #: A writer call unanswered this long counts as failed and is resent (writes are idempotent); the
@@ -527,10 +532,19 @@ class Recorder:
         chunk = self._chunk
         chunk.inputs.append([chunk.steps, agent, list(keys), seq, client_frame, received_at])
 
-    def ai_action(self, agent: str, action: int, observed_frame: int, latency_s: float) -> None:
-        """A policy's new answer, applied at the coming step, computed from frame ``observed_frame``."""
+    def ai_action(self, agent: str, action: int | None, observed_frame: int, latency_s: float, substitute: str | None = None) -> None:
+        """A policy's new answer, applied at the coming step, computed from frame ``observed_frame``;
+        or, with ``substitute`` (the reason), the action played in place of one. The episode
+        document counts both per agent (``ai_answers``)."""
         chunk = self._chunk
-        chunk.ai_actions.append([chunk.steps, agent, action, observed_frame, round(latency_s, 6)])
+        chunk.ai_actions.append([chunk.steps, agent, action, observed_frame, round(latency_s, 6), substitute])
+        counts = self._fields.setdefault("ai_answers", {}).setdefault(agent, {"policy": 0, "substituted": 0, "reasons": {}})
+        if substitute is None:
+            counts["policy"] += 1
+        else:
+            counts["substituted"] += 1
+            reason = substitute if len(counts["reasons"]) < MAX_SUBSTITUTE_REASONS or substitute in counts["reasons"] else "other"
+            counts["reasons"][reason] = counts["reasons"].get(reason, 0) + 1
 
     # ----------------------------------------------------------------- chunks
     def _open(self, episode_id: str, seq: int, first_step: int, screen: codec.Screen, start_state: bytes | None) -> OpenChunk:

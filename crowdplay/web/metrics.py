@@ -134,7 +134,34 @@ def prometheus_text(overview: Mapping[str, Any]) -> str:
     for name, key, help_text in HISTOGRAMS:
         lines += family(name, "histogram", help_text + SUM_NOTE, histogram_samples(name, histograms.get(key) or {}))
     lines += recording_lines(overview.get("recording") or {})
+    lines += policy_lines(overview.get("policies") or {})
     return "\n".join(lines) + "\n"
+
+
+POLICY_STATES = ("starting", "answering", "failing", "unavailable", "unschedulable")
+
+
+def policy_lines(policies: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Each policy's state and answers, as the game processes see them (``crowdplay.ai.health``)."""
+    lines: list[str] = []
+    states = [
+        sample("crowdplay_policy_state", 1.0 if figures.get("state") == state else 0.0, {"policy": policy_id, "state": state})
+        for policy_id, figures in policies.items() for state in POLICY_STATES
+    ]
+    lines += family("crowdplay_policy_state", "gauge", "Each policy's state: starting, answering, failing (it raised), unavailable or unschedulable.", states)
+    for name, key, kind, help_text in (
+        ("crowdplay_policy_answers", "answers", "gauge", "The policy's own answers so far, in the game processes now running."),
+        ("crowdplay_policy_substitutes", "substitutes", "gauge", "Actions played in place of the policy's answer so far (recorded as substitutes)."),
+        ("crowdplay_policy_answers_per_second", "answers_per_s", "gauge", "The policy's own answers a second over the last 10 s."),
+        ("crowdplay_policy_substitute_ratio", "substitute_rate", "gauge", "Share of the last 10 s of answers that were substitutes."),
+        ("crowdplay_policy_latency_p50_ms", "latency_p50_ms", "gauge", "Median request-to-answer time over the last 10 s (NaN: none)."),
+    ):
+        values = [
+            sample(name, math.nan if figures.get(key) is None else number(figures.get(key)), {"policy": policy_id})
+            for policy_id, figures in policies.items()
+        ]
+        lines += family(name, kind, help_text, values)
+    return lines
 
 
 def state_samples(name: str, states: Sequence[str], current: object) -> list[str]:

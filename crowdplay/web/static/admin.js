@@ -178,6 +178,7 @@ function render(overview) {
   renderHistogram($("latency-histogram"), histograms.input_latency_ms, "input latency (ms)");
   renderCompletions(overview.completions_timeline || [], generatedAt);
   renderRecording(overview.recording);
+  renderPolicies(overview.policies || {});
 
   $("token-form").hidden = true;
   $("forget-token").hidden = false;
@@ -490,6 +491,32 @@ function renderRecording(recording) {
 
   const processes = unacked.processes || [];
   $("unacked-table").tBodies[0].replaceChildren(...(processes.length ? processes.map(unackedRow) : [emptyRow(7, "No game servers.")]));
+}
+
+// ---------------------------------------------------------------- AI policies
+
+const POLICY_LEVELS = { answering: "ok", starting: "warning", failing: "failing", unavailable: "failing", unschedulable: "failing" };
+
+function policyRow([policyId, policy]) {
+  const state = el("td", { "data-testid": "policy-state" });
+  setStatus(state, POLICY_LEVELS[policy.state] || "warning", text(policy.state), text(policy.reason || ""));
+  const rate = Number(policy.substitute_rate) || 0;
+  return el(
+    "tr",
+    { "data-policy-id": policyId },
+    el("td", {}, el("code", {}, text(policyId))),
+    state,
+    el("td", { class: "number" }, formatNumber(policy.answers_per_s ?? 0)),
+    el("td", { class: "number" }, policy.latency_p50_ms == null ? "–" : `${policy.latency_p50_ms} ms`),
+    el("td", { class: "number" }, `${formatNumber(policy.substitutes ?? 0)} (${(rate * 100).toFixed(1)}% lately)`),
+    el("td", { class: "number" }, formatNumber(policy.answers ?? 0)),
+  );
+}
+
+function renderPolicies(policies) {
+  const entries = Object.entries(policies);
+  $("policies-section").hidden = entries.length === 0;
+  $("policies-table").tBodies[0].replaceChildren(...entries.map(policyRow));
 }
 
 // ---------------------------------------------------------------- actions

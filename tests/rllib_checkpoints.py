@@ -1,0 +1,78 @@
+"""Tiny RLlib checkpoints of several algorithms (new API stack), trained for one iteration and
+kept in tests/.cache until this file or the training code changes: a few seconds each.
+
+Their weights are barely trained; what the tests check is that CrowdPlay answers exactly what
+each module itself answers for the same input, whatever the algorithm."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+CACHE = Path(__file__).parent / ".cache" / "algorithms"
+
+
+def _config(algorithm: str, env: str) -> Any:
+    from ray.rllib.algorithms.appo import APPOConfig
+    from ray.rllib.algorithms.dqn import DQNConfig
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.algorithms.sac import SACConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    from crowdplay.ai.rllib import NATURE_CNN
+
+    small = {"fcnet_hiddens": [16, 16]}
+    if algorithm == "dqn":
+        config = DQNConfig().training(
+            double_q=True, dueling=True, num_steps_sampled_before_learning_starts=32, train_batch_size_per_learner=32,
+            replay_buffer_config={"type": "PrioritizedEpisodeReplayBuffer", "capacity": 2000},
+        )
+        small = {"fcnet_hiddens": [16], "head_fcnet_hiddens": [16]}
+    elif algorithm == "ppo":
+        config = PPOConfig().training(train_batch_size_per_learner=64, minibatch_size=32, num_epochs=1)
+    elif algorithm == "appo":
+        config = APPOConfig().training(train_batch_size_per_learner=64)
+    elif algorithm == "sac":
+        config = SACConfig().training(
+            num_steps_sampled_before_learning_starts=32, train_batch_size_per_learner=32,
+            replay_buffer_config={"type": "PrioritizedEpisodeReplayBuffer", "capacity": 2000},
+        )
+        small = {"fcnet_hiddens": [16, 16], "head_fcnet_hiddens": [16]}
+    else:
+        raise ValueError(algorithm)
+    model = {**NATURE_CNN, "head_fcnet_hiddens": [64]} if env == "Pong" else small
+    return config.rl_module(model_config=DefaultModelConfig(**model)).env_runners(num_env_runners=0, rollout_fragment_length=32).reporting(log_gradients=False)
+
+
+def checkpoint(algorithm: str, env: str) -> Path:
+    """The checkpoint of ``algorithm`` ("dqn", "ppo", "appo", "sac") trained on ``env``
+    ("CartPole-v1", or "Pong" with RLlib's own Atari wrappers), trained now unless cached."""
+    from ray.tune.registry import register_env
+
+    from policies.train import _single_agent_env
+
+    root = Path(__file__).parent.parent
+    sources = [Path(__file__), root / "policies" / "train.py"]
+    fingerprint = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
+    out = CACHE / f"{algorithm}-{env.lower()}"
+    marker = out / "fingerprint.txt"
+    if marker.exists() and marker.read_text() == fingerprint:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    config = _config(algorithm, env)
+    if env == "Pong":
+        register_env("crowdplay-test-atari-Pong", _single_agent_env)
+        config = config.environment("crowdplay-test-atari-Pong", env_config={"game": "Pong"})
+    else:
+        config = config.environment(env)
+    algo = config.build_algo()
+    try:
+        algo.train()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        algo.save_to_path(str(out.resolve()))
+    finally:
+        algo.stop()
+    marker.write_text(fingerprint)
+    return out

@@ -1,0 +1,85 @@
+"""Checkpoints of several RLlib algorithms load through the one-liner and answer exactly what
+their modules answer: DQN (double, dueling; it answers actions), PPO, APPO and SAC (they answer
+distribution inputs), on CartPole (the env's own observations) and Atari Pong (AtariFB), through
+each checkpoint's connector pipelines."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from crowdplay.ai import AtariFB, make_policy, register_rllib_checkpoint
+from crowdplay.ai.atari import normalize
+from crowdplay.environments import get_env, make_adapter
+from tests.rllib_checkpoints import checkpoint
+
+
+def module_greedy(module, observations: np.ndarray) -> list[int]:
+    """The module's own greedy answer: its actions, or the most likely action of its distribution inputs."""
+    with torch.inference_mode():
+        output = module.forward_inference({"obs": torch.from_numpy(observations)})
+    if "actions" in output:
+        return [int(action) for action in output["actions"]]
+    return [int(action) for action in output["action_dist_inputs"].numpy().argmax(axis=1)]
+
+
+def cartpole_observations(count: int) -> list[np.ndarray]:
+    env = gym.make("CartPole-v1")
+    observation, _ = env.reset(seed=3)
+    observations, rng = [], np.random.default_rng(3)
+    while len(observations) < count:
+        observations.append(observation)
+        observation, _, terminated, truncated, _ = env.step(int(rng.integers(2)))
+        if terminated or truncated:
+            observation, _ = env.reset()
+    return observations
+
+
+def pong_stacks(count: int) -> list[np.ndarray]:
+    adapter = make_adapter(get_env("Pong"))
+    adapter.reset(4)
+    framebuffer, stacks = AtariFB(), []
+    for step in range(count * 3):
+        adapter.step({"agent_0": (step // 5) % 6})
+        stack = framebuffer.push(adapter.palette[adapter.screen()])
+        if step % 3 == 2:
+            stacks.append(stack)
+    return stacks
+
+
+@pytest.mark.parametrize("algorithm", ["dqn", "ppo", "appo", "sac"])
+def test_a_cartpole_checkpoint_answers_what_its_module_answers(ray_session, algorithm):
+    path = checkpoint(algorithm, "CartPole-v1")
+    policy_id = f"test-{algorithm}-cartpole"
+    register_rllib_checkpoint(policy_id, path, framebuffer=None, observation="env")
+    policy = make_policy(policy_id, gym.spaces.Discrete(2))
+    assert policy.observation == "env" and policy.env_to_module is not None  # an Algorithm checkpoint: its pipelines run
+    observations = cartpole_observations(64)
+    streams = [f"game-{index % 8}" for index in range(len(observations))]  # eight games' agents, eight steps each
+    answers = []
+    for start in range(0, len(observations), 8):
+        answers += policy.compute_actions(observations[start : start + 8], streams[start : start + 8])
+    assert answers == module_greedy(policy.module, np.stack(observations).astype(np.float32))
+    assert len(policy.streams) == 8
+    assert policy.compute_action(observations[0]) == answers[0]  # without a stream: an episode of its own
+
+
+def test_an_atari_dqn_checkpoint_answers_its_greedy_actions(ray_session):
+    path = checkpoint("dqn", "Pong")
+    register_rllib_checkpoint("test-dqn-pong-direct", path)
+    policy = make_policy("test-dqn-pong-direct", gym.spaces.Discrete(6))
+    stacks = pong_stacks(24)
+    expected = module_greedy(policy.module, normalize(np.stack(stacks)))
+    assert policy.compute_actions(stacks, [f"s{index}" for index in range(len(stacks))]) == expected
+    register_rllib_checkpoint("test-dqn-pong-no-connectors", path, connectors=False)
+    assert make_policy("test-dqn-pong-no-connectors", gym.spaces.Discrete(6)).compute_actions(stacks) == expected
+
+
+def test_explore_samples_from_the_modules_exploration_distribution(ray_session):
+    register_rllib_checkpoint("test-ppo-cartpole-explore", checkpoint("ppo", "CartPole-v1"), framebuffer=None, observation="env", explore=True)
+    policy = make_policy("test-ppo-cartpole-explore", gym.spaces.Discrete(2))
+    observation = cartpole_observations(1)[0]
+    answers = {policy.compute_action(observation) for _ in range(60)}
+    assert answers == {0, 1}  # an untrained policy's distribution is near uniform: both come up
