@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 CACHE = Path(__file__).parent / ".cache" / "algorithms"
 
 
@@ -76,3 +78,15 @@ def checkpoint(algorithm: str, env: str) -> Path:
         algo.stop()
     marker.write_text(fingerprint)
     return out
+
+
+def module_greedy(module: Any, observations: np.ndarray) -> list[int]:
+    """The module's own greedy answer for a batch of observations (as the module takes them):
+    its actions, or the most likely action of its distribution inputs."""
+    import torch
+
+    with torch.inference_mode():
+        output = module.forward_inference({"obs": torch.from_numpy(observations)})
+    if "actions" in output:
+        return [int(action) for action in output["actions"]]
+    return [int(action) for action in output["action_dist_inputs"].numpy().argmax(axis=1)]

@@ -12,6 +12,7 @@ import pytest
 import ray
 
 from crowdplay.ai import AtariFB, make_policy
+from crowdplay.ai.atari import normalize
 from crowdplay.ai.actor import policy_actor
 from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai.remote import PolicyClient
@@ -22,7 +23,7 @@ from crowdplay.realtime import LiveEnv
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.recorder import Recorder
 from tests.conftest import TEST_SETTINGS, run
-from tests.rllib_checkpoints import checkpoint
+from tests.rllib_checkpoints import checkpoint, module_greedy
 from tests.test_recording_e2e import wait_for_episode
 
 SIX_ACTIONS = 6
@@ -235,24 +236,10 @@ def test_a_participant_plays_a_full_episode_with_an_rllib_agent(trained_policies
         inputs.append(framebuffer.push(screen))
     module = make_policy(policy_id, gym.spaces.Discrete(SIX_ACTIONS)).module
     real = [answer for answer in answers if answer["real"]]
-    expected = module_greedy_actions(module, [inputs[answer["observed_step"] + 1] for answer in real])
+    expected = module_greedy(module, normalize(np.stack([inputs[answer["observed_step"] + 1] for answer in real])))
     matches = sum(int(answer["action"]) == int(action) for answer, action in zip(real, expected))
     assert matches >= 0.99 * len(real), (matches, len(real))
     data.close()
-
-
-def module_greedy_actions(module, observations: list[np.ndarray]) -> list[int]:
-    """What an RLModule answers greedily for ``observations`` (uint8 stacks, normalised as in
-    training): its actions, or the most likely action of its distribution inputs."""
-    import torch
-
-    from crowdplay.ai.atari import normalize
-
-    with torch.inference_mode():
-        output = module.forward_inference({"obs": torch.from_numpy(normalize(np.stack(observations)))})
-    if "actions" in output:
-        return output["actions"].numpy().tolist()
-    return output["action_dist_inputs"].numpy().argmax(axis=1).tolist()
 
 
 def test_an_rllib_fallback_takes_over_when_a_participant_leaves(trained_policies, base_url, manager):

@@ -8,21 +8,11 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
-from crowdplay.ai import AtariFB, make_policy, register_rllib_checkpoint
+from crowdplay.ai import make_policy, register_rllib_checkpoint
 from crowdplay.ai.atari import normalize
-from crowdplay.environments import get_env, make_adapter
-from tests.rllib_checkpoints import checkpoint
-
-
-def module_greedy(module, observations: np.ndarray) -> list[int]:
-    """The module's own greedy answer: its actions, or the most likely action of its distribution inputs."""
-    with torch.inference_mode():
-        output = module.forward_inference({"obs": torch.from_numpy(observations)})
-    if "actions" in output:
-        return [int(action) for action in output["actions"]]
-    return [int(action) for action in output["action_dist_inputs"].numpy().argmax(axis=1)]
+from tests.rllib_checkpoints import checkpoint, module_greedy
+from tests.test_policy_actors import atari_observations
 
 
 def cartpole_observations(count: int) -> list[np.ndarray]:
@@ -35,18 +25,6 @@ def cartpole_observations(count: int) -> list[np.ndarray]:
         if terminated or truncated:
             observation, _ = env.reset()
     return observations
-
-
-def pong_stacks(count: int) -> list[np.ndarray]:
-    adapter = make_adapter(get_env("Pong"))
-    adapter.reset(4)
-    framebuffer, stacks = AtariFB(), []
-    for step in range(count * 3):
-        adapter.step({"agent_0": (step // 5) % 6})
-        stack = framebuffer.push(adapter.palette[adapter.screen()])
-        if step % 3 == 2:
-            stacks.append(stack)
-    return stacks
 
 
 @pytest.mark.parametrize("algorithm", ["dqn", "ppo", "appo", "sac"])
@@ -70,7 +48,7 @@ def test_an_atari_dqn_checkpoint_answers_its_greedy_actions(ray_session):
     path = checkpoint("dqn", "Pong")
     register_rllib_checkpoint("test-dqn-pong-direct", path)
     policy = make_policy("test-dqn-pong-direct", gym.spaces.Discrete(6))
-    stacks = pong_stacks(24)
+    stacks = atari_observations(24)
     expected = module_greedy(policy.module, normalize(np.stack(stacks)))
     assert policy.compute_actions(stacks, [f"s{index}" for index in range(len(stacks))]) == expected
     register_rllib_checkpoint("test-dqn-pong-no-connectors", path, connectors=False)
