@@ -18,7 +18,10 @@ CACHE = Path(__file__).parent / ".cache" / "algorithms"
 
 def _config(algorithm: str, env: str) -> Any:
     from ray.rllib.algorithms.appo import APPOConfig
+    from ray.rllib.algorithms.bc import BCConfig
     from ray.rllib.algorithms.dqn import DQNConfig
+    from ray.rllib.algorithms.impala import IMPALAConfig
+    from ray.rllib.algorithms.marwil import MARWILConfig
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.algorithms.sac import SACConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
@@ -36,6 +39,10 @@ def _config(algorithm: str, env: str) -> Any:
         config = PPOConfig().training(train_batch_size_per_learner=64, minibatch_size=32, num_epochs=1)
     elif algorithm == "appo":
         config = APPOConfig().training(train_batch_size_per_learner=64)
+    elif algorithm == "impala":
+        config = IMPALAConfig().training(train_batch_size_per_learner=64)
+    elif algorithm in ("bc", "marwil"):  # offline: trained on an export (see ``offline_checkpoint``)
+        config = (BCConfig() if algorithm == "bc" else MARWILConfig()).training(train_batch_size_per_learner=32).learners(num_learners=0)
     elif algorithm == "sac":
         config = SACConfig().training(
             num_steps_sampled_before_learning_starts=32, train_batch_size_per_learner=32,
@@ -48,15 +55,19 @@ def _config(algorithm: str, env: str) -> Any:
     return config.rl_module(model_config=DefaultModelConfig(**model)).env_runners(num_env_runners=0, rollout_fragment_length=32).reporting(log_gradients=False)
 
 
-def checkpoint(algorithm: str, env: str) -> Path:
-    """The checkpoint of ``algorithm`` ("dqn", "ppo", "appo", "sac") trained on ``env``
-    ("CartPole-v1", or "Pong" with RLlib's own Atari wrappers), trained now unless cached."""
+def checkpoint(algorithm: str, env: str, offline_data: Path | None = None) -> Path:
+    """The checkpoint of ``algorithm`` ("dqn", "ppo", "appo", "impala", "sac") trained on ``env``
+    ("CartPole-v1", or "Pong" with RLlib's own Atari wrappers), trained now unless cached; or
+    of an offline algorithm ("bc", "marwil") trained on ``offline_data``, a single agent's RLlib
+    export (``crowdplay.data.exports.export_rllib``) of a recorded ``env``."""
     from ray.tune.registry import register_env
 
     from policies.train import _single_agent_env
 
     root = Path(__file__).parent.parent
     sources = [Path(__file__), root / "policies" / "train.py"]
+    if offline_data is not None:
+        sources += sorted(offline_data.glob("*.parquet"))
     fingerprint = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
     out = CACHE / f"{algorithm}-{env.lower()}"
     marker = out / "fingerprint.txt"
@@ -64,7 +75,14 @@ def checkpoint(algorithm: str, env: str) -> Path:
         return out
     shutil.rmtree(out, ignore_errors=True)
     config = _config(algorithm, env)
-    if env == "Pong":
+    if offline_data is not None:
+        import gymnasium as gym
+
+        spaces = gym.make(env)
+        config = config.environment(observation_space=spaces.observation_space, action_space=spaces.action_space).offline_data(
+            input_=[str(offline_data)], dataset_num_iters_per_learner=1, map_batches_kwargs={"concurrency": 1},
+        )
+    elif env == "Pong":
         register_env("crowdplay-test-atari-Pong", _single_agent_env)
         config = config.environment("crowdplay-test-atari-Pong", env_config={"game": "Pong"})
     else:

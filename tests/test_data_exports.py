@@ -223,3 +223,13 @@ def test_rllib_bc_samples_the_export(tmp_path: Path, ray_session: None) -> None:
         assert batch["actions"][i] == trajectory.actions[t]
         assert batch["terminateds"][i] == trajectory.terminations[t]
         assert batch["truncateds"][i] == trajectory.truncations[t]
+
+
+def test_ai_substitutes_flags_each_step_a_policy_played_without_its_own_answer() -> None:
+    from crowdplay.data.dataset import ai_substitutes
+
+    policy, person = {"human": False, "policy": "p"}, {"human": True, "participant": "x"}
+    rows = [[0, "a", "no answer yet"], [2, "a", None], [4, "a", "policy raised X"], [6, "a", None]]
+    controllers = [policy] * 5 + [person] + [policy] * 2
+    assert ai_substitutes(controllers, rows).tolist() == [True, True, False, False, True, False, False, False]
+    assert ai_substitutes([policy, person], []).tolist() == [True, False]  # played before any answer: no answer yet

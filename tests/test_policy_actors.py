@@ -8,6 +8,7 @@ import time
 
 import gymnasium as gym
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import ray
 
@@ -18,6 +19,7 @@ from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.client import Participant
 from crowdplay.data import Dataset
+from crowdplay.data.exports import export_npz, export_rllib, load_npz
 from crowdplay.environments import get_env
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.chunk import unpack_chunk
@@ -197,7 +199,7 @@ async def play_until_episode_end(player: Participant, keys: list[set[str]]) -> d
         ("TestPongVsDQN", "first_0", "test-pong-dqn"),  # a DQN module: it answers actions, not distribution inputs
     ],
 )
-def test_a_participant_plays_a_full_episode_with_an_rllib_agent(trained_policies, base_url, manager, env_id, ai_agent, policy_id):
+def test_a_participant_plays_a_full_episode_with_an_rllib_agent(trained_policies, base_url, manager, env_id, ai_agent, policy_id, tmp_path):
     """Every recorded answer is the policy's own (no substitute after the first), and each equals
     what the module itself answers, greedily, for the input the recorded screens make."""
     if policy_id == "test-pong-dqn":
@@ -229,6 +231,14 @@ def test_a_participant_plays_a_full_episode_with_an_rllib_agent(trained_policies
     waited = int(answers[0]["substitute"] == "no answer yet")  # the model answered before the first step, or not
     assert all(answer["real"] for answer in answers[waited:])
     assert document["ai_answers"][ai_agent] == {"policy": len(answers) - waited, "substituted": waited, "reasons": {"no answer yet": 1} if waited else {}}
+    # per step, the substitutes are flagged in the episode and in every export (the no-op before the first answer)
+    flags = episode.agents[ai_agent].infos["ai_substitute"]
+    assert flags.tolist() == [step < answers[waited]["step"] for step in range(300)]
+    assert not episode.agents[hello["agent"]].infos["ai_substitute"].any()  # the participant's steps: never
+    exported = load_npz(export_npz([data.load(document["_id"], observations=None)], tmp_path / "npz", agent=ai_agent, progress=False)[0])
+    assert exported.agents[ai_agent].infos["ai_substitute"].tolist() == flags.tolist()
+    table = pq.read_table(export_rllib([data.load(document["_id"], observations="rgb")], tmp_path / "rllib", agent=ai_agent, progress=False) / f"{document['_id']}.parquet")
+    assert [info["ai_substitute"] for info in table.column("infos").to_pylist()] == flags.tolist()
     # each answer is the module's own greedy action for the input its screen made (AtariFB over the recorded screens)
     screens = data.load(document["_id"], observations="rgb").agents[ai_agent].observations  # screen i: after step i - 1 (0: the start)
     framebuffer, inputs = AtariFB(), []

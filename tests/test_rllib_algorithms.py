@@ -1,7 +1,8 @@
 """Checkpoints of several RLlib algorithms load through the one-liner and answer exactly what
-their modules answer: DQN (double, dueling; it answers actions), PPO, APPO and SAC (they answer
-distribution inputs), on CartPole (the env's own observations) and Atari Pong (AtariFB), through
-each checkpoint's connector pipelines."""
+their modules answer: DQN (double, dueling; it answers actions), PPO, APPO, IMPALA and SAC (they
+answer distribution inputs), on CartPole (the env's own observations) and Atari Pong (AtariFB),
+through each checkpoint's connector pipelines; and BC and MARWIL trained offline on this
+project's own RLlib export of a recorded MountainCar game (no connectors: the module directly)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 from crowdplay.ai import make_policy, register_rllib_checkpoint
 from crowdplay.ai.atari import normalize
 from tests.rllib_checkpoints import checkpoint, module_greedy
+from crowdplay.data.exports import export_rllib
+from tests.test_exports_any_env import _record, _with_steps
 from tests.test_policy_actors import atari_observations
 
 
@@ -27,7 +30,7 @@ def cartpole_observations(count: int) -> list[np.ndarray]:
     return observations
 
 
-@pytest.mark.parametrize("algorithm", ["dqn", "ppo", "appo", "sac"])
+@pytest.mark.parametrize("algorithm", ["dqn", "ppo", "appo", "impala", "sac"])
 def test_a_cartpole_checkpoint_answers_what_its_module_answers(ray_session, algorithm):
     path = checkpoint(algorithm, "CartPole-v1")
     policy_id = f"test-{algorithm}-cartpole"
@@ -61,3 +64,27 @@ def test_explore_samples_from_the_modules_exploration_distribution(ray_session):
     observation = cartpole_observations(1)[0]
     answers = {policy.compute_action(observation) for _ in range(60)}
     assert answers == {0, 1}  # an untrained policy's distribution is near uniform: both come up
+
+
+@pytest.fixture(scope="module")
+def mountain_car_export(tmp_path_factory):
+    """A recorded MountainCar game (a participant's actions), exported as RLlib offline data."""
+    directory = tmp_path_factory.mktemp("car")
+    with _record(directory, "ExportCar", 1.0, [0, 0, 2, 2, 2, 1]) as data:
+        ids = _with_steps(data)
+        export_rllib(data.iter_load(ids), directory / "rllib", agent="agent_0", progress=False)
+        observations = [observation for episode in data.iter_load(ids) for observation in episode.agents["agent_0"].observations]
+    return directory / "rllib", observations
+
+
+@pytest.mark.parametrize("algorithm", ["bc", "marwil"])
+def test_an_offline_checkpoint_trained_on_an_export_answers_what_its_module_answers(ray_session, mountain_car_export, algorithm):
+    data, observations = mountain_car_export
+    path = checkpoint(algorithm, "MountainCar-v0", offline_data=data)
+    policy_id = f"test-{algorithm}-car"
+    register_rllib_checkpoint(policy_id, path, framebuffer=None, observation="env")
+    policy = make_policy(policy_id, gym.spaces.Discrete(3))
+    assert policy.env_to_module is None  # an offline algorithm's checkpoint has no env runner pipelines
+    observations = observations[:: max(1, len(observations) // 64)]
+    answers = policy.compute_actions(observations, [f"game-{index % 4}" for index in range(len(observations))])
+    assert answers == module_greedy(policy.module, np.stack(observations).astype(np.float32))

@@ -153,6 +153,7 @@ class Dataset:
         controllers: list[dict] = []
         snapshots: dict[int, bytes] = {}
         step_infos: list[list] = []
+        ai_rows: list[list] = []
         for chunk in self.chunks(episode_id):
             if chunk["start_state"] is not None:
                 snapshots[chunk["first_step"]] = chunk["start_state"]
@@ -163,6 +164,7 @@ class Dataset:
                     columns.setdefault(name, []).append(value)
             controllers += [chunk["controllers"]] * chunk["steps"]
             step_infos += [[chunk["first_step"] + step, agent, info] for step, agent, info in chunk.get("infos", ())]
+            ai_rows += [[chunk["first_step"] + row[0], row[1], row[5] if len(row) > 5 else None] for row in chunk.get("ai_actions", ())]
         steps = sum(len(part) for part in columns.get("frame_id", []))
         joined = {name: np.concatenate(parts) for name, parts in columns.items()}
         terminated = joined.get("terminated", np.zeros(0, bool)).copy()
@@ -177,6 +179,7 @@ class Dataset:
             infos = {name: joined[name] for name in ("frame_id", "tick_time", "ram") if name in joined}
             infos["client_frame"] = joined.get(f"client_frame/{agent}", np.zeros(0, np.int64))
             infos["human"] = np.array([bool(c[agent].get("human")) for c in controllers], dtype=bool)
+            infos["ai_substitute"] = ai_substitutes([c[agent] for c in controllers], [row for row in ai_rows if row[1] == agent])
             env_infos: list[dict] = [{} for _ in range(steps)]
             for step, owner, info in step_infos:
                 if owner == agent and step < steps:
@@ -270,3 +273,22 @@ def env_observations(space: Description, joined: dict[str, np.ndarray], agent: s
         after = joined.get(column_name("obs", agent, leaf.path), np.zeros((0, *leaf.shape), leaf.dtype))
         columns[leaf.path] = np.concatenate([first, after])
     return assemble(space, columns)
+
+
+def ai_substitutes(controllers: list[dict], rows: list[list]) -> np.ndarray:
+    """Per step, whether the agent's action was a substitute played in place of its policy's answer.
+
+    ``controllers`` is the agent's controller at each step and ``rows`` its ``[step, agent,
+    substitute]`` AI answers in order: an answer holds from its step until the next one. A step
+    played by its policy before any answer is a substitute too (there was no answer yet); steps
+    a person played are not, and neither are those of recordings made before substitutes were
+    recorded (their rows carry no reason)."""
+    flags = np.zeros(len(controllers), dtype=bool)
+    current: str | None = "no answer yet"
+    answer = 0
+    for step, controller in enumerate(controllers):
+        while answer < len(rows) and rows[answer][0] <= step:
+            current = rows[answer][2]
+            answer += 1
+        flags[step] = bool(controller.get("policy")) and not controller.get("human") and current is not None
+    return flags

@@ -33,7 +33,9 @@ class AgentTrajectory:
     truncations: np.ndarray  # (T,) bool
     #: Size of the agent's Discrete action space.
     action_count: int = 0
-    #: Per-step extras, each (T, ...): ``ram``, ``frame_id``, ``tick_time``, ``client_frame``, ``human``.
+    #: Per-step extras, each (T, ...): ``ram``, ``frame_id``, ``tick_time``, ``client_frame``,
+    #: ``human`` (a person played the step) and ``ai_substitute`` (an AI agent's step whose action
+    #: was a substitute, not its policy's answer: ``Dataset.ai_actions`` gives the reasons).
     infos: dict[str, np.ndarray] = field(default_factory=dict)
     #: Per step, the JSON-able part of the environment's info for this agent ({} where nothing);
     #: the info ``reset`` returned is in ``Episode.meta["reset_infos"]``.
