@@ -78,11 +78,13 @@ class Lineup:
     seats: dict[str, Seat] = field(default_factory=dict)
     _timeout: asyncio.TimerHandle | None = None
     _timeout_at: float | None = None
+    #: the AI agents whose policy the participants were told is unavailable
+    _unavailable: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         spec = self.live.spec
         self.task: Task = current_study().task_for(spec.id)
-        self.live.on_statistics = self._stream_statistics
+        self.live.on_statistics = self._every_two_seconds
         self.seats = {agent: Seat(agent) for agent in self.live.agents}
         if self.policies is not None:  # models load while the game waits for its players
             for agent, policy_id in {**spec.ai_agent_map_fallback, **spec.ai_agent_map_always}.items():
@@ -275,6 +277,28 @@ class Lineup:
         if tracker is None:
             return {}
         return {"values": tracker.values(), "episode": tracker.episode_values(), "episodes": tracker.episodes}
+
+    def _every_two_seconds(self) -> None:
+        self._stream_statistics()
+        self._check_ai_agents()
+
+    def _check_ai_agents(self) -> None:
+        """An AI agent whose policy has answered nothing of its own for ``ai_unavailable_after_s``
+        ends the game, or the participants are told and play on (``EnvSpec.ai_unavailable``)."""
+        spec = self.live.spec
+        for seat in self.seats.values():
+            if seat.policy is None:
+                continue
+            reason = seat.policy.unavailable(spec.ai_unavailable_after_s)
+            if reason is not None and spec.ai_unavailable == "end":
+                self.end(f"the AI playing {seat.agent} ({seat.policy.policy_id}) is unavailable: {reason}")
+                return
+            if reason is not None and seat.agent not in self._unavailable:
+                self._unavailable.add(seat.agent)
+                self.live.announce(protocol.text("player", agent=seat.agent, status="ai_unavailable", policy=seat.policy.policy_id, reason=reason))
+            elif reason is None and seat.agent in self._unavailable and seat.policy.substitute is None:
+                self._unavailable.discard(seat.agent)
+                self.live.announce(protocol.text("player", agent=seat.agent, status="ai_back", policy=seat.policy.policy_id))
 
     def _stream_statistics(self) -> None:
         """Each connected participant's statistics, progress and estimated bonus, to their page."""

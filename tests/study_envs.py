@@ -94,7 +94,11 @@ def _short(env_id: str, module: str, cycles: int = 300) -> EnvSpec:
 PONG_VS_PPO = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsPPO", ai_agent_map_always={"first_0": "test-pong-ppo"}))
 PONG_VS_DQN = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsDQN", ai_agent_map_always={"first_0": "test-pong-dqn"}))
 #: The participant's opponent is a policy that raises on every observation.
-PONG_VS_BROKEN = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsBroken", ai_agent_map_always={"first_0": "test-broken"}))
+PONG_VS_BROKEN = register_env(
+    replace(_short("Pong2P", "pong_v3"), id="TestPongVsBroken", ai_agent_map_always={"first_0": "test-broken"}, ai_unavailable_after_s=1.0)
+)
+#: The same, but a game whose AI partner is unavailable ends.
+PONG_VS_BROKEN_ENDS = register_env(replace(PONG_VS_BROKEN, id="TestPongVsBrokenEnds", ai_unavailable="end"))
 #: An RLlib module from a multi-agent checkpoint is the participant's partner.
 INVADERS_WITH_PPO = register_env(
     replace(_short("SpaceInvaders2P", "space_invaders_v2"), id="TestInvadersWithPPO", ai_agent_map_always={"second_0": "test-invaders-second"})

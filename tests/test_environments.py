@@ -87,3 +87,14 @@ def test_actions_outside_the_action_space_are_refused():
         assert adapter.check_action("agent_0", 1) == 1
     finally:
         adapter.close()
+
+
+def test_the_ai_unavailable_options_are_checked_at_registration():
+    from dataclasses import replace
+
+    from crowdplay.environments import get_env
+
+    with pytest.raises(ValueError, match="environment 'Bad': ai_unavailable must be one of play_on, end, got 'stop'"):
+        replace(get_env("SpaceInvaders"), id="Bad", ai_unavailable="stop")
+    with pytest.raises(ValueError, match="environment 'Bad': ai_unavailable_after_s must be a positive number"):
+        replace(get_env("SpaceInvaders"), id="Bad", ai_unavailable_after_s=0)

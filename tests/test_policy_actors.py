@@ -366,6 +366,8 @@ def test_a_failing_policy_reaches_the_console_the_dashboard_and_metrics(base_url
     async def scenario():
         async with await Participant.join(base_url, "TestPongVsBroken") as player:
             await player.wait_for_event("play")
+            notice = await player.wait_for_event("player", status="ai_unavailable")  # the participant plays on, told why
+            assert notice["agent"] == "first_0" and notice["policy"] == "test-broken" and notice["reason"] == "policy raised RuntimeError: this model is broken"
             for _ in range(60):
                 await player.next_frame()
             return player.session
@@ -403,3 +405,20 @@ def test_a_failing_policy_reaches_the_console_the_dashboard_and_metrics(base_url
     metrics = prometheus_text(overview)
     assert 'crowdplay_policy_state{policy="test-broken",state="failing"} 1' in metrics
     assert f'crowdplay_policy_substitutes{{policy="test-broken"}} {policy["substitutes"]}' in metrics
+
+
+def test_a_game_whose_ai_partner_is_unavailable_ends_when_its_environment_says_so(base_url, manager):
+    ray.get(policy_actor(TEST_SETTINGS, "test-broken", SIX_ACTIONS).ready.remote())
+
+    async def scenario():
+        async with await Participant.join(base_url, "TestPongVsBrokenEnds") as player:
+            await player.wait_for_event("play")
+            return player.session, await player.wait_for_event("end")
+
+    session, end = run(scenario())
+    reason = "the AI playing first_0 (test-broken) is unavailable: policy raised RuntimeError: this model is broken"
+    assert end["reason"] == reason
+    data = Dataset.open(TEST_SETTINGS.store_uri)
+    document = wait_for_episode(data, session["game_id"], "interrupted")
+    assert document["reason"] == reason and document["ai_answers"]["first_0"]["policy"] == 0
+    data.close()

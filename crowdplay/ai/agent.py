@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from typing import Any
 
@@ -65,6 +66,9 @@ class PolicyAgent:
         self.substitutes: Counter[str] = Counter()
         self.in_flight = False
         self.skipped = 0
+        #: since when every action played has been a substitute (None: the newest is a real answer
+        #: or nothing has been asked yet), for ``unavailable``
+        self._substitutes_since: float | None = None
         self._episode = 0
         self._warned: set[str] = set()
 
@@ -73,8 +77,18 @@ class PolicyAgent:
         """How the recording names this controller."""
         return {"human": False, "policy": self.policy_id}
 
+    def unavailable(self, after_s: float, now: float | None = None) -> str | None:
+        """Why the policy counts as unavailable (it has played nothing but substitutes for
+        ``after_s`` seconds of play), else None."""
+        since = self._substitutes_since
+        if self.substitute is None or since is None or (now if now is not None else time.monotonic()) - since < after_s:
+            return None
+        return self.substitute
+
     def observe(self, frame_id: int, observation: Any) -> None:
         """The screen (or RAM) of ``frame_id``: ask the policy what to play next."""
+        if self.substitute is not None and self._substitutes_since is None:
+            self._substitutes_since = time.monotonic()
         try:
             policy_input = observation if self.framebuffer is None else self.framebuffer.push(observation)
         except Exception as error:
@@ -112,6 +126,7 @@ class PolicyAgent:
         else:
             self.action = checked
             self.substitute = None
+            self._substitutes_since = None
             self.real_answers += 1
         self.observed_frame = frame_id
         self.latency_s = latency_s

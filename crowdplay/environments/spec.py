@@ -15,6 +15,8 @@ MODES = ("realtime", "wait_for_key", "hold_keys")
 #: What an agent plays while its participant holds no mapped key: the keymap's no-op, the last
 #: action again, or nothing (the game waits). See ``EnvSpec.idle``.
 IDLE_CHOICES = ("noop", "repeat", "wait")
+#: What a game does when an AI agent's policy has given no answer of its own for a while.
+AI_UNAVAILABLE_CHOICES = ("play_on", "end")
 V = TypeVar("V")
 #: An option given once for every agent, or per agent as ``{agent: value}``.
 PerAgent = V | Mapping[str, V]
@@ -54,7 +56,11 @@ class EnvSpec:
     ``ai_agent_map_fallback`` the policy that takes over an agent whose participant left (without
     one, the game ends for everyone); ``human_timeout`` starts a waiting game after that many
     seconds with the fallbacks in the still-empty places. ``reconnect_grace_s`` (default: the
-    deployment's) is how long a participant whose connection dropped keeps their place.
+    deployment's) is how long a participant whose connection dropped keeps their place. An AI
+    agent whose policy has played only substitutes for ``ai_unavailable_after_s`` (it raises, its
+    actor is down or cannot be placed) is *unavailable*: with ``ai_unavailable = "play_on"`` the
+    participants are told and play on (told again when it answers), with ``"end"`` the game ends
+    with a message naming the agent, the policy and the reason.
     """
 
     id: str
@@ -69,6 +75,8 @@ class EnvSpec:
     ai_agent_map_fallback: Mapping[str, str] = field(default_factory=dict)
     human_timeout: float | None = None
     reconnect_grace_s: float | None = None
+    ai_unavailable: str = "play_on"
+    ai_unavailable_after_s: float = 10.0
     #: "realtime" (steps at ``fps``), "wait_for_key" (one step per key press) or "hold_keys"
     #: (steps at ``fps`` while a participant holds a key, paused otherwise)
     mode: str = "realtime"
@@ -102,7 +110,9 @@ class EnvSpec:
                     check_policy(policy_id)
                 except KeyError as error:
                     raise ValueError(f"environment {self.id!r}: {option}[{agent!r}]: {error}") from None
-        for option in ("human_timeout", "reconnect_grace_s"):
+        if self.ai_unavailable not in AI_UNAVAILABLE_CHOICES:
+            raise ValueError(f"environment {self.id!r}: ai_unavailable must be one of {', '.join(AI_UNAVAILABLE_CHOICES)}, got {self.ai_unavailable!r}")
+        for option in ("human_timeout", "reconnect_grace_s", "ai_unavailable_after_s"):
             value = getattr(self, option)
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"environment {self.id!r}: {option} must be a positive number of seconds or None")

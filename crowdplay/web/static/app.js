@@ -265,6 +265,8 @@ class Game {
       if (message.status === "left") setStatus(`${who} lost their connection; waiting ${message.grace_s} s for them to come back...`);
       else if (message.status === "back") setStatus(`${who} is back.`);
       else if (message.status === "ai") setStatus(`${message.agent} is now played by AI (${message.policy}); play on.`);
+      else if (message.status === "ai_unavailable") setStatus(`The AI playing ${message.agent} is unavailable (${message.reason}); play on.`);
+      else if (message.status === "ai_back") setStatus(`The AI playing ${message.agent} is back.`);
     } else if (message.type === "stats") {
       showStats(message);
     } else if (message.type === "episode_end") {
