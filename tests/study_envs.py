@@ -97,6 +97,10 @@ PONG_VS_DQN = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsDQ
 PONG_VS_BROKEN = register_env(
     replace(_short("Pong2P", "pong_v3"), id="TestPongVsBroken", ai_agent_map_always={"first_0": "test-broken"}, ai_unavailable_after_s=1.0)
 )
+#: The opponent answers FIRE after 50 ms; the tests kill its actor mid-game.
+PONG_VS_SLOW = register_env(
+    replace(_short("Pong2P", "pong_v3"), id="TestPongVsSlow", ai_agent_map_always={"first_0": "test-slow"}, ai_unavailable_after_s=1.0)
+)
 #: The same, but a game whose AI partner is unavailable ends.
 PONG_VS_BROKEN_ENDS = register_env(replace(PONG_VS_BROKEN, id="TestPongVsBrokenEnds", ai_unavailable="end"))
 #: An RLlib module from a multi-agent checkpoint is the participant's partner.

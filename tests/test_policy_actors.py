@@ -422,3 +422,75 @@ def test_a_game_whose_ai_partner_is_unavailable_ends_when_its_environment_says_s
     document = wait_for_episode(data, session["game_id"], "interrupted")
     assert document["reason"] == reason and document["ai_answers"]["first_0"]["policy"] == 0
     data.close()
+
+
+POLICY_ADMIN = {"Authorization": "Bearer policy-admin-token"}
+
+
+@pytest.fixture(scope="module")
+def admin_url(base_url):
+    """The dashboard's endpoints (an ingress application with an admin token on the same manager)."""
+    from dataclasses import replace
+
+    from ray import serve
+
+    from crowdplay.web.ingress import build_app
+
+    serve.run(build_app(replace(TEST_SETTINGS, admin_token="policy-admin-token")), name="crowdplay-policy-admin", route_prefix="/policy-admin")
+    yield f"{base_url}/policy-admin"
+    serve.delete("crowdplay-policy-admin")
+
+
+def test_a_killed_policy_actor_shows_in_the_data_the_dashboard_metrics_and_the_page(base_url, admin_url, manager, monkeypatch):
+    """Mid-game the policy's actor is killed (Ray restarts it): the participant is told their AI
+    opponent is unavailable and then back, the dashboard's overview and /metrics (over HTTP)
+    show it unavailable meanwhile, the manager's report log (the console's source) has both
+    changes, and the recording marks what the agent played meanwhile as substitutes."""
+    from tests.test_writer_outage import timed
+
+    actor = policy_actor(TEST_SETTINGS, "test-slow", SIX_ACTIONS)
+    ray.get(actor.ready.remote())
+    reports_before = ray.get(manager.policy_reports_after.remote(0))
+    seen: dict = {}
+
+    def dashboard_shows_it_down() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not seen.get("metrics"):
+            _, _, overview = timed(f"{admin_url}/api/admin/overview", "GET", POLICY_ADMIN)
+            policy = overview.get("policies", {}).get("test-slow", {})
+            if policy.get("state") == "unavailable":
+                seen["overview"] = policy
+                _, _, metrics = timed(f"{admin_url}/metrics", "GET", POLICY_ADMIN)
+                if 'crowdplay_policy_state{policy="test-slow",state="unavailable"} 1' in metrics:
+                    seen["metrics"] = metrics
+            time.sleep(0.1)
+
+    async def scenario():
+        async with await Participant.join(base_url, "TestPongVsSlow") as player:
+            await player.wait_for_event("play")
+            for _ in range(60):
+                await player.next_frame()
+            ray.kill(actor, no_restart=False)
+            watcher = asyncio.ensure_future(asyncio.to_thread(dashboard_shows_it_down))
+            down = await player.wait_for_event("player", timeout=20, status="ai_unavailable")
+            back = await player.wait_for_event("player", timeout=40, status="ai_back")
+            await watcher
+            return player.session, down, back
+
+    session, down, back = run(scenario())
+    assert down["agent"] == "first_0" and down["policy"] == "test-slow" and down["reason"].startswith("policy actor unavailable: ")
+    assert back["policy"] == "test-slow"
+    assert seen.get("overview", {}).get("reason", "").startswith("policy actor unavailable: ") and "metrics" in seen
+    reports = [report for report in ray.get(manager.policy_reports_after.remote(0)) if report not in reports_before and report["policy_id"] == "test-slow"]
+    assert [report["state"] for report in reports][:2] == ["unavailable", "answering"], reports
+    data = Dataset.open(TEST_SETTINGS.store_uri)
+    deadline = time.monotonic() + 30
+    while not any(document.get("status") == "interrupted" for document in [doc for doc in data.episodes() if doc["game_id"] == session["game_id"]]):
+        assert time.monotonic() < deadline, "the game's last episode was not stored"
+        time.sleep(0.25)
+    documents = sorted([doc for doc in data.episodes() if doc["game_id"] == session["game_id"]], key=lambda document: document["started_at"])  # 5 s episodes
+    answers = [answer for document in documents for answer in data.ai_actions(document["_id"]) if answer["agent"] == "first_0"]
+    down_rows = [answer for answer in answers if not answer["real"] and answer["substitute"].startswith("policy actor unavailable: ")]
+    assert down_rows and answers[-1]["real"] and all(answer["action"] == 0 for answer in down_rows)  # the no-op while down, then answers again
+    assert sum(document["ai_answers"]["first_0"]["substituted"] for document in documents) >= len(down_rows)
+    data.close()
