@@ -1,5 +1,6 @@
 """The ``crowdplay`` command: ``crowdplay serve`` runs the whole system on this machine;
-``crowdplay data ...`` works with the recordings (see ``crowdplay.data.cli``)."""
+``crowdplay check`` tries every registered game and policy before participants arrive
+(``crowdplay.check``); ``crowdplay data ...`` works with the recordings (see ``crowdplay.data.cli``)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,39 @@ def serve_command(args: argparse.Namespace) -> int:
         serve.shutdown()
         ray.shutdown()
     return 0
+
+
+def check_command(args: argparse.Namespace) -> int:
+    """Build every registered environment and ask each of its policies one action
+    (``crowdplay.check``); exit 1 if anything failed."""
+    from crowdplay.check import check_everything
+
+    verdicts = check_everything(largest_node(args.address))
+    for verdict in verdicts:
+        print("\n".join(verdict.lines()), flush=True)
+    failed = [verdict for verdict in verdicts if not verdict.ok]
+    print(f"crowdplay check: {len(verdicts)} checks, {len(failed)} failed" + (": " + ", ".join(verdict.subject for verdict in failed) if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+def largest_node(address: str | None) -> dict[str, float]:
+    """The resources of the largest node policy actors could be placed on: this machine's, or
+    with ``address`` the biggest alive node of that Ray cluster."""
+    if address is None:
+        import os
+
+        gpus = 0
+        if "torch" in sys.modules:
+            gpus = int(sys.modules["torch"].cuda.device_count())
+        return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+    import ray
+
+    ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    finally:
+        ray.shutdown()
+    return {name: max(node.get(name, 0.0) for node in nodes) for name in ("CPU", "GPU")} if nodes else {"CPU": 0.0, "GPU": 0.0}
 
 
 def print_policy_reports_until(stop: threading.Event, manager, every_s: float = 1.0) -> None:
@@ -130,6 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--address", default=None, help="join a running Ray cluster (e.g. 'auto') instead of starting one")
     serve_parser.add_argument("--verbose", action="store_true", help="show the actors' logs")
     serve_parser.set_defaults(run=serve_command)
+    check_parser = commands.add_parser(
+        "check", help="build every registered environment and ask each of its policies one action; exit 1 if anything fails",
+    )
+    check_parser.add_argument("--address", default=None, help="judge policies' resources against this Ray cluster's largest node (e.g. 'auto'), not this machine")
+    check_parser.set_defaults(run=check_command)
     add_data_commands(commands)
     return parser
 

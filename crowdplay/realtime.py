@@ -26,6 +26,7 @@ Who plays which agent, and when play begins, is decided by the session's ``Lineu
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from crowdplay import codec, protocol
-from crowdplay.ai.agent import PolicyAgent
+from crowdplay.ai.agent import PolicyAgent, policy_observation
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
 from crowdplay.environments.spaces import ObservationOutsideSpace, json_part
@@ -415,21 +416,14 @@ class LiveEnv:
         """Show AI agents the newest screen, RAM or their agent's own observation ("env"); their
         answers are applied when they arrive."""
         screen = self.latest.screen.pixels
-        rgb = None
-        own_observations = self.adapter.observation_spaces is not None  # else the screen is the env's observation (ALE)
+        palette = self.adapter.palette
+
+        @functools.cache
+        def rgb() -> np.ndarray:  # computed once per tick, for the policies that look at the screen
+            return palette[screen] if palette is not None else screen
+
         for policy in policies:
-            wants_screen = policy.observation == "rgb" or (policy.observation == "env" and not own_observations)
-            if wants_screen and rgb is None:
-                rgb = self.adapter.palette[screen] if self.adapter.palette is not None else screen
-            if wants_screen:
-                observation = rgb
-            elif policy.observation == "ram":
-                observation = self.adapter.ram()
-            elif policy.observation == "env":
-                observation = self.adapter.observations.get(policy.agent)
-            else:
-                observation = None
-            policy.observe(self.latest.frame_id, observation)
+            policy.observe(self.latest.frame_id, policy_observation(self.adapter, policy.observation, policy.agent, rgb))
 
     def set_controller(self, agent: str, controller: dict, policy: PolicyAgent | None = None) -> None:
         """From the next tick ``agent`` is played by ``policy`` (AI) or, without one, by a participant."""

@@ -46,6 +46,8 @@ register_rllib_checkpoint("test-invaders-second", INVADERS_PPO, module_id="secon
 #: module answers actions, not distribution inputs.
 PONG_DQN = Path(__file__).resolve().parent / ".cache" / "algorithms" / "dqn-pong"
 register_rllib_checkpoint("test-pong-dqn", PONG_DQN, **SMALL_ACTOR)
+#: The CartPole PPO checkpoint (``tests.rllib_checkpoints``), registered for an Atari game it cannot play.
+register_rllib_checkpoint("test-cartpole-on-pong", PONG_DQN.parent / "ppo-cartpole-v1", **SMALL_ACTOR)
 
 
 @register_policy("test-slow")

@@ -28,9 +28,9 @@ import gymnasium as gym
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.ai.answers import Answer, checked_action, failure_reason
+from crowdplay.ai.answers import MAX_REASON, Answer, checked_action, failure_reason
 from crowdplay.ai.line import PolicyLineServer, Streams
-from crowdplay.ai.registry import Policy, make_policy, policy_class
+from crowdplay.ai.registry import Policy, compute_batch, make_policy, policy_class
 from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
 from crowdplay.memory import release_freed_memory_every
 from crowdplay.plugins import load_plugins
@@ -45,14 +45,24 @@ class PolicyActor:
         release_freed_memory_every(settings.memory_release_interval_s)
         self.policy_id = policy_id
         self.action_count = action_count
-        self.policy: Policy = make_policy(policy_id, gym.spaces.Discrete(action_count))
+        #: why this policy cannot play (it failed to load, or does not fit the agents' action
+        #: space): every answer is this reason, and Ray does not restart the actor in a loop
+        self.unfit: str | None = None
+        self.policy: Policy = Policy()
+        try:
+            self.policy = make_policy(policy_id, gym.spaces.Discrete(action_count))
+            problems = self.policy.problems()
+        except Exception as error:
+            problems = [f"{type(error).__name__}: {' '.join(str(error).split())}"]
+        if problems:
+            self.unfit = f"policy could not start: {'; '.join(problems)}"[:MAX_REASON]
+            log.error("policy %r (%d actions): %s; its agents play a substitute", policy_id, action_count, self.unfit)
         if "torch" in sys.modules:  # one inference thread per CPU the actor was given
             cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
             sys.modules["torch"].set_num_threads(max(1, int(cpus)))
         self.batched = self.policy.batched and callable(getattr(self.policy, "compute_actions", None))
         self.max_batch = max(1, self.policy.max_batch)
         self.batch_wait_s = self.policy.batch_wait_s
-        self.per_stream = bool(getattr(self.policy, "per_stream", False))
         self._pending: list[tuple[list[Any], Streams, asyncio.Future]] = []
         self._runner: asyncio.Task | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="inference")
@@ -103,15 +113,13 @@ class PolicyActor:
                 start += len(request)
 
     def _infer(self, observations: list[Any], streams: Streams) -> list[Answer]:
+        if self.unfit is not None:
+            self.counters["failures"] += 1
+            self.last_error = self.unfit
+            return [self.unfit] * len(observations)
         started = time.perf_counter()
         try:
-            if self.batched:
-                given = self.policy.compute_actions(observations, streams) if self.per_stream else self.policy.compute_actions(observations)  # type: ignore[attr-defined, call-arg]
-                answers = list(given)
-                if len(answers) != len(observations):
-                    raise ValueError(f"compute_actions answered {len(answers)} actions for {len(observations)} observations")
-            else:
-                answers = [self.policy.compute_action(observation) for observation in observations]
+            answers = compute_batch(self.policy, observations, streams)
         except Exception as error:
             self.counters["failures"] += 1
             reason = failure_reason(error)

@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -29,6 +30,20 @@ from crowdplay.ai.remote import PolicyClient
 log = logging.getLogger(__name__)
 
 _streams = itertools.count()
+
+
+def policy_observation(adapter: Any, kind: str | None, agent: str, screen: Callable[[], Any]) -> Any:
+    """What a policy observing ``kind`` (``Policy.observation``) is shown of ``adapter``'s game for
+    ``agent``: ``screen()`` (the RGB screen) for "rgb", and for "env" where the environment's own
+    observation is the screen (ALE); the console RAM for "ram"; the agent's own observation for
+    "env"; nothing for None."""
+    if kind == "rgb" or (kind == "env" and adapter.observation_spaces is None):
+        return screen()
+    if kind == "ram":
+        return adapter.ram()
+    if kind == "env":
+        return adapter.observations.get(agent)
+    return None
 
 
 class PolicyAgent:

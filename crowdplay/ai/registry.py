@@ -68,6 +68,36 @@ class Policy:
     def compute_action(self, observation: Any) -> int:
         raise NotImplementedError
 
+    def problems(self) -> list[str]:
+        """What makes this policy unfit to play an agent with ``action_space`` (a model with
+        another number of actions, say), checked when its actor starts and by ``crowdplay
+        check``: nothing, unless a subclass knows better."""
+        return []
+
+    def input_problem(self, policy_input: Any) -> str | None:
+        """Why ``policy_input`` (the framebuffer's output for one frame) cannot be this policy's
+        input, if it cannot: ``crowdplay check`` asks before it asks for an action."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """What ``crowdplay check`` reports about the loaded policy (a checkpoint's path, say)."""
+        return {}
+
+
+def compute_batch(policy: Policy, observations: Sequence[Any], streams: Sequence[str | None] | None = None) -> list[Any]:
+    """The policy's answers for ``observations``: one ``compute_actions`` call when it has one and
+    is ``batched`` (with ``streams`` for per-stream policies), else ``compute_action`` for each."""
+    compute_actions = getattr(policy, "compute_actions", None)
+    if not (policy.batched and callable(compute_actions)):
+        return [policy.compute_action(observation) for observation in observations]
+    if getattr(policy, "per_stream", False):
+        answers = list(compute_actions(observations, streams if streams is not None else [None] * len(observations)))
+    else:
+        answers = list(compute_actions(observations))
+    if len(answers) != len(observations):
+        raise ValueError(f"compute_actions answered {len(answers)} actions for {len(observations)} observations")
+    return answers
+
 
 class Framebuffer:
     """Turns the stream of raw observations into what a policy expects (one per agent and game)."""

@@ -156,6 +156,38 @@ class RLlibPolicy(Policy):
             self.runner_module = self.module
             self.streams = StreamEpisodes(lambda: SingleAgentEpisode(observation_space=spaces[0], action_space=spaces[1]), None)
 
+    def problems(self) -> list[str]:
+        """The module must choose among exactly the agent's actions."""
+        count = getattr(self.module.action_space, "n", None)
+        if count is None:
+            return [f"module {self.loaded_module_id!r} has action space {self.module.action_space}, not a Discrete one"]
+        if int(count) != int(self.action_space.n):
+            return [f"module {self.loaded_module_id!r} has {int(count)} actions but the agent has {int(self.action_space.n)}"]
+        return []
+
+    def input_problem(self, policy_input: Any) -> str | None:
+        """The input's shape against what the checkpoint's env-to-module pipeline (or, without
+        one, the module) takes."""
+        if self.env_to_module is not None:
+            space, taker = self.env_to_module.observation_space, "the checkpoint's env-to-module pipeline"
+            if self.streams is not None and self.streams.agent is not None:
+                space = space[self.streams.agent]
+        else:
+            space, taker = self.module.observation_space, f"module {self.loaded_module_id!r}"
+        expected = getattr(space, "shape", None)
+        shape = tuple(np.shape(policy_input))
+        if expected is not None and shape != tuple(expected):
+            return f"the input has shape {shape} but {taker} takes {tuple(expected)} (observation space {space})"
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "checkpoint": os.fspath(Path(self.checkpoint).expanduser().resolve()),
+            "module": self.loaded_module_id,
+            "connectors": "the checkpoint's env-to-module and module-to-env pipelines" if self.env_to_module is not None else "none (the module directly)",
+            "explore": self.explore,
+        }
+
     def compute_action(self, observation: Any) -> int:
         return self.compute_actions([observation])[0]
 
