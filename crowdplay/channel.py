@@ -6,7 +6,7 @@ one TCP connection per participant, opened by the ingress to an address the EnvA
 through Ray; Ray keeps placement, lifecycle and control. Messages are framed by ``crowdplay.wire``:
 
     server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)
-    client -> server   HELLO (JSON {"secret", "agent", "session"}, first)   ACK (empty)   INPUT (JSON)
+    client -> server   HELLO (JSON {"secret", "agent", "session"}, or {"secret", "watch"}, first)   ACK (empty)   INPUT (JSON)
 
 Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
 unacknowledged messages in flight; the ingress acknowledges each one after its websocket send
@@ -63,16 +63,23 @@ class ChannelServer:
             if not hmac.compare_digest(str(hello.get("secret", "")).encode(), self.secret.encode()):
                 log.warning("refused a channel connection with a wrong secret")
                 return
+            watcher = hello.get("watch")
             try:
-                subscriber = self.lineup.connect(str(hello.get("agent")), str(hello.get("session")))
+                if watcher is not None:
+                    subscriber = self.lineup.watch(str(watcher))
+                else:
+                    subscriber = self.lineup.connect(str(hello.get("agent")), str(hello.get("session")))
             except SeatUnavailable as refusal:
                 write_message(writer, TEXT, protocol.text("error", reason=str(refusal), code=protocol.CLOSE_SESSION_ENDED).encode())
                 await self._finish(reader, writer)
                 return
             try:
-                await self._play(subscriber, reader, writer)
+                await self._play(subscriber, reader, writer, watching=watcher is not None)
             finally:
-                self.lineup.disconnect(subscriber)
+                if watcher is not None:
+                    self.lineup.unwatch(subscriber)
+                else:
+                    self.lineup.disconnect(subscriber)
         except (ChannelClosed, ConnectionError, asyncio.TimeoutError, ValueError):
             return
         finally:
@@ -80,7 +87,9 @@ class ChannelServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _play(self, subscriber: Subscriber, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _play(self, subscriber: Subscriber, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watching: bool = False) -> None:
+        """Send the game's stream and apply the participant's inputs; a watcher's inputs are
+        dropped (the ingress never sends any)."""
         agent = subscriber.agent
         credits = asyncio.Semaphore(self.window)
         sender = asyncio.create_task(self._send(subscriber, writer, credits))
@@ -89,7 +98,7 @@ class ChannelServer:
                 kind, payload = await read_message(reader)
                 if kind == ACK:
                     credits.release()
-                elif kind == INPUT and subscriber.final is None:  # a replaced connection no longer plays
+                elif kind == INPUT and subscriber.final is None and not watching:  # a replaced connection no longer plays
                     refusal = self._apply_input(agent, json.loads(payload))
                     if refusal is not None:
                         sender.cancel()
@@ -151,9 +160,12 @@ class ChannelClient:
         self._writer = writer
 
     @classmethod
-    async def connect(cls, host: str, port: int, secret: str, agent: str, session_id: str) -> "ChannelClient":
+    async def connect(cls, host: str, port: int, secret: str, agent: str, session_id: str, watch: str | None = None) -> "ChannelClient":
+        """A participant's channel to ``agent``'s seat, or with ``watch`` (who is watching) a
+        read-only view of the game."""
         reader, writer = await asyncio.open_connection(host, port)
-        write_message(writer, HELLO, json.dumps({"secret": secret, "agent": agent, "session": session_id}).encode())
+        hello = {"secret": secret, "watch": watch} if watch is not None else {"secret": secret, "agent": agent, "session": session_id}
+        write_message(writer, HELLO, json.dumps(hello).encode())
         await writer.drain()
         return cls(reader, writer)
 

@@ -80,6 +80,9 @@ class Lineup:
     _timeout_at: float | None = None
     #: the AI agents whose policy the participants were told is unavailable
     _unavailable: set[str] = field(default_factory=set)
+    #: read-only viewers (``watch``): their subscription -> who they are
+    watchers: dict[Subscriber, str] = field(default_factory=dict)
+    _unwatched: asyncio.TimerHandle | None = None
 
     def __post_init__(self) -> None:
         spec = self.live.spec
@@ -95,6 +98,13 @@ class Lineup:
         if spec.human_timeout is not None:
             self._timeout_at = time.monotonic() + spec.human_timeout
             self._timeout = asyncio.get_running_loop().call_later(spec.human_timeout, self._human_timeout)
+
+    @property
+    def ai_only(self) -> bool:
+        """Every agent is played by AI (``ai_agent_map_always``): a game to watch (a
+        demonstration), which begins when it is first watched (or ``begin_unwatched``) and ends
+        once nobody has watched it for the reconnect grace."""
+        return not self.live.spec.human_agents(self.live.agents)
 
     @property
     def grace_s(self) -> float:
@@ -152,6 +162,49 @@ class Lineup:
             self._announce_lobby()
         else:
             self.live.announce(protocol.text("player", agent=seat.agent, status="left", grace_s=grace))
+
+    # ----------------------------------------------------------------- watching
+    def watch(self, who: str) -> Subscriber:
+        """A read-only view of the game for ``who`` (a researcher on the dashboard, a participant
+        shown a demonstration): its frames and events, never its inputs. The game is unaffected
+        but for a note in the recording of who watched when (``Recorder.note_watcher``)."""
+        if self.phase == ENDED:
+            raise SeatUnavailable("this game has ended")
+        subscriber = self.live.subscribe(self.live.agents[0])
+        self.watchers[subscriber] = who
+        if self._unwatched is not None:
+            self._unwatched.cancel()
+            self._unwatched = None
+        if self.live.recorder is not None:
+            self.live.recorder.note_watcher(who, True)
+        self.live.tell(subscriber, self._lobby_message())
+        if self.ai_only:
+            self._begin_if_ready()
+        return subscriber
+
+    def unwatch(self, subscriber: Subscriber) -> None:
+        self.live.unsubscribe(subscriber)
+        who = self.watchers.pop(subscriber, None)
+        if who is None or self.phase == ENDED:
+            return
+        if self.live.recorder is not None:
+            self.live.recorder.note_watcher(who, False)
+        self._end_when_unwatched()
+
+    def begin_unwatched(self) -> None:
+        """Start an AI-only game before anyone watches it (from the dashboard): it still ends if
+        nobody comes to watch within the reconnect grace."""
+        self._begin_if_ready()
+        self._end_when_unwatched()
+
+    def _end_when_unwatched(self) -> None:
+        if self.ai_only and not self.watchers and self._unwatched is None and self.phase != ENDED:
+            self._unwatched = asyncio.get_running_loop().call_later(self.grace_s, self._end_unwatched)
+
+    def _end_unwatched(self) -> None:
+        self._unwatched = None
+        if not self.watchers:
+            self.end("nobody is watching this AI-only game any more")
 
     # ----------------------------------------------------------------- giving seats up
     def _give_up_after(self, seat: Seat, delay_s: float, reason: str) -> None:
@@ -240,10 +293,13 @@ class Lineup:
         self.live.announce(protocol.text("play"))
 
     def _announce_lobby(self) -> None:
+        self.live.announce(self._lobby_message())
+
+    def _lobby_message(self) -> str:
         seats = {agent: seat.status for agent, seat in self.seats.items()}
         remaining = None if self._timeout_at is None or self.phase != WAITING else max(0.0, self._timeout_at - time.monotonic())
         awaiting = [agent for agent, status in seats.items() if status in ("open", "joining")]
-        self.live.announce(protocol.text("lobby", phase=self.phase, seats=seats, awaiting=awaiting, timeout_s=remaining))
+        return protocol.text("lobby", phase=self.phase, seats=seats, awaiting=awaiting, timeout_s=remaining)
 
     # ----------------------------------------------------------------- ending
     def end(self, reason: str, status: str = INTERRUPTED) -> None:
@@ -261,6 +317,9 @@ class Lineup:
                 statistics[seat.session_id] = self._statistics_of(seat.agent)
         if self._timeout is not None:
             self._timeout.cancel()
+        if self._unwatched is not None:
+            self._unwatched.cancel()
+            self._unwatched = None
         self.on_event({"event": "ended", "reason": reason, "statistics": statistics})
 
     # ----------------------------------------------------------------- statistics

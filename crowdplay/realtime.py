@@ -356,8 +356,8 @@ class LiveEnv:
             ram_array = np.frombuffer(ram, np.uint8) if ram is not None else None
             for agent, tracker in self.trackers.items():
                 tracker.step(self._action[agent], result.rewards.get(agent, 0.0), ram_array, agent in human_inputs)
-            if (self.ticks + self._stats_phase) % STATS_EVERY_TICKS == 0 and self.on_statistics is not None:
-                self.on_statistics()
+        if (self.ticks + self._stats_phase) % STATS_EVERY_TICKS == 0 and self.on_statistics is not None:
+            self.on_statistics()
         if result.terminated or result.truncated:
             statistics = {agent: tracker.end_episode() for agent, tracker in self.trackers.items()}
             if recorder is not None:

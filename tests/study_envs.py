@@ -103,6 +103,21 @@ PONG_VS_BROKEN = register_env(
 PONG_VS_SLOW = register_env(
     replace(_short("Pong2P", "pong_v3"), id="TestPongVsSlow", ai_agent_map_always={"first_0": "test-slow"}, ai_unavailable_after_s=1.0)
 )
+@register_policy("test-ram-bot")
+class RamBot(Policy):
+    """Plays from the console RAM alone, inside the game's process: the same game every time."""
+
+    observation = "ram"
+    in_actor = False
+
+    def compute_action(self, observation: bytes) -> int:
+        return (observation[0x31] + observation[0x36]) % 6
+
+
+#: An AI-only game: both paddles played by the RAM bot; participants and researchers watch it.
+AI_PONG = register_env(
+    replace(_short("Pong2P", "pong_v3"), id="TestAIPong", title="AI Pong", ai_agent_map_always={"first_0": "test-ram-bot", "second_0": "test-ram-bot"}, reconnect_grace_s=1.0)
+)
 #: The same, but a game whose AI partner is unavailable ends.
 PONG_VS_BROKEN_ENDS = register_env(replace(PONG_VS_BROKEN, id="TestPongVsBrokenEnds", ai_unavailable="end"))
 #: An RLlib module from a multi-agent checkpoint is the participant's partner.

@@ -193,8 +193,6 @@ class EnvSpec:
             if unknown:
                 raise ValueError(f"environment {self.id!r}: {option} names agents {unknown} the environment does not have ({list(agents)})")
         humans = self.human_agents(agents)
-        if not humans:
-            raise ValueError(f"environment {self.id!r}: every agent is in ai_agent_map_always; a participant needs one to play")
         if self.human_timeout is not None:
             missing = [agent for agent in humans if agent not in self.ai_agent_map_fallback]
             if missing:
@@ -206,5 +204,9 @@ class EnvSpec:
 
     def public(self) -> dict[str, object]:
         """What the game library shows (no callables)."""
-        players = len(self.human_agents(self.agents)) if self.agents is not None else 1
-        return {"id": self.id, "title": self.title, "description": self.description, "fps": self.fps, "players": players, "mode": self.mode}
+        return {"id": self.id, "title": self.title, "description": self.description, "fps": self.fps, "players": self.players(), "mode": self.mode}
+
+    def players(self) -> int:
+        """How many agents people play: 0 for an AI-only game (participants watch it). An
+        environment that does not declare its ``agents`` counts one until its first game is built."""
+        return len(self.human_agents(self.agents)) if self.agents is not None else 1

@@ -363,6 +363,12 @@ class OpenChunk:
         return len(self.frame_ids)
 
 
+def drop_first(watchers: list[dict[str, Any]], who: str) -> list[dict[str, Any]]:
+    """``watchers`` without the first entry of ``who``."""
+    index = next((index for index, entry in enumerate(watchers) if entry["who"] == who), None)
+    return watchers if index is None else watchers[:index] + watchers[index + 1 :]
+
+
 class Recorder:
     """Records one game's episodes; see the module docstring for the chunk layout."""
 
@@ -406,6 +412,8 @@ class Recorder:
         #: something deletes files in the temp dir)
         self.chunks_lost = 0
         self._fields: dict[str, Any] = {}
+        #: who watches the game now (``note_watcher``)
+        self._watching: list[dict[str, Any]] = []
         self._chunk: OpenChunk | None = None
         self._sealing = 0  # chunks cut but not sealed yet
         self._leaves: dict[str, Leaves] | None = None  # the episode's observation columns, per agent
@@ -440,6 +448,8 @@ class Recorder:
             **self.episode_fields,
             **fields,
         }
+        if self._watching:
+            self._fields["watched"] = [dict(entry) for entry in self._watching]
         self._note_controllers()
         self._chunk = self._open(f"{self.game_id}-{episode}", 0, 0, screen, fields.get("start_state"))
         self._chunk.observations = columns
@@ -464,6 +474,24 @@ class Recorder:
         sessions = {**self.episode_fields.get("sessions", {}), agent: details}
         self.episode_fields["sessions"] = sessions
         self._fields["sessions"] = sessions
+
+    def note_watcher(self, who: str, watching: bool) -> None:
+        """Someone started (or stopped) watching the game read-only: noted in the episode's
+        document as ``watched`` ([{"who", "from", "until"}], the times in seconds since the epoch;
+        ``until`` None while they watch, or for those still watching when the episode ended).
+        Only there: a watched game's chunks are those it would have recorded unwatched."""
+        now = time.time()
+        watched = [dict(entry) for entry in self._fields.get("watched", ())]  # a new list: a sealed chunk's copy keeps its own
+        if watching:
+            self._watching.append({"who": who, "from": now, "until": None})
+            watched.append({"who": who, "from": now, "until": None})
+        else:
+            self._watching = drop_first(self._watching, who)
+            for entry in reversed(watched):
+                if entry["who"] == who and entry["until"] is None:
+                    entry["until"] = now
+                    break
+        self._fields["watched"] = watched
 
     def restamp_start(self) -> None:
         """Play begins now (the first episode was opened while the game waited for its players)."""
