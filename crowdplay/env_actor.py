@@ -275,6 +275,10 @@ class EnvActor:
         delays = [entry.apply_delay_s * 1000 for hosted in self.games.values() for entry in hosted.live.input_log]
         return {name: np.histogram(samples, bins=TIMING_EDGES_MS[name])[0].tolist() for name, samples in (("frame_interval_ms", intervals), ("input_latency_ms", delays))}
 
+    async def begin_unwatched(self, game_id: str) -> None:
+        """Start an AI-only game nobody watches yet (``Lineup.begin_unwatched``)."""
+        self._game(game_id).lineup.begin_unwatched()
+
     async def stop(self, key: str, reason: str) -> None:
         """End one game: its participants get ``end``; its channel stops accepting connections."""
         try:

@@ -73,6 +73,14 @@ LOST_SESSIONS_KEPT = 10_000
 MARK_INTERRUPTED_DELAYS_S = (1, 2, 5, 10, 30, 60, 300)
 
 
+class UnknownGame(LookupError):
+    """No running game has this id (it ended, or never existed)."""
+
+
+class NotAIOnly(ValueError):
+    """Only an environment whose every agent is played by AI can run without participants."""
+
+
 class RecordingUnavailable(RuntimeError):
     """The recording store has never been reachable, so a participant id cannot be stored safely."""
 
@@ -115,6 +123,8 @@ class Game:
     channel: dict = field(default_factory=dict)
     #: False once the game has begun (or is about to): newcomers go elsewhere
     joinable: bool = True
+    #: sessions of participants who watch this (AI-only) game rather than play a seat
+    watchers: set[str] = field(default_factory=set)
     opening: asyncio.Task | None = None
     created_at: float = field(default_factory=time.time)
 
@@ -141,7 +151,8 @@ class SessionEntry:
             "token": self.token,
             "env_id": self.game.env_id,
             "game_id": self.game.game_id,
-            "agent": self.agent,
+            "agent": self.agent or None,
+            "watching": not self.agent,
             "participant": self.participant,
         }
 
@@ -505,6 +516,10 @@ class EnvsManager:
             try:
                 await asyncio.shield(game.opening)
                 token = secrets.token_urlsafe(24)
+                if agent is None:  # an AI-only game: the participant watches it (a demonstration)
+                    game.watchers.add(session_id)
+                    agent = ""
+                    break
                 await game.host.actor.take_seat.remote(game.game_id, agent, session_id, controller, details, token)
                 break
             except (SeatUnavailable, UnknownHostedSession):
@@ -538,10 +553,11 @@ class EnvsManager:
         since = time.time() - self.settings.connect_timeout_s
         return sum(1 for entry in self.sessions.values() if not entry.connected and entry.created_at > since)
 
-    async def _reserve(self, spec: EnvSpec, session_id: str) -> tuple[Game, str]:
+    async def _reserve(self, spec: EnvSpec, session_id: str) -> tuple[Game, str | None]:
         """Reserve an open seat for ``session_id``: in a joinable game of ``spec``, else in a new
         one. Choosing and reserving happen with no await in between, so concurrent joins never
-        take the same seat; a new game is visible to the next joiner before it has even opened."""
+        take the same seat; a new game is visible to the next joiner before it has even opened.
+        An AI-only environment has no seats: the session watches a new game of its own (None)."""
         while True:
             game = next((g for g in self.games.values() if g.env_id == spec.id and g.joinable and (g.seats is None or g.open_seats())), None)
             if game is None:
@@ -551,7 +567,11 @@ class EnvsManager:
                 game.opening = asyncio.get_running_loop().create_task(self._open(game))
             if game.seats is None:  # the environment's agents are learnt when its first game opens
                 await asyncio.shield(game.opening)
+                if game.seats == {}:
+                    return game, None
                 continue
+            if not game.seats:
+                return game, None
             agent = game.open_seats()[0]
             game.seats[agent] = session_id
             return game, agent
@@ -629,7 +649,7 @@ class EnvsManager:
         game = self.games.pop(game_id, None)
         if game is None:
             return
-        for session_id in [s for s in (game.seats or {}).values() if s and s != AI_SEAT]:
+        for session_id in [s for s in (game.seats or {}).values() if s and s != AI_SEAT] + list(game.watchers):
             entry = self.sessions.get(session_id)
             if entry is not None and entry.game is game:
                 del self.sessions[session_id]
@@ -663,7 +683,35 @@ class EnvsManager:
         if not hmac.compare_digest(entry.token.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
         entry.connected = True
+        if not entry.agent:  # a watcher: the channel shows the game read-only, noting who watched
+            return entry.agent, entry.game.info, {**entry.game.channel, "watch": entry.participant}
         return entry.agent, entry.game.info, entry.game.channel
+
+    async def start_ai_game(self, env_id: str) -> dict:
+        """Start a game of an AI-only environment for the dashboard, before anyone watches it
+        (it ends once nobody has watched it for its reconnect grace)."""
+        await self._adopt()
+        spec = get_env(env_id)
+        if spec.agents is not None and spec.human_agents(spec.agents):
+            raise NotAIOnly(f"environment {env_id!r} has agents people play ({spec.human_agents(spec.agents)}): only an AI-only game runs without participants")
+        game = Game(uuid.uuid4().hex, env_id, None, joinable=False)
+        self.games[game.game_id] = game
+        game.opening = asyncio.get_running_loop().create_task(self._open(game))
+        await asyncio.shield(game.opening)
+        if game.seats:
+            await self.end_game(game.game_id, "not an AI-only game")
+            raise NotAIOnly(f"environment {env_id!r} has agents people play ({list(game.seats)}): only an AI-only game runs without participants")
+        await game.host.actor.begin_unwatched.remote(game.game_id)
+        return {"game_id": game.game_id, "env_id": env_id}
+
+    async def watch_game(self, game_id: str) -> tuple[dict, dict]:
+        """(hello info, frame channel) to watch a running game read-only from the dashboard."""
+        await self._adopt()
+        game = self.games.get(game_id)
+        if game is None or game.opening is None:
+            raise UnknownGame(f"no running game {game_id!r}")
+        await asyncio.shield(game.opening)
+        return game.info, {**game.channel, "watch": "dashboard"}
 
     # ----------------------------------------------------------------- the study (assignments)
     async def _fresh(self, session_id: str, token: str):

@@ -11,6 +11,7 @@ Routes
                                      "resume" (with a participant id: send it to get this seat back)}
                                  429 with Retry-After when a client or everyone starts too many
     WS   /ws/{session_id}?token= frames down, input up (docs/protocol.md)
+    WS   /api/admin/games/{game_id}/watch?token=<admin token>  a game's frames, read-only (the dashboard)
     ...                          the study's routes: ``crowdplay.web.study_routes``
 
 Every error is JSON: ``{"error": <kind>, "reason": <what to do about it>}``; the kinds are listed
@@ -40,7 +41,7 @@ from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.clients import client_address
 from crowdplay.web.errors import error, message_of, original
 from crowdplay.web.study_routes import study_routes
-from crowdplay.web.websocket import play, served_by
+from crowdplay.web.websocket import play, served_by, watch
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -131,6 +132,9 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
     async def websocket(websocket: WebSocket) -> None:
         await play(websocket, backend, settings)
 
+    async def watch_websocket(websocket: WebSocket) -> None:
+        await watch(websocket, backend, settings)
+
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return error(exc.status_code, "http_error", str(exc.detail))
 
@@ -145,6 +149,7 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             Route("/api/health", health),
             Route("/api/sessions", create_session, methods=["POST"]),
             WebSocketRoute("/ws/{session_id}", websocket),
+            WebSocketRoute("/api/admin/games/{game_id}/watch", watch_websocket),
             *study_routes(backend.call, settings),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

@@ -39,6 +39,9 @@ class SessionBackend(Protocol):
 
     async def attach(self, session_id: str, token: str) -> Attachment: ...
 
+    async def watch(self, game_id: str) -> Attachment:
+        """A read-only view of a running game for the dashboard (``UnknownGame`` if none)."""
+
     async def call(self, method: str, *args: object) -> object:
         """Any other EnvsManager method (the study's routes: summary, finish, completion, ...)."""
 
@@ -52,6 +55,9 @@ def check_action(hello: dict, action: int) -> int:
 
 
 class RayAttachment:
+    """A participant's channel to their seat, or (``agent`` "") a watcher's read-only one, whose
+    inputs go nowhere."""
+
     def __init__(self, manager: ActorHandle, session_id: str, agent: str, hello: dict, channel: ChannelClient) -> None:
         self._manager = manager
         self._session_id = session_id
@@ -63,11 +69,13 @@ class RayAttachment:
         return self._channel.messages()
 
     async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
-        await self._channel.send_input({"kind": "keys", "keys": keys, "frame": frame, "seq": seq})
+        if self.agent:
+            await self._channel.send_input({"kind": "keys", "keys": keys, "frame": frame, "seq": seq})
 
     async def submit_action(self, action: int, frame: int, seq: int) -> None:
-        check_action(self.hello, action)
-        await self._channel.send_input({"kind": "action", "action": action, "frame": frame, "seq": seq})
+        if self.agent:
+            check_action(self.hello, action)
+            await self._channel.send_input({"kind": "action", "action": action, "frame": frame, "seq": seq})
 
     async def close(self) -> None:
         """The game notices the channel closing and keeps the seat for the reconnect grace."""
@@ -89,5 +97,10 @@ class RaySessions:
 
     async def attach(self, session_id: str, token: str) -> RayAttachment:
         agent, hello, address = await self.manager.attach.remote(session_id, token)
-        channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], agent, session_id)
+        channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], agent, session_id, address.get("watch"))
         return RayAttachment(self.manager, session_id, agent, hello, channel)
+
+    async def watch(self, game_id: str) -> RayAttachment:
+        hello, address = await self.manager.watch_game.remote(game_id)
+        channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], "", "", address["watch"])
+        return RayAttachment(self.manager, "", "", hello, channel)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from crowdplay.config import Settings
 from crowdplay.environments import get_env
-from crowdplay.manager import BadToken, UnknownSession
+from crowdplay.manager import BadToken, UnknownGame, UnknownSession
 from crowdplay.realtime import LiveEnv
 
 
@@ -63,6 +63,9 @@ class LocalSessions:
         if not hmac.compare_digest(expected.encode(), str(token).encode()):
             raise BadToken("the token does not match this session")
         return LocalAttachment(self, session_id, live)
+
+    async def watch(self, game_id: str) -> LocalAttachment:
+        raise UnknownGame("the in-process baseline has no dashboard to watch games from")
 
     async def call(self, method: str, *args: object) -> object:
         """The baseline runs games without a study: no task is ever complete or closed."""

@@ -11,6 +11,7 @@ feedback and problem reports, and the researcher's dashboard.
     GET  /admin                              the dashboard page (data only with the admin token)
     GET  /api/admin/overview                 Authorization: Bearer <admin token>
     POST /api/admin/sessions/{id}/end        end that session's game
+    POST /api/admin/games                    {"env_id"}: start a game of an AI-only environment (to watch)
     GET  /metrics                            the overview as Prometheus metrics (same token)
 
 The server decides completion from the statistics its EnvActors computed; nothing the page sends
@@ -32,6 +33,7 @@ from starlette.routing import Route
 from crowdplay.assignments import BadToken, NoCompletion, NotComplete, UnknownSession
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment
+from crowdplay.manager import NotAIOnly
 from crowdplay.study import current_study
 from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.errors import error, message_of, original
@@ -138,6 +140,24 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
     async def metrics(request: Request) -> Response:
         return authorized(request) or PlainTextResponse(prometheus_text(await call("overview")), media_type=CONTENT_TYPE)
 
+    async def start_ai_game(request: Request) -> Response:
+        refusal = authorized(request)
+        if refusal is not None:
+            return refusal
+        try:
+            data = await json_object(request, 1000)
+        except BadBody as bad:
+            return error(bad.status, bad.kind, bad.reason)
+        env_id = data.get("env_id")
+        if not isinstance(env_id, str):
+            return error(400, "missing_env_id", "the body must contain a string 'env_id': an AI-only environment")
+        try:
+            return JSONResponse(await call("start_ai_game", env_id), status_code=201)
+        except UnknownEnvironment:
+            return error(404, "not_found", f"no environment {env_id!r}")
+        except NotAIOnly as exc:
+            return error(409, "not_ai_only", message_of(exc))
+
     async def end_session(request: Request) -> Response:
         refusal = authorized(request)
         if refusal is not None:
@@ -155,5 +175,6 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
         Route("/admin", admin_page),
         Route("/api/admin/overview", overview),
         Route("/api/admin/sessions/{session_id}/end", end_session, methods=["POST"]),
+        Route("/api/admin/games", start_ai_game, methods=["POST"]),
         Route("/metrics", metrics),
     ]

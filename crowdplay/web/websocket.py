@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import json
 import logging
 
@@ -18,10 +19,11 @@ from starlette.websockets import WebSocket, WebSocketState
 from crowdplay import protocol
 from crowdplay.config import Settings
 from crowdplay.environments import InvalidAction
-from crowdplay.manager import HOST_LOST, BadToken, SessionLost, UnknownSession
+from crowdplay.manager import HOST_LOST, BadToken, SessionLost, UnknownGame, UnknownSession
 from crowdplay.rate_limit import TokenBucket
 from crowdplay.realtime import SessionEnded
 from crowdplay.web.backend import Attachment, SessionBackend
+from crowdplay.web.study_routes import admin_token
 from crowdplay.web.tcp import set_nodelay_for
 
 log = logging.getLogger(__name__)
@@ -80,11 +82,53 @@ async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings
         await close_with_error(websocket, "the session token is missing or wrong", protocol.CLOSE_UNAUTHORIZED)
         return
     try:
-        hello = {**attachment.hello, "instructions": attachment.hello["instructions"].get(attachment.agent, "")}
-        await websocket.send_text(protocol.text("hello", session_id=session_id, agent=attachment.agent, served_by=served_by(), **hello))
+        await websocket.send_text(protocol.text("hello", session_id=session_id, served_by=served_by(), **hello_fields(attachment)))
         forwarder = asyncio.create_task(_forward_frames(websocket, attachment))
         try:
             await _read_input(websocket, attachment, settings)
+        finally:
+            forwarder.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await forwarder
+    finally:
+        await attachment.close()
+
+
+def hello_fields(attachment: Attachment) -> dict:
+    """The game's description for this connection: its agent (None and ``watching`` for a
+    read-only view) and that agent's instructions (a watcher gets the first agent's)."""
+    instructions = attachment.hello["instructions"]
+    agent = attachment.agent or None
+    text = instructions.get(agent, "") if agent else next(iter(instructions.values()), "")
+    return {**attachment.hello, "agent": agent, "watching": agent is None, "instructions": text}
+
+
+async def watch(websocket: WebSocket, backend: SessionBackend, settings: Settings) -> None:
+    """The dashboard's read-only view of a running game (``?token=`` the admin token: a browser
+    cannot set headers on a websocket): ``hello`` with ``watching``, then the game's frames and
+    events. Nothing the viewer sends reaches the game."""
+    await websocket.accept()
+    set_nodelay_for(websocket.scope)
+    expected = admin_token(settings)
+    given = websocket.query_params.get("token", "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        await close_with_error(websocket, "watching a game needs the admin token (?token=)", protocol.CLOSE_UNAUTHORIZED)
+        return
+    game_id = websocket.path_params["game_id"]
+    try:
+        attachment = await backend.watch(game_id)
+    except UnknownGame:
+        await close_with_error(websocket, f"no running game {game_id!r}", protocol.CLOSE_UNKNOWN_SESSION)
+        return
+    except (ConnectionError, OSError):
+        await close_with_error(websocket, "the game ended", protocol.CLOSE_SESSION_ENDED)
+        return
+    try:
+        await websocket.send_text(protocol.text("hello", session_id=None, game_id=game_id, served_by=served_by(), **hello_fields(attachment)))
+        forwarder = asyncio.create_task(_forward_frames(websocket, attachment))
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass  # a viewer has nothing to say to the game
         finally:
             forwarder.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
