@@ -37,7 +37,7 @@ from crowdplay.ai.health import merge_policy_snapshots
 from crowdplay.assignments import ANONYMOUS, ASSIGNMENTS_KEPT, AssignmentBook, BadToken, SessionLost, UnknownSession
 from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import DASHBOARD_WAIT_S, UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
-from crowdplay.environments import EnvSpec, get_env
+from crowdplay.environments import EnvSpec, get_env, list_envs
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
@@ -850,6 +850,7 @@ class EnvsManager:
             "recording": recording,
             "policies": policies,
             "policy_reports": list(self.policy_reports)[-POLICY_REPORTS_SHOWN:],
+            "ai_only_envs": [spec.id for spec in list_envs() if spec.agents is not None and not spec.human_agents(spec.agents)],
         }
 
     async def _ask_host(self, host: Host, method: str) -> dict:

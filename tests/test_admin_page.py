@@ -7,6 +7,7 @@ the 401 handling and the End button's POST.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import math
 import re
@@ -23,9 +24,16 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.websockets import WebSocket
 from starlette.staticfiles import StaticFiles
 
+from crowdplay import protocol
+from crowdplay.config import Settings
+from crowdplay.environments import get_env
+from crowdplay.environments.parallel_adapter import make_adapter
+from crowdplay.lineup import Lineup
+from crowdplay.realtime import LiveEnv
 from crowdplay.web.metrics import CONTENT_TYPE, prometheus_text
 from tests.conftest import wait_until
 
@@ -168,6 +176,10 @@ class StubBackend:
         self.token = TOKEN
         self.overview_requests = 0
         self.end_calls: list[tuple[str, str | None]] = []
+        self.started: list[str] = []
+        self.watched: list[str] = []
+        self.watch_ended = 0
+        self.viewer_messages = 0
 
     def refusal(self, request: Request) -> JSONResponse | None:
         header = request.headers.get("authorization")
@@ -188,12 +200,47 @@ class StubBackend:
         self.end_calls.append((request.path_params["session_id"], request.headers.get("authorization")))
         return self.refusal(request) or JSONResponse({"ended": request.path_params["session_id"]})
 
+    async def start_game(self, request: Request) -> JSONResponse:
+        self.started.append((await request.json())["env_id"])
+        return self.refusal(request) or JSONResponse({"game_id": "g-demo", "env_id": self.started[-1]}, status_code=201)
+
+    async def watch(self, websocket: WebSocket) -> None:
+        """A real AI-only game (TestAIPong, Ray-free), streamed read-only as the server does."""
+        await websocket.accept()
+        if websocket.query_params.get("token") != self.token:
+            await websocket.send_text(protocol.text("error", reason="watching a game needs the admin token (?token=)", code=protocol.CLOSE_UNAUTHORIZED))
+            await websocket.close(protocol.CLOSE_UNAUTHORIZED)
+            return
+        spec = get_env("TestAIPong")
+        lineup = Lineup(LiveEnv(spec, 3, Settings(), adapter=make_adapter(spec)), Settings(countdown_s=0.0))
+        viewer = lineup.watch("dashboard")
+        self.watched.append(websocket.path_params["game_id"])
+        hello = lineup.live.describe()
+        await websocket.send_text(protocol.text("hello", session_id=None, game_id=self.watched[-1], **{**hello, "agent": None, "watching": True, "instructions": ""}))
+        stream = lineup.live.stream(viewer.agent, viewer)
+
+        async def forward() -> None:
+            async for message in stream:
+                await (websocket.send_bytes(message) if isinstance(message, bytes) else websocket.send_text(message))
+
+        sender = asyncio.create_task(forward())
+        try:
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                self.viewer_messages += 1
+        finally:
+            sender.cancel()
+            lineup.unwatch(viewer)
+            lineup.end("done")
+            self.watch_ended += 1
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
                 Route("/admin", self.admin_page),
                 Route("/api/admin/overview", self.get_overview, methods=["GET"]),
                 Route("/api/admin/sessions/{session_id}/end", self.end_session, methods=["POST"]),
+                Route("/api/admin/games", self.start_game, methods=["POST"]),
+                WebSocketRoute("/api/admin/games/{game_id}/watch", self.watch),
                 Mount("/static", StaticFiles(directory=STATIC)),
             ]
         )
@@ -465,3 +512,35 @@ def test_the_page_shows_each_policys_state_reason_and_substitutes(page: Page, ad
     expect(answering.locator("td").nth(3)).to_have_text("6.1 ms")
     stub.overview["policies"] = {}
     expect(page.locator("#policies-section")).to_be_hidden(timeout=5000)
+
+
+# ---------------------------------------------------------------- watching games
+
+def test_the_page_starts_an_ai_only_game_and_shows_it_live(page: Page, admin_url: str, stub: StubBackend) -> None:
+    stub.overview["ai_only_envs"] = ["TestAIPong"]
+    sign_in(page, admin_url)
+    expect(page.locator("#ai-games-section")).to_be_visible()
+    expect(page.locator("#ai-game-env option")).to_have_text(["TestAIPong"])
+    page.click("#ai-game-form button[type=submit]")
+    expect(page.locator("#watch-section")).to_be_visible()
+    expect(page.locator("#watch-status")).to_have_text("Watching AI Pong (read-only).")
+    page.wait_for_function("window.crowdplayAdmin.watching.frames > 60", timeout=15000)  # a second of the live game, painted
+    painted = page.evaluate("""() => {
+        const canvas = document.getElementById('watch-screen');
+        const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        return [canvas.width, canvas.height, new Set(Array.from(pixels.filter((_, i) => i % 4 === 0))).size];
+    }""")
+    assert stub.started == ["TestAIPong"] and stub.watched == ["g-demo"]
+    assert painted[:2] == [160, 210] and painted[2] >= 2  # Pong's field, paddles and ball: more than one colour
+    page.click("#watch-stop")
+    expect(page.locator("#watch-section")).to_be_hidden()
+    wait_until(lambda: stub.watch_ended == 1, "the watch connection did not close")
+    assert stub.viewer_messages == 0 and stub.started == ["TestAIPong"]  # the page never sends the game anything
+
+
+def test_a_live_games_watch_button_opens_its_view(page: Page, admin_url: str, stub: StubBackend) -> None:
+    sign_in(page, admin_url)
+    page.click('#games-table tr[data-game-id="g-0123456789abcdef"] button.watch-game')
+    page.wait_for_function("window.crowdplayAdmin.watching.frames > 10", timeout=15000)
+    assert stub.watched == ["g-0123456789abcdef"]
+    expect(page.locator("#watch-game")).to_have_text("g-01234567…")

@@ -175,3 +175,19 @@ def test_a_second_tab_of_the_same_browser_takes_the_seat_back_and_another_browse
     assert stranger_session != first_session
     context.close()
     stranger.close()
+
+
+def test_a_participant_watches_an_ai_only_game_and_their_keys_go_nowhere(browser, base_url, manager):
+    page = start_game(browser, base_url, "TestAIPong")
+    assert page.locator("#role").inner_text() == "You are watching: AI plays this game; your keys do nothing here."
+    assert page.locator("#controls").is_hidden()
+    session_id = page.evaluate("window.crowdplay.sessionId")
+    before = canvas_fingerprint(page)
+    page.keyboard.down("ArrowUp")
+    time.sleep(1.0)
+    page.keyboard.up("ArrowUp")
+    assert canvas_fingerprint(page) != before  # the AI plays on
+    assert page.evaluate("window.crowdplay.errors") == [] and page.evaluate("window.crowdplay.agent") is None
+    game_id = next(game["game_id"] for game in ray.get(manager.list_games.remote()) if game["env_id"] == "TestAIPong" and game["seats"] == {})
+    assert session_id and game_id
+    page.close()

@@ -2,6 +2,8 @@
 // Everything that comes from the server reaches the DOM as text nodes or attribute values,
 // never as HTML, so task titles or participant pseudonyms cannot inject markup.
 
+import { FrameDecoder } from "./frames.js";
+
 const TOKEN_KEY = "crowdplay-admin-token";
 const POLL_MS = 2000;
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -179,6 +181,7 @@ function render(overview) {
   renderCompletions(overview.completions_timeline || [], generatedAt);
   renderRecording(overview.recording);
   renderPolicies(overview.policies || {});
+  renderAiGames(overview.ai_only_envs || []);
 
   $("token-form").hidden = true;
   $("forget-token").hidden = false;
@@ -267,7 +270,13 @@ function gameRow(game) {
   return el(
     "tr",
     { "data-game-id": game.game_id },
-    el("td", { title: text(game.game_id) }, el("code", {}, shortId(game.game_id))),
+    el(
+      "td",
+      { title: text(game.game_id) },
+      el("code", {}, shortId(game.game_id)),
+      " ",
+      el("button", { type: "button", class: "watch-game", "data-game-id": game.game_id }, "Watch"),
+    ),
     el("td", { title: text(game.env_id) }, game.task_id),
     el("td", { title: text(game.node_id) }, el("code", {}, shortId(game.node_id))),
     el("td", { class: "phase", "data-phase": game.phase }, game.phase),
@@ -519,6 +528,86 @@ function renderPolicies(policies) {
   $("policies-table").tBodies[0].replaceChildren(...entries.map(policyRow));
 }
 
+function renderAiGames(envIds) {
+  $("ai-games-section").hidden = envIds.length === 0;
+  const select = $("ai-game-env");
+  if (JSON.stringify(envIds) === select.dataset.signature) return; // keep the researcher's choice
+  select.dataset.signature = JSON.stringify(envIds);
+  select.replaceChildren(...envIds.map((envId) => el("option", { value: envId }, envId)));
+}
+
+// ---------------------------------------------------------------- watching a game (read-only)
+
+const watching = (state.watching = { socket: null, gameId: null, frames: 0, decoder: null, context: null, image: null, chain: Promise.resolve() });
+
+function stopWatching() {
+  if (watching.socket) watching.socket.close();
+  watching.socket = null;
+  watching.gameId = null;
+  $("watch-section").hidden = true;
+}
+
+/** Frames of a running game, over the admin token's websocket; nothing is ever sent to the game. */
+function watchGame(gameId) {
+  const token = getToken();
+  if (!token) return showTokenForm();
+  stopWatching();
+  watching.gameId = gameId;
+  watching.frames = 0;
+  $("watch-game").textContent = shortId(gameId);
+  $("watch-status").textContent = "Connecting...";
+  $("watch-section").hidden = false;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${location.host}/api/admin/games/${encodeURIComponent(gameId)}/watch?token=${encodeURIComponent(token)}`);
+  socket.binaryType = "arraybuffer";
+  watching.socket = socket;
+  socket.onmessage = (event) => {
+    if (typeof event.data !== "string") {
+      watching.chain = watching.chain.then(async () => {
+        if (!watching.decoder) return;
+        await watching.decoder.decode(event.data);
+        watching.decoder.paint(watching.image);
+        watching.context.putImageData(watching.image, 0, 0);
+        watching.frames += 1;
+      }).catch((error) => { $("watch-status").textContent = `Display error: ${error.message}`; });
+      return;
+    }
+    const message = JSON.parse(event.data);
+    if (message.type === "hello") {
+      const palette = message.palette ? Uint8Array.from(atob(message.palette), (c) => c.charCodeAt(0)) : null;
+      watching.decoder = new FrameDecoder(message.width, message.height, message.channels, palette);
+      const canvas = $("watch-screen");
+      canvas.width = message.width;
+      canvas.height = message.height;
+      watching.context = canvas.getContext("2d");
+      watching.image = watching.context.createImageData(message.width, message.height);
+      $("watch-status").textContent = `Watching ${message.env.title} (read-only).`;
+    } else if (message.type === "end" || message.type === "error") {
+      $("watch-status").textContent = `The game ended: ${message.reason}`;
+    }
+  };
+  socket.onclose = () => {
+    if (watching.socket === socket) watching.socket = null;
+  };
+}
+
+async function startAiGame(envId) {
+  const token = getToken();
+  if (!token) return showTokenForm();
+  try {
+    const response = await fetch("/api/admin/games", {
+      method: "POST",
+      headers: { ...authHeaders(token), "Content-Type": "application/json" },
+      body: JSON.stringify({ env_id: envId }),
+    });
+    if (!response.ok) throw new Error(await reasonOf(response));
+    watchGame((await response.json()).game_id);
+  } catch (error) {
+    setError(`Could not start a game of ${envId}: ${error.message}`);
+  }
+  poll();
+}
+
 // ---------------------------------------------------------------- actions
 
 async function endSession(button) {
@@ -564,6 +653,16 @@ $("forget-token").addEventListener("click", () => showTokenForm());
 $("games-table").addEventListener("click", (event) => {
   const button = event.target.closest("button.end-session");
   if (button && !button.disabled) endSession(button);
+  const watch = event.target.closest("button.watch-game");
+  if (watch) watchGame(watch.dataset.gameId);
+});
+
+$("watch-stop").addEventListener("click", stopWatching);
+
+$("ai-game-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const envId = $("ai-game-env").value;
+  if (envId) startAiGame(envId);
 });
 
 takeTokenFromUrl();
