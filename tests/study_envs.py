@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 
 from crowdplay.ai import Policy, register_policy, register_rllib_checkpoint
-from crowdplay.environments import EnvSpec, arrow_keymap, get_env, register_env
+from crowdplay.environments import EnvSpec, Keymap, arrow_keymap, get_env, register_env
 from crowdplay.environments.parallel_adapter import make_pettingzoo_atari
 
 TEAM = get_env("SpaceInvaders2P")
@@ -145,5 +145,29 @@ CARTPOLE = register_env(
     EnvSpec(
         id="TestCartPole", title="CartPole", description="Balance the pole.", make_env=make_cartpole, fps=30,
         action_labels=["left", "right"], keymap=arrow_keymap, idle="wait",
+    )
+)
+
+#: Tiny checkpoints of ``tests.rllib_checkpoints`` on non-Atari games, given the env's own observations.
+ALGORITHMS = Path(__file__).resolve().parent / ".cache" / "algorithms"
+for _algorithm in ("impala", "sac"):
+    register_rllib_checkpoint(f"test-{_algorithm}-cart", ALGORITHMS / f"{_algorithm}-cartpole-v1", framebuffer=None, observation="env", **SMALL_ACTOR)
+    #: CartPole played by the checkpoint alone: participants watch it.
+    register_env(replace(CARTPOLE, id=f"TestCartPole{_algorithm.upper()}", agents=("agent_0",), ai_agent_map_always={"agent_0": f"test-{_algorithm}-cart"}, reconnect_grace_s=1.0))
+#: BC trained offline on this project's own RLlib export of a recorded MountainCar game.
+register_rllib_checkpoint("test-bc-car", ALGORITHMS / "bc-mountaincar-v0", framebuffer=None, observation="env", **SMALL_ACTOR)
+
+
+def make_mountain_car() -> object:
+    import gymnasium as gym
+
+    return gym.make("MountainCar-v0", render_mode="rgb_array")
+
+
+#: MountainCar driven by the BC policy alone: participants watch it.
+CAR_BC = register_env(
+    EnvSpec(
+        id="TestCarBC", title="Mountain car", description="Reach the flag.", make_env=make_mountain_car, agents=("agent_0",),
+        keymap=Keymap({"ArrowLeft": 0, "ArrowRight": 2}, noop=1), reconnect_grace_s=1.0, ai_agent_map_always={"agent_0": "test-bc-car"},
     )
 )
