@@ -96,7 +96,7 @@ def largest_node(address: str | None) -> dict[str, float]:
 def print_policy_reports_until(stop: threading.Event, manager, every_s: float = 1.0) -> None:
     """Until ``stop``, print each policy problem (and recovery) the game processes report, once:
     a policy that raises, whose actor is down or cannot be placed reaches the operator here, not
-    only a Ray worker's log."""
+    only a Ray worker's log; so does an environment that could not be built."""
     import ray
 
     seen = 0
@@ -108,7 +108,10 @@ def print_policy_reports_until(stop: threading.Event, manager, every_s: float = 
         for report in reports:
             seen = max(seen, report["seq"])
             reason = f": {report['reason']}" if report.get("reason") else ""
-            print(f"crowdplay: policy {report['policy_id']!r} is {report['state']}{reason}", file=sys.stderr, flush=True)
+            if "environment" in report:
+                print(f"crowdplay: environment {report['environment']!r} could not be built{reason} (crowdplay check tries every environment)", file=sys.stderr, flush=True)
+            else:
+                print(f"crowdplay: policy {report['policy_id']!r} is {report['state']}{reason}", file=sys.stderr, flush=True)
 
 
 def check_game_servers(manager) -> None:

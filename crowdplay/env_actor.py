@@ -35,7 +35,7 @@ from ray.actor import ActorHandle
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.channel import ChannelServer
 from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
-from crowdplay.environments import EnvAdapter, EnvSpec, get_env, make_adapter
+from crowdplay.environments import EnvAdapter, EnvironmentFailed, EnvSpec, get_env, make_adapter
 from crowdplay.lineup import Lineup
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
@@ -104,7 +104,10 @@ class EnvActor:
         spec = get_env(env_id)
         self.games_opened += 1
         spare = self.spares.pop(env_id, None)
-        adapter = await spare if spare is not None else await self._build(spec)
+        try:
+            adapter = await spare if spare is not None else await self._build(spec)
+        except Exception as error:  # its configuration: every retry would fail the same way
+            raise EnvironmentFailed(env_id, f"{type(error).__name__}: {' '.join(str(error).split())}"[:500]) from None
         recorder = None
         if self.settings.record:
             controllers = {agent: {"human": True, "participant": None} for agent in adapter.agents}

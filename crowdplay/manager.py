@@ -37,7 +37,7 @@ from crowdplay.ai.health import merge_policy_snapshots
 from crowdplay.assignments import ANONYMOUS, ASSIGNMENTS_KEPT, AssignmentBook, BadToken, SessionLost, UnknownSession
 from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor import DASHBOARD_WAIT_S, UnknownHostedSession, env_actor_names, merge_timings, spawn_env_actor
-from crowdplay.environments import EnvSpec, get_env, list_envs
+from crowdplay.environments import EnvironmentFailed, EnvSpec, get_env, list_envs
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
@@ -585,6 +585,9 @@ class EnvsManager:
                 try:
                     game.info, game.channel = await host.actor.open.remote(game.game_id, game.env_id, secrets.randbelow(2**31))
                     break
+                except EnvironmentFailed as failure:
+                    self._environment_failed(failure)
+                    raise
                 except ray.exceptions.RayActorError:
                     host.games.discard(game.game_id)
                     self._forget(host)  # the process died: open the game elsewhere
@@ -622,6 +625,15 @@ class EnvsManager:
         report = {**report, "seq": self._policy_report_seq}
         self.policy_reports.append(report)
         log.warning("policy %r is %s%s", report["policy_id"], report["state"], f": {report['reason']}" if report.get("reason") else "")
+
+    def _environment_failed(self, failure: EnvironmentFailed) -> None:
+        """A game could not be built: logged, and reported to ``crowdplay serve``'s console once
+        per environment and cause (each later join fails the same way)."""
+        if any(report.get("environment") == failure.env_id and report["reason"] == failure.problem for report in self.policy_reports):
+            return
+        self._policy_report_seq += 1
+        self.policy_reports.append({"environment": failure.env_id, "state": "failed", "reason": failure.problem, "seq": self._policy_report_seq})
+        log.error("%s", failure)
 
     async def policy_reports_after(self, seq: int) -> list[dict]:
         """The reports newer than ``seq`` (``crowdplay serve`` prints them as they come)."""
@@ -849,7 +861,7 @@ class EnvsManager:
             "completions_timeline": [[at, index + 1] for index, at in enumerate(completed_times)],
             "recording": recording,
             "policies": policies,
-            "policy_reports": list(self.policy_reports)[-POLICY_REPORTS_SHOWN:],
+            "policy_reports": [report for report in self.policy_reports if "policy_id" in report][-POLICY_REPORTS_SHOWN:],
             "ai_only_envs": [spec.id for spec in list_envs() if spec.agents is not None and not spec.human_agents(spec.agents)],
         }
 

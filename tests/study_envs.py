@@ -171,3 +171,7 @@ CAR_BC = register_env(
         keymap=Keymap({"ArrowLeft": 0, "ArrowRight": 2}, noop=1), reconnect_grace_s=1.0, ai_agent_map_always={"agent_0": "test-bc-car"},
     )
 )
+
+#: Instructions for an agent single-player Pong does not have: registration cannot tell (its agents
+#: are not declared, so they are known only once it is built).
+MISCONFIGURED = register_env(replace(get_env("Pong"), id="TestMisconfigured", instructions={"agent_1": "You are the left paddle."}))

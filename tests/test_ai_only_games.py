@@ -123,3 +123,28 @@ def test_the_dashboard_watches_a_participants_game_without_touching_it(base_url,
     documents = episodes_of(session["game_id"])
     assert documents[0]["watched"][0]["who"] == "dashboard" and documents[0]["watched"][0]["until"] is not None
     assert documents[0]["controllers"]["agent_0"]["human"]
+
+
+def test_a_game_that_cannot_be_built_is_refused_with_why_not_please_retry(base_url, manager, capsys):
+    import threading
+
+    from crowdplay.cli import print_policy_reports_until
+
+    status, body = None, None
+    request = urllib.request.Request(f"{base_url}/api/sessions", data=json.dumps({"env_id": "TestMisconfigured"}).encode(), method="POST")
+    for _ in range(2):  # and again: the same answer, not a retry that might work
+        try:
+            urllib.request.urlopen(request, timeout=60)
+        except urllib.error.HTTPError as error:
+            status, body = error.code, json.loads(error.read())
+        assert status == 500 and body["error"] == "environment_failed" and "TestMisconfigured" in body["reason"]
+    stop = threading.Event()
+    printer = threading.Thread(target=print_policy_reports_until, args=(stop, manager, 0.05))
+    printer.start()
+    time.sleep(1.0)
+    stop.set()
+    printer.join()
+    console = capsys.readouterr().err
+    expected = ("crowdplay: environment 'TestMisconfigured' could not be built: ValueError: environment 'TestMisconfigured': instructions names "
+                "agents ['agent_1'] the environment does not have (['agent_0']) (crowdplay check tries every environment)")
+    assert console.count(expected) == 1, console

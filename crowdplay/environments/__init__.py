@@ -1,6 +1,6 @@
 """Environment specs, the registry, keymaps and the built-in Atari games."""
 
-from crowdplay.environments.adapter import EnvAdapter, InvalidAction, StepResult
+from crowdplay.environments.adapter import EnvAdapter, EnvironmentFailed, InvalidAction, StepResult
 from crowdplay.environments.parallel_adapter import ParallelEnvAdapter, make_adapter
 from crowdplay.environments.keymap import Keymap, arrow_keymap, atari_keymap, named_keymap, number_keymap, wasd_keymap
 from crowdplay.environments.registry import UnknownEnvironment, get_env, list_envs, register_env
@@ -12,6 +12,7 @@ __all__ = [
     "ParallelEnvAdapter",
     "make_adapter",
     "EnvSpec",
+    "EnvironmentFailed",
     "InvalidAction",
     "Keymap",
     "StepResult",

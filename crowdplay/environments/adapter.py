@@ -42,6 +42,19 @@ def env_action_meanings(env: Any, action_count: int, agent: str | None = None) -
     return None
 
 
+class EnvironmentFailed(RuntimeError):
+    """A registered environment could not be built (its ``make_env`` raised, or its options do
+    not fit the environment it built): a configuration problem, not a passing one."""
+
+    def __init__(self, env_id: str, cause: str) -> None:
+        super().__init__(f"environment {env_id!r} could not be built: {cause}")
+        self.env_id = env_id
+        self.problem = cause
+
+    def __reduce__(self):
+        return (type(self), (self.env_id, self.problem))
+
+
 class InvalidAction(ValueError):
     """An action outside the agent's action space."""
 

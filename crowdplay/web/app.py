@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from crowdplay.config import Settings
-from crowdplay.environments import UnknownEnvironment, get_env, list_envs
+from crowdplay.environments import EnvironmentFailed, UnknownEnvironment, get_env, list_envs
 from crowdplay.admission import ClientStarts
 from crowdplay.manager import NoCapacity, TaskClosed, TooManyStarts
 from crowdplay.web.backend import SessionBackend
@@ -121,6 +121,9 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             return error(429, "too_many_requests", message_of(exc), headers={"Retry-After": str(wait_s)}, retry_after_s=wait_s)
         except TaskClosed as exc:
             return error(409, "task_closed", message_of(exc))
+        except EnvironmentFailed:
+            log.exception("could not build the game for a session")
+            return error(500, "environment_failed", f"the game {env_id!r} could not be built: its configuration is broken; the server's console says why")
         except NoCapacity as exc:
             return error(503, "no_capacity", f"{message_of(exc)}: the study is at capacity, please try again in a few minutes")
         except Exception:  # a placement or store failure: say so in JSON, keep serving
