@@ -194,11 +194,12 @@ class RLlibPolicy(Policy):
     def compute_actions(self, observations: Sequence[Any], streams: Sequence[str | None] | None = None) -> list[int]:
         """Actions for ``observations``; ``streams`` name whose episode each continues (None: a
         new one; see ``crowdplay.ai.streams``)."""
-        prepared = [self._prepare(observation) for observation in observations]
         with self._torch.inference_mode():
-            if self.streams is None:
-                output = self.module.forward_inference({"obs": self._torch.from_numpy(np.stack(prepared)).to(self.device)})
+            if self.streams is None:  # the module directly: the batch prepared in one go
+                batch = self._prepare(np.stack([np.asarray(observation) for observation in observations]))
+                output = self.module.forward_inference({"obs": self._torch.from_numpy(batch).to(self.device)})
                 return [int(action) for action in self._actions(self.module, output)]
+            prepared = [self._prepare(observation) for observation in observations]
             return self._through_pipelines(prepared, list(streams) if streams is not None else [None] * len(prepared))
 
     def _prepare(self, observation: Any) -> Any:
