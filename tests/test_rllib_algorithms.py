@@ -81,7 +81,7 @@ def mountain_car_export(tmp_path_factory):
 def test_an_offline_checkpoint_trained_on_an_export_answers_what_its_module_answers(ray_session, mountain_car_export, algorithm):
     data, observations = mountain_car_export
     path = checkpoint(algorithm, "MountainCar-v0", offline_data=data)
-    policy_id = f"test-{algorithm}-car"
+    policy_id = f"test-{algorithm}-car-direct"
     register_rllib_checkpoint(policy_id, path, framebuffer=None, observation="env")
     policy = make_policy(policy_id, gym.spaces.Discrete(3))
     assert policy.env_to_module is None  # an offline algorithm's checkpoint has no env runner pipelines
