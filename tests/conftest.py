@@ -120,7 +120,7 @@ SEPARATE_SUITES = ("cluster", "study", "autoscaling")
 #: test`` runs them after the rest, alone, which runs two at a time (``pytest -n 2``).
 SERIAL_MODULES = {
     "test_admission.py", "test_bench.py", "test_browser.py", "test_store_link.py", "test_writer_outage.py",
-    "test_researcher_directory.py", "test_serve_play.py", "test_realtime.py", "test_policy_actors.py",
+    "test_researcher_directory.py", "test_serve_play.py", "test_realtime.py", "test_policy_actors.py", "test_watching.py",
 }
 
 

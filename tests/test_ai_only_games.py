@@ -74,7 +74,7 @@ def test_a_participant_watches_an_ai_only_game_of_their_own(base_url, manager):
     session, hello, frames = run(scenario())
     assert session["watching"] and session["agent"] is None
     assert hello["watching"] and hello["agent"] is None and hello["humans"] == [] and hello["env"]["players"] == 0
-    assert frames >= 0.85 * 60 * 2  # the demonstration plays at its frame rate
+    assert frames >= 60  # the demonstration plays (its frame rate is tests/test_watching.py's, timed alone)
     documents = episodes_of(session["game_id"])  # it ends once its only watcher has been gone for the grace (1 s)
     assert documents[-1]["reason"] == "nobody is watching this AI-only game any more"
     assert documents[0]["controllers"] == {"first_0": {"human": False, "policy": "test-ram-bot"}, "second_0": {"human": False, "policy": "test-ram-bot"}}
@@ -98,7 +98,7 @@ def test_the_dashboard_starts_an_ai_only_game_and_watches_it(admin_url, manager)
 
     hello, frames = run(scenario())
     assert hello["watching"] and hello["game_id"] == started["game_id"] and hello["session_id"] is None
-    assert frames >= 0.85 * 60 * 1.5
+    assert frames >= 45
     documents = episodes_of(started["game_id"])
     assert [entry["who"] for entry in documents[0]["watched"]] == ["dashboard"]
 
@@ -118,7 +118,7 @@ def test_the_dashboard_watches_a_participants_game_without_touching_it(base_url,
             return player.session, watched, played, refused.value
 
     session, watched, played, refused = run(scenario())
-    assert watched >= 50 and played >= 50
+    assert watched >= 30 and played >= 30
     assert refused.body["type"] == "error" and "admin token" in refused.body["reason"]
     documents = episodes_of(session["game_id"])
     assert documents[0]["watched"][0]["who"] == "dashboard" and documents[0]["watched"][0]["until"] is not None
