@@ -10,6 +10,8 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from pettingzoo import ParallelEnv
+
 from crowdplay.ai import Policy, register_policy, register_rllib_checkpoint
 from crowdplay.environments import EnvSpec, Keymap, arrow_keymap, get_env, register_env
 from crowdplay.environments.parallel_adapter import make_pettingzoo_atari
@@ -175,3 +177,53 @@ CAR_BC = register_env(
 #: Instructions for an agent single-player Pong does not have: registration cannot tell (its agents
 #: are not declared, so they are known only once it is built).
 MISCONFIGURED = register_env(replace(get_env("Pong"), id="TestMisconfigured", instructions={"agent_1": "You are the left paddle."}))
+
+
+class CartPair(ParallelEnv):
+    """Two CartPoles side by side, one per agent (a PettingZoo parallel environment): a non-Atari
+    game two participants play, where a CartPole checkpoint can take over either cart."""
+
+    metadata = {"name": "cart_pair_v0", "render_modes": ["rgb_array"]}
+    possible_agents = ["left", "right"]
+    render_mode = "rgb_array"
+
+    def __init__(self) -> None:
+        import gymnasium as gym
+
+        self.carts = {agent: gym.make("CartPole-v1", render_mode="rgb_array") for agent in self.possible_agents}
+        self.agents: list[str] = []
+
+    def observation_space(self, agent: str):
+        return self.carts[agent].observation_space
+
+    def action_space(self, agent: str):
+        return self.carts[agent].action_space
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self.agents = list(self.possible_agents)
+        observations = {agent: self.carts[agent].reset(seed=None if seed is None else seed + index)[0] for index, agent in enumerate(self.agents)}
+        return observations, {agent: {} for agent in self.agents}
+
+    def step(self, actions: dict):
+        results = {agent: self.carts[agent].step(actions[agent]) for agent in self.agents}
+        self.agents = [agent for agent in self.agents if not (results[agent][2] or results[agent][3])]
+        return tuple({agent: result[index] for agent, result in results.items()} for index in range(5))
+
+    def render(self):
+        import numpy as np
+
+        return np.concatenate([self.carts[agent].render() for agent in self.possible_agents], axis=1)
+
+    def close(self) -> None:
+        for cart in self.carts.values():
+            cart.close()
+
+
+#: Two participants balance a cart each; whoever leaves is replaced by the IMPALA CartPole checkpoint.
+CART_PAIR = register_env(
+    EnvSpec(
+        id="TestCartPair", title="Two carts", description="Balance your pole.", make_env=CartPair, fps=30, agents=("left", "right"),
+        keymap=Keymap({"ArrowLeft": 0, "ArrowRight": 1}), idle="repeat", reconnect_grace_s=0.5,
+        ai_agent_map_fallback={"left": "test-impala-cart", "right": "test-impala-cart"},
+    )
+)

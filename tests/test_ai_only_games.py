@@ -126,9 +126,7 @@ def test_the_dashboard_watches_a_participants_game_without_touching_it(base_url,
 
 
 def test_a_game_that_cannot_be_built_is_refused_with_why_not_please_retry(base_url, manager, capsys):
-    import threading
-
-    from crowdplay.cli import print_policy_reports_until
+    from tests.test_policy_actors import console_reports
 
     status, body = None, None
     request = urllib.request.Request(f"{base_url}/api/sessions", data=json.dumps({"env_id": "TestMisconfigured"}).encode(), method="POST")
@@ -138,13 +136,7 @@ def test_a_game_that_cannot_be_built_is_refused_with_why_not_please_retry(base_u
         except urllib.error.HTTPError as error:
             status, body = error.code, json.loads(error.read())
         assert status == 500 and body["error"] == "environment_failed" and "TestMisconfigured" in body["reason"]
-    stop = threading.Event()
-    printer = threading.Thread(target=print_policy_reports_until, args=(stop, manager, 0.05))
-    printer.start()
-    time.sleep(1.0)
-    stop.set()
-    printer.join()
-    console = capsys.readouterr().err
+    console = console_reports(manager, capsys)
     expected = ("crowdplay: environment 'TestMisconfigured' could not be built: ValueError: environment 'TestMisconfigured': instructions names "
                 "agents ['agent_1'] the environment does not have (['agent_0']) (crowdplay check tries every environment)")
     assert console.count(expected) == 1, console

@@ -355,12 +355,25 @@ def test_a_policy_with_two_replicas_gets_two_actors_sharing_its_agents(settings)
     assert all(count > 0 for count in served)
 
 
-def test_a_failing_policy_reaches_the_console_the_dashboard_and_metrics(base_url, manager, capsys):
-    """Played through Serve: the failure is reported once to the manager, printed by ``crowdplay
-    serve``'s report loop, shown in the overview the dashboard renders and in /metrics' text."""
+def console_reports(manager, capsys) -> str:
+    """What ``crowdplay serve``'s report printer writes to the console within a second."""
     import threading
 
     from crowdplay.cli import print_policy_reports_until
+
+    capsys.readouterr()
+    stop = threading.Event()
+    printer = threading.Thread(target=print_policy_reports_until, args=(stop, manager, 0.05))
+    printer.start()
+    time.sleep(1.0)
+    stop.set()
+    printer.join()
+    return capsys.readouterr().err
+
+
+def test_a_failing_policy_reaches_the_console_the_dashboard_and_metrics(base_url, manager, capsys):
+    """Played through Serve: the failure is reported once to the manager, printed by ``crowdplay
+    serve``'s report loop, shown in the overview the dashboard renders and in /metrics' text."""
     from crowdplay.web.metrics import prometheus_text
 
     async def scenario():
@@ -376,17 +389,11 @@ def test_a_failing_policy_reaches_the_console_the_dashboard_and_metrics(base_url
     session = run(scenario())
     deadline, reports = time.monotonic() + 15, []
     while not reports and time.monotonic() < deadline:  # reports travel fire-and-forget
-        reports = [report for report in ray.get(manager.policy_reports_after.remote(0)) if report["policy_id"] == "test-broken"]
+        reports = [report for report in ray.get(manager.policy_reports_after.remote(0)) if report.get("policy_id") == "test-broken"]
         time.sleep(0.2)
     assert [report["state"] for report in reports] == ["failing"] and reports[0]["reason"] == "policy raised RuntimeError: this model is broken"
 
-    stop = threading.Event()
-    printer = threading.Thread(target=print_policy_reports_until, args=(stop, manager, 0.05))
-    printer.start()
-    time.sleep(1.0)
-    stop.set()
-    printer.join()
-    console = capsys.readouterr().err
+    console = console_reports(manager, capsys)
     assert console.count("crowdplay: policy 'test-broken' is failing: policy raised RuntimeError: this model is broken") == 1
 
     overview = ray.get(manager.overview.remote())
@@ -481,7 +488,7 @@ def test_a_killed_policy_actor_shows_in_the_data_the_dashboard_metrics_and_the_p
     assert down["agent"] == "first_0" and down["policy"] == "test-slow" and down["reason"].startswith("policy actor unavailable: ")
     assert back["policy"] == "test-slow"
     assert seen.get("overview", {}).get("reason", "").startswith("policy actor unavailable: ") and "metrics" in seen
-    reports = [report for report in ray.get(manager.policy_reports_after.remote(0)) if report not in reports_before and report["policy_id"] == "test-slow"]
+    reports = [report for report in ray.get(manager.policy_reports_after.remote(0)) if report not in reports_before and report.get("policy_id") == "test-slow"]
     assert [report["state"] for report in reports][:2] == ["unavailable", "answering"], reports
     data = Dataset.open(TEST_SETTINGS.store_uri)
     deadline = time.monotonic() + 30

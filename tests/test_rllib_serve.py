@@ -75,3 +75,33 @@ def test_a_bc_checkpoint_trained_on_an_export_drives_mountain_car(base_url, mana
     matching, real = answers_match_the_module(data, documents, "agent_0", "test-bc-car", 3)
     data.close()
     assert real >= 60 and matching >= 0.99 * real, (matching, real)
+
+
+def test_a_cartpole_checkpoint_takes_over_a_non_atari_game_when_a_participant_leaves(base_url, manager):
+    checkpoint("impala", "CartPole-v1")
+    ray.get(policy_actor(TEST_SETTINGS, "test-impala-cart", 2).ready.remote())
+
+    async def scenario():
+        stayer = await Participant.join(base_url, "TestCartPair")
+        leaver = await Participant.join(base_url, "TestCartPair")
+        await stayer.wait_for_event("play")
+        await stayer.press({"ArrowLeft"})
+        await leaver.press({"ArrowRight"})
+        for _ in range(20):
+            await stayer.next_frame()
+        await leaver.close()
+        took_over = await stayer.wait_for_event("player", status="ai")
+        for index in range(150):
+            if index % 10 == 0:
+                await stayer.press({"ArrowLeft"} if index % 20 else {"ArrowRight"})
+            await stayer.next_frame()
+        await stayer.close()
+        return stayer.session, leaver.hello["agent"], took_over
+
+    session, left_agent, took_over = run(scenario())
+    assert took_over["agent"] == left_agent and took_over["policy"] == "test-impala-cart"
+    documents = episodes_of(session["game_id"])
+    data = Dataset.open(TEST_SETTINGS.store_uri)
+    matching, real = answers_match_the_module(data, documents, left_agent, "test-impala-cart", 2)
+    data.close()
+    assert real >= 40 and matching >= 0.99 * real, (matching, real)

@@ -52,7 +52,7 @@ class ParallelEnvAdapter(EnvAdapter):
         if len(counts) != 1:
             raise TypeError(f"environment {spec.id!r}: every agent needs the same action space")
         self.action_count = counts.pop()
-        unwrapped = self.env.unwrapped
+        unwrapped = getattr(self.env, "unwrapped", self.env)  # a parallel env that is not a PettingZoo subclass has none
         self._ale = getattr(unwrapped, "ale", None)
         meanings = self._meanings(unwrapped)
         self.action_meanings: list[str] = meanings

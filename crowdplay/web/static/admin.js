@@ -2,7 +2,7 @@
 // Everything that comes from the server reaches the DOM as text nodes or attribute values,
 // never as HTML, so task titles or participant pseudonyms cannot inject markup.
 
-import { FrameDecoder } from "./frames.js";
+import { screenFor } from "./frames.js";
 
 const TOKEN_KEY = "crowdplay-admin-token";
 const POLL_MS = 2000;
@@ -574,13 +574,7 @@ function watchGame(gameId) {
     }
     const message = JSON.parse(event.data);
     if (message.type === "hello") {
-      const palette = message.palette ? Uint8Array.from(atob(message.palette), (c) => c.charCodeAt(0)) : null;
-      watching.decoder = new FrameDecoder(message.width, message.height, message.channels, palette);
-      const canvas = $("watch-screen");
-      canvas.width = message.width;
-      canvas.height = message.height;
-      watching.context = canvas.getContext("2d");
-      watching.image = watching.context.createImageData(message.width, message.height);
+      Object.assign(watching, screenFor(message, $("watch-screen")));
       $("watch-status").textContent = `Watching ${message.env.title} (read-only).`;
     } else if (message.type === "end" || message.type === "error") {
       $("watch-status").textContent = `The game ended: ${message.reason}`;

@@ -1,7 +1,7 @@
 // CrowdPlay participant page: consent, the task library, live play over one websocket, the score page.
 // Frame decoding follows docs/protocol.md and crowdplay/codec.py.
 
-import { FLAG_NEW_EPISODE, FLAG_ROW_MOVES, FrameDecoder } from "./frames.js";
+import { FLAG_NEW_EPISODE, FLAG_ROW_MOVES, screenFor } from "./frames.js";
 
 const CAPTURED_KEYS = new Set(["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Space"]);
 
@@ -139,13 +139,7 @@ class Game {
       $("role").hidden = !several && !message.watching;
       if (message.watching) $("role").textContent = "You are watching: AI plays this game; your keys do nothing here.";
       else $("role").textContent = several ? `You play ${message.agent} (${message.agents.indexOf(message.agent) + 1} of ${message.agents.length}).` : "";
-      const palette = message.palette ? Uint8Array.from(atob(message.palette), (c) => c.charCodeAt(0)) : null;
-      this.decoder = new FrameDecoder(message.width, message.height, message.channels, palette);
-      const canvas = $("screen");
-      canvas.width = message.width;
-      canvas.height = message.height;
-      this.context = canvas.getContext("2d");
-      this.image = this.context.createImageData(message.width, message.height);
+      ({ decoder: this.decoder, context: this.context, image: this.image } = screenFor(message, $("screen")));
       applyScale();
       $("instructions").innerHTML = message.instructions || ""; // the researcher's own HTML
       this.captured = message.watching ? new Set() : new Set([...CAPTURED_KEYS, ...showControls(message)]);

@@ -104,3 +104,12 @@ export class FrameDecoder {
     }
   }
 }
+
+/** A hello's screen on ``canvas``: the decoder for its frames, the 2D context and the image to paint into. */
+export function screenFor(hello, canvas) {
+  const palette = hello.palette ? Uint8Array.from(atob(hello.palette), (c) => c.charCodeAt(0)) : null;
+  canvas.width = hello.width;
+  canvas.height = hello.height;
+  const context = canvas.getContext("2d");
+  return { decoder: new FrameDecoder(hello.width, hello.height, hello.channels, palette), context, image: context.createImageData(hello.width, hello.height) };
+}
