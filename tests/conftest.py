@@ -205,3 +205,17 @@ def fuzz_connection(base_url: str, manager):
     if connection.ws is not None:
         connection.run(connection.ws.close())
     connection.loop.close()
+
+
+@pytest.fixture(scope="session")
+def mountain_car_export(tmp_path_factory):
+    """A recorded MountainCar game (a participant's actions), exported as RLlib offline data."""
+    from crowdplay.data.exports import export_rllib
+    from tests.test_exports_any_env import _record, _with_steps
+
+    directory = tmp_path_factory.mktemp("car")
+    with _record(directory, "ExportCar", 1.0, [0, 0, 2, 2, 2, 1]) as data:
+        ids = _with_steps(data)
+        export_rllib(data.iter_load(ids), directory / "rllib", agent="agent_0", progress=False)
+        observations = [observation for episode in data.iter_load(ids) for observation in episode.agents["agent_0"].observations]
+    return directory / "rllib", observations

@@ -5,7 +5,6 @@ episode's document, and nobody's inputs reach an AI-only game."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.error

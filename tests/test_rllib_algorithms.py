@@ -13,8 +13,6 @@ import pytest
 from crowdplay.ai import make_policy, register_rllib_checkpoint
 from crowdplay.ai.atari import normalize
 from tests.rllib_checkpoints import checkpoint, module_greedy
-from crowdplay.data.exports import export_rllib
-from tests.test_exports_any_env import _record, _with_steps
 from tests.test_policy_actors import atari_observations
 
 
@@ -64,17 +62,6 @@ def test_explore_samples_from_the_modules_exploration_distribution(ray_session):
     observation = cartpole_observations(1)[0]
     answers = {policy.compute_action(observation) for _ in range(60)}
     assert answers == {0, 1}  # an untrained policy's distribution is near uniform: both come up
-
-
-@pytest.fixture(scope="module")
-def mountain_car_export(tmp_path_factory):
-    """A recorded MountainCar game (a participant's actions), exported as RLlib offline data."""
-    directory = tmp_path_factory.mktemp("car")
-    with _record(directory, "ExportCar", 1.0, [0, 0, 2, 2, 2, 1]) as data:
-        ids = _with_steps(data)
-        export_rllib(data.iter_load(ids), directory / "rllib", agent="agent_0", progress=False)
-        observations = [observation for episode in data.iter_load(ids) for observation in episode.agents["agent_0"].observations]
-    return directory / "rllib", observations
 
 
 @pytest.mark.parametrize("algorithm", ["bc", "marwil"])

@@ -16,7 +16,6 @@ from crowdplay.data import Dataset
 from tests.conftest import TEST_SETTINGS, run
 from tests.rllib_checkpoints import checkpoint, module_greedy
 from tests.test_ai_only_games import episodes_of
-from tests.test_rllib_algorithms import mountain_car_export  # noqa: F401 - a fixture
 
 
 def answers_match_the_module(data: Dataset, documents: list[dict], agent: str, policy_id: str, action_count: int) -> tuple[int, int]:
@@ -58,7 +57,7 @@ def test_an_ai_only_cartpole_plays_its_checkpoints_own_answers(base_url, manager
     assert real >= 60 and matching >= 0.99 * real, (matching, real)
 
 
-def test_a_bc_checkpoint_trained_on_an_export_drives_mountain_car(base_url, manager, mountain_car_export):  # noqa: F811
+def test_a_bc_checkpoint_trained_on_an_export_drives_mountain_car(base_url, manager, mountain_car_export):
     checkpoint("bc", "MountainCar-v0", offline_data=mountain_car_export[0])
     ray.get(policy_actor(TEST_SETTINGS, "test-bc-car", 3).ready.remote())
 
