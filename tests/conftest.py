@@ -34,6 +34,7 @@ TEST_SETTINGS = Settings(
     spool_dir=str(TEST_DATA / "spool"),
     plugins="tests.study_envs",
     countdown_s=0.5,
+    policy_start_timeout_s=20.0,  # an unplaceable policy actor is reported within the test's patience
     **NO_START_LIMITS,  # every test's participants come from 127.0.0.1; test_admission runs its own limits
 )
 load_plugins(TEST_SETTINGS)

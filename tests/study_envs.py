@@ -120,6 +120,8 @@ class RamBot(Policy):
 AI_PONG = register_env(
     replace(_short("Pong2P", "pong_v3"), id="TestAIPong", title="AI Pong", ai_agent_map_always={"first_0": "test-ram-bot", "second_0": "test-ram-bot"}, reconnect_grace_s=1.0)
 )
+#: The opponent's actor asks for 64 CPUs: Ray never places it.
+PONG_VS_HUGE = register_env(replace(_short("Pong2P", "pong_v3"), id="TestPongVsHuge", ai_agent_map_always={"first_0": "test-huge"}))
 #: The same, but a game whose AI partner is unavailable ends.
 PONG_VS_BROKEN_ENDS = register_env(replace(PONG_VS_BROKEN, id="TestPongVsBrokenEnds", ai_unavailable="end"))
 #: An RLlib module from a multi-agent checkpoint is the participant's partner.

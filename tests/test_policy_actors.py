@@ -501,3 +501,46 @@ def test_a_killed_policy_actor_shows_in_the_data_the_dashboard_metrics_and_the_p
     assert down_rows and answers[-1]["real"] and all(answer["action"] == 0 for answer in down_rows)  # the no-op while down, then answers again
     assert sum(document["ai_answers"]["first_0"]["substituted"] for document in documents) >= len(down_rows)
     data.close()
+
+
+def test_an_unschedulable_policy_reaches_the_console_the_dashboard_and_metrics(base_url, manager, capsys):
+    """Its actor asks for 64 CPUs: after ``policy_start_timeout_s`` (20 s here) the game process
+    reports it unschedulable, with what it asks and what the cluster has, everywhere."""
+    from crowdplay.web.metrics import prometheus_text
+
+    def unschedulable_reports() -> list[dict]:
+        deadline, reports = time.monotonic() + 40, []
+        while not reports and time.monotonic() < deadline:
+            reports = [report for report in ray.get(manager.policy_reports_after.remote(0)) if report.get("policy_id") == "test-huge" and report["state"] == "unschedulable"]
+            time.sleep(0.2)
+        return reports
+
+    async def scenario():
+        async with await Participant.join(base_url, "TestPongVsHuge") as player:
+            await player.wait_for_event("play")
+            notice = await player.wait_for_event("player", timeout=40, status="ai_unavailable")
+            reports = await asyncio.to_thread(unschedulable_reports)
+            for _ in range(60):  # a second of play after the verdict: its substitutes carry it
+                await player.next_frame()
+            return player.session, notice, reports
+
+    try:
+        session, notice, reports = run(scenario())
+        console = console_reports(manager, capsys)
+        overview = ray.get(manager.overview.remote())
+    finally:
+        ray.kill(ray.get_actor(f"policy/test-huge/{SIX_ACTIONS}/0", namespace=TEST_SETTINGS.namespace))
+    placed = "policy actor not placed within 20 s: it asks for CPU 64; the cluster has CPU "
+    assert reports and reports[0]["reason"].startswith(placed)
+    assert f"crowdplay: policy 'test-huge' is unschedulable: {placed}" in console
+    assert overview["policies"]["test-huge"]["state"] == "unschedulable"
+    assert 'crowdplay_policy_state{policy="test-huge",state="unschedulable"} 1' in prometheus_text(overview)
+    assert notice["policy"] == "test-huge" and notice["reason"] in ("no answer yet", reports[0]["reason"])
+    data = Dataset.open(TEST_SETTINGS.store_uri)
+    deadline = time.monotonic() + 30
+    while not any(document.get("status") == "interrupted" for document in data.episodes() if document["game_id"] == session["game_id"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.25)
+    rows = [answer for document in data.episodes() if document["game_id"] == session["game_id"] for answer in data.ai_actions(document["_id"])]
+    data.close()
+    assert rows and not any(answer["real"] for answer in rows) and any(answer["substitute"].startswith(placed) for answer in rows)
