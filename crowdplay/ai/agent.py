@@ -117,7 +117,7 @@ class PolicyAgent:
             self._answer(frame_id, self._episode, action, 0.0)
         elif self.in_flight:
             self.skipped += 1  # the next frame's observation goes out once the answer is back
-        else:
+        elif self.client is not None:  # always, without a local policy
             self.in_flight = True
             episode = self._episode
             self.client.request(

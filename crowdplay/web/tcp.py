@@ -14,6 +14,8 @@ import contextlib
 import os
 import socket
 import stat
+from collections.abc import Mapping
+from typing import Any
 
 FD_DIR = "/proc/self/fd"
 
@@ -24,7 +26,7 @@ def _address(value: object) -> tuple[str, int] | None:
     return None
 
 
-def set_nodelay_for(scope: dict) -> bool:
+def set_nodelay_for(scope: Mapping[str, Any]) -> bool:
     """Set TCP_NODELAY on the socket serving ``scope``; True when found (Linux only)."""
     local, peer = _address(scope.get("server")), _address(scope.get("client"))
     if local is None or peer is None or not os.path.isdir(FD_DIR):
