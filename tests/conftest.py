@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -89,12 +90,15 @@ def trained_policies(ray_session: None) -> None:
     sources = [root / "policies" / "train.py", root / "policies" / "atari_agents.py", root / "crowdplay" / "ai" / "atari.py", root / "crowdplay" / "ai" / "rllib.py"]
     fingerprint = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
     marker = CHECKPOINTS / "fingerprint"
-    if marker.exists() and marker.read_text() == fingerprint:
-        return
-    for env_id, path in (("Pong", PONG_PPO), ("SpaceInvaders2P", INVADERS_PPO)):
-        shutil.rmtree(path, ignore_errors=True)
-        train(env_id, path, iterations=1, batch=128, minibatch=64)
-    marker.write_text(fingerprint)
+    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    with open(CHECKPOINTS.parent / "checkpoints.lock", "w") as lock:  # one pytest worker trains, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == fingerprint:
+            return
+        for env_id, path in (("Pong", PONG_PPO), ("SpaceInvaders2P", INVADERS_PPO)):
+            shutil.rmtree(path, ignore_errors=True)
+            train(env_id, path, iterations=1, batch=128, minibatch=64)
+        marker.write_text(fingerprint)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ each module itself answers for the same input, whatever the algorithm."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 from pathlib import Path
@@ -60,19 +61,27 @@ def checkpoint(algorithm: str, env: str, offline_data: Path | None = None) -> Pa
     ("CartPole-v1", or "Pong" with RLlib's own Atari wrappers), trained now unless cached; or
     of an offline algorithm ("bc", "marwil") trained on ``offline_data``, a single agent's RLlib
     export (``crowdplay.data.exports.export_rllib``) of a recorded ``env``."""
+    root = Path(__file__).parent.parent
+    # Not the offline data: every recording of the same game serves, and a checkpoint a policy
+    # actor of another pytest worker is playing must not be retrained under it.
+    sources = [Path(__file__), root / "policies" / "train.py"]
+    fingerprint = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
+    out = CACHE / f"{algorithm}-{env.lower()}"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f"{out.name}.lock", "w") as lock:  # pytest's workers may want the same one at once: one trains
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        marker = out / "fingerprint.txt"
+        if not (marker.exists() and marker.read_text() == fingerprint):
+            _train(algorithm, env, offline_data, out)
+            marker.write_text(fingerprint)
+    return out
+
+
+def _train(algorithm: str, env: str, offline_data: Path | None, out: Path) -> None:
     from ray.tune.registry import register_env
 
     from policies.train import _single_agent_env
 
-    root = Path(__file__).parent.parent
-    sources = [Path(__file__), root / "policies" / "train.py"]
-    if offline_data is not None:
-        sources += sorted(offline_data.glob("*.parquet"))
-    fingerprint = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
-    out = CACHE / f"{algorithm}-{env.lower()}"
-    marker = out / "fingerprint.txt"
-    if marker.exists() and marker.read_text() == fingerprint:
-        return out
     shutil.rmtree(out, ignore_errors=True)
     config = _config(algorithm, env)
     if offline_data is not None:
@@ -90,12 +99,9 @@ def checkpoint(algorithm: str, env: str, offline_data: Path | None = None) -> Pa
     algo = config.build_algo()
     try:
         algo.train()
-        out.parent.mkdir(parents=True, exist_ok=True)
         algo.save_to_path(str(out.resolve()))
     finally:
         algo.stop()
-    marker.write_text(fingerprint)
-    return out
 
 
 def module_greedy(module: Any, observations: np.ndarray) -> list[int]:
