@@ -92,3 +92,22 @@ def test_the_spool_counts_what_a_previous_run_left(tmp_path):
     for path in again.files():
         again.remove(path)
     assert again.size() == {"batches": 0, "bytes": 0, "oldest_at": None}
+
+
+def test_a_batch_the_drain_removes_before_put_returns_is_counted_once_and_put_succeeds(tmp_path, monkeypatch):
+    """The drain may store and remove a batch the moment it is renamed into place, before the
+    spooling thread has finished ``put`` (seen once in CI as a FileNotFoundError)."""
+    import os
+
+    from crowdplay.recording import spool as spool_module
+
+    spool = Spool(tmp_path)
+    real_replace = os.replace
+
+    def replace_then_drain(source, target):
+        real_replace(source, target)
+        spool.remove(spool_module.Path(target))  # the drain, on the event loop, got there first
+
+    monkeypatch.setattr(spool_module.os, "replace", replace_then_drain)
+    spool.put([("e", 0, b"chunk", 1, {})])
+    assert spool.size()["batches"] == 0 and spool.size()["bytes"] == 0 and len(spool) == 0

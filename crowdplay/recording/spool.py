@@ -40,19 +40,27 @@ class Spool:
         self._counter += 1
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}.spool"
         temporary = self.directory / (name + ".tmp")
+        data = msgpack.packb([list(chunk) for chunk in chunks], use_bin_type=True)
         with open(temporary, "wb") as file:
-            file.write(msgpack.packb([list(chunk) for chunk in chunks], use_bin_type=True))
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         final = self.directory / name
-        os.replace(temporary, final)
+        # Counted before the rename: from then on the drain may store and remove the batch at any
+        # moment, even before this method returns.
+        with self._lock:
+            self._sizes[name] = len(data)
+        try:
+            os.replace(temporary, final)
+        except BaseException:
+            with self._lock:
+                self._sizes.pop(name, None)
+            raise
         directory_fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(directory_fd)  # the rename itself survives a crash
         finally:
             os.close(directory_fd)
-        with self._lock:
-            self._sizes[name] = final.stat().st_size
         return final
 
     def files(self) -> list[Path]:
