@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crowdplay.ai.agent import policy_observation
-from crowdplay.ai.answers import checked_action
+from crowdplay.ai.answers import checked_action, one_line
 from crowdplay.ai.registry import Policy, compute_batch, make_framebuffer, make_policy, policy_class, registered_policies
 from crowdplay.environments import EnvSpec, list_envs, make_adapter
 
@@ -41,10 +41,6 @@ class Verdict:
     def lines(self) -> list[str]:
         head = f"{'ok  ' if self.ok else 'FAIL'}  {self.subject}"
         return [head, *(f"        {detail}" for detail in self.details), *(f"      ! {problem}" for problem in self.problems)]
-
-
-def one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {' '.join(str(error).split())}"
 
 
 def resource_problems(policy_id: str, largest: Mapping[str, float]) -> list[str]:

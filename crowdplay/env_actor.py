@@ -32,6 +32,7 @@ import numpy as np
 import ray
 from ray.actor import ActorHandle
 
+from crowdplay.ai.answers import one_line
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.channel import ChannelServer
 from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
@@ -107,7 +108,7 @@ class EnvActor:
         try:
             adapter = await spare if spare is not None else await self._build(spec)
         except Exception as error:  # its configuration: every retry would fail the same way
-            raise EnvironmentFailed(env_id, f"{type(error).__name__}: {' '.join(str(error).split())}"[:500]) from None
+            raise EnvironmentFailed(env_id, one_line(error)[:500]) from None
         recorder = None
         if self.settings.record:
             controllers = {agent: {"human": True, "participant": None} for agent in adapter.agents}

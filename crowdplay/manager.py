@@ -704,7 +704,7 @@ class EnvsManager:
         (it ends once nobody has watched it for its reconnect grace)."""
         await self._adopt()
         spec = get_env(env_id)
-        if spec.agents is not None and spec.human_agents(spec.agents):
+        if spec.agents is not None and not spec.ai_only:
             raise NotAIOnly(f"environment {env_id!r} has agents people play ({spec.human_agents(spec.agents)}): only an AI-only game runs without participants")
         game = Game(uuid.uuid4().hex, env_id, None, joinable=False)
         self.games[game.game_id] = game
@@ -862,7 +862,7 @@ class EnvsManager:
             "recording": recording,
             "policies": policies,
             "policy_reports": [report for report in self.policy_reports if "policy_id" in report][-POLICY_REPORTS_SHOWN:],
-            "ai_only_envs": [spec.id for spec in list_envs() if spec.agents is not None and not spec.human_agents(spec.agents)],
+            "ai_only_envs": [spec.id for spec in list_envs() if spec.ai_only],
         }
 
     async def _ask_host(self, host: Host, method: str) -> dict:

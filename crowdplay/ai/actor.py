@@ -28,7 +28,7 @@ import gymnasium as gym
 import ray
 from ray.actor import ActorHandle
 
-from crowdplay.ai.answers import MAX_REASON, Answer, checked_action, failure_reason
+from crowdplay.ai.answers import MAX_REASON, Answer, checked_action, failure_reason, one_line
 from crowdplay.ai.line import PolicyLineServer, Streams
 from crowdplay.ai.registry import Policy, compute_batch, make_policy, policy_class
 from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
@@ -53,7 +53,7 @@ class PolicyActor:
             self.policy = make_policy(policy_id, gym.spaces.Discrete(action_count))
             problems = self.policy.problems()
         except Exception as error:
-            problems = [f"{type(error).__name__}: {' '.join(str(error).split())}"]
+            problems = [one_line(error)]
         if problems:
             self.unfit = f"policy could not start: {'; '.join(problems)}"[:MAX_REASON]
             log.error("policy %r (%d actions): %s; its agents play a substitute", policy_id, action_count, self.unfit)

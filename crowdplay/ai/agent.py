@@ -92,11 +92,11 @@ class PolicyAgent:
         """How the recording names this controller."""
         return {"human": False, "policy": self.policy_id}
 
-    def unavailable(self, after_s: float, now: float | None = None) -> str | None:
+    def unavailable(self, after_s: float) -> str | None:
         """Why the policy counts as unavailable (it has played nothing but substitutes for
         ``after_s`` seconds of play), else None."""
         since = self._substitutes_since
-        if self.substitute is None or since is None or (now if now is not None else time.monotonic()) - since < after_s:
+        if self.substitute is None or since is None or time.monotonic() - since < after_s:
             return None
         return self.substitute
 

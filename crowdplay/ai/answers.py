@@ -20,10 +20,14 @@ MAX_REASON = 200
 NO_ANSWER_YET = "no answer yet"
 
 
+def one_line(error: BaseException) -> str:
+    """An exception as "Type: message" on one line (for reasons, consoles and reports)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
 def failure_reason(error: BaseException) -> str:
     """A failure in one line, short enough for every recorded answer it replaces."""
-    text = " ".join(str(error).split())
-    return f"policy raised {type(error).__name__}: {text}"[:MAX_REASON]
+    return f"policy raised {one_line(error)}"[:MAX_REASON]
 
 
 def checked_action(answer: Any, action_count: int) -> Answer:

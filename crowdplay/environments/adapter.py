@@ -46,10 +46,10 @@ class EnvironmentFailed(RuntimeError):
     """A registered environment could not be built (its ``make_env`` raised, or its options do
     not fit the environment it built): a configuration problem, not a passing one."""
 
-    def __init__(self, env_id: str, cause: str) -> None:
-        super().__init__(f"environment {env_id!r} could not be built: {cause}")
+    def __init__(self, env_id: str, problem: str) -> None:
+        super().__init__(f"environment {env_id!r} could not be built: {problem}")
         self.env_id = env_id
-        self.problem = cause
+        self.problem = problem  # not ``cause``: RayTaskError, which wraps it across processes, has one
 
     def __reduce__(self):
         return (type(self), (self.env_id, self.problem))

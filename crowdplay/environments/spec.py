@@ -206,6 +206,11 @@ class EnvSpec:
         """What the game library shows (no callables)."""
         return {"id": self.id, "title": self.title, "description": self.description, "fps": self.fps, "players": self.players(), "mode": self.mode}
 
+    @property
+    def ai_only(self) -> bool:
+        """Declared agents, every one of them played by AI: a game people only watch."""
+        return self.agents is not None and not self.human_agents(self.agents)
+
     def players(self) -> int:
         """How many agents people play: 0 for an AI-only game (participants watch it). An
         environment that does not declare its ``agents`` counts one until its first game is built."""
