@@ -200,6 +200,31 @@ def wait_until(condition: Callable[[], bool], message: str, timeout: float = 10.
         time.sleep(0.05)
 
 
+def episodes_of(game_id: str, manager, timeout_s: float = 30, settle_s: float = 3.0) -> list[dict]:
+    """The game's stored episodes, oldest first, once the game is over. The episode under way at
+    the end is stored "interrupted"; a game that ended just after an episode did (before the next
+    one took a step, which is then not kept) has none, so the wait also ends once the manager no
+    longer lists the game and every stored episode has had a status for ``settle_s``."""
+    from crowdplay.data import Dataset
+
+    data = Dataset.open(TEST_SETTINGS.store_uri)
+    try:
+        deadline = time.monotonic() + timeout_s
+        gone_at: float | None = None
+        while True:
+            found = sorted((d for d in data.episodes() if d["game_id"] == game_id), key=lambda d: d["started_at"])
+            if any(document.get("status") == "interrupted" for document in found):
+                return found
+            if gone_at is None and all(game["game_id"] != game_id for game in ray.get(manager.list_games.remote())):
+                gone_at = time.monotonic()
+            if gone_at is not None and found and all(d.get("status") for d in found) and time.monotonic() - gone_at > settle_s:
+                return found
+            assert time.monotonic() < deadline, f"game {game_id}: not over, or its last episode not stored ({found})"
+            time.sleep(0.25)
+    finally:
+        data.close()
+
+
 @pytest.fixture(scope="module")
 def fuzz_connection(base_url: str, manager):
     """A websocket to one game that fuzzing tests keep sending to (see tests/test_fuzz.py)."""

@@ -17,7 +17,7 @@ from ray import serve
 from crowdplay.client import Participant, ServerError
 from crowdplay.data import Dataset
 from crowdplay.web.ingress import build_app
-from tests.conftest import TEST_SETTINGS, run
+from tests.conftest import TEST_SETTINGS, episodes_of, run
 
 ADMIN_TOKEN = "watch-admin-token"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
@@ -37,21 +37,6 @@ def post(url: str, body: dict) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
-
-
-def episodes_of(game_id: str, status: str = "interrupted", timeout_s: float = 30) -> list[dict]:
-    """The game's episodes, once its last one is stored with ``status``."""
-    data = Dataset.open(TEST_SETTINGS.store_uri)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = [document for document in data.episodes() if document["game_id"] == game_id]
-            if any(document.get("status") == status for document in found):
-                return sorted(found, key=lambda document: document["started_at"])
-            assert time.monotonic() < deadline, f"game {game_id}: no {status} episode stored ({found})"
-            time.sleep(0.25)
-    finally:
-        data.close()
 
 
 async def frames_for(viewer: Participant, seconds: float) -> int:
@@ -74,7 +59,7 @@ def test_a_participant_watches_an_ai_only_game_of_their_own(base_url, manager):
     assert session["watching"] and session["agent"] is None
     assert hello["watching"] and hello["agent"] is None and hello["humans"] == [] and hello["env"]["players"] == 0
     assert frames >= 60  # the demonstration plays (its frame rate is tests/test_watching.py's, timed alone)
-    documents = episodes_of(session["game_id"])  # it ends once its only watcher has been gone for the grace (1 s)
+    documents = episodes_of(session["game_id"], manager)  # it ends once its only watcher has been gone for the grace (1 s)
     assert documents[-1]["reason"] == "nobody is watching this AI-only game any more"
     assert documents[0]["controllers"] == {"first_0": {"human": False, "policy": "test-ram-bot"}, "second_0": {"human": False, "policy": "test-ram-bot"}}
     assert documents[0]["watched"][0]["who"] == session["participant"] and documents[-1]["watched"][-1]["until"] is not None
@@ -98,7 +83,7 @@ def test_the_dashboard_starts_an_ai_only_game_and_watches_it(admin_url, manager)
     hello, frames = run(scenario())
     assert hello["watching"] and hello["game_id"] == started["game_id"] and hello["session_id"] is None
     assert frames >= 45
-    documents = episodes_of(started["game_id"])
+    documents = episodes_of(started["game_id"], manager)
     assert [entry["who"] for entry in documents[0]["watched"]] == ["dashboard"]
 
 
@@ -119,7 +104,7 @@ def test_the_dashboard_watches_a_participants_game_without_touching_it(base_url,
     session, watched, played, refused = run(scenario())
     assert watched >= 30 and played >= 30
     assert refused.body["type"] == "error" and "admin token" in refused.body["reason"]
-    documents = episodes_of(session["game_id"])
+    documents = episodes_of(session["game_id"], manager)
     assert documents[0]["watched"][0]["who"] == "dashboard" and documents[0]["watched"][0]["until"] is not None
     assert documents[0]["controllers"]["agent_0"]["human"]
 

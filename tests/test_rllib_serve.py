@@ -13,9 +13,8 @@ from crowdplay.ai import make_policy
 from crowdplay.ai.actor import policy_actor
 from crowdplay.client import Participant
 from crowdplay.data import Dataset
-from tests.conftest import TEST_SETTINGS, run
+from tests.conftest import TEST_SETTINGS, episodes_of, run
 from tests.rllib_checkpoints import checkpoint, module_greedy
-from tests.test_ai_only_games import episodes_of
 
 
 def answers_match_the_module(data: Dataset, documents: list[dict], agent: str, policy_id: str, action_count: int) -> tuple[int, int]:
@@ -50,7 +49,7 @@ def test_an_ai_only_cartpole_plays_its_checkpoints_own_answers(base_url, manager
             return viewer.session
 
     session = run(scenario())
-    documents = episodes_of(session["game_id"])
+    documents = episodes_of(session["game_id"], manager)
     data = Dataset.open(TEST_SETTINGS.store_uri)
     matching, real = answers_match_the_module(data, documents, "agent_0", f"test-{algorithm}-cart", 2)
     data.close()
@@ -69,7 +68,7 @@ def test_a_bc_checkpoint_trained_on_an_export_drives_mountain_car(base_url, mana
             return viewer.session
 
     session = run(scenario())
-    documents = episodes_of(session["game_id"])
+    documents = episodes_of(session["game_id"], manager)
     data = Dataset.open(TEST_SETTINGS.store_uri)
     matching, real = answers_match_the_module(data, documents, "agent_0", "test-bc-car", 3)
     data.close()
@@ -99,7 +98,7 @@ def test_a_cartpole_checkpoint_takes_over_a_non_atari_game_when_a_participant_le
 
     session, left_agent, took_over = run(scenario())
     assert took_over["agent"] == left_agent and took_over["policy"] == "test-impala-cart"
-    documents = episodes_of(session["game_id"])
+    documents = episodes_of(session["game_id"], manager)
     data = Dataset.open(TEST_SETTINGS.store_uri)
     matching, real = answers_match_the_module(data, documents, left_agent, "test-impala-cart", 2)
     data.close()
