@@ -97,10 +97,6 @@ class StoppedWriter:
         for episode_id, seq, data, _, _ in chunks:
             self.stored[(episode_id, seq)] = data
 
-    @property
-    def bytes_in_calls(self) -> int:
-        return sum(len(chunk[2]) for call in self.calls for chunk in call)
-
 
 def test_a_stopped_writer_gets_a_bounded_number_of_calls_and_every_chunk_once_it_answers(tmp_path, monkeypatch):
     monkeypatch.setattr(recorder_module, "WRITER_CALL_TIMEOUT_S", 0.3)

@@ -66,7 +66,6 @@ class PolicyActor:
         self._pending: list[tuple[list[Any], Streams, asyncio.Future]] = []
         self._runner: asyncio.Task | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="inference")
-        self._failures = 0
         self.counters = {"requests": 0, "actions": 0, "batches": 0, "inference_s": 0.0, "failures": 0, "invalid_answers": 0}
         #: the newest failure's reason (None once the policy answers again)
         self.last_error: str | None = None

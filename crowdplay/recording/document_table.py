@@ -9,7 +9,7 @@ document's ``_id``, built by the first query of each process and kept for its li
 grew by ~0.7 KB per stored episode and ~0.6 KB per assignment for it (traced with tracemalloc in
 soaks), for as long as the server runs. Here the same documents sit in a SQLite table keyed by id,
 written and read from disk; queries scan the table in the documents' time order (as litemongo
-without indexes did) and are matched with MongoDB's semantics by litemongo's own matcher.
+without indexes did) and are matched with MongoDB's semantics (``crowdplay.recording.query``).
 
 Both answer the same calls with the same documents.
 """
@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import bson
 
 from crowdplay.recording.chunk_table import open_table_file
+from crowdplay.recording.query import matches
 
 #: Documents read per query round trip (a large store is never all in memory at once).
 PAGE = 256
@@ -121,8 +122,6 @@ class TableDocuments:
     def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict]:
         """Matching documents oldest first, read a page at a time (a query by id alone: one
         read by key, as a participant's assignment is read back)."""
-        from litemongo._vendor.mongomock.filtering import filter_applies
-
         query = dict(query)
         if set(query) == {"_id"} and isinstance(query["_id"], str):
             document = self.get(query["_id"])
@@ -138,7 +137,7 @@ class TableDocuments:
                 ).fetchall()
             for _, _, blob in rows:
                 document = bson.decode(blob)
-                if filter_applies(query, document):
+                if matches(document, query):
                     yield project(document, projection)
             if len(rows) < PAGE:
                 return

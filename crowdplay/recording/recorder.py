@@ -135,8 +135,6 @@ class ChunkBatcher:
         self._flushes: set[asyncio.Task] = set()  # every flush still running (strong references)
         #: writer calls not answered yet, including those whose callers gave up waiting
         self._calls_out: set[asyncio.Future] = set()
-        #: batches refused because ``max_calls_out`` calls were unanswered
-        self.busy_refusals = 0
         self._seals: deque[Callable[[], None]] = deque()
         self._sealer: asyncio.Task | None = None
         # The process's queue (``submit``): keys to send, oldest first, and who waits for each.
@@ -195,7 +193,6 @@ class ChunkBatcher:
         counts as out until the writer answers it, even after ``WRITER_CALL_TIMEOUT_S`` made its
         chunks' deliveries fail (they are resent; writes are idempotent)."""
         if len(self._calls_out) >= self.max_calls_out:
-            self.busy_refusals += 1
             error = WriterBusy(f"{len(self._calls_out)} writer calls are unanswered")
             for _, done in part:
                 done.set_exception(error)

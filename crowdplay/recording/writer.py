@@ -220,10 +220,6 @@ class TrajectoryWriter:
         await sink.write([tuple(chunk) for chunk in chunks])
         return [(episode_id, seq) for episode_id, seq, *_ in chunks]
 
-    async def write_chunk(self, episode_id: str, seq: int, blob: bytes, steps: int, episode: dict) -> int:
-        await self.write_chunks([(episode_id, seq, blob, steps, dict(episode))])
-        return seq
-
     async def pseudonym_key(self) -> bytes:
         """The store's pseudonym key (the EnvsManager fetches it once and pseudonymises itself)."""
         sink = await self._ready()
