@@ -44,6 +44,7 @@ from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
+from crowdplay.timing import TIMING_EDGES_MS, process_histograms
 
 
 class UnknownHostedSession(LookupError):
@@ -273,11 +274,14 @@ class EnvActor:
         return self._game(key).lineup.finish(session_id)
 
     async def timing(self) -> dict:
-        """Histogram counts of this process's tick intervals and input apply delays (ms), on the
-        fixed edges of ``TIMING_EDGES_MS``, for the dashboard."""
+        """Histogram counts of this process's latest tick intervals and input apply delays (ms),
+        on the fixed edges of ``TIMING_EDGES_MS``, for the dashboard; and under ``since_start``
+        this process's cumulative histograms (``crowdplay.timing.process_histograms``) for ``/metrics``."""
         intervals = [interval * 1000 for clock in self.clocks.all() for interval in clock.intervals]
         delays = [entry.apply_delay_s * 1000 for hosted in self.games.values() for entry in hosted.live.input_log]
-        return {name: np.histogram(samples, bins=TIMING_EDGES_MS[name])[0].tolist() for name, samples in (("frame_interval_ms", intervals), ("input_latency_ms", delays))}
+        latest = {name: np.histogram(samples, bins=TIMING_EDGES_MS[name])[0].tolist() for name, samples in (("frame_interval_ms", intervals), ("input_latency_ms", delays))}
+        context = ray.get_runtime_context()
+        return {**latest, "since_start": {"actor": context.get_actor_id(), "node": context.get_node_id(), **process_histograms()}}
 
     async def begin_unwatched(self, game_id: str) -> None:
         """Start an AI-only game nobody watches yet (``Lineup.begin_unwatched``)."""
@@ -297,15 +301,11 @@ class EnvActor:
 #: that has not answered within this (a busy or dying one must not hold up the overview).
 DASHBOARD_WAIT_S = 1.0
 
-#: Bucket edges (ms) of the dashboard's histograms; the last bucket is open-ended.
-TIMING_EDGES_MS = {
-    "frame_interval_ms": [0, 5, 10, 14, 15.5, 16.2, 17.2, 18, 20, 25, 33.4, 50, 100, 1e9],
-    "input_latency_ms": [0, 1, 2, 4, 6, 8, 10, 12, 16.7, 20, 33.4, 50, 100, 1e9],
-}
-
 
 def merge_timings(timings: list[dict]) -> dict:
-    """Several processes' ``EnvActor.timing`` summed, with edges and estimated p50/p99 (bucket upper edges)."""
+    """Several processes' ``EnvActor.timing`` summed, with edges and estimated p50/p99 (bucket upper
+    edges); each process's cumulative histogram listed under ``processes`` (Prometheus sums
+    per-process series itself, and a process that retires must not look like a counter reset)."""
     merged = {}
     for name, edges in TIMING_EDGES_MS.items():
         counts = np.sum([timing[name] for timing in timings if name in timing], axis=0) if timings else np.zeros(len(edges) - 1)
@@ -314,7 +314,8 @@ def merge_timings(timings: list[dict]) -> dict:
         cumulative = np.cumsum(counts)
         shown_edges = [*edges[:-1], edges[-2] * 2]  # the open-ended last bucket, drawn twice as wide
         quantile = lambda q: float(shown_edges[int(np.searchsorted(cumulative, q * total)) + 1]) if total else None  # noqa: E731
-        merged[name] = {"edges": shown_edges, "counts": counts.tolist(), "p50": quantile(0.5), "p99": quantile(0.99), "samples": total}
+        processes = [{"actor": t["since_start"]["actor"], "node": t["since_start"]["node"], **t["since_start"][name]} for t in timings if "since_start" in t]
+        merged[name] = {"edges": shown_edges, "counts": counts.tolist(), "p50": quantile(0.5), "p99": quantile(0.99), "samples": total, "processes": processes}
     return merged
 
 

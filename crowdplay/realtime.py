@@ -46,6 +46,7 @@ from crowdplay.environments.spaces import ObservationOutsideSpace, json_part
 from crowdplay.environments.spec import for_agent
 from crowdplay.recording.recorder import Recorder
 from crowdplay.statistics import StatisticsTracker
+from crowdplay.timing import FRAME_INTERVAL_MS, INPUT_LATENCY_MS
 
 log = logging.getLogger(__name__)
 #: Applied inputs kept per game for the dashboard's delay histogram and for tests: the newest
@@ -185,6 +186,7 @@ class TickClock:
             while self.members:
                 now = loop.time()
                 self.intervals.append(now - last)
+                FRAME_INTERVAL_MS.observe((now - last) * 1000)
                 last = now
                 self.n += 1
                 for live in list(self.members):
@@ -323,6 +325,7 @@ class LiveEnv:
                     next_frame, pending.received_tick, self.ticks, self.env_step, now - pending.received_at,
                 )
             )
+            INPUT_LATENCY_MS.observe((now - pending.received_at) * 1000)
         human_inputs = set(self._pending) if self.trackers else ()
         pressed = any(pending.keys or pending.explicit for pending in self._pending.values())
         for agent, pending in self._pending.items():

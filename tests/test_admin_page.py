@@ -34,7 +34,7 @@ from crowdplay.environments import get_env
 from crowdplay.environments.parallel_adapter import make_adapter
 from crowdplay.lineup import Lineup
 from crowdplay.realtime import LiveEnv
-from crowdplay.web.metrics import CONTENT_TYPE, prometheus_text
+from crowdplay.web.metrics import exposition, prometheus_text
 from tests.conftest import wait_until
 
 STATIC = Path(__file__).parent.parent / "crowdplay" / "web" / "static"
@@ -67,8 +67,17 @@ SAMPLE_OVERVIEW: dict = {
         }
     ],
     "histograms": {
-        "frame_interval_ms": {"edges": [0, 5, 10, 15, 16, 17, 18, 20, 25, 33, 50, 100], "counts": [0, 1, 3, 10, 900, 40, 5, 2, 1, 0, 0], "p50": 16.7, "p99": 19.0},
-        "input_latency_ms": {"edges": [0, 2, 5, 10, 20, 50, 100, 200], "counts": [10, 50, 80, 20, 5, 1, 0], "p50": 6.0, "p99": 30.0},
+        "frame_interval_ms": {
+            "edges": [0, 5, 10, 15, 16, 17, 18, 20, 25, 33, 50, 100], "counts": [0, 1, 3, 10, 900, 40, 5, 2, 1, 0, 0], "p50": 16.7, "p99": 19.0,
+            "processes": [
+                {"actor": "actor-1", "node": "abc123def456abc123def456", "buckets": [["5.0", 0], ["16.2", 900], ["33.4", 960], ["+Inf", 962]], "sum": 16011.25, "count": 962},
+                {"actor": "actor-2", "node": "fed987", "buckets": [["5.0", 1], ["16.2", 40], ["33.4", 41], ["+Inf", 41]], "sum": 640.5, "count": 41},
+            ],
+        },
+        "input_latency_ms": {
+            "edges": [0, 2, 5, 10, 20, 50, 100, 200], "counts": [10, 50, 80, 20, 5, 1, 0], "p50": 6.0, "p99": 30.0,
+            "processes": [{"actor": "actor-1", "node": "abc123def456abc123def456", "buckets": [["1.0", 10], ["16.7", 150], ["+Inf", 166]], "sum": 1020.125, "count": 166}],
+        },
     },
     "completions_timeline": [[1794999000.0, 1], [1794999500.0, 2]],
 }
@@ -114,7 +123,6 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 def test_prometheus_text_exposes_the_gauges() -> None:
     types, samples = parse_exposition(prometheus_text(SAMPLE_OVERVIEW))
-    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
     for name in ("crowdplay_live_sessions", "crowdplay_waiting_participants", "crowdplay_completed_assignments", "crowdplay_target_assignments", "crowdplay_participants", "crowdplay_node_sessions", "crowdplay_data_bytes"):
         assert types[name] == "gauge"
     assert value(samples, "crowdplay_live_sessions", task="invaders") == 2
@@ -129,20 +137,25 @@ def test_prometheus_text_exposes_the_gauges() -> None:
 
 
 @pytest.mark.parametrize(("name", "key"), [("crowdplay_frame_interval_ms", "frame_interval_ms"), ("crowdplay_input_latency_ms", "input_latency_ms")])
-def test_prometheus_text_exposes_cumulative_histograms(name: str, key: str) -> None:
-    histogram = SAMPLE_OVERVIEW["histograms"][key]
+def test_prometheus_text_exposes_each_processs_histogram_with_its_exact_sum(name: str, key: str) -> None:
     types, samples = parse_exposition(prometheus_text(SAMPLE_OVERVIEW))
     assert types[name] == "histogram"
-    buckets = {dict(labels)["le"]: count for (sample, labels), count in samples.items() if sample == f"{name}_bucket"}
-    assert len(buckets) == len(histogram["counts"]) + 1
-    running = 0
-    for upper, count in zip(histogram["edges"][1:], histogram["counts"]):
-        running += count
-        assert buckets[repr(float(upper))] == running
-    assert buckets["+Inf"] == value(samples, f"{name}_count") == sum(histogram["counts"])
-    edges = histogram["edges"]
-    midpoints = sum(count * (edges[i] + edges[i + 1]) / 2 for i, count in enumerate(histogram["counts"]))
-    assert math.isclose(value(samples, f"{name}_sum"), midpoints)
+    processes = SAMPLE_OVERVIEW["histograms"][key]["processes"]
+    for process in processes:
+        labels = {"actor": process["actor"], "node": process["node"]}
+        buckets = {dict(keys)["le"]: count for (sample, keys), count in samples.items() if sample == f"{name}_bucket" and dict(keys).items() >= labels.items()}
+        assert buckets == {le: count for le, count in process["buckets"]}
+        assert value(samples, f"{name}_count", **labels) == process["count"] == buckets["+Inf"]
+        assert value(samples, f"{name}_sum", **labels) == process["sum"]
+    assert len([key for key in samples if key[0] == f"{name}_count"]) == len(processes)
+
+
+def test_the_scraper_chooses_openmetrics_or_the_text_format() -> None:
+    body, content_type = exposition(SAMPLE_OVERVIEW, None)
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8" and body.decode() == prometheus_text(SAMPLE_OVERVIEW)
+    body, content_type = exposition(SAMPLE_OVERVIEW, "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0") and body.decode().endswith("# EOF\n")
+    assert 'crowdplay_input_latency_ms_sum{actor="actor-1",node="abc123def456abc123def456"} 1020.125' in body.decode().splitlines()
 
 
 def test_prometheus_text_escapes_label_values() -> None:
@@ -150,7 +163,7 @@ def test_prometheus_text_escapes_label_values() -> None:
     nasty = 'say "hi" \\ there\nnow'
     overview["tasks"].append({"task_id": nasty, "title": "x", "live_sessions": 7, "waiting": 0, "completed": 0, "target": 1, "participants": 0, "open": True})
     body = prometheus_text(overview)
-    assert 'crowdplay_live_sessions{task="say \\"hi\\" \\\\ there\\nnow"} 7' in body.splitlines()
+    assert 'crowdplay_live_sessions{task="say \\"hi\\" \\\\ there\\nnow"} 7.0' in body.splitlines()
     _, samples = parse_exposition(body)
     assert value(samples, "crowdplay_live_sessions", task=nasty) == 7
 
@@ -159,7 +172,7 @@ def test_prometheus_text_of_an_empty_overview_still_declares_the_metrics() -> No
     types, samples = parse_exposition(prometheus_text({"tasks": [], "nodes": [], "totals": {}, "histograms": {}}))
     assert types["crowdplay_live_sessions"] == "gauge" and types["crowdplay_frame_interval_ms"] == "histogram"
     assert value(samples, "crowdplay_data_bytes") == 0
-    assert value(samples, "crowdplay_frame_interval_ms_bucket", le="+Inf") == value(samples, "crowdplay_frame_interval_ms_count") == 0
+    assert not [key for key in samples if key[0].startswith(("crowdplay_frame_interval_ms", "crowdplay_live_sessions"))]
 
 
 # ---------------------------------------------------------------- a stand-in admin API

@@ -410,8 +410,8 @@ def test_a_failing_policy_reaches_the_console_the_dashboard_and_metrics(base_url
     policy = overview["policies"]["test-broken"]  # the game process that hosted it still knows
     assert policy["state"] == "failing" and policy["answers"] == 0 and policy["substitutes"] > 0
     metrics = prometheus_text(overview)
-    assert 'crowdplay_policy_state{policy="test-broken",state="failing"} 1' in metrics
-    assert f'crowdplay_policy_substitutes{{policy="test-broken"}} {policy["substitutes"]}' in metrics
+    assert 'crowdplay_policy_state{policy="test-broken",state="failing"} 1.0' in metrics
+    assert f'crowdplay_policy_substitutes{{policy="test-broken"}} {float(policy["substitutes"])}' in metrics
 
 
 def test_a_game_whose_ai_partner_is_unavailable_ends_when_its_environment_says_so(base_url, manager):
@@ -468,7 +468,7 @@ def test_a_killed_policy_actor_shows_in_the_data_the_dashboard_metrics_and_the_p
             if policy.get("state") == "unavailable":
                 seen["overview"] = policy
                 _, _, metrics = timed(f"{admin_url}/metrics", "GET", POLICY_ADMIN)
-                if 'crowdplay_policy_state{policy="test-slow",state="unavailable"} 1' in metrics:
+                if 'crowdplay_policy_state{policy="test-slow",state="unavailable"} 1.0' in metrics:
                     seen["metrics"] = metrics
             time.sleep(0.1)
 
@@ -534,7 +534,7 @@ def test_an_unschedulable_policy_reaches_the_console_the_dashboard_and_metrics(b
     assert reports and reports[0]["reason"].startswith(placed)
     assert f"crowdplay: policy 'test-huge' is unschedulable: {placed}" in console
     assert overview["policies"]["test-huge"]["state"] == "unschedulable"
-    assert 'crowdplay_policy_state{policy="test-huge",state="unschedulable"} 1' in prometheus_text(overview)
+    assert 'crowdplay_policy_state{policy="test-huge",state="unschedulable"} 1.0' in prometheus_text(overview)
     assert notice["policy"] == "test-huge" and notice["reason"] in ("no answer yet", reports[0]["reason"])
     data = Dataset.open(TEST_SETTINGS.store_uri)
     deadline = time.monotonic() + 30

@@ -10,7 +10,7 @@ from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai.answers import NO_ANSWER_YET, checked_action, failure_reason
 from crowdplay.ai.health import PolicyHealth, merge_policy_snapshots
 from crowdplay.ai.streams import HISTORY, StreamEpisodes
-from crowdplay.web.metrics import policy_lines
+from crowdplay.web.metrics import prometheus_text
 
 
 def test_answers_outside_the_action_space_become_reasons():
@@ -64,9 +64,9 @@ def test_health_follows_each_policy_and_reports_each_change_once():
     other = {"dqn": {**figures, "state": "unavailable", "reason": "policy actor unavailable: gone"}}
     merged = merge_policy_snapshots([health.snapshot(), other])["dqn"]
     assert merged["state"] == "unavailable" and merged["answers"] == 8
-    text = "\n".join(policy_lines(merged and {"dqn": merged}))
-    assert 'crowdplay_policy_state{policy="dqn",state="unavailable"} 1' in text
-    assert 'crowdplay_policy_substitutes{policy="dqn"} 14' in text
+    text = prometheus_text({"policies": {"dqn": merged}}).splitlines()
+    assert 'crowdplay_policy_state{policy="dqn",state="unavailable"} 1.0' in text
+    assert 'crowdplay_policy_substitutes{policy="dqn"} 14.0' in text
 
 
 class FakeEpisode:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from crowdplay.assignments import BadToken, NoCompletion, NotComplete, UnknownSession
@@ -37,7 +37,7 @@ from crowdplay.manager import NotAIOnly
 from crowdplay.study import current_study
 from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.errors import error, message_of, original
-from crowdplay.web.metrics import CONTENT_TYPE, prometheus_text
+from crowdplay.web.metrics import exposition
 
 MAX_NOTE_CHARS = 4000
 log = logging.getLogger(__name__)
@@ -138,7 +138,11 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
         return authorized(request) or JSONResponse(await call("overview"))
 
     async def metrics(request: Request) -> Response:
-        return authorized(request) or PlainTextResponse(prometheus_text(await call("overview")), media_type=CONTENT_TYPE)
+        refusal = authorized(request)
+        if refusal is not None:
+            return refusal
+        body, content_type = exposition(await call("overview"), request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     async def start_ai_game(request: Request) -> Response:
         refusal = authorized(request)
