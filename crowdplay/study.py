@@ -20,7 +20,8 @@ A researcher writes a plugin module (``CROWDPLAY_PLUGINS=my_study``) that calls 
         },
     })
 
-Every key is checked when the module loads: an unknown key or a wrong type raises
+Every key is checked when the module loads, against the schema in ``crowdplay.study_schema``
+(docs/study-config.md is generated from it): an unknown key or a wrong type raises
 ``StudyConfigError`` naming the task and the key (with the closest known key). Each task becomes
 a registered environment with the task's id (its game configured by the task's options), so the
 rest of the platform runs a task like any game. Without a study, every registered game is a task
@@ -33,7 +34,6 @@ participant completes when all are fully met. The server, never the page, decide
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import hashlib
 import hmac
 import math
@@ -46,16 +46,14 @@ from typing import Any
 
 from crowdplay.environments import get_env, list_envs, register_env
 from crowdplay.environments.registry import UnknownEnvironment
-from crowdplay.environments.spec import MODES, EnvSpec
+from crowdplay.environments.spec import EnvSpec
 from crowdplay.statistics import UnknownStatistic, check_statistic
+from crowdplay.study_schema import StudyConfigError, TaskConfig, parse_study_config
 
 #: Statistics every task tracks: the score page ranks by score; time played is always useful.
 ALWAYS_TRACKED = ("score", "time_played", "active_time")
-ASSIGNMENT_MODES = ("choose", "auto")
 
-
-class StudyConfigError(ValueError):
-    """The study configuration is wrong; the message names the task and the key."""
+__all__ = ["ALWAYS_TRACKED", "Study", "StudyConfigError", "Task", "current_study", "define_study", "render_consent", "reset_study"]
 
 
 @dataclass(frozen=True)
@@ -196,70 +194,8 @@ def _is_url(value: str) -> bool:
 # ----------------------------------------------------------------- loading and checking
 _STUDY: Study | None = None
 
-#: key -> (description of the expected type, check) for a task's keys.
-Check = Callable[[Any], bool]
-_text: Check = lambda value: isinstance(value, str)  # noqa: E731
-_number: Check = lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)  # noqa: E731
-_optional_number: Check = lambda value: value is None or _number(value)  # noqa: E731
-_str_map: Check = lambda value: isinstance(value, Mapping) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())  # noqa: E731
-_per_agent_text: Check = lambda value: _text(value) or _str_map(value)  # noqa: E731
-_time: Check = lambda value: value is None or _number(value) or isinstance(value, (str, dt.datetime))  # noqa: E731
-
-TASK_KEYS: dict[str, tuple[str, Check]] = {
-    "environment": ("the id of a registered environment (str)", _text),
-    "title": ("a string", _text),
-    "description": ("a string", _text),
-    "image": ("a URL or an image file path (str)", lambda v: v is None or _text(v)),
-    "instructions": ("HTML (str) or {agent: HTML}", _per_agent_text),
-    "initial_message": ("HTML (str) or {agent: HTML}", _per_agent_text),
-    "consent": ("a Markdown/HTML file path or Markdown text (str)", _text),
-    "fps": ("a number of frames per second", _number),
-    "mode": (f"one of {', '.join(MODES)}", lambda v: v in MODES),
-    "keymap": ("a Keymap, a keymap factory, or {agent: either}", lambda v: v is not None),
-    "ai_agent_map_always": ("{agent: policy id}", _str_map),
-    "ai_agent_map_fallback": ("{agent: policy id}", _str_map),
-    "human_timeout": ("seconds (number) or None", _optional_number),
-    "reconnect_grace_s": ("seconds (number) or None", _optional_number),
-    "statistics": ("a list of statistic names", lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)),
-    "task_requirements": ("{statistic name: positive threshold}", lambda v: isinstance(v, Mapping) and all(isinstance(k, str) and _number(t) and t > 0 for k, t in v.items())),
-    "bonus": ("a function of the statistics dict returning a number", callable),
-    "target_complete_assignments": ("a positive integer or None", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v > 0)),
-    "redirect": ("a URL (str)", lambda v: v is None or _text(v)),
-    "start_time": ("an ISO 8601 time, epoch seconds or a datetime", _time),
-    "end_time": ("an ISO 8601 time, epoch seconds or a datetime", _time),
-    "completion_code": ("a code (str), or 'auto' for one per assignment", lambda v: v is None or (_text(v) and v != "")),
-    "completion_url": ("a URL (str) to send the participant to", lambda v: v is None or _text(v)),
-}
-STUDY_KEYS: dict[str, tuple[str, Check]] = {
-    "title": ("a string", _text),
-    "consent": ("a Markdown/HTML file path or Markdown text (str)", _text),
-    "assignment": (f"one of {', '.join(ASSIGNMENT_MODES)}", lambda v: v in ASSIGNMENT_MODES),
-    "tasks": ("{task id: task options}", lambda v: isinstance(v, Mapping) and len(v) > 0),
-    "admin_token": ("a string", _text),
-}
-
-
-def _check_keys(where: str, options: Mapping[str, Any], schema: dict[str, tuple[str, Check]]) -> None:
-    for key, value in options.items():
-        if key not in schema:
-            close = difflib.get_close_matches(str(key), schema, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(schema))})"
-            raise StudyConfigError(f"{where}: unknown key {key!r}{hint}")
-        expected, check = schema[key]
-        if not check(value):
-            raise StudyConfigError(f"{where}: {key!r} must be {expected}, got {value!r}")
-
-
-def _timestamp(where: str, key: str, value: Any) -> float | None:
-    if value is None or _number(value):
-        return value
-    try:
-        moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise StudyConfigError(f"{where}: {key!r} is not an ISO 8601 time: {value!r}") from None
-    if moment.tzinfo is None:
-        raise StudyConfigError(f"{where}: {key!r} needs a time zone, e.g. {value}+00:00")
-    return moment.timestamp()
+#: The task keys that configure the task's game (its ``EnvSpec``), when the task gives them.
+SPEC_KEYS = ("fps", "mode", "keymap", "ai_agent_map_always", "ai_agent_map_fallback", "human_timeout", "reconnect_grace_s")
 
 
 def render_consent(where: str, value: str, base: Path) -> str:
@@ -275,21 +211,11 @@ def render_consent(where: str, value: str, base: Path) -> str:
     return MarkdownIt("commonmark", {"html": True}).render(value)
 
 
-def _task(task_id: str, options: Mapping[str, Any], study_consent: str, base: Path) -> Task:
-    where = f"task {task_id!r}"
-    _check_keys(where, options, TASK_KEYS)
-    if "environment" not in options:
-        raise StudyConfigError(f"{where}: 'environment' is required (the id of a registered environment)")
-    if "instructions" in options and "initial_message" in options:
-        raise StudyConfigError(f"{where}: give 'instructions' or 'initial_message' (the original's name), not both")
-    if (options.get("completion_code") is not None) and (options.get("completion_url") is not None):
-        raise StudyConfigError(f"{where}: give 'completion_code' (MTurk) or 'completion_url' (Prolific), not both")
-    try:
-        base_spec = get_env(options["environment"])
-    except UnknownEnvironment as error:
-        raise StudyConfigError(f"{where}: 'environment': {error}") from None
-    statistics = list(ALWAYS_TRACKED) + [name for name in options.get("statistics", ()) if name not in ALWAYS_TRACKED]
-    requirements = dict(options.get("task_requirements", {}))
+def _statistics(where: str, options: TaskConfig) -> tuple[list[str], dict[str, float]]:
+    """The task's statistics (the always-tracked ones first, then its own, then any its
+    requirements name) and its requirements, every name checked against the registered ones."""
+    requirements = dict(options.task_requirements or {})
+    statistics = list(ALWAYS_TRACKED) + [name for name in options.statistics or () if name not in ALWAYS_TRACKED]
     statistics += [name for name in requirements if name not in statistics]
     for name in statistics:
         try:
@@ -297,25 +223,41 @@ def _task(task_id: str, options: Mapping[str, Any], study_consent: str, base: Pa
         except UnknownStatistic as error:
             key = "task_requirements" if name in requirements else "statistics"
             raise StudyConfigError(f"{where}: {key!r}: {error}") from None
-    spec_options = {key: options[key] for key in ("fps", "mode", "keymap", "ai_agent_map_always", "ai_agent_map_fallback", "human_timeout", "reconnect_grace_s") if key in options}
-    instructions = options.get("instructions", options.get("initial_message"))
+    return statistics, requirements
+
+
+def _image(where: str, image: str | None, base: Path) -> tuple[str | None, str | None]:
+    """The card's image as (URL, file): a file that exists is served, else it must be a URL."""
+    if image is None:
+        return None, None
+    path = Path(image) if Path(image).is_absolute() else base / image
+    if path.is_file():
+        return None, str(path)
+    if not _is_url(image):
+        raise StudyConfigError(f"{where}: 'image' file {str(path)!r} does not exist")
+    return image, None
+
+
+def _task(task_id: str, options: TaskConfig, study_consent: str, base: Path) -> Task:
+    """A task from its checked options: what the schema cannot check (the registries, the files)
+    is checked here, each error naming the task and the key."""
+    where = f"task {task_id!r}"
+    try:
+        base_spec = get_env(options.environment)
+    except UnknownEnvironment as error:
+        raise StudyConfigError(f"{where}: 'environment': {error}") from None
+    statistics, requirements = _statistics(where, options)
+    spec_options = {key: getattr(options, key) for key in SPEC_KEYS if key in options.model_fields_set}
+    instructions = options.instructions if options.instructions is not None else options.initial_message
     if instructions is not None:
         spec_options["instructions"] = instructions
-    title = options.get("title", base_spec.title)
+    title = options.title if options.title is not None else base_spec.title
+    description = options.description if options.description is not None else base_spec.description
     try:
-        spec = replace(base_spec, id=task_id, title=title, description=options.get("description", base_spec.description), base_env=base_spec.base_env or base_spec.id, **spec_options)
+        spec = replace(base_spec, id=task_id, title=title, description=description, base_env=base_spec.base_env or base_spec.id, **spec_options)
     except (ValueError, TypeError) as error:
         raise StudyConfigError(f"{where}: {error}") from None
-    start, end = _timestamp(where, "start_time", options.get("start_time")), _timestamp(where, "end_time", options.get("end_time"))
-    if start is not None and end is not None and end <= start:
-        raise StudyConfigError(f"{where}: 'end_time' must be after 'start_time'")
-    image, image_file = options.get("image"), None
-    if image is not None:
-        path = Path(image) if Path(image).is_absolute() else base / image
-        if path.is_file():
-            image, image_file = None, str(path)
-        elif not _is_url(image):
-            raise StudyConfigError(f"{where}: 'image' file {str(path)!r} does not exist")
+    image, image_file = _image(where, options.image, base)
     return Task(
         id=task_id,
         spec=spec,
@@ -323,42 +265,29 @@ def _task(task_id: str, options: Mapping[str, Any], study_consent: str, base: Pa
         description=spec.description,
         image=image,
         image_file=image_file,
-        consent_html=render_consent(where, options["consent"], base) if "consent" in options else study_consent,
+        consent_html=render_consent(where, options.consent, base) if options.consent is not None else study_consent,
         statistics=tuple(statistics),
         task_requirements=requirements,
-        bonus=options.get("bonus"),
-        target_complete_assignments=options.get("target_complete_assignments"),
-        redirect=options.get("redirect"),
-        start_time=start,
-        end_time=end,
-        completion_code=options.get("completion_code"),
-        completion_url=options.get("completion_url"),
+        bonus=options.bonus,
+        target_complete_assignments=options.target_complete_assignments,
+        redirect=options.redirect,
+        start_time=options.start_time,
+        end_time=options.end_time,
+        completion_code=options.completion_code,
+        completion_url=options.completion_url,
     )
 
 
-def define_study(config: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> Study:
-    """Check ``config`` (see the module docstring), register its tasks, and make it this
-    process's study. File paths are relative to ``base_dir`` (default: the working directory)."""
+def define_study(config: Mapping[str, Any], base_dir: str | os.PathLike[str] | None = None) -> Study:
+    """Check ``config`` (its schema: ``crowdplay.study_schema``, docs/study-config.md), register
+    its tasks, and make it this process's study. File paths are relative to ``base_dir``
+    (default: the working directory)."""
     global _STUDY
-    if not isinstance(config, Mapping):
-        raise StudyConfigError("the study configuration must be a dict")
-    _check_keys("study", config, STUDY_KEYS)
-    if "tasks" not in config:
-        raise StudyConfigError("study: 'tasks' is required ({task id: task options})")
+    parsed = parse_study_config(config)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    consent = render_consent("study", config["consent"], base) if "consent" in config else ""
-    tasks = {}
-    for task_id, options in config["tasks"].items():
-        if not isinstance(options, Mapping):
-            raise StudyConfigError(f"task {task_id!r}: its options must be a dict, got {type(options).__name__}")
-        tasks[task_id] = _task(task_id, options, consent, base)
-    study = Study(
-        title=config.get("title", "CrowdPlay"),
-        tasks=tasks,
-        assignment=config.get("assignment", "choose"),
-        consent_html=consent,
-        admin_token=config.get("admin_token", ""),
-    )
+    consent = render_consent("study", parsed.consent, base) if parsed.consent is not None else ""
+    tasks = {task_id: _task(task_id, options, consent, base) for task_id, options in parsed.tasks.items()}
+    study = Study(title=parsed.title, tasks=tasks, assignment=parsed.assignment, consent_html=consent, admin_token=parsed.admin_token)
     for task in tasks.values():
         try:
             register_env(task.spec)
