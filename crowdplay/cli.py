@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
-import warnings
 from dataclasses import replace
 
-from crowdplay.config import Settings, apply_ray_environment
+from crowdplay.config import Settings, SettingsError, apply_ray_environment
 from crowdplay.data.cli import add_data_commands
 from crowdplay.plugins import (
     PluginImportError, check_plugins_on_every_node, load_plugins, plugin_failure, plugin_names, plugin_runtime_env, share_import_path,
@@ -134,13 +134,18 @@ def startup_failure(error: BaseException) -> str:
 
 
 def settings_from_environment() -> Settings:
-    """``Settings.from_env()``, with its warnings (a deprecated variable) as lines on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        settings = Settings.from_env()
-    for warning in caught:
-        print(f"crowdplay: warning: {warning.message}", file=sys.stderr, flush=True)
-    return settings
+    """``Settings.from_env()``, with its warnings (a ``CROWDPLAY_*`` variable nothing reads) as
+    ``crowdplay: warning:`` lines on stderr, like the command's other messages."""
+    config_log = logging.getLogger("crowdplay.config")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("crowdplay: warning: %(message)s"))
+    config_log.addHandler(handler)
+    propagate, config_log.propagate = config_log.propagate, False
+    try:
+        return Settings.from_env()
+    finally:
+        config_log.removeHandler(handler)
+        config_log.propagate = propagate
 
 
 def describe_recording(settings: Settings) -> str:
@@ -178,7 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.settings = settings_from_environment()
+    try:
+        args.settings = settings_from_environment()
+    except SettingsError as error:  # an invalid CROWDPLAY_* value: said plainly, nothing started
+        print(f"crowdplay: {error}", file=sys.stderr, flush=True)
+        return 2
     # The working directory's modules are importable (the console script's sys.path lacks it)
     # before the plugins load, and before Ray starts: its processes inherit the path.
     args.directory = share_import_path()

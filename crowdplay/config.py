@@ -1,24 +1,46 @@
-"""Settings shared by the ingress, the EnvsManager and the EnvActors, in one place."""
+"""Settings shared by the ingress, the EnvsManager and the EnvActors, in one place.
+
+Every field of ``Settings`` is read from ``CROWDPLAY_<FIELD>`` by ``Settings.from_env``, strictly: a
+value that is not of the field's kind stops the process with an error naming the variable, so a
+typo never turns into a silently different deployment. docs/settings.md is generated from the
+class (``python -m crowdplay.reference_docs``), its ``#:`` comments included.
+"""
 
 from __future__ import annotations
 
 import atexit
+import difflib
+import logging
+import math
 import os
 import random
 import shutil
 import socket
 import sys
 import tempfile
-import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, fields
 from pathlib import Path
-from dataclasses import dataclass, fields
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Every setting's variable starts with this; so do a few variables that are not settings (below).
+VARIABLE_PREFIX = "CROWDPLAY_"
+
+
+class SettingsError(ValueError):
+    """A ``CROWDPLAY_*`` variable holds a value CrowdPlay cannot use: the message names the
+    variable, its value and what is accepted, so the deployment is fixed before anything starts."""
 
 
 @dataclass(frozen=True)
 class Settings:
     """Deployment knobs; every field can be overridden by ``CROWDPLAY_<FIELD>`` in the environment."""
 
+    #: The Ray namespace of CrowdPlay's named actors: two deployments on one Ray cluster need two.
     namespace: str = "crowdplay"
+    #: The name of the one EnvsManager actor every ingress replica finds (within ``namespace``).
     manager_name: str = "EnvsManager"
     #: Empty EnvActors kept booted, so Start never waits for a process to start (~0.6 s each).
     warm_pool_size: int = 2
@@ -47,11 +69,13 @@ class Settings:
     #: A session whose participant never connects is ended after this many seconds: until then it
     #: holds a seat, and often a new game on an EnvActor (the page connects at once).
     connect_timeout_s: float = 15.0
-    #: New sessions one client address may start: a burst of this many, then this many a minute.
+    #: New sessions one client address may start at once (a burst), before its rate below applies.
     session_starts_per_client_burst: int = 10
+    #: New sessions one client address may start a minute once its burst is spent.
     session_starts_per_client_per_min: float = 6.0
-    #: New sessions all clients together may start: a burst of this many, then this many a second.
+    #: New sessions all clients together may start at once (a burst), before the rate below applies.
     session_starts_burst: int = 50
+    #: New sessions all clients together may start a second once the burst is spent.
     session_starts_per_s: float = 10.0
     #: At most this many sessions may wait for their participant's first connection (0: no bound).
     max_unconnected_sessions: int = 100
@@ -73,8 +97,8 @@ class Settings:
     #: "env_slots=1,gpu_node=0.1": names a node type's custom resource so sessions land there.
     env_actor_resources: str = ""
     #: Where recordings go, and where ``crowdplay data`` and ``Dataset.open()`` read them: a
-    #: mongodb:// URI, or a file path for the embedded store ("" = data/crowdplay.db). The old name
-    #: ``CROWDPLAY_MONGODB_URI`` is still read when ``CROWDPLAY_STORE_URI`` is not set (deprecated).
+    #: mongodb:// URI, or a file path for the embedded store ("" = data/crowdplay.db). The only
+    #: store setting: its former name ``CROWDPLAY_MONGODB_URI`` is refused with an error.
     store_uri: str = ""
     #: Steps per recording chunk (50 = 0.83 s at 60 fps): a crashed EnvActor loses at most this plus one
     #: batching window (50 ms), so under a second.
@@ -107,45 +131,173 @@ class Settings:
     unacked_spill_dir: str = ""
 
     @classmethod
-    def from_env(cls) -> "Settings":
-        values = {}
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings this process runs with: the defaults, overridden by the ``CROWDPLAY_<FIELD>``
+        variables of ``environ`` (default: ``os.environ``).
+
+        Strict, because every CrowdPlay process reads the same variables and a value one of them
+        misread would make a deployment quietly differ from what its operator wrote: every invalid
+        value is refused together in one ``SettingsError`` (each naming its variable, its value and
+        what the setting takes), and a ``CROWDPLAY_*`` variable that is neither a setting nor one
+        of ``OTHER_VARIABLES`` (a misspelt setting, usually) is logged as a warning with the
+        setting it probably meant.
+        """
+        environ = os.environ if environ is None else environ
+        warn_about_unknown_variables(environ)
+        values: dict[str, Any] = {}
+        problems: list[str] = []
         for field in fields(cls):
-            raw = os.environ.get(f"CROWDPLAY_{field.name.upper()}")
-            if raw is not None:
-                kind = type(field.default)
-                values[field.name] = raw.strip().lower() in ("1", "true", "yes", "on") if kind is bool else kind(raw)
-        values["store_uri"] = store_uri_from_environment()  # also reads the deprecated name
+            raw = environ.get(setting_variable(field.name))
+            if raw is None:
+                continue
+            try:
+                values[field.name] = parse_setting(field, raw)
+            except SettingsError as error:
+                problems.append(str(error))
+        try:
+            values["store_uri"] = store_uri_from_environment(environ)
+        except SettingsError as error:
+            problems.append(str(error))
+        if problems:
+            raise SettingsError("\n".join(problems))
         return cls(**values)
+
+
+def setting_variable(field_name: str) -> str:
+    """The environment variable a setting is read from: ``CROWDPLAY_<FIELD>``."""
+    return f"{VARIABLE_PREFIX}{field_name.upper()}"
+
+
+def setting_variables() -> dict[str, str]:
+    """Every setting's variable, with its field's name: the names ``Settings.from_env`` reads."""
+    return {setting_variable(field.name): field.name for field in fields(Settings)}
+
+
+@dataclass(frozen=True)
+class SettingKind:
+    """How the text of a variable becomes a setting's value, and how to say what it accepts (in
+    errors and in docs/settings.md alike, so the two never disagree)."""
+
+    #: the kind's name in docs/settings.md's table: "whole number"
+    name: str
+    #: what the setting takes, for people: "a whole number >= 0"
+    accepted: str
+    #: the text (as the environment holds it) to the value; raises ValueError when it is not one
+    parse: Callable[[str], Any]
+
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError(text)
+
+
+def _whole_number(text: str) -> int:
+    value = int(text.strip())
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def _number(text: str) -> float:
+    value = float(text.strip())
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+#: The kinds of setting there are, by the type a ``Settings`` field is annotated with. Every
+#: number a setting takes is a count, a size or a duration, so none is negative (0 often means
+#: "off" or "no limit", as each field's comment says).
+SETTING_KINDS: dict[str, SettingKind] = {
+    "bool": SettingKind("boolean", f"one of {', '.join(TRUE_WORDS)} or {', '.join(FALSE_WORDS)} (any case)", _boolean),
+    "int": SettingKind("whole number", "a whole number >= 0", _whole_number),
+    "float": SettingKind("number", "a number >= 0 (e.g. 2.5)", _number),
+    "str": SettingKind("text", "any text (spaces included; empty is a value too)", str),
+}
+
+
+def setting_kind(field: Field[Any]) -> SettingKind:
+    """The kind of a ``Settings`` field (its annotation is a string: this module postpones them)."""
+    return SETTING_KINDS[str(field.type)]
+
+
+def parse_setting(field: Field[Any], raw: str) -> Any:
+    """The value of ``field`` that the variable's text ``raw`` says, or a ``SettingsError`` naming
+    the variable, the value and what the setting takes."""
+    kind = setting_kind(field)
+    try:
+        return kind.parse(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{setting_variable(field.name)}={raw!r} is not a valid value: Settings.{field.name} takes {kind.accepted}"
+        ) from None
+
+
+#: ``CROWDPLAY_*`` variables that are not settings, and who reads each: ``Settings.from_env`` does
+#: not warn about them. (tests/test_docs.py's ``EXTRA_VARIABLES`` names the file that reads each.)
+OTHER_VARIABLES: dict[str, str] = {
+    "CROWDPLAY_HAPROXY_PYTHON": "the Python that HAProxy's launcher (crowdplay/web/haproxy.sh) runs in",
+    "CROWDPLAY_HAPROXY_BINARY": "an HAProxy binary to run instead of the one Ray bundles (crowdplay/web/haproxy.py)",
+    "CROWDPLAY_LOCAL_MONGODB": "cluster.yaml: 1 installs MongoDB on the head node",
+    "CROWDPLAY_MONGODB_PASSWORD": "cluster.yaml: the password of that MongoDB's crowdplay user",
+    "CROWDPLAY_TEST_MONGODB_URI": "the test suite: a real MongoDB that tests/test_recording_mongodb.py also runs against",
+    "CROWDPLAY_FUZZ_CASES": "the test suite: cases per property in tests/test_fuzz.py",
+    "CROWDPLAY_FUZZ_REPORT": "the test suite: where tests/test_fuzz.py writes what it saw",
+}
+
+
+def unknown_variable_message(name: str) -> str:
+    """What to tell an operator about ``name``, a ``CROWDPLAY_*`` variable CrowdPlay does not read:
+    it is ignored, and which variable it most probably meant (difflib's closest, by the part after
+    the prefix and in any case; the shared prefix would make every name look close)."""
+    candidates = {known[len(VARIABLE_PREFIX):]: known for known in [*setting_variables(), *OTHER_VARIABLES]}
+    close = difflib.get_close_matches(name[len(VARIABLE_PREFIX):].upper(), list(candidates), n=1)
+    message = f"{name} is not a CrowdPlay setting and is ignored"
+    if not close:
+        return f"{message} (docs/settings.md lists the settings)"
+    meant = candidates[close[0]]
+    field_name = setting_variables().get(meant)
+    return f"{message}: did you mean {meant}" + (f" (Settings.{field_name})?" if field_name else "?")
+
+
+def warn_about_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Log a warning for every ``CROWDPLAY_*`` variable in ``environ`` that nothing reads."""
+    known = {*setting_variables(), *OTHER_VARIABLES, RETIRED_STORE_URI_VARIABLE}
+    for name in sorted(environ):
+        if name.startswith(VARIABLE_PREFIX) and name not in known:
+            log.warning(unknown_variable_message(name))
 
 
 #: The one variable naming the store, for the server, its Ray processes, ``crowdplay data``,
 #: ``Dataset.open()`` and the benchmarks alike.
 STORE_URI_VARIABLE = "CROWDPLAY_STORE_URI"
-#: Its old name: the data tools read only this one while the server recorded into the other, so on
-#: a cluster configured with ``CROWDPLAY_STORE_URI`` they opened an empty local store.
-DEPRECATED_STORE_URI_VARIABLE = "CROWDPLAY_MONGODB_URI"
+#: Its former name, refused rather than read: with two names for one store, the server and the
+#: data tools could each read a different one (the tools then open an empty local store). One name
+#: cannot disagree with itself.
+RETIRED_STORE_URI_VARIABLE = "CROWDPLAY_MONGODB_URI"
 
 
-def store_uri_from_environment() -> str:
-    """The store named in the environment ("" for none): ``CROWDPLAY_STORE_URI``, else the
-    deprecated ``CROWDPLAY_MONGODB_URI`` with a FutureWarning (shown by default, unlike a
-    DeprecationWarning, so a researcher running a script sees it). Both set and different: the
-    new one wins, and the warning says the old one is ignored."""
-    current = os.environ.get(STORE_URI_VARIABLE, "").strip()
-    old = os.environ.get(DEPRECATED_STORE_URI_VARIABLE, "").strip()
-    if old and not current:
-        warnings.warn(
-            f"{DEPRECATED_STORE_URI_VARIABLE} is deprecated: set {STORE_URI_VARIABLE} instead (the server, "
-            f"`crowdplay data` and Dataset.open() all read it); using {DEPRECATED_STORE_URI_VARIABLE} for now",
-            FutureWarning, stacklevel=3,
+def store_uri_from_environment(environ: Mapping[str, str] | None = None) -> str:
+    """The store named in the environment ("" for none): ``CROWDPLAY_STORE_URI``.
+
+    ``CROWDPLAY_MONGODB_URI`` set is a ``SettingsError`` saying to use the one store setting
+    instead (without repeating its value: a MongoDB URI often holds a password)."""
+    environ = os.environ if environ is None else environ
+    if environ.get(RETIRED_STORE_URI_VARIABLE, "").strip():
+        raise SettingsError(
+            f"{RETIRED_STORE_URI_VARIABLE} is no longer read: {STORE_URI_VARIABLE} is the one store setting (the "
+            f"server, `crowdplay data` and Dataset.open() all read it). Set {STORE_URI_VARIABLE} to the same "
+            f"URI and unset {RETIRED_STORE_URI_VARIABLE}."
         )
-        return old
-    if old and old != current:
-        warnings.warn(
-            f"{DEPRECATED_STORE_URI_VARIABLE} is deprecated and ignored: {STORE_URI_VARIABLE} is set and names another store",
-            FutureWarning, stacklevel=3,
-        )
-    return current
+    return environ.get(STORE_URI_VARIABLE, "").strip()
 
 
 #: Session-start limits lifted (``crowdplay.admission``): for benchmarks and tests, whose simulated

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "examples").glob("*/README.md"))]
 #: ``CROWDPLAY_*`` variables that are not settings, with a file that reads (or sets) each one.
 EXTRA_VARIABLES = {
-    "CROWDPLAY_MONGODB_URI": "crowdplay/config.py",  # the store setting's deprecated name
+    "CROWDPLAY_MONGODB_URI": "crowdplay/config.py",  # the store setting's former name, refused
     "CROWDPLAY_HAPROXY_PYTHON": "crowdplay/config.py",
     "CROWDPLAY_HAPROXY_BINARY": "crowdplay/web/haproxy.py",
     "CROWDPLAY_LOCAL_MONGODB": "cluster.yaml",

@@ -15,7 +15,7 @@ import pytest
 
 from tests.recorded_games import recorded_game
 
-from crowdplay.config import Settings, store_uri_from_environment
+from crowdplay.config import Settings, SettingsError, store_uri_from_environment
 from crowdplay.data import Dataset
 from crowdplay.lineup import Lineup
 from crowdplay.plugins import (
@@ -120,25 +120,23 @@ def test_the_plugins_under_the_working_directory_are_shipped_to_every_node(study
 
 
 # ----------------------------------------------------------------- one store setting
-def test_the_store_setting_and_its_old_name(tmp_path, monkeypatch):
+def test_the_store_setting_and_its_former_name(tmp_path, monkeypatch):
     monkeypatch.delenv("CROWDPLAY_STORE_URI", raising=False)
     monkeypatch.delenv("CROWDPLAY_MONGODB_URI", raising=False)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # nothing set, or only the new name: no warning
+        warnings.simplefilter("error")  # nothing set, or only the store setting: no warning
         assert store_uri_from_environment() == "" and Settings.from_env().store_uri == ""
         assert store_origin() == "the default; set CROWDPLAY_STORE_URI or --store for another"
         monkeypatch.setenv("CROWDPLAY_STORE_URI", "mongodb://db:27017")
         assert Settings.from_env().store_uri == "mongodb://db:27017" and store_origin() == "CROWDPLAY_STORE_URI"
-        monkeypatch.setenv("CROWDPLAY_MONGODB_URI", "mongodb://db:27017")  # both, the same: fine
-        assert store_uri_from_environment() == "mongodb://db:27017"
-    monkeypatch.setenv("CROWDPLAY_MONGODB_URI", "mongodb://old:27017")
-    with pytest.warns(FutureWarning, match="CROWDPLAY_MONGODB_URI is deprecated and ignored"):
-        assert store_uri_from_environment() == "mongodb://db:27017"
-    monkeypatch.delenv("CROWDPLAY_STORE_URI")
-    with pytest.warns(FutureWarning, match="set CROWDPLAY_STORE_URI instead"):
-        assert Settings.from_env().store_uri == "mongodb://old:27017"
-    assert store_origin() == "CROWDPLAY_MONGODB_URI, deprecated" and store_origin("x.db") == "given"
+    monkeypatch.setenv("CROWDPLAY_MONGODB_URI", "mongodb://db:27017")  # the former name: refused, even when it agrees
+    with pytest.raises(SettingsError, match="CROWDPLAY_MONGODB_URI is no longer read: CROWDPLAY_STORE_URI is the one store setting"):
+        store_uri_from_environment()
+    with pytest.raises(SettingsError, match="CROWDPLAY_MONGODB_URI is no longer read"):
+        Settings.from_env()
+    assert store_origin("x.db") == "given"
     monkeypatch.delenv("CROWDPLAY_MONGODB_URI")
+    monkeypatch.delenv("CROWDPLAY_STORE_URI")
     monkeypatch.chdir(tmp_path)
     assert absolute_store_uri() == str(tmp_path / "data" / "crowdplay.db")  # where the Ray processes record
     assert absolute_store_uri("mongodb://db:27017/x") == "mongodb://db:27017/x"

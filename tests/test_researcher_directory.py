@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -215,36 +214,27 @@ def test_a_missing_plugin_names_the_directories_searched(tmp_path):
     assert f"looked for in: {tmp_path} (the working directory)" in done.stderr
 
 
-def test_dataset_open_reads_the_store_setting_and_the_old_name_with_a_warning(tmp_path, monkeypatch):
+def test_dataset_open_reads_the_store_setting_and_refuses_its_former_name(tmp_path, monkeypatch):
+    from crowdplay.config import SettingsError
     from crowdplay.recording.store import TrajectoryStore
 
-    for name, episode in (("new.db", "new-0"), ("old.db", "old-0")):
-        store = TrajectoryStore.open(str(tmp_path / name))
-        store.put_episode(episode, {"env_id": "Pong", "started_at": 1.0, "status": "complete"})
-        store.close()
+    store = TrajectoryStore.open(str(tmp_path / "new.db"))
+    store.put_episode("new-0", {"env_id": "Pong", "started_at": 1.0, "status": "complete"})
+    store.close()
     monkeypatch.delenv("CROWDPLAY_MONGODB_URI", raising=False)
     monkeypatch.setenv("CROWDPLAY_STORE_URI", str(tmp_path / "new.db"))
     with Dataset.open() as data:
         assert [doc["_id"] for doc in data.episodes()] == ["new-0"]
 
     monkeypatch.delenv("CROWDPLAY_STORE_URI")
-    monkeypatch.setenv("CROWDPLAY_MONGODB_URI", str(tmp_path / "old.db"))
-    with pytest.warns(FutureWarning, match="CROWDPLAY_MONGODB_URI is deprecated: set CROWDPLAY_STORE_URI"):
-        data = Dataset.open()
-    with data:
-        assert [doc["_id"] for doc in data.episodes()] == ["old-0"]
+    monkeypatch.setenv("CROWDPLAY_MONGODB_URI", str(tmp_path / "new.db"))
+    with pytest.raises(SettingsError, match="CROWDPLAY_MONGODB_URI is no longer read: CROWDPLAY_STORE_URI is the one store setting"):
+        Dataset.open()
 
 
-def test_crowdplay_data_reads_the_old_name_with_a_line_on_stderr(tmp_path):
-    from crowdplay.recording.store import TrajectoryStore
-
-    store = TrajectoryStore.open(str(tmp_path / "old.db"))
-    store.put_episode("old-0", {"env_id": "Pong", "started_at": 1.0, "status": "interrupted"})
-    store.close()
+def test_crowdplay_data_refuses_the_former_store_name_in_one_line(tmp_path):
     env = researcher_environment(tmp_path, CROWDPLAY_MONGODB_URI=str(tmp_path / "old.db"))
     done = subprocess.run([*CROWDPLAY_COMMAND, "data", "list", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert [doc["_id"] for doc in json.loads(done.stdout)] == ["old-0"]  # stdout: the JSON only
-    assert "crowdplay: warning: CROWDPLAY_MONGODB_URI is deprecated: set CROWDPLAY_STORE_URI" in done.stderr
-    assert f"reading the embedded store {tmp_path / 'old.db'} (CROWDPLAY_MONGODB_URI, deprecated)" in done.stderr
-    assert os.linesep.join(done.stderr.splitlines()).count("deprecated: set") == 1
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("crowdplay: CROWDPLAY_MONGODB_URI is no longer read"), done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "old.db").exists()

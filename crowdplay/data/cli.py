@@ -7,9 +7,8 @@
     crowdplay data delete-participant PARTICIPANT [--yes]
 
 ``--store`` picks the store (a mongodb:// URI or the embedded store's path); by default the one
-the server records into, ``CROWDPLAY_STORE_URI`` (the old ``CROWDPLAY_MONGODB_URI`` still works,
-with a warning), else data/crowdplay.db. Which store was opened, and why, goes to stderr (stdout
-stays clean for ``--json``).
+the server records into, ``CROWDPLAY_STORE_URI``, else data/crowdplay.db. Which store was opened,
+and why, goes to stderr (stdout stays clean for ``--json``).
 
 Filters: ``--completed`` keeps the episodes the environment ended (status ``complete``),
 ``--incomplete`` every other one; ``--status`` any of ``complete``, ``finished`` (a participant

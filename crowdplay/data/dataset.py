@@ -54,8 +54,7 @@ class Dataset:
     @classmethod
     def open(cls, uri: str | None = None) -> "Dataset":
         """``uri``: a mongodb:// URI or the embedded store's path. Default: the store the server
-        records into, ``CROWDPLAY_STORE_URI`` (the old ``CROWDPLAY_MONGODB_URI`` still works, with
-        a FutureWarning), else data/crowdplay.db."""
+        records into, ``CROWDPLAY_STORE_URI``, else data/crowdplay.db."""
         return cls(TrajectoryStore.open(uri))
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from crowdplay.config import DEPRECATED_STORE_URI_VARIABLE, STORE_URI_VARIABLE, store_uri_from_environment
+from crowdplay.config import STORE_URI_VARIABLE, store_uri_from_environment
 from crowdplay.recording.chunk_table import Chunks, CollectionChunks, TableChunks
 from crowdplay.recording.document_table import CollectionDocuments, Documents, TableDocuments
 
@@ -38,9 +38,8 @@ MONGO_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000,
 
 
 def store_uri(uri: str | None = None) -> str:
-    """The URI in effect: the one given, else ``CROWDPLAY_STORE_URI`` (or the deprecated
-    ``CROWDPLAY_MONGODB_URI``, with a FutureWarning), else ``data/crowdplay.db``: the same store
-    the server records into (``Settings.store_uri``) wherever it is asked for."""
+    """The URI in effect: the one given, else ``CROWDPLAY_STORE_URI``, else ``data/crowdplay.db``:
+    the same store the server records into (``Settings.store_uri``) wherever it is asked for."""
     return uri or store_uri_from_environment() or str(DEFAULT_EMBEDDED_PATH)
 
 
@@ -51,8 +50,6 @@ def store_origin(uri: str | None = None) -> str:
         return "given"
     if os.environ.get(STORE_URI_VARIABLE, "").strip():
         return STORE_URI_VARIABLE
-    if os.environ.get(DEPRECATED_STORE_URI_VARIABLE, "").strip():
-        return f"{DEPRECATED_STORE_URI_VARIABLE}, deprecated"
     return f"the default; set {STORE_URI_VARIABLE} or --store for another"
 
 
