@@ -17,6 +17,7 @@ from crowdplay.recording.store import TrajectoryStore
 from crowdplay.study import current_study
 from tests.study.conftest import STUDY_SETTINGS
 from tests.study.config import SECONDS_TO_COMPLETE
+from tests.test_admin_page import parse_exposition
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
@@ -238,5 +239,10 @@ def test_the_dashboard_needs_its_token_and_shows_a_running_session(browser, base
     [task] = [task for task in overview["tasks"] if task["task_id"] == "invaders-mturk"]
     assert task["live_sessions"] >= 1 and task["target"] == 100
     assert overview["histograms"]["frame_interval_ms"]["samples"] > 60
+    ticked = [process for process in overview["histograms"]["frame_interval_ms"]["processes"] if process["count"]]
+    assert ticked and all(process["sum"] > 0 and process["buckets"][-1] == ["+Inf", process["count"]] for process in ticked)
     assert 'crowdplay_live_sessions{task="invaders-mturk"}' in metrics
+    types, samples = parse_exposition(metrics)
+    assert types["crowdplay_frame_interval_ms"] == "histogram"
+    assert sum(count for (name, _), count in samples.items() if name == "crowdplay_frame_interval_ms_count") > 60
     assert "researcher" in ended["reason"]
