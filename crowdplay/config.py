@@ -302,7 +302,7 @@ def store_uri_from_environment(environ: Mapping[str, str] | None = None) -> str:
 
 #: Session-start limits lifted (``crowdplay.admission``): for benchmarks and tests, whose simulated
 #: participants stand for many people but all come from one address.
-NO_START_LIMITS: dict = {
+NO_START_LIMITS: dict[str, Any] = {
     "session_starts_per_client_burst": 1_000_000, "session_starts_per_client_per_min": 1e9,
     "session_starts_burst": 1_000_000, "session_starts_per_s": 1e9, "max_unconnected_sessions": 0,
     "session_starts_guard_per_10s": 0,
@@ -509,7 +509,7 @@ def free_port() -> int:
                 sock.bind(("0.0.0.0", port))
             except OSError:
                 continue
-            port = sock.getsockname()[1]
+            port = int(sock.getsockname()[1])
         _handed_out.add(port)
         return port
     raise OSError(f"no free TCP port in {first}-{last}")

@@ -207,8 +207,8 @@ def render_consent(where: str, value: str, base: Path) -> str:
         if not path.is_file():
             raise StudyConfigError(f"{where}: 'consent' file {str(path)!r} does not exist")
         text = path.read_text(encoding="utf-8")
-        return text if path.suffix.lower() in (".html", ".htm") else MarkdownIt("commonmark", {"html": True}).render(text)
-    return MarkdownIt("commonmark", {"html": True}).render(value)
+        return text if path.suffix.lower() in (".html", ".htm") else str(MarkdownIt("commonmark", {"html": True}).render(text))
+    return str(MarkdownIt("commonmark", {"html": True}).render(value))
 
 
 def _statistics(where: str, options: TaskConfig) -> tuple[list[str], dict[str, float]]:

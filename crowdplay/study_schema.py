@@ -2,8 +2,8 @@
 
 Why a schema: the configuration is checked in one declaration that also writes its reference page
 (docs/study-config.md, ``python -m crowdplay.reference_docs``), so the checks and the page cannot
-disagree. pydantic does the checking, in strict mode (a number is never a string or a bool, as
-before); ``parse_study_config`` turns its errors into ``StudyConfigError`` lines that name the
+disagree. pydantic does the checking, in strict mode (a number is never a string or a bool);
+``parse_study_config`` turns its errors into ``StudyConfigError`` lines that name the
 task, the key and the problem, the way a researcher reads them:
 ``task 'invaders': 'fps' must be a number of frames per second, got 'fast'``.
 
@@ -16,14 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, GetPydanticSchema, ValidationError, model_validator
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import ErrorDetails, PydanticCustomError, core_schema
 
 #: The error type of a value of the wrong kind: reported as "must be <what the key accepts>".
 WRONG_KIND = "crowdplay_wrong_kind"
 
+#: ``crowdplay.environments.spec.MODES``, spelt out for type checkers (a test keeps the two equal).
 Mode = Literal["realtime", "wait_for_key", "hold_keys"]
 Assignment = Literal["choose", "auto"]
 
@@ -40,8 +41,9 @@ def one_error(message: str) -> GetPydanticSchema:
 
     def schema(source: Any, handler: Callable[[Any], core_schema.CoreSchema]) -> core_schema.CoreSchema:
         built = handler(source)
-        built["custom_error_type"] = WRONG_KIND  # type: ignore[typeddict-unknown-key]
-        built["custom_error_message"] = message  # type: ignore[typeddict-unknown-key]
+        keys = cast("dict[str, Any]", built)  # a union schema's keys, which the CoreSchema union type does not name
+        keys["custom_error_type"] = WRONG_KIND
+        keys["custom_error_message"] = message
         return built
 
     return GetPydanticSchema(schema)
@@ -77,7 +79,7 @@ def _timestamp(value: Any) -> Any:
 
 
 def _mapping_as_dict(value: Any) -> Any:
-    """Task options may be any mapping (as ``define_study`` always accepted), not only a dict."""
+    """Task options may be any mapping, not only a dict (pydantic's strict mode takes only dicts)."""
     return dict(value) if isinstance(value, Mapping) else value
 
 
@@ -198,14 +200,14 @@ def parse_study_config(config: Any) -> StudyConfig:
     try:
         return StudyConfig.model_validate(dict(config))
     except ValidationError as error:
-        problems = list(dict.fromkeys(_problem(config, each) for each in error.errors(include_url=False)))
-        problems.sort(key=lambda line: "unknown key" not in line)  # a misspelt key first: it often explains the rest
-        raise StudyConfigError("\n".join(problems)) from None
+        errors = sorted(error.errors(include_url=False), key=lambda each: each["type"] != "extra_forbidden")  # a misspelt key first: it often explains the rest
+        raise StudyConfigError("\n".join(dict.fromkeys(_problem(config, each) for each in errors))) from None
 
 
-def _problem(config: Mapping[str, Any], error: Any) -> str:
+def _problem(config: Mapping[str, Any], error: ErrorDetails) -> str:
     """One pydantic error as a line naming the task (or the study), the key and the problem."""
     loc: tuple[Any, ...] = tuple(error["loc"])
+    model: type[BaseModel]
     if len(loc) >= 2 and loc[0] == "tasks" and loc[2:3] != ("[key]",):
         where, model, rest, options = f"task {loc[1]!r}", TaskConfig, loc[2:], _at(config, loc[:2])
     else:
