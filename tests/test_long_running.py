@@ -22,7 +22,7 @@ from crowdplay.env_actor import env_actor_names
 from crowdplay.recording.writer import get_or_create_writer
 
 CALLS = 25
-REPORT_INTERVALS_S = 3.0  # Ray workers send their task events every second
+REPORT_INTERVALS_S = 2.0  # Ray workers send their task events every second: two of their reports
 
 
 @ray.remote(num_cpus=0)

@@ -85,7 +85,7 @@ def test_a_process_releases_on_its_own_thread_once_started(interval_s: float, ex
         freed = old_cyclic_garbage()
         started = release_freed_memory_every({interval_s})
         again = release_freed_memory_every({interval_s})
-        time.sleep(1.0)
+        time.sleep(0.5)  # two of the release's intervals
         threads = sum(t.name == "release-freed-memory" for t in threading.enumerate())
         print(started, again, threads, bool(freed))
         """
@@ -108,41 +108,3 @@ def test_only_the_first_freeze_in_a_process_freezes() -> None:
     )
     assert out.split() == ["True", "True"]
 
-
-def test_heap_census_tells_the_main_arena_from_a_threads_arena() -> None:
-    """The soak's census (``crowdplay.bench.heaps``) splits anonymous resident memory by region:
-    blocks a thread mallocs land in an arena of its own, the main thread's in ``[heap]``, and the
-    regions add up to the process's anonymous resident memory; each arena's address space holds
-    its resident pages."""
-    out = run_python(
-        """
-        import ctypes, threading
-        from crowdplay.bench.heaps import anonymous_regions_kb, malloc_heaps_kb
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc.restype = ctypes.c_void_p
-
-        def fill(blocks):  # 4 MB in 4 KB blocks, below glibc's mmap threshold, each page touched
-            for _ in range(1024):
-                block = libc.malloc(4096)
-                ctypes.memset(block, 1, 4096)
-                blocks.append(block)
-
-        before, heaps_before = anonymous_regions_kb(), malloc_heaps_kb()
-        kept = []
-        fill(kept)
-        main = anonymous_regions_kb()
-        worker = threading.Thread(target=fill, args=(kept,))
-        worker.start(); worker.join()
-        after, heaps_after = anonymous_regions_kb(), malloc_heaps_kb()
-        with open("/proc/self/status") as status:
-            anon = next(int(line.split()[1]) for line in status if line.startswith("RssAnon:"))
-        print(main["main_arena"] - before["main_arena"], after["other_arenas"] - main["other_arenas"], sum(after.values()) - anon)
-        print(*(heaps_after[region] - after[region] for region in ("main_arena", "other_arenas")), heaps_after["other_arenas"] - heaps_before["other_arenas"])
-        """
-    )
-    main_grew, thread_grew, unexplained, main_headroom, others_headroom, others_mapped = (int(word) for word in out.split())
-    assert main_grew >= 3000, out  # some of it may land in space the heap already had
-    assert thread_grew >= 3000, out
-    assert abs(unexplained) < 1024, out
-    # the arenas' address space holds their resident pages; the thread's arena was mapped for its blocks
-    assert main_headroom >= 0 and others_headroom >= 0 and others_mapped >= 3000, out
