@@ -8,6 +8,8 @@ EnvsManager's overview carries each process's figures to ``/metrics`` (``crowdpl
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Histogram
 
 #: Bucket edges (ms) of the dashboard's histograms; the last bucket is open-ended. The same
@@ -32,13 +34,14 @@ INPUT_LATENCY_MS = _histogram("input_latency_ms", "Delay from a participant's in
 HISTOGRAMS: dict[str, Histogram] = {"frame_interval_ms": FRAME_INTERVAL_MS, "input_latency_ms": INPUT_LATENCY_MS}
 
 
-def process_histograms() -> dict[str, dict]:
+def process_histograms() -> dict[str, dict[str, Any]]:
     """Each histogram's cumulative buckets (``[le, count]`` pairs ending with ``+Inf``), exact
     sum and count, as plain JSON for the overview (bucket bounds are the library's strings, so
     ``+Inf`` survives JSON)."""
-    figures: dict[str, dict] = {}
+    figures: dict[str, dict[str, Any]] = {}
     for key, histogram in HISTOGRAMS.items():
-        samples = histogram.collect()[0].samples
+        (metric,) = histogram.collect()
+        samples = metric.samples
         buckets = [[sample.labels["le"], int(sample.value)] for sample in samples if sample.name.endswith("_bucket")]
         total = next(sample.value for sample in samples if sample.name.endswith("_sum"))
         figures[key] = {"buckets": buckets, "sum": total, "count": buckets[-1][1]}

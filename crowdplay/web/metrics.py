@@ -117,7 +117,7 @@ def histogram_families(histograms: Mapping[str, Mapping[str, Any]]) -> Iterator[
     """Each game process's frame-interval and input-latency histogram since it started, labelled
     by its actor and node (an overview without them declares the metrics with no samples)."""
     for key, histogram in HISTOGRAMS.items():
-        described = histogram.describe()[0]
+        (described,) = histogram.describe()
         family = HistogramMetricFamily(described.name, described.documentation, labels=["actor", "node"])
         for process in (histograms.get(key) or {}).get("processes") or []:
             buckets = [(str(le), float(count)) for le, count in process["buckets"]]
