@@ -66,40 +66,13 @@ def test_a_lost_games_unfinished_episodes_are_marked_interrupted_and_finished_on
     store.close()
 
 
-def test_an_embedded_store_from_before_the_chunk_table_keeps_its_chunks(tmp_path):
-    """Chunks used to be documents of the embedded ``chunks`` collection; opening moves them over."""
-    import litemongo
-
-    path = tmp_path / "old.db"
-    client = litemongo.connect(str(path))
-    client["crowdplay"]["chunks"].insert_many(
-        [{"_id": f"ep:{seq}", "episode_id": "ep", "seq": seq, "steps": 50, "data": pack_chunk({"seq": seq})} for seq in (1, 0, 2)]
-    )
-    client.close()
+def test_the_embedded_store_filters_and_orders_documents_as_mongodb_does(tmp_path):
+    """Episodes and assignments sit in SQLite tables of their own, without in-memory indexes;
+    queries scan them oldest first and match as MongoDB would, also after reopening."""
+    path = tmp_path / "store.db"
     store = TrajectoryStore.open(str(path))
-    assert [unpack_chunk(c["data"])["seq"] for c in store.iter_chunks("ep")] == [0, 1, 2]
-    assert store.data_volume()["chunks"] == 3
-    store.close()
-    reopened = TrajectoryStore.open(str(path))  # moved once: nothing doubled, nothing lost
-    assert [c["seq"] for c in reopened.iter_chunks("ep")] == [0, 1, 2] and reopened.data_volume()["chunks"] == 3
-    reopened.close()
-
-
-def test_the_embedded_store_keeps_no_in_memory_indexes_and_still_filters(tmp_path):
-    """litemongo's indexes are hash tables in the memory of each querying process (~2 KB of the
-    writer per stored episode); the embedded store drops the ones an older version declared, and
-    moves the episodes an older version kept as litemongo documents into their own table."""
-    import litemongo
-
-    path = tmp_path / "indexed.db"
-    client = litemongo.connect(str(path))
-    old = TrajectoryStore(client)  # the old way: episodes as indexed litemongo documents
-    assert len(client["crowdplay"]["episodes"].index_information()) > 1
-    old.put_episode("old", {"task_id": "t", "env_id": "Pong", "started_at": -1.0, "participants": ["p-1"], "start_state": b"\x00\x01"})
-    old.put_assignment({"_id": "s-old", "task_id": "t", "created_at": 5.0, "statistics": {"values": {"score": 3.0}}})
-    client.close()
-    store = TrajectoryStore.open(str(path))
-    assert set(client_of(path)["crowdplay"]["assignments"].index_information()) <= {"_id_"}
+    store.put_episode("old", {"task_id": "t", "env_id": "Pong", "started_at": -1.0, "participants": ["p-1"], "start_state": b"\x00\x01"})
+    store.put_assignment({"_id": "s-old", "task_id": "t", "created_at": 5.0, "statistics": {"values": {"score": 3.0}}})
     store.put_assignment({"_id": "s-new", "task_id": "t", "created_at": 1.0, "completed_at": 2.0})
     store.put_assignment({"_id": "s-other", "task_id": "u", "created_at": 9.0})
     assert [doc["_id"] for doc in store.find_assignments({"task_id": "t"})] == ["s-new", "s-old"]  # oldest first
@@ -114,17 +87,11 @@ def test_the_embedded_store_keeps_no_in_memory_indexes_and_still_filters(tmp_pat
     assert "start_state" not in store.find_episodes({"_id": "old"}, {"start_state": 0})[0]
     store.close()
     reopened = TrajectoryStore.open(str(path))
-    assert not client_of(path)["crowdplay"]["episodes"].count_documents({})  # moved, once
-    assert not client_of(path)["crowdplay"]["assignments"].count_documents({})
     assert len(reopened.find_assignments()) == 3
-    assert [doc["_id"] for doc in reopened.find_episodes({"task_id": "t"})] == ["old", "e0", "e1", "e2", "e3"]  # oldest first
+    assert [doc["_id"] for doc in reopened.find_episodes({"task_id": "t"})] == ["old", "e0", "e1", "e2", "e3"]
+    volume = reopened.data_volume()  # the bytes: every file of the store's directory
+    assert volume["episodes"] == 5 and volume["bytes"] == sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) > 0
     reopened.close()
-
-
-def client_of(path):
-    import litemongo
-
-    return litemongo.connect(str(path))
 
 
 def test_storing_episodes_in_the_embedded_store_keeps_nothing_per_episode_in_memory(tmp_path):

@@ -112,16 +112,18 @@ class TrajectoryStore:
 
     def __init__(
         self, client: Any, database: str = DATABASE, chunks: Chunks | None = None, indexed: bool = True,
-        episodes: Documents | None = None, assignments: Documents | None = None,
+        episodes: Documents | None = None, assignments: Documents | None = None, directory: Path | None = None,
     ) -> None:
         """``chunks``, ``episodes`` and ``assignments``: where they live (default: the database's
-        collections).
+        collections). ``directory``: the embedded store's, whose files ``data_volume`` counts
+        (None: the database reports its own size).
 
         ``indexed``: declare indexes on the fields the dataset API filters by. MongoDB keeps them
         on the server. The embedded store would keep them as hash tables in the memory of every
         process that queries, rebuilt by a full scan at its first query: the writer grew ~2 KB
         per stored episode for them (measured), so the embedded store has none and scans."""
         self.client = client
+        self.directory = directory
         db = client[database]
         self.episodes = episodes or CollectionDocuments(db["episodes"], "started_at")
         self.assignments = assignments or CollectionDocuments(db["assignments"], "created_at")
@@ -142,30 +144,11 @@ class TrajectoryStore:
         path = embedded_path(uri)
         if path is None:
             return cls(client)
-        store = cls(
-            client, chunks=TableChunks(path / "chunks.sqlite"), indexed=False,
+        return cls(
+            client, chunks=TableChunks(path / "chunks.sqlite"), indexed=False, directory=path,
             episodes=TableDocuments(path / "episodes.sqlite", "episodes", "started_at"),
             assignments=TableDocuments(path / "assignments.sqlite", "assignments", "created_at"),
         )
-        store._adopt_document_chunks(client[DATABASE]["chunks"])
-        store._adopt_collection(client[DATABASE]["episodes"], store.episodes)
-        store._adopt_collection(client[DATABASE]["assignments"], store.assignments)
-        return store
-
-    def _adopt_document_chunks(self, collection: Any) -> None:
-        """An embedded store written before chunks had their own table: move them there (once)."""
-        if collection.count_documents({}):
-            documents = collection.find({})
-            self.chunks.put_many([(d["episode_id"], d["seq"], d["data"], d["steps"]) for d in documents])
-            collection.drop()
-
-    @staticmethod
-    def _adopt_collection(collection: Any, table: Documents) -> None:
-        """An embedded store written before episodes (or assignments) had their own table: move
-        them there (once)."""
-        if collection.count_documents({}):
-            table.merge([(document["_id"], document) for document in collection.find({})])
-        collection.drop()  # also drops the indexes an older version declared
 
     def put_chunk(self, episode_id: str, seq: int, blob: bytes, steps: int) -> None:
         """Store one chunk; writing the same (episode, seq) again is a no-op replacement."""
@@ -245,14 +228,11 @@ class TrajectoryStore:
     def data_volume(self) -> dict[str, Any]:
         """Episodes and chunks stored, and the bytes they take (the database's data size)."""
         size = None
-        with contextlib.suppress(Exception):
-            size = int(self.client[self.meta.database.name].command("dbstats")["dataSize"])
-        if size is None:  # the embedded store: the size of its files
-            location = Path(getattr(getattr(self.client, "_store", None), "_dirpath", "") or "")
-            if location.is_file():
-                size = location.stat().st_size
-            elif location.is_dir():
-                size = sum(path.stat().st_size for path in location.rglob("*") if path.is_file())
+        if self.directory is not None:
+            size = sum(path.stat().st_size for path in self.directory.rglob("*") if path.is_file())
+        else:
+            with contextlib.suppress(Exception):  # the size stays unknown where the server refuses dbStats (a user without the privilege)
+                size = int(self.client[self.meta.database.name].command("dbstats")["dataSize"])
         return {"episodes": self.episodes.count(), "chunks": self.chunks.count(), "bytes": size}
 
     def close(self) -> None:
