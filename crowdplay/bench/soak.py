@@ -36,7 +36,7 @@ def game_list(text: str) -> list[str]:
     """``--envs``: game ids, comma-separated."""
     games = [game.strip() for game in text.split(",") if game.strip()]
     if not games:
-        raise argparse.ArgumentTypeError("--envs names no game (give ids such as SpaceInvaders,Pong)")
+        raise argparse.ArgumentTypeError("names no game (give ids such as SpaceInvaders,Pong)")
     return games
 
 
