@@ -65,7 +65,7 @@ def test_the_warm_pool_is_filled_and_refilled_after_a_session_takes_an_actor(pri
     # the refill is a fresh worker process (EnvActors start in their own runtime_env): on a loaded
     # 2-core CI machine Ray queues worker starts two at a time
     wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool is not back to one", timeout=90)
-    ray.get(manager.end_session.remote(session["session_id"], "test over"))
+    ray.get(manager.end_game_of_session.remote(session["session_id"], "test over"))
 
 
 def test_a_session_nobody_connects_to_is_ended(private_manager):
@@ -87,7 +87,7 @@ def test_sessions_fill_an_env_actor_process_before_the_next_one_opens(ray_sessio
         assert len(hosts) == 2
     finally:
         for session in sessions:
-            ray.get(manager.end_session.remote(session["session_id"], "test over"))
+            ray.get(manager.end_game_of_session.remote(session["session_id"], "test over"))
         stop_all(manager, settings)
 
 
@@ -106,12 +106,12 @@ def test_a_process_that_hosted_its_lifes_games_takes_no_more_and_retires_once_th
         assert fresh._actor_id != worn._actor_id
         assert (worn._actor_id.hex(), 2, 2) in ray.get(manager.host_lives.remote())
         for session in (first, second):
-            ray.get(manager.end_session.remote(session["session_id"], "test over"))
+            ray.get(manager.end_game_of_session.remote(session["session_id"], "test over"))
         wait_until(lambda: worn._actor_id.hex() not in [actor_id for actor_id, _, _ in ray.get(manager.host_lives.remote())], "the worn-out host is still listed", timeout=30)
         wait_until(lambda: stopped(worn), "the worn-out host did not stop", timeout=30)
         assert ray.get(fresh.list_games.remote())  # the fresh process plays on
         wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool is not back to one", timeout=30)
-        ray.get(manager.end_session.remote(third["session_id"], "test over"))
+        ray.get(manager.end_game_of_session.remote(third["session_id"], "test over"))
     finally:
         stop_all(manager, settings)
 
@@ -132,12 +132,12 @@ def test_an_emptied_process_beyond_the_warm_pool_lingers_for_the_next_arrivals_t
         before = hosts()
         assert len(before) == 3  # two busy, one warm
         for session in sessions:
-            ray.get(manager.end_session.remote(session["session_id"], "test over"))
+            ray.get(manager.end_game_of_session.remote(session["session_id"], "test over"))
         wait_until(lambda: sorted(ray.get(manager.host_loads.remote())) == [0, 0, 0], "the games did not end", timeout=10)
         again = ray.get(manager.create_session.remote("Pong"))
         assert ray.get(manager.session_actor.remote(again["session_id"]))._actor_id.hex() in before  # no process started for it
         assert hosts() == before
-        ray.get(manager.end_session.remote(again["session_id"], "test over"))
+        ray.get(manager.end_game_of_session.remote(again["session_id"], "test over"))
         wait_until(lambda: len(hosts()) == 1, "the spare hosts did not retire", timeout=settings.spare_host_linger_s + 20)
         assert hosts() < before
     finally:
@@ -166,6 +166,6 @@ def test_a_participant_id_is_refused_rather_than_stored_raw_when_the_store_was_n
         ray.get(manager.create_session.remote("Pong", {"id": "worker-1"}))
     anonymous = ray.get(manager.create_session.remote("Pong", {}))  # play still starts; chunks spool
     assert anonymous["participant"].startswith("anonymous-")
-    ray.get(manager.end_session.remote(anonymous["session_id"], "test over"))
+    ray.get(manager.end_game_of_session.remote(anonymous["session_id"], "test over"))
     stop_all(manager, settings)
     ray.kill(ray.get_actor("TrajectoryWriter", namespace=settings.namespace))

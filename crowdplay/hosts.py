@@ -1,0 +1,189 @@
+"""The game processes (hosts) of the cluster: a warm pool of booted ones, and where a new game goes.
+
+Booting an EnvActor process costs ~0.6 s and ~60 MB, so a participant's Start must never wait for
+one: ``HostPool`` keeps ``warm_size`` empty processes ready and boots a replacement as soon as one
+is taken. A new game goes to the least-loaded node (games spread over the cluster), on the fullest
+process there with room (games share processes, up to ``games_per_host``). A process retires
+after ``games_per_life`` games (what long-lived interpreters accumulate is let go with it), and an
+emptied process beyond the warm pool lingers ``linger_s`` before it retires, so a burst of
+arrivals and departures reuses processes instead of booting and stopping one each time.
+
+Ray-free: a ``Launcher`` boots and retires the real processes (``crowdplay.manager`` has the
+Ray one), and the clock and sleep are parameters, so the rules are unit-tested with fake hosts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from crowdplay.background import Background
+
+
+class NoCapacity(RuntimeError):
+    """No node could host another game process in time (the cluster is at its autoscaling limit)."""
+
+
+@dataclass(eq=False)
+class Host:
+    """A game process, the node it runs on, and the games it hosts."""
+
+    actor: Any
+    node_id: str
+    games: set[str] = field(default_factory=set)
+    #: games placed here in the process's life (``HostPool.games_per_life`` bounds it)
+    games_started: int = 0
+    #: when its last game left (the pool's clock): a spare host retires only if it stays empty
+    emptied_at: float = 0.0
+    #: the wait before a spare host retires, while one is pending (one per host)
+    lingering: asyncio.Task[None] | None = None
+
+
+class Launcher(Protocol):
+    """Starts and stops the real processes behind hosts."""
+
+    async def boot(self) -> Host:
+        """A new, empty host; ``NoCapacity`` if no node has room for it in time."""
+
+    async def retire(self, host: Host) -> None:
+        """Stop an emptied host once what it recorded is safe."""
+
+
+@dataclass
+class PoolLimits:
+    """How many processes, and how many games each: from ``Settings``."""
+
+    warm_size: int
+    games_per_host: int
+    #: 0: a process takes games for ever
+    games_per_life: int
+    linger_s: float
+
+
+class HostPool:
+    """The hosts, the warm pool and placement. ``on_added`` hears of every host taken into the
+    pool (the manager watches it for its death)."""
+
+    def __init__(
+        self,
+        launcher: Launcher,
+        limits: PoolLimits,
+        background: Background,
+        on_added: Callable[[Host], None] = lambda host: None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.launcher = launcher
+        self.limits = limits
+        self.hosts: list[Host] = []
+        self.boots: set[asyncio.Task[Host]] = set()
+        self._background = background
+        self._on_added = on_added
+        self._clock = clock
+        self._sleep = sleep
+
+    # ----------------------------------------------------------------- the warm pool
+    def spare(self) -> list[Host]:
+        """The warm pool: hosts with no games that may still take some."""
+        return [host for host in self.hosts if not host.games and not self.worn_out(host)]
+
+    def worn_out(self, host: Host) -> bool:
+        """The host has had its life's games: it takes no more."""
+        return 0 < self.limits.games_per_life <= host.games_started
+
+    def refill(self) -> None:
+        """Boot what the warm pool misses (boots under way count)."""
+        for _ in range(max(0, self.limits.warm_size - len(self.spare()) - len(self.boots))):
+            self._start_boot()
+
+    def _start_boot(self) -> asyncio.Task[Host]:
+        task = self._background.start(self._boot(), "booting a game process")
+        self.boots.add(task)
+        task.add_done_callback(self.boots.discard)
+        return task
+
+    async def _boot(self) -> Host:
+        host = await self.launcher.boot()
+        self.add(host)
+        return host
+
+    def add(self, host: Host) -> None:
+        """Offer a host's slots (a booted one, or one adopted from an earlier manager)."""
+        self.hosts.append(host)
+        self._on_added(host)
+
+    async def wait_for_boots(self, timeout_s: float) -> dict[str, int]:
+        """Wait up to ``timeout_s`` for the boots under way, raising the first one's failure (a
+        process that cannot start fails the server's start with its reason); boots still waiting
+        (for a node to join) are counted, not judged."""
+        self.refill()
+        boots = set(self.boots)
+        done, pending = await asyncio.wait(boots, timeout=timeout_s) if boots else (set(), set())
+        for task in done:
+            task.result()
+        return {"ready": len(self.spare()), "booting": len(pending)}
+
+    # ----------------------------------------------------------------- placement
+    async def place(self, game_id: str) -> Host:
+        """A host with room on the least-loaded node, the fullest such host on that node, else the
+        next one to boot. The slot is reserved with no await in between, so concurrent games never
+        overfill a host, and games arriving while processes boot wait for those instead of each
+        booting its own; a failed boot fails the placement with its reason."""
+        while True:
+            open_hosts = [h for h in self.hosts if len(h.games) < self.limits.games_per_host and not self.worn_out(h)]
+            if open_hosts:
+                node_load: Counter[str] = Counter()
+                for other in self.hosts:
+                    node_load[other.node_id] += len(other.games)
+                host = min(open_hosts, key=lambda h: (node_load[h.node_id], -len(h.games)))
+                host.games.add(game_id)
+                host.games_started += 1
+                self.refill()
+                return host
+            boots = set(self.boots) or {self._start_boot()}
+            done, _ = await asyncio.wait(boots, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+
+    def release(self, host: Host, game_id: str) -> None:
+        """A game left its host. A worn-out host retires once empty; an emptied host beyond the
+        warm pool retires once it has stayed empty for ``linger_s``."""
+        host.games.discard(game_id)
+        if host not in self.hosts or host.games:
+            return
+        host.emptied_at = self._clock()
+        if self.worn_out(host):
+            self.retire(host)
+        elif len(self.spare()) > self.limits.warm_size:
+            if self.limits.linger_s <= 0:
+                self.retire(host)
+            elif host.lingering is None or host.lingering.done():
+                host.lingering = self._background.start(self._retire_if_still_spare(host), "retiring a spare game process")
+
+    async def _retire_if_still_spare(self, host: Host) -> None:
+        while host in self.hosts and not host.games:
+            remaining = host.emptied_at + self.limits.linger_s - self._clock()
+            if remaining <= 0:
+                if len(self.spare()) > self.limits.warm_size:
+                    self.retire(host)
+                return
+            await self._sleep(remaining)
+
+    def retire(self, host: Host) -> None:
+        """Take the host out of the pool now and stop its process in the background."""
+        self.hosts.remove(host)
+        self._background.start(self.launcher.retire(host), f"retiring game process on node {host.node_id}")
+
+    def forget(self, host: Host) -> None:
+        """The host's process died: nothing more is placed on it; the warm pool is refilled."""
+        if host in self.hosts:
+            self.hosts.remove(host)
+        self.refill()
+
+    def loads(self) -> list[int]:
+        """Games per host."""
+        return [len(host.games) for host in self.hosts]

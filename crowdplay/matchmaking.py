@@ -1,0 +1,133 @@
+"""Seating a participant: a waiting game's open seat on any node, else a new game on a host.
+
+A join reserves its seat in the ``SessionTable`` first (no await between choosing and taking, so
+concurrent joins never share a seat), then waits for the game to open (placed by the
+``HostPool``, its environment built in the host's process) and takes the seat there. A game can
+begin or end while a join is on its way (the seat is then freed and the join tries another
+game), and a host process can die (the join tries another host): both are retried a bounded
+number of times, never seating anyone twice.
+
+Ray-free: the host processes are reached through ``GameHosts``; the manager's implementation
+turns Ray's actor errors into ``HostDied``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from crowdplay.environments import EnvironmentFailed, EnvSpec
+from crowdplay.hosts import Host, HostPool
+from crowdplay.lineup import SeatUnavailable
+from crowdplay.problem_reports import ProblemReports
+from crowdplay.session_table import Game, SessionEntry, SessionTable
+
+#: A join tries this many host processes before giving up (one may have died).
+START_ATTEMPTS = 3
+#: A join gives up after finding this many seats gone (games that started or ended under it).
+SEAT_ATTEMPTS = 10
+
+
+class HostDied(RuntimeError):
+    """The host's process is gone (crashed, killed, or its node left)."""
+
+
+class SeatGone(LookupError):
+    """The game began or ended before the participant reached their seat."""
+
+
+class GameHosts(Protocol):
+    """What matchmaking asks of a host's process."""
+
+    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Build the game's environment there: (hello info, frame channel address)."""
+
+    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: dict[str, Any], details: dict[str, Any], token: str) -> None:
+        """Seat the session in the game (``SeatGone`` if the game began or ended)."""
+
+
+class Matchmaker:
+    """Seats joins in games; opens new games on the pool's hosts."""
+
+    def __init__(self, table: SessionTable, pool: HostPool, hosts: GameHosts, problems: ProblemReports, host_lost: Callable[[Host], None]) -> None:
+        """``host_lost(host)``: a host's process died (its games end; see the manager)."""
+        self.table = table
+        self.pool = pool
+        self.hosts = hosts
+        self.problems = problems
+        self.host_lost = host_lost
+
+    async def seat(self, spec: EnvSpec, session_id: str, controller: dict[str, Any], details: dict[str, Any]) -> SessionEntry:
+        """The session seated in a game of ``spec`` (watching one of its own if it is AI-only),
+        with a fresh token. ``details["participant"]``: who sits there (a pseudonym)."""
+        failures = seats_gone = 0
+        while True:
+            game, agent = await self.reserve(spec, session_id)
+            try:
+                await asyncio.shield(self._opening(game))
+                token = secrets.token_urlsafe(24)
+                if agent is not None:
+                    assert game.host is not None  # an opened game has its host
+                    await self.hosts.take_seat(game.host, game, agent, session_id, controller, details, token)
+                entry = SessionEntry(session_id, token, game, agent or "", details["participant"])
+                self.table.add(entry)
+                return entry
+            except SeatGone:
+                self.table.seat_gone(game, agent, session_id)
+                seats_gone += 1
+                if seats_gone >= SEAT_ATTEMPTS:
+                    raise SeatUnavailable(f"no seat of {spec.id!r} could be taken in {SEAT_ATTEMPTS} tries: games began or ended under each") from None
+            except HostDied:
+                if game.host is not None:
+                    self.host_lost(game.host)
+                failures += 1
+                if failures >= START_ATTEMPTS:
+                    raise
+
+    async def reserve(self, spec: EnvSpec, session_id: str) -> tuple[Game, str | None]:
+        """A seat reserved for the session (agent None: an AI-only game, watched)."""
+        while True:
+            game, agent = self.table.reserve(spec, session_id, self.start_opening)
+            if game.seats is not None:
+                return game, agent
+            await asyncio.shield(self._opening(game))  # its agents are learnt as it opens
+            if game.seats == {}:
+                return game, None
+
+    def new_game(self, env_id: str) -> Game:
+        """A game nobody joins (an AI-only one the dashboard starts), opening."""
+        return self.table.new_game(env_id, None, self.start_opening, joinable=False)
+
+    @staticmethod
+    def _opening(game: Game) -> asyncio.Future[None]:
+        assert game.opening is not None  # every listed game is opening or open
+        return game.opening
+
+    def start_opening(self, game: Game) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(self.open(game))
+
+    async def open(self, game: Game) -> None:
+        """Place the game on a host and build its environment there (elsewhere if the host died).
+        A game that cannot be built is reported once (``ProblemReports``) and fails its joins."""
+        try:
+            for attempt in range(START_ATTEMPTS):
+                host = game.host = await self.pool.place(game.game_id)
+                try:
+                    game.info, game.channel = await self.hosts.open_game(host, game.game_id, game.env_id, secrets.randbelow(2**31))
+                    break
+                except EnvironmentFailed as failure:
+                    self.problems.environment_failed(failure)
+                    raise
+                except HostDied:
+                    host.games.discard(game.game_id)
+                    self.host_lost(host)
+                    if attempt == START_ATTEMPTS - 1:
+                        raise
+        except BaseException:
+            dropped = self.table.drop(game.game_id)
+            if dropped is not None and dropped.host is not None:
+                self.pool.release(dropped.host, game.game_id)
+            raise
+        self.table.learn_agents(game, list(game.info["humans"]))
