@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test install chromium bench clean
+.PHONY: run test test-fast install chromium bench clean
 
 run: $(INSTALLED)
 	$(PY) -m crowdplay serve
@@ -25,6 +25,10 @@ test: $(INSTALLED) chromium
 	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
 	$(PY) -m pytest $(PYTEST_ARGS) tests/study
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS) tests/autoscaling
+
+# The Ray-free tier (marked unit in tests/conftest.py): seconds, to run after every change.
+test-fast: $(INSTALLED)
+	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
 
 install: $(INSTALLED)
 

@@ -129,14 +129,26 @@ SERIAL_MODULES = {
 }
 
 
+#: Tests that need no Ray, no server and no browser, and run in seconds: ``make test-fast`` runs
+#: them (with everything in tests/unit) as the tier to run after every change.
+UNIT_MODULES = {
+    "test_assignments.py", "test_channel.py", "test_codec.py", "test_protocol_messages.py", "test_recording_store.py",
+    "test_recording_query.py", "test_recording_recorder.py", "test_settings.py", "test_study_config.py", "test_tcp.py",
+    "test_store_health.py", "test_store_link.py", "test_timing.py", "test_parallel_adapter.py", "test_environments.py",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "serial: a test that times something; make test runs these alone (SERIAL_MODULES)")
+    config.addinivalue_line("markers", "unit: Ray-free and quick; make test-fast runs these (UNIT_MODULES and tests/unit)")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in SERIAL_MODULES:
             item.add_marker(pytest.mark.serial)
+        if item.path.name in UNIT_MODULES or item.path.parent.name == "unit":
+            item.add_marker(pytest.mark.unit)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -153,7 +153,7 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             Route("/api/sessions", create_session, methods=["POST"]),
             WebSocketRoute("/ws/{session_id}", websocket),
             WebSocketRoute("/api/admin/games/{game_id}/watch", watch_websocket),
-            *study_routes(backend.call, settings),
+            *study_routes(backend, settings),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},

@@ -1,6 +1,7 @@
 """What the web layer needs from the session machinery, and its Ray implementation.
 
-The Starlette app only talks to a ``SessionBackend``; ``RaySessions`` asks the EnvsManager for
+The Starlette app only talks to a ``SessionBackend`` (typed methods, one per manager call it
+makes); ``RaySessions`` asks the EnvsManager for
 sessions and reaches each session's EnvActor over its frame channel (``crowdplay.channel``).
 Keeping the seam this narrow lets the same app run without Ray (``crowdplay.web.local``) as the
 baseline that measures what the actor path costs.
@@ -33,7 +34,35 @@ class Attachment(Protocol):
     async def close(self) -> None: ...
 
 
-class SessionBackend(Protocol):
+class StudyBackend(Protocol):
+    """What the study's routes and the dashboard ask (``crowdplay.web.study_routes``)."""
+
+    async def task_counts(self) -> dict[str, int]:
+        """Completed assignments per task."""
+
+    async def summary(self, session_id: str, token: str) -> dict:
+        """The score page's statistics, progress and (once finished) ranking."""
+
+    async def finish(self, session_id: str, token: str) -> dict:
+        """The participant is done: their seat is given up; the summary with the ranking."""
+
+    async def completion(self, session_id: str, token: str) -> dict:
+        """The completion code or URL once the task's requirements are met."""
+
+    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
+        """Store feedback or a problem report."""
+
+    async def overview(self) -> dict:
+        """Everything the dashboard and /metrics show."""
+
+    async def start_ai_game(self, env_id: str) -> dict:
+        """Start an AI-only game for the dashboard to watch."""
+
+    async def end_participant_session(self, session_id: str) -> dict:
+        """The dashboard ends a participant's game."""
+
+
+class SessionBackend(StudyBackend, Protocol):
     async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
         """``client``: the requester's address (``crowdplay.web.clients``), for rate limits."""
 
@@ -41,9 +70,6 @@ class SessionBackend(Protocol):
 
     async def watch(self, game_id: str) -> Attachment:
         """A read-only view of a running game for the dashboard (``UnknownGame`` if none)."""
-
-    async def call(self, method: str, *args: object) -> object:
-        """Any other EnvsManager method (the study's routes: summary, finish, completion, ...)."""
 
 
 def check_action(hello: dict, action: int) -> int:
@@ -92,8 +118,30 @@ class RaySessions:
     async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
         return await self.manager.create_session.remote(env_id, participant, client)
 
-    async def call(self, method: str, *args: object) -> object:
-        return await getattr(self.manager, method).remote(*args)
+    async def task_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = await self.manager.task_counts.remote()
+        return counts
+
+    async def summary(self, session_id: str, token: str) -> dict:
+        return await self.manager.summary.remote(session_id, token)  # type: ignore[no-any-return]
+
+    async def finish(self, session_id: str, token: str) -> dict:
+        return await self.manager.finish.remote(session_id, token)  # type: ignore[no-any-return]
+
+    async def completion(self, session_id: str, token: str) -> dict:
+        return await self.manager.completion.remote(session_id, token)  # type: ignore[no-any-return]
+
+    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
+        await self.manager.note.remote(kind, text, page, session_id, token)
+
+    async def overview(self) -> dict:
+        return await self.manager.overview.remote()  # type: ignore[no-any-return]
+
+    async def start_ai_game(self, env_id: str) -> dict:
+        return await self.manager.start_ai_game.remote(env_id)  # type: ignore[no-any-return]
+
+    async def end_participant_session(self, session_id: str) -> dict:
+        return await self.manager.end_participant_session.remote(session_id)  # type: ignore[no-any-return]
 
     async def attach(self, session_id: str, token: str) -> RayAttachment:
         agent, hello, address = await self.manager.attach.remote(session_id, token)

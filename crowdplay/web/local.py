@@ -19,6 +19,11 @@ from crowdplay.manager import BadToken, UnknownGame, UnknownSession
 from crowdplay.realtime import LiveEnv
 
 
+def no_study() -> UnknownSession:
+    """What every study request gets from the baseline, which runs games without a study."""
+    return UnknownSession("the local baseline keeps no assignments (it runs without a study)")
+
+
 class LocalAttachment:
     def __init__(self, sessions: "LocalSessions", session_id: str, live: LiveEnv) -> None:
         self._sessions = sessions
@@ -67,13 +72,31 @@ class LocalSessions:
     async def watch(self, game_id: str) -> LocalAttachment:
         raise UnknownGame("the in-process baseline has no dashboard to watch games from")
 
-    async def call(self, method: str, *args: object) -> object:
-        """The baseline runs games without a study: no task is ever complete or closed."""
-        if method == "task_counts":
-            return {}
-        if method == "overview":
-            return {"study": "local baseline", "generated_at": 0.0, "totals": {}, "tasks": [], "nodes": [], "games": [], "histograms": {}, "completions_timeline": []}
-        raise UnknownSession("the local baseline keeps no assignments (it runs without a study)")
+    # The baseline runs games without a study: no task is ever complete or closed, and it keeps
+    # no assignments.
+    async def task_counts(self) -> dict[str, int]:
+        return {}
+
+    async def overview(self) -> dict:
+        return {"study": "local baseline", "generated_at": 0.0, "totals": {}, "tasks": [], "nodes": [], "games": [], "histograms": {}, "completions_timeline": []}
+
+    async def summary(self, session_id: str, token: str) -> dict:
+        raise no_study()
+
+    async def finish(self, session_id: str, token: str) -> dict:
+        raise no_study()
+
+    async def completion(self, session_id: str, token: str) -> dict:
+        raise no_study()
+
+    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
+        raise no_study()
+
+    async def start_ai_game(self, env_id: str) -> dict:
+        raise no_study()
+
+    async def end_participant_session(self, session_id: str) -> dict:
+        raise no_study()
 
     def end(self, session_id: str) -> None:
         _, live = self.sessions.pop(session_id, (None, None))

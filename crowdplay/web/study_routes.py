@@ -35,6 +35,7 @@ from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment
 from crowdplay.manager import NotAIOnly
 from crowdplay.study import current_study
+from crowdplay.web.backend import StudyBackend
 from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.errors import error, message_of, original
 from crowdplay.web.metrics import exposition
@@ -42,7 +43,6 @@ from crowdplay.web.metrics import exposition
 MAX_NOTE_CHARS = 4000
 log = logging.getLogger(__name__)
 STATIC = os.path.join(os.path.dirname(__file__), "static")
-Call = Callable[..., Awaitable[object]]
 
 
 async def _answer(work: Awaitable[object], status: int = 200) -> Response:
@@ -70,12 +70,12 @@ def admin_token(settings: Settings) -> str:
     return current_study().admin_token or settings.admin_token
 
 
-def study_routes(call: Call, settings: Settings) -> list[Route]:
-    """``call(method, *args)`` awaits an EnvsManager method."""
+def study_routes(backend: StudyBackend, settings: Settings) -> list[Route]:
+    """The study's and the dashboard's routes over ``backend`` (the EnvsManager's methods)."""
 
     async def study(request: Request) -> JSONResponse:
         current = current_study()
-        counts = await call("task_counts")
+        counts = await backend.task_counts()
         now = time.time()
         return JSONResponse(
             {
@@ -92,10 +92,10 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
             return error(404, "not_found", "this task has no image file")
         return FileResponse(task.image_file)
 
-    def session_call(method: str) -> Callable[[Request], Awaitable[Response]]:
+    def session_call(method: Callable[[str, str], Awaitable[dict]]) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             token = request.query_params.get("token", "")
-            return await _answer(call(method, request.path_params["session_id"], token))
+            return await _answer(method(request.path_params["session_id"], token))
 
         return handle
 
@@ -114,7 +114,7 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
                 raise ValueError("feedback needs the 'session_id' and 'token' of the session it is about")
         except ValueError as exc:
             return error(400, "invalid_note", str(exc))
-        return await _answer(call("note", kind, text.strip(), page, session_id if isinstance(session_id, str) else None, token), status=201)
+        return await _answer(backend.note(kind, text.strip(), page, session_id if isinstance(session_id, str) else None, token), status=201)
 
     async def feedback(request: Request) -> Response:
         return await note(request, "feedback")
@@ -135,13 +135,13 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
         return FileResponse(os.path.join(STATIC, "admin.html"))
 
     async def overview(request: Request) -> Response:
-        return authorized(request) or JSONResponse(await call("overview"))
+        return authorized(request) or JSONResponse(await backend.overview())
 
     async def metrics(request: Request) -> Response:
         refusal = authorized(request)
         if refusal is not None:
             return refusal
-        body, content_type = exposition(await call("overview"), request.headers.get("accept"))
+        body, content_type = exposition(await backend.overview(), request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
     async def start_ai_game(request: Request) -> Response:
@@ -156,7 +156,7 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
         if not isinstance(env_id, str):
             return error(400, "missing_env_id", "the body must contain a string 'env_id': an AI-only environment")
         try:
-            return JSONResponse(await call("start_ai_game", env_id), status_code=201)
+            return JSONResponse(await backend.start_ai_game(env_id), status_code=201)
         except UnknownEnvironment:
             return error(404, "not_found", f"no environment {env_id!r}")
         except NotAIOnly as exc:
@@ -166,14 +166,14 @@ def study_routes(call: Call, settings: Settings) -> list[Route]:
         refusal = authorized(request)
         if refusal is not None:
             return refusal
-        return await _answer(call("end_participant_session", request.path_params["session_id"]))
+        return await _answer(backend.end_participant_session(request.path_params["session_id"]))
 
     return [
         Route("/api/study", study),
         Route("/api/tasks/{task_id}/image", task_image),
-        Route("/api/sessions/{session_id}/summary", session_call("summary")),
-        Route("/api/sessions/{session_id}/finish", session_call("finish"), methods=["POST"]),
-        Route("/api/sessions/{session_id}/completion", session_call("completion")),
+        Route("/api/sessions/{session_id}/summary", session_call(backend.summary)),
+        Route("/api/sessions/{session_id}/finish", session_call(backend.finish), methods=["POST"]),
+        Route("/api/sessions/{session_id}/completion", session_call(backend.completion)),
         Route("/api/feedback", feedback, methods=["POST"]),
         Route("/api/report", report, methods=["POST"]),
         Route("/admin", admin_page),
