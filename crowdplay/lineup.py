@@ -87,14 +87,13 @@ class Lineup:
     def __post_init__(self) -> None:
         spec = self.live.spec
         self.task: Task = current_study().task_for(spec.id)
-        self.live.on_statistics = self._every_two_seconds
         self.seats = {agent: Seat(agent) for agent in self.live.agents}
         if self.policies is not None:  # models load while the game waits for its players
             for agent, policy_id in {**spec.ai_agent_map_fallback, **spec.ai_agent_map_always}.items():
                 self.policies.prepare(policy_id, int(self.live.adapter.action_space(agent).n))
         for agent, policy_id in spec.ai_agent_map_always.items():
             self._hand_to_ai(self.seats[agent], policy_id)
-        self.live.on_stop = self._stopped
+        self.live.listen(self)
         if spec.human_timeout is not None:
             self._timeout_at = time.monotonic() + spec.human_timeout
             self._timeout = asyncio.get_running_loop().call_later(spec.human_timeout, self._human_timeout)
@@ -123,9 +122,7 @@ class Lineup:
             raise SeatUnavailable(f"seat {agent!r} is not open")
         seat.session_id = session_id
         self.live.set_controller(agent, controller)
-        self.live.trackers[agent] = StatisticsTracker(self.task.statistics, self.live.spec.fps, list(self.live.agents).index(agent))
-        if self.live.recorder is not None:
-            self.live.recorder.describe_agent(agent, details)
+        self.live.track(agent, StatisticsTracker(self.task.statistics, self.live.spec.fps, list(self.live.agents).index(agent)), details)
         self._give_up_after(seat, self.settings.connect_timeout_s, "you did not connect in time")
         self._announce_lobby()
 
@@ -175,8 +172,7 @@ class Lineup:
         if self._unwatched is not None:
             self._unwatched.cancel()
             self._unwatched = None
-        if self.live.recorder is not None:
-            self.live.recorder.note_watcher(who, True)
+        self.live.note_watcher(who, True)
         self.live.tell(subscriber, self._lobby_message())
         if self.ai_only:
             self._begin_if_ready()
@@ -187,8 +183,7 @@ class Lineup:
         who = self.watchers.pop(subscriber, None)
         if who is None or self.phase == ENDED:
             return
-        if self.live.recorder is not None:
-            self.live.recorder.note_watcher(who, False)
+        self.live.note_watcher(who, False)
         self._end_when_unwatched()
 
     def begin_unwatched(self) -> None:
@@ -287,8 +282,7 @@ class Lineup:
         if self.phase != COUNTDOWN:
             return
         self.phase = PLAYING
-        if self.live.recorder is not None:
-            self.live.recorder.restamp_start()
+        self.live.restamp_start()
         self.live.start()
         self.live.announce(protocol.text("play"))
 
@@ -307,8 +301,8 @@ class Lineup:
         way is stored with ``status``."""
         self.live.stop(reason, status)
 
-    def _stopped(self, reason: str) -> None:
-        """However the LiveEnv stopped (ended here, by the manager, or its environment failed)."""
+    def stopped(self, reason: str) -> None:
+        """(``GameListener``) however the LiveEnv stopped (ended here, by the manager, or its environment failed)."""
         self.phase = ENDED
         statistics = {}
         for seat in self.seats.values():
@@ -337,7 +331,8 @@ class Lineup:
             return {}
         return {"values": tracker.values(), "episode": tracker.episode_values(), "episodes": tracker.episodes}
 
-    def _every_two_seconds(self) -> None:
+    def statistics_due(self) -> None:
+        """(``GameListener``) every two seconds of play: statistics to the pages, AI agents checked."""
         self._stream_statistics()
         self._check_ai_agents()
 

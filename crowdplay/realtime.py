@@ -32,9 +32,9 @@ import random
 import time
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -42,8 +42,10 @@ from crowdplay import codec, protocol
 from crowdplay.ai.agent import PolicyAgent, policy_observation
 from crowdplay.config import Settings
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
+from crowdplay.environments.adapter import StepResult
 from crowdplay.environments.spaces import ObservationOutsideSpace, json_part
 from crowdplay.environments.spec import for_agent
+from crowdplay.fanout import Fanout, Subscriber, Tick
 from crowdplay.recording.recorder import Recorder
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.timing import FRAME_INTERVAL_MS, INPUT_LATENCY_MS
@@ -60,17 +62,6 @@ EPISODES_KEPT = 4
 STATS_EVERY_TICKS = 120
 #: Tick intervals kept per clock for the dashboard (a minute at 60 fps).
 TIMING_SAMPLES = 3600
-
-
-@dataclass(frozen=True)
-class Tick:
-    """What one tick produced: the screen after the step and the running returns."""
-
-    frame_id: int
-    env_step: int
-    episode: int
-    screen: codec.Screen
-    returns: dict[str, float]
 
 
 @dataclass
@@ -136,21 +127,6 @@ class EpisodeRecord:
             "actions": {agent: values.tolist() for agent, values in self.actions.items()},
             "client_frames": {agent: values.tolist() for agent, values in self.client_frames.items()},
         }
-
-
-@dataclass(eq=False)
-class Subscriber:
-    agent: str
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    events: deque[str] = field(default_factory=deque)
-    last_id: int | None = None
-    last_screen: codec.Screen | None = None
-    last_episode: int = -1
-    last_keyframe_id: int = 0
-    frames_sent: int = 0
-    frames_dropped: int = 0
-    #: when set, the stream sends its queued events and then this message, and ends
-    final: str | None = None
 
 
 class SessionEnded(Exception):
@@ -226,6 +202,16 @@ class Clocks:
         return clock
 
 
+class GameListener(Protocol):
+    """Who a ``LiveEnv`` tells about itself beyond its frames (the ``Lineup``)."""
+
+    def statistics_due(self) -> None:
+        """Every ``STATS_EVERY_TICKS`` ticks while the game plays."""
+
+    def stopped(self, reason: str) -> None:
+        """Once, when the game stops, whoever stopped it."""
+
+
 class LiveEnv:
     """An environment stepping in real time for its subscribers."""
 
@@ -253,12 +239,10 @@ class LiveEnv:
         self.ticks = 0
         self.ticks_late = 0
         self.stopped: str | None = None
-        #: called once with the reason when the session stops, whoever stops it
-        self.on_stop: Callable[[str], None] | None = None
-        #: each participant's statistics (``crowdplay.statistics``), by agent, kept by the lineup
+        #: who hears of the game's statistics being due and of its end (``listen``)
+        self._listener: GameListener | None = None
+        #: each participant's statistics (``crowdplay.statistics``), by agent (``track``)
         self.trackers: dict[str, StatisticsTracker] = {}
-        #: called every ``STATS_EVERY_TICKS`` ticks while statistics are kept (the lineup streams them)
-        self.on_statistics: Callable[[], None] | None = None
         self._stats_phase = random.randrange(STATS_EVERY_TICKS)
         self._policies: dict[str, PolicyAgent] = {}
         self._answers_applied: dict[str, int] = {}  # per AI agent, the count of answers applied so far
@@ -269,8 +253,7 @@ class LiveEnv:
         self._applied_seq = {agent: 0 for agent in self.agents}
         self._client_frame = {agent: 0 for agent in self.agents}
         self._returns = {agent: 0.0 for agent in self.agents}
-        self._subscribers: set[Subscriber] = set()
-        self._cache: dict[tuple[str, int], codec.Payload] = {}
+        self.fanout = Fanout(self, settings.keyframe_interval)
         self.input_log: deque[AppliedInput] = deque(maxlen=INPUT_LOG_LENGTH)
         self.episodes: deque[EpisodeRecord] = deque(maxlen=EPISODES_KEPT)
         self.running = False
@@ -307,9 +290,29 @@ class LiveEnv:
             self.clock.add(self)
 
     def tick(self, next_frame: int) -> None:
-        """Apply the pending inputs, step the environment once, and offer the frame ``next_frame``."""
+        """One turn of the game loop: apply the inputs that arrived since the last tick, step the
+        environment once (unless the game waits for a participant or a policy), tell the
+        recorder and the statistics, begin the next episode when this one ended, show the AI
+        agents the new screen, and wake the subscribers to send the frame ``next_frame``."""
         now = time.monotonic()
         self.ticks += 1
+        human_inputs = set(self._pending) if self.trackers else set()
+        pressed = self._apply_inputs(next_frame, now)
+        if not self._turn_due(pressed) or self._undecided():
+            return  # turn-based, or an agent without an action: the game waits for the participant
+        if self._policies:
+            self._apply_ai_answers()
+        previous, result = self.latest.screen, self._step(next_frame)
+        self._observe_step(next_frame, result, previous, human_inputs)
+        if result.terminated or result.truncated:
+            self._end_episode(result)
+        if self._policies:
+            self._show_ai(self._policies.values())
+        self.fanout.wake_all()
+
+    def _apply_inputs(self, next_frame: int, now: float) -> bool:
+        """The participants' inputs since the last tick become their agents' actions (recorded,
+        logged with their latency); returns whether any of them pressed something."""
         recorder = self.recorder
         for agent, pending in self._pending.items():
             if recorder is not None:
@@ -326,15 +329,14 @@ class LiveEnv:
                 )
             )
             INPUT_LATENCY_MS.observe((now - pending.received_at) * 1000)
-        human_inputs = set(self._pending) if self.trackers else ()
         pressed = any(pending.keys or pending.explicit for pending in self._pending.values())
         for agent, pending in self._pending.items():
             self._held[agent] = bool(pending.keys) or (pending.explicit and pending.action != self.adapter.keymaps[agent].noop)
         self._pending.clear()
-        if not self._turn_due(pressed) or self._undecided():
-            return  # turn-based, or an agent without an action: the game waits for the participant
-        if self._policies:
-            self._apply_ai_answers()
+        return pressed
+
+    def _step(self, next_frame: int) -> StepResult:
+        """Step the environment with every agent's action; the new screen becomes the latest tick."""
         record = self.episodes[-1]
         for agent in self.agents:
             record.actions[agent].append(self._action[agent])
@@ -344,13 +346,18 @@ class LiveEnv:
             self._returns[agent] += reward
         self.frame_id = next_frame
         self.env_step += 1
-        previous = self.latest.screen
         self.latest = Tick(next_frame, self.env_step, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
-        self._cache.clear()
+        self.fanout.new_tick()
+        return result
+
+    def _observe_step(self, next_frame: int, result: StepResult, previous: codec.Screen, human_inputs: set[str]) -> None:
+        """The step reaches those who keep it: the recorder (with the frame's delta, shared with
+        the stream), each participant's statistics, and every few seconds the listener."""
+        recorder = self.recorder
         ram = self.adapter.ram() if recorder is not None or self.trackers else None
         if recorder is not None:
             screen = self.latest.screen
-            delta = self._cached(("delta", next_frame), lambda: codec.delta_payload(screen, previous))  # shared with the stream
+            delta = self.fanout.cached(("delta", next_frame), lambda: codec.delta_payload(screen, previous))
             recorder.step(
                 next_frame, self._action, result.rewards, result.terminated, result.truncated,
                 self._client_frame, screen, delta, ram, self.adapter_observations(),
@@ -359,27 +366,20 @@ class LiveEnv:
             ram_array = np.frombuffer(ram, np.uint8) if ram is not None else None
             for agent, tracker in self.trackers.items():
                 tracker.step(self._action[agent], result.rewards.get(agent, 0.0), ram_array, agent in human_inputs)
-        if (self.ticks + self._stats_phase) % STATS_EVERY_TICKS == 0 and self.on_statistics is not None:
-            self.on_statistics()
-        if result.terminated or result.truncated:
-            statistics = {agent: tracker.end_episode() for agent, tracker in self.trackers.items()}
-            if recorder is not None:
-                recorder.end_episode("complete", {**self._episode_summary(result.terminated, result.truncated), "statistics": statistics})
-            self._broadcast(
-                protocol.text(
-                    "episode_end",
-                    episode=self.episode,
-                    steps=self.env_step,
-                    returns=self._returns,
-                    truncated=result.truncated,
-                    statistics=statistics,
-                )
-            )
-            self.episode += 1
-            self._begin_episode()
-        if self._policies:
-            self._show_ai(self._policies.values())
-        self._wake_all()
+        if (self.ticks + self._stats_phase) % STATS_EVERY_TICKS == 0 and self._listener is not None:
+            self._listener.statistics_due()
+
+    def _end_episode(self, result: StepResult) -> None:
+        """The environment ended the episode: it is stored "complete", everyone is told, and the
+        next one begins at once."""
+        statistics = {agent: tracker.end_episode() for agent, tracker in self.trackers.items()}
+        if self.recorder is not None:
+            self.recorder.end_episode("complete", {**self._episode_summary(result.terminated, result.truncated), "statistics": statistics})
+        self.fanout.queue(
+            protocol.text("episode_end", episode=self.episode, steps=self.env_step, returns=self._returns, truncated=result.truncated, statistics=statistics)
+        )
+        self.episode += 1
+        self._begin_episode()
 
     def _turn_due(self, pressed: bool) -> bool:
         """Whether this tick steps: always in real time; on a key press (or an explicit action)
@@ -440,8 +440,26 @@ class LiveEnv:
         if self.recorder is not None:
             self.recorder.set_controller(agent, controller, self.latest.screen)
 
-    def played_by_ai(self, agent: str) -> bool:
-        return agent in self._policies
+    def listen(self, listener: GameListener) -> None:
+        """``listener`` hears when statistics are due and when the game stops (one listener)."""
+        self._listener = listener
+
+    def track(self, agent: str, tracker: StatisticsTracker, details: dict[str, Any]) -> None:
+        """A participant sits at ``agent``: their statistics are kept by ``tracker`` and who they
+        are (``details``) is stored with this and every later episode."""
+        self.trackers[agent] = tracker
+        if self.recorder is not None:
+            self.recorder.describe_agent(agent, details)
+
+    def note_watcher(self, who: str, watching: bool) -> None:
+        """Someone began (or stopped) watching read-only: noted in the recording only."""
+        if self.recorder is not None:
+            self.recorder.note_watcher(who, watching)
+
+    def restamp_start(self) -> None:
+        """Play begins now: the episode opened while the game waited counts from here."""
+        if self.recorder is not None:
+            self.recorder.restamp_start()
 
     def _begin_episode(self) -> None:
         seed = self.base_seed + self.episode
@@ -452,7 +470,7 @@ class LiveEnv:
         start_state = self.adapter.snapshot()
         self.episodes.append(EpisodeRecord.begin(self.episode, seed, start_state, self.agents))
         self.latest = Tick(self.frame_id, 0, self.episode, codec.Screen(self.adapter.screen()), dict(self._returns))
-        self._cache.clear()
+        self.fanout.new_tick()
         for policy in self._policies.values():
             policy.reset()
         if self.recorder is not None:
@@ -526,92 +544,27 @@ class LiveEnv:
     def subscribe(self, agent: str) -> Subscriber:
         """A subscriber that receives events from now on (its stream may start a moment later)."""
         subscriber = Subscriber(self._check_agent(agent))
-        self._subscribers.add(subscriber)
+        self.fanout.subscribers.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self._subscribers.discard(subscriber)
+        self.fanout.subscribers.discard(subscriber)
 
-    async def stream(self, agent: str, subscriber: Subscriber | None = None) -> AsyncIterator[bytes | str]:
+    def stream(self, agent: str, subscriber: Subscriber | None = None) -> AsyncIterator[bytes | str]:
         """Frames (bytes) and events (JSON text) for one participant, newest frame first; before
-        ``start`` the first screen and the lineup's events."""
-        self._check_agent(agent)
-        subscriber = subscriber or Subscriber(agent)
-        self._subscribers.add(subscriber)
-        try:
-            while True:
-                while subscriber.events:
-                    yield subscriber.events.popleft()
-                if subscriber.final is not None:
-                    yield subscriber.final
-                    return
-                if self.stopped is not None:
-                    yield protocol.text("end", reason=self.stopped)
-                    return
-                tick = self.latest
-                if tick.frame_id != subscriber.last_id:
-                    yield self._frame_for(subscriber, tick)
-                    continue
-                await subscriber.wake.wait()
-                subscriber.wake.clear()
-        finally:
-            self._subscribers.discard(subscriber)
+        ``start`` the first screen and the lineup's events (``Fanout.stream``)."""
+        return self.fanout.stream(subscriber or Subscriber(self._check_agent(agent)))
 
-    def _frame_for(self, subscriber: Subscriber, tick: Tick) -> bytes:
-        """The tick's frame for this subscriber: a keyframe, the shared delta, or its own delta after drops."""
-        keyframe = subscriber.last_id is None or tick.frame_id - subscriber.last_keyframe_id >= self.settings.keyframe_interval
-        if keyframe:
-            subscriber.last_keyframe_id = tick.frame_id
-            payload = self._cached(("key", tick.frame_id), lambda: codec.keyframe_payload(tick.screen))
-        elif subscriber.last_id == tick.frame_id - 1:
-            payload = self._cached(("delta", tick.frame_id), lambda: codec.delta_payload(tick.screen, subscriber.last_screen))
-        else:
-            subscriber.frames_dropped += tick.frame_id - subscriber.last_id - 1
-            payload = codec.delta_payload(tick.screen, subscriber.last_screen)
-        subscriber.last_id = tick.frame_id
-        subscriber.last_screen = tick.screen
-        subscriber.frames_sent += 1
-        new_episode = tick.episode != subscriber.last_episode
-        subscriber.last_episode = tick.episode
-        return codec.frame_message(
-            payload,
-            flags=codec.FLAG_NEW_EPISODE if new_episode else 0,
-            frame_id=tick.frame_id,
-            env_step=tick.env_step,
-            score=tick.returns[subscriber.agent],
-            input_seq=self._applied_seq[subscriber.agent],
-        )
-
-    def _cached(self, key: tuple[str, int], make: Callable[[], codec.Payload]) -> codec.Payload:
-        payload = self._cache.get(key)
-        if payload is None:
-            payload = self._cache[key] = make()
-        return payload
-
-    def _broadcast(self, message: str) -> None:
-        for subscriber in self._subscribers:
-            subscriber.events.append(message)
+    def applied_seq(self, agent: str) -> int:
+        """(``FrameSource``) the agent's newest input applied, echoed in its frames."""
+        return self._applied_seq[agent]
 
     def announce(self, message: str) -> None:
         """Send an event to every subscriber now."""
-        self._broadcast(message)
-        self._wake_all()
+        self.fanout.announce(message)
 
-    @staticmethod
-    def tell(subscriber: Subscriber, message: str) -> None:
-        """Send an event to one subscriber now."""
-        subscriber.events.append(message)
-        subscriber.wake.set()
-
-    @staticmethod
-    def dismiss(subscriber: Subscriber, message: str) -> None:
-        """End one subscriber's stream with ``message`` (e.g. it was replaced by a newer tab)."""
-        subscriber.final = message
-        subscriber.wake.set()
-
-    def _wake_all(self) -> None:
-        for subscriber in self._subscribers:
-            subscriber.wake.set()
+    tell = staticmethod(Fanout.tell)
+    dismiss = staticmethod(Fanout.dismiss)
 
     # ----------------------------------------------------------------- lifecycle
     def stop(self, reason: str, status: str = "interrupted") -> None:
@@ -626,11 +579,11 @@ class LiveEnv:
             statistics = {agent: tracker.episode_values() for agent, tracker in self.trackers.items()}
             self.recorder.end_episode(status, {**self._episode_summary(False, False), "reason": reason, "statistics": statistics})
             self.recorder.close()
-        self._wake_all()
+        self.fanout.wake_all()
         self.adapter.close()
-        on_stop, self.on_stop, self.on_statistics = self.on_stop, None, None
-        if on_stop is not None:
-            on_stop(reason)  # the callbacks were the lineup's, which holds this LiveEnv: let go of them
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stopped(reason)  # the listener (the lineup) holds this LiveEnv: let go of it
             # so the ended game is freed by reference counting at once, not by a full collection later
 
     def stats(self) -> dict:
@@ -640,8 +593,5 @@ class LiveEnv:
             "episode": self.episode,
             "ticks_late": self.ticks_late,
             "running": self.running and self.stopped is None,
-            "subscribers": [
-                {"agent": s.agent, "frames_sent": s.frames_sent, "frames_dropped": s.frames_dropped}
-                for s in self._subscribers
-            ],
+            "subscribers": self.fanout.counts(),
         }

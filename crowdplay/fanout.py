@@ -1,0 +1,157 @@
+"""Frame fan-out: each tick's screen and the game's events, to every subscriber of one game.
+
+A subscriber still busy with an older frame simply gets the newest one next, delta-encoded against
+what it last received, so slow clients drop frames instead of queueing them; a keyframe goes out
+every ``keyframe_interval`` frames and to newcomers. The keyframe and the delta from the previous
+tick are encoded once per tick and shared by every subscriber that is up to date (and with the
+recorder, which stores the same delta). Events (JSON text) are queued per subscriber and sent
+before the next frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from crowdplay import codec, protocol
+
+
+@dataclass(frozen=True)
+class Tick:
+    """What one tick produced: the screen after the step and the running returns."""
+
+    frame_id: int
+    env_step: int
+    episode: int
+    screen: codec.Screen
+    returns: dict[str, float]
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One connection's view of the game: its queued events and what it was last sent."""
+
+    agent: str
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    events: deque[str] = field(default_factory=deque)
+    last_id: int | None = None
+    last_screen: codec.Screen | None = None
+    last_episode: int = -1
+    last_keyframe_id: int = 0
+    frames_sent: int = 0
+    frames_dropped: int = 0
+    #: when set, the stream sends its queued events and then this message, and ends
+    final: str | None = None
+
+
+class FrameSource(Protocol):
+    """The game a fan-out streams: its newest tick, whether it stopped, and each agent's newest
+    applied input (echoed in every frame so the page can time its keys)."""
+
+    latest: Tick
+    stopped: str | None
+
+    def applied_seq(self, agent: str) -> int: ...
+
+
+class Fanout:
+    """The subscribers of one game and the frames and events they are sent."""
+
+    def __init__(self, source: FrameSource, keyframe_interval: int) -> None:
+        self.source = source
+        self.keyframe_interval = keyframe_interval
+        self.subscribers: set[Subscriber] = set()
+        self._cache: dict[tuple[str, int], codec.Payload] = {}
+
+    def new_tick(self) -> None:
+        """The previous tick's encodings are no longer anyone's newest frame."""
+        self._cache.clear()
+
+    def cached(self, key: tuple[str, int], make: Callable[[], codec.Payload]) -> codec.Payload:
+        """An encoding of this tick's screen, made once for everyone who needs it."""
+        payload = self._cache.get(key)
+        if payload is None:
+            payload = self._cache[key] = make()
+        return payload
+
+    async def stream(self, subscriber: Subscriber) -> AsyncIterator[bytes | str]:
+        """Events (JSON text) and frames (bytes) for one subscriber, newest frame first, until
+        the game stops or the subscriber is dismissed."""
+        self.subscribers.add(subscriber)
+        try:
+            while True:
+                while subscriber.events:
+                    yield subscriber.events.popleft()
+                if subscriber.final is not None:
+                    yield subscriber.final
+                    return
+                if self.source.stopped is not None:
+                    yield protocol.text("end", reason=self.source.stopped)
+                    return
+                tick = self.source.latest
+                if tick.frame_id != subscriber.last_id:
+                    yield self.frame_for(subscriber, tick)
+                    continue
+                await subscriber.wake.wait()
+                subscriber.wake.clear()
+        finally:
+            self.subscribers.discard(subscriber)
+
+    def frame_for(self, subscriber: Subscriber, tick: Tick) -> bytes:
+        """The tick's frame for this subscriber: a keyframe, the shared delta, or its own delta after drops."""
+        keyframe = subscriber.last_id is None or tick.frame_id - subscriber.last_keyframe_id >= self.keyframe_interval
+        if keyframe:
+            subscriber.last_keyframe_id = tick.frame_id
+            payload = self.cached(("key", tick.frame_id), lambda: codec.keyframe_payload(tick.screen))
+        elif subscriber.last_id == tick.frame_id - 1:
+            payload = self.cached(("delta", tick.frame_id), lambda: codec.delta_payload(tick.screen, subscriber.last_screen))
+        else:
+            assert subscriber.last_id is not None
+            subscriber.frames_dropped += tick.frame_id - subscriber.last_id - 1
+            payload = codec.delta_payload(tick.screen, subscriber.last_screen)
+        subscriber.last_id = tick.frame_id
+        subscriber.last_screen = tick.screen
+        subscriber.frames_sent += 1
+        new_episode = tick.episode != subscriber.last_episode
+        subscriber.last_episode = tick.episode
+        return codec.frame_message(
+            payload,
+            flags=codec.FLAG_NEW_EPISODE if new_episode else 0,
+            frame_id=tick.frame_id,
+            env_step=tick.env_step,
+            score=tick.returns[subscriber.agent],
+            input_seq=self.source.applied_seq(subscriber.agent),
+        )
+
+    def queue(self, message: str) -> None:
+        """An event for every subscriber, sent when they next wake."""
+        for subscriber in self.subscribers:
+            subscriber.events.append(message)
+
+    def announce(self, message: str) -> None:
+        """An event for every subscriber, now."""
+        self.queue(message)
+        self.wake_all()
+
+    @staticmethod
+    def tell(subscriber: Subscriber, message: str) -> None:
+        """An event for one subscriber, now."""
+        subscriber.events.append(message)
+        subscriber.wake.set()
+
+    @staticmethod
+    def dismiss(subscriber: Subscriber, message: str) -> None:
+        """End one subscriber's stream with ``message`` (e.g. it was replaced by a newer tab)."""
+        subscriber.final = message
+        subscriber.wake.set()
+
+    def wake_all(self) -> None:
+        for subscriber in self.subscribers:
+            subscriber.wake.set()
+
+    def counts(self) -> list[dict[str, int | str]]:
+        """Frames sent and dropped per subscriber (for ``LiveEnv.stats``)."""
+        return [{"agent": s.agent, "frames_sent": s.frames_sent, "frames_dropped": s.frames_dropped} for s in self.subscribers]
