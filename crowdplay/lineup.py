@@ -231,10 +231,10 @@ class Lineup:
             else:
                 self._announce_lobby()
             return
-        if fallback is None:
+        self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason, "statistics": statistics})
+        if fallback is None:  # their statistics went with the event above: the game's end has only the others'
             self.end(departure_reason(seat.agent, finished, others_left=bool(self.humans())), status)
             return
-        self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason, "statistics": statistics})
         self._hand_to_ai(seat, fallback)
         self.live.announce(protocol.text("player", agent=seat.agent, status="ai", policy=fallback))
         if not self.humans():

@@ -1,0 +1,182 @@
+"""The Lineup's rules (the waiting room, the countdown, drops and reconnects, second tabs,
+leaving) on a real LiveEnv of a small two-player environment, in one event loop: no Ray."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+from pettingzoo import ParallelEnv
+
+from crowdplay import protocol
+from crowdplay.config import Settings
+from crowdplay.environments import EnvSpec, Keymap, register_env
+from crowdplay.lineup import COUNTDOWN, ENDED, PLAYING, WAITING, Lineup
+from crowdplay.realtime import LiveEnv
+
+GRACE_S = 0.05
+
+
+class Corridor(ParallelEnv):
+    """Two agents walking a corridor of ten squares; the episode ends when either reaches its end."""
+
+    metadata = {"name": "corridor_v0", "render_modes": ["rgb_array"]}
+    possible_agents = ["left", "right"]
+    render_mode = "rgb_array"
+
+    def __init__(self) -> None:
+        self.agents: list[str] = []
+        self.positions = {agent: 0 for agent in self.possible_agents}
+
+    def observation_space(self, agent: str) -> gym.Space:
+        return gym.spaces.Discrete(10)
+
+    def action_space(self, agent: str) -> gym.Space:
+        return gym.spaces.Discrete(2)
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        self.agents = list(self.possible_agents)
+        self.positions = {agent: 0 for agent in self.agents}
+        return dict(self.positions), {agent: {} for agent in self.agents}
+
+    def step(self, actions: dict):
+        for agent, action in actions.items():
+            self.positions[agent] = min(9, self.positions[agent] + int(action))
+        done = any(position == 9 for position in self.positions.values())
+        observations = dict(self.positions)
+        rewards = {agent: float(actions[agent]) for agent in self.agents}
+        flags = {agent: done for agent in self.agents}
+        infos = {agent: {} for agent in self.agents}
+        if done:
+            self.agents = []
+        return observations, rewards, flags, {agent: False for agent in flags}, infos
+
+    def render(self) -> np.ndarray:
+        screen = np.zeros((8, 20, 3), np.uint8)
+        screen[:4, self.positions["left"] * 2] = 255
+        screen[4:, self.positions["right"] * 2] = 255
+        return screen
+
+
+CORRIDOR = register_env(EnvSpec(
+    id="UnitCorridor", title="Corridor", description="Walk to the end.", make_env=Corridor, fps=60,
+    agents=("left", "right"), keymap=Keymap({"ArrowRight": 1}, noop=0), reconnect_grace_s=GRACE_S,
+))
+SETTINGS = replace(Settings(), countdown_s=0.05, connect_timeout_s=1.0, record=False)
+
+
+def game() -> tuple[LiveEnv, Lineup, list[dict]]:
+    events: list[dict] = []
+    live = LiveEnv(CORRIDOR, seed=1, settings=SETTINGS)
+    return live, Lineup(live, SETTINGS, on_event=events.append), events
+
+
+def kinds(subscriber) -> list[str]:
+    return [json.loads(message)["type"] for message in subscriber.events]
+
+
+def test_play_begins_once_everyone_is_connected_after_a_countdown():
+    async def scenario():
+        live, lineup, events = game()
+        lineup.take("left", "s1", {"human": True}, {})
+        lineup.take("right", "s2", {"human": True}, {})
+        first = lineup.connect("left", "s1")
+        assert lineup.phase == WAITING and not live.running
+        second = lineup.connect("right", "s2")
+        assert lineup.phase == COUNTDOWN and {"event": "closed"} in events
+        await asyncio.sleep(0.15)
+        phase, running = lineup.phase, live.running
+        live.stop("test over")
+        return phase, running, kinds(first), kinds(second), lineup.phase
+
+    phase, running, first, second, after = asyncio.run(scenario())
+    assert phase == PLAYING and running and after == ENDED
+    assert "countdown" in first and first.index("countdown") < first.index("play") and "play" in second
+
+
+def test_a_seat_left_in_the_waiting_room_reopens_after_the_grace():
+    async def waiting_room():
+        live, lineup, events = game()
+        lineup.take("left", "s1", {"human": True}, {})
+        lineup.take("right", "s2", {"human": True}, {})
+        right = lineup.connect("right", "s2")
+        lineup.disconnect(right)
+        await asyncio.sleep(GRACE_S * 3)
+        released = [e for e in events if e["event"] == "seat_released"]
+        return lineup.seats["right"].status, released, lineup.phase
+
+    status, released, phase = asyncio.run(waiting_room())
+    assert status == "open" and phase == WAITING
+    assert released[0]["session_id"] == "s2" and released[0]["reopened"]
+
+
+def test_a_participant_who_comes_back_within_the_grace_keeps_their_seat():
+    async def scenario():
+        live, lineup, events = game()
+        lineup.take("left", "s1", {"human": True}, {})
+        lineup.take("right", "s2", {"human": True}, {})
+        lineup.connect("left", "s1")
+        right = lineup.connect("right", "s2")
+        await asyncio.sleep(0.1)
+        lineup.disconnect(right)
+        back = lineup.connect("right", "s2")
+        await asyncio.sleep(GRACE_S * 3)
+        state = lineup.phase, lineup.seats["right"].session_id, [e["event"] for e in events]
+        live.stop("test over")
+        return state, kinds(back)
+
+    (phase, session, seen), messages = asyncio.run(scenario())
+    assert phase == PLAYING and session == "s2" and "seat_released" not in seen
+
+
+def test_without_a_fallback_a_participant_who_stays_away_ends_the_game_for_everyone_with_why():
+    async def scenario():
+        live, lineup, events = game()
+        lineup.take("left", "s1", {"human": True}, {})
+        lineup.take("right", "s2", {"human": True}, {})
+        left = lineup.connect("left", "s1")
+        right = lineup.connect("right", "s2")
+        await asyncio.sleep(0.1)
+        lineup.disconnect(right)
+        await asyncio.sleep(GRACE_S * 3)
+        return lineup.phase, live.stopped, events, kinds(left)
+
+    phase, stopped, events, messages = asyncio.run(scenario())
+    last = events[-1]
+    assert phase == ENDED and stopped and "right" in stopped
+    assert last["event"] == "ended" and set(last["statistics"]) == {"s1"}
+    assert [(e["session_id"], "episodes" in e["statistics"]) for e in events if e["event"] == "seat_released"] == [("s2", True)]
+    assert "player" in messages  # the other participant was told who left
+
+
+def test_a_second_tab_replaces_the_first_which_is_told_why():
+    async def scenario():
+        live, lineup, _ = game()
+        lineup.take("left", "s1", {"human": True}, {})
+        first = lineup.connect("left", "s1")
+        second = lineup.connect("left", "s1")
+        live.stop("test over")
+        return first.final, lineup.seats["left"].subscriber is second
+
+    final, replaced = asyncio.run(scenario())
+    assert final is not None and json.loads(final)["code"] == protocol.CLOSE_REPLACED and replaced
+
+
+def test_a_seat_that_is_not_open_cannot_be_taken_and_a_stranger_cannot_connect():
+    import pytest
+
+    from crowdplay.lineup import SeatUnavailable
+
+    async def scenario():
+        live, lineup, _ = game()
+        lineup.take("left", "s1", {"human": True}, {})
+        with pytest.raises(SeatUnavailable):
+            lineup.take("left", "s2", {"human": True}, {})
+        with pytest.raises(SeatUnavailable):
+            lineup.connect("left", "s2")
+        live.stop("test over")
+
+    asyncio.run(scenario())
