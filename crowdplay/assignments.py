@@ -89,7 +89,7 @@ class Assignment:
         return document
 
     @classmethod
-    def from_document(cls, document: dict, token: str) -> "Assignment":
+    def from_document(cls, document: dict, token: str) -> Assignment:
         fields = {name: document[name] for name in cls.__dataclass_fields__ if name in document}
         return cls(**{**fields, "session_id": document["_id"], "token": token})
 

@@ -80,7 +80,7 @@ class ChannelServer:
                     self.lineup.unwatch(subscriber)
                 else:
                     self.lineup.disconnect(subscriber)
-        except (ChannelClosed, ConnectionError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, ChannelClosed, ConnectionError, ValueError):
             return
         finally:
             writer.close()
@@ -160,7 +160,7 @@ class ChannelClient:
         self._writer = writer
 
     @classmethod
-    async def connect(cls, host: str, port: int, secret: str, agent: str, session_id: str, watch: str | None = None) -> "ChannelClient":
+    async def connect(cls, host: str, port: int, secret: str, agent: str, session_id: str, watch: str | None = None) -> ChannelClient:
         """A participant's channel to ``agent``'s seat, or with ``watch`` (who is watching) a
         read-only view of the game."""
         reader, writer = await asyncio.open_connection(host, port)

@@ -13,9 +13,7 @@ from dataclasses import replace
 
 from crowdplay.config import Settings, SettingsError, apply_ray_environment
 from crowdplay.data.cli import add_data_commands
-from crowdplay.plugins import (
-    PluginImportError, check_plugins_on_every_node, load_plugins, plugin_failure, plugin_names, plugin_runtime_env, share_import_path,
-)
+from crowdplay.plugins import PluginImportError, check_plugins_on_every_node, load_plugins, plugin_failure, plugin_names, plugin_runtime_env, share_import_path
 
 #: How long ``crowdplay serve`` waits for the warm pool's EnvActors to boot before it says it is
 #: running: a plugin that fails to import in them fails the start instead of every later Start.

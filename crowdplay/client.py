@@ -83,7 +83,7 @@ class Participant:
         params: dict[str, str] | None = None,
         resume: str | None = None,
         **connect_options: object,
-    ) -> "Participant":
+    ) -> Participant:
         """Create a session for ``env_id`` and connect to it; returns after ``hello``.
         ``participant``, ``params`` and ``resume`` are what a study page passes on (see POST
         /api/sessions; ``resume``: an earlier answer's, to take that seat back as a second tab)."""
@@ -99,7 +99,7 @@ class Participant:
         return await cls.connect(base_url, session, decode, **connect_options)
 
     @classmethod
-    async def connect(cls, base_url: str, session: dict, decode: bool = True, **connect_options: object) -> "Participant":
+    async def connect(cls, base_url: str, session: dict, decode: bool = True, **connect_options: object) -> Participant:
         ws_url = base_url.replace("http", "ws", 1) + session["ws"]
         websocket = await websockets.connect(ws_url, max_size=2**24, **connect_options)
         hello = json.loads(await websocket.recv())
@@ -192,7 +192,7 @@ class Participant:
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)
 
-    async def __aenter__(self) -> "Participant":
+    async def __aenter__(self) -> Participant:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -90,7 +90,7 @@ class EnvActorLauncher:
         actor = spawn_env_actor(self.settings)
         try:
             node_id = await asyncio.wait_for(actor.ready.remote(), self.settings.placement_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ray.kill(actor)
             raise NoCapacity(f"no node had room for a game server within {self.settings.placement_timeout_s:.0f} s") from None
         actor.prepare.remote(list(self.recent_envs))  # so the first game there starts at once
@@ -115,7 +115,7 @@ async def running_env_actors(namespace: str) -> AsyncIterator[tuple[Host, dict]]
         try:
             actor = ray.get_actor(name, namespace=namespace)
             state = await asyncio.wait_for(actor.adopt.remote(), 30)
-        except (ValueError, ray.exceptions.RayActorError, asyncio.TimeoutError) as error:
+        except (TimeoutError, ValueError, ray.exceptions.RayActorError) as error:
             log.warning("not adopting game process %s: %s", name, type(error).__name__)
             continue
         yield Host(actor, state["node_id"], set(state["games"]), state.get("games_opened", len(state["games"]))), state

@@ -22,9 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from crowdplay.config import (
-    OTHER_VARIABLES, RETIRED_STORE_URI_VARIABLE, SETTING_KINDS, STORE_URI_VARIABLE, Settings, setting_kind, setting_variable,
-)
+from crowdplay.config import OTHER_VARIABLES, RETIRED_STORE_URI_VARIABLE, SETTING_KINDS, STORE_URI_VARIABLE, Settings, setting_kind, setting_variable
 from crowdplay.study_schema import StudyConfig, TaskConfig
 
 #: The repository's docs/ (the pages are written for the repository, not an installed copy).

@@ -120,7 +120,7 @@ class Task:
     def closed_reason(self, completed: int, now: float) -> str | None:
         """Why the task takes no new participants now (None: it is open)."""
         if self.start_time is not None and now < self.start_time:
-            return f"opens at {dt.datetime.fromtimestamp(self.start_time, dt.timezone.utc).isoformat()}"
+            return f"opens at {dt.datetime.fromtimestamp(self.start_time, dt.UTC).isoformat()}"
         if self.end_time is not None and now >= self.end_time:
             return "this task has ended"
         if self.target_complete_assignments is not None and completed >= self.target_complete_assignments:

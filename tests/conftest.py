@@ -21,8 +21,8 @@ import ray
 from ray import serve
 
 from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, Settings, apply_ray_environment, free_port
-from crowdplay.plugins import load_plugins, share_import_path
 from crowdplay.manager import get_or_create_manager
+from crowdplay.plugins import load_plugins, share_import_path
 from crowdplay.web.ingress import build_app
 
 #: The system under test records into its own embedded store, never the repository's data/.

@@ -40,7 +40,7 @@ class FakeMongo:
     def uri(self) -> str:
         return self.server.uri + "/?socketTimeoutMS=1500&serverSelectionTimeoutMS=1500&connectTimeoutMS=1500"
 
-    def __enter__(self) -> "FakeMongo":
+    def __enter__(self) -> FakeMongo:
         self.server.run()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()

@@ -25,8 +25,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.websockets import WebSocket
 from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
 
 from crowdplay import protocol
 from crowdplay.config import Settings

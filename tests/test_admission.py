@@ -90,7 +90,7 @@ def post_session(base: str, source: str, env_id: str = "SpaceInvaders") -> tuple
         connection.close()
 
 
-def flood(url: str, seconds: float, statuses: "multiprocessing.Queue", refused: "multiprocessing.Event") -> None:
+def flood(url: str, seconds: float, statuses: multiprocessing.Queue, refused: multiprocessing.Event) -> None:
     """An attacker on a machine of its own: 32 connections asking for sessions as fast as answered.
     On this one machine it would take a core of the server's, which an attacker elsewhere does not:
     it runs at the lowest priority (Ray's processes run at nice 15)."""

@@ -11,8 +11,8 @@ import sys
 import time
 
 from crowdplay.client import Participant, http_json
-from crowdplay.data import Dataset
 from crowdplay.config import free_port
+from crowdplay.data import Dataset
 
 
 def test_serve_prints_the_url_records_and_stops_on_ctrl_c(tmp_path):

@@ -97,7 +97,7 @@ def _assert_minari_matches(dataset, episodes: list[tuple[Episode, AgentTrajector
     assert dataset.total_episodes == len(episodes)
     assert dataset.total_steps == sum(t.steps for _, t in episodes)
     assert dataset.observation_space.shape == SHAPE and dataset.action_space.n == ACTIONS
-    for stored, (episode, want) in zip(dataset.iterate_episodes(), episodes, strict=True):
+    for stored, (_episode, want) in zip(dataset.iterate_episodes(), episodes, strict=True):
         _assert_trajectory_equal(stored, want)
         for name, values in want.infos.items():
             assert len(stored.infos[name]) == want.steps + 1, name

@@ -16,7 +16,6 @@ and stopped before the example's checks run.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shlex
 import shutil
@@ -185,7 +184,7 @@ async def frames_until(player: Participant, done, timeout_s: float = 60) -> None
         assert time.monotonic() < deadline, f"gave up waiting; events: {player.events[-5:]}"
         try:
             await player.next_frame(1)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 

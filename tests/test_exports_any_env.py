@@ -21,12 +21,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.recorded_games import recorded_game
-
 from crowdplay.data import Dataset
 from crowdplay.data.exports import export_minari, export_npz, export_rllib, load_npz
 from crowdplay.environments import EnvSpec, Keymap, list_envs, register_env
 from crowdplay.recording.store import TrajectoryStore
+from tests.recorded_games import recorded_game
 
 ARROWS = Keymap({"ArrowLeft": 0, "ArrowRight": 2}, noop=1)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections import Counter
 import urllib.error
 import urllib.request
+from collections import Counter
 
 import ray
 import websockets

@@ -21,7 +21,6 @@ from ray import serve
 from starlette.requests import Request
 
 from crowdplay.web.haproxy import LAUNCHER, harden, start_guard
-
 from tests.conftest import wait_until
 
 ECHO_PREFIX = "/haproxy-echo"

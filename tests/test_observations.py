@@ -17,18 +17,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from tests.recorded_games import recorded_game
-
 from crowdplay.data import Dataset
 from crowdplay.environments import EnvSpec, Keymap, register_env
 from crowdplay.environments.parallel_adapter import make_adapter
-from crowdplay.environments.spaces import (
-    Leaves, ObservationOutsideSpace, UnrecordableSpace, assemble, describe, json_part, leaves, rebuild,
-)
+from crowdplay.environments.spaces import Leaves, ObservationOutsideSpace, UnrecordableSpace, assemble, describe, json_part, leaves, rebuild
 from crowdplay.lineup import Lineup
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.store import TrajectoryStore
+from tests.recorded_games import recorded_game
 
 NESTED = gym.spaces.Dict(
     {
@@ -207,7 +204,7 @@ def test_a_nested_dict_observation_is_recorded_every_step_and_loaded_in_its_spac
             replayed.step({"agent_0": int(action)})
         truth = Kept.episodes[0]
         assert len(truth) == 91
-        for step, (observation, info) in enumerate(truth):
+        for step, (observation, _info) in enumerate(truth):
             assert equal(pick(trajectory.observations, step), observation), step
             if step:
                 assert trajectory.env_infos[step - 1] == ({"t": step, "odd": True} if step % 2 else {})

@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.recorded_games import recorded_game
-
 from crowdplay.config import Settings, SettingsError, store_uri_from_environment
 from crowdplay.data import Dataset
 from crowdplay.lineup import Lineup
-from crowdplay.plugins import (
-    PluginImportError, describe_import_failure, load_plugins, plugin_failure, plugin_runtime_env, share_import_path,
-)
+from crowdplay.plugins import PluginImportError, describe_import_failure, load_plugins, plugin_failure, plugin_runtime_env, share_import_path
 from crowdplay.recording.status import STATUSES, status_of, status_query
 from crowdplay.recording.store import TrajectoryStore, absolute_store_uri, store_origin
+from tests.recorded_games import recorded_game
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ import pytest
 import ray
 
 from crowdplay.ai import AtariFB, make_policy
-from crowdplay.ai.atari import normalize
 from crowdplay.ai.actor import policy_actor
 from crowdplay.ai.agent import PolicyAgent
+from crowdplay.ai.atari import normalize
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.client import Participant
 from crowdplay.data import Dataset
@@ -171,7 +171,7 @@ def test_a_game_never_waits_for_a_slow_policy(settings):
     rows = rows[1:]
     assert 15 <= len(rows) <= 45  # one answer per ~50 ms, not one per frame
     assert agent.skipped >= 60  # frames observed while the previous request was out
-    for first_step, frame_ids, (step, agent_id, action, observed_frame, latency_s, substitute) in rows:
+    for _first_step, frame_ids, (step, agent_id, action, observed_frame, latency_s, substitute) in rows:
         assert agent_id == "agent_0" and action == 1 and latency_s >= 0.05 and substitute is None
         assert frame_ids[step] - observed_frame >= 3  # applied three or more frames after the frame it saw
     actions = np.concatenate([chunk["action/agent_0"] for chunk in chunks])

@@ -16,7 +16,7 @@ import pytest
 import websockets
 
 from crowdplay import codec, protocol
-from crowdplay.client import Participant, http_json
+from crowdplay.client import Participant
 from tests.conftest import run
 
 ROOT = Path(__file__).resolve().parent.parent

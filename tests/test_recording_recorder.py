@@ -169,7 +169,7 @@ def test_a_chunk_sealed_while_a_writer_call_is_out_goes_out_at_once_and_a_hung_c
         await asyncio.wait_for(batcher.deliver("e", 1, b"", 1, {"status": "complete"}), 0.4)
         try:
             await first
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "timed out"
         return "answered"
 

@@ -18,8 +18,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-
-from tests.recorded_games import recorded_game
 from pettingzoo import ParallelEnv
 
 from crowdplay.data import Dataset, replay_check
@@ -28,6 +26,7 @@ from crowdplay.environments import EnvSpec, Keymap, register_env
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.chunk import pack_chunk, unpack_chunk
 from crowdplay.recording.store import TrajectoryStore
+from tests.recorded_games import recorded_game
 
 ROOT = Path(__file__).resolve().parent.parent
 ARROWS = Keymap({"ArrowLeft": 0, "ArrowDown": 1, "ArrowRight": 2, "ArrowUp": 3})

@@ -11,9 +11,7 @@ import pytest
 
 from crowdplay import reference_docs
 from crowdplay.cli import main as crowdplay_main
-from crowdplay.config import (
-    OTHER_VARIABLES, RETIRED_STORE_URI_VARIABLE, SETTING_KINDS, Settings, SettingsError, setting_variables, unknown_variable_message,
-)
+from crowdplay.config import OTHER_VARIABLES, RETIRED_STORE_URI_VARIABLE, SETTING_KINDS, Settings, SettingsError, setting_variables, unknown_variable_message
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,14 +15,7 @@ from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
-from crowdplay.statistics import (
-    Statistic,
-    StatisticsTracker,
-    UnknownStatistic,
-    check_statistic,
-    register_statistic,
-    registered_statistics,
-)
+from crowdplay.statistics import Statistic, StatisticsTracker, UnknownStatistic, check_statistic, register_statistic, registered_statistics
 
 ROWS = [f"si_aliens_hit_row_{row}" for row in range(1, 7)]
 INVADERS = ["si_time_left", "si_time_right", "si_shots", "si_hits", "si_accuracy", *ROWS]

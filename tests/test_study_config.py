@@ -147,7 +147,7 @@ def test_schema_errors_name_the_task_the_key_and_the_problem(config, message):
 
 
 def test_valid_values_keep_their_kind_and_times_become_epoch_seconds():
-    opens = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    opens = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
     options = MappingProxyType({  # any mapping, not only a dict
         "environment": "Pong", "fps": 30, "human_timeout": None, "statistics": ("si_hits",), "task_requirements": {"time_played": 300, "score": 2.5},
         "start_time": opens, "end_time": "2030-01-02T00:00:00+01:00", "target_complete_assignments": 3,

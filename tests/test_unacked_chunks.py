@@ -8,7 +8,6 @@ import asyncio
 import os
 from pathlib import Path
 
-
 from crowdplay.config import Settings
 from crowdplay.data import Dataset, replay_check
 from crowdplay.environments import EnvAdapter, get_env

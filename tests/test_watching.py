@@ -78,7 +78,7 @@ def test_a_watched_game_keeps_its_frame_rate_and_records_what_an_unwatched_one_r
     assert frames >= 0.9 * 60 * 3  # the viewer saw the game at its frame rate
     common = min(len(watched_chunks), len(plain_chunks)) - 1  # full chunks both recorded (the last ones end differently)
     assert common >= 2
-    for (mine, fields), (theirs, their_fields) in zip(watched_chunks[:common], plain_chunks[:common]):
+    for (mine, _fields), (theirs, _their_fields) in zip(watched_chunks[:common], plain_chunks[:common]):
         assert same(comparable(mine), comparable(theirs))  # frames, actions, rewards, AI answers, controllers: identical
     first_fields = watched_chunks[0][1]
     notes = [fields["watched"] for _, fields in watched_chunks if "watched" in fields]

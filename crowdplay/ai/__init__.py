@@ -1,6 +1,7 @@
 """AI agents: the policy and framebuffer registry, the built-in policies, Atari preprocessing and
 RLlib checkpoints as policies. (The policy actors live in ``crowdplay.ai.actor``.)"""
 
+from crowdplay.ai import builtin  # noqa: F401  (registers random and noop)
 from crowdplay.ai.atari import AtariFB
 from crowdplay.ai.registry import (
     Framebuffer,
@@ -14,7 +15,6 @@ from crowdplay.ai.registry import (
     register_policy,
     registered_policies,
 )
-from crowdplay.ai import builtin  # noqa: F401  (registers random and noop)
 from crowdplay.ai.rllib import RLlibPolicy, register_rllib_checkpoint
 
 __all__ = [

@@ -101,7 +101,7 @@ class PolicyLineServer:
                 task = asyncio.get_running_loop().create_task(self._reply(writer, request_id, observations, streams))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-        except (ChannelClosed, ConnectionError, asyncio.TimeoutError):
+        except (TimeoutError, ChannelClosed, ConnectionError):
             pass
         except Exception as error:  # a malformed request ends that line, never the actor
             log.warning("policy line closed: %s", error)
@@ -132,7 +132,7 @@ class PolicyLine:
         self._next_id = 0
         self.closed = False
 
-    async def connect(self) -> "PolicyLine":
+    async def connect(self) -> PolicyLine:
         reader, self._writer = await asyncio.open_connection(*self.address)
         write_message(self._writer, HELLO, self.secret.encode())
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))

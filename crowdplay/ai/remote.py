@@ -106,7 +106,7 @@ class PolicyClient:
         timeout = self.settings.policy_start_timeout_s
         try:
             address: tuple[str, int, str] = await asyncio.wait_for(asyncio.wrap_future(self._actor(key).address.remote().future()), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise PolicyNotPlaced(await not_placed_reason(key[0], timeout)) from None
         return await PolicyLine(*address).connect()
 

@@ -240,7 +240,7 @@ async def _trial(system: System, sessions: int, seconds: float, env_id: str, arr
         await asyncio.sleep(index * arrival_s)
         try:
             return await play(system.url, env_id, window, random.Random(rng.random()), leave, joined)
-        except (OSError, asyncio.TimeoutError, ConnectionError) as error:  # an overloaded server refuses
+        except (TimeoutError, OSError, ConnectionError) as error:  # an overloaded server refuses
             print(f"  participant {index} could not play: {error!r}", file=sys.stderr, flush=True)
             return None
 

@@ -24,8 +24,8 @@ from crowdplay import codec
 from crowdplay.data.episode import AgentTrajectory, Episode
 from crowdplay.data.observations import FORMATS, convert
 from crowdplay.environments.spaces import Description, assemble, leaves
-from crowdplay.recording.observations import column_name
 from crowdplay.recording.chunk import unpack_chunk
+from crowdplay.recording.observations import column_name
 from crowdplay.recording.status import COMPLETE, status_query
 from crowdplay.recording.store import TrajectoryStore
 
@@ -43,7 +43,7 @@ def _timestamp(value: float | str | dt.datetime) -> float:
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
+        value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
 
 
@@ -52,7 +52,7 @@ class Dataset:
         self.store = store
 
     @classmethod
-    def open(cls, uri: str | None = None) -> "Dataset":
+    def open(cls, uri: str | None = None) -> Dataset:
         """``uri``: a mongodb:// URI or the embedded store's path. Default: the store the server
         records into, ``CROWDPLAY_STORE_URI``, else data/crowdplay.db."""
         return cls(TrajectoryStore.open(uri))
@@ -60,7 +60,7 @@ class Dataset:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self) -> "Dataset":
+    def __enter__(self) -> Dataset:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,7 +16,6 @@ and assignment in the writer's memory).
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import hmac
 import os
@@ -136,7 +135,7 @@ class TrajectoryStore:
                 db["episodes"].create_index([(field, 1)])
 
     @classmethod
-    def open(cls, uri: str | None = None) -> "TrajectoryStore":
+    def open(cls, uri: str | None = None) -> TrajectoryStore:
         """The store at ``uri`` (default: ``store_uri``'s, resolved once, so a deprecated
         variable warns once)."""
         uri = store_uri(uri)

@@ -178,7 +178,7 @@ class StoreLink:
         try:
             await asyncio.wait_for(asyncio.shield(save.done), wait_s)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def _save_until_stored(self, key: Hashable) -> None:
@@ -253,7 +253,7 @@ class StoreLink:
             raise WriterLate(f"the writer is late; {method} not answered")
         try:
             return await asyncio.wait_for(asyncio.shield(shared.future), max(wait_s, 0.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise WriterLate(f"the writer did not answer {method} within {wait_s:.2f} s") from None
 
     async def probe(self, method: str, *args: Any, counts_as_late: bool = True) -> Probe:
@@ -265,7 +265,7 @@ class StoreLink:
         try:
             value = await asyncio.wait_for(asyncio.shield(shared.future), wait)
             return Probe("ok", value, time.time())
-        except asyncio.TimeoutError:
+        except TimeoutError:
             state, error = "late", f"no answer for {time.monotonic() - shared.sent_at:.1f} s"
         except Exception as failure:
             state, error = "unavailable", f"{type(failure).__name__}: {failure}"[:300]

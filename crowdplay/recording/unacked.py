@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int]

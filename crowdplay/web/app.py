@@ -32,9 +32,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
+from crowdplay.admission import ClientStarts
 from crowdplay.config import Settings
 from crowdplay.environments import EnvironmentFailed, UnknownEnvironment, get_env, list_envs
-from crowdplay.admission import ClientStarts
 from crowdplay.manager import NoCapacity, TaskClosed, TooManyStarts
 from crowdplay.web.backend import SessionBackend
 from crowdplay.web.bodies import BadBody, json_object
@@ -73,7 +73,9 @@ def participant_details(body: dict, user_agent: str) -> dict:
             raise ValueError(f"'resume' must be the string the session's first answer gave (at most {MAX_FIELD_CHARS} characters)")
         details["resume"] = resume
     if "id" not in details:
-        details.update({"id": params[key] for key in reversed(PARTICIPANT_ID_PARAMS) if params.get(key)})
+        given = next((params[key] for key in PARTICIPANT_ID_PARAMS if params.get(key)), None)  # the first one given wins
+        if given is not None:
+            details["id"] = given
     details["params"] = {key: value for key, value in params.items() if key not in PARTICIPANT_ID_PARAMS}
     consented_at = body.get("consented_at")
     if consented_at is not None:

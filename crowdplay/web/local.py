@@ -25,7 +25,7 @@ def no_study() -> UnknownSession:
 
 
 class LocalAttachment:
-    def __init__(self, sessions: "LocalSessions", session_id: str, live: LiveEnv) -> None:
+    def __init__(self, sessions: LocalSessions, session_id: str, live: LiveEnv) -> None:
         self._sessions = sessions
         self._session_id = session_id
         self._live = live

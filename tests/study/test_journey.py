@@ -15,8 +15,8 @@ import pytest
 from crowdplay.client import Participant, ServerError, http_json
 from crowdplay.recording.store import TrajectoryStore
 from crowdplay.study import current_study
-from tests.study.conftest import STUDY_SETTINGS
 from tests.study.config import SECONDS_TO_COMPLETE
+from tests.study.conftest import STUDY_SETTINGS
 from tests.test_admin_page import parse_exposition
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -182,7 +182,7 @@ def test_turn_based_play_steps_once_per_key_press(base_url):
             first = player.last_frame_id
             await asyncio.sleep(0.5)
             waited = len(player.timings)
-            for press in range(5):
+            for _press in range(5):
                 await player.press({"Space"})
                 await player.next_frame()
                 await player.press(set())  # releasing is not a turn

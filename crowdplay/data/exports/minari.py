@@ -56,9 +56,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from crowdplay.data.episode import AgentTrajectory, Episode
-from crowdplay.data.exports.common import (
-    ID_UNSAFE, agents_of, describe, env_info_texts, jsonable, observation_leaves, progress_bar,
-)
+from crowdplay.data.exports.common import ID_UNSAFE, agents_of, describe, env_info_texts, jsonable, observation_leaves, progress_bar
 
 if TYPE_CHECKING:
     import gymnasium as gym

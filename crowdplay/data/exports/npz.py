@@ -46,9 +46,7 @@ from typing import Any
 import numpy as np
 
 from crowdplay.data.episode import AgentTrajectory, Episode
-from crowdplay.data.exports.common import (
-    INFO_PREFIX, agents_of, describe, json_default, observation_leaves, progress_bar, replace_atomically, safe_name,
-)
+from crowdplay.data.exports.common import INFO_PREFIX, agents_of, describe, json_default, observation_leaves, progress_bar, replace_atomically, safe_name
 
 OBSERVATIONS = "observations"
 
@@ -74,7 +72,7 @@ def export_npz(
         for name, trajectory in agents_of(episode, agent):
             path = directory / f"{safe_name(episode.episode_id)}__{safe_name(name)}.npz"
             arrays = _npz_arrays(episode, name, trajectory)
-            replace_atomically(path, lambda file: np.savez_compressed(file, **arrays))
+            replace_atomically(path, lambda file: np.savez_compressed(file, **arrays))  # noqa: B023 (called before the loop moves on)
             written.append(path)
     return written
 

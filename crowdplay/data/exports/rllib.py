@@ -28,9 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from crowdplay.data.episode import AgentTrajectory, Episode
-from crowdplay.data.exports.common import (
-    agents_of, describe, env_info_texts, json_default, observation_at, progress_bar, replace_atomically, safe_name,
-)
+from crowdplay.data.exports.common import agents_of, describe, env_info_texts, json_default, observation_at, progress_bar, replace_atomically, safe_name
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -112,5 +110,5 @@ def export_rllib(
             folder.mkdir(exist_ok=True)
             table = _rllib_table(episode, name, trajectory)
             path = folder / f"{safe_name(episode.episode_id)}.parquet"
-            replace_atomically(path, lambda file: pq.write_table(table, file))
+            replace_atomically(path, lambda file: pq.write_table(table, file))  # noqa: B023 (called before the loop moves on)
     return directory
