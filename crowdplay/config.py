@@ -354,10 +354,11 @@ LOCAL_INSTANCE_ENVIRONMENT = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": 
 #: per-thread caches. Each has ~30 threads (Ray's, gRPC's, the store's) that otherwise scatter
 #: freed chunks over their own arena and cache, and their resident memory crept ~0.07 MB a minute
 #: in 10-minute soaks while the heap in use stayed flat; with both, their private memory was flat
-#: over a 30-minute soak, +0.0065 ± 0.0033 MB a minute for the three (docs/performance.md). Not for every
-#: process: set everywhere (EnvActors and Ray's daemons too) it cost ~6% more CPU per session in
-#: the load benchmark at 30 sessions (median of 6 alternating runs each, 0.0406 vs 0.0382 cores)
-#: and ~0.8 points of frames on time; EnvActors retire after ``Settings.games_per_actor`` games.
+#: over a 30-minute soak, +0.0065 ± 0.0033 MB a minute for the three (docs/decisions/allocator.md).
+#: Not for every process: set everywhere (EnvActors and Ray's daemons too) it cost ~6% more CPU
+#: per session in the load benchmark at 30 sessions (median of 6 alternating runs each, 0.0406 vs
+#: 0.0382 cores) and ~0.8 points of frames on time; EnvActors retire after
+#: ``Settings.games_per_actor`` games.
 LONG_LIVED_ALLOCATOR = {"MALLOC_ARENA_MAX": "1", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}
 LONG_LIVED_RUNTIME_ENV = {"env_vars": LONG_LIVED_ALLOCATOR}
 #: The per-frame actors (EnvActors, policy actors) start with Ray's allocator settings again: the

@@ -3,8 +3,9 @@
 One EnvActor process hosts up to ``Settings.sessions_per_actor`` games. A Ray actor process costs
 ~60 MB and its own event loop waking 60 times a second; measured on 2 cores, one process per game
 spent ~0.03 cores per game on wake-ups alone, so games share a process and a tick clock
-(docs/performance.md). Each game has its own LiveEnv, Lineup (who plays which agent, the waiting
-room, fallbacks) and frame channel; ``sessions_per_actor = 1`` gives one process per game.
+(docs/decisions/games-per-process.md). Each game has its own LiveEnv, Lineup (who plays which
+agent, the waiting room, fallbacks) and frame channel; ``sessions_per_actor = 1`` gives one
+process per game.
 
 A game has one or more participants, each with a session (id and token) the EnvsManager handed
 out and seated here (``take_seat``). The Lineup decides when the game starts and what happens when
