@@ -33,7 +33,7 @@ class TooManyStarts(RuntimeError):
         self.reason = reason
         self.retry_after_s = retry_after_s
 
-    def __reduce__(self):  # crosses Ray calls with its fields
+    def __reduce__(self) -> tuple[type[TooManyStarts], tuple[str, float]]:  # crosses Ray calls with its fields
         return (TooManyStarts, (self.reason, self.retry_after_s))
 
 

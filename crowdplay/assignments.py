@@ -37,7 +37,7 @@ ANONYMOUS = "anonymous-"
 class NotComplete(PermissionError):
     """The task's requirements are not met yet (so no completion code or redirect)."""
 
-    def __init__(self, summary: dict) -> None:
+    def __init__(self, summary: dict[str, Any]) -> None:
         super().__init__("the task's requirements are not met yet")
         self.summary = summary
 
@@ -67,13 +67,13 @@ class Assignment:
     session_id: str
     task_id: str
     participant: str
-    params: dict
+    params: dict[str, Any]
     token: str
     created_at: float = field(default_factory=time.time)
     #: when the participant agreed to the consent text (epoch seconds, from their page), if they did
     consented_at: float | None = None
     #: {"values": session totals, "episode": current episode, "episodes": finished episodes}
-    statistics: dict = field(default_factory=dict)
+    statistics: dict[str, Any] = field(default_factory=dict)
     finished_at: float | None = None
     completed_at: float | None = None
 
@@ -81,7 +81,7 @@ class Assignment:
     def values(self) -> dict[str, float]:
         return dict(self.statistics.get("values", {}))
 
-    def document(self) -> dict:
+    def document(self) -> dict[str, Any]:
         """What the store keeps: everything but the token, of which only its digest."""
         document = asdict(self)
         document["_id"] = document.pop("session_id")
@@ -89,7 +89,7 @@ class Assignment:
         return document
 
     @classmethod
-    def from_document(cls, document: dict, token: str) -> Assignment:
+    def from_document(cls, document: dict[str, Any], token: str) -> Assignment:
         fields = {name: document[name] for name in cls.__dataclass_fields__ if name in document}
         return cls(**{**fields, "session_id": document["_id"], "token": token})
 
@@ -123,7 +123,7 @@ class AssignmentBook:
         self.completed = Counter(doc["task_id"] for doc in documents if doc.get("completed_at"))
         self.completions = sorted((doc["completed_at"], doc["task_id"]) for doc in documents if doc.get("completed_at"))
 
-    def open(self, session_id: str, task_id: str, participant: str, params: dict, token: str, consented_at: float | None = None) -> Assignment:
+    def open(self, session_id: str, task_id: str, participant: str, params: dict[str, Any], token: str, consented_at: float | None = None) -> Assignment:
         if session_id not in self.assignments:
             if participant.startswith(ANONYMOUS):
                 self._anonymous[task_id] += 1
@@ -139,7 +139,7 @@ class AssignmentBook:
         excess = len(self.assignments) - self.kept if self.kept is not None else 0
         if excess <= 0:
             return
-        forgotten = []
+        forgotten: list[str] = []
         for session_id in self.assignments:  # oldest first
             if len(forgotten) == excess:
                 break
@@ -180,7 +180,7 @@ class AssignmentBook:
     async def save(self, assignment: Assignment) -> None:
         await self.store("save_assignment", assignment.document())
 
-    async def complete(self, assignment: Assignment, task: Task, secret: bytes) -> dict:
+    async def complete(self, assignment: Assignment, task: Task, secret: bytes) -> dict[str, Any]:
         """The completion (a code, or the URL to go to) once the requirements are met."""
         summary = task.summary(assignment.values)
         if not summary["complete"]:
@@ -196,7 +196,7 @@ class AssignmentBook:
             return {"redirect": task.completion_url}
         return {"code": task.code_for(assignment.session_id, secret)}
 
-    async def ranking(self, assignment: Assignment) -> dict:
+    async def ranking(self, assignment: Assignment) -> dict[str, Any]:
         """Where the participant's score stands among everyone who finished the task: percentile
         (share of others scoring lower, ties half) and a histogram of all scores."""
         documents = await self.store("assignments", {"task_id": assignment.task_id})

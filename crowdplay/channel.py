@@ -20,12 +20,14 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
 
 from crowdplay import protocol
 from crowdplay.environments import InvalidAction
+from crowdplay.fanout import Subscriber
 from crowdplay.lineup import Lineup, SeatUnavailable
-from crowdplay.realtime import SessionEnded, Subscriber
+from crowdplay.realtime import SessionEnded
 from crowdplay.wire import ChannelClosed, read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ class ChannelServer:
                 await sender
 
     async def _send(self, subscriber: Subscriber, writer: asyncio.StreamWriter, credits: asyncio.Semaphore) -> None:
-        stream = self.live.stream(subscriber.agent, subscriber)
+        stream = cast(AsyncGenerator[bytes | str, None], self.live.stream(subscriber.agent, subscriber))  # an async generator
         try:
             while True:
                 await credits.acquire()  # before taking a frame, so the one taken is the newest
@@ -138,7 +140,7 @@ class ChannelServer:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await asyncio.wait_for(reader.read(), timeout=5)
 
-    def _apply_input(self, agent: str, data: dict) -> str | None:
+    def _apply_input(self, agent: str, data: dict[str, Any]) -> str | None:
         """Apply one input; for a refused one, the ``error`` event to send before closing."""
         try:
             if data["kind"] == "keys":
@@ -179,7 +181,7 @@ class ChannelClient:
             yield payload if kind == FRAME else payload.decode()
             write_message(self._writer, ACK)
 
-    async def send_input(self, data: dict) -> None:
+    async def send_input(self, data: dict[str, Any]) -> None:
         write_message(self._writer, INPUT, json.dumps(data, separators=(",", ":")).encode())
         await self._writer.drain()
 

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from dataclasses import replace
+from typing import Any
 
 from crowdplay.config import Settings, SettingsError, apply_ray_environment
 from crowdplay.data.cli import add_data_commands
@@ -50,7 +51,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(describe_recording(settings), flush=True)
         print_policy_reports_until(stop, get_or_create_manager(settings))
         print("Stopping: ending sessions and saving their recordings...", flush=True)
-        ended = ray.get(get_or_create_manager(settings).shutdown.remote())
+        ended: Any = ray.get(get_or_create_manager(settings).shutdown.remote())
         print(f"Ended {ended} sessions. Stopping Serve and Ray...", flush=True)
     finally:
         serve.shutdown()
@@ -155,7 +156,7 @@ def describe_recording(settings: Settings) -> str:
 
     if not settings.record:
         return "Recording is off (CROWDPLAY_RECORD=0)."
-    stats = ray.get(get_or_create_writer(settings).stats.remote())
+    stats: Any = ray.get(get_or_create_writer(settings).stats.remote())
     state = "" if stats["healthy"] else " (unreachable now: chunks spool locally until it answers)"
     return f"Recording to {describe_uri(settings.store_uri)}{state}; read it with `crowdplay data list`."
 

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import websockets
@@ -26,13 +27,13 @@ from crowdplay import codec, protocol
 class ServerError(RuntimeError):
     """The server refused a request; ``status`` and ``body`` say why."""
 
-    def __init__(self, status: int, body: dict) -> None:
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
         super().__init__(f"HTTP {status}: {body.get('reason', body)}")
         self.status = status
         self.body = body
 
 
-def http_json(url: str, payload: dict | None = None, timeout: float = 30.0) -> dict:
+def http_json(url: str, payload: dict[str, Any] | None = None, timeout: float = 30.0) -> dict[str, Any]:
     """GET (or POST ``payload``) and decode the JSON answer; 4xx/5xx raise ServerError."""
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -53,13 +54,13 @@ class FrameTiming:
 @dataclass
 class Participant:
     base_url: str
-    session: dict
+    session: dict[str, Any]
     websocket: websockets.ClientConnection
-    hello: dict
+    hello: dict[str, Any]
     decoder: codec.FrameDecoder
     palette: np.ndarray | None
-    frames: asyncio.Queue = field(default_factory=asyncio.Queue)
-    events: list[dict] = field(default_factory=list)
+    frames: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    events: list[dict[str, Any]] = field(default_factory=list)
     timings: list[FrameTiming] = field(default_factory=list)
     #: (sent at, seconds until the first frame that applied it) for every input, perf_counter clock
     key_latencies: list[tuple[float, float]] = field(default_factory=list)
@@ -69,7 +70,7 @@ class Participant:
     decode: bool = True
     _seq: int = 0
     _pending_inputs: dict[int, float] = field(default_factory=dict)
-    _reader: asyncio.Task | None = None
+    _reader: asyncio.Task[Any] | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     _event_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -88,7 +89,7 @@ class Participant:
         ``participant``, ``params`` and ``resume`` are what a study page passes on (see POST
         /api/sessions; ``resume``: an earlier answer's, to take that seat back as a second tab)."""
         base_url = base_url.rstrip("/")
-        body: dict = {"env_id": env_id}
+        body: dict[str, Any] = {"env_id": env_id}
         if participant is not None:
             body["participant"] = participant
         if params is not None:
@@ -99,7 +100,7 @@ class Participant:
         return await cls.connect(base_url, session, decode, **connect_options)
 
     @classmethod
-    async def connect(cls, base_url: str, session: dict, decode: bool = True, **connect_options: object) -> Participant:
+    async def connect(cls, base_url: str, session: dict[str, Any], decode: bool = True, **connect_options: Any) -> Participant:
         ws_url = base_url.replace("http", "ws", 1) + session["ws"]
         websocket = await websockets.connect(ws_url, max_size=2**24, **connect_options)
         hello = json.loads(await websocket.recv())
@@ -138,10 +139,10 @@ class Participant:
             sent_at = self._pending_inputs.pop(seq)
             self.key_latencies.append((sent_at, now - sent_at))
 
-    async def wait_for_event(self, kind: str, timeout: float = 10.0, **fields: object) -> dict:
+    async def wait_for_event(self, kind: str, timeout: float = 10.0, **fields: object) -> dict[str, Any]:
         """The first event of type ``kind`` (with these field values), waiting for it if needed."""
 
-        async def arrival() -> dict:
+        async def arrival() -> dict[str, Any]:
             while True:
                 for event in self.events:
                     if event.get("type") == kind and all(event.get(k) == v for k, v in fields.items()):

@@ -183,6 +183,7 @@ class FrameDecoder:
         except DecodeError:
             self.screen = None  # wait for the next keyframe rather than show a wrong picture
             raise
+        assert self.screen is not None  # a keyframe set it, or it was there for the delta
         return header, self.screen
 
     def _apply(self, payload: memoryview, header: FrameHeader) -> None:
@@ -197,11 +198,13 @@ class FrameDecoder:
             body = memoryview(zlib.decompress(payload[BAND.size :]))
         except zlib.error as exc:
             raise DecodeError(f"corrupt deflate stream: {exc}") from exc
+        screen = self.screen
+        assert screen is not None  # decode() checked it (a delta) or just made it (a keyframe)
         if header.keyframe:
             self._expect(body, rows * width * pixel)
-            self.screen[first : first + rows] = np.frombuffer(body, np.uint8).reshape((rows, width, *self.shape[2:]))
+            screen[first : first + rows] = np.frombuffer(body, np.uint8).reshape((rows, width, *self.shape[2:]))
             return
-        band = self.screen[first : first + rows]
+        band = screen[first : first + rows]
         if header.flags & FLAG_ROW_MOVES:
             if len(body) < 2 * rows:
                 raise DecodeError("delta body shorter than its row moves")
@@ -210,7 +213,7 @@ class FrameDecoder:
             sources = first + np.arange(rows) + moves
             if sources.size and (sources.min() < 0 or sources.max() >= height):
                 raise DecodeError("row move points outside the screen")
-            band[...] = self.screen[sources]  # fancy indexing copies before the assignment
+            band[...] = screen[sources]  # fancy indexing copies before the assignment
         mask_bytes = (rows + 7) // 8
         if len(body) < mask_bytes:
             raise DecodeError("delta body shorter than its row mask")

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
+from typing import Any
 
 import ray
 from ray.actor import ActorHandle
@@ -89,7 +90,7 @@ class EnvActorLauncher:
         to ``Settings.placement_timeout_s`` (the joins waiting on it wait too)."""
         actor = spawn_env_actor(self.settings)
         try:
-            node_id = await asyncio.wait_for(actor.ready.remote(), self.settings.placement_timeout_s)
+            node_id: str = await asyncio.wait_for(actor.ready.remote(), self.settings.placement_timeout_s)
         except TimeoutError:
             ray.kill(actor)
             raise NoCapacity(f"no node had room for a game server within {self.settings.placement_timeout_s:.0f} s") from None
@@ -108,13 +109,13 @@ class EnvActorLauncher:
         ray.kill(host.actor)
 
 
-async def running_env_actors(namespace: str) -> AsyncIterator[tuple[Host, dict]]:
+async def running_env_actors(namespace: str) -> AsyncIterator[tuple[Host, dict[str, Any]]]:
     """The EnvActors an earlier incarnation of the manager started, each as a host with what it
     reports of its games and sessions (one that does not answer is left alone)."""
     for name in env_actor_names(namespace):
         try:
             actor = ray.get_actor(name, namespace=namespace)
-            state = await asyncio.wait_for(actor.adopt.remote(), 30)
+            state: dict[str, Any] = await asyncio.wait_for(actor.adopt.remote(), 30)
         except (TimeoutError, ValueError, ray.exceptions.RayActorError) as error:
             log.warning("not adopting game process %s: %s", name, type(error).__name__)
             continue
@@ -136,14 +137,14 @@ async def until_dead(host: Host) -> bool:
 class EnvActorCalls:
     """Matchmaking's calls to EnvActors, with Ray's errors as matchmaking's (``GameHosts``)."""
 
-    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict, dict]:
+    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         try:
             info, channel = await host.actor.open.remote(game_id, env_id, seed)
             return info, channel
         except ray.exceptions.RayActorError as error:
             raise HostDied(str(error)) from error
 
-    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: dict, details: dict, token: str) -> None:
+    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: dict[str, Any], details: dict[str, Any], token: str) -> None:
         try:
             await host.actor.take_seat.remote(game.game_id, agent, session_id, controller, details, token)
         except (SeatUnavailable, UnknownHostedSession) as gone:
@@ -152,7 +153,7 @@ class EnvActorCalls:
             raise HostDied(str(error)) from error
 
 
-@ray.remote(num_cpus=0, **UNRECORDED_CALLS)
+@ray.remote(num_cpus=0, **UNRECORDED_CALLS)  # type: ignore[call-overload]  # Ray's remote() overloads do not cover actor options given as **kwargs
 class EnvsManager:
     """The cluster's matchmaker and session authority (see the module docstring)."""
 
@@ -229,7 +230,7 @@ class EnvsManager:
             self.pool.release(game.host, game_id)
 
     # ----------------------------------------------------------------- matchmaking
-    async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
         """Seat a participant in a game of ``env_id`` (a waiting game's open seat on any node, else
         a new game). Returns the session's id, token, game and agent, and with a participant id
         its resume secret. ``participant`` (all optional): ``id`` (stored only as a pseudonym),
@@ -255,7 +256,7 @@ class EnvsManager:
         self.study.save_later(assignment)
         return {**entry.answer(), "task_id": spec.id, **({"resume": resume_secret(key, session_id)} if raw_id else {})}
 
-    def _retoken(self, entry: SessionEntry) -> dict:
+    def _retoken(self, entry: SessionEntry) -> dict[str, Any]:
         """A second tab takes its session back with a new token (the old tab is told it was
         replaced when this one connects)."""
         entry.token = secrets.token_urlsafe(24)
@@ -267,7 +268,7 @@ class EnvsManager:
             self.study.save_later(assignment)  # the new token's digest
         return entry.answer()
 
-    async def game_event(self, game_id: str, event: dict) -> None:
+    async def game_event(self, game_id: str, event: dict[str, Any]) -> None:
         """What a game's lineup decided (sent by its EnvActor)."""
         await self._adopt()
         game = self.table.games.get(game_id)
@@ -276,16 +277,16 @@ class EnvsManager:
             self.pool.release(game.host, game_id)
         await self.study.final_statistics(departed)
 
-    async def policy_report(self, report: dict) -> None:
+    async def policy_report(self, report: dict[str, Any]) -> None:
         """A policy's new problem or recovery, from a game process (``crowdplay.ai.health``)."""
         self.problems.policy(report)
 
-    async def policy_reports_after(self, seq: int) -> list[dict]:
+    async def policy_reports_after(self, seq: int) -> list[dict[str, Any]]:
         """The reports newer than ``seq`` (``crowdplay serve`` prints them as they come)."""
         return self.problems.after(seq)
 
     # ----------------------------------------------------------------- connections
-    async def attach(self, session_id: str, token: str) -> tuple[str, dict, dict]:
+    async def attach(self, session_id: str, token: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """A participant's websocket arrives: check its token, return (agent, hello info, frame
         channel). A watcher's channel shows the game read-only, noting who watched."""
         await self._adopt()
@@ -294,7 +295,7 @@ class EnvsManager:
         watch = {} if entry.agent else {"watch": entry.participant}
         return entry.agent, entry.game.info, {**entry.game.channel, **watch}
 
-    async def start_ai_game(self, env_id: str) -> dict:
+    async def start_ai_game(self, env_id: str) -> dict[str, Any]:
         """Start a game of an AI-only environment for the dashboard, before anyone watches it
         (it ends once nobody has watched it for its reconnect grace)."""
         await self._adopt()
@@ -310,7 +311,7 @@ class EnvsManager:
             await self.end_game(game.game_id, "not an AI-only game")
         raise NotAIOnly(f"environment {env_id!r} has agents people play ({people}): only an AI-only game runs without participants")
 
-    async def watch_game(self, game_id: str) -> tuple[dict, dict]:
+    async def watch_game(self, game_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(hello info, frame channel) to watch a running game read-only from the dashboard."""
         await self._adopt()
         game = self.table.games.get(game_id)
@@ -319,27 +320,27 @@ class EnvsManager:
         await asyncio.shield(game.opening)
         return game.info, {**game.channel, "watch": "dashboard"}
 
-    async def _ask_game(self, session_id: str, method: str) -> dict:
+    async def _ask_game(self, session_id: str, method: str) -> dict[str, Any]:
         """The participant's statistics from their game's EnvActor (``statistics``, or ``finish``
         to give up their seat too); {} if they no longer play."""
         entry = self.table.sessions.get(session_id)
         if entry is None or entry.game.host is None:
             return {}
         try:
-            answer: dict = await getattr(entry.game.host.actor, method).remote(entry.game.game_id, session_id)
+            answer: dict[str, Any] = await getattr(entry.game.host.actor, method).remote(entry.game.game_id, session_id)
             return answer
         except (ray.exceptions.RayActorError, UnknownHostedSession):
             return {}
 
     # ----------------------------------------------------------------- the study
-    async def summary(self, session_id: str, token: str) -> dict:
+    async def summary(self, session_id: str, token: str) -> dict[str, Any]:
         await self._adopt()
         return await self.study.summary(session_id, token)
 
-    async def finish(self, session_id: str, token: str) -> dict:
+    async def finish(self, session_id: str, token: str) -> dict[str, Any]:
         return await self.study.finish(session_id, token)
 
-    async def completion(self, session_id: str, token: str) -> dict:
+    async def completion(self, session_id: str, token: str) -> dict[str, Any]:
         await self._adopt()
         return await self.study.completion(session_id, token)
 
@@ -350,7 +351,7 @@ class EnvsManager:
         return await self.study.task_counts()
 
     # ----------------------------------------------------------------- the dashboard
-    async def overview(self) -> dict:
+    async def overview(self) -> dict[str, Any]:
         """Everything the researcher dashboard and /metrics show, gathered now."""
         await self._adopt()
         await self.study.load_book()
@@ -358,7 +359,7 @@ class EnvsManager:
         gathered = await gather(hosts, ask_env_actor, self.store.link if self.settings.record else None, self.problems)
         return build_overview(current_study(), self.study.book, self.table, hosts, gathered, time.time())
 
-    async def end_participant_session(self, session_id: str) -> dict:
+    async def end_participant_session(self, session_id: str) -> dict[str, Any]:
         """The dashboard ends a participant's game (everyone in it gets ``end``)."""
         await self.end_game_of_session(self.table.entry(session_id).session_id, "the researcher ended this session")
         return {"ended": session_id}
@@ -391,15 +392,15 @@ class EnvsManager:
         return ended
 
     # ----------------------------------------------------------------- for operators and tests
-    async def session_actor(self, session_id: str) -> ActorHandle:
+    async def session_actor(self, session_id: str) -> ActorHandle[Any]:
         """The EnvActor hosting a session's game."""
-        return self.table.entry(session_id).game.host.actor  # type: ignore[union-attr]
+        return self.table.entry(session_id).game.host.actor  # type: ignore[union-attr,no-any-return]
 
-    async def list_sessions(self) -> list[dict]:
+    async def list_sessions(self) -> list[dict[str, Any]]:
         await self._adopt()
         return [{**entry.answer(), "created_at": entry.created_at, "token": None} for entry in self.table.sessions.values()]
 
-    async def list_games(self) -> list[dict]:
+    async def list_games(self) -> list[dict[str, Any]]:
         await self._adopt()
         return [
             {"game_id": g.game_id, "env_id": g.env_id, "node_id": g.host.node_id if g.host else None, "seats": dict(g.seats or {}), "joinable": g.joinable}
@@ -418,19 +419,19 @@ class EnvsManager:
         return [(host.actor._actor_id.hex(), len(host.games), host.games_started) for host in self.pool.hosts]
 
 
-async def ask_env_actor(host: Host, method: str) -> dict:
+async def ask_env_actor(host: Host, method: str) -> dict[str, Any]:
     """An EnvActor's answer for the dashboard, or TimeoutError if it has none within
     ``DASHBOARD_WAIT_S`` (a busy or dying process is left out of this overview)."""
-    answer: dict = await asyncio.wait_for(getattr(host.actor, method).remote(), DASHBOARD_WAIT_S)
+    answer: dict[str, Any] = await asyncio.wait_for(getattr(host.actor, method).remote(), DASHBOARD_WAIT_S)
     return answer
 
 
-def get_or_create_manager(settings: Settings) -> ActorHandle:
+def get_or_create_manager(settings: Settings) -> ActorHandle[Any]:
     """The cluster's EnvsManager, created on first use (atomic: safe when replicas race).
 
     Await ``manager.ready.remote()`` before relying on the warm pool.
     """
-    return EnvsManager.options(  # type: ignore[attr-defined]
+    return EnvsManager.options(  # type: ignore[attr-defined,no-any-return]
         name=settings.manager_name,
         namespace=settings.namespace,
         lifetime="detached",

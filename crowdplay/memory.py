@@ -21,11 +21,12 @@ import ctypes.util
 import gc
 import threading
 import time
+from typing import Any
 
 _started = threading.Lock()
 
 
-def libc_function(name: str):
+def libc_function(name: str) -> Any:
     """A function of the C library (glibc's ``malloc_trim``, ``mallinfo2``), or None where the
     library has none (musl, macOS, an older glibc)."""
     try:

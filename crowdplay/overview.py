@@ -64,10 +64,11 @@ async def recording_health(hosts: list[Host], ask: AskHost, link: StoreLink | No
     now = time.time()
     if link is None:
         return recording_overview(None, None, [], {}, now)
-    stats, volume, *processes = await asyncio.gather(
+    answers: list[Any] = await asyncio.gather(
         link.probe("stats"), link.probe("data_volume", counts_as_late=False),
         *(ask(host, "recording") for host in hosts), return_exceptions=True,
     )
+    stats, volume, *processes = answers
     return recording_overview(stats, volume, [p for p in processes if isinstance(p, dict)], link.pending(now), now)
 
 

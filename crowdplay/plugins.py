@@ -33,6 +33,8 @@ import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from crowdplay.config import Settings
 
@@ -49,7 +51,7 @@ class PluginImportError(ImportError):
         super().__init__(message, name=module or None)
         self.module = module
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[PluginImportError], tuple[str, str]]:
         return (type(self), (str(self.args[0]), self.module))
 
 
@@ -158,7 +160,7 @@ def searched_directories(name: str, missing: str | None = None) -> list[str]:
     return described
 
 
-def plugin_runtime_env(names: Iterable[str], directory: str) -> dict:
+def plugin_runtime_env(names: Iterable[str], directory: str) -> dict[str, Any]:
     """The Ray ``runtime_env`` that ships the plugins found under ``directory`` to every node:
     ``{"py_modules": [each one's top-level module file or package directory]}``, or ``{}`` when
     none lies there (an installed plugin is on every node already). Call after ``load_plugins``:
@@ -176,7 +178,7 @@ def plugin_runtime_env(names: Iterable[str], directory: str) -> dict:
     return {"py_modules": shipped} if shipped else {}
 
 
-def module_locations(module) -> Sequence[Path]:
+def module_locations(module: ModuleType) -> Sequence[Path]:
     """Where a top-level module lives: its package directories, or its one file."""
     paths = getattr(module, "__path__", None)
     if paths is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class PingMessage:
 ClientMessage = KeysMessage | ActionMessage | PingMessage
 
 
-def _int_field(data: dict, name: str, upper: int) -> int:
+def _int_field(data: dict[str, Any], name: str, upper: int) -> int:
     value = data.get(name, 0)
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= upper:
         raise ProtocolError(f"{name!r} must be an integer in 0..{upper}")

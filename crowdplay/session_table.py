@@ -249,9 +249,9 @@ class SessionTable:
             game.opening = opened
             self.games[game_id] = game
         for session_id, seat in state["sessions"].items():
-            game = self.games.get(seat["game_id"])
-            if game is None:
+            seated = self.games.get(seat["game_id"])
+            if seated is None:
                 continue
-            entry = SessionEntry(session_id, seat["token"], game, seat["agent"], seat["participant"] or f"{ANONYMOUS}{session_id}")
+            entry = SessionEntry(session_id, seat["token"], seated, seat["agent"], seat["participant"] or f"{ANONYMOUS}{session_id}")
             self.sessions[session_id] = entry
             yield entry

@@ -38,7 +38,7 @@ from crowdplay.plugins import load_plugins
 log = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=-1, **UNRECORDED_CALLS)
+@ray.remote(max_restarts=-1, **UNRECORDED_CALLS)  # type: ignore[call-overload]  # Ray's remote() overloads do not cover actor options given as **kwargs
 class PolicyActor:
     def __init__(self, policy_id: str, action_count: int, settings: Settings) -> None:
         load_plugins(settings)
@@ -63,8 +63,8 @@ class PolicyActor:
         self.batched = self.policy.batched and callable(getattr(self.policy, "compute_actions", None))
         self.max_batch = max(1, self.policy.max_batch)
         self.batch_wait_s = self.policy.batch_wait_s
-        self._pending: list[tuple[list[Any], Streams, asyncio.Future]] = []
-        self._runner: asyncio.Task | None = None
+        self._pending: list[tuple[list[Any], Streams, asyncio.Future[Any]]] = []
+        self._runner: asyncio.Task[Any] | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="inference")
         self.counters = {"requests": 0, "actions": 0, "batches": 0, "inference_s": 0.0, "failures": 0, "invalid_answers": 0}
         #: the newest failure's reason (None once the policy answers again)
@@ -86,7 +86,7 @@ class PolicyActor:
     async def compute(self, observations: list[Any], streams: Streams | None = None) -> list[Answer]:
         """Actions for ``observations`` (of ``streams``; see ``crowdplay.ai.streams``), or where the
         policy gave none, the reason (the caller plays a substitute and records why)."""
-        answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[list[int | str]] = asyncio.get_running_loop().create_future()
         self._pending.append((observations, list(streams) if streams is not None else [None] * len(observations), answer))
         self.counters["requests"] += 1
         if self._runner is None or self._runner.done():
@@ -137,14 +137,14 @@ class PolicyActor:
             self.last_error = None
         return checked
 
-    async def stats(self) -> dict:
+    async def stats(self) -> dict[str, Any]:
         return {"policy_id": self.policy_id, "batched": self.batched, "last_error": self.last_error, **self.counters}
 
 
-def policy_actor(settings: Settings, policy_id: str, action_count: int, replica: int = 0) -> ActorHandle:
+def policy_actor(settings: Settings, policy_id: str, action_count: int, replica: int = 0) -> ActorHandle[Any]:
     """The shared actor ``replica`` of ``policy_id`` for ``action_count`` actions, started if needed."""
     cls = policy_class(policy_id)
-    return PolicyActor.options(
+    return PolicyActor.options(  # type: ignore[attr-defined,no-any-return]  # .options() is added by @ray.remote
         name=f"policy/{policy_id}/{action_count}/{replica}",
         namespace=settings.namespace,
         lifetime="detached",

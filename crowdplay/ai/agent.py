@@ -88,7 +88,7 @@ class PolicyAgent:
         self._warned: set[str] = set()
 
     @property
-    def controller(self) -> dict:
+    def controller(self) -> dict[str, Any]:
         """How the recording names this controller."""
         return {"human": False, "policy": self.policy_id}
 

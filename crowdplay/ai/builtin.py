@@ -29,4 +29,4 @@ class RandomPolicy(Policy):
         self._rng = np.random.default_rng()
 
     def compute_action(self, observation: object) -> int:
-        return int(self._rng.integers(self.action_space.n))
+        return int(self._rng.integers(int(self.action_space.n)))

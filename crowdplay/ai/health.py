@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 #: Seconds of answers the rates and the latency are computed over.
 WINDOW_S = 10.0
@@ -47,7 +48,7 @@ class PolicyHealth:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.policies: dict[str, PolicyFigures] = {}
-        self._reports: list[dict] = []
+        self._reports: list[dict[str, Any]] = []
 
     def starting(self, policy_id: str) -> None:
         """A game that may need ``policy_id`` opened (its actor is being started or found)."""
@@ -76,12 +77,12 @@ class PolicyHealth:
         if state != "answering" or recovered:
             self._reports.append({"policy_id": policy_id, "state": state, "reason": reason, "at": time.time()})
 
-    def take_reports(self) -> list[dict]:
+    def take_reports(self) -> list[dict[str, Any]]:
         """Problems (and recoveries) since the last call, each once."""
         reports, self._reports = self._reports, []
         return reports
 
-    def snapshot(self) -> dict[str, dict]:
+    def snapshot(self) -> dict[str, dict[str, Any]]:
         """Each policy's state and figures, for the dashboard and /metrics."""
         now = self.clock()
         shown = {}
@@ -102,11 +103,11 @@ class PolicyHealth:
         return shown
 
 
-def merge_policy_snapshots(snapshots: list[dict[str, dict]]) -> dict[str, dict]:
+def merge_policy_snapshots(snapshots: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Several processes' snapshots as one per policy: counts and rates summed; the worst state
     (unschedulable, unavailable, failing, starting, answering) with its reason; the highest latency."""
     order = ["answering", "starting", "failing", "unavailable", "unschedulable"]
-    merged: dict[str, dict] = {}
+    merged: dict[str, dict[str, Any]] = {}
     for snapshot in snapshots:
         for policy_id, figures in snapshot.items():
             into = merged.get(policy_id)

@@ -61,7 +61,8 @@ Streams = list[str | None]
 
 
 def pack_request(streams: Streams, observations: list[Any]) -> bytes:
-    return msgpack.packb([streams, observations], default=_encode)
+    packed: bytes = msgpack.packb([streams, observations], default=_encode)
+    return packed
 
 
 def unpack_request(payload: bytes) -> tuple[Streams, list[Any]]:
@@ -84,10 +85,11 @@ class PolicyLineServer:
 
     async def start(self, host: str) -> int:
         self._server = await asyncio.start_server(self._serve, host, 0)
-        return self._server.sockets[0].getsockname()[1]
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks: set[asyncio.Task] = set()
+        tasks: set[asyncio.Task[Any]] = set()
         try:
             kind, payload = await asyncio.wait_for(read_message(reader), timeout=10)
             if kind != HELLO or not hmac.compare_digest(payload, self.secret.encode()):
@@ -127,8 +129,8 @@ class PolicyLine:
         self.address = (host, port)
         self.secret = secret
         self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task | None = None
-        self._waiting: dict[int, asyncio.Future] = {}
+        self._reader_task: asyncio.Task[Any] | None = None
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._next_id = 0
         self.closed = False
 
@@ -144,7 +146,7 @@ class PolicyLine:
         if self.closed or self._writer is None:
             raise ChannelClosed("the policy line is closed")
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-        answer = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[list[int | str]] = asyncio.get_running_loop().create_future()
         self._waiting[self._next_id] = answer
         request = pack_request(list(streams) if streams is not None else [None] * len(observations), observations)
         write_message(self._writer, REQUEST, REQUEST_ID.pack(self._next_id) + request)

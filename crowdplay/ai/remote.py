@@ -62,17 +62,17 @@ async def not_placed_reason(policy_id: str, timeout_s: float) -> str:
 class PolicyClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._actors: dict[Key, ActorHandle] = {}
+        self._actors: dict[Key, ActorHandle[Any]] = {}
         self._lines: dict[Key, asyncio.Task[PolicyLine]] = {}
         self._retry_at: dict[Key, float] = {}
         self._queued: dict[Key, list[tuple[Any, str | None, Callable[[Answer], None]]]] = {}
         self._flush_scheduled = False
-        self._calls: set[asyncio.Task] = set()
+        self._calls: set[asyncio.Task[Any]] = set()
         self._failed_calls = 0
         self._unavailable: dict[Key, str] = {}  # why each unreachable actor is, while it is
         self.health = PolicyHealth()
         #: called with each new problem (or recovery) of a policy, once (the EnvActor tells the manager)
-        self.on_report: Callable[[dict], None] | None = None
+        self.on_report: Callable[[dict[str, Any]], None] | None = None
         self._assigned: dict[str, int] = {}
 
     def assign_replica(self, policy_id: str) -> int:
@@ -89,7 +89,7 @@ class PolicyClient:
         for replica in range(policy_class(policy_id).replicas):
             self._line((policy_id, action_count, replica))
 
-    def _actor(self, key: Key) -> ActorHandle:
+    def _actor(self, key: Key) -> ActorHandle[Any]:
         actor = self._actors.get(key)
         if actor is None:
             actor = self._actors[key] = policy_actor(self.settings, *key)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class CheckpointNotFound(FileNotFoundError):
     """The checkpoint, or the module asked for, is not where the registration says."""
 
 
-def module_checkpoint(path: str | os.PathLike, module_id: str | None = None) -> Path:
+def module_checkpoint(path: str | os.PathLike[str], module_id: str | None = None) -> Path:
     """The directory of the one RLModule to load from an Algorithm, MultiRLModule or RLModule checkpoint."""
     root = Path(path).expanduser()
     if not (root / COMPONENT_MARKER).is_file():
@@ -81,7 +81,7 @@ ENV_TO_MODULE = Path("env_runner", "env_to_module_connector")
 MODULE_TO_ENV = Path("env_runner", "module_to_env_connector")
 
 
-def connector_checkpoints(path: str | os.PathLike) -> tuple[Path, Path] | None:
+def connector_checkpoints(path: str | os.PathLike[str]) -> tuple[Path, Path] | None:
     """The env-to-module and module-to-env pipelines of an Algorithm checkpoint (None for a
     module checkpoint, which has none)."""
     root = Path(path).expanduser().resolve()
@@ -102,7 +102,7 @@ class RLlibPolicy(Policy):
     ``connectors = False``, feeds the framebuffer's output to the module directly.
     """
 
-    checkpoint: str | os.PathLike = ""
+    checkpoint: str | os.PathLike[str] = ""
     module_id: str | None = None
     explore: bool = False
     normalize_images: bool = True
@@ -117,7 +117,7 @@ class RLlibPolicy(Policy):
         self._torch = torch
         self.device = torch.device("cuda" if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
         location = module_checkpoint(self.checkpoint, self.module_id)
-        self.module: Any = RLModule.from_checkpoint(location.resolve())  # a TorchRLModule: also a torch.nn.Module
+        self.module: Any = cast(Any, RLModule.from_checkpoint(location.resolve()))  # a TorchRLModule: also a torch.nn.Module
         self.module.to(self.device)
         self.module.eval()
         if self.module.is_stateful():
@@ -213,7 +213,7 @@ class RLlibPolicy(Policy):
 
         assert self.streams is not None
         episodes = self.streams.episodes(streams, observations)
-        shared: dict = {}  # the two pipelines share it (the batch's structure, to undo it after)
+        shared: dict[str, Any] = {}  # the two pipelines share it (the batch's structure, to undo it after)
         batch = self.env_to_module(rl_module=self.runner_module, batch={}, episodes=episodes, explore=self.explore, shared_data=shared)
         for key, value in batch.items():
             if isinstance(value, dict) and Columns.OBS in value:  # a multi-agent batch, by module id
@@ -233,14 +233,14 @@ class RLlibPolicy(Policy):
         self.streams.answered(streams, answered)
         return answered
 
-    def _with_actions(self, module: Any, output: dict) -> dict:
+    def _with_actions(self, module: Any, output: dict[str, Any]) -> dict[str, Any]:
         from ray.rllib.core.columns import Columns
 
         if Columns.ACTIONS not in output:
             output[Columns.ACTIONS] = self._torch.as_tensor(self._actions(module, output))
         return output
 
-    def _actions(self, module: Any, output: dict) -> np.ndarray:
+    def _actions(self, module: Any, output: dict[str, Any]) -> np.ndarray:
         """The module's answer: its actions, or its distribution's most likely (or sampled) action."""
         from ray.rllib.core.columns import Columns
 
@@ -257,7 +257,7 @@ class RLlibPolicy(Policy):
 
 def register_rllib_checkpoint(
     policy_id: str,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     module_id: str | None = None,
     framebuffer: type[Framebuffer] | None = AtariFB,
     explore: bool = False,

@@ -23,6 +23,7 @@ import io
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -124,7 +125,7 @@ def jpeg_data_url_bytes(screen: np.ndarray) -> int:
     return len(url.encode("ascii"))
 
 
-def bench_game(game: str, frames: int, seed: int, jpeg_every: int, keyframe_interval: int) -> dict:
+def bench_game(game: str, frames: int, seed: int, jpeg_every: int, keyframe_interval: int) -> dict[str, Any]:
     recording = record(game, frames, seed)
     messages, encode_us = encode(recording, keyframe_interval)
     bytes_per_frame = sum(map(len, messages)) / len(messages)
@@ -143,7 +144,7 @@ def _geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     games = [game.strip() for game in args.games.split(",") if game.strip()]
     if args.frames < 1 or args.jpeg_every < 1 or not games:
         raise SystemExit("--frames and --jpeg-every must be positive and --games must name at least one game")
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def summarize(result: dict) -> str:
+def summarize(result: dict[str, Any]) -> str:
     """A fixed-width table of the per-game numbers and the summary line."""
     columns = ("bytes_per_frame", "encode_us", "jpeg_b64_bytes_per_frame", "ratio_vs_jpeg", "lossless")
     headings = ("game", "bytes/frame", "encode µs", "jpeg b64 bytes", "x smaller", "lossless")

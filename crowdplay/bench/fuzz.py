@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 SUITE = Path(__file__).resolve().parents[2] / "tests" / "test_fuzz.py"
 
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cases", type=int, default=10_000, help="cases per property (HTTP, websocket)")
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     if not SUITE.exists():
         raise SystemExit(f"the fuzz campaign runs {SUITE}: run it from a clone of the repository")
     with tempfile.TemporaryDirectory(prefix="crowdplay-fuzz-") as scratch:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def summarize(result: dict) -> str:
+def summarize(result: dict[str, Any]) -> str:
     lines = [
         f"fuzz campaign: {result['cases_total']} cases ({result['cases_per_property']} per property) in {result['seconds']} s: "
         + ("all held" if result["passed"] else "FAILED"),

@@ -14,6 +14,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
@@ -80,7 +81,7 @@ def fit_slope_mb_per_min(series: list[tuple[float, float]]) -> tuple[float, floa
     return slope, math.sqrt(residual / spread)
 
 
-def memory_verdict(checkpoints: list[Checkpoint], day_tolerance: float) -> dict:
+def memory_verdict(checkpoints: list[Checkpoint], day_tolerance: float) -> dict[str, Any]:
     """Memory by kind at each checkpoint, and whether the long-lived processes' is flat (those
     alive at every checkpoint: a replaced process would read as a jump)."""
     lived = set.intersection(*(set(checkpoint.sample) for checkpoint in checkpoints))

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import psutil
 
@@ -70,7 +71,7 @@ class System:
     #: True once no session is left running (the next trial must start on an idle server)
     idle: Callable[[], bool] = lambda: True
     #: The TrajectoryWriter's counters ({} when nothing records)
-    recording: Callable[[], dict] = lambda: {}
+    recording: Callable[[], dict[str, Any]] = lambda: {}
     settings: Settings | None = None
 
 
@@ -228,7 +229,7 @@ def _tree_usage(processes: list[psutil.Process]) -> tuple[float, float]:
     return rss / 2**20, cpu
 
 
-async def _trial(system: System, sessions: int, seconds: float, env_id: str, arrival_s: float, seed: int) -> dict:
+async def _trial(system: System, sessions: int, seconds: float, env_id: str, arrival_s: float, seed: int) -> dict[str, Any]:
     idle_rss, _ = _tree_usage(system.processes())
     rng = random.Random(seed)
     warmup = 2.0
@@ -266,7 +267,7 @@ async def _trial(system: System, sessions: int, seconds: float, env_id: str, arr
 
 def _summarize_trial(
     results: list[ParticipantResult], apply_delays: list[float], sessions: int, seconds: float, idle_rss: float, busy_rss: float, cpu_s: float
-) -> dict:
+) -> dict[str, Any]:
     lateness: list[float] = []
     on_time = dropped = 0
     for result in results:
@@ -294,9 +295,9 @@ def _summarize_trial(
     }
 
 
-def find_max(system: System, args: argparse.Namespace) -> tuple[int, list[dict]]:
+def find_max(system: System, args: argparse.Namespace) -> tuple[int, list[dict[str, Any]]]:
     """The largest N with >= 99% of frames on time: double until it fails, then bisect to within 5."""
-    trials: list[dict] = []
+    trials: list[dict[str, Any]] = []
 
     def ok(n: int) -> bool:
         trial = run_trial(system, n, min(args.seconds, 10.0), args)
@@ -318,7 +319,7 @@ def find_max(system: System, args: argparse.Namespace) -> tuple[int, list[dict]]
     return good, trials
 
 
-def run_trial(system: System, sessions: int, seconds: float, args: argparse.Namespace) -> dict:
+def run_trial(system: System, sessions: int, seconds: float, args: argparse.Namespace) -> dict[str, Any]:
     """One trial. The simulated participants keep every frame's timing; the cyclic garbage collector
     would pause them for tens of ms over that heap and make punctual frames look late, so it is off."""
     gc.collect()
@@ -329,7 +330,7 @@ def run_trial(system: System, sessions: int, seconds: float, args: argparse.Name
         gc.enable()
 
 
-def measure(system: System, args: argparse.Namespace) -> dict:
+def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
     result = run_trial(system, args.sessions, args.seconds, args)
     result["recording"] = system.recording()
     if args.find_max:
@@ -337,7 +338,7 @@ def measure(system: System, args: argparse.Namespace) -> dict:
     return result
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     with serve_system(record=not args.no_record) as system:
         result = measure(system, args)
     if args.baseline:
@@ -348,7 +349,7 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def summarize(result: dict) -> str:
+def summarize(result: dict[str, Any]) -> str:
     rows = [("serve", result)] + ([("baseline", result["baseline"])] if "baseline" in result else [])
     lines = ["path      N   on-time  dropped  key p50/p99 ms   start p95 ms  MB/sess  cpu/sess  B/s/sess"]
     for name, r in rows:

@@ -33,6 +33,7 @@ import asyncio
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -150,7 +151,7 @@ class SessionHost:
         space = gym.spaces.Discrete(ACTIONS)
         self.sessions = [BenchSession(PolicyAgent(policy_id, space, 0, client), observations, first + i) for i in range(sessions)]
 
-    async def run(self, warmup_s: float, seconds: float) -> dict:
+    async def run(self, warmup_s: float, seconds: float) -> dict[str, Any]:
         clock = TickClock(60.0)
         for session in self.sessions:
             clock.add(session)
@@ -168,7 +169,7 @@ class SessionHost:
         return {"elapsed_s": elapsed, "latencies": latencies, "shown": sum(s.shown for s in self.sessions), "ticks_late": clock.ticks_late}
 
 
-def measure(policy_id: str, sessions: int, per_host: int, warmup_s: float, seconds: float) -> dict:
+def measure(policy_id: str, sessions: int, per_host: int, warmup_s: float, seconds: float) -> dict[str, Any]:
     actor = policy_actor(SETTINGS, policy_id, ACTIONS)
     ray.get(actor.ready.remote())
     hosts_needed = -(-sessions // per_host)
@@ -195,7 +196,7 @@ def measure(policy_id: str, sessions: int, per_host: int, warmup_s: float, secon
     }
 
 
-def saturate(sessions: int, seconds: float) -> dict:
+def saturate(sessions: int, seconds: float) -> dict[str, Any]:
     """Back-to-back requests of ``sessions`` observations: the batched actor's capacity."""
     actor = policy_actor(SETTINGS, BATCHED, ACTIONS)
     batch = (pong_stacks() * 2)[:sessions]
@@ -206,13 +207,13 @@ def saturate(sessions: int, seconds: float) -> dict:
     return {"batch": sessions, "actions_per_s": round(answered / (time.perf_counter() - started), 1)}
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     counts = [int(count) for count in args.sessions.split(",")]
     save_nature_cnn()
     save_nature_cnn_dqn()
     ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, namespace=SETTINGS.namespace)
     try:
-        result: dict = {"model": "nature-cnn", "policy_actor_cpus": 1, "fps": 60}
+        result: dict[str, Any] = {"model": "nature-cnn", "policy_actor_cpus": 1, "fps": 60}
         for label, policy_id in (("batched", BATCHED), ("unbatched", ONE_AT_A_TIME)):
             result[label] = {str(count): measure(policy_id, count, args.sessions_per_host, args.warmup, args.seconds) for count in counts}
             ray.kill(policy_actor(SETTINGS, policy_id, ACTIONS))  # free its core for the next
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> dict:
         ray.shutdown()
 
 
-def summarize(result: dict) -> str:
+def summarize(result: dict[str, Any]) -> str:
     lines = [f"{'mode':<10} {'sessions':>8} {'actions/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'answered':>9} {'batch':>6} {'busy':>6}"]
     for mode in ("batched", "unbatched", "dqn"):
         for count, row in result[mode].items():

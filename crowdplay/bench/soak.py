@@ -26,6 +26,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from crowdplay.bench.idle_memory import idle_checkpoint, memory_verdict
 from crowdplay.bench.load import KEYS, serve_system
@@ -129,7 +130,7 @@ async def play(url: str, args: argparse.Namespace, seconds: float, seed: int, ta
     ))
 
 
-def check_recordings(store_uri: str, games: set[str], timeout_s: float = 120.0) -> dict:
+def check_recordings(store_uri: str, games: set[str], timeout_s: float = 120.0) -> dict[str, Any]:
     """Every game left episodes, each ended with all its chunks, each replays exactly."""
     from crowdplay.data import Dataset, replay_check
 
@@ -155,7 +156,7 @@ def check_recordings(store_uri: str, games: set[str], timeout_s: float = 120.0) 
         data.close()
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """The warm-up, then stretches of play each followed by an idle checkpoint, then the recordings."""
     tally = Tally()
     with serve_system(record=True, reconnect_grace_s=args.grace, spare_host_linger_s=args.spare_linger) as system:
@@ -173,7 +174,7 @@ def run(args: argparse.Namespace) -> dict:
             **recordings, **memory_verdict(checkpoints, args.flat_tolerance)}
 
 
-def summarize(r: dict) -> str:
+def summarize(r: dict[str, Any]) -> str:
     """Play, recording and idle memory, a few lines for people."""
     return "\n".join([
         f"soak: {r['participant_sessions']} sessions, {r['reconnects']} reconnects ({r['reconnects_refused']} refused), "

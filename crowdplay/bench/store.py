@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
+from typing import Any
 
 import psutil
 
@@ -63,7 +64,7 @@ def record_play(play_seconds: float, settings: Settings, env_id: str = "SpaceInv
     """Chunks of ``play_seconds`` of scripted play of ``env_id``, made by the real Recorder."""
     chunks: list[Chunk] = []
 
-    async def collect(episode_id: str, seq: int, blob: bytes, steps: int, fields: dict) -> None:
+    async def collect(episode_id: str, seq: int, blob: bytes, steps: int, fields: dict[str, Any]) -> None:
         chunks.append((episode_id, seq, blob, steps, fields))
 
     async def play() -> None:
@@ -89,7 +90,7 @@ def record_play(play_seconds: float, settings: Settings, env_id: str = "SpaceInv
     return chunks, play_seconds
 
 
-def embedded_write_rate(chunks: list[Chunk], directory: str, batch: int, rounds: int, name: str = "raw.db") -> dict:
+def embedded_write_rate(chunks: list[Chunk], directory: str, batch: int, rounds: int, name: str = "raw.db") -> dict[str, Any]:
     store = TrajectoryStore.open(os.path.join(directory, name))
     started, cpu = time.perf_counter(), time.process_time()
     written = 0
@@ -103,7 +104,7 @@ def embedded_write_rate(chunks: list[Chunk], directory: str, batch: int, rounds:
     return {"chunks_per_s": round(written / elapsed, 1), "cpu_us_per_chunk": round(cpu_used / written * 1e6, 1)}
 
 
-def writer_measurements(chunks: list[Chunk], args: argparse.Namespace, settings: Settings, chunks_per_session_s: float) -> dict:
+def writer_measurements(chunks: list[Chunk], args: argparse.Namespace, settings: Settings, chunks_per_session_s: float) -> dict[str, Any]:
     import ray
 
     from crowdplay.recording.writer import get_or_create_writer
@@ -160,7 +161,7 @@ def writer_measurements(chunks: list[Chunk], args: argparse.Namespace, settings:
     }
 
 
-def state_env_row(play_seconds: float, directory: str, settings: Settings) -> dict:
+def state_env_row(play_seconds: float, directory: str, settings: Settings) -> dict[str, Any]:
     """The state env's recording: bytes per hour (all of it, and its observation columns alone,
     compressed the same way) and the embedded store's write rate for its chunks."""
     register_state_env()
@@ -182,7 +183,7 @@ def state_env_row(play_seconds: float, directory: str, settings: Settings) -> di
     }
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     directory = tempfile.mkdtemp(prefix="crowdplay-store-bench-")
     settings = replace(
         Settings(), namespace=f"crowdplay-store-bench-{os.getpid()}", store_uri=os.path.join(directory, "writer.db"),
@@ -212,7 +213,7 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def summarize(result: dict) -> str:
+def summarize(result: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"Space Invaders: {result['bytes_per_chunk']} B per {result['chunk_steps']}-step chunk, "

@@ -68,14 +68,14 @@ def _time(value: str | None) -> float | str | None:
         return value
 
 
-def _select(data: Dataset, args: argparse.Namespace) -> list[dict]:
+def _select(data: Dataset, args: argparse.Namespace) -> list[dict[str, Any]]:
     return data.episodes(
         task=args.task, env=args.env, participant=args.participant, since=_time(args.since), until=_time(args.until),
         human_only=args.human_only, min_return=args.min_return, completed=args.completed, status=args.status,
     )
 
 
-def _printable(document: dict) -> dict:
+def _printable(document: dict[str, Any]) -> dict[str, Any]:
     return {key: (f"<{len(value)} bytes>" if isinstance(value, bytes) else value) for key, value in document.items()}
 
 

@@ -79,7 +79,7 @@ class Dataset:
         min_return: float | None = None,
         completed: bool | None = None,
         status: str | Iterable[str] | None = None,
-    ) -> list[dict]:
+    ) -> list[dict[str, Any]]:
         """Episode documents (without emulator states) matching every filter given, oldest first.
 
         ``participant`` is a pseudonym; ``since``/``until`` bound the start time (epoch seconds,
@@ -117,14 +117,14 @@ class Dataset:
             found = [doc for doc in found if max(doc.get("returns", {}).values(), default=float("-inf")) >= min_return]
         return found
 
-    def episode(self, episode_id: str) -> dict:
+    def episode(self, episode_id: str) -> dict[str, Any]:
         document = self.store.episode(episode_id)
         if document is None:
             raise EpisodeNotFound(f"no episode {episode_id!r}")
         return document
 
     # ----------------------------------------------------------------- loading
-    def chunks(self, episode_id: str) -> Iterator[dict]:
+    def chunks(self, episode_id: str) -> Iterator[dict[str, Any]]:
         """The episode's chunk columns in order, stopping at the first missing chunk."""
         for expected, document in enumerate(self.store.iter_chunks(episode_id)):
             if document["seq"] != expected:
@@ -148,11 +148,11 @@ class Dataset:
             raise ValueError(f"unknown observation format {observations!r}; choose one of env, {', '.join(FORMATS)}")
         screens_wanted = observations is not None and observations != "env"
         screens: list[np.ndarray] = []
-        columns: dict[str, list] = {}
-        controllers: list[dict] = []
+        columns: dict[str, list[Any]] = {}
+        controllers: list[dict[str, Any]] = []
         snapshots: dict[int, bytes] = {}
-        step_infos: list[list] = []
-        ai_rows: list[list] = []
+        step_infos: list[list[Any]] = []
+        ai_rows: list[list[Any]] = []
         for chunk in self.chunks(episode_id):
             if chunk["start_state"] is not None:
                 snapshots[chunk["first_step"]] = chunk["start_state"]
@@ -175,11 +175,11 @@ class Dataset:
             screen_array = convert(np.stack(screens), meta.get("palette"), str(observations)) if screens else np.zeros((0,))
         trajectories = {}
         for agent in agents:
-            infos = {name: joined[name] for name in ("frame_id", "tick_time", "ram") if name in joined}
+            infos: dict[str, np.ndarray] = {name: joined[name] for name in ("frame_id", "tick_time", "ram") if name in joined}
             infos["client_frame"] = joined.get(f"client_frame/{agent}", np.zeros(0, np.int64))
             infos["human"] = np.array([bool(c[agent].get("human")) for c in controllers], dtype=bool)
             infos["ai_substitute"] = ai_substitutes([c[agent] for c in controllers], [row for row in ai_rows if row[1] == agent])
-            env_infos: list[dict] = [{} for _ in range(steps)]
+            env_infos: list[dict[str, Any]] = [{} for _ in range(steps)]
             for step, owner, info in step_infos:
                 if owner == agent and step < steps:
                     env_infos[step] = info
@@ -202,25 +202,25 @@ class Dataset:
             yield self.load(episode_id, observations)
 
     @staticmethod
-    def _decode(chunk: dict, shape: list[int], first: bool) -> list[np.ndarray]:
+    def _decode(chunk: dict[str, Any], shape: list[int], first: bool) -> list[np.ndarray]:
         """The chunk's screens: its keyframe (the screen before its first step) only for the first
         chunk, since every later chunk's keyframe repeats the previous chunk's last screen."""
         decoder = codec.FrameDecoder(tuple(shape))
         screens = [decoder.decode(message)[1].copy() for message in chunk["frames"]]
         return screens if first else screens[1:]
 
-    def inputs(self, episode_id: str) -> list[dict]:
+    def inputs(self, episode_id: str) -> list[dict[str, Any]]:
         """Every input applied in the episode: step, agent, held keys, seq, client frame, receive time."""
         return [event for chunk in self.chunks(episode_id) for event in self._chunk_inputs(chunk)]
 
     @staticmethod
-    def _chunk_inputs(chunk: dict) -> list[dict]:
+    def _chunk_inputs(chunk: dict[str, Any]) -> list[dict[str, Any]]:
         return [
             {"step": chunk["first_step"] + step, "agent": agent, "keys": keys, "seq": seq, "client_frame": client_frame, "received_at": received_at}
             for step, agent, keys, seq, client_frame, received_at in chunk["inputs"]
         ]
 
-    def ai_actions(self, episode_id: str) -> list[dict]:
+    def ai_actions(self, episode_id: str) -> list[dict[str, Any]]:
         """Every new answer of an AI agent: the step it was applied from, agent, action, the frame
         it was computed from and the step that showed it (-1: the episode's start screen), the
         policy's answer latency, and whether it is the policy's answer (``real``) or a substitute
@@ -274,7 +274,7 @@ def env_observations(space: Description, joined: dict[str, np.ndarray], agent: s
     return assemble(space, columns)
 
 
-def ai_substitutes(controllers: list[dict], rows: list[list]) -> np.ndarray:
+def ai_substitutes(controllers: list[dict[str, Any]], rows: list[list[Any]]) -> np.ndarray:
     """Per step, whether the agent's action was a substitute played in place of its policy's answer.
 
     ``controllers`` is the agent's controller at each step and ``rows`` its ``[step, agent,

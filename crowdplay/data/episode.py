@@ -39,7 +39,7 @@ class AgentTrajectory:
     infos: dict[str, np.ndarray] = field(default_factory=dict)
     #: Per step, the JSON-able part of the environment's info for this agent ({} where nothing);
     #: the info ``reset`` returned is in ``Episode.meta["reset_infos"]``.
-    env_infos: list[dict] = field(default_factory=list)
+    env_infos: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def steps(self) -> int:

@@ -22,7 +22,8 @@ def to_rgb(screens: np.ndarray, palette: str | None) -> np.ndarray:
         return screens
     if palette != "ntsc":
         raise ValueError(f"unknown palette {palette!r}")
-    return NTSC_PALETTE[screens]
+    rgb: np.ndarray = NTSC_PALETTE[screens]
+    return rgb
 
 
 def atari84(rgb: np.ndarray) -> np.ndarray:

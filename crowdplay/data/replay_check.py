@@ -178,7 +178,7 @@ def replay_check(dataset: Dataset, episode_id: str, from_step: int = 0) -> Repla
 
 
 # ----------------------------------------------------------------- what can be replayed
-def _registered(meta: dict, report: ReplayReport) -> Any:
+def _registered(meta: dict[str, Any], report: ReplayReport) -> Any:
     """The environment's spec from the registry, or None with the reason set."""
     env_id = str(meta.get("env_id"))
     try:
@@ -201,7 +201,7 @@ def _built(spec: Any, report: ReplayReport) -> EnvAdapter | None:
         return None
 
 
-def _declared_nondeterministic(meta: dict, adapter: EnvAdapter | None) -> str | None:
+def _declared_nondeterministic(meta: dict[str, Any], adapter: EnvAdapter | None) -> str | None:
     """Why the environment's Gymnasium registration says it is nondeterministic (the recorded one,
     or the environment's as built now), or None."""
     recorded = (meta.get("env_origin") or {}).get("gymnasium_spec")
@@ -219,7 +219,7 @@ def _declared_nondeterministic(meta: dict, adapter: EnvAdapter | None) -> str | 
 
 
 # ----------------------------------------------------------------- ALE
-def _replay_ale(dataset: Dataset, meta: dict, report: ReplayReport) -> None:
+def _replay_ale(dataset: Dataset, meta: dict[str, Any], report: ReplayReport) -> None:
     """Restore the emulator from the snapshot at or before ``report.from_step`` and compare every
     screen (palette indices) and reward exactly."""
     spec = _registered(meta, report)
@@ -274,7 +274,7 @@ class _Tick:
     error: str | None = None
 
 
-def _replay_env(dataset: Dataset, meta: dict, report: ReplayReport) -> None:
+def _replay_env(dataset: Dataset, meta: dict[str, Any], report: ReplayReport) -> None:
     spaces: dict[str, Description] | None = meta.get("observation_spaces")
     if meta.get("seed") is None:
         report.reason = "the recording has no seed (recorded before seeds were kept)"

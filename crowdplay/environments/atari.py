@@ -8,6 +8,7 @@ the screen. Observations are the RAM (cheap); the screen is read as palette indi
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import ale_py
 import gymnasium as gym
@@ -23,7 +24,7 @@ ARROWS_AND_SPACE = "Arrow keys move, Space fires."
 
 def make_ale(game: str, **kwargs: object) -> gym.Env:
     """A real-time ALE environment: one emulator frame per step, deterministic given the seed."""
-    options = {"frameskip": 1, "repeat_action_probability": 0.0, "obs_type": "ram", **kwargs}
+    options: dict[str, Any] = {"frameskip": 1, "repeat_action_probability": 0.0, "obs_type": "ram", **kwargs}
     return gym.make(f"ALE/{game}-v5", **options)
 
 

@@ -58,11 +58,11 @@ def _unbound(value: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 def describe(space: gym.Space) -> Description:
     """The JSON description of ``space`` (``UnrecordableSpace`` for a space without fixed shapes)."""
     if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "shape": list(space.shape), "dtype": space.dtype.str, "low": _bound(space.low), "high": _bound(space.high)}
+        return {"type": "Box", "shape": list(space.shape), "dtype": np.dtype(space.dtype).str, "low": _bound(space.low), "high": _bound(space.high)}
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, gym.spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "start": space.start.tolist(), "dtype": space.dtype.str}
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "start": space.start.tolist(), "dtype": np.dtype(space.dtype).str}
     if isinstance(space, gym.spaces.MultiBinary):
         return {"type": "MultiBinary", "n": list(space.shape)}
     if isinstance(space, gym.spaces.Dict):

@@ -43,7 +43,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
 def pack_chunk(columns: dict[str, Any]) -> bytes:
     """Serialize and compress one chunk."""
     body = msgpack.packb({"v": FORMAT_VERSION, "columns": columns}, default=_default, use_bin_type=True)
-    return lz4.frame.compress(body)
+    compressed: bytes = lz4.frame.compress(body)
+    return compressed
 
 
 def unpack_chunk(blob: bytes) -> dict[str, Any]:
@@ -54,4 +55,5 @@ def unpack_chunk(blob: bytes) -> dict[str, Any]:
         raise ChunkFormatError(f"not a recording chunk: {error}") from error
     if not isinstance(document, dict) or document.get("v") != FORMAT_VERSION:
         raise ChunkFormatError("unknown chunk format version")
-    return document["columns"]
+    columns: dict[str, Any] = document["columns"]
+    return columns

@@ -25,14 +25,14 @@ def chunk_key(episode_id: str, seq: int) -> str:
     return f"{episode_id}:{seq}"
 
 
-def chunk_document(episode_id: str, seq: int, blob: bytes, steps: int) -> dict:
+def chunk_document(episode_id: str, seq: int, blob: bytes, steps: int) -> dict[str, Any]:
     return {"_id": chunk_key(episode_id, seq), "episode_id": episode_id, "seq": seq, "steps": steps, "data": blob}
 
 
 class Chunks(Protocol):
     def put_many(self, rows: list[ChunkRow]) -> None: ...
 
-    def of_episode(self, episode_id: str) -> Iterator[dict]: ...
+    def of_episode(self, episode_id: str) -> Iterator[dict[str, Any]]: ...
 
     def delete_episode(self, episode_id: str) -> None: ...
 
@@ -57,14 +57,15 @@ class CollectionChunks:
             [ReplaceOne({"_id": chunk_key(e, q)}, chunk_document(e, q, b, n), upsert=True) for e, q, b, n in rows], ordered=False
         )
 
-    def of_episode(self, episode_id: str) -> Iterator[dict]:
+    def of_episode(self, episode_id: str) -> Iterator[dict[str, Any]]:
         yield from self.collection.find({"episode_id": episode_id}, sort=[("seq", 1)])
 
     def delete_episode(self, episode_id: str) -> None:
         self.collection.delete_many({"episode_id": episode_id})
 
     def count(self) -> int:
-        return self.collection.count_documents({})
+        count: int = self.collection.count_documents({})
+        return count
 
     def close(self) -> None:
         pass  # the client closes the collection
@@ -110,7 +111,7 @@ class TableChunks:
                 rows,
             )
 
-    def of_episode(self, episode_id: str, page: int = 256) -> Iterator[dict]:
+    def of_episode(self, episode_id: str, page: int = 256) -> Iterator[dict[str, Any]]:
         """In pages, so a long episode is never all in memory and writers are not held up."""
         after = -1
         while True:
@@ -130,7 +131,8 @@ class TableChunks:
 
     def count(self) -> int:
         with self._lock:
-            return self._connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            count: int = self._connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return count
 
     def close(self) -> None:
         with self._lock:

@@ -37,9 +37,9 @@ class Documents(Protocol):
 
     def replace(self, document: Mapping[str, Any]) -> None: ...
 
-    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict]: ...
+    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict[str, Any]]: ...
 
-    def get(self, document_id: str) -> dict | None: ...
+    def get(self, document_id: str) -> dict[str, Any] | None: ...
 
     def update_where(self, query: Mapping[str, Any], fields: Mapping[str, Any]) -> int: ...
 
@@ -66,20 +66,23 @@ class CollectionDocuments:
     def replace(self, document: Mapping[str, Any]) -> None:
         self.collection.replace_one({"_id": document["_id"]}, dict(document), upsert=True)
 
-    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict]:
+    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict[str, Any]]:
         yield from self.collection.find(dict(query), projection, sort=[(self.time_field, 1)])
 
-    def get(self, document_id: str) -> dict | None:
-        return self.collection.find_one({"_id": document_id})
+    def get(self, document_id: str) -> dict[str, Any] | None:
+        document: dict[str, Any] | None = self.collection.find_one({"_id": document_id})
+        return document
 
     def update_where(self, query: Mapping[str, Any], fields: Mapping[str, Any]) -> int:
-        return self.collection.update_many(dict(query), {"$set": dict(fields)}).modified_count
+        modified: int = self.collection.update_many(dict(query), {"$set": dict(fields)}).modified_count
+        return modified
 
     def delete(self, document_id: str) -> None:
         self.collection.delete_one({"_id": document_id})
 
     def count(self) -> int:
-        return self.collection.count_documents({})
+        count: int = self.collection.count_documents({})
+        return count
 
     def close(self) -> None:
         pass  # the client closes the collection
@@ -111,7 +114,7 @@ class TableDocuments:
         with self._lock, self._connection:
             self._write(dict(document))
 
-    def _write(self, document: dict) -> None:
+    def _write(self, document: dict[str, Any]) -> None:
         moment = document.get(self.time_field)
         self._connection.execute(
             f"INSERT INTO {self.table} (id, started_at, document) VALUES (?, ?, ?)"
@@ -119,7 +122,7 @@ class TableDocuments:
             (document["_id"], moment if isinstance(moment, (int, float)) else NO_TIME, bson.encode(document)),
         )
 
-    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict]:
+    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict[str, Any]]:
         """Matching documents oldest first, read a page at a time (a query by id alone: one
         read by key, as a participant's assignment is read back)."""
         query = dict(query)
@@ -128,7 +131,7 @@ class TableDocuments:
             if document is not None:
                 yield project(document, projection)
             return
-        after: tuple = (NO_TIME, -1)  # before every row
+        after: tuple[Any, ...] = (NO_TIME, -1)  # before every row
         while True:
             with self._lock:
                 rows = self._connection.execute(
@@ -143,7 +146,7 @@ class TableDocuments:
                 return
             after = rows[-1][:2]
 
-    def get(self, document_id: str) -> dict | None:
+    def get(self, document_id: str) -> dict[str, Any] | None:
         with self._lock:
             row = self._connection.execute(f"SELECT document FROM {self.table} WHERE id = ?", (document_id,)).fetchone()
         return bson.decode(row[0]) if row else None
@@ -162,14 +165,15 @@ class TableDocuments:
 
     def count(self) -> int:
         with self._lock:
-            return self._connection.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+            count: int = self._connection.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+        return count
 
     def close(self) -> None:
         with self._lock:
             self._connection.close()
 
 
-def project(document: dict, projection: Mapping[str, int] | None) -> dict:
+def project(document: dict[str, Any], projection: Mapping[str, int] | None) -> dict[str, Any]:
     """MongoDB's two kinds of projection: the fields named with 1 (and ``_id``), or all but those
     named with 0."""
     if not projection:

@@ -32,7 +32,7 @@ class ObservationColumns:
         self.leaves = leaves
         self._values: dict[str, list[list[np.ndarray]]] = {agent: [[] for _ in split.columns] for agent, split in leaves.items()}
         self._first: dict[str, list[np.ndarray]] | None = None
-        self.infos: list[list] = []
+        self.infos: list[list[Any]] = []
 
     def start(self, observations: dict[str, Any]) -> None:
         """The observations ``reset`` returned (the episode's first chunk only)."""

@@ -14,14 +14,15 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
-Chunk = tuple[str, int, bytes, int, dict]
+Chunk = tuple[str, int, bytes, int, dict[str, Any]]
 
 
 class Spool:
-    def __init__(self, directory: str | os.PathLike) -> None:
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._counter = 0
@@ -75,7 +76,7 @@ class Spool:
         with self._lock:
             self._sizes.pop(path.name, None)
 
-    def size(self) -> dict:
+    def size(self) -> dict[str, Any]:
         """Batches and bytes spooled now, and when the oldest was spooled (epoch seconds, None if
         empty): from the file names, which start with the time in nanoseconds."""
         with self._lock:

@@ -21,7 +21,7 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def embedded_path(uri: str | None = None) -> Path | None:
     return Path(uri.removeprefix("embedded://"))
 
 
-def open_client(uri: str | None = None):
+def open_client(uri: str | None = None) -> Any:
     """A pymongo-compatible client: MongoDB for ``mongodb://``/``mongodb+srv://`` URIs, else the
     embedded store at the given path (default ``CROWDPLAY_STORE_URI``, else ``data/crowdplay.db``)."""
     uri = store_uri(uri)
@@ -78,11 +78,12 @@ def open_client(uri: str | None = None):
 
         # Bounded waits everywhere: a hung server must turn into an error the writer can spool on.
         # Options given in the URI win over these defaults.
-        options = {name: value for name, value in MONGO_TIMEOUTS_MS.items() if name.lower() not in uri.lower()}
+        options: dict[str, Any] = {name: value for name, value in MONGO_TIMEOUTS_MS.items() if name.lower() not in uri.lower()}
         return pymongo.MongoClient(uri, **options)
     import litemongo
 
     path = embedded_path(uri)
+    assert path is not None  # not a MongoDB URI, so a store file
     path.parent.mkdir(parents=True, exist_ok=True)
     return litemongo.connect(str(path))
 
@@ -153,7 +154,7 @@ class TrajectoryStore:
         """Store one chunk; writing the same (episode, seq) again is a no-op replacement."""
         self.chunks.put_many([(episode_id, seq, blob, steps)])
 
-    def put_chunks(self, chunks: list[tuple[str, int, bytes, int, Mapping[str, Any]]]) -> None:
+    def put_chunks(self, chunks: Sequence[tuple[str, int, bytes, int, Mapping[str, Any]]]) -> None:
         """Store a batch of ``(episode_id, seq, blob, steps, episode_fields)`` in two round trips:
         the chunks, then the fields merged into their episodes (chunks first, so an episode
         document never announces data that is not there)."""
@@ -192,14 +193,14 @@ class TrajectoryStore:
             self.episodes.delete(episode_id)
         return episode_ids
 
-    def episode(self, episode_id: str) -> dict | None:
+    def episode(self, episode_id: str) -> dict[str, Any] | None:
         return self.episodes.get(episode_id)
 
-    def find_episodes(self, query: Mapping[str, Any] | None = None, projection: Mapping[str, int] | None = None) -> list[dict]:
+    def find_episodes(self, query: Mapping[str, Any] | None = None, projection: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
         """Episodes matching a MongoDB query, oldest first; ``projection`` as MongoDB's."""
         return list(self.episodes.find(dict(query or {}), projection))
 
-    def iter_chunks(self, episode_id: str) -> Iterator[dict]:
+    def iter_chunks(self, episode_id: str) -> Iterator[dict[str, Any]]:
         """The episode's chunks in order."""
         yield from self.chunks.of_episode(episode_id)
 
@@ -208,7 +209,7 @@ class TrajectoryStore:
         """Create or replace an assignment (``_id`` is the participant's session id)."""
         self.assignments.replace(document)
 
-    def find_assignments(self, query: Mapping[str, Any] | None = None) -> list[dict]:
+    def find_assignments(self, query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         """Assignments matching a MongoDB query, oldest first."""
         return list(self.assignments.find(dict(query or {})))
 
@@ -221,7 +222,7 @@ class TrajectoryStore:
         else:
             self.notes.insert_one(document)
 
-    def find_notes(self, query: Mapping[str, Any] | None = None) -> list[dict]:
+    def find_notes(self, query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         return list(self.notes.find(dict(query or {}), sort=[("created_at", 1)]))
 
     def data_volume(self) -> dict[str, Any]:

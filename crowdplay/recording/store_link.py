@@ -61,11 +61,11 @@ class _Save:
     """The latest unsaved version of one key's document, and who waits for it."""
 
     method: str
-    args: tuple
+    args: tuple[Any, ...]
     version: int
     since: float  # time.time() of the oldest change not stored yet
-    done: asyncio.Future
-    task: asyncio.Task | None = None
+    done: asyncio.Future[Any]
+    task: asyncio.Task[Any] | None = None
     sent_at: float = 0.0  # time.monotonic() the latest attempt was sent (reads overlay later ones)
 
 
@@ -74,7 +74,7 @@ class _Landed:
     """A save the writer acknowledged, kept while a read sent before it may still answer."""
 
     method: str
-    args: tuple
+    args: tuple[Any, ...]
     sent_at: float
 
 
@@ -97,7 +97,7 @@ class Probe:
 class _Shared:
     """One call out to the writer, awaited by everyone asking the same question."""
 
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     sent_at: float  # time.monotonic()
     counts_as_late: bool = field(default=True)
 
@@ -123,7 +123,7 @@ class StoreLink:
         self._versions = itertools.count(1)
         self._saves: dict[Hashable, _Save] = {}
         self._landed: dict[Hashable, _Landed] = {}
-        self._shared: dict[Hashable, _Shared] = {}
+        self._shared: dict[tuple[Hashable, ...], _Shared] = {}
         self._saves_out: dict[Hashable, float] = {}  # key -> time.monotonic() its call was sent
         self._known: dict[str, tuple[float, Any]] = {}  # probe method -> (time.time(), answer)
         self._probe_errors: dict[str, str] = {}
@@ -209,7 +209,7 @@ class StoreLink:
                 return
 
     # ----------------------------------------------------------------- reads and probes
-    def _share(self, method: str, args: tuple, counts_as_late: bool) -> _Shared:
+    def _share(self, method: str, args: tuple[Any, ...], counts_as_late: bool) -> _Shared:
         """The call out for this question, or a new one."""
         key = (method, json.dumps(args, sort_keys=True, default=str))
         shared = self._shared.get(key)
@@ -219,7 +219,7 @@ class StoreLink:
             future.add_done_callback(lambda done: self._answered(key, method, done))
         return shared
 
-    def _answered(self, key: Hashable, method: str, future: asyncio.Future) -> None:
+    def _answered(self, key: tuple[Hashable, ...], method: str, future: asyncio.Future[Any]) -> None:
         del self._shared[key]
         if not future.cancelled():
             error = future.exception()  # retrieved: nobody may be waiting any more
@@ -273,7 +273,7 @@ class StoreLink:
         return Probe(state if answered_at is not None or state == "unavailable" else "unknown", value, answered_at, error)
 
     # ----------------------------------------------------------------- assignments
-    async def assignments(self, query: Mapping[str, Any], held: Iterable[Mapping[str, Any]] = (), wait_s: float | None = None) -> list[dict]:
+    async def assignments(self, query: Mapping[str, Any], held: Iterable[Mapping[str, Any]] = (), wait_s: float | None = None) -> list[dict[str, Any]]:
         """Assignment documents matching ``query`` (equality on top-level fields, as the book asks),
         with the saves the writer has not stored overlaid.
 
@@ -301,8 +301,8 @@ class StoreLink:
             if not self._keep_landed():
                 self._landed.clear()
 
-    def _remembered(self, query: dict, held: Iterable[Mapping[str, Any]]) -> list[dict]:
-        documents: dict[Any, dict] = {}
+    def _remembered(self, query: dict[str, Any], held: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        documents: dict[Any, dict[str, Any]] = {}
         if set(query) == {"task_id"}:
             for session_id, score in self._scores.get(query["task_id"], {}).items():
                 documents[session_id] = {"_id": session_id, "task_id": query["task_id"], "finished_at": True, "statistics": {"values": {"score": score}}}
@@ -311,10 +311,10 @@ class StoreLink:
                 documents[document["_id"]] = dict(document)
         return list(documents.values())
 
-    def _overlay(self, documents: list[dict], query: dict, read_sent_at: float) -> list[dict]:
+    def _overlay(self, documents: list[dict[str, Any]], query: dict[str, Any], read_sent_at: float) -> list[dict]:
         """The answer with every assignment save it may lack: unsaved ones, and saved ones sent
         after the read (the writer ran them after it)."""
-        newer: dict[Any, dict] = {}
+        newer: dict[Any, dict[str, Any]] = {}
         for landed in self._landed.values():
             if landed.method == "save_assignment" and landed.sent_at >= read_sent_at:
                 newer[landed.args[0]["_id"]] = landed.args[0]
@@ -345,7 +345,7 @@ KEY_WAIT_S = 10.0
 
 
 def recording_overview(
-    stats: Probe | BaseException | None, volume: Probe | BaseException | None, processes: list[dict], pending: dict, now: float
+    stats: Probe | BaseException | None, volume: Probe | BaseException | None, processes: list[dict[str, Any]], pending: dict[str, Any], now: float
 ) -> dict[str, Any]:
     """The dashboard's ``recording`` section from what the writer said (``stats`` and ``volume``
     probes; None: nothing is recorded), the EnvActors' ``recording()`` answers and the manager's
@@ -357,7 +357,7 @@ def recording_overview(
                 "unacked": unacked_totals([]), "pending_saves": pending or {"saves": 0, "oldest_at": None, "oldest_age_s": None}}
     stats = _as_probe(stats)
     volume = _as_probe(volume)
-    known: dict = stats.value or {}
+    known: dict[str, Any] = stats.value or {}
     probe = stats.as_dict(now)
     writer = {**probe, **{name: known.get(name) for name in ("pid", "started_at", "chunks_written", "chunks_spooled")}}
     stale = stats.state != "ok"
@@ -392,7 +392,7 @@ def recording_overview(
     }
 
 
-def unacked_totals(processes: list[dict]) -> dict[str, Any]:
+def unacked_totals(processes: list[dict[str, Any]]) -> dict[str, Any]:
     """The EnvActors' unacknowledged chunks summed, with each process's own figures."""
     ages = [process["oldest_age_s"] for process in processes if process.get("oldest_age_s") is not None]
     return {

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
 #: The chunk as the writer takes it, minus its key: (packed columns, steps, episode fields).
-Held = tuple[bytes, int, dict]
+Held = tuple[bytes, int, dict[str, Any]]
 #: Directories are named with this prefix, then the process id (``crowdplay-unacked-<pid>-...``).
 DIRECTORY_PREFIX = "crowdplay-unacked-"
 
@@ -42,7 +42,7 @@ class _Entry:
     """One unacknowledged chunk: in memory (``blob`` set) or in its file (``path`` set)."""
 
     steps: int
-    fields: dict
+    fields: dict[str, Any]
     size: int
     sealed_at: float  # time.time(): the dashboard shows how long the oldest has waited
     blob: bytes | None = None
@@ -53,7 +53,7 @@ class UnackedChunks:
     """A process's unacknowledged chunks by ``(episode_id, seq)``: in memory up to a byte limit,
     in files beyond it. Insertion order is seal order, so the first entry is the oldest."""
 
-    def __init__(self, memory_limit_bytes: int | None = None, spill_root: str | os.PathLike | None = None) -> None:
+    def __init__(self, memory_limit_bytes: int | None = None, spill_root: str | os.PathLike[str] | None = None) -> None:
         """``memory_limit_bytes``: packed bytes kept in memory before chunks go to files (None: no
         limit, never spill); ``spill_root``: where this process's directory is made (default: the
         system temp dir)."""
@@ -70,7 +70,7 @@ class UnackedChunks:
         self.spill_failures = 0
 
     # ----------------------------------------------------------------- the chunks
-    def put(self, key: Key, blob: bytes, steps: int, fields: dict) -> None:
+    def put(self, key: Key, blob: bytes, steps: int, fields: dict[str, Any]) -> None:
         """Hold a sealed chunk until ``discard``: in memory while under the limit, else in a file."""
         self.discard(key)  # a chunk put twice replaces itself (never happens in a Recorder, but cheap)
         entry = _Entry(steps, fields, len(blob), time.time())
@@ -87,6 +87,7 @@ class UnackedChunks:
         entry = self._entries[key]
         if entry.blob is not None:
             return entry.blob, entry.steps, entry.fields
+        assert entry.path is not None  # a chunk not in memory was spilled to its file
         return entry.path.read_bytes(), entry.steps, entry.fields
 
     def size_of(self, key: Key) -> int:
@@ -103,6 +104,7 @@ class UnackedChunks:
             return
         self.disk_bytes -= entry.size
         self._files -= 1
+        assert entry.path is not None  # a chunk not in memory was spilled to its file
         try:
             entry.path.unlink()
         except OSError as error:

@@ -20,9 +20,10 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import ray
 from ray.actor import ActorHandle
@@ -35,6 +36,7 @@ from crowdplay.recording.store import TrajectoryStore
 WRITER_NAME = "TrajectoryWriter"
 WRITER_NICENESS = 19
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 
 class ChunkSink:
@@ -56,8 +58,8 @@ class ChunkSink:
         self.store_answering = False
         self.last_ok_at: float | None = None
         #: {"kind", "message", "at"} of the store's last failure (None: none since this process started)
-        self.last_error: dict | None = None
-        self._drainer: asyncio.Task | None = None
+        self.last_error: dict[str, Any] | None = None
+        self._drainer: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
         """Open the store if it answers (else start spooled) and drain what a previous run spooled."""
@@ -133,19 +135,19 @@ class ChunkSink:
                 self._store_failed(error)
                 await asyncio.sleep(self.drain_interval_s)
 
-    async def _on_store(self, function, *args):
+    async def _on_store(self, function: Callable[..., R], *args: Any) -> R:
         future = self._store_io.submit(function, *args)
         return await asyncio.wait_for(asyncio.wrap_future(future), self.store_timeout_s)
 
-    def _open_store(self) -> None:
+    def _open_store(self) -> TrajectoryStore:
         if self.store is None:
             self.store = TrajectoryStore.open(self.store_uri or None)
+        return self.store
 
     def _store_all(self, chunks: list[Chunk]) -> None:
-        self._open_store()
-        self.store.put_chunks(chunks)
+        self._open_store().put_chunks(chunks)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Counters of this process, the store's health and the spool's size (cheap: the spool
         keeps count; the dashboard asks every two seconds)."""
         spool = self.spool.size()
@@ -171,8 +173,7 @@ class ChunkSink:
     async def on_store(self, method: str, *args: Any) -> Any:
         """Run one of the store's study methods (assignments, notes, data volume) on its thread."""
         def call() -> Any:
-            self._open_store()
-            return getattr(self.store, method)(*args)
+            return getattr(self._open_store(), method)(*args)
 
         try:
             result = await self._on_store(call)
@@ -183,8 +184,7 @@ class ChunkSink:
         return result
 
     def _read_pseudonym_key(self) -> bytes:
-        self._open_store()
-        return self.store.pseudonym_key()
+        return self._open_store().pseudonym_key()
 
     def close(self) -> None:
         if self._drainer is not None:
@@ -195,7 +195,7 @@ class ChunkSink:
         self._spool_io.shutdown()
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, **UNRECORDED_CALLS)
+@ray.remote(num_cpus=0, max_restarts=-1, **UNRECORDED_CALLS)  # type: ignore[call-overload]  # Ray's remote() overloads do not cover actor options given as **kwargs
 class TrajectoryWriter:
     def __init__(self, store_uri: str, spool_dir: str, store_timeout_s: float = 5.0, memory_release_interval_s: float = 30.0) -> None:
         release_freed_memory_every(memory_release_interval_s)
@@ -217,7 +217,7 @@ class TrajectoryWriter:
         """Make a batch durable (an EnvActor process sends its sessions' chunks together);
         returns the (episode, seq) keys as acks."""
         sink = await self._ready()
-        await sink.write([tuple(chunk) for chunk in chunks])
+        await sink.write(cast(list[Chunk], [tuple(chunk) for chunk in chunks]))
         return [(episode_id, seq) for episode_id, seq, *_ in chunks]
 
     async def pseudonym_key(self) -> bytes:
@@ -225,33 +225,33 @@ class TrajectoryWriter:
         sink = await self._ready()
         return await sink.pseudonym_key()
 
-    async def save_assignment(self, document: dict) -> None:
+    async def save_assignment(self, document: dict[str, Any]) -> None:
         await (await self._ready()).on_store("put_assignment", document)
 
-    async def assignments(self, query: dict | None = None) -> list[dict]:
+    async def assignments(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return await (await self._ready()).on_store("find_assignments", query)
 
-    async def save_note(self, document: dict) -> None:
+    async def save_note(self, document: dict[str, Any]) -> None:
         await (await self._ready()).on_store("put_note", document)
 
     async def interrupt_game(self, game_id: str, reason: str) -> int:
         """Mark the unfinished episodes of a game whose EnvActor died as interrupted."""
         return await (await self._ready()).on_store("interrupt_game", game_id, reason)
 
-    async def data_volume(self) -> dict:
+    async def data_volume(self) -> dict[str, Any]:
         return await (await self._ready()).on_store("data_volume")
 
-    async def stats(self) -> dict:
+    async def stats(self) -> dict[str, Any]:
         """Counters of this incarnation (a restart starts again at 0), the store's health, the
         spool, and this process's id and start (the dashboard shows them; tests signal the pid)."""
         sink = await self._ready()
         return {**sink.stats(), "pid": os.getpid(), "started_at": self.started_at}
 
 
-def get_or_create_writer(settings: Settings) -> ActorHandle:
+def get_or_create_writer(settings: Settings) -> ActorHandle[Any]:
     """The cluster's writer, created on first use (atomic, like the EnvsManager)."""
     spool_dir = settings.spool_dir or str(Path("data") / "spool")
-    return TrajectoryWriter.options(
+    return TrajectoryWriter.options(  # type: ignore[attr-defined,no-any-return]  # .options() is added by @ray.remote
         name=WRITER_NAME, namespace=settings.namespace, lifetime="detached", get_if_exists=True, resources=ON_HEAD_NODE,
         runtime_env=LONG_LIVED_RUNTIME_ENV,
     ).remote(settings.store_uri, spool_dir, settings.store_timeout_s, settings.memory_release_interval_s)
@@ -263,9 +263,9 @@ class WriterClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._handle: ActorHandle | None = None
+        self._handle: ActorHandle[Any] | None = None
 
-    def look_up(self) -> ActorHandle:
+    def look_up(self) -> ActorHandle[Any]:
         if self._handle is None:
             self._handle = get_or_create_writer(self.settings)
         return self._handle

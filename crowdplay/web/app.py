@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -52,11 +53,11 @@ MAX_PARAMS = 32
 PARTICIPANT_ID_PARAMS = ("participant", "PROLIFIC_PID", "workerId", "worker_id")
 
 
-def participant_details(body: dict, user_agent: str) -> dict:
+def participant_details(body: dict[str, Any], user_agent: str) -> dict[str, Any]:
     """The optional participant fields of a session request, checked: ``participant`` (an id such
     as a crowd-worker id; stored only pseudonymised), ``params`` (the page's URL parameters, string
     to string), ``consented_at`` (epoch seconds)."""
-    details: dict = {"user_agent": user_agent[:MAX_FIELD_CHARS]}
+    details: dict[str, Any] = {"user_agent": user_agent[:MAX_FIELD_CHARS]}
     participant = body.get("participant")
     if participant is not None:
         if not isinstance(participant, str) or not 0 < len(participant) <= MAX_FIELD_CHARS:
@@ -147,6 +148,8 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
         log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
         return error(500, "internal_error", "the server failed to answer this request; it has been logged")
 
+    # Starlette types a handler as taking any Exception; http_error takes the HTTPException it is registered for.
+    handlers: dict[Any, Any] = {HTTPException: http_error, Exception: internal_error}
     return Starlette(
         routes=[
             Route("/", index),
@@ -158,5 +161,5 @@ def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
             *study_routes(backend, settings),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
-        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        exception_handlers=handlers,
     )

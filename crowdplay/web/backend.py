@@ -10,7 +10,7 @@ baseline that measures what the actor path costs.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from ray.actor import ActorHandle
 
@@ -23,7 +23,7 @@ class Attachment(Protocol):
     """One participant's connection to one agent of a running session."""
 
     agent: str
-    hello: dict
+    hello: dict[str, Any]
 
     def frames(self) -> AsyncIterator[bytes | str]: ...
 
@@ -40,30 +40,30 @@ class StudyBackend(Protocol):
     async def task_counts(self) -> dict[str, int]:
         """Completed assignments per task."""
 
-    async def summary(self, session_id: str, token: str) -> dict:
+    async def summary(self, session_id: str, token: str) -> dict[str, Any]:
         """The score page's statistics, progress and (once finished) ranking."""
 
-    async def finish(self, session_id: str, token: str) -> dict:
+    async def finish(self, session_id: str, token: str) -> dict[str, Any]:
         """The participant is done: their seat is given up; the summary with the ranking."""
 
-    async def completion(self, session_id: str, token: str) -> dict:
+    async def completion(self, session_id: str, token: str) -> dict[str, Any]:
         """The completion code or URL once the task's requirements are met."""
 
     async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
         """Store feedback or a problem report."""
 
-    async def overview(self) -> dict:
+    async def overview(self) -> dict[str, Any]:
         """Everything the dashboard and /metrics show."""
 
-    async def start_ai_game(self, env_id: str) -> dict:
+    async def start_ai_game(self, env_id: str) -> dict[str, Any]:
         """Start an AI-only game for the dashboard to watch."""
 
-    async def end_participant_session(self, session_id: str) -> dict:
+    async def end_participant_session(self, session_id: str) -> dict[str, Any]:
         """The dashboard ends a participant's game."""
 
 
 class SessionBackend(StudyBackend, Protocol):
-    async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
         """``client``: the requester's address (``crowdplay.web.clients``), for rate limits."""
 
     async def attach(self, session_id: str, token: str) -> Attachment: ...
@@ -72,7 +72,7 @@ class SessionBackend(StudyBackend, Protocol):
         """A read-only view of a running game for the dashboard (``UnknownGame`` if none)."""
 
 
-def check_action(hello: dict, action: int) -> int:
+def check_action(hello: dict[str, Any], action: int) -> int:
     """Refuse an action outside the action space before it travels anywhere."""
     count = len(hello["action_meanings"])
     if not 0 <= action < count:
@@ -84,7 +84,7 @@ class RayAttachment:
     """A participant's channel to their seat, or (``agent`` "") a watcher's read-only one, whose
     inputs go nowhere."""
 
-    def __init__(self, manager: ActorHandle, session_id: str, agent: str, hello: dict, channel: ChannelClient) -> None:
+    def __init__(self, manager: ActorHandle[Any], session_id: str, agent: str, hello: dict[str, Any], channel: ChannelClient) -> None:
         self._manager = manager
         self._session_id = session_id
         self._channel = channel
@@ -111,36 +111,36 @@ class RayAttachment:
 class RaySessions:
     """Sessions managed by the cluster's EnvsManager."""
 
-    def __init__(self, manager: ActorHandle, settings: Settings) -> None:
+    def __init__(self, manager: ActorHandle[Any], settings: Settings) -> None:
         self.manager = manager
         self.settings = settings
 
-    async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
-        return await self.manager.create_session.remote(env_id, participant, client)
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
+        return await self.manager.create_session.remote(env_id, participant, client)  # type: ignore[no-any-return]
 
     async def task_counts(self) -> dict[str, int]:
         counts: dict[str, int] = await self.manager.task_counts.remote()
         return counts
 
-    async def summary(self, session_id: str, token: str) -> dict:
+    async def summary(self, session_id: str, token: str) -> dict[str, Any]:
         return await self.manager.summary.remote(session_id, token)  # type: ignore[no-any-return]
 
-    async def finish(self, session_id: str, token: str) -> dict:
+    async def finish(self, session_id: str, token: str) -> dict[str, Any]:
         return await self.manager.finish.remote(session_id, token)  # type: ignore[no-any-return]
 
-    async def completion(self, session_id: str, token: str) -> dict:
+    async def completion(self, session_id: str, token: str) -> dict[str, Any]:
         return await self.manager.completion.remote(session_id, token)  # type: ignore[no-any-return]
 
     async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
         await self.manager.note.remote(kind, text, page, session_id, token)
 
-    async def overview(self) -> dict:
+    async def overview(self) -> dict[str, Any]:
         return await self.manager.overview.remote()  # type: ignore[no-any-return]
 
-    async def start_ai_game(self, env_id: str) -> dict:
+    async def start_ai_game(self, env_id: str) -> dict[str, Any]:
         return await self.manager.start_ai_game.remote(env_id)  # type: ignore[no-any-return]
 
-    async def end_participant_session(self, session_id: str) -> dict:
+    async def end_participant_session(self, session_id: str) -> dict[str, Any]:
         return await self.manager.end_participant_session.remote(session_id)  # type: ignore[no-any-return]
 
     async def attach(self, session_id: str, token: str) -> RayAttachment:

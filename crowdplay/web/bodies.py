@@ -9,6 +9,7 @@ parsing, which also keeps the work linear in the body's size.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.requests import Request
 
@@ -68,7 +69,7 @@ def parse_json(raw: bytes, limit: int, max_depth: int = MAX_DEPTH, empty: object
         raise BadBody(400, "invalid_json", "the body is not valid JSON") from None
 
 
-async def json_object(request: Request, limit: int, empty: object = None) -> dict:
+async def json_object(request: Request, limit: int, empty: object = None) -> dict[str, Any]:
     """The request's body as a JSON object, within the limits (``BadBody`` otherwise)."""
     data = parse_json(await request.body(), limit, empty=empty)
     if not isinstance(data, dict):

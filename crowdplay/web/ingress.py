@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ray import serve
+from ray.serve import Application
 from starlette.applications import Starlette
 
 from crowdplay.config import LONG_LIVED_RUNTIME_ENV, Settings
@@ -18,7 +19,10 @@ from crowdplay.web.backend import RaySessions
 class Ingress:
     """One replica serves many participants; every replica shares the one EnvsManager."""
 
-    async def __init__(self, settings: Settings | None = None) -> None:
+    settings: Settings
+    backend: RaySessions
+
+    async def __init__(self, settings: Settings | None = None) -> None:  # type: ignore[misc]  # Ray Serve awaits an async constructor
         self.settings = settings or Settings.from_env()
         load_plugins(self.settings)
         release_freed_memory_every(self.settings.memory_release_interval_s)
@@ -30,6 +34,6 @@ class Ingress:
         return create_app(self.backend, self.settings)
 
 
-def build_app(settings: Settings | None = None):
+def build_app(settings: Settings | None = None) -> Application:
     """The Serve application (``serve run serve_app:app`` uses the default settings)."""
-    return Ingress.bind(settings)
+    return Ingress.bind(settings)  # type: ignore[attr-defined,no-any-return]  # .bind() is added by @serve.deployment

@@ -12,6 +12,7 @@ import hmac
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from crowdplay.config import Settings
 from crowdplay.environments import get_env
@@ -54,7 +55,7 @@ class LocalSessions:
         self.settings = settings
         self.sessions: dict[str, tuple[str, LiveEnv]] = {}
 
-    async def create_session(self, env_id: str, participant: dict | None = None, client: str = "") -> dict:
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
         """(The baseline records nothing and limits nothing: ``participant`` and ``client`` are not kept.)"""
         session_id, token = uuid.uuid4().hex, secrets.token_urlsafe(24)
         live = LiveEnv(get_env(env_id), secrets.randbelow(2**31), self.settings)
@@ -77,25 +78,25 @@ class LocalSessions:
     async def task_counts(self) -> dict[str, int]:
         return {}
 
-    async def overview(self) -> dict:
+    async def overview(self) -> dict[str, Any]:
         return {"study": "local baseline", "generated_at": 0.0, "totals": {}, "tasks": [], "nodes": [], "games": [], "histograms": {}, "completions_timeline": []}
 
-    async def summary(self, session_id: str, token: str) -> dict:
+    async def summary(self, session_id: str, token: str) -> dict[str, Any]:
         raise no_study()
 
-    async def finish(self, session_id: str, token: str) -> dict:
+    async def finish(self, session_id: str, token: str) -> dict[str, Any]:
         raise no_study()
 
-    async def completion(self, session_id: str, token: str) -> dict:
+    async def completion(self, session_id: str, token: str) -> dict[str, Any]:
         raise no_study()
 
     async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
         raise no_study()
 
-    async def start_ai_game(self, env_id: str) -> dict:
+    async def start_ai_game(self, env_id: str) -> dict[str, Any]:
         raise no_study()
 
-    async def end_participant_session(self, session_id: str) -> dict:
+    async def end_participant_session(self, session_id: str) -> dict[str, Any]:
         raise no_study()
 
     def end(self, session_id: str) -> None:

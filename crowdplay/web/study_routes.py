@@ -25,6 +25,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -92,7 +93,7 @@ def study_routes(backend: StudyBackend, settings: Settings) -> list[Route]:
             return error(404, "not_found", "this task has no image file")
         return FileResponse(task.image_file)
 
-    def session_call(method: Callable[[str, str], Awaitable[dict]]) -> Callable[[Request], Awaitable[Response]]:
+    def session_call(method: Callable[[str, str], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             token = request.query_params.get("token", "")
             return await _answer(method(request.path_params["session_id"], token))

@@ -13,6 +13,7 @@ import functools
 import hmac
 import json
 import logging
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -37,7 +38,7 @@ async def close_with_error(websocket: WebSocket, reason: str, code: int) -> None
 
 
 @functools.cache
-def served_by() -> dict:
+def served_by() -> dict[str, Any]:
     """Which replica and node serve this connection (for operators, and for tests that check
     participants on different replicas share a game)."""
     try:
@@ -94,7 +95,7 @@ async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings
         await attachment.close()
 
 
-def hello_fields(attachment: Attachment) -> dict:
+def hello_fields(attachment: Attachment) -> dict[str, Any]:
     """The game's description for this connection: its agent (None and ``watching`` for a
     read-only view) and that agent's instructions (a watcher gets the first agent's)."""
     instructions = attachment.hello["instructions"]
@@ -170,7 +171,7 @@ async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Se
         if not limit.allow():
             await close_with_error(websocket, f"more than {settings.max_messages_per_s:.0f} messages a second", protocol.CLOSE_POLICY_VIOLATION)
             return
-        raw = event.get("text") if event.get("text") is not None else event.get("bytes", b"")
+        raw: str | bytes = event["text"] if event.get("text") is not None else event.get("bytes", b"")
         try:
             message = protocol.parse_client_message(raw, settings.max_message_bytes)
             if isinstance(message, protocol.KeysMessage):

@@ -239,7 +239,7 @@ def _create_minari(
     import minari
 
     observation_space, action_space = _minari_spaces(episode, agent)
-    shape = getattr(observation_space, "shape", None) or ()
+    shape: tuple[int, ...] = getattr(observation_space, "shape", None) or ()
     if jpeg_encoding and not (
         observation_space.dtype == np.uint8 and (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3))
     ):

@@ -71,7 +71,7 @@ def export_npz(
     for episode in progress_bar(episodes, total, progress, "npz"):
         for name, trajectory in agents_of(episode, agent):
             path = directory / f"{safe_name(episode.episode_id)}__{safe_name(name)}.npz"
-            arrays = _npz_arrays(episode, name, trajectory)
+            arrays: dict[str, Any] = _npz_arrays(episode, name, trajectory)  # savez takes them as **kwargs
             replace_atomically(path, lambda file: np.savez_compressed(file, **arrays))  # noqa: B023 (called before the loop moves on)
             written.append(path)
     return written
