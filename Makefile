@@ -9,17 +9,22 @@ INSTALLED := $(VENV)/.installed
 TORCH := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast install chromium bench clean
+.PHONY: run lint test test-fast install chromium bench clean
 
 run: $(INSTALLED)
 	$(PY) -m crowdplay serve
+
+# ruff, and mypy under pyproject.toml's [tool.mypy] (strict for crowdplay/, its exceptions listed there).
+lint: $(INSTALLED)
+	$(PY) -m ruff check crowdplay tests
+	$(PY) -m mypy crowdplay
 
 # tests/cluster (its own multi-node Ray cluster), tests/study (a deployment running a study) and
 # tests/autoscaling (Ray's fake autoscaler with cluster.yaml's node types) each run in a pytest
 # process of their own.
 # The main suite runs two test files at a time, each worker with its own Ray instance, then the
 # tests that time something alone (marked serial in tests/conftest.py).
-test: $(INSTALLED) chromium
+test: lint $(INSTALLED) chromium
 	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" $(PYTEST_ARGS)
 	$(PY) -m pytest -m serial $(PYTEST_ARGS)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
