@@ -60,8 +60,7 @@ class FrameSource(Protocol):
 class Fanout:
     """The subscribers of one game and the frames and events they are sent."""
 
-    def __init__(self, source: FrameSource, keyframe_interval: int) -> None:
-        self.source = source
+    def __init__(self, keyframe_interval: int) -> None:
         self.keyframe_interval = keyframe_interval
         self.subscribers: set[Subscriber] = set()
         self._cache: dict[tuple[str, int], codec.Payload] = {}
@@ -77,9 +76,11 @@ class Fanout:
             payload = self._cache[key] = make()
         return payload
 
-    async def stream(self, subscriber: Subscriber) -> AsyncIterator[bytes | str]:
-        """Events (JSON text) and frames (bytes) for one subscriber, newest frame first, until
-        the game stops or the subscriber is dismissed."""
+    async def stream(self, subscriber: Subscriber, source: FrameSource) -> AsyncIterator[bytes | str]:
+        """Events (JSON text) and frames (bytes) of ``source`` for one subscriber, newest frame
+        first, until the game stops or the subscriber is dismissed. (The source is held only while
+        a stream runs: the fan-out keeps no reference to its game, so an ended game is freed by
+        reference counting at once.)"""
         self.subscribers.add(subscriber)
         try:
             while True:
@@ -88,20 +89,21 @@ class Fanout:
                 if subscriber.final is not None:
                     yield subscriber.final
                     return
-                if self.source.stopped is not None:
-                    yield protocol.text("end", reason=self.source.stopped)
+                if source.stopped is not None:
+                    yield protocol.text("end", reason=source.stopped)
                     return
-                tick = self.source.latest
+                tick = source.latest
                 if tick.frame_id != subscriber.last_id:
-                    yield self.frame_for(subscriber, tick)
+                    yield self.frame_for(subscriber, tick, source.applied_seq(subscriber.agent))
                     continue
                 await subscriber.wake.wait()
                 subscriber.wake.clear()
         finally:
             self.subscribers.discard(subscriber)
 
-    def frame_for(self, subscriber: Subscriber, tick: Tick) -> bytes:
-        """The tick's frame for this subscriber: a keyframe, the shared delta, or its own delta after drops."""
+    def frame_for(self, subscriber: Subscriber, tick: Tick, input_seq: int) -> bytes:
+        """The tick's frame for this subscriber: a keyframe, the shared delta, or its own delta
+        after drops; ``input_seq``: the subscriber's newest input the game has applied."""
         keyframe = subscriber.last_id is None or tick.frame_id - subscriber.last_keyframe_id >= self.keyframe_interval
         if keyframe:
             subscriber.last_keyframe_id = tick.frame_id
@@ -123,7 +125,7 @@ class Fanout:
             frame_id=tick.frame_id,
             env_step=tick.env_step,
             score=tick.returns[subscriber.agent],
-            input_seq=self.source.applied_seq(subscriber.agent),
+            input_seq=input_seq,
         )
 
     def queue(self, message: str) -> None:

@@ -253,7 +253,7 @@ class LiveEnv:
         self._applied_seq = {agent: 0 for agent in self.agents}
         self._client_frame = {agent: 0 for agent in self.agents}
         self._returns = {agent: 0.0 for agent in self.agents}
-        self.fanout = Fanout(self, settings.keyframe_interval)
+        self.fanout = Fanout(settings.keyframe_interval)
         self.input_log: deque[AppliedInput] = deque(maxlen=INPUT_LOG_LENGTH)
         self.episodes: deque[EpisodeRecord] = deque(maxlen=EPISODES_KEPT)
         self.running = False
@@ -553,7 +553,7 @@ class LiveEnv:
     def stream(self, agent: str, subscriber: Subscriber | None = None) -> AsyncIterator[bytes | str]:
         """Frames (bytes) and events (JSON text) for one participant, newest frame first; before
         ``start`` the first screen and the lineup's events (``Fanout.stream``)."""
-        return self.fanout.stream(subscriber or Subscriber(self._check_agent(agent)))
+        return self.fanout.stream(subscriber or Subscriber(self._check_agent(agent)), self)
 
     def applied_seq(self, agent: str) -> int:
         """(``FrameSource``) the agent's newest input applied, echoed in its frames."""
