@@ -68,10 +68,15 @@ CORRIDOR = register_env(EnvSpec(
 SETTINGS = replace(Settings(), countdown_s=0.05, connect_timeout_s=1.0, record=False)
 
 
-def game() -> tuple[LiveEnv, Lineup, list[dict]]:
+def game(seated: int = 0) -> tuple[LiveEnv, Lineup, list[dict]]:
+    """A game of the corridor, its lineup, the events it sends the manager, and the first
+    ``seated`` seats taken by sessions s1, s2 (not connected yet)."""
     events: list[dict] = []
     live = LiveEnv(CORRIDOR, seed=1, settings=SETTINGS)
-    return live, Lineup(live, SETTINGS, on_event=events.append), events
+    lineup = Lineup(live, SETTINGS, on_event=events.append)
+    for number, agent in enumerate(CORRIDOR.agents[:seated], 1):
+        lineup.take(agent, f"s{number}", {"human": True}, {})
+    return live, lineup, events
 
 
 def kinds(subscriber) -> list[str]:
@@ -80,9 +85,7 @@ def kinds(subscriber) -> list[str]:
 
 def test_play_begins_once_everyone_is_connected_after_a_countdown():
     async def scenario():
-        live, lineup, events = game()
-        lineup.take("left", "s1", {"human": True}, {})
-        lineup.take("right", "s2", {"human": True}, {})
+        live, lineup, events = game(seated=2)
         first = lineup.connect("left", "s1")
         assert lineup.phase == WAITING and not live.running
         second = lineup.connect("right", "s2")
@@ -99,9 +102,7 @@ def test_play_begins_once_everyone_is_connected_after_a_countdown():
 
 def test_a_seat_left_in_the_waiting_room_reopens_after_the_grace():
     async def waiting_room():
-        live, lineup, events = game()
-        lineup.take("left", "s1", {"human": True}, {})
-        lineup.take("right", "s2", {"human": True}, {})
+        live, lineup, events = game(seated=2)
         right = lineup.connect("right", "s2")
         lineup.disconnect(right)
         await asyncio.sleep(GRACE_S * 3)
@@ -115,9 +116,7 @@ def test_a_seat_left_in_the_waiting_room_reopens_after_the_grace():
 
 def test_a_participant_who_comes_back_within_the_grace_keeps_their_seat():
     async def scenario():
-        live, lineup, events = game()
-        lineup.take("left", "s1", {"human": True}, {})
-        lineup.take("right", "s2", {"human": True}, {})
+        live, lineup, events = game(seated=2)
         lineup.connect("left", "s1")
         right = lineup.connect("right", "s2")
         await asyncio.sleep(0.1)
@@ -134,9 +133,7 @@ def test_a_participant_who_comes_back_within_the_grace_keeps_their_seat():
 
 def test_without_a_fallback_a_participant_who_stays_away_ends_the_game_for_everyone_with_why():
     async def scenario():
-        live, lineup, events = game()
-        lineup.take("left", "s1", {"human": True}, {})
-        lineup.take("right", "s2", {"human": True}, {})
+        live, lineup, events = game(seated=2)
         left = lineup.connect("left", "s1")
         right = lineup.connect("right", "s2")
         await asyncio.sleep(0.1)
