@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 @ray.remote(max_restarts=-1, **UNRECORDED_CALLS)  # type: ignore[call-overload]  # Ray's remote() overloads do not cover actor options given as **kwargs
 class PolicyActor:
+    """A detached actor that loads one policy and answers the observations of every game that uses it,
+    batching requests that arrive together; an unfit policy answers every request with the reason."""
+
     def __init__(self, policy_id: str, action_count: int, settings: Settings) -> None:
         load_plugins(settings)
         release_freed_memory_every(settings.memory_release_interval_s)
@@ -73,6 +76,7 @@ class PolicyActor:
         self._address: tuple[str, int, str] | None = None
 
     async def ready(self) -> str:
+        """Returns once the actor is constructed (its policy loaded or found unfit), so callers can wait for it."""
         return self.policy_id
 
     async def address(self) -> tuple[str, int, str]:
@@ -138,6 +142,7 @@ class PolicyActor:
         return checked
 
     async def stats(self) -> dict[str, Any]:
+        """What the policy benchmark reads: requests, actions, batches, inference seconds, failures and the last error."""
         return {"policy_id": self.policy_id, "batched": self.batched, "last_error": self.last_error, **self.counters}
 
 

@@ -42,6 +42,7 @@ class AtariFB(Framebuffer):
         self._previous_gray: np.ndarray | None = None
 
     def push(self, observation: np.ndarray) -> np.ndarray:
+        """The policy's input for this frame: the last ``stack`` max-pooled gray images, ``skip`` frames apart."""
         cv2 = self._cv2
         gray = cv2.resize(cv2.cvtColor(observation, cv2.COLOR_RGB2GRAY), (self.dim, self.dim), interpolation=cv2.INTER_AREA)
         image = gray if self._previous_gray is None else np.maximum(gray, self._previous_gray)
@@ -52,6 +53,7 @@ class AtariFB(Framebuffer):
         return np.stack(picks, axis=-1)
 
     def reset(self) -> None:
+        """Forget the history; the next frame's stack repeats its image."""
         self._images.clear()
         self._previous_gray = None
 

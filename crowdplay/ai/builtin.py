@@ -15,6 +15,7 @@ class NoopPolicy(Policy):
     in_actor = False
 
     def compute_action(self, observation: object) -> int:
+        """Action 0 whatever the observation."""
         return 0
 
 
@@ -29,4 +30,5 @@ class RandomPolicy(Policy):
         self._rng = np.random.default_rng()
 
     def compute_action(self, observation: object) -> int:
+        """A uniformly random action of the agent's action space."""
         return int(self._rng.integers(int(self.action_space.n)))

@@ -45,6 +45,9 @@ class PolicyFigures:
 
 
 class PolicyHealth:
+    """Answer counts, recent rates and the state of each policy a game process uses, with each change
+    of state queued once as a report for the EnvsManager; ``clock`` is injectable for tests."""
+
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.policies: dict[str, PolicyFigures] = {}
@@ -55,6 +58,8 @@ class PolicyHealth:
         self.policies.setdefault(policy_id, PolicyFigures())
 
     def answered(self, policy_id: str, answers: list[int | str], latency_s: float) -> None:
+        """Count ``answers`` (actions, or strings saying why a substitute was played) that took
+        ``latency_s`` seconds, and move the policy's state accordingly."""
         figures = self.policies.setdefault(policy_id, PolicyFigures())
         now = self.clock()
         reasons = [answer for answer in answers if isinstance(answer, str)]

@@ -61,11 +61,13 @@ Streams = list[str | None]
 
 
 def pack_request(streams: Streams, observations: list[Any]) -> bytes:
+    """A request's payload after its id: the streams and the observations (numpy arrays included)."""
     packed: bytes = msgpack.packb([streams, observations], default=_encode)
     return packed
 
 
 def unpack_request(payload: bytes) -> tuple[Streams, list[Any]]:
+    """The streams and observations of a request; raises ValueError when the payload is malformed."""
     request = msgpack.unpackb(payload, ext_hook=_decode)
     if not (isinstance(request, list) and len(request) == 2 and all(isinstance(part, list) for part in request)):
         raise ValueError("a request holds a list of streams and a list of observations")
@@ -84,6 +86,7 @@ class PolicyLineServer:
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, host: str) -> int:
+        """Listen on ``host`` at a free port and return the port."""
         self._server = await asyncio.start_server(self._serve, host, 0)
         port: int = self._server.sockets[0].getsockname()[1]
         return port
@@ -118,6 +121,7 @@ class PolicyLineServer:
             write_message(writer, ANSWER, REQUEST_ID.pack(request_id) + json.dumps(actions).encode())
 
     def close(self) -> None:
+        """Stop accepting new lines (open lines end with the actor)."""
         if self._server is not None:
             self._server.close()
 
@@ -135,6 +139,7 @@ class PolicyLine:
         self.closed = False
 
     async def connect(self) -> PolicyLine:
+        """Open the connection and send the secret; returns this line, ready for requests."""
         reader, self._writer = await asyncio.open_connection(*self.address)
         write_message(self._writer, HELLO, self.secret.encode())
         self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
@@ -166,6 +171,7 @@ class PolicyLine:
             self.close()
 
     def close(self) -> None:
+        """Close the connection; every request still waiting fails with ChannelClosed."""
         self.closed = True
         for answer in self._waiting.values():
             if not answer.done():

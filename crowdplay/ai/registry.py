@@ -66,6 +66,7 @@ class Policy:
     batch_wait_s: float = 0.0
 
     def compute_action(self, observation: Any) -> int:
+        """The action (an index into ``action_space``) for one observation of the kind ``observation`` names."""
         raise NotImplementedError
 
     def problems(self) -> list[str]:
@@ -130,19 +131,23 @@ def check_policy(policy_id: str) -> str:
 
 
 def registered_policies() -> Sequence[str]:
+    """The ids of every registered policy (``crowdplay check`` reports those no environment uses)."""
     return _POLICIES.names()
 
 
 def policy_class(policy_id: str) -> type[Policy]:
+    """The class registered under ``policy_id``; raises UnknownPolicy naming the known ids."""
     return _POLICIES.get(policy_id)
 
 
 def make_policy(policy_id: str, action_space: gym.spaces.Discrete) -> Policy:
+    """A new instance of the policy ``policy_id``, given the agent's ``action_space``."""
     policy = policy_class(policy_id)()
     policy.action_space = action_space
     return policy
 
 
 def make_framebuffer(policy_id: str) -> Framebuffer | None:
+    """A new framebuffer for ``policy_id``'s observations, or None when the policy takes them raw."""
     cls = _FRAMEBUFFERS.find(policy_id)
     return cls() if cls is not None else None

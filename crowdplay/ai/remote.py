@@ -60,6 +60,9 @@ async def not_placed_reason(policy_id: str, timeout_s: float) -> str:
 
 
 class PolicyClient:
+    """One game process's client of the policy actors: queues each tick's AI observations, sends them
+    per actor over its policy line and hands answers back, never letting a frame wait on a policy."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._actors: dict[Key, ActorHandle[Any]] = {}

@@ -181,6 +181,7 @@ class RLlibPolicy(Policy):
         return None
 
     def describe(self) -> dict[str, Any]:
+        """The checkpoint's resolved path, the module loaded, its connectors and whether it explores."""
         return {
             "checkpoint": os.fspath(Path(self.checkpoint).expanduser().resolve()),
             "module": self.loaded_module_id,
@@ -189,6 +190,7 @@ class RLlibPolicy(Policy):
         }
 
     def compute_action(self, observation: Any) -> int:
+        """One observation answered as a batch of one."""
         return self.compute_actions([observation])[0]
 
     def compute_actions(self, observations: Sequence[Any], streams: Sequence[str | None] | None = None) -> list[int]:
