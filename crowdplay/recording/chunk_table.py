@@ -22,23 +22,33 @@ ChunkRow = tuple[str, int, bytes, int]  # episode id, seq, blob, steps
 
 
 def chunk_key(episode_id: str, seq: int) -> str:
+    """The ``_id`` of chunk ``seq`` of an episode in MongoDB, unique per (episode, seq)."""
     return f"{episode_id}:{seq}"
 
 
 def chunk_document(episode_id: str, seq: int, blob: bytes, steps: int) -> dict[str, Any]:
+    """A chunk as both stores hand it back: its key, episode, seq, step count and the blob as ``data``."""
     return {"_id": chunk_key(episode_id, seq), "episode_id": episode_id, "seq": seq, "steps": steps, "data": blob}
 
 
 class Chunks(Protocol):
-    def put_many(self, rows: list[ChunkRow]) -> None: ...
+    """What the writer and the data tools need of a chunk store, met by a MongoDB collection and by a
+    SQLite table alike."""
 
-    def of_episode(self, episode_id: str) -> Iterator[dict[str, Any]]: ...
+    def put_many(self, rows: list[ChunkRow]) -> None:
+        """Store each ``(episode, seq, blob, steps)`` row; a row already stored is replaced."""
 
-    def delete_episode(self, episode_id: str) -> None: ...
+    def of_episode(self, episode_id: str) -> Iterator[dict[str, Any]]:
+        """The episode's chunks as ``chunk_document`` dicts, in ``seq`` order."""
 
-    def count(self) -> int: ...
+    def delete_episode(self, episode_id: str) -> None:
+        """Remove every chunk of the episode."""
 
-    def close(self) -> None: ...
+    def count(self) -> int:
+        """How many chunks there are."""
+
+    def close(self) -> None:
+        """Release the store's connection."""
 
 
 class CollectionChunks:
@@ -51,6 +61,7 @@ class CollectionChunks:
         collection.create_index([("episode_id", 1)])
 
     def put_many(self, rows: list[ChunkRow]) -> None:
+        """One unordered bulk write of upserts."""
         from pymongo import ReplaceOne
 
         self.collection.bulk_write(
@@ -58,16 +69,20 @@ class CollectionChunks:
         )
 
     def of_episode(self, episode_id: str) -> Iterator[dict[str, Any]]:
+        """A query on ``episode_id``, sorted by ``seq``."""
         yield from self.collection.find({"episode_id": episode_id}, sort=[("seq", 1)])
 
     def delete_episode(self, episode_id: str) -> None:
+        """A ``delete_many`` on ``episode_id``."""
         self.collection.delete_many({"episode_id": episode_id})
 
     def count(self) -> int:
+        """A ``count_documents`` over the whole collection."""
         count: int = self.collection.count_documents({})
         return count
 
     def close(self) -> None:
+        """Nothing: the MongoDB client owns the connection."""
         pass  # the client closes the collection
 
 
@@ -104,6 +119,7 @@ class TableChunks:
             )
 
     def put_many(self, rows: list[ChunkRow]) -> None:
+        """One transaction; a resent chunk overwrites its row."""
         with self._lock, self._connection:
             self._connection.executemany(
                 "INSERT INTO chunks (episode_id, seq, data, steps) VALUES (?, ?, ?, ?)"
@@ -126,14 +142,17 @@ class TableChunks:
             after = rows[-1][0]
 
     def delete_episode(self, episode_id: str) -> None:
+        """One transaction."""
         with self._lock, self._connection:
             self._connection.execute("DELETE FROM chunks WHERE episode_id = ?", (episode_id,))
 
     def count(self) -> int:
+        """A ``count(*)`` over the table."""
         with self._lock:
             count: int = self._connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
         return count
 
     def close(self) -> None:
+        """Close this process's connection to the file."""
         with self._lock:
             self._connection.close()

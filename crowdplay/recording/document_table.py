@@ -33,21 +33,32 @@ NO_TIME = -1e308
 
 
 class Documents(Protocol):
-    def merge(self, updates: list[tuple[str, Mapping[str, Any]]]) -> None: ...
+    """What the writer and the data tools need of a document store, met by a MongoDB collection and by
+    a SQLite table alike."""
 
-    def replace(self, document: Mapping[str, Any]) -> None: ...
+    def merge(self, updates: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """Merge each ``(id, fields)`` into its document, creating it if new, in order."""
 
-    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict[str, Any]]: ...
+    def replace(self, document: Mapping[str, Any]) -> None:
+        """Store ``document`` whole under its ``_id``, replacing any earlier one."""
 
-    def get(self, document_id: str) -> dict[str, Any] | None: ...
+    def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict[str, Any]]:
+        """Documents matching ``query`` (MongoDB's semantics), oldest first; ``projection`` limits the fields."""
 
-    def update_where(self, query: Mapping[str, Any], fields: Mapping[str, Any]) -> int: ...
+    def get(self, document_id: str) -> dict[str, Any] | None:
+        """The document with ``document_id``, or None."""
 
-    def delete(self, document_id: str) -> None: ...
+    def update_where(self, query: Mapping[str, Any], fields: Mapping[str, Any]) -> int:
+        """Set ``fields`` on every document matching ``query``; returns how many changed."""
 
-    def count(self) -> int: ...
+    def delete(self, document_id: str) -> None:
+        """Remove the document with ``document_id`` (nothing if there is none)."""
 
-    def close(self) -> None: ...
+    def count(self) -> int:
+        """How many documents there are."""
+
+    def close(self) -> None:
+        """Release the store's connection."""
 
 
 class CollectionDocuments:
@@ -58,33 +69,41 @@ class CollectionDocuments:
         self.time_field = time_field
 
     def merge(self, updates: list[tuple[str, Mapping[str, Any]]]) -> None:
+        """One upserting bulk write, in order."""
         from pymongo import UpdateOne
 
         if updates:
             self.collection.bulk_write([UpdateOne({"_id": d}, {"$set": dict(fields)}, upsert=True) for d, fields in updates], ordered=True)
 
     def replace(self, document: Mapping[str, Any]) -> None:
+        """An upserting ``replace_one``."""
         self.collection.replace_one({"_id": document["_id"]}, dict(document), upsert=True)
 
     def find(self, query: Mapping[str, Any], projection: Mapping[str, int] | None = None) -> Iterator[dict[str, Any]]:
+        """The collection's own query, sorted by ``time_field``."""
         yield from self.collection.find(dict(query), projection, sort=[(self.time_field, 1)])
 
     def get(self, document_id: str) -> dict[str, Any] | None:
+        """A ``find_one`` by ``_id``."""
         document: dict[str, Any] | None = self.collection.find_one({"_id": document_id})
         return document
 
     def update_where(self, query: Mapping[str, Any], fields: Mapping[str, Any]) -> int:
+        """An ``update_many`` with ``$set``."""
         modified: int = self.collection.update_many(dict(query), {"$set": dict(fields)}).modified_count
         return modified
 
     def delete(self, document_id: str) -> None:
+        """A ``delete_one`` by ``_id``."""
         self.collection.delete_one({"_id": document_id})
 
     def count(self) -> int:
+        """A ``count_documents`` over the whole collection."""
         count: int = self.collection.count_documents({})
         return count
 
     def close(self) -> None:
+        """Nothing: the MongoDB client owns the connection."""
         pass  # the client closes the collection
 
 
@@ -111,6 +130,7 @@ class TableDocuments:
                 self._write({**(self.get(document_id) or {"_id": document_id}), **fields})
 
     def replace(self, document: Mapping[str, Any]) -> None:
+        """Written in its own transaction."""
         with self._lock, self._connection:
             self._write(dict(document))
 
@@ -147,6 +167,7 @@ class TableDocuments:
             after = rows[-1][:2]
 
     def get(self, document_id: str) -> dict[str, Any] | None:
+        """One read by key."""
         with self._lock:
             row = self._connection.execute(f"SELECT document FROM {self.table} WHERE id = ?", (document_id,)).fetchone()
         return bson.decode(row[0]) if row else None
@@ -160,15 +181,18 @@ class TableDocuments:
         return len(matching)
 
     def delete(self, document_id: str) -> None:
+        """One delete by key."""
         with self._lock, self._connection:
             self._connection.execute(f"DELETE FROM {self.table} WHERE id = ?", (document_id,))
 
     def count(self) -> int:
+        """A ``count(*)`` over the table."""
         with self._lock:
             count: int = self._connection.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
         return count
 
     def close(self) -> None:
+        """Close this process's connection to the file."""
         with self._lock:
             self._connection.close()
 

@@ -22,6 +22,7 @@ from crowdplay.environments.spaces import Leaves, ObservationOutsideSpace, json_
 
 
 def column_name(prefix: str, agent: str, path: str) -> str:
+    """A column's name: ``<prefix>/<agent>`` for a leaf space, ``<prefix>/<agent>/<path>`` inside a Dict or Tuple."""
     return f"{prefix}/{agent}/{path}" if path else f"{prefix}/{agent}"
 
 

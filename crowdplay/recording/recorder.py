@@ -151,6 +151,7 @@ class ChunkBatcher:
         self.chunks_lost = 0
 
     def seal_later(self, seal: Callable[[], None]) -> None:
+        """Seal a cut chunk after the ones already waiting, ``SEAL_SPACING_S`` apart (the Recorder's ``seal_later``)."""
         self._seals.append(seal)
         if self._sealer is None or self._sealer.done():
             self._sealer = asyncio.get_running_loop().create_task(self._seal_spaced())
@@ -161,6 +162,8 @@ class ChunkBatcher:
             self._seals.popleft()()
 
     async def deliver(self, episode_id: str, seq: int, blob: bytes, steps: int, fields: dict) -> None:
+        """Send a sealed chunk with the others of its boundary; returns once the writer acknowledged the
+        batch, raises if that call failed (``WriterBusy`` when too many calls are out)."""
         done = asyncio.get_running_loop().create_future()
         self._pending.append(((episode_id, seq, blob, steps, fields), done))
         if self._flusher is None or self._flusher.done():
@@ -357,6 +360,7 @@ class OpenChunk:
 
     @property
     def steps(self) -> int:
+        """Steps recorded in the chunk so far."""
         return len(self.frame_ids)
 
 
@@ -418,6 +422,7 @@ class Recorder:
 
     @property
     def episode_id(self) -> str:
+        """The current episode's id (empty before the first chunk)."""
         return self._chunk.episode_id if self._chunk else ""
 
     @property

@@ -22,6 +22,9 @@ Chunk = tuple[str, int, bytes, int, dict[str, Any]]
 
 
 class Spool:
+    """Chunk batches spooled to ``directory`` (created if missing); batches a previous run left there
+    are counted and drained too."""
+
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -69,9 +72,11 @@ class Spool:
         return sorted(self.directory.glob("*.spool"))
 
     def load(self, path: Path) -> list[Chunk]:
+        """The chunks of one spooled batch, as tuples again."""
         return [tuple(chunk) for chunk in msgpack.unpackb(path.read_bytes(), raw=False, strict_map_key=False)]
 
     def remove(self, path: Path) -> None:
+        """Forget a batch once the store has it (a file already gone is fine)."""
         path.unlink(missing_ok=True)
         with self._lock:
             self._sizes.pop(path.name, None)

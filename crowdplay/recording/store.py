@@ -178,6 +178,7 @@ class TrajectoryStore:
 
     # ----------------------------------------------------------------- participants
     def pseudonym(self, participant: str) -> str:
+        """The participant's pseudonym under this store's key: what episodes and assignments record."""
         return pseudonymise(self.pseudonym_key(), participant)
 
     def pseudonym_key(self) -> bytes:
@@ -194,6 +195,7 @@ class TrajectoryStore:
         return episode_ids
 
     def episode(self, episode_id: str) -> dict[str, Any] | None:
+        """The episode's document, or None if it is not stored."""
         return self.episodes.get(episode_id)
 
     def find_episodes(self, query: Mapping[str, Any] | None = None, projection: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
@@ -223,6 +225,7 @@ class TrajectoryStore:
             self.notes.insert_one(document)
 
     def find_notes(self, query: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Notes matching a MongoDB ``query`` (all when None), oldest first."""
         return list(self.notes.find(dict(query or {}), sort=[("created_at", 1)]))
 
     def data_volume(self) -> dict[str, Any]:
@@ -236,6 +239,7 @@ class TrajectoryStore:
         return {"episodes": self.episodes.count(), "chunks": self.chunks.count(), "bytes": size}
 
     def close(self) -> None:
+        """Close the chunk, episode and assignment tables and the client."""
         self.chunks.close()
         self.episodes.close()
         self.assignments.close()

@@ -88,6 +88,7 @@ class Probe:
     error: str | None = None
 
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
+        """The probe for the dashboard: state, when the writer answered, how old that answer is (at ``now``) and the error."""
         now = time.time() if now is None else now
         age = None if self.answered_at is None else max(0.0, now - self.answered_at)
         return {"state": self.state, "answered_at": self.answered_at, "age_s": age, "error": self.error}

@@ -120,6 +120,7 @@ class UnackedChunks:
 
     # ----------------------------------------------------------------- the dashboard
     def oldest_sealed_at(self) -> float | None:
+        """When the oldest unacknowledged chunk was sealed (epoch seconds), or None when none are held."""
         for entry in self._entries.values():
             return entry.sealed_at
         return None

@@ -168,6 +168,7 @@ class ChunkSink:
         }
 
     async def pseudonym_key(self) -> bytes:
+        """The store's pseudonym key, read on the store's thread."""
         return await self._on_store(self._read_pseudonym_key)
 
     async def on_store(self, method: str, *args: Any) -> Any:
@@ -187,6 +188,7 @@ class ChunkSink:
         return self._open_store().pseudonym_key()
 
     def close(self) -> None:
+        """Stop draining the spool and close the store; for the end of the writer's process and for tests."""
         if self._drainer is not None:
             self._drainer.cancel()
         if self.store is not None:
@@ -197,6 +199,9 @@ class ChunkSink:
 
 @ray.remote(num_cpus=0, max_restarts=-1, **UNRECORDED_CALLS)  # type: ignore[call-overload]  # Ray's remote() overloads do not cover actor options given as **kwargs
 class TrajectoryWriter:
+    """The cluster's one writer actor (``get_or_create_writer``): makes EnvActors' chunk batches durable and
+    answers the EnvsManager's study reads and writes, store-or-spool through a ``ChunkSink``."""
+
     def __init__(self, store_uri: str, spool_dir: str, store_timeout_s: float = 5.0, memory_release_interval_s: float = 30.0) -> None:
         release_freed_memory_every(memory_release_interval_s)
         # Storing is never urgent (EnvActors keep chunks until acked); on a busy node the real-time
@@ -226,12 +231,15 @@ class TrajectoryWriter:
         return await sink.pseudonym_key()
 
     async def save_assignment(self, document: dict[str, Any]) -> None:
+        """Create or replace a participant's assignment document."""
         await (await self._ready()).on_store("put_assignment", document)
 
     async def assignments(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Assignments matching a MongoDB ``query`` (all when None), oldest first."""
         return await (await self._ready()).on_store("find_assignments", query)
 
     async def save_note(self, document: dict[str, Any]) -> None:
+        """Store a note (``TrajectoryStore.put_note``: one with an ``_id`` replaces itself)."""
         await (await self._ready()).on_store("put_note", document)
 
     async def interrupt_game(self, game_id: str, reason: str) -> int:
@@ -239,6 +247,7 @@ class TrajectoryWriter:
         return await (await self._ready()).on_store("interrupt_game", game_id, reason)
 
     async def data_volume(self) -> dict[str, Any]:
+        """Episodes, chunks and bytes stored, for the dashboard."""
         return await (await self._ready()).on_store("data_volume")
 
     async def stats(self) -> dict[str, Any]:
@@ -266,11 +275,13 @@ class WriterClient:
         self._handle: ActorHandle[Any] | None = None
 
     def look_up(self) -> ActorHandle[Any]:
+        """The writer's handle, found (or created) on first use and after a call found it dead."""
         if self._handle is None:
             self._handle = get_or_create_writer(self.settings)
         return self._handle
 
     async def call(self, method: str, *args: Any) -> Any:
+        """``method`` of the writer with ``args``; raises ActorDiedError after forgetting a dead writer's handle."""
         try:
             return await getattr(self.look_up(), method).remote(*args)
         except ray.exceptions.ActorDiedError:
