@@ -87,6 +87,8 @@ def participant_details(body: dict[str, Any], user_agent: str) -> dict[str, Any]
 
 
 def create_app(backend: SessionBackend, settings: Settings) -> Starlette:
+    """The participant app over ``backend`` (Ray's EnvsManager, or the in-process baseline): the routes
+    listed above, with session starts rate-limited per client."""
     starts = ClientStarts(settings.session_starts_per_client_per_min, settings.session_starts_per_client_burst)
 
     async def index(request: Request) -> FileResponse:

@@ -25,13 +25,17 @@ class Attachment(Protocol):
     agent: str
     hello: dict[str, Any]
 
-    def frames(self) -> AsyncIterator[bytes | str]: ...
+    def frames(self) -> AsyncIterator[bytes | str]:
+        """The game's stream for this connection: frames (bytes) and events (JSON text) until it ends."""
 
-    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None: ...
+    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
+        """The participant's held keys as of their page's ``frame``; ``seq`` orders their inputs."""
 
-    async def submit_action(self, action: int, frame: int, seq: int) -> None: ...
+    async def submit_action(self, action: int, frame: int, seq: int) -> None:
+        """An action chosen directly (an index into the action space); InvalidAction if outside it."""
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """The participant's connection ended; the seat is kept for the reconnect grace."""
 
 
 class StudyBackend(Protocol):
@@ -63,10 +67,14 @@ class StudyBackend(Protocol):
 
 
 class SessionBackend(StudyBackend, Protocol):
+    """Everything the participant app asks of the session machinery: sessions, their connections and
+    the study's calls."""
+
     async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
         """``client``: the requester's address (``crowdplay.web.clients``), for rate limits."""
 
-    async def attach(self, session_id: str, token: str) -> Attachment: ...
+    async def attach(self, session_id: str, token: str) -> Attachment:
+        """The connection to a session's seat; UnknownSession, BadToken or SessionLost when there is none to give."""
 
     async def watch(self, game_id: str) -> Attachment:
         """A read-only view of a running game for the dashboard (``UnknownGame`` if none)."""
@@ -92,13 +100,16 @@ class RayAttachment:
         self.hello = hello
 
     def frames(self) -> AsyncIterator[bytes | str]:
+        """The frame channel's messages."""
         return self._channel.messages()
 
     async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
+        """Sent to the game over the channel; a watcher's keys go nowhere."""
         if self.agent:
             await self._channel.send_input({"kind": "keys", "keys": keys, "frame": frame, "seq": seq})
 
     async def submit_action(self, action: int, frame: int, seq: int) -> None:
+        """Checked against the action space, then sent to the game; a watcher's actions go nowhere."""
         if self.agent:
             check_action(self.hello, action)
             await self._channel.send_input({"kind": "action", "action": action, "frame": frame, "seq": seq})
@@ -116,39 +127,50 @@ class RaySessions:
         self.settings = settings
 
     async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
+        """Forwarded to the EnvsManager, which places the session and gives it a seat."""
         return await self.manager.create_session.remote(env_id, participant, client)  # type: ignore[no-any-return]
 
     async def task_counts(self) -> dict[str, int]:
+        """Forwarded to the EnvsManager (``StudyBackend.task_counts``)."""
         counts: dict[str, int] = await self.manager.task_counts.remote()
         return counts
 
     async def summary(self, session_id: str, token: str) -> dict[str, Any]:
+        """Forwarded to the EnvsManager (``StudyBackend.summary``)."""
         return await self.manager.summary.remote(session_id, token)  # type: ignore[no-any-return]
 
     async def finish(self, session_id: str, token: str) -> dict[str, Any]:
+        """Forwarded to the EnvsManager (``StudyBackend.finish``)."""
         return await self.manager.finish.remote(session_id, token)  # type: ignore[no-any-return]
 
     async def completion(self, session_id: str, token: str) -> dict[str, Any]:
+        """Forwarded to the EnvsManager (``StudyBackend.completion``)."""
         return await self.manager.completion.remote(session_id, token)  # type: ignore[no-any-return]
 
     async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
+        """Forwarded to the EnvsManager (``StudyBackend.note``)."""
         await self.manager.note.remote(kind, text, page, session_id, token)
 
     async def overview(self) -> dict[str, Any]:
+        """Forwarded to the EnvsManager (``StudyBackend.overview``)."""
         return await self.manager.overview.remote()  # type: ignore[no-any-return]
 
     async def start_ai_game(self, env_id: str) -> dict[str, Any]:
+        """Forwarded to the EnvsManager (``StudyBackend.start_ai_game``)."""
         return await self.manager.start_ai_game.remote(env_id)  # type: ignore[no-any-return]
 
     async def end_participant_session(self, session_id: str) -> dict[str, Any]:
+        """Forwarded to the EnvsManager (``StudyBackend.end_participant_session``)."""
         return await self.manager.end_participant_session.remote(session_id)  # type: ignore[no-any-return]
 
     async def attach(self, session_id: str, token: str) -> RayAttachment:
+        """The seat's address from the EnvsManager, then a frame channel to its EnvActor."""
         agent, hello, address = await self.manager.attach.remote(session_id, token)
         channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], agent, session_id, address.get("watch"))
         return RayAttachment(self.manager, session_id, agent, hello, channel)
 
     async def watch(self, game_id: str) -> RayAttachment:
+        """A watcher's frame channel to the game's EnvActor, at the address the EnvsManager gives."""
         hello, address = await self.manager.watch_game.remote(game_id)
         channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], "", "", address["watch"])
         return RayAttachment(self.manager, "", "", hello, channel)

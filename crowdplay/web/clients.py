@@ -12,6 +12,8 @@ from starlette.datastructures import Headers
 
 
 def client_address(headers: Headers, peer: str | None, forwarded_hops: int) -> str:
+    """The client's address: the ``forwarded_hops``-th ``X-Forwarded-For`` entry from the end, else the
+    connection's ``peer`` (empty if unknown); at most 64 characters."""
     if forwarded_hops > 0:
         entries = [entry.strip() for value in headers.getlist("x-forwarded-for") for entry in value.split(",") if entry.strip()]
         if len(entries) >= forwarded_hops:

@@ -15,6 +15,7 @@ MAX_REASON_CHARS = 200
 
 
 def error(status: int, kind: str, reason: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+    """A JSON error response of the one shape; ``extra`` fields go beside ``error`` and ``reason``."""
     return JSONResponse({"error": kind, "reason": reason, **extra}, status_code=status, headers=headers)
 
 

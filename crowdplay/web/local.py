@@ -26,6 +26,8 @@ def no_study() -> UnknownSession:
 
 
 class LocalAttachment:
+    """A participant's connection to an in-process game; closing it ends the game."""
+
     def __init__(self, sessions: LocalSessions, session_id: str, live: LiveEnv) -> None:
         self._sessions = sessions
         self._session_id = session_id
@@ -34,17 +36,21 @@ class LocalAttachment:
         self.hello = live.describe()
 
     async def frames(self) -> AsyncIterator[bytes | str]:
+        """Start the game (the baseline has no waiting room) and stream it."""
         self._live.start()  # the baseline has no waiting room: play begins on connecting
         async for message in self._live.stream(self.agent):
             yield message
 
     async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
+        """Straight to the LiveEnv."""
         self._live.submit_keys(self.agent, keys, frame, seq)
 
     async def submit_action(self, action: int, frame: int, seq: int) -> None:
+        """Straight to the LiveEnv."""
         self._live.submit_action(self.agent, action, frame, seq)
 
     async def close(self) -> None:
+        """End the session: the baseline keeps no seat for a reconnect."""
         self._sessions.end(self._session_id)
 
 
@@ -63,6 +69,7 @@ class LocalSessions:
         return {"session_id": session_id, "token": token, "env_id": env_id, "agent": live.agents[0]}
 
     async def attach(self, session_id: str, token: str) -> LocalAttachment:
+        """The session's game; UnknownSession or BadToken as for the Ray path."""
         if session_id not in self.sessions:
             raise UnknownSession(f"no session {session_id!r}")
         expected, live = self.sessions[session_id]
@@ -71,41 +78,52 @@ class LocalSessions:
         return LocalAttachment(self, session_id, live)
 
     async def watch(self, game_id: str) -> LocalAttachment:
+        """Always UnknownGame: the baseline has no dashboard."""
         raise UnknownGame("the in-process baseline has no dashboard to watch games from")
 
     # The baseline runs games without a study: no task is ever complete or closed, and it keeps
     # no assignments.
     async def task_counts(self) -> dict[str, int]:
+        """None: the baseline runs no study."""
         return {}
 
     async def overview(self) -> dict[str, Any]:
+        """An empty overview of the same shape, so the dashboard and /metrics still render."""
         return {"study": "local baseline", "generated_at": 0.0, "totals": {}, "tasks": [], "nodes": [], "games": [], "histograms": {}, "completions_timeline": []}
 
     async def summary(self, session_id: str, token: str) -> dict[str, Any]:
+        """Refused: the baseline runs no study."""
         raise no_study()
 
     async def finish(self, session_id: str, token: str) -> dict[str, Any]:
+        """Refused: the baseline runs no study."""
         raise no_study()
 
     async def completion(self, session_id: str, token: str) -> dict[str, Any]:
+        """Refused: the baseline runs no study."""
         raise no_study()
 
     async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
+        """Refused: the baseline runs no study."""
         raise no_study()
 
     async def start_ai_game(self, env_id: str) -> dict[str, Any]:
+        """Refused: the baseline runs no study."""
         raise no_study()
 
     async def end_participant_session(self, session_id: str) -> dict[str, Any]:
+        """Refused: the baseline runs no study."""
         raise no_study()
 
     def end(self, session_id: str) -> None:
+        """Stop the session's game and forget it (nothing if it already ended)."""
         _, live = self.sessions.pop(session_id, (None, None))
         if live is not None:
             live.stop("the participant left")
 
 
 def main() -> None:
+    """``python -m crowdplay.web.local``: serve the app with in-process sessions until interrupted."""
     import uvicorn
 
     from crowdplay.web.app import create_app

@@ -62,6 +62,7 @@ class OverviewCollector(Collector):
         self.overview = overview
 
     def collect(self) -> Iterator[Metric]:
+        """Every family, read from the overview at scrape time."""
         overview = self.overview
         yield from task_families(overview.get("tasks") or [])
         yield gauge_family("crowdplay_node_sessions", "Participant sessions hosted on each Ray node.", ["node"],

@@ -68,6 +68,8 @@ async def _answer(work: Awaitable[object], status: int = 200) -> Response:
 
 
 def admin_token(settings: Settings) -> str:
+    """The token the dashboard and admin API require: the study's, else ``CROWDPLAY_ADMIN_TOKEN``; empty
+    disables them."""
     return current_study().admin_token or settings.admin_token
 
 

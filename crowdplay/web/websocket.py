@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 
 async def close_with_error(websocket: WebSocket, reason: str, code: int) -> None:
+    """Tell the page why (an ``error`` message) and close with ``code``, if the socket is still open."""
     if websocket.application_state == WebSocketState.CONNECTED:
         with contextlib.suppress(Exception):
             await websocket.send_text(protocol.text("error", reason=reason, code=code))
@@ -65,6 +66,8 @@ def origin_allowed(websocket: WebSocket, settings: Settings) -> bool:
 
 
 async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings) -> None:
+    """The play websocket's handler: check the origin and the session's token, send the hello, then
+    forward frames and input until either side ends."""
     await websocket.accept()
     set_nodelay_for(websocket.scope)
     session_id = websocket.path_params["session_id"]
