@@ -61,6 +61,9 @@ class InvalidAction(ValueError):
 
 @dataclass(frozen=True)
 class StepResult:
+    """What one step of every agent produced: each agent's reward, and whether the episode ended
+    (``terminated``) or was cut off (``truncated``)."""
+
     rewards: dict[str, float]
     terminated: bool
     truncated: bool
@@ -143,6 +146,7 @@ class EnvAdapter:
         return self.action_meanings
 
     def action_space(self, agent: str) -> gym.spaces.Discrete:
+        """The agent's actions as a Discrete space (every agent of an adapter has ``action_count``)."""
         return gym.spaces.Discrete(self.action_count)
 
     def reset(self, seed: int, options: dict[str, Any] | None = None) -> None:
@@ -168,9 +172,11 @@ class EnvAdapter:
         return pickle.dumps(self._ale.cloneState(include_rng=True)) if self._ale is not None else None
 
     def restore(self, state: bytes) -> None:
+        """Put the emulator back into a state ``snapshot`` returned (ALE only)."""
         self._ale.restoreState(pickle.loads(state))
 
     def check_action(self, agent: str, action: int) -> int:
+        """``action`` if ``agent`` may play it; InvalidAction for an unknown agent or an action outside the space."""
         if agent not in self.agents:
             raise InvalidAction(f"unknown agent {agent!r}")
         if not isinstance(action, int) or isinstance(action, bool) or not 0 <= action < self.action_count:
@@ -178,6 +184,7 @@ class EnvAdapter:
         return action
 
     def step(self, actions: dict[str, int]) -> StepResult:
+        """Step the environment with the single agent's action."""
         observation, reward, terminated, truncated, info = self.env.step(actions[SINGLE_AGENT])
         if self._ale is None:
             self.observations, self.infos = {SINGLE_AGENT: observation}, {SINGLE_AGENT: info}
@@ -193,4 +200,5 @@ class EnvAdapter:
         return np.array(frame, dtype=np.uint8, copy=True)
 
     def close(self) -> None:
+        """Close the underlying environment."""
         self.env.close()

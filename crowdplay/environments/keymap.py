@@ -96,6 +96,7 @@ class Keymap:
         return found
 
     def to_json(self) -> dict[str, int]:
+        """The keymap as the page receives it: ``{"Key1+Key2": action}``, codes sorted within each combination."""
         return {"+".join(sorted(keys)): action for keys, action in self._by_size}
 
 

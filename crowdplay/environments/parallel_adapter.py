@@ -85,6 +85,7 @@ class ParallelEnvAdapter(EnvAdapter):
             self.infos = {agent: (infos or {}).get(agent, {}) for agent in self.agents}
 
     def step(self, actions: dict[str, int]) -> StepResult:
+        """Step every agent still in the game; the episode terminates when all agents are terminated."""
         live = {agent: int(actions[agent]) for agent in self.env.agents}
         observations, rewards, terminations, truncations, infos = self.env.step(live)
         if self._ale is None:  # an agent that is done keeps its last observation, and has no info
@@ -96,14 +97,17 @@ class ParallelEnvAdapter(EnvAdapter):
         return StepResult({agent: float(rewards.get(agent, 0.0)) for agent in self.agents}, bool(terminated), bool(truncated))
 
     def screen(self) -> np.ndarray:
+        """The shared screen: 210x160 palette indices for ALE, else the rendered RGB frame."""
         if self._ale is not None:
             return self._ale.getScreen().reshape(210, 160)  # multi-agent-ale-py returns it flat
         return super().screen()
 
     def snapshot(self) -> bytes | None:
+        """The emulator's state for exact replay (ALE), else None."""
         return self._ale.encodeState(self._ale.cloneState()).tobytes() if self._ale is not None else None
 
     def restore(self, state: bytes) -> None:
+        """Put the emulator back into a state ``snapshot`` returned (ALE only)."""
         self._ale.restoreState(self._ale.decodeState(np.frombuffer(state, dtype=np.uint8).copy()))
 
 

@@ -28,6 +28,7 @@ def register_env(spec: EnvSpec) -> EnvSpec:
 
 
 def get_env(env_id: str) -> EnvSpec:
+    """The registered spec for ``env_id``; UnknownEnvironment if there is none."""
     try:
         return _REGISTRY[env_id]
     except KeyError:
@@ -35,4 +36,5 @@ def get_env(env_id: str) -> EnvSpec:
 
 
 def list_envs() -> list[EnvSpec]:
+    """Every registered environment, in registration order (the game library)."""
     return list(_REGISTRY.values())

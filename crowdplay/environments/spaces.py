@@ -130,6 +130,8 @@ class Leaves:
         self.columns = list(leaves(description))
 
     def split(self, observation: Any) -> list[np.ndarray]:
+        """One step's observation as its leaves' arrays, in ``leaves`` order; ObservationOutsideSpace when it
+        does not fit the space."""
         values: list[np.ndarray] = []
         self._split(self.description, observation, "", values)
         return values
