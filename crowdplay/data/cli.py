@@ -84,6 +84,7 @@ def _when(seconds: float | None) -> str:
 
 
 def list_command(data: Dataset, args: argparse.Namespace) -> int:
+    """``crowdplay data list``: the matching episodes, one line each (or a JSON list)."""
     episodes = _select(data, args)
     if args.json:
         print(json.dumps([_printable(doc) for doc in episodes]))
@@ -101,6 +102,7 @@ def list_command(data: Dataset, args: argparse.Namespace) -> int:
 
 
 def show_command(data: Dataset, args: argparse.Namespace) -> int:
+    """``crowdplay data show``: one episode's document with its stored steps and inputs counted."""
     document = _printable(data.episode(args.episode))
     document["stored_steps"] = sum(chunk["steps"] for chunk in data.chunks(args.episode))
     document["inputs"] = len(data.inputs(args.episode))
@@ -117,6 +119,7 @@ def replay_check_command(data: Dataset, args: argparse.Namespace) -> int:
 
 
 def export_command(data: Dataset, args: argparse.Namespace) -> int:
+    """``crowdplay data export``: the matching episodes in the chosen format under ``--out``; 1 if none match."""
     from crowdplay.data import exports
     from crowdplay.data.exports.common import ID_UNSAFE
 
@@ -150,6 +153,8 @@ def export_command(data: Dataset, args: argparse.Namespace) -> int:
 
 
 def delete_participant_command(data: Dataset, args: argparse.Namespace) -> int:
+    """``crowdplay data delete-participant``: remove every episode the participant played in, after
+    asking unless ``--yes``."""
     if not args.yes:
         answer = input(f"Delete every episode of participant {args.participant!r}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
@@ -161,6 +166,7 @@ def delete_participant_command(data: Dataset, args: argparse.Namespace) -> int:
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``crowdplay data`` and its subcommands to the ``crowdplay`` parser."""
     data_parser = commands.add_parser("data", help="list, inspect, check, export and delete recordings")
     data_parser.add_argument("--store", default=None, help="mongodb:// URI or embedded store path")
     sub = data_parser.add_subparsers(dest="data_command", required=True)
@@ -219,6 +225,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def data_command(args: argparse.Namespace) -> int:
+    """Run the chosen ``crowdplay data`` subcommand on the store; the process's exit code (2 for an unknown episode)."""
     settings = getattr(args, "settings", None)
     uri = args.store or (settings.store_uri if settings is not None else "") or None
     print(f"crowdplay data: {describe_store(uri, args.store)}", file=sys.stderr, flush=True)

@@ -34,6 +34,7 @@ HEAVY_FIELDS = {"start_state": 0}
 
 
 class EpisodeNotFound(LookupError):
+    """No episode with the id asked for is in the store."""
     pass
 
 
@@ -48,6 +49,8 @@ def _timestamp(value: float | str | dt.datetime) -> float:
 
 
 class Dataset:
+    """Queries and loads over one ``TrajectoryStore``; a context manager that closes it."""
+
     def __init__(self, store: TrajectoryStore) -> None:
         self.store = store
 
@@ -58,6 +61,7 @@ class Dataset:
         return cls(TrajectoryStore.open(uri))
 
     def close(self) -> None:
+        """Close the store."""
         self.store.close()
 
     def __enter__(self) -> Dataset:
@@ -118,6 +122,7 @@ class Dataset:
         return found
 
     def episode(self, episode_id: str) -> dict[str, Any]:
+        """The episode's store document; EpisodeNotFound if there is none."""
         document = self.store.episode(episode_id)
         if document is None:
             raise EpisodeNotFound(f"no episode {episode_id!r}")
@@ -198,6 +203,7 @@ class Dataset:
         return Episode(episode_id, meta["env_id"], meta, trajectories, observations or "none", snapshots)
 
     def iter_load(self, episode_ids: list[str], observations: str | None = "env") -> Iterator[Episode]:
+        """``load`` one episode at a time, so an export never holds them all in memory."""
         for episode_id in episode_ids:
             yield self.load(episode_id, observations)
 
@@ -255,6 +261,7 @@ class Dataset:
 
     # ----------------------------------------------------------------- participants
     def pseudonym(self, participant: str) -> str:
+        """The participant's pseudonym in this store, to find or filter their episodes."""
         return self.store.pseudonym(participant)
 
     def delete_participant(self, participant: str) -> list[str]:

@@ -43,6 +43,7 @@ class AgentTrajectory:
 
     @property
     def steps(self) -> int:
+        """The number of steps (``T``)."""
         return len(self.actions)
 
 
@@ -62,6 +63,7 @@ class Episode:
 
     @property
     def steps(self) -> int:
+        """The number of steps (``T``; 0 for an episode without agents)."""
         return next(iter(self.agents.values())).steps if self.agents else 0
 
     def observation_space(self, agent: str) -> Any:

@@ -34,6 +34,8 @@ def atari84(rgb: np.ndarray) -> np.ndarray:
 
 
 def convert(screens: np.ndarray, palette: str | None, observation_format: str) -> np.ndarray:
+    """Recorded ``screens`` in ``observation_format`` (``FORMATS``); ValueError for an unknown format or a
+    palette asked of RGB screens."""
     if observation_format == "palette":
         if screens.ndim != 3:
             raise ValueError("this environment's screens are RGB; there is no palette form")

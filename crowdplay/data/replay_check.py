@@ -115,6 +115,7 @@ class ReplayReport:
 
     @property
     def status(self) -> str:
+        """``match``, ``mismatch`` or ``not replayable`` (when ``reason`` says why)."""
         if self.reason is not None:
             return NOT_REPLAYABLE
         if self.first_divergence is not None or self.frame_mismatches or self.reward_mismatches or self.observation_mismatches or self.ending_mismatches:
@@ -123,10 +124,12 @@ class ReplayReport:
 
     @property
     def ok(self) -> bool:
+        """Whether the replay matched the recording."""
         return self.status == MATCH
 
     @property
     def exit_code(self) -> int:
+        """The process exit code for ``status``: 0 match, 1 mismatch, 3 not replayable."""
         return EXIT_CODES[self.status]
 
     def note(self, step: int, kind: str, what: str) -> None:
@@ -141,6 +144,7 @@ class ReplayReport:
             self.first_divergence = f"{_step_name(step)}, {what}"
 
     def summary(self) -> str:
+        """One line for people: the verdict and, on a mismatch, the first divergence and what differed."""
         status = self.status
         if status == NOT_REPLAYABLE:
             return f"{self.episode_id}: not replayable: {self.reason}"
