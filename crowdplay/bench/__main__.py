@@ -35,6 +35,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark named in ``argv`` (default: the command line), print its summary unless ``--json``,
+    then its JSON result as the last line; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
     module = _load(args.benchmark)

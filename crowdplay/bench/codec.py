@@ -51,6 +51,7 @@ class Recording:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options on its ``python -m crowdplay.bench codec`` parser."""
     parser.add_argument("--frames", type=int, default=3000, help="frames played per game (default 3000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the environment and of the scripted input")
     parser.add_argument("--games", default=",".join(GAMES), help="comma-separated game ids (default: all seven)")
@@ -126,6 +127,8 @@ def jpeg_data_url_bytes(screen: np.ndarray) -> int:
 
 
 def bench_game(game: str, frames: int, seed: int, jpeg_every: int, keyframe_interval: int) -> dict[str, Any]:
+    """Bytes and encode time per frame of ``game``'s codec stream over ``frames`` of scripted play,
+    whether it decodes losslessly, and the JPEG data-URL baseline on every ``jpeg_every``-th frame."""
     recording = record(game, frames, seed)
     messages, encode_us = encode(recording, keyframe_interval)
     bytes_per_frame = sum(map(len, messages)) / len(messages)
@@ -145,6 +148,7 @@ def _geomean(values: list[float]) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every game's figures and their geometric mean, worst encode time and smallest gain over JPEG."""
     games = [game.strip() for game in args.games.split(",") if game.strip()]
     if args.frames < 1 or args.jpeg_every < 1 or not games:
         raise SystemExit("--frames and --jpeg-every must be positive and --games must name at least one game")

@@ -23,10 +23,13 @@ SUITE = Path(__file__).resolve().parents[2] / "tests" / "test_fuzz.py"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options on its ``python -m crowdplay.bench fuzz`` parser."""
     parser.add_argument("--cases", type=int, default=10_000, help="cases per property (HTTP, websocket)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the fuzz suite at ``--cases`` per property and return its report with the time taken and the
+    verdict; SystemExit outside a clone of the repository."""
     if not SUITE.exists():
         raise SystemExit(f"the fuzz campaign runs {SUITE}: run it from a clone of the repository")
     with tempfile.TemporaryDirectory(prefix="crowdplay-fuzz-") as scratch:
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(result: dict[str, Any]) -> str:
+    """The campaign's verdict, statuses and close codes for people (and the failure, if any)."""
     lines = [
         f"fuzz campaign: {result['cases_total']} cases ({result['cases_per_property']} per property) in {result['seconds']} s: "
         + ("all held" if result["passed"] else "FAILED"),

@@ -49,6 +49,7 @@ KEYS = ["ArrowLeft", "ArrowRight", "Space"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options on its ``python -m crowdplay.bench load`` parser."""
     parser.add_argument("--sessions", type=int, default=20, help="concurrent participants")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured play time after everyone joined")
     parser.add_argument("--env", default="SpaceInvaders")
@@ -89,6 +90,8 @@ def _bench_settings(record: bool, data_dir: str, **overrides: object) -> Setting
 
 @contextmanager
 def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[System]:
+    """Ray, Serve and the app started for the benchmark (recording into a fresh embedded store unless
+    ``CROWDPLAY_STORE_URI`` is set), shut down on exit."""
     import ray
     from ray import serve
 
@@ -134,6 +137,7 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
 
 @contextmanager
 def baseline_system() -> Iterator[System]:
+    """The in-process baseline (``crowdplay.web.local``) in a subprocess, stopped on exit."""
     port = free_port()
     env = {**os.environ, "CROWDPLAY_RECONNECT_GRACE_S": "0.2"}
     process = subprocess.Popen([sys.executable, "-m", "crowdplay.web.local", "--port", str(port)], env=env)
@@ -161,6 +165,9 @@ def baseline_system() -> Iterator[System]:
 # --------------------------------------------------------------------------- simulated participants
 @dataclass
 class ParticipantResult:
+    """What one simulated participant measured: time to the first frame, frame rate, the frames
+    received in the window, key-to-frame latencies and bytes."""
+
     session_id: str
     start_to_first_frame_s: float
     fps: float
@@ -331,6 +338,7 @@ def run_trial(system: System, sessions: int, seconds: float, args: argparse.Name
 
 
 def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    """One trial at ``--sessions`` with the recording's figures, plus the largest N on time when ``--find-max``."""
     result = run_trial(system, args.sessions, args.seconds, args)
     result["recording"] = system.recording()
     if args.find_max:
@@ -339,6 +347,7 @@ def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the Serve path, and the baseline when ``--baseline`` (with the ratio of their maxima)."""
     with serve_system(record=not args.no_record) as system:
         result = measure(system, args)
     if args.baseline:
@@ -350,6 +359,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(result: dict[str, Any]) -> str:
+    """One table row per path measured."""
     rows = [("serve", result)] + ([("baseline", result["baseline"])] if "baseline" in result else [])
     lines = ["path      N   on-time  dropped  key p50/p99 ms   start p95 ms  MB/sess  cpu/sess  B/s/sess"]
     for name, r in rows:

@@ -57,22 +57,29 @@ SETTINGS = Settings(namespace="crowdplay-bench-policy", plugins=__name__, record
 
 @register_policy(BATCHED)
 class NatureCNN(RLlibPolicy):
+    """The untrained Nature-CNN PPO checkpoint, batched, on one CPU."""
+
     checkpoint = CHECKPOINT
     num_cpus = 1.0
 
 
 @register_policy(ONE_AT_A_TIME)
 class NatureCNNOneAtATime(NatureCNN):
+    """The same model answering one observation at a time, for comparison."""
+
     batched = False
 
 
 @register_policy(DQN)
 class NatureCNNDQN(RLlibPolicy):
+    """The Nature-CNN DQN checkpoint, batched, on one CPU."""
+
     checkpoint = DQN_CHECKPOINT
     num_cpus = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options on its ``python -m crowdplay.bench policy`` parser."""
     parser.add_argument("--sessions", default="1,10,20", help="comma-separated session counts")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per configuration")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time before each measurement")
@@ -129,6 +136,7 @@ class BenchSession:
         self.measuring = False
 
     def tick(self, frame: int) -> None:
+        """Show the agent the observation for ``frame``, counting answers and their latencies while measuring."""
         if self.agent.answers != self._answers:
             self._answers = self.agent.answers
             if self.measuring:
@@ -152,6 +160,8 @@ class SessionHost:
         self.sessions = [BenchSession(PolicyAgent(policy_id, space, 0, client), observations, first + i) for i in range(sessions)]
 
     async def run(self, warmup_s: float, seconds: float) -> dict[str, Any]:
+        """Tick every session at 60 Hz for ``warmup_s``, then measure for ``seconds``: latencies, frames
+        shown and ticks late."""
         clock = TickClock(60.0)
         for session in self.sessions:
             clock.add(session)
@@ -170,6 +180,8 @@ class SessionHost:
 
 
 def measure(policy_id: str, sessions: int, per_host: int, warmup_s: float, seconds: float) -> dict[str, Any]:
+    """Actions per second, latency percentiles, answered fraction, mean batch and actor busy time of
+    ``sessions`` AI agents on one policy actor, ``per_host`` sessions per SessionHost."""
     actor = policy_actor(SETTINGS, policy_id, ACTIONS)
     ray.get(actor.ready.remote())
     hosts_needed = -(-sessions // per_host)
@@ -208,6 +220,8 @@ def saturate(sessions: int, seconds: float) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Batched against unbatched at each ``--sessions`` count, the DQN at the largest, and the
+    saturated capacity."""
     counts = [int(count) for count in args.sessions.split(",")]
     save_nature_cnn()
     save_nature_cnn_dqn()
@@ -229,6 +243,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(result: dict[str, Any]) -> str:
+    """One table row per mode and session count, then the saturated rate."""
     lines = [f"{'mode':<10} {'sessions':>8} {'actions/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'answered':>9} {'batch':>6} {'busy':>6}"]
     for mode in ("batched", "unbatched", "dqn"):
         for count, row in result[mode].items():

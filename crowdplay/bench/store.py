@@ -41,6 +41,7 @@ STATE_KEYS = [[], ["ArrowLeft"], ["ArrowRight"]]
 
 
 def register_state_env() -> None:
+    """Register the Acrobot state env (``STATE_ENV``) the benchmark records observations from."""
     import gymnasium as gym
 
     from crowdplay.environments import EnvSpec, Keymap, register_env
@@ -52,6 +53,7 @@ def register_state_env() -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """This benchmark's options on its ``python -m crowdplay.bench store`` parser."""
     parser.add_argument("--sessions", type=int, default=100, help="simulated sessions for the writer CPU measurement")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the live-rate writer measurement")
     parser.add_argument("--play-seconds", type=float, default=120.0, help="game time recorded to make the chunks")
@@ -91,6 +93,8 @@ def record_play(play_seconds: float, settings: Settings, env_id: str = "SpaceInv
 
 
 def embedded_write_rate(chunks: list[Chunk], directory: str, batch: int, rounds: int, name: str = "raw.db") -> dict[str, Any]:
+    """Chunks per second and CPU per chunk of ``chunks`` written ``rounds`` times into a fresh embedded
+    store in batches of ``batch``, as the writer writes them."""
     store = TrajectoryStore.open(os.path.join(directory, name))
     started, cpu = time.perf_counter(), time.process_time()
     written = 0
@@ -105,6 +109,8 @@ def embedded_write_rate(chunks: list[Chunk], directory: str, batch: int, rounds:
 
 
 def writer_measurements(chunks: list[Chunk], args: argparse.Namespace, settings: Settings, chunks_per_session_s: float) -> dict[str, Any]:
+    """The TrajectoryWriter's CPU at the live rate of ``--sessions`` and its flat-out chunk rate, in a
+    local Ray cluster."""
     import ray
 
     from crowdplay.recording.writer import get_or_create_writer
@@ -184,6 +190,7 @@ def state_env_row(play_seconds: float, directory: str, settings: Settings) -> di
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """All the store measurements, in a temporary directory removed afterwards."""
     directory = tempfile.mkdtemp(prefix="crowdplay-store-bench-")
     settings = replace(
         Settings(), namespace=f"crowdplay-store-bench-{os.getpid()}", store_uri=os.path.join(directory, "writer.db"),
@@ -214,6 +221,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def summarize(result: dict[str, Any]) -> str:
+    """The bytes per hour, store and writer rates for people."""
     return "\n".join(
         [
             f"Space Invaders: {result['bytes_per_chunk']} B per {result['chunk_steps']}-step chunk, "
