@@ -66,6 +66,10 @@ def retry_after(wait_s: float) -> float:
 
 
 class Admission:
+    """The EnvsManager's three bounds on starting sessions (see the module docstring): per client, overall
+    (rates per minute and per second, with bursts), and at most ``max_unconnected`` sessions waiting
+    for a first connection (0: no bound)."""
+
     def __init__(
         self,
         per_client_per_min: float,

@@ -64,6 +64,9 @@ class SessionLost(UnknownSession):
 
 @dataclass
 class Assignment:
+    """One participant session's assignment to a task: who, with what parameters, their consent, play
+    statistics and when they finished and completed; stored as one document."""
+
     session_id: str
     task_id: str
     participant: str
@@ -79,6 +82,7 @@ class Assignment:
 
     @property
     def values(self) -> dict[str, float]:
+        """The session's statistic values so far, by name."""
         return dict(self.statistics.get("values", {}))
 
     def document(self) -> dict[str, Any]:
@@ -90,11 +94,13 @@ class Assignment:
 
     @classmethod
     def from_document(cls, document: dict[str, Any], token: str) -> Assignment:
+        """An assignment read back from its stored ``document``, given the session's ``token`` (stored only as a digest)."""
         fields = {name: document[name] for name in cls.__dataclass_fields__ if name in document}
         return cls(**{**fields, "session_id": document["_id"], "token": token})
 
 
 def token_digest(token: str) -> str:
+    """The digest of a session token stored instead of the token."""
     return hashlib.sha256(str(token).encode()).hexdigest()
 
 
@@ -124,6 +130,7 @@ class AssignmentBook:
         self.completions = sorted((doc["completed_at"], doc["task_id"]) for doc in documents if doc.get("completed_at"))
 
     def open(self, session_id: str, task_id: str, participant: str, params: dict[str, Any], token: str, consented_at: float | None = None) -> Assignment:
+        """A new assignment for ``session_id``, counted toward its task's participants (anonymous ones by number)."""
         if session_id not in self.assignments:
             if participant.startswith(ANONYMOUS):
                 self._anonymous[task_id] += 1
@@ -178,6 +185,7 @@ class AssignmentBook:
         return assignment
 
     async def save(self, assignment: Assignment) -> None:
+        """Store the assignment's document through the writer (raises if the call fails)."""
         await self.store("save_assignment", assignment.document())
 
     async def complete(self, assignment: Assignment, task: Task, secret: bytes) -> dict[str, Any]:

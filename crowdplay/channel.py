@@ -49,11 +49,13 @@ class ChannelServer:
         self.port = 0
 
     async def start(self, host: str) -> int:
+        """Listen on ``host`` at a free port and return the port."""
         self._server = await asyncio.start_server(self._serve, host=host, port=0)
         self.host, self.port = host, self._server.sockets[0].getsockname()[1]
         return self.port
 
     def close(self) -> None:
+        """Stop accepting connections (open ones end with their game)."""
         if self._server is not None:
             self._server.close()
             self._server = None  # it holds ``_serve`` and with it this object: a cycle otherwise
@@ -182,10 +184,12 @@ class ChannelClient:
             write_message(self._writer, ACK)
 
     async def send_input(self, data: dict[str, Any]) -> None:
+        """Send one input message (keys or an action) to the game."""
         write_message(self._writer, INPUT, json.dumps(data, separators=(",", ":")).encode())
         await self._writer.drain()
 
     async def close(self) -> None:
+        """Close the connection; the game keeps the seat for the reconnect grace."""
         self._writer.close()
         with contextlib.suppress(Exception):
             await self._writer.wait_closed()

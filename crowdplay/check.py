@@ -36,9 +36,11 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
+        """Whether the check passed (no problems)."""
         return not self.problems
 
     def lines(self) -> list[str]:
+        """The verdict as printed: a head line, then its details and problems indented."""
         head = f"{'ok  ' if self.ok else 'FAIL'}  {self.subject}"
         return [head, *(f"        {detail}" for detail in self.details), *(f"      ! {problem}" for problem in self.problems)]
 
@@ -57,6 +59,7 @@ def resource_problems(policy_id: str, largest: Mapping[str, float]) -> list[str]
 
 
 def asks(policy_id: str) -> str:
+    """What the policy asks of the cluster (actors and resources), for ``crowdplay check``'s details."""
     cls = policy_class(policy_id)
     if not cls.in_actor:
         return "runs inside each game's process"

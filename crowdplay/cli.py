@@ -23,6 +23,7 @@ GAME_SERVER_CHECK_S = 60.0
 
 
 def serve_command(args: argparse.Namespace) -> int:
+    """``crowdplay serve``: start Ray, the writer, the EnvsManager and the Serve app, and run until interrupted."""
     import ray
     from ray import serve
 
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``crowdplay`` console script: parse ``argv``, read the settings, run the subcommand; returns the exit code
+    (2 for invalid settings)."""
     args = build_parser().parse_args(argv)
     try:
         args.settings = settings_from_environment()

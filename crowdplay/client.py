@@ -46,6 +46,8 @@ def http_json(url: str, payload: dict[str, Any] | None = None, timeout: float = 
 
 @dataclass
 class FrameTiming:
+    """When one frame arrived (``perf_counter``) and its size in bytes."""
+
     frame_id: int
     received_at: float
     size: int
@@ -53,6 +55,9 @@ class FrameTiming:
 
 @dataclass
 class Participant:
+    """One simulated participant on one session's websocket: frames decoded (or only timed) by a
+    background reader, events kept, and key-to-frame latencies measured."""
+
     base_url: str
     session: dict[str, Any]
     websocket: websockets.ClientConnection
@@ -101,6 +106,8 @@ class Participant:
 
     @classmethod
     async def connect(cls, base_url: str, session: dict[str, Any], decode: bool = True, **connect_options: Any) -> Participant:
+        """Open the websocket of an already created ``session`` (the answer of POST /api/sessions) and
+        wait for ``hello``; ServerError if the server answers anything else."""
         ws_url = base_url.replace("http", "ws", 1) + session["ws"]
         websocket = await websockets.connect(ws_url, max_size=2**24, **connect_options)
         hello = json.loads(await websocket.recv())
@@ -164,6 +171,7 @@ class Participant:
         return self.palette[screen] if self.palette is not None else screen
 
     async def next_frame(self, timeout: float = 10.0) -> tuple[codec.FrameHeader, np.ndarray]:
+        """The next frame's header and decoded screen; TimeoutError after ``timeout`` seconds."""
         return await asyncio.wait_for(self.frames.get(), timeout)
 
     def _next_seq(self) -> int:
@@ -178,17 +186,21 @@ class Participant:
         return seq
 
     async def act(self, action: int) -> int:
+        """Send an action by number (as a page offering buttons would); returns the input's seq."""
         seq = self._next_seq()
         await self.websocket.send(json.dumps({"type": "action", "action": action, "frame": self.last_frame_id, "seq": seq}))
         return seq
 
     async def send_raw(self, message: str | bytes) -> None:
+        """Send ``message`` as it is (tests of malformed input)."""
         await self.websocket.send(message)
 
     async def wait_closed(self, timeout: float = 10.0) -> None:
+        """Return once the server closed the connection; TimeoutError after ``timeout`` seconds."""
         await asyncio.wait_for(self.closed.wait(), timeout)
 
     async def close(self) -> None:
+        """Close the websocket and wait for the reader to finish."""
         await self.websocket.close()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)

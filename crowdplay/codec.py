@@ -63,6 +63,7 @@ class Screen:
 
     @property
     def row_hashes(self) -> np.ndarray:
+        """A hash per row, computed on first use: deltas against this screen look up where a row may have moved from."""
         if self._row_hashes is None:
             rows = self.pixels.reshape(self.pixels.shape[0], -1)
             if rows.shape[1] % 8 == 0 and rows.shape[1] // 8 <= _HASH_WEIGHTS.size:
@@ -76,6 +77,9 @@ class Screen:
 
 @dataclass(frozen=True)
 class FrameHeader:
+    """The fixed header of a frame message: flags, frame id (the tick's position on the clock's grid),
+    the environment's step, the score and the newest input of the receiver the game has applied."""
+
     flags: int
     frame_id: int
     env_step: int
@@ -84,10 +88,12 @@ class FrameHeader:
 
     @property
     def keyframe(self) -> bool:
+        """Whether the payload is a whole screen rather than a delta."""
         return bool(self.flags & FLAG_KEYFRAME)
 
     @property
     def new_episode(self) -> bool:
+        """Whether this is the first frame of a new episode."""
         return bool(self.flags & FLAG_NEW_EPISODE)
 
 
@@ -156,6 +162,7 @@ def frame_message(payload: Payload, *, flags: int, frame_id: int, env_step: int,
 
 
 def parse_header(message: bytes) -> tuple[FrameHeader, memoryview]:
+    """The header and the payload after it; DecodeError for a short message or another kind."""
     if len(message) < HEADER.size:
         raise DecodeError(f"frame message of {len(message)} bytes is shorter than the {HEADER.size}-byte header")
     kind, flags, frame_id, env_step, score, input_seq = HEADER.unpack_from(message)
@@ -172,6 +179,8 @@ class FrameDecoder:
         self.screen: np.ndarray | None = None
 
     def decode(self, message: bytes) -> tuple[FrameHeader, np.ndarray]:
+        """The frame's header and the screen after applying it (the decoder's own array, updated in place);
+        DecodeError for a delta before any keyframe or a corrupt payload."""
         header, payload = parse_header(message)
         if not header.keyframe and self.screen is None:
             raise DecodeError("delta frame received before any keyframe")

@@ -54,16 +54,22 @@ class UnknownHostedSession(LookupError):
 
 @dataclass
 class HostedGame:
+    """One game hosted by this process: its Lineup (which owns the LiveEnv) and its frame channel."""
+
     lineup: Lineup
     channel: ChannelServer
 
     @property
     def live(self) -> LiveEnv:
+        """The game's LiveEnv."""
         return self.lineup.live
 
 
 @ray.remote(**UNRECORDED_CALLS)
 class EnvActor:
+    """A Ray actor process hosting up to ``Settings.sessions_per_actor`` games on shared tick clocks,
+    seating the participants the EnvsManager sends and reporting game events back."""
+
     def __init__(self, settings: Settings) -> None:
         load_plugins(settings)
         self.settings = settings
@@ -214,6 +220,7 @@ class EnvActor:
             await asyncio.sleep(0.1)
 
     async def unacked_chunks(self) -> int:
+        """Chunks of this process's recorders not yet acknowledged by the writer."""
         return sum(len(r.unacked) for r in self.recorders)
 
     async def recording(self) -> dict:
@@ -253,12 +260,15 @@ class EnvActor:
         return hosted
 
     async def input_log(self, key: str) -> list[dict]:
+        """The inputs applied in a game (by game id or a participant's session id), for tests and debugging."""
         return [entry.as_dict() for entry in self._game(key).live.input_log]
 
     async def episodes(self, key: str) -> list[dict]:
+        """The episodes' replay records of a game (by game id or a participant's session id)."""
         return [record.as_dict() for record in self._game(key).live.episodes]
 
     async def stats(self, key: str) -> dict:
+        """A game's LiveEnv stats and its lineup's phase and seats (by game id or a participant's session id)."""
         hosted = self._game(key)
         return {**hosted.live.stats(), **hosted.lineup.describe()}
 

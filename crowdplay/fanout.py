@@ -54,7 +54,8 @@ class FrameSource(Protocol):
     latest: Tick
     stopped: str | None
 
-    def applied_seq(self, agent: str) -> int: ...
+    def applied_seq(self, agent: str) -> int:
+        """The sequence number of ``agent``'s newest input the game has applied."""
 
 
 class Fanout:
@@ -151,6 +152,7 @@ class Fanout:
         subscriber.wake.set()
 
     def wake_all(self) -> None:
+        """Let every subscriber's stream send what is new (a tick's frame, events, the end)."""
         for subscriber in self.subscribers:
             subscriber.wake.set()
 

@@ -48,6 +48,9 @@ class SeatUnavailable(LookupError):
 
 @dataclass(eq=False)
 class Seat:
+    """One agent of the game: who plays it (a participant's session, an AI policy, or nobody yet) and
+    that participant's connection and give-up timer."""
+
     agent: str
     #: the participant's session, None while the seat is open or played by AI
     session_id: str | None = None
@@ -59,6 +62,7 @@ class Seat:
 
     @property
     def status(self) -> str:
+        """``ai``, ``open``, ``ready`` (the participant is connected) or ``joining``."""
         if self.policy is not None:
             return "ai"
         if self.session_id is None:
@@ -68,6 +72,9 @@ class Seat:
 
 @dataclass
 class Lineup:
+    """Who plays each agent of one game and when play begins (see the module docstring); ``on_event``
+    tells the EnvsManager what it must know."""
+
     live: LiveEnv
     settings: Settings
     #: receives {"event": "seat_released" | "closed" | "ended", ...} for the EnvsManager
@@ -113,6 +120,7 @@ class Lineup:
 
     # ----------------------------------------------------------------- seats (from the manager)
     def humans(self) -> list[Seat]:
+        """The seats held by participants (connected or not)."""
         return [seat for seat in self.seats.values() if seat.session_id is not None]
 
     def take(self, agent: str, session_id: str, controller: dict, details: dict) -> None:
@@ -179,6 +187,7 @@ class Lineup:
         return subscriber
 
     def unwatch(self, subscriber: Subscriber) -> None:
+        """A watcher left; an AI-only game nobody watches ends after the reconnect grace."""
         self.live.unsubscribe(subscriber)
         who = self.watchers.pop(subscriber, None)
         if who is None or self.phase == ENDED:
@@ -377,6 +386,7 @@ class Lineup:
         return statistics
 
     def describe(self) -> dict:
+        """The phase and each seat's status, for the EnvActor's stats and the dashboard."""
         return {"phase": self.phase, "seats": {agent: seat.status for agent, seat in self.seats.items()}}
 
 

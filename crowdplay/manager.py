@@ -334,20 +334,25 @@ class EnvsManager:
 
     # ----------------------------------------------------------------- the study
     async def summary(self, session_id: str, token: str) -> dict[str, Any]:
+        """The participant's summary (``StudyService.summary``), after adopting any games running before a restart."""
         await self._adopt()
         return await self.study.summary(session_id, token)
 
     async def finish(self, session_id: str, token: str) -> dict[str, Any]:
+        """The participant is done (``StudyService.finish``): their seat is given up; the summary with the ranking."""
         return await self.study.finish(session_id, token)
 
     async def completion(self, session_id: str, token: str) -> dict[str, Any]:
+        """The completion code or URL once the requirements are met (``StudyService.completion``)."""
         await self._adopt()
         return await self.study.completion(session_id, token)
 
     async def note(self, kind: str, text: str, page: str, session_id: str | None = None, token: str | None = None) -> None:
+        """Store feedback or a problem report (``StudyService.note``)."""
         await self.study.note(kind, text, page, session_id, token)
 
     async def task_counts(self) -> dict[str, int]:
+        """Completed assignments per task (``StudyService.task_counts``)."""
         return await self.study.task_counts()
 
     # ----------------------------------------------------------------- the dashboard
@@ -372,6 +377,8 @@ class EnvsManager:
             await self.end_game(entry.game.game_id, reason)
 
     async def end_game(self, game_id: str, reason: str) -> None:
+        """End the game for everyone in it and forget it; nothing if it is unknown. Its EnvActor is told to
+        stop it with ``reason``."""
         game = self.table.games.get(game_id)
         if game is None:
             return
@@ -397,10 +404,12 @@ class EnvsManager:
         return self.table.entry(session_id).game.host.actor  # type: ignore[union-attr,no-any-return]
 
     async def list_sessions(self) -> list[dict[str, Any]]:
+        """Every session with its game and seat, tokens left out (the load benchmark waits for none to remain)."""
         await self._adopt()
         return [{**entry.answer(), "created_at": entry.created_at, "token": None} for entry in self.table.sessions.values()]
 
     async def list_games(self) -> list[dict[str, Any]]:
+        """Every game with its env, node, seats and whether it takes newcomers (tests find games here)."""
         await self._adopt()
         return [
             {"game_id": g.game_id, "env_id": g.env_id, "node_id": g.host.node_id if g.host else None, "seats": dict(g.seats or {}), "joinable": g.joinable}
@@ -408,6 +417,7 @@ class EnvsManager:
         ]
 
     async def warm_pool_size(self) -> int:
+        """Spare hosts in the warm pool now."""
         return len(self.pool.spare())
 
     async def host_loads(self) -> list[int]:

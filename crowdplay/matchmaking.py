@@ -106,6 +106,7 @@ class Matchmaker:
         return game.opening
 
     def start_opening(self, game: Game) -> asyncio.Task[None]:
+        """Open ``game`` in the background (the task the table keeps as the game's ``opening``)."""
         return asyncio.get_running_loop().create_task(self.open(game))
 
     async def open(self, game: Game) -> None:

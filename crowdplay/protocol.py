@@ -62,6 +62,8 @@ class ActionMessage:
 
 @dataclass(frozen=True)
 class PingMessage:
+    """A ping carrying the client's time ``t``, which the ``pong`` echoes so the page can measure the round trip."""
+
     t: float
 
 
@@ -117,6 +119,7 @@ def encode_palette(palette: np.ndarray | None) -> str | None:
 
 
 def decode_palette(text: str | None) -> np.ndarray | None:
+    """The hello's palette (base64 of RGB triples) as an (N, 3) uint8 array, or None when the screens are RGB."""
     return None if text is None else np.frombuffer(base64.b64decode(text), dtype=np.uint8).reshape(-1, 3)
 
 

@@ -8,6 +8,9 @@ from collections.abc import Callable
 
 
 class TokenBucket:
+    """``rate`` events a second on average and bursts of up to ``burst``, starting full; ``clock`` is
+    injectable for tests."""
+
     def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
         self.tokens = burst
@@ -37,6 +40,7 @@ class TokenBucket:
 
     @property
     def full(self) -> bool:
+        """Whether the bucket has refilled to ``burst`` (nothing taken recently)."""
         self._refill()
         return self.tokens >= self.burst
 

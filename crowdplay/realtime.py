@@ -66,6 +66,9 @@ TIMING_SAMPLES = 3600
 
 @dataclass
 class PendingInput:
+    """The input waiting for the next tick of one agent: its action and keys, the page's frame and
+    sequence number, and when (time, frame, tick) it arrived."""
+
     #: None: no mapped key is held and the agent's idle choice is "repeat" or "wait"
     action: int | None
     keys: tuple[str, ...]
@@ -96,6 +99,7 @@ class AppliedInput:
     apply_delay_s: float
 
     def as_dict(self) -> dict:
+        """The input as a JSON-able dict (the EnvActor hands out its input log this way)."""
         return {name: getattr(self, name) for name in self.__slots__} | {"keys": list(self.keys)}
 
 
@@ -115,6 +119,7 @@ class EpisodeRecord:
 
     @classmethod
     def begin(cls, episode: int, seed: int, start_state: bytes | None, agents: Iterable[str]) -> EpisodeRecord:
+        """A new record for ``agents``, with no action applied yet."""
         agents = list(agents)
         return cls(episode, seed, start_state, {a: array("H") for a in agents}, {a: array("q") for a in agents})
 
@@ -146,11 +151,13 @@ class TickClock:
         self._task: asyncio.Task | None = None
 
     def add(self, live: "LiveEnv") -> None:
+        """Tick ``live`` with the others from the next tick on; the clock starts with its first member."""
         self.members.append(live)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     def remove(self, live: "LiveEnv") -> None:
+        """Stop ticking ``live``; the clock stops once it has no members."""
         if live in self.members:
             self.members.remove(live)
 
@@ -193,9 +200,11 @@ class Clocks:
         self._clocks: dict[float, TickClock] = {}
 
     def all(self) -> list[TickClock]:
+        """Every clock of this process (their frame intervals feed the timing histograms)."""
         return list(self._clocks.values())
 
     def at(self, fps: float) -> TickClock:
+        """The clock for ``fps``, created on first use."""
         clock = self._clocks.get(fps)
         if clock is None:
             clock = self._clocks[fps] = TickClock(fps)
@@ -520,6 +529,8 @@ class LiveEnv:
         return self._submit(agent, action, held, client_frame, seq)
 
     def submit_action(self, agent: str, action: int, client_frame: int, seq: int) -> int:
+        """Queue an action chosen by number (a turn of its own in turn-based modes); InvalidAction if
+        outside the space. Returns the action."""
         self.adapter.check_action(self._check_human(agent), action)
         return self._submit(agent, action, (), client_frame, seq, explicit=True)
 
@@ -548,6 +559,7 @@ class LiveEnv:
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop sending to ``subscriber`` (nothing if it was not subscribed)."""
         self.fanout.subscribers.discard(subscriber)
 
     def stream(self, agent: str, subscriber: Subscriber | None = None) -> AsyncIterator[bytes | str]:
@@ -587,6 +599,7 @@ class LiveEnv:
             # so the ended game is freed by reference counting at once, not by a full collection later
 
     def stats(self) -> dict:
+        """Frame id, ticks, episode, late ticks, whether it runs, and the subscribers' counts, for the EnvActor's stats."""
         return {
             "frame_id": self.frame_id,
             "ticks": self.ticks,

@@ -28,6 +28,9 @@ class UnknownName(KeyError):
 
 
 class Registry(Generic[T]):
+    """Classes registered by name for one ``kind`` (policies, framebuffers, statistics); unknown names
+    raise ``unknown`` listing the registered ones."""
+
     def __init__(self, kind: str, unknown: type[UnknownName] = UnknownName) -> None:
         self.kind = kind
         self.unknown = unknown
@@ -53,10 +56,13 @@ class Registry(Generic[T]):
         return name
 
     def get(self, name: str) -> T:
+        """The class registered under ``name``; raises ``unknown`` if there is none."""
         return self._classes[self.check(name)]
 
     def find(self, name: str) -> T | None:
+        """The class registered under ``name``, or None."""
         return self._classes.get(name)
 
     def names(self) -> list[str]:
+        """The registered names, sorted."""
         return sorted(self._classes)

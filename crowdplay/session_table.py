@@ -55,6 +55,7 @@ class Game:
     created_at: float = field(default_factory=time.time)
 
     def open_seats(self) -> list[str]:
+        """The agents no one is seated at yet (none while ``seats`` is unknown)."""
         return [agent for agent, session_id in (self.seats or {}).items() if session_id is None]
 
     def seated_sessions(self) -> list[str]:
@@ -153,6 +154,7 @@ class SessionTable:
         game.joinable = False
 
     def add(self, entry: SessionEntry) -> None:
+        """Record a seated session; a watcher is also counted among its game's watchers."""
         self.sessions[entry.session_id] = entry
         if not entry.agent:
             entry.game.watchers.add(entry.session_id)
@@ -232,6 +234,7 @@ class SessionTable:
         return entry
 
     def entry(self, session_id: str) -> SessionEntry:
+        """The session's entry; UnknownSession if there is none."""
         try:
             return self.sessions[session_id]
         except KeyError:

@@ -102,9 +102,12 @@ class Statistic:
         self.agent_index = int(agent_index)
 
     def step(self, action: int, reward: float, ram: np.ndarray | None, human_input: bool) -> None:
+        """Account for one step: the action applied, the agent's reward, the RAM after the step (None
+        outside ALE) and whether the participant's input was applied on it. Runs every frame: keep it cheap."""
         raise NotImplementedError
 
     def value(self) -> float:
+        """The statistic's current value, in ``unit``."""
         raise NotImplementedError
 
 
@@ -124,6 +127,7 @@ def register_statistic(name: str) -> Callable[[T], T]:
 
 
 def registered_statistics() -> list[str]:
+    """Every registered statistic's name, in registration order."""
     return _STATISTICS.names()
 
 
@@ -133,6 +137,7 @@ def check_statistic(name: str) -> str:
 
 
 def statistic_class(name: str) -> type[Statistic]:
+    """The class registered under ``name``; raises naming the known statistics if there is none."""
     return _STATISTICS.get(name)
 
 
@@ -168,6 +173,7 @@ class StatisticsTracker:
         self._steps = [statistic.step for statistic in (*self._session.values(), *self._episode.values())]
 
     def step(self, action: int, reward: float, ram: np.ndarray | None, human_input: bool) -> None:
+        """Step every statistic, the session's and the episode's."""
         for step in self._steps:
             step(action, reward, ram, human_input)
 
@@ -180,6 +186,7 @@ class StatisticsTracker:
         return finished
 
     def episode_values(self) -> dict[str, float]:
+        """The current episode's values so far, by name."""
         return {name: statistic.value() for name, statistic in self._episode.items()}
 
     def values(self) -> dict[str, float]:
@@ -216,6 +223,7 @@ class TimePlayed(_Seconds):
     label = "Time played"
 
     def step(self, action: int, reward: float, ram: np.ndarray | None, human_input: bool) -> None:
+        """One more step played."""
         self.steps += 1
 
 
@@ -237,6 +245,7 @@ class ActiveTime(_Seconds):
         self._active_until = -1  # the last step inside the latest event's window
 
     def step(self, action: int, reward: float, ram: np.ndarray | None, human_input: bool) -> None:
+        """Count the step if the participant gave input or scored within the activity window."""
         self._now += 1
         if human_input or reward:
             self._active_until = self._now + self._window - 1
@@ -255,10 +264,12 @@ class Score(Statistic):
         self.total = 0.0
 
     def step(self, action: int, reward: float, ram: np.ndarray | None, human_input: bool) -> None:
+        """Add the reward."""
         if reward:
             self.total += float(reward)  # a numpy float32 reward must not turn the sum into float32
 
     def value(self) -> float:
+        """The score so far."""
         return self.total
 
 
@@ -293,12 +304,16 @@ class _CannonSide(_Seconds):
 
 @register_statistic("si_time_left")
 class InvadersTimeLeft(_CannonSide):
+    """Seconds the cannon spent on the left half of the screen."""
+
     label = "Time on the left"
     left = True
 
 
 @register_statistic("si_time_right")
 class InvadersTimeRight(_CannonSide):
+    """Seconds the cannon spent on the right half of the screen."""
+
     label = "Time on the right"
     left = False
 
@@ -366,9 +381,12 @@ class _Invaders(Statistic):
 
 @register_statistic("si_shots")
 class InvadersShots(_Invaders):
+    """Shots the agent fired."""
+
     label = "Shots fired"
 
     def value(self) -> float:
+        """Shots fired."""
         return float(self.shots)
 
 
@@ -379,6 +397,7 @@ class InvadersHits(_Invaders):
     label = "Aliens hit"
 
     def value(self) -> float:
+        """Aliens hit."""
         return float(self.hits)
 
 
@@ -389,6 +408,7 @@ class InvadersAccuracy(_Invaders):
     label = "Accuracy"
 
     def value(self) -> float:
+        """Hits per shot (0 before the first shot)."""
         return self.hits / self.shots if self.shots else 0.0
 
 

@@ -85,6 +85,7 @@ class Task:
         return {name: min(float(values.get(name, 0.0)) / threshold, 1.0) for name, threshold in self.task_requirements.items()}
 
     def complete(self, values: Mapping[str, float]) -> bool:
+        """Whether ``values`` meet every requirement of the task (a task without requirements is complete at once)."""
         return all(fraction >= 1.0 for fraction in self.progress(values).values())
 
     def summary(self, values: Mapping[str, float]) -> dict[str, Any]:
@@ -149,6 +150,9 @@ class Task:
 
 @dataclass(frozen=True)
 class Study:
+    """The study a deployment runs: its title, tasks by id, how participants are assigned (``choose`` or
+    ``auto``), the consent text and the admin token."""
+
     title: str
     tasks: dict[str, Task]
     assignment: str = "choose"
@@ -161,6 +165,7 @@ class Study:
         return hashlib.sha256(self.consent_html.encode()).hexdigest()[:12]
 
     def task(self, task_id: str) -> Task:
+        """The task with ``task_id``; UnknownEnvironment if there is none."""
         try:
             return self.tasks[task_id]
         except KeyError:

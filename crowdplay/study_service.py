@@ -52,6 +52,7 @@ class StudyStore:
         self.held: Callable[[], Iterable[dict[str, Any]]] = lambda: ()
 
     async def save_assignment(self, document: dict[str, Any]) -> None:
+        """Save an assignment in the background; a newer version of the same one replaces it, retried until stored."""
         await self.link.save(("assignment", document["_id"]), "save_assignment", document)
 
     async def save_note(self, document: dict[str, Any]) -> None:
@@ -67,6 +68,7 @@ class StudyStore:
         return await self.link.assignments(query, held, wait_s=None if query else float("inf"))
 
     async def pseudonym_key(self) -> bytes:
+        """The store's pseudonym key; WriterLate if the writer does not answer within ``KEY_WAIT_S``."""
         key: bytes = await self.link.read("pseudonym_key", wait_s=KEY_WAIT_S)
         return key
 
@@ -140,6 +142,7 @@ class StudyService:
             log.warning("saving assignment %s: %s: %s (kept, and retried)", assignment.session_id, type(error).__name__, error)
 
     def save_later(self, assignment: Assignment) -> None:
+        """``save`` in the background (nothing when nothing is recorded)."""
         if self.record:
             self._background.start(self.save(assignment), f"saving assignment {assignment.session_id}")
 
@@ -182,6 +185,7 @@ class StudyService:
         return self._key
 
     async def pseudonym(self, raw_id: str) -> str:
+        """The participant's pseudonym under the store's key; RecordingUnavailable while that key cannot be fetched."""
         return pseudonymise(await self.secret_key(), str(raw_id))
 
     # ----------------------------------------------------------------- participants' requests

@@ -21,6 +21,8 @@ class ChannelClosed(ConnectionError):
 
 
 async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The next message's kind and payload; ChannelClosed when the connection closes or a payload exceeds
+    ``MAX_PAYLOAD``."""
     try:
         kind, length = HEADER.unpack(await reader.readexactly(HEADER.size))
         if length > MAX_PAYLOAD:
@@ -31,4 +33,5 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 def write_message(writer: asyncio.StreamWriter, kind: int, payload: bytes = b"") -> None:
+    """Queue one framed message (the caller drains the writer when it must wait)."""
     writer.write(HEADER.pack(kind, len(payload)) + payload)
