@@ -46,6 +46,7 @@ from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
 from crowdplay.timing import TIMING_EDGES_MS, process_histograms
+from crowdplay.vocabulary import GameEvent
 
 
 class UnknownHostedSession(LookupError):
@@ -166,14 +167,14 @@ class EnvActor:
 
     def _report(self, game_id: str, event: dict) -> None:
         """Tell the EnvsManager what changed (fire and forget: it also rebuilds from ``games``)."""
-        if event["event"] == "ended":
+        if event["event"] == GameEvent.ENDED:
             hosted = self.games.pop(game_id, None)
             if hosted is not None:
                 hosted.channel.close()
             self.recorders = [r for r in self.recorders if not r.idle]  # ended games' emulators go
             self._game_of = {session: game for session, game in self._game_of.items() if game != game_id}
             self._seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] != game_id}
-        elif event["event"] == "seat_released":
+        elif event["event"] == GameEvent.SEAT_RELEASED:
             self._seated.pop(event["session_id"], None)
         manager = self._manager_handle()
         if manager is not None:

@@ -38,8 +38,9 @@ from crowdplay.realtime import LiveEnv, Subscriber
 from crowdplay.recording.status import FINISHED, INTERRUPTED
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.study import Task, current_study
+from crowdplay.vocabulary import GameEvent, Phase
 
-WAITING, COUNTDOWN, PLAYING, ENDED = "waiting", "countdown", "playing", "ended"
+WAITING, COUNTDOWN, PLAYING, ENDED = Phase.WAITING, Phase.COUNTDOWN, Phase.PLAYING, Phase.ENDED
 
 
 class SeatUnavailable(LookupError):
@@ -77,7 +78,7 @@ class Lineup:
 
     live: LiveEnv
     settings: Settings
-    #: receives {"event": "seat_released" | "closed" | "ended", ...} for the EnvsManager
+    #: receives {"event": GameEvent, ...} for the EnvsManager
     on_event: Callable[[dict], None] = lambda event: None
     #: where AI agents' policies run (None: inside this process)
     policies: PolicyClient | None = None
@@ -234,13 +235,13 @@ class Lineup:
         fallback = self.live.spec.ai_agent_map_fallback.get(seat.agent)
         status = FINISHED if finished else INTERRUPTED
         if self.phase == WAITING:
-            self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": True, "reason": reason, "statistics": statistics})
+            self.on_event({"event": GameEvent.SEAT_RELEASED, "agent": seat.agent, "session_id": session_id, "reopened": True, "reason": reason, "statistics": statistics})
             if not self.humans():
                 self.end("everyone left the waiting room", status)
             else:
                 self._announce_lobby()
             return
-        self.on_event({"event": "seat_released", "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason, "statistics": statistics})
+        self.on_event({"event": GameEvent.SEAT_RELEASED, "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason, "statistics": statistics})
         if fallback is None:  # their statistics went with the event above: the game's end has only the others'
             self.end(departure_reason(seat.agent, finished, others_left=bool(self.humans())), status)
             return
@@ -278,7 +279,7 @@ class Lineup:
         if self._timeout is not None:
             self._timeout.cancel()
             self._timeout = None
-        self.on_event({"event": "closed"})
+        self.on_event({"event": GameEvent.CLOSED})
         people = sum(1 for seat in self.seats.values() if seat.policy is None)
         countdown = self.settings.countdown_s if people > 1 else 0.0
         self.phase = COUNTDOWN
@@ -323,7 +324,7 @@ class Lineup:
         if self._unwatched is not None:
             self._unwatched.cancel()
             self._unwatched = None
-        self.on_event({"event": "ended", "reason": reason, "statistics": statistics})
+        self.on_event({"event": GameEvent.ENDED, "reason": reason, "statistics": statistics})
 
     # ----------------------------------------------------------------- statistics
     def statistics(self, session_id: str) -> dict:

@@ -47,6 +47,7 @@ from crowdplay.recording.writer import WriterClient
 from crowdplay.session_table import Game, SessionEntry, SessionTable, resume_secret
 from crowdplay.study import current_study
 from crowdplay.study_service import RecordingUnavailable, StudyService, StudyStore, TaskClosed
+from crowdplay.vocabulary import GameEvent
 
 __all__ = [
     "BadToken", "EnvsManager", "HOST_LOST", "NoCapacity", "NotAIOnly", "RecordingUnavailable", "SessionLost", "TaskClosed",
@@ -273,7 +274,7 @@ class EnvsManager:
         await self._adopt()
         game = self.table.games.get(game_id)
         departed = self.table.apply_event(game_id, event)
-        if event["event"] == "ended" and game is not None and game.host is not None:
+        if event["event"] == GameEvent.ENDED and game is not None and game.host is not None:
             self.pool.release(game.host, game_id)
         await self.study.final_statistics(departed)
 

@@ -25,6 +25,7 @@ from typing import Any
 from crowdplay.assignments import ANONYMOUS, BadToken, SessionLost, UnknownSession
 from crowdplay.environments import EnvSpec
 from crowdplay.hosts import Host
+from crowdplay.vocabulary import GameEvent, Phase
 
 #: Sessions whose game was lost are remembered (to tell a reconnecting page why) up to this many.
 LOST_SESSIONS_KEPT = 10_000
@@ -184,15 +185,15 @@ class SessionTable:
         if game is None:
             return {}
         kind = event["event"]
-        if kind == "closed":
+        if kind == GameEvent.CLOSED:
             game.joinable = False
-        elif kind == "seat_released":
+        elif kind == GameEvent.SEAT_RELEASED:
             agent, session_id = event["agent"], event["session_id"]
             if game.seats and game.seats.get(agent) == session_id:
                 game.seats[agent] = None if event["reopened"] else AI_PLAYED
             self.sessions.pop(session_id, None)
             return {session_id: event.get("statistics", {})}
-        elif kind == "ended":
+        elif kind == GameEvent.ENDED:
             self.drop(game_id)
             return dict(event.get("statistics", {}))
         return {}
@@ -246,7 +247,7 @@ class SessionTable:
         yields each session re-entered."""
         for game_id, described in state["games"].items():
             seats = {agent: AI_PLAYED if seat == "ai" else seat for agent, seat in described["seats"].items()}
-            game = Game(game_id, described["env_id"], seats, host, described["info"], described["channel"], joinable=described["phase"] == "waiting")
+            game = Game(game_id, described["env_id"], seats, host, described["info"], described["channel"], joinable=described["phase"] == Phase.WAITING)
             opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             opened.set_result(None)
             game.opening = opened
