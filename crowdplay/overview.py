@@ -76,16 +76,16 @@ def build_overview(study: Study, book: AssignmentBook, table: SessionTable, host
     """Everything the researcher dashboard and /metrics show."""
     recording = dict(gathered.recording)
     data = recording.pop("data_volume")
-    waiting = Counter(entry.game.env_id for entry in table.sessions.values() if entry.game.joinable)
+    tasks = task_rows(study, book, table, now)  # a row for every environment anyone plays
     completed_times = sorted(at for at, _ in book.completions)
     return {
         "study": study.title,
         "generated_at": now,
         "totals": {
-            "live_sessions": len(table.sessions), "waiting": sum(waiting.values()), "completed": sum(book.completed.values()),
+            "live_sessions": len(table.sessions), "waiting": sum(row["waiting"] for row in tasks), "completed": sum(book.completed.values()),
             "participants": book.participants(), "data_bytes": data.get("bytes") or 0, "episodes": data.get("episodes", 0),
         },
-        "tasks": task_rows(study, book, table, now),
+        "tasks": tasks,
         "nodes": node_rows(table, hosts),
         "games": game_rows(table),
         "histograms": gathered.histograms,
@@ -133,7 +133,7 @@ def game_rows(table: SessionTable) -> list[dict[str, Any]]:
     for game in table.games.values():
         sessions = [
             {"session_id": s, "agent": agent, "participant": table.sessions[s].participant}
-            for agent, s in (game.seats or {}).items() if s in game.seated_sessions() and s in table.sessions
+            for agent, s in game.seated() if s in table.sessions
         ]
         rows.append(
             {

@@ -59,9 +59,13 @@ class Game:
         """The agents no one is seated at yet (none while ``seats`` is unknown)."""
         return [agent for agent, session_id in (self.seats or {}).items() if session_id is None]
 
+    def seated(self) -> list[tuple[str, str]]:
+        """(agent, session id) of each seat a participant plays here (not AI, not watchers)."""
+        return [(agent, session_id) for agent, session_id in (self.seats or {}).items() if session_id and session_id != AI_PLAYED]
+
     def seated_sessions(self) -> list[str]:
-        """The sessions playing a seat here (not AI, not watchers)."""
-        return [session_id for session_id in (self.seats or {}).values() if session_id and session_id != AI_PLAYED]
+        """The sessions playing a seat here."""
+        return [session_id for _, session_id in self.seated()]
 
     def seat_states(self) -> dict[str, str]:
         """Each seat as the dashboard shows it: open, ai or taken."""
