@@ -375,8 +375,14 @@ class LiveEnv:
             ram_array = np.frombuffer(ram, np.uint8) if ram is not None else None
             for agent, tracker in self.trackers.items():
                 tracker.step(self._action[agent], result.rewards.get(agent, 0.0), ram_array, agent in human_inputs)
-        if (self.ticks + self._stats_phase) % STATS_EVERY_TICKS == 0 and self._listener is not None:
+        if self._statistics_due() and self._listener is not None:
             self._listener.statistics_due()
+
+    def _statistics_due(self) -> bool:
+        """Every ``STATS_EVERY_TICKS`` ticks at this game's own phase (so games spread over the
+        clock), and never within the first period: a tick's events go out before its frame, and
+        the page's first frame must come before its first statistics."""
+        return self.ticks >= STATS_EVERY_TICKS and (self.ticks + self._stats_phase) % STATS_EVERY_TICKS == 0
 
     def _end_episode(self, result: StepResult) -> None:
         """The environment ended the episode: it is stored "complete", everyone is told, and the
