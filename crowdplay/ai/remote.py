@@ -71,7 +71,6 @@ class PolicyClient:
         self._queued: dict[Key, list[tuple[Any, str | None, Callable[[Answer], None]]]] = {}
         self._flush_scheduled = False
         self._calls: set[asyncio.Task[Any]] = set()
-        self._failed_calls = 0
         self._unavailable: dict[Key, str] = {}  # why each unreachable actor is, while it is
         self.health = PolicyHealth()
         #: called with each new problem (or recovery) of a policy, once (the EnvActor tells the manager)
@@ -141,7 +140,6 @@ class PolicyClient:
             line = await self._line(key)
             answers = await line.call([observation for observation, _, _ in requests], [stream for _, stream, _ in requests])
         except Exception as error:  # the actor died (Ray restarts it) or cannot start: substitutes meanwhile
-            self._failed_calls += 1
             reason = str(error) if isinstance(error, (PolicyUnavailable, PolicyNotPlaced)) else f"policy actor unavailable: {type(error).__name__}: {error}"
             if self._retry_at.get(key, 0.0) <= time.monotonic():
                 log.warning("policy %r (replica %d): %s; its agents play a substitute, retrying in %s s", key[0], key[2], reason, RETRY_S)
