@@ -49,6 +49,22 @@ class Checkpoint:
     minutes: float
     sample: Sample
 
+    def kind_of(self, pid: int) -> str:
+        """The kind of process ``pid`` was at this checkpoint."""
+        return self.sample[pid][0]
+
+    def total_mb(self, pids: set[int]) -> float:
+        """The private memory of ``pids`` together: the long-lived processes are judged as one."""
+        return sum(self.sample[pid][1] for pid in pids)
+
+    def kind_mb(self, kind: str) -> float:
+        """The private memory of every process of ``kind``, for the report by kind."""
+        return sum(mb for k, mb in self.sample.values() if k == kind)
+
+    def kind_count(self, kind: str) -> int:
+        """How many processes of ``kind`` were alive: a jump in memory may be a process more."""
+        return sum(k == kind for k, _ in self.sample.values())
+
 
 def idle_checkpoint(system: System, minutes: float, quiet_s: float, readings: int, timeout_s: float = 300.0) -> Checkpoint:
     """Once no game is left and ``quiet_s`` more seconds passed, each process's median of
@@ -81,29 +97,60 @@ def fit_slope_mb_per_min(series: list[tuple[float, float]]) -> tuple[float, floa
     return slope, math.sqrt(residual / spread)
 
 
-def memory_verdict(checkpoints: list[Checkpoint], day_tolerance: float) -> dict[str, Any]:
-    """Memory by kind at each checkpoint, and whether the long-lived processes' is flat (those
-    alive at every checkpoint: a replaced process would read as a jump)."""
-    lived = set.intersection(*(set(checkpoint.sample) for checkpoint in checkpoints))
-    ours = {pid for pid in lived if checkpoints[-1].sample[pid][0] in LONG_LIVED}
+def memory_series(checkpoints: list[Checkpoint], pids: set[int]) -> list[tuple[float, float]]:
+    """(minutes, MB) of ``pids`` together at each checkpoint: the points a growth rate is fitted to."""
+    return [(checkpoint.minutes, checkpoint.total_mb(pids)) for checkpoint in checkpoints]
 
-    def series(pids: set[int]) -> list[tuple[float, float]]:
-        return [(checkpoint.minutes, sum(checkpoint.sample[pid][1] for pid in pids)) for checkpoint in checkpoints]
 
-    long_lived = series(ours)
-    rate, error = fit_slope_mb_per_min(long_lived)
-    line = day_tolerance * statistics.fmean(mb for _, mb in long_lived) / (60 * 24)
-    upper, lower = rate + 2 * error, rate - 2 * error  # too few checkpoints, or a band straddling the line: no verdict
-    flat = None if len(checkpoints) < 3 else True if upper < line else False if lower > line else None
+def flat_verdict(checkpoints: int, rate: float, error: float, line: float) -> bool | None:
+    """Flat if the rate's band (two standard errors) lies below the line, growing if above it, and
+    no verdict from too few checkpoints or a band straddling the line: a noisy run must not pass."""
+    if checkpoints < 3:
+        return None
+    if rate + 2 * error < line:
+        return True
+    if rate - 2 * error > line:
+        return False
+    return None
+
+
+def memory_by_kind(checkpoints: list[Checkpoint]) -> dict[str, dict[str, list[float]] | dict[str, list[int]]]:
+    """Each kind's private memory and process count at each checkpoint, Ray's own processes too:
+    where a judged growth comes from, or what the unjudged processes do."""
     kinds = sorted({kind for checkpoint in checkpoints for kind, _ in checkpoint.sample.values()})
     return {
-        "memory_flat": flat,
+        "idle_private_mb": {kind: [round(checkpoint.kind_mb(kind), 2) for checkpoint in checkpoints] for kind in kinds},
+        "idle_processes": {kind: [checkpoint.kind_count(kind) for checkpoint in checkpoints] for kind in kinds},
+    }
+
+
+def growth_by_kind(checkpoints: list[Checkpoint], ours: set[int]) -> dict[str, float]:
+    """Each long-lived kind's own growth rate, MB a minute: which process a leak is in."""
+    last = checkpoints[-1]
+    kinds = {kind for checkpoint in checkpoints for kind, _ in checkpoint.sample.values()}
+    return {
+        kind: round(fit_slope_mb_per_min(memory_series(checkpoints, {pid for pid in ours if last.kind_of(pid) == kind}))[0], 4)
+        for kind in LONG_LIVED
+        if kind in kinds
+    }
+
+
+def memory_verdict(checkpoints: list[Checkpoint], day_tolerance: float) -> dict[str, Any]:
+    """Memory by kind at each checkpoint, and whether the long-lived processes' is flat (those
+    alive at every checkpoint: a replaced process would read as a jump). Flat means growing by less
+    than ``day_tolerance`` of their memory a day."""
+    lived = set.intersection(*(set(checkpoint.sample) for checkpoint in checkpoints))
+    ours = {pid for pid in lived if checkpoints[-1].kind_of(pid) in LONG_LIVED}
+    long_lived = memory_series(checkpoints, ours)
+    rate, error = fit_slope_mb_per_min(long_lived)
+    line = day_tolerance * statistics.fmean(mb for _, mb in long_lived) / (60 * 24)
+    return {
+        "memory_flat": flat_verdict(len(checkpoints), rate, error, line),
         "idle_minutes": [round(checkpoint.minutes, 2) for checkpoint in checkpoints],
-        "idle_private_mb": {kind: [round(sum(mb for k, mb in checkpoint.sample.values() if k == kind), 2) for checkpoint in checkpoints] for kind in kinds},
-        "idle_processes": {kind: [sum(k == kind for k, _ in checkpoint.sample.values()) for checkpoint in checkpoints] for kind in kinds},
+        **memory_by_kind(checkpoints),
         "long_lived_mb": [round(mb, 2) for _, mb in long_lived],
         "long_lived_growth_mb_per_min": round(rate, 4),
         "long_lived_growth_error": round(error, 4),
-        "growth_mb_per_min_by_kind": {kind: round(fit_slope_mb_per_min(series({pid for pid in ours if checkpoints[-1].sample[pid][0] == kind}))[0], 4) for kind in LONG_LIVED if kind in kinds},
+        "growth_mb_per_min_by_kind": growth_by_kind(checkpoints, ours),
         "flat_line_mb_per_min": round(line, 4),
     }
