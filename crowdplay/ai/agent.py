@@ -53,7 +53,7 @@ class PolicyAgent:
     and logged once per reason: a broken model must not stop the participants' game."""
 
     def __init__(
-        self, policy_id: str, action_space: gym.spaces.Discrete, noop: int | None = 0, client: PolicyClient | None = None, agent: str = ""
+        self, policy_id: str, action_space: gym.spaces.Discrete[Any], noop: int | None = 0, client: PolicyClient | None = None, agent: str = ""
     ) -> None:
         cls = policy_class(policy_id)
         self.policy_id = policy_id

@@ -24,7 +24,8 @@ import numpy as np
 
 from crowdplay.registry import Registry, UnknownName
 
-T = TypeVar("T", bound=type)
+PolicyClass = TypeVar("PolicyClass", bound=type["Policy"])
+FramebufferClass = TypeVar("FramebufferClass", bound=type["Framebuffer"])
 
 
 class UnknownPolicy(UnknownName):
@@ -55,7 +56,7 @@ class Policy:
     """
 
     observation: str | None = "rgb"
-    action_space: gym.spaces.Discrete
+    action_space: gym.spaces.Discrete[Any]
     in_actor: bool = True
     replicas: int = 1
     #: a fraction of a core by default, so policy actors fit small nodes beside the game servers
@@ -111,18 +112,30 @@ class Framebuffer:
         """A new episode starts: forget earlier frames."""
 
 
-_POLICIES: Registry = Registry("policy", UnknownPolicy)
-_FRAMEBUFFERS: Registry = Registry("framebuffer")
+_POLICIES: Registry[type[Policy]] = Registry("policy", UnknownPolicy)
+_FRAMEBUFFERS: Registry[type[Framebuffer]] = Registry("framebuffer")
 
 
-def register_policy(policy_id: str) -> Callable[[T], T]:
+def register_policy(policy_id: str) -> Callable[[PolicyClass], PolicyClass]:
     """Register a policy class (constructed without arguments) under ``policy_id``."""
-    return _POLICIES.register(policy_id)
+    register = _POLICIES.register(policy_id)
+
+    def decorate(cls: PolicyClass) -> PolicyClass:
+        register(cls)
+        return cls  # the subclass itself, not the registry's view of it as a Policy
+
+    return decorate
 
 
-def register_ai_framebuffer(policy_id: str) -> Callable[[T], T]:
+def register_ai_framebuffer(policy_id: str) -> Callable[[FramebufferClass], FramebufferClass]:
     """Register the framebuffer class that prepares observations for the policy ``policy_id``."""
-    return _FRAMEBUFFERS.register(policy_id)
+    register = _FRAMEBUFFERS.register(policy_id)
+
+    def decorate(cls: FramebufferClass) -> FramebufferClass:
+        register(cls)
+        return cls  # the subclass itself, not the registry's view of it as a Framebuffer
+
+    return decorate
 
 
 def check_policy(policy_id: str) -> str:
@@ -140,7 +153,7 @@ def policy_class(policy_id: str) -> type[Policy]:
     return _POLICIES.get(policy_id)
 
 
-def make_policy(policy_id: str, action_space: gym.spaces.Discrete) -> Policy:
+def make_policy(policy_id: str, action_space: gym.spaces.Discrete[Any]) -> Policy:
     """A new instance of the policy ``policy_id``, given the agent's ``action_space``."""
     policy = policy_class(policy_id)()
     policy.action_space = action_space

@@ -254,7 +254,8 @@ class RLlibPolicy(Policy):
         distribution = cls.from_logits(output[Columns.ACTION_DIST_INPUTS])
         if not self.explore:
             distribution = distribution.to_deterministic()
-        return distribution.sample().cpu().numpy()
+        actions: np.ndarray = distribution.sample().cpu().numpy()  # RLlib's distributions are untyped: a torch tensor's numpy()
+        return actions
 
 
 def register_rllib_checkpoint(
