@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from crowdplay.study import Task
 
-StoreCall = Callable[..., Awaitable[Any]]
+log = logging.getLogger(__name__)
+
 HISTOGRAM_BINS = 10
 #: Assignments of sessions that no longer play kept in memory (~0.6 KB each), the latest first; the
 #: store answers for older ones (a read by id). Few: their participants ask for a score or code
@@ -104,14 +106,27 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(str(token).encode()).hexdigest()
 
 
+class AssignmentStore(Protocol):
+    """The two things the book asks of the store, stated here so the book reads without the writer
+    and is tested over a dict (``StudyStore`` answers them in the manager)."""
+
+    async def save_assignment(self, document: dict[str, Any]) -> None:
+        """Store ``document`` (an assignment's, by its ``_id``), replacing any older version; raises if it cannot."""
+
+    async def assignments(self, query: dict[str, Any], held: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The stored assignment documents equal to ``query`` on its fields (``{}``: all of them).
+        ``held`` are the book's own documents in memory, for a store that answers from what it
+        knows while its writer is late: a read must never undo a save not stored yet."""
+
+
 class AssignmentBook:
     """The manager's assignments, completions per task, and what the score page shows."""
 
-    def __init__(self, store: StoreCall, is_playing: Callable[[str], bool] = lambda session_id: False, kept: int | None = ASSIGNMENTS_KEPT) -> None:
-        """``store(method, *args)`` awaits a TrajectoryWriter method (``save_assignment``,
-        ``assignments``); ``is_playing(session_id)``: the session still plays (its assignment is
-        never forgotten); beyond ``kept`` assignments (None: no limit, for a server that stores
-        nothing) the oldest of the others are forgotten, to be read back from the store."""
+    def __init__(self, store: AssignmentStore, is_playing: Callable[[str], bool] = lambda session_id: False, kept: int | None = ASSIGNMENTS_KEPT) -> None:
+        """``store`` keeps the assignments' documents; ``is_playing(session_id)``: the session
+        still plays (its assignment is never forgotten); beyond ``kept`` assignments (None: no
+        limit, for a server that stores nothing) the oldest of the others are forgotten, to be
+        read back from the store."""
         self.store = store
         self.is_playing = is_playing
         self.kept = kept
@@ -125,7 +140,7 @@ class AssignmentBook:
 
     async def load(self) -> None:
         """Completions so far, from the store (they count toward each task's target)."""
-        documents = await self.store("assignments", {})
+        documents = await self.store.assignments({}, self._held())
         self.completed = Counter(doc["task_id"] for doc in documents if doc.get("completed_at"))
         self.completions = sorted((doc["completed_at"], doc["task_id"]) for doc in documents if doc.get("completed_at"))
 
@@ -139,6 +154,10 @@ class AssignmentBook:
         assignment = self.assignments[session_id] = Assignment(session_id, task_id, participant, dict(params), token, consented_at=consented_at)
         self._forget_oldest()
         return assignment
+
+    def _held(self) -> list[dict[str, Any]]:
+        """The documents of the assignments in memory, handed to every read (see ``AssignmentStore``)."""
+        return [assignment.document() for assignment in list(self.assignments.values())]
 
     def _forget_oldest(self) -> None:
         """Forget the oldest assignments of sessions that no longer play, beyond ``kept`` (their
@@ -172,10 +191,7 @@ class AssignmentBook:
         return assignment
 
     async def _read_back(self, session_id: str, token: str) -> Assignment:
-        try:
-            documents = await self.store("assignments", {"_id": session_id}) if self.kept is not None else []
-        except Exception:  # the store is down: as unknown as a session never created, for now
-            documents = []
+        documents = await self._stored(session_id)
         if not documents or "token_sha256" not in documents[0]:
             raise UnknownSession(f"no session {session_id!r}")
         if not hmac.compare_digest(documents[0]["token_sha256"], token_digest(token)):
@@ -184,9 +200,21 @@ class AssignmentBook:
         self._forget_oldest()
         return assignment
 
+    async def _stored(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's stored document, if any. A store that cannot answer is logged and the
+        session treated as unknown for now: its participant asks again, and the score page must
+        not fail harder than for a session never created."""
+        if self.kept is None:  # nothing is stored, so nothing was forgotten
+            return []
+        try:
+            return await self.store.assignments({"_id": session_id}, self._held())
+        except Exception as error:
+            log.warning("reading back assignment %s: %s: %s (answered as unknown until the store answers)", session_id, type(error).__name__, error)
+            return []
+
     async def save(self, assignment: Assignment) -> None:
-        """Store the assignment's document through the writer (raises if the call fails)."""
-        await self.store("save_assignment", assignment.document())
+        """Store the assignment's document (raises if the store fails: the caller decides what a failed save means)."""
+        await self.store.save_assignment(assignment.document())
 
     async def complete(self, assignment: Assignment, task: Task, secret: bytes) -> dict[str, Any]:
         """The completion (a code, or the URL to go to) once the requirements are met."""
@@ -207,7 +235,7 @@ class AssignmentBook:
     async def ranking(self, assignment: Assignment) -> dict[str, Any]:
         """Where the participant's score stands among everyone who finished the task: percentile
         (share of others scoring lower, ties half) and a histogram of all scores."""
-        documents = await self.store("assignments", {"task_id": assignment.task_id})
+        documents = await self.store.assignments({"task_id": assignment.task_id}, self._held())
         scores = [float(doc.get("statistics", {}).get("values", {}).get("score", 0.0)) for doc in documents if doc.get("finished_at")]
         own = float(assignment.values.get("score", 0.0))
         others = list(scores)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from crowdplay.assignments import Assignment, AssignmentBook
@@ -42,14 +42,14 @@ class RecordingUnavailable(RuntimeError):
 
 
 class StudyStore:
-    """The manager's writer calls, each bounded as its caller needs (``StoreLink``)."""
+    """The manager's writer calls, each bounded as its caller needs (``StoreLink``); the
+    ``AssignmentStore`` its assignment book keeps assignments in."""
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, link: StoreLink | None = None) -> None:
+        """``call(method, *args)`` awaits a writer method; ``link`` bounds those calls (one over
+        ``call`` with the default bounds unless given, as a test gives shorter ones)."""
         self.call = call
-        self.link = StoreLink(call)
-        #: the assignments in memory (set by the book's owner), overlaid on reads: a read never
-        #: undoes a save the writer has not stored yet
-        self.held: Callable[[], Iterable[dict[str, Any]]] = lambda: ()
+        self.link = StoreLink(call) if link is None else link
 
     async def save_assignment(self, document: dict[str, Any]) -> None:
         """Save an assignment in the background; a newer version of the same one replaces it, retried until stored."""
@@ -60,11 +60,11 @@ class StudyStore:
         document = {"_id": uuid.uuid4().hex, **document}
         await self.link.save(("note", document["_id"]), "save_note", document)
 
-    async def assignments(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Assignments matching ``query``; the whole collection (the book's load) waits as long as
-        it takes, since ``StudyService.load_book`` bounds its own wait."""
-        query = dict(query or {})
-        held = list(self.held())
+    async def assignments(self, query: dict[str, Any], held: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+        """Assignments matching ``query``, ``held`` (the book's in memory) overlaid while the writer
+        is late; the whole collection (the book's load) waits as long as it takes, since
+        ``StudyService.load_book`` bounds its own wait."""
+        query = dict(query)
         return await self.link.assignments(query, held, wait_s=None if query else float("inf"))
 
     async def pseudonym_key(self) -> bytes:
@@ -89,14 +89,6 @@ class StudyStore:
                 log.info("marking lost game %s interrupted: %s (tried again later)", game_id, error)
         log.error("lost game %s could not be marked interrupted: its episodes stay unended", game_id)
 
-    async def book_call(self, method: str, *args: Any) -> Any:
-        """``AssignmentBook``'s view of the store: its reads and saves of assignments."""
-        if method == "save_assignment":
-            return await self.save_assignment(*args)
-        if method == "assignments":
-            return await self.assignments(*args)
-        raise ValueError(f"the assignment book has no store call {method!r}")
-
 
 class StudyService:
     """Assignments and what participants ask of the study, over the store and the running games."""
@@ -107,8 +99,7 @@ class StudyService:
         self.store = store
         self.ask_game = ask_game
         self.record = record
-        self.book = AssignmentBook(store.book_call, is_playing=is_playing, kept=kept if record else None)
-        store.held = lambda: [assignment.document() for assignment in list(self.book.assignments.values())]
+        self.book = AssignmentBook(store, is_playing=is_playing, kept=kept if record else None)
         self._background = background
         self._book_loaded = False
         self._book_loading: asyncio.Task[None] | None = None

@@ -9,8 +9,17 @@ import pytest
 from crowdplay.assignments import ANONYMOUS, AssignmentBook, BadToken, UnknownSession
 
 
-async def no_store(method: str, *args: object) -> list:
-    return []
+class NoStore:
+    """A store that keeps nothing (every read answers no documents)."""
+
+    async def save_assignment(self, document: dict) -> None:
+        pass
+
+    async def assignments(self, query: dict, held) -> list:
+        return []
+
+
+no_store = NoStore()
 
 
 def test_the_oldest_ended_sessions_assignments_are_forgotten_beyond_the_bound_never_a_playing_ones():
@@ -43,13 +52,11 @@ class DictStore:
     def __init__(self) -> None:
         self.documents: dict[str, dict] = {}
 
-    async def __call__(self, method: str, *args):
-        if method == "save_assignment":
-            self.documents[args[0]["_id"]] = dict(args[0])
-            return None
-        if method == "assignments":
-            return [dict(doc) for doc in self.documents.values() if all(doc.get(k) == v for k, v in args[0].items())]
-        raise AssertionError(method)
+    async def save_assignment(self, document: dict) -> None:
+        self.documents[document["_id"]] = dict(document)
+
+    async def assignments(self, query: dict, held) -> list:
+        return [dict(doc) for doc in self.documents.values() if all(doc.get(k) == v for k, v in query.items())]
 
 
 def test_a_forgotten_assignment_is_read_back_from_the_store_with_its_token_checked_against_the_stored_digest():

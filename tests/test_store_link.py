@@ -10,6 +10,7 @@ import pytest
 
 from crowdplay.assignments import AssignmentBook
 from crowdplay.recording.store_link import StoreLink, WriterLate, matches, recording_overview
+from crowdplay.study_service import StudyStore
 
 
 class FakeWriter:
@@ -201,7 +202,7 @@ def test_the_assignment_book_keeps_working_through_the_link_while_the_writer_is_
 
     async def scenario():
         link = link_for(writer)
-        book = AssignmentBook(lambda method, *args: link_store(link, method, *args), kept=1)
+        book = AssignmentBook(StudyStore(writer.call, link), kept=1)
         first = book.open("s1", "invaders", "p-1", {}, "token-1")
         first.statistics = {"values": {"score": 3.0}}
         first.finished_at = time.time()
@@ -218,11 +219,6 @@ def test_the_assignment_book_keeps_working_through_the_link_while_the_writer_is_
         writer.resume()
         await asyncio.sleep(0.2)
         return ranking, elapsed
-
-    async def link_store(link, method, *args):
-        if method == "save_assignment":
-            return await link.save(("assignment", args[0]["_id"]), method, args[0])
-        return await link.assignments(args[0])
 
     ranking, elapsed = asyncio.run(scenario())
     assert elapsed < 0.6
