@@ -44,8 +44,10 @@ class Settings:
     manager_name: str = "EnvsManager"
     #: Empty EnvActors kept booted, so Start never waits for a process to start (~0.6 s each).
     warm_pool_size: int = 2
-    #: Sessions one EnvActor process hosts (they share its event loop and tick clock).
-    sessions_per_actor: int = 16
+    #: Games one EnvActor process hosts at once (they share its event loop and tick clock; each
+    #: game seats one or more participants). Its former, misleading name ``sessions_per_actor`` is
+    #: still read from the environment, with a warning, until the next release drops it.
+    concurrent_games_per_actor: int = 16
     #: Games an EnvActor process hosts in its life (0: no limit); then it takes no new ones and
     #: retires once they end, and a fresh process from the warm pool takes its place: whatever a
     #: process keeps of its games (heap fragmentation, the emulators' native memory) is bounded.
@@ -147,11 +149,11 @@ class Settings:
         values: dict[str, Any] = {}
         problems: list[str] = []
         for field in fields(cls):
-            raw = environ.get(setting_variable(field.name))
-            if raw is None:
+            variable = variable_read(field.name, environ)
+            if variable is None:
                 continue
             try:
-                values[field.name] = parse_setting(field, raw)
+                values[field.name] = parse_setting(field, environ[variable], variable)
             except SettingsError as error:
                 problems.append(str(error))
         try:
@@ -171,6 +173,29 @@ def setting_variable(field_name: str) -> str:
 def setting_variables() -> dict[str, str]:
     """Every setting's variable, with its field's name: the names ``Settings.from_env`` reads."""
     return {setting_variable(field.name): field.name for field in fields(Settings)}
+
+
+#: Settings whose former names misled, by the former variable: deployments set those, so each is
+#: still read (with a warning naming the new variable) for one release before it is dropped.
+RENAMED_VARIABLES: dict[str, str] = {
+    "CROWDPLAY_SESSIONS_PER_ACTOR": "concurrent_games_per_actor",
+}
+
+
+def variable_read(field_name: str, environ: Mapping[str, str]) -> str | None:
+    """The variable a setting's value is taken from: its own if set, else its former name's (a
+    warning says to rename it), else None. Both set: its own wins, and the warning says the
+    former one is ignored."""
+    variable = setting_variable(field_name)
+    for former, renamed_to in RENAMED_VARIABLES.items():
+        if renamed_to != field_name or former not in environ:
+            continue
+        if variable in environ:
+            log.warning("%s is ignored: %s is set too, and is the name Settings.%s is read from", former, variable, field_name)
+        else:
+            log.warning("%s is deprecated and will stop being read in the next release: rename it to %s (Settings.%s)", former, variable, field_name)
+            return former
+    return variable if variable in environ else None
 
 
 @dataclass(frozen=True)
@@ -229,15 +254,15 @@ def setting_kind(field: Field[Any]) -> SettingKind:
     return SETTING_KINDS[str(field.type)]
 
 
-def parse_setting(field: Field[Any], raw: str) -> Any:
-    """The value of ``field`` that the variable's text ``raw`` says, or a ``SettingsError`` naming
-    the variable, the value and what the setting takes."""
+def parse_setting(field: Field[Any], raw: str, variable: str | None = None) -> Any:
+    """The value of ``field`` that the text ``raw`` of ``variable`` (default: the field's own)
+    says, or a ``SettingsError`` naming the variable, the value and what the setting takes."""
     kind = setting_kind(field)
     try:
         return kind.parse(raw)
     except ValueError:
         raise SettingsError(
-            f"{setting_variable(field.name)}={raw!r} is not a valid value: Settings.{field.name} takes {kind.accepted}"
+            f"{variable or setting_variable(field.name)}={raw!r} is not a valid value: Settings.{field.name} takes {kind.accepted}"
         ) from None
 
 
@@ -270,7 +295,7 @@ def unknown_variable_message(name: str) -> str:
 
 def warn_about_unknown_variables(environ: Mapping[str, str]) -> None:
     """Log a warning for every ``CROWDPLAY_*`` variable in ``environ`` that nothing reads."""
-    known = {*setting_variables(), *OTHER_VARIABLES, RETIRED_STORE_URI_VARIABLE}
+    known = {*setting_variables(), *OTHER_VARIABLES, *RENAMED_VARIABLES, RETIRED_STORE_URI_VARIABLE}
     for name in sorted(environ):
         if name.startswith(VARIABLE_PREFIX) and name not in known:
             log.warning(unknown_variable_message(name))

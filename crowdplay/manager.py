@@ -165,7 +165,7 @@ class EnvsManager:
         self.background = Background(log)
         self.table = SessionTable()
         self.launcher = EnvActorLauncher(settings)
-        limits = PoolLimits(settings.warm_pool_size, settings.sessions_per_actor, settings.games_per_actor, settings.spare_host_linger_s)
+        limits = PoolLimits(settings.warm_pool_size, settings.concurrent_games_per_actor, settings.games_per_actor, settings.spare_host_linger_s)
         self.pool = HostPool(self.launcher, limits, self.background, on_added=self._watch)
         self.store = StudyStore(WriterClient(settings).call)
         self.study = StudyService(self.store, self._ask_game, lambda s: s in self.table.sessions, settings.record, ASSIGNMENTS_KEPT, self.background)

@@ -77,7 +77,7 @@ def test_a_session_nobody_connects_to_is_ended(private_manager):
 
 
 def test_sessions_fill_an_env_actor_process_before_the_next_one_opens(ray_session):
-    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-pack-{time.monotonic_ns()}", warm_pool_size=1, sessions_per_actor=3)
+    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-pack-{time.monotonic_ns()}", warm_pool_size=1, concurrent_games_per_actor=3)
     manager = get_or_create_manager(settings)
     ray.get(manager.ready.remote())
     sessions = ray.get([manager.create_session.remote("Pong") for _ in range(4)])
@@ -119,7 +119,7 @@ def test_a_process_that_hosted_its_lifes_games_takes_no_more_and_retires_once_th
 def test_an_emptied_process_beyond_the_warm_pool_lingers_for_the_next_arrivals_then_retires(ray_session):
     """Load that comes and goes reuses processes: hosts emptied beyond the warm pool stay for
     ``spare_host_linger_s`` (a new game goes to one of them, no process starts), then retire."""
-    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-linger-{time.monotonic_ns()}", warm_pool_size=1, sessions_per_actor=1, spare_host_linger_s=6.0)
+    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-linger-{time.monotonic_ns()}", warm_pool_size=1, concurrent_games_per_actor=1, spare_host_linger_s=6.0)
     manager = get_or_create_manager(settings)
     ray.get(manager.ready.remote())
 

@@ -84,6 +84,31 @@ def test_an_unknown_variable_is_warned_about_with_the_setting_it_probably_meant(
     assert unknown_variable_message("CROWDPLAY_HAPROXY_PYTON").endswith("did you mean CROWDPLAY_HAPROXY_PYTHON?")
 
 
+def test_a_renamed_settings_former_variable_is_still_read_with_a_warning_naming_the_new_one(caplog):
+    with caplog.at_level(logging.WARNING, logger="crowdplay.config"):
+        settings = Settings.from_env({"CROWDPLAY_SESSIONS_PER_ACTOR": "3"})
+    assert settings.concurrent_games_per_actor == 3
+    assert caplog.messages == [
+        "CROWDPLAY_SESSIONS_PER_ACTOR is deprecated and will stop being read in the next release: "
+        "rename it to CROWDPLAY_CONCURRENT_GAMES_PER_ACTOR (Settings.concurrent_games_per_actor)",
+    ]
+
+
+def test_a_renamed_settings_new_variable_wins_over_its_former_one(caplog):
+    with caplog.at_level(logging.WARNING, logger="crowdplay.config"):
+        settings = Settings.from_env({"CROWDPLAY_SESSIONS_PER_ACTOR": "3", "CROWDPLAY_CONCURRENT_GAMES_PER_ACTOR": "5"})
+    assert settings.concurrent_games_per_actor == 5
+    assert caplog.messages == [
+        "CROWDPLAY_SESSIONS_PER_ACTOR is ignored: CROWDPLAY_CONCURRENT_GAMES_PER_ACTOR is set too, "
+        "and is the name Settings.concurrent_games_per_actor is read from",
+    ]
+
+
+def test_an_invalid_value_of_a_former_variable_is_refused_naming_that_variable():
+    with pytest.raises(SettingsError, match=r"^CROWDPLAY_SESSIONS_PER_ACTOR='many' is not a valid value: Settings.concurrent_games_per_actor takes"):
+        Settings.from_env({"CROWDPLAY_SESSIONS_PER_ACTOR": "many"})
+
+
 def test_settings_and_the_other_variables_are_not_warned_about(caplog):
     known = {name: "1" for name in [*setting_variables(), *OTHER_VARIABLES] if name != "CROWDPLAY_STORE_URI"}
     with caplog.at_level(logging.WARNING, logger="crowdplay.config"):

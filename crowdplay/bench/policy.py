@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sessions", default="1,10,20", help="comma-separated session counts")
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per configuration")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured time before each measurement")
-    parser.add_argument("--sessions-per-host", type=int, default=Settings().sessions_per_actor)
+    parser.add_argument("--sessions-per-host", type=int, default=Settings().concurrent_games_per_actor)
 
 
 def save_nature_cnn() -> None:

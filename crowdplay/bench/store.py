@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--play-seconds", type=float, default=120.0, help="game time recorded to make the chunks")
     parser.add_argument("--state-play-seconds", type=float, default=60.0, help="game time of the state env recorded")
     parser.add_argument("--flat-seconds", type=float, default=10.0, help="length of the flat-out writer measurement")
-    parser.add_argument("--sessions-per-actor", type=int, default=Settings().sessions_per_actor)
+    parser.add_argument("--sessions-per-actor", type=int, default=Settings().concurrent_games_per_actor)
 
 
 def record_play(play_seconds: float, settings: Settings, env_id: str = "SpaceInvaders", keys: list[list[str]] = KEYS) -> tuple[list[Chunk], float]:
@@ -178,7 +178,7 @@ def state_env_row(play_seconds: float, directory: str, settings: Settings) -> di
     for chunk in chunks:
         columns = unpack_chunk(chunk[2])
         observation_bytes += len(pack_chunk({name: value for name, value in columns.items() if name.startswith("obs") or name == "infos"}))
-    embedded = embedded_write_rate(chunks, directory, batch=settings.sessions_per_actor, rounds=max(1, 1000 // len(chunks)), name="state.db")
+    embedded = embedded_write_rate(chunks, directory, batch=settings.concurrent_games_per_actor, rounds=max(1, 1000 // len(chunks)), name="state.db")
     return {
         "env": "Acrobot-v1",
         "bytes_per_hour": int((chunk_bytes + field_bytes) / seconds * 3600),
@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         chunk_bytes = sum(len(chunk[2]) for chunk in chunks)
         field_bytes = sum(len(repr(chunk[4])) for chunk in chunks)
         chunks_per_session_s = 60 / settings.chunk_steps
-        embedded = embedded_write_rate(chunks, directory, batch=settings.sessions_per_actor, rounds=max(1, 2000 // len(chunks)))
+        embedded = embedded_write_rate(chunks, directory, batch=settings.concurrent_games_per_actor, rounds=max(1, 2000 // len(chunks)))
         state_env = state_env_row(args.state_play_seconds, directory, settings)
         writer = writer_measurements(chunks, args, settings, chunks_per_session_s)
     finally:

@@ -101,7 +101,7 @@ def deployment() -> Iterator[dict]:
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         # What deploy/crowdplay.env sets on a real cluster, sized for this test.
         "CROWDPLAY_ENV_ACTOR_RESOURCES": f"env_slots={SLOTS_PER_ACTOR}",
-        "CROWDPLAY_SESSIONS_PER_ACTOR": "1",
+        "CROWDPLAY_CONCURRENT_GAMES_PER_ACTOR": "1",
         "CROWDPLAY_WARM_POOL_SIZE": "0",
         "CROWDPLAY_STORE_URI": str(work / "recordings.db"),
         "CROWDPLAY_SPOOL_DIR": str(work / "spool"),

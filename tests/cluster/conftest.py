@@ -26,7 +26,7 @@ from tests.conftest import TEST_SETTINGS
 
 #: EnvActors need this resource, which only the worker nodes offer: games run on the workers.
 ENV_RESOURCE = "env_slots"
-SETTINGS = replace(TEST_SETTINGS, namespace="crowdplay-cluster-test", env_actor_resources=f"{ENV_RESOURCE}=1", sessions_per_actor=4)
+SETTINGS = replace(TEST_SETTINGS, namespace="crowdplay-cluster-test", env_actor_resources=f"{ENV_RESOURCE}=1", concurrent_games_per_actor=4)
 
 
 @dataclass
