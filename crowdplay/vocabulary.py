@@ -25,3 +25,15 @@ class GameEvent(StrEnum):
     SEAT_RELEASED = "seat_released"
     #: the game is over
     ENDED = "ended"
+
+
+class Mode(StrEnum):
+    """When an environment steps (``EnvSpec.mode``): the real-time loop reads it every tick to
+    decide whether this tick plays, so a misspelt mode must fail at registration, not mid-game."""
+
+    #: steps at the spec's ``fps`` whatever the participants do
+    REALTIME = "realtime"
+    #: one step per key press (turn-based games)
+    WAIT_FOR_KEY = "wait_for_key"
+    #: steps at ``fps`` while a participant holds a key, paused otherwise
+    HOLD_KEYS = "hold_keys"

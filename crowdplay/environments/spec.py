@@ -5,33 +5,47 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from crowdplay.ai import check_policy
 from crowdplay.environments.keymap import Keymap, atari_keymap
+from crowdplay.vocabulary import Mode
 
 KeymapFactory = Callable[[Sequence[str]], Keymap]
-MODES = ("realtime", "wait_for_key", "hold_keys")
+#: The modes' names, in the order error messages list them.
+MODES: tuple[str, ...] = tuple(mode.value for mode in Mode)
 #: What an agent plays while its participant holds no mapped key: the keymap's no-op, the last
 #: action again, or nothing (the game waits). See ``EnvSpec.idle``.
 IDLE_CHOICES = ("noop", "repeat", "wait")
 #: What a game does when an AI agent's policy has given no answer of its own for a while.
 AI_UNAVAILABLE_CHOICES = ("play_on", "end")
+#: Options that must be a positive number of seconds when given.
+SECONDS_OPTIONS = ("human_timeout", "reconnect_grace_s", "ai_unavailable_after_s")
+#: Options that name a registered policy per agent.
+POLICY_OPTIONS = ("ai_agent_map_always", "ai_agent_map_fallback")
 V = TypeVar("V")
 #: An option given once for every agent, or per agent as ``{agent: value}``.
-PerAgent = V | Mapping[str, V]
+PerAgent: TypeAlias = V | Mapping[str, V]
 
 
-def for_agent(value: PerAgent, agent: str, default: Any = None) -> Any:
+def for_agent(value: PerAgent[V], agent: str | None, default: V | None = None) -> V | None:
     """The value of a per-agent option for ``agent`` (a plain value applies to every agent)."""
     if isinstance(value, Mapping):
-        return value.get(agent, default)
+        return value.get(agent, default) if agent is not None else default
     return value
 
 
-def _entries(value: PerAgent) -> list[tuple[str | None, Any]]:
+def _entries(value: PerAgent[V]) -> list[tuple[str | None, V]]:
     """A per-agent option as (agent, value) pairs; a plain value is one pair for every agent (None)."""
     return list(value.items()) if isinstance(value, Mapping) else [(None, value)]
+
+
+def _is_label_list(labels: object) -> bool:
+    """Whether ``labels`` is a list of non-empty strings (a string itself is not: it would be read
+    as one label per character)."""
+    if isinstance(labels, str) or not isinstance(labels, Sequence):
+        return False
+    return all(isinstance(label, str) and label for label in labels)
 
 
 @dataclass(frozen=True)
@@ -68,8 +82,8 @@ class EnvSpec:
     description: str
     make_env: Callable[[], Any]
     fps: float = 60.0
-    keymap: PerAgent = atari_keymap
-    instructions: PerAgent = ""
+    keymap: PerAgent[Keymap | KeymapFactory] = atari_keymap
+    instructions: PerAgent[str] = ""
     agents: tuple[str, ...] | None = None
     ai_agent_map_always: Mapping[str, str] = field(default_factory=dict)
     ai_agent_map_fallback: Mapping[str, str] = field(default_factory=dict)
@@ -78,16 +92,16 @@ class EnvSpec:
     ai_unavailable: str = "play_on"
     ai_unavailable_after_s: float = 10.0
     #: "realtime" (steps at ``fps``), "wait_for_key" (one step per key press) or "hold_keys"
-    #: (steps at ``fps`` while a participant holds a key, paused otherwise)
-    mode: str = "realtime"
+    #: (steps at ``fps`` while a participant holds a key, paused otherwise); given as a ``Mode`` or its name
+    mode: Mode = Mode.REALTIME
     #: the registered environment this one configures (a study task's game): recordings name it
     base_env: str | None = None
     #: per agent, a label for each action (a list as long as the action space)
-    action_labels: PerAgent = None
+    action_labels: PerAgent[Sequence[str] | None] = None
     #: per agent, what is played while no mapped key is held: "noop" (the keymap's no-op; the
     #: default when it has one), "repeat" (the last action again; before the first key the no-op,
     #: or without one the game waits) or "wait" (the game does not step until a mapped key is held)
-    idle: PerAgent = None
+    idle: PerAgent[str | None] = None
     #: passed to every ``reset(seed=..., options=...)`` and recorded with the seed, so a replay
     #: resets the same way (must be JSON-able)
     reset_options: Mapping[str, Any] | None = None
@@ -98,49 +112,88 @@ class EnvSpec:
     replayable: bool | str = True
 
     def __post_init__(self) -> None:
+        """Refuse a misconfigured environment at registration, each error naming the environment
+        and the option, rather than when a participant's game is built."""
+        self._check_identity()
+        self._check_mode()
+        self._check_fps()
+        self._check_ai_options()
+        self._check_waits()
+        self._check_control_options()
+        self._check_reset_options()
+        if self.agents is not None:
+            self.check_agents(self.agents)
+
+    def _check_identity(self) -> None:
+        """The id appears in URLs and recordings, so it is limited to letters, digits, '-' and '_'."""
         if not self.id or not self.id.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"environment id {self.id!r} must be non-empty letters, digits, '-' or '_'")
+
+    def _check_mode(self) -> None:
+        """Refuse an unknown mode by name, and hold a known one as a ``Mode`` (a mode given as a string
+        compares equal to its member either way)."""
         if self.mode not in MODES:
             raise ValueError(f"environment {self.id!r}: mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        object.__setattr__(self, "mode", Mode(self.mode))  # frozen: the dataclass's own way to normalise a field
+
+    def _check_fps(self) -> None:
+        """The loop's tick rate: below 1 a game would look frozen, above 240 no screen shows it."""
         if not 1 <= self.fps <= 240:
             raise ValueError(f"environment {self.id!r}: fps must be within 1..240, got {self.fps}")
-        for option in ("ai_agent_map_always", "ai_agent_map_fallback"):
-            for agent, policy_id in getattr(self, option).items():
+
+    def _check_ai_options(self) -> None:
+        """Every policy the AI options name must be registered, so a typo fails here, not in a game."""
+        for option in POLICY_OPTIONS:
+            mapping: Mapping[str, str] = getattr(self, option)
+            for agent, policy_id in mapping.items():
                 try:
                     check_policy(policy_id)
                 except KeyError as error:
                     raise ValueError(f"environment {self.id!r}: {option}[{agent!r}]: {error}") from None
         if self.ai_unavailable not in AI_UNAVAILABLE_CHOICES:
             raise ValueError(f"environment {self.id!r}: ai_unavailable must be one of {', '.join(AI_UNAVAILABLE_CHOICES)}, got {self.ai_unavailable!r}")
-        for option in ("human_timeout", "reconnect_grace_s", "ai_unavailable_after_s"):
+
+    def _check_waits(self) -> None:
+        """Every waiting time must be a usable number of seconds (None: the deployment's, or never)."""
+        for option in SECONDS_OPTIONS:
             value = getattr(self, option)
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"environment {self.id!r}: {option} must be a positive number of seconds or None")
-        self._check_control_options()
-        if self.reset_options is not None:
-            try:
-                json.dumps(dict(self.reset_options))
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"environment {self.id!r}: reset_options must be JSON-able (it is recorded): {error}") from None
-        if self.agents is not None:
-            self.check_agents(self.agents)
+
+    def _check_reset_options(self) -> None:
+        """``reset_options`` is stored with every episode, so it must be JSON-able."""
+        if self.reset_options is None:
+            return
+        try:
+            json.dumps(dict(self.reset_options))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"environment {self.id!r}: reset_options must be JSON-able (it is recorded): {error}") from None
 
     def _check_control_options(self) -> None:
         """Check ``action_labels``, ``idle`` and every keymap that can be built without the
         environment (a Keymap as is, or a factory for an agent whose labels the spec gives); the
         rest is checked against the environment when its first game is built."""
         for agent, labels in _entries(self.action_labels):
-            if labels is not None and (isinstance(labels, str) or not isinstance(labels, Sequence) or not all(isinstance(label, str) and label for label in labels)):
+            if labels is not None and not _is_label_list(labels):
                 raise ValueError(f"{self._where(agent)}: action_labels must be a list of non-empty strings, got {labels!r}")
         for agent, idle in _entries(self.idle):
             if idle is not None and idle not in IDLE_CHOICES:
                 raise ValueError(f"{self._where(agent)}: idle must be one of {', '.join(IDLE_CHOICES)}, got {idle!r}")
-        per_agent = [set(value) for value in (self.keymap, self.action_labels, self.idle) if isinstance(value, Mapping)]
-        agents: Sequence[str | None] = self.agents if self.agents is not None else sorted(set().union(*per_agent)) if per_agent else [None]
-        for agent in agents:
+        for agent in self._configured_agents():
             keymap, labels = for_agent(self.keymap, agent), for_agent(self.action_labels, agent)
             if keymap is not None and (labels is not None or isinstance(keymap, Keymap)):
                 self.agent_controls(agent, labels)
+
+    def _configured_agents(self) -> Sequence[str | None]:
+        """The agents whose controls can be checked before the environment exists: the declared
+        ones, else those the per-agent options name, else one entry (None) for every agent."""
+        if self.agents is not None:
+            return self.agents
+        named: set[str] = set()
+        for value in (self.keymap, self.action_labels, self.idle):
+            if isinstance(value, Mapping):
+                named.update(value)
+        return sorted(named) if named else [None]
 
     def _where(self, agent: str | None) -> str:
         """How errors name what they are about: the environment and the agent (an option given
@@ -162,16 +215,7 @@ class EnvSpec:
         key codes, actions within ``len(labels)`` (when known), and an explicit ``idle`` when the
         keymap has no no-op. Every error names the environment, the agent and the option."""
         where = self._where(agent)
-        keymap = for_agent(self.keymap, agent)
-        if keymap is None:
-            raise ValueError(f"{where}: the keymap option has no entry for this agent")
-        if not isinstance(keymap, Keymap):
-            try:
-                keymap = keymap(list(labels or ()))
-            except (ValueError, TypeError) as error:
-                raise ValueError(f"{where}: keymap: {error}") from None
-            if not isinstance(keymap, Keymap):
-                raise ValueError(f"{where}: the keymap factory returned {type(keymap).__name__}, not a Keymap")
+        keymap = self._build_keymap(where, self._keymap_option(agent), labels)
         problems = keymap.problems(len(labels) if labels is not None else None)
         if problems:
             raise ValueError(f"{where}: keymap: {'; '.join(problems)}")
@@ -182,6 +226,29 @@ class EnvSpec:
                 "'repeat' (the last action again) or 'wait' (the game waits for a key); or give the keymap a noop"
             )
         return keymap, idle or "noop"
+
+    def _keymap_option(self, agent: str | None) -> Keymap | KeymapFactory | None:
+        """The keymap option's entry for ``agent`` (``for_agent``, spelt out: a Keymap and a factory
+        have no common type for the type checker to infer)."""
+        if isinstance(self.keymap, Mapping):
+            return self.keymap.get(agent) if agent is not None else None
+        return self.keymap
+
+    @staticmethod
+    def _build_keymap(where: str, option: Keymap | KeymapFactory | None, labels: Sequence[str] | None) -> Keymap:
+        """The agent's entry of the keymap option as a Keymap: as given, or what its factory makes
+        of ``labels``; a factory that fails or returns something else is the option's error."""
+        if option is None:
+            raise ValueError(f"{where}: the keymap option has no entry for this agent")
+        if isinstance(option, Keymap):
+            return option
+        try:
+            built: object = option(list(labels or ()))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{where}: keymap: {error}") from None
+        if not isinstance(built, Keymap):
+            raise ValueError(f"{where}: the keymap factory returned {type(built).__name__}, not a Keymap")
+        return built
 
     def check_agents(self, agents: Sequence[str]) -> None:
         """Check the per-agent options against the environment's real agent list."""
@@ -204,7 +271,7 @@ class EnvSpec:
 
     def public(self) -> dict[str, object]:
         """What the game library shows (no callables)."""
-        return {"id": self.id, "title": self.title, "description": self.description, "fps": self.fps, "players": self.players(), "mode": self.mode}
+        return {"id": self.id, "title": self.title, "description": self.description, "fps": self.fps, "players": self.players(), "mode": self.mode.value}
 
     @property
     def ai_only(self) -> bool:
