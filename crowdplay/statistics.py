@@ -118,12 +118,19 @@ class UnknownStatistic(UnknownName):
     kind = "statistic"
 
 
-_STATISTICS: Registry = Registry("statistic", UnknownStatistic)
+_STATISTICS: Registry[type[Statistic]] = Registry("statistic", UnknownStatistic)
 
 
 def register_statistic(name: str) -> Callable[[T], T]:
-    """Register a statistic class under ``name`` (see ``crowdplay.registry``)."""
-    return _STATISTICS.register(name)
+    """Register a statistic class under ``name`` (see ``crowdplay.registry``), handing back the
+    class as its own type so that a subclass stays itself for the checker too."""
+    register = _STATISTICS.register(name)
+
+    def decorate(cls: T) -> T:
+        register(cls)
+        return cls
+
+    return decorate
 
 
 def registered_statistics() -> list[str]:
@@ -213,6 +220,7 @@ class _Seconds(Statistic):
         self.steps = 0
 
     def value(self) -> float:
+        """The steps counted, in seconds at the game's frame rate."""
         return self.steps / self.fps
 
 
@@ -298,6 +306,7 @@ class _CannonSide(_Seconds):
         self._cannon = SI_CANNON_X[agent_index] if agent_index in (0, 1) else None
 
     def step(self, action: int, reward: float, ram: np.ndarray | None, human_input: bool) -> None:
+        """Count the step if the cannon is on this statistic's side."""
         if ram is not None and self._cannon is not None and (ram.item(self._cannon) < SI_SCREEN_MIDDLE_X) == self.left:
             self.steps += 1
 
@@ -333,6 +342,8 @@ class _Invaders(Statistic):
         self.hits_by_row = [0] * len(SI_ROWS)  # index 0 is row 1 (the top)
 
     def step(self, action: int, reward: float, ram: np.ndarray | None, human_input: bool) -> None:
+        """Follow the missiles when a slot changed and credit hits when aliens went: most steps
+        change neither, so they read three RAM bytes and stop."""
         if ram is None or self._player is None:
             return
         first, second = ram.item(SI_MISSILE[0]), ram.item(SI_MISSILE[1])
@@ -376,6 +387,7 @@ class _Invaders(Statistic):
 
     @property
     def hits(self) -> int:
+        """Aliens the agent hit, over all rows."""
         return sum(self.hits_by_row)
 
 
@@ -417,6 +429,7 @@ def _row_statistic(row: int) -> type[Statistic]:
         label = f"Aliens hit in row {row}"
 
         def value(self) -> float:
+            """Aliens hit in this row."""
             return float(self.hits_by_row[row - 1])
 
     InvadersRowHits.__name__ = InvadersRowHits.__qualname__ = f"InvadersRow{row}Hits"
