@@ -24,7 +24,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from starlette.requests import Request
@@ -36,8 +36,8 @@ from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment
 from crowdplay.manager import NotAIOnly
 from crowdplay.study import current_study
-from crowdplay.web.backend import StudyBackend
 from crowdplay.web.bodies import BadBody, json_object
+from crowdplay.web.context import context_of
 from crowdplay.web.errors import error, message_of, original
 from crowdplay.web.metrics import exposition
 
@@ -73,110 +73,153 @@ def admin_token(settings: Settings) -> str:
     return current_study().admin_token or settings.admin_token
 
 
-def study_routes(backend: StudyBackend, settings: Settings) -> list[Route]:
-    """The study's and the dashboard's routes over ``backend`` (the EnvsManager's methods)."""
+async def study(request: Request) -> JSONResponse:
+    """The study's page data: its title, consent and tasks (with their completed counts)."""
+    current = current_study()
+    counts = await context_of(request).backend.task_counts()
+    now = time.time()
+    return JSONResponse(
+        {
+            "title": current.title,
+            "assignment": current.assignment,
+            "consent": {"html": current.consent_html, "version": current.consent_version},
+            "tasks": [task.public(counts.get(task.id, 0), now) for task in current.tasks.values()],
+        }
+    )
 
-    async def study(request: Request) -> JSONResponse:
-        current = current_study()
-        counts = await backend.task_counts()
-        now = time.time()
-        return JSONResponse(
-            {
-                "title": current.title,
-                "assignment": current.assignment,
-                "consent": {"html": current.consent_html, "version": current.consent_version},
-                "tasks": [task.public(counts.get(task.id, 0), now) for task in current.tasks.values()],
-            }
-        )
 
-    async def task_image(request: Request) -> Response:
-        task = current_study().tasks.get(request.path_params["task_id"])
-        if task is None or task.image_file is None:
-            return error(404, "not_found", "this task has no image file")
-        return FileResponse(task.image_file)
+async def task_image(request: Request) -> Response:
+    """A task's library image, served from the file the study config names."""
+    task = current_study().tasks.get(request.path_params["task_id"])
+    if task is None or task.image_file is None:
+        return error(404, "not_found", "this task has no image file")
+    return FileResponse(task.image_file)
 
-    def session_call(method: Callable[[str, str], Awaitable[dict[str, Any]]]) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            token = request.query_params.get("token", "")
-            return await _answer(method(request.path_params["session_id"], token))
 
-        return handle
+def session_of(request: Request) -> tuple[str, str]:
+    """The session a participant's request is about and the token that proves it is theirs."""
+    return request.path_params["session_id"], request.query_params.get("token", "")
 
-    async def note(request: Request, kind: str) -> Response:
-        try:
-            data = await json_object(request, 2 * MAX_NOTE_CHARS, empty={})
-        except BadBody as bad:
-            return error(bad.status, bad.kind, bad.reason)
-        try:
-            text = data.get("text")
-            if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE_CHARS:
-                raise ValueError(f"'text' must be a non-empty string of at most {MAX_NOTE_CHARS} characters")
-            page = str(data.get("page", ""))[:200]
-            session_id, token = data.get("session_id"), data.get("token")
-            if kind == "feedback" and not isinstance(session_id, str):
-                raise ValueError("feedback needs the 'session_id' and 'token' of the session it is about")
-        except ValueError as exc:
-            return error(400, "invalid_note", str(exc))
-        return await _answer(backend.note(kind, text.strip(), page, session_id if isinstance(session_id, str) else None, token), status=201)
 
-    async def feedback(request: Request) -> Response:
-        return await note(request, "feedback")
+async def summary(request: Request) -> Response:
+    """The score page's statistics, progress and completion (``StudyBackend.summary``)."""
+    return await _answer(context_of(request).backend.summary(*session_of(request)))
 
-    async def report(request: Request) -> Response:
-        return await note(request, "report")
 
-    def authorized(request: Request) -> JSONResponse | None:
-        expected = admin_token(settings)
-        if not expected:
-            return error(403, "admin_disabled", "no admin token is configured (CROWDPLAY_ADMIN_TOKEN or the study's admin_token)")
-        given = request.headers.get("authorization", "")
-        if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), expected.encode()):
-            return error(401, "unauthorized", "send the admin token as 'Authorization: Bearer <token>'")
-        return None
+async def finish(request: Request) -> Response:
+    """The participant stops playing (``StudyBackend.finish``)."""
+    return await _answer(context_of(request).backend.finish(*session_of(request)))
 
-    async def admin_page(request: Request) -> FileResponse:
-        return FileResponse(os.path.join(STATIC, "admin.html"))
 
-    async def overview(request: Request) -> Response:
-        return authorized(request) or JSONResponse(await backend.overview())
+async def completion(request: Request) -> Response:
+    """The completion code or URL, once earned (``StudyBackend.completion``)."""
+    return await _answer(context_of(request).backend.completion(*session_of(request)))
 
-    async def metrics(request: Request) -> Response:
-        refusal = authorized(request)
-        if refusal is not None:
-            return refusal
-        body, content_type = exposition(await backend.overview(), request.headers.get("accept"))
-        return Response(body, media_type=content_type)
 
-    async def start_ai_game(request: Request) -> Response:
-        refusal = authorized(request)
-        if refusal is not None:
-            return refusal
-        try:
-            data = await json_object(request, 1000)
-        except BadBody as bad:
-            return error(bad.status, bad.kind, bad.reason)
-        env_id = data.get("env_id")
-        if not isinstance(env_id, str):
-            return error(400, "missing_env_id", "the body must contain a string 'env_id': an AI-only environment")
-        try:
-            return JSONResponse(await backend.start_ai_game(env_id), status_code=201)
-        except UnknownEnvironment:
-            return error(404, "not_found", f"no environment {env_id!r}")
-        except NotAIOnly as exc:
-            return error(409, "not_ai_only", message_of(exc))
+def note_fields(data: dict[str, Any], kind: str) -> tuple[str, str, str | None, Any]:
+    """A note's text (stripped), page, session id and token, checked: ``ValueError`` names what is
+    wrong. Feedback is about a session; a problem report may come from a page without one."""
+    text = data.get("text")
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE_CHARS:
+        raise ValueError(f"'text' must be a non-empty string of at most {MAX_NOTE_CHARS} characters")
+    page = str(data.get("page", ""))[:200]
+    session_id, token = data.get("session_id"), data.get("token")
+    if kind == "feedback" and not isinstance(session_id, str):
+        raise ValueError("feedback needs the 'session_id' and 'token' of the session it is about")
+    return text.strip(), page, session_id if isinstance(session_id, str) else None, token
 
-    async def end_session(request: Request) -> Response:
-        refusal = authorized(request)
-        if refusal is not None:
-            return refusal
-        return await _answer(backend.end_participant_session(request.path_params["session_id"]))
 
+async def note(request: Request, kind: str) -> Response:
+    """Store a note of ``kind`` ("feedback" or "report") from the request's JSON body."""
+    try:
+        data = await json_object(request, 2 * MAX_NOTE_CHARS, empty={})
+    except BadBody as bad:
+        return error(bad.status, bad.kind, bad.reason)
+    try:
+        text, page, session_id, token = note_fields(data, kind)
+    except ValueError as exc:
+        return error(400, "invalid_note", str(exc))
+    return await _answer(context_of(request).backend.note(kind, text, page, session_id, token), status=201)
+
+
+async def feedback(request: Request) -> Response:
+    """A participant's feedback on their session."""
+    return await note(request, "feedback")
+
+
+async def report(request: Request) -> Response:
+    """A problem report, which works even when no session could start."""
+    return await note(request, "report")
+
+
+def refusal(request: Request) -> JSONResponse | None:
+    """None when the request carries the admin token; else the 403 (no token configured) or 401
+    (wrong or missing token) answer. Compared in constant time."""
+    expected = admin_token(context_of(request).settings)
+    if not expected:
+        return error(403, "admin_disabled", "no admin token is configured (CROWDPLAY_ADMIN_TOKEN or the study's admin_token)")
+    given = request.headers.get("authorization", "")
+    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].encode(), expected.encode()):
+        return error(401, "unauthorized", "send the admin token as 'Authorization: Bearer <token>'")
+    return None
+
+
+async def admin_page(request: Request) -> FileResponse:
+    """The dashboard page; it fetches its data with the admin token the researcher types in."""
+    return FileResponse(os.path.join(STATIC, "admin.html"))
+
+
+async def overview(request: Request) -> Response:
+    """Everything the dashboard shows, for the admin."""
+    return refusal(request) or JSONResponse(await context_of(request).backend.overview())
+
+
+async def metrics(request: Request) -> Response:
+    """The overview as Prometheus metrics, for the admin's scraper."""
+    refused = refusal(request)
+    if refused is not None:
+        return refused
+    body, content_type = exposition(await context_of(request).backend.overview(), request.headers.get("accept"))
+    return Response(body, media_type=content_type)
+
+
+async def start_ai_game(request: Request) -> Response:
+    """The admin starts a game of an AI-only environment, to watch it on the dashboard."""
+    refused = refusal(request)
+    if refused is not None:
+        return refused
+    try:
+        data = await json_object(request, 1000)
+    except BadBody as bad:
+        return error(bad.status, bad.kind, bad.reason)
+    env_id = data.get("env_id")
+    if not isinstance(env_id, str):
+        return error(400, "missing_env_id", "the body must contain a string 'env_id': an AI-only environment")
+    try:
+        return JSONResponse(await context_of(request).backend.start_ai_game(env_id), status_code=201)
+    except UnknownEnvironment:
+        return error(404, "not_found", f"no environment {env_id!r}")
+    except NotAIOnly as exc:
+        return error(409, "not_ai_only", message_of(exc))
+
+
+async def end_session(request: Request) -> Response:
+    """The admin ends a participant's game from the dashboard."""
+    refused = refusal(request)
+    if refused is not None:
+        return refused
+    return await _answer(context_of(request).backend.end_participant_session(request.path_params["session_id"]))
+
+
+def study_routes() -> list[Route]:
+    """The study's and the dashboard's routes; their handlers use the app's backend
+    (``crowdplay.web.context``)."""
     return [
         Route("/api/study", study),
         Route("/api/tasks/{task_id}/image", task_image),
-        Route("/api/sessions/{session_id}/summary", session_call(backend.summary)),
-        Route("/api/sessions/{session_id}/finish", session_call(backend.finish), methods=["POST"]),
-        Route("/api/sessions/{session_id}/completion", session_call(backend.completion)),
+        Route("/api/sessions/{session_id}/summary", summary),
+        Route("/api/sessions/{session_id}/finish", finish, methods=["POST"]),
+        Route("/api/sessions/{session_id}/completion", completion),
         Route("/api/feedback", feedback, methods=["POST"]),
         Route("/api/report", report, methods=["POST"]),
         Route("/admin", admin_page),
