@@ -55,7 +55,7 @@ def _unbound(value: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.broadcast_to(values.reshape(shape) if values.size > 1 else values, shape).astype(dtype)
 
 
-def describe(space: gym.Space) -> Description:
+def describe(space: gym.Space[Any]) -> Description:
     """The JSON description of ``space`` (``UnrecordableSpace`` for a space without fixed shapes)."""
     if isinstance(space, gym.spaces.Box):
         return {"type": "Box", "shape": list(space.shape), "dtype": np.dtype(space.dtype).str, "low": _bound(space.low), "high": _bound(space.high)}
@@ -72,16 +72,19 @@ def describe(space: gym.Space) -> Description:
     raise UnrecordableSpace(f"a {type(space).__name__} space has no fixed shape per step and cannot be recorded")
 
 
-def rebuild(description: Description) -> gym.Space:
+def rebuild(description: Description) -> gym.Space[Any]:
     """The Gymnasium space a description was made from."""
     kind = description["type"]
     if kind == "Box":
         shape, dtype = tuple(description["shape"]), np.dtype(description["dtype"])
-        return gym.spaces.Box(_unbound(description["low"], shape, dtype), _unbound(description["high"], shape, dtype), shape, dtype)
+        low, high = _unbound(description["low"], shape, dtype), _unbound(description["high"], shape, dtype)
+        # gymnasium annotates dtype as a scalar type but takes any np.dtype (it calls np.dtype on it);
+        # the recorded dtype is passed as it is so that its byte order survives the round trip
+        return gym.spaces.Box(low, high, shape, dtype)  # type: ignore[arg-type]
     if kind == "Discrete":
         return gym.spaces.Discrete(description["n"], start=description.get("start", 0))
     if kind == "MultiDiscrete":
-        return gym.spaces.MultiDiscrete(description["nvec"], dtype=np.dtype(description["dtype"]), start=description.get("start"))
+        return gym.spaces.MultiDiscrete(description["nvec"], dtype=np.dtype(description["dtype"]).str, start=description.get("start"))
     if kind == "MultiBinary":
         n = description["n"]
         return gym.spaces.MultiBinary(n[0] if len(n) == 1 else n)  # MultiBinary(3) != MultiBinary([3])
@@ -137,28 +140,47 @@ class Leaves:
         return values
 
     def _split(self, description: Description, value: Any, path: str, out: list[np.ndarray]) -> None:
+        """Walk ``value`` along ``description``, appending each leaf's array to ``out`` in ``leaves`` order."""
         kind = description["type"]
         if kind == "Dict":
-            if not isinstance(value, dict) or set(value) != set(description["spaces"]):
-                raise ObservationOutsideSpace(f"observation{_at(path)} must be a dict with keys {sorted(description['spaces'])}")
-            for key, sub in description["spaces"].items():
-                self._split(sub, value[key], f"{path}/{key}" if path else key, out)
-            return
-        if kind == "Tuple":
-            if not isinstance(value, (tuple, list)) or len(value) != len(description["spaces"]):
-                raise ObservationOutsideSpace(f"observation{_at(path)} must be a tuple of {len(description['spaces'])}")
-            for index, sub in enumerate(description["spaces"]):
-                self._split(sub, value[index], f"{path}/{index}" if path else str(index), out)
-            return
-        leaf = self.columns[len(out)]
-        array = np.asarray(value)
-        if array.shape != leaf.shape:
-            raise ObservationOutsideSpace(f"observation{_at(path)} has shape {array.shape}, its space {leaf.shape}")
-        if array.dtype != leaf.dtype:
-            if not np.can_cast(array.dtype, leaf.dtype, casting="same_kind") and not (array.dtype.kind in "iub" and leaf.dtype.kind in "iuf"):
-                raise ObservationOutsideSpace(f"observation{_at(path)} has dtype {array.dtype}, its space {leaf.dtype}")
-            array = array.astype(leaf.dtype)
-        out.append(array)
+            self._split_dict(description["spaces"], value, path, out)
+        elif kind == "Tuple":
+            self._split_tuple(description["spaces"], value, path, out)
+        else:
+            out.append(_fit(value, self.columns[len(out)], path))
+
+    def _split_dict(self, spaces: dict[str, Description], value: Any, path: str, out: list[np.ndarray]) -> None:
+        """A Dict space's value: a dict with exactly the space's keys."""
+        if not isinstance(value, dict) or set(value) != set(spaces):
+            raise ObservationOutsideSpace(f"observation{_at(path)} must be a dict with keys {sorted(spaces)}")
+        for key, sub in spaces.items():
+            self._split(sub, value[key], f"{path}/{key}" if path else key, out)
+
+    def _split_tuple(self, spaces: list[Description], value: Any, path: str, out: list[np.ndarray]) -> None:
+        """A Tuple space's value: a tuple or list as long as the space."""
+        if not isinstance(value, (tuple, list)) or len(value) != len(spaces):
+            raise ObservationOutsideSpace(f"observation{_at(path)} must be a tuple of {len(spaces)}")
+        for index, sub in enumerate(spaces):
+            self._split(sub, value[index], f"{path}/{index}" if path else str(index), out)
+
+
+def _fit(value: Any, leaf: Leaf, path: str) -> np.ndarray:
+    """A leaf's value as an array of its shape and dtype: converted when only the width or an
+    integer-to-float kind differs, refused otherwise."""
+    array = np.asarray(value)
+    if array.shape != leaf.shape:
+        raise ObservationOutsideSpace(f"observation{_at(path)} has shape {array.shape}, its space {leaf.shape}")
+    if array.dtype == leaf.dtype:
+        return array
+    if not _convertible(array.dtype, leaf.dtype):
+        raise ObservationOutsideSpace(f"observation{_at(path)} has dtype {array.dtype}, its space {leaf.dtype}")
+    return array.astype(leaf.dtype)
+
+
+def _convertible(given: np.dtype[Any], declared: np.dtype[Any]) -> bool:
+    """Whether a value of dtype ``given`` may stand for ``declared``: a cast within one kind, or an
+    integer or boolean where a number is declared (Python ints arrive as int64 for a float Box)."""
+    return bool(np.can_cast(given, declared, casting="same_kind")) or (given.kind in "iub" and declared.kind in "iuf")
 
 
 def _at(path: str) -> str:
@@ -176,6 +198,11 @@ def assemble(description: Description, columns: dict[str, np.ndarray], path: str
     return columns[path]
 
 
+#: How deep ``json_part`` keeps nested dicts and lists, and the largest array it keeps.
+JSON_DEPTH = 4
+JSON_ARRAY_SIZE = 64
+
+
 def json_part(value: Any, depth: int = 0) -> Any:
     """The JSON-able part of an ``info`` value: numbers, strings, booleans and None, numpy scalars
     as numbers, and lists and string-keyed dicts of those (at most 4 levels deep); arrays of up to
@@ -184,16 +211,31 @@ def json_part(value: Any, depth: int = 0) -> Any:
         return value
     if isinstance(value, float):
         return value if np.isfinite(value) else None
-    if isinstance(value, np.generic):
-        return json_part(value.item(), depth)
-    if isinstance(value, np.ndarray):
-        return json_part(value.tolist(), depth) if value.size <= 64 else None
-    if depth >= 4:
+    if isinstance(value, (np.generic, np.ndarray)):
+        return _json_numpy(value, depth)
+    if depth >= JSON_DEPTH:
         return None
     if isinstance(value, dict):
-        kept = {str(key): json_part(sub, depth + 1) for key, sub in value.items() if isinstance(key, (str, int))}
-        return {key: sub for key, sub in kept.items() if sub is not None}
+        return _json_dict(value, depth)
     if isinstance(value, (list, tuple)):
-        kept_items = [json_part(sub, depth + 1) for sub in value]
-        return [sub for sub in kept_items if sub is not None]
+        return _json_list(value, depth)
     return None
+
+
+def _json_numpy(value: np.generic | np.ndarray, depth: int) -> Any:
+    """A numpy scalar as its Python number, a small array as its nested list, a large array dropped."""
+    if isinstance(value, np.generic):
+        return json_part(value.item(), depth)
+    return json_part(value.tolist(), depth) if value.size <= JSON_ARRAY_SIZE else None
+
+
+def _json_dict(value: dict[Any, Any], depth: int) -> dict[str, Any]:
+    """A dict's string- and int-keyed entries whose values have a JSON-able part (keys as strings)."""
+    kept = {str(key): json_part(sub, depth + 1) for key, sub in value.items() if isinstance(key, (str, int))}
+    return {key: sub for key, sub in kept.items() if sub is not None}
+
+
+def _json_list(value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
+    """A list or tuple's items that have a JSON-able part."""
+    kept_items = [json_part(sub, depth + 1) for sub in value]
+    return [sub for sub in kept_items if sub is not None]
