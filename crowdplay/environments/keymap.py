@@ -87,17 +87,30 @@ class Keymap:
         unknown = sorted(key for key in self.keys if key not in KEY_CODES)
         if unknown:
             found.append(f"unknown key codes {unknown} (KeyboardEvent.code names such as 'ArrowLeft', 'KeyW', 'Digit1', 'Space')")
-        top = action_count - 1 if action_count is not None else None
-        for keys, action in self._by_size:
-            if action < 0 or (top is not None and action > top):
-                found.append(f"{'+'.join(sorted(keys))!r} maps to action {action}, outside the action space 0..{top if top is not None else 'n-1'}")
-        if self.noop is not None and (self.noop < 0 or (top is not None and self.noop > top)):
-            found.append(f"its noop {self.noop} is outside the action space 0..{top if top is not None else 'n-1'}")
+        found.extend(self._out_of_range(action_count - 1 if action_count is not None else None))
+        return found
+
+    def _out_of_range(self, top: int | None) -> list[str]:
+        """The combinations, and the no-op, whose action is outside 0..``top`` (below 0 only, when
+        ``top`` is not known yet)."""
+        span = f"0..{top if top is not None else 'n-1'}"
+        found = [
+            f"{'+'.join(sorted(keys))!r} maps to action {action}, outside the action space {span}"
+            for keys, action in self._by_size
+            if not _within(action, top)
+        ]
+        if self.noop is not None and not _within(self.noop, top):
+            found.append(f"its noop {self.noop} is outside the action space {span}")
         return found
 
     def to_json(self) -> dict[str, int]:
         """The keymap as the page receives it: ``{"Key1+Key2": action}``, codes sorted within each combination."""
         return {"+".join(sorted(keys)): action for keys, action in self._by_size}
+
+
+def _within(action: int, top: int | None) -> bool:
+    """Whether ``action`` is in 0..``top`` (any non-negative action when ``top`` is None)."""
+    return action >= 0 and (top is None or action <= top)
 
 
 def _action(value: object, where: str) -> int:

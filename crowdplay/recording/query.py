@@ -43,26 +43,26 @@ def _lookup(document: Mapping[str, Any], path: str) -> Any:
 
 
 def _field_matches(value: Any, condition: Any) -> bool:
-    if not (isinstance(condition, Mapping) and condition and all(str(key).startswith("$") for key in condition)):
+    """Whether a field's ``value`` satisfies ``condition``: a document of operators (every one must
+    hold), or any other value, which the field must equal."""
+    if not _is_operator_document(condition):
         return _equals(value, condition)
-    for name, argument in condition.items():
-        if name == "$eq":
-            found = _equals(value, argument)
-        elif name == "$ne":
-            found = not _equals(value, argument)
-        elif name == "$in":
-            found = any(_equals(value, candidate) for candidate in argument)
-        elif name == "$nin":
-            found = not any(_equals(value, candidate) for candidate in argument)
-        elif name == "$exists":
-            found = (value is not _MISSING) == bool(argument)
-        elif name in _ORDER:
-            found = any(_comparable(item, argument) and _ORDER[name](item, argument) for item in _items(value))
-        else:
-            raise ValueError(f"unsupported query operator {name!r} (the embedded store knows $eq, $ne, $in, $nin, $exists, {', '.join(_ORDER)})")
-        if not found:
-            return False
-    return True
+    return all(_operator(name)(value, argument) for name, argument in condition.items())
+
+
+def _is_operator_document(condition: Any) -> bool:
+    """A condition such as ``{"$gt": 3}``; a document with no ``$`` key is a value to equal."""
+    return isinstance(condition, Mapping) and bool(condition) and all(str(key).startswith("$") for key in condition)
+
+
+def _operator(name: str) -> Callable[[Any, Any], bool]:
+    """The field operator called ``name``; ValueError naming it for one this module does not know."""
+    if name in _ORDER:
+        order = _ORDER[name]
+        return lambda value, bound: any(_comparable(item, bound) and order(item, bound) for item in _items(value))
+    if name not in _FIELD_OPERATORS:
+        raise ValueError(f"unsupported query operator {name!r} (the embedded store knows $eq, $ne, $in, $nin, $exists, {', '.join(_ORDER)})")
+    return _FIELD_OPERATORS[name]
 
 
 def _equals(value: Any, target: Any) -> bool:
@@ -87,3 +87,13 @@ def _comparable(value: Any, bound: Any) -> bool:
     if isinstance(value, number) and isinstance(bound, number):
         return True
     return type(value) is type(bound) and not isinstance(value, (dict, list))
+
+
+#: The operators on one field, other than the orderings (``_ORDER``), as (value, argument) -> holds.
+_FIELD_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "$eq": _equals,
+    "$ne": lambda value, argument: not _equals(value, argument),
+    "$in": lambda value, candidates: any(_equals(value, candidate) for candidate in candidates),
+    "$nin": lambda value, candidates: not any(_equals(value, candidate) for candidate in candidates),
+    "$exists": lambda value, wanted: (value is not _MISSING) == bool(wanted),
+}
