@@ -44,7 +44,7 @@ ALGORITHM_MODULES = Path("learner_group", "learner", "rl_module")
 DEFAULT_MODULE_ID = "default_policy"
 #: RLlib ``DefaultModelConfig`` options for Mnih et al.'s Atari encoder ("Nature CNN"): 32 8x8/4,
 #: 64 4x4/2, 64 3x3/1 convolutions, then 512 units (``policies/train.py`` and the benchmark use it).
-NATURE_CNN = {
+NATURE_CNN: dict[str, Any] = {  # RLlib model-config values of several types, given to DefaultModelConfig by name
     "conv_filters": [[32, 8, 4, "valid"], [64, 4, 2, "valid"], [64, 3, 1, "valid"]],
     "conv_activation": "relu",
     "head_fcnet_hiddens": [512],

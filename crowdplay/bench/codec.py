@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def record(game: str, frames: int, seed: int) -> Recording:
     """Play ``frames`` frames with held random actions, resetting when an episode ends."""
     adapter = EnvAdapter(get_env(game))
-    ale = adapter.env.unwrapped.ale
+    ale = adapter.env.unwrapped.ale  # type: ignore[union-attr]  # every game here is an Atari env; gymnasium does not declare its emulator
     rng = np.random.default_rng(seed)
     recording = Recording()
     try:
@@ -95,7 +95,7 @@ def encode(recording: Recording, keyframe_interval: int) -> tuple[list[bytes], f
     for index, (pixels, new_episode) in enumerate(zip(recording.screens, recording.new_episode)):
         screen = codec.Screen(pixels)
         keyframe = previous is None or index % keyframe_interval == 0
-        payload = codec.keyframe_payload(screen) if keyframe else codec.delta_payload(screen, previous)
+        payload = codec.keyframe_payload(screen) if keyframe or previous is None else codec.delta_payload(screen, previous)
         flags = codec.FLAG_NEW_EPISODE if new_episode else 0
         messages.append(codec.frame_message(payload, flags=flags, frame_id=index, env_step=index, score=0.0, input_seq=0))
         previous = screen

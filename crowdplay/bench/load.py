@@ -37,12 +37,16 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from crowdplay.client import Participant, http_json
 from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, Settings, apply_ray_environment, free_port
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
+    from ray.actor import ActorHandle
 
 ON_TIME_TARGET = 0.99
 KEYS = ["ArrowLeft", "ArrowRight", "Space"]
@@ -80,9 +84,9 @@ def _bench_settings(record: bool, data_dir: str, **overrides: object) -> Setting
     # Sessions end as soon as the simulated participant leaves, so trials do not overlap.
     # Recordings go to a fresh embedded store unless CROWDPLAY_STORE_URI names one.
     # The simulated participants all come from this machine: no per-address start limits.
-    settings = replace(
-        Settings.from_env(), **{"namespace": "crowdplay-bench", "reconnect_grace_s": 0.2, "record": record, **NO_START_LIMITS, **overrides}
-    )
+    # Settings' fields by name, of several types: replace() refuses an unknown one.
+    changes: dict[str, Any] = {"namespace": "crowdplay-bench", "reconnect_grace_s": 0.2, "record": record, **NO_START_LIMITS, **overrides}
+    settings = replace(Settings.from_env(), **changes)
     if not settings.store_uri:
         settings = replace(settings, store_uri=os.path.join(data_dir, "bench.db"), spool_dir=os.path.join(data_dir, "spool"))
     return settings
@@ -114,11 +118,18 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
             delays: list[float] = []
             for session_id in session_ids:
                 try:
-                    actor = ray.get(manager.session_actor.remote(session_id))
+                    host: ObjectRef[ActorHandle[Any]] = manager.session_actor.remote(session_id)  # an actor's methods are untyped
+                    actor = ray.get(host)
                     delays += [entry["apply_delay_s"] for entry in ray.get(actor.input_log.remote(session_id))]
                 except Exception:  # the session ended already; its log went with it
                     continue
             return delays
+
+        def recording() -> dict[str, Any]:
+            if not record:
+                return {}
+            counters: ObjectRef[dict[str, Any]] = get_or_create_writer(settings).stats.remote()  # an actor's methods are untyped
+            return ray.get(counters)
 
         me = psutil.Process()
         yield System(
@@ -126,7 +137,7 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
             lambda: me.children(recursive=True),
             apply_delays,
             lambda: not ray.get(manager.list_sessions.remote()),
-            (lambda: ray.get(get_or_create_writer(settings).stats.remote())) if record else (lambda: {}),
+            recording,
             settings,
         )
     finally:
@@ -242,7 +253,8 @@ async def _trial(system: System, sessions: int, seconds: float, env_id: str, arr
     warmup = 2.0
     start = time.perf_counter()
     window = (start + sessions * arrival_s + warmup, start + sessions * arrival_s + warmup + seconds)
-    leave, joined = asyncio.Event(), []
+    leave = asyncio.Event()
+    joined: list[str] = []
 
     async def arrive(index: int) -> ParticipantResult | None:
         await asyncio.sleep(index * arrival_s)
@@ -309,8 +321,9 @@ def find_max(system: System, args: argparse.Namespace) -> tuple[int, list[dict[s
     def ok(n: int) -> bool:
         trial = run_trial(system, n, min(args.seconds, 10.0), args)
         trials.append(trial)
-        print(f"  N={n}: on time {trial['on_time_fraction']:.4f}", file=sys.stderr, flush=True)
-        return trial["on_time_fraction"] >= ON_TIME_TARGET
+        on_time: float = trial["on_time_fraction"]
+        print(f"  N={n}: on time {on_time:.4f}", file=sys.stderr, flush=True)
+        return on_time >= ON_TIME_TARGET
 
     good, bad = 0, None
     n = 15

@@ -118,6 +118,7 @@ def pong_stacks(count: int = 32) -> list[np.ndarray]:
     framebuffer, stacks = AtariFB(), []
     for step in range(count * 5):
         adapter.step({"agent_0": (step // 8) % ACTIONS})
+        assert adapter.palette is not None, "Pong is an Atari game: its screens are palette indices"
         stack = framebuffer.push(adapter.palette[adapter.screen()])
         if step % 5 == 4:
             stacks.append(stack)
@@ -126,6 +127,9 @@ def pong_stacks(count: int = 32) -> list[np.ndarray]:
 
 class BenchSession:
     """One simulated session: its AI agent is shown a new observation at every tick."""
+
+    #: the game whose screens the agent is shown, named in the clock's log line if a tick fails
+    name = "Pong"
 
     def __init__(self, agent: PolicyAgent, observations: list[np.ndarray], offset: int) -> None:
         self.agent, self.observations, self.offset = agent, observations, offset
@@ -145,6 +149,10 @@ class BenchSession:
             self.shown += 1
         self.agent.observe(frame, self.observations[(frame + self.offset) % len(self.observations)])
 
+    def stop(self, reason: str) -> None:
+        """A failed tick fails the benchmark: measuring on without this session would understate the load."""
+        raise RuntimeError(f"policy benchmark session failed: {reason}")
+
 
 @ray.remote(num_cpus=0)
 class SessionHost:
@@ -156,7 +164,7 @@ class SessionHost:
         load_plugins(SETTINGS)
         observations = pong_stacks()
         client = PolicyClient(SETTINGS)
-        space = gym.spaces.Discrete(ACTIONS)
+        space: gym.spaces.Discrete[np.int64] = gym.spaces.Discrete(ACTIONS)
         self.sessions = [BenchSession(PolicyAgent(policy_id, space, 0, client), observations, first + i) for i in range(sessions)]
 
     async def run(self, warmup_s: float, seconds: float) -> dict[str, Any]:

@@ -160,7 +160,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """The warm-up, then stretches of play each followed by an idle checkpoint, then the recordings."""
     tally = Tally()
     with serve_system(record=True, reconnect_grace_s=args.grace, spare_host_linger_s=args.spare_linger) as system:
-        quiet_s = args.quiet if args.quiet is not None else system.settings.memory_release_interval_s + 5.0
+        settings = system.settings
+        assert settings is not None, "serve_system starts the server with settings of its own"
+        quiet_s = args.quiet if args.quiet is not None else settings.memory_release_interval_s + 5.0
         if args.warmup > 0:
             asyncio.run(play(system.url, args, args.warmup, args.seed, tally))
         checkpoints = [idle_checkpoint(system, 0.0, quiet_s, args.idle_samples)]
@@ -168,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stretch = min(args.checkpoint_every if args.checkpoint_every > 0 else args.minutes, args.minutes - checkpoints[-1].minutes)
             asyncio.run(play(system.url, args, 60 * stretch, args.seed + len(checkpoints), tally))
             checkpoints.append(idle_checkpoint(system, checkpoints[-1].minutes + stretch, quiet_s, args.idle_samples))
-        recordings = check_recordings(system.settings.store_uri, tally.games)
+        recordings = check_recordings(settings.store_uri, tally.games)
     counts = {name: value for name, value in asdict(tally).items() if name != "games"}
     return {"benchmark": "soak", "sessions": args.sessions, "minutes": args.minutes, "games": len(tally.games), **counts,
             **recordings, **memory_verdict(checkpoints, args.flat_tolerance)}

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -33,6 +33,9 @@ from crowdplay.recording.chunk import pack_chunk, unpack_chunk
 from crowdplay.recording.recorder import Recorder
 from crowdplay.recording.spool import Chunk
 from crowdplay.recording.store import TrajectoryStore
+
+if TYPE_CHECKING:
+    from ray import ObjectRef
 
 KEYS = [[], ["Space"], ["ArrowLeft"], ["ArrowRight"], ["ArrowLeft", "Space"], ["ArrowRight", "Space"]]
 #: The state env: Gymnasium's Acrobot (a 6-float observation every step, besides its 500x500 frames).
@@ -118,7 +121,8 @@ def writer_measurements(chunks: list[Chunk], args: argparse.Namespace, settings:
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         writer = get_or_create_writer(settings)
-        pid = ray.get(writer.__ray_call__.remote(lambda self: os.getpid()))
+        pid_ref: ObjectRef[int] = writer.__ray_call__.remote(lambda self: os.getpid())  # an actor's methods are untyped
+        pid = ray.get(pid_ref)
         ray.get(writer.stats.remote())  # started, store open
         process = psutil.Process(pid)
         processes = -(-args.sessions // args.sessions_per_actor)
