@@ -30,6 +30,7 @@ import re
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 #: The sections that are the public ingress; their binds are Serve's ``http_options`` host.
@@ -84,33 +85,67 @@ def harden(config: str, guard: list[str] | None = None) -> str:
     Idempotent: the result rewritten again is unchanged, so a configuration Serve has not
     regenerated (or one already rewritten) comes out the same.
     """
-    lines = config.splitlines(keepends=True)
     out: list[str] = []
+    marks = _Marks()
     section = ""
+    for line in config.splitlines(keepends=True):
+        header = _section_header(line)
+        if header is not None:
+            section = header
+            out.append(line)
+            marks.note_header(section, len(out))
+            continue
+        out.append(line if section in INGRESS_SECTIONS else _loopback_bind(line))
+        marks.note_line(section, line, len(out))
+    _insert_missing(out, marks, guard or [])
+    return "".join(out)
+
+
+@dataclass
+class _Marks:
+    """What one pass over a configuration finds: where ``harden``'s two insertions go (the line
+    index after ``defaults``' header, after the ingress frontend's first ``bind``) and whether
+    each is there already, which is what makes the rewrite idempotent."""
+
     defaults_at: int | None = None
     guard_at: int | None = None
-    has_forwardfor = has_guard = False
-    for line in lines:
-        if line.strip() and not line[0].isspace() and not line.startswith("#"):
-            section = " ".join(line.split())
-            if section == "defaults" and defaults_at is None:
-                defaults_at = len(out) + 1
-            out.append(line)
-            continue
-        if section == "defaults" and line.split()[:2] == FORWARDFOR.split():
-            has_forwardfor = True
-        if section == "frontend http_frontend" and line.strip() == GUARD_MARK:
-            has_guard = True
-        if section not in INGRESS_SECTIONS:
-            line = _loopback_bind(line)
-        out.append(line)
-        if section == "frontend http_frontend" and guard_at is None and line.split()[:1] == ["bind"]:
-            guard_at = len(out)
-    if guard and guard_at is not None and not has_guard:
-        out[guard_at:guard_at] = guard
-    if defaults_at is not None and not has_forwardfor:
-        out.insert(defaults_at, f"    {FORWARDFOR}\n")
-    return "".join(out)
+    has_forwardfor: bool = False
+    has_guard: bool = False
+
+    def note_header(self, section: str, after: int) -> None:
+        """A section starts; ``after`` is the index just past its header line."""
+        if section == "defaults" and self.defaults_at is None:
+            self.defaults_at = after
+
+    def note_line(self, section: str, line: str, after: int) -> None:
+        """A line of ``section``; ``after`` is the index just past it."""
+        words = line.split()
+        if section == "defaults" and words[:2] == FORWARDFOR.split():
+            self.has_forwardfor = True
+        if section != "frontend http_frontend":
+            return
+        if line.strip() == GUARD_MARK:
+            self.has_guard = True
+        if self.guard_at is None and words[:1] == ["bind"]:
+            self.guard_at = after
+
+
+def _section_header(line: str) -> str | None:
+    """The section a line opens (``"frontend http_frontend"``, whitespace normalised), or None for
+    a line inside a section: those are indented, blank or comments."""
+    if line.strip() and not line[0].isspace() and not line.startswith("#"):
+        return " ".join(line.split())
+    return None
+
+
+def _insert_missing(out: list[str], marks: _Marks, guard: list[str]) -> None:
+    """Add the guard after the ingress's first ``bind`` and ``option forwardfor`` after the
+    ``defaults`` header, each only where found and not already present. The guard goes in first:
+    Serve's template puts the frontend after ``defaults``, so the defaults' index still holds."""
+    if guard and marks.guard_at is not None and not marks.has_guard:
+        out[marks.guard_at:marks.guard_at] = guard
+    if marks.defaults_at is not None and not marks.has_forwardfor:
+        out.insert(marks.defaults_at, f"    {FORWARDFOR}\n")
 
 
 def guard_from_environment() -> list[str]:
