@@ -9,6 +9,7 @@ parsing, which also keeps the work linear in the body's size.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from starlette.requests import Request
@@ -28,18 +29,8 @@ class BadBody(ValueError):
 def nesting_depth(text: str, stop_above: int) -> int:
     """The deepest nesting of ``[``/``{`` outside strings, counting no further than ``stop_above + 1``."""
     depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "[" or char == "{":
+    for char in outside_strings(text):
+        if char == "[" or char == "{":
             depth += 1
             if depth > deepest:
                 deepest = depth
@@ -48,6 +39,24 @@ def nesting_depth(text: str, stop_above: int) -> int:
         elif char == "]" or char == "}":
             depth -= 1
     return deepest
+
+
+def outside_strings(text: str) -> Iterator[str]:
+    """``text``'s characters that are not inside a JSON string (nor its quotes), so that brackets in
+    a string's content do not count as nesting; an unterminated string runs to the end."""
+    in_string = escaped = False
+    for char in text:
+        if not in_string:
+            if char == '"':
+                in_string = True
+            else:
+                yield char
+        elif escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            in_string = False
 
 
 def parse_json(raw: bytes, limit: int, max_depth: int = MAX_DEPTH, empty: object = None) -> object:

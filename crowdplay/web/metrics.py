@@ -131,16 +131,22 @@ def recording_families(recording: Mapping[str, Any]) -> Iterator[GaugeMetricFami
     assignment saves, and each EnvActor process's unacknowledged chunks. Figures the writer sent
     earlier (it is late) are served as they were, with their age in
     ``crowdplay_writer_stats_age_seconds``."""
-    writer = recording.get("writer") or {}
-    store = recording.get("store") or {}
-    spool = recording.get("spool") or {}
-    pending = recording.get("pending_saves") or {}
-    processes = (recording.get("unacked") or {}).get("processes") or []
-    last_error = store.get("last_error") or {}
+    yield from writer_families(recording.get("writer") or {})
+    yield from store_families(recording.get("store") or {}, recording.get("spool") or {})
+    yield from unsaved_families(recording.get("pending_saves") or {}, (recording.get("unacked") or {}).get("processes") or [])
+
+
+def writer_families(writer: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
+    """Whether the writer answered this scrape, and how old the figures it last sent are."""
     yield state_family("crowdplay_writer_state", "The writer's answer to this scrape: ok, late (not within 0.5 s), unavailable or unknown.",
                        WRITER_STATES, writer.get("state", "unknown"))
     yield gauge("crowdplay_writer_stats_age_seconds", "Seconds since the writer's figures below were fresh (0: answered now; NaN: never).",
                 math.nan if writer.get("age_s") is None else writer["age_s"])
+
+
+def store_families(store: Mapping[str, Any], spool: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
+    """The store's health and failures, and the spool that holds chunks while the store fails."""
+    last_error = store.get("last_error") or {}
     yield state_family("crowdplay_store_state", "The store's health as the writer last reported it: healthy, draining (its spool) or failing.",
                        STORE_STATES, store.get("state", "unknown"))
     yield gauge_family("crowdplay_store_last_error_timestamp_seconds", "When the store last failed (Unix time), by the kind of error.", ["kind"],
@@ -149,6 +155,11 @@ def recording_families(recording: Mapping[str, Any]) -> Iterator[GaugeMetricFami
     yield gauge("crowdplay_spool_batches", "Batches of chunks the writer holds in its spool while the store cannot take them.", spool.get("batches"))
     yield gauge("crowdplay_spool_bytes", "Bytes in the writer's spool.", spool.get("bytes"))
     yield gauge("crowdplay_spool_oldest_age_seconds", "Age of the oldest spooled batch (0 when the spool is empty).", spool.get("oldest_age_s"))
+
+
+def unsaved_families(pending: Mapping[str, Any], processes: Sequence[Mapping[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    """What is held until the writer acknowledges it: the manager's saves and each EnvActor
+    process's chunks."""
     yield gauge("crowdplay_pending_saves", "Assignment and note saves the manager holds until the writer acknowledges them.", pending.get("saves"))
     yield gauge("crowdplay_pending_saves_oldest_age_seconds", "Age of the oldest save the manager still holds (0 when none).", pending.get("oldest_age_s"))
     for name, field, help_text in UNACKED_GAUGES:
