@@ -51,7 +51,9 @@ class EnvironmentFailed(RuntimeError):
         self.env_id = env_id
         self.problem = problem  # not ``cause``: RayTaskError, which wraps it across processes, has one
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[EnvironmentFailed], tuple[str, str]]:
+        """Rebuilt from its two fields when Ray carries it to another process (the default would
+        call ``__init__`` with the formatted message alone)."""
         return (type(self), (self.env_id, self.problem))
 
 
@@ -72,9 +74,10 @@ class StepResult:
 class EnvAdapter:
     """A single-agent Gymnasium environment presented with per-agent actions and rewards."""
 
-    def __init__(self, spec: EnvSpec, env: gym.Env | None = None) -> None:
+    def __init__(self, spec: EnvSpec, env: gym.Env[Any, Any] | None = None) -> None:
         self.spec = spec
-        self.env = env if env is not None else spec.make_env()
+        # Any: a Gymnasium env here, a PettingZoo parallel env in ParallelEnvAdapter; the two share no type
+        self.env: Any = env if env is not None else spec.make_env()
         self.agents: tuple[str, ...] = (SINGLE_AGENT,)
         if not isinstance(self.env.action_space, gym.spaces.Discrete):
             raise TypeError(f"environment {spec.id!r}: only Discrete action spaces can be played from a keyboard")
@@ -87,7 +90,7 @@ class EnvAdapter:
         self.palette: np.ndarray | None = NTSC_PALETTE if self._ale is not None else None
         self._configure_observations({SINGLE_AGENT: self.env.observation_space})
 
-    def _configure_observations(self, spaces: dict[str, gym.Space]) -> None:
+    def _configure_observations(self, spaces: dict[str, gym.Space[Any]]) -> None:
         """Describe each agent's observation space for the recording, or None for ALE, whose
         observation is the screen (recorded already, losslessly, as the frames). A space that
         cannot be recorded fails here, when the game is built, naming the environment and agent."""
@@ -145,7 +148,7 @@ class EnvAdapter:
         """The environment's names for ``agent``'s actions (one list for a single agent)."""
         return self.action_meanings
 
-    def action_space(self, agent: str) -> gym.spaces.Discrete:
+    def action_space(self, agent: str) -> gym.spaces.Discrete[np.int64]:
         """The agent's actions as a Discrete space (every agent of an adapter has ``action_count``)."""
         return gym.spaces.Discrete(self.action_count)
 
@@ -173,7 +176,13 @@ class EnvAdapter:
 
     def restore(self, state: bytes) -> None:
         """Put the emulator back into a state ``snapshot`` returned (ALE only)."""
-        self._ale.restoreState(pickle.loads(state))
+        self._emulator().restoreState(pickle.loads(state))
+
+    def _emulator(self) -> Any:
+        """The ALE emulator, for what only an emulator can do; a clear error for any other environment."""
+        if self._ale is None:
+            raise TypeError(f"environment {self.spec.id!r} has no emulator state to restore (only ALE environments do)")
+        return self._ale
 
     def check_action(self, agent: str, action: int) -> int:
         """``action`` if ``agent`` may play it; InvalidAction for an unknown agent or an action outside the space."""
@@ -193,8 +202,9 @@ class EnvAdapter:
     def screen(self) -> np.ndarray:
         """The current screen: HxW palette indices for ALE, HxWx3 RGB otherwise (a fresh array)."""
         if self._ale is not None:
-            return self._ale.getScreen()
-        frame = self.env.render()
+            indices: np.ndarray = self._ale.getScreen()
+            return indices
+        frame: Any = self.env.render()
         if frame is None:
             raise TypeError(f"environment {self.spec.id!r} must be made with render_mode='rgb_array'")
         return np.array(frame, dtype=np.uint8, copy=True)

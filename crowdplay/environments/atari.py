@@ -22,13 +22,14 @@ gym.register_envs(ale_py)
 ARROWS_AND_SPACE = "Arrow keys move, Space fires."
 
 
-def make_ale(game: str, **kwargs: object) -> gym.Env:
+def make_ale(game: str, **kwargs: object) -> gym.Env[Any, Any]:
     """A real-time ALE environment: one emulator frame per step, deterministic given the seed."""
     options: dict[str, Any] = {"frameskip": 1, "repeat_action_probability": 0.0, "obs_type": "ram", **kwargs}
     return gym.make(f"ALE/{game}-v5", **options)
 
 
-def _atari(game: str, title: str, description: str, instructions: str = ARROWS_AND_SPACE, **spec_options) -> EnvSpec:
+def _atari(game: str, title: str, description: str, instructions: str = ARROWS_AND_SPACE, **spec_options: Any) -> EnvSpec:
+    """Register one built-in game: the ALE env of that name with the shared defaults."""
     return register_env(
         EnvSpec(
             id=game,

@@ -11,6 +11,7 @@ survivor wins).
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from crowdplay.environments.keymap import atari_keymap
 from crowdplay.environments.parallel_adapter import make_pettingzoo_atari
@@ -21,7 +22,9 @@ TWO_PLAYERS = ("first_0", "second_0")
 PONG_KEYS = partial(atari_keymap, renames={"RIGHT": "ArrowUp", "LEFT": "ArrowDown"})
 
 
-def _two_player(env_id: str, module: str, title: str, description: str, instructions: dict[str, str], **options) -> EnvSpec:
+def _two_player(env_id: str, module: str, title: str, description: str, instructions: dict[str, str], **options: Any) -> EnvSpec:
+    """Register one built-in two-player game: ``keymap`` among ``options`` goes to the spec, the
+    rest to PettingZoo's environment."""
     spec_options = {key: options.pop(key) for key in ("keymap",) if key in options}
     return register_env(
         EnvSpec(

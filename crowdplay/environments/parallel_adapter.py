@@ -61,6 +61,7 @@ class ParallelEnvAdapter(EnvAdapter):
         self._configure_observations({agent: self.env.observation_space(agent) for agent in self.agents})
 
     def _meanings(self, unwrapped: Any) -> list[str]:
+        """Every agent's action names: ALE's names for its minimal action set, else the env's own."""
         if self._ale is not None:
             from ale_py import Action
 
@@ -99,7 +100,8 @@ class ParallelEnvAdapter(EnvAdapter):
     def screen(self) -> np.ndarray:
         """The shared screen: 210x160 palette indices for ALE, else the rendered RGB frame."""
         if self._ale is not None:
-            return self._ale.getScreen().reshape(210, 160)  # multi-agent-ale-py returns it flat
+            flat: np.ndarray = self._ale.getScreen()  # multi-agent-ale-py returns it flat
+            return flat.reshape(210, 160)
         return super().screen()
 
     def snapshot(self) -> bytes | None:
@@ -108,8 +110,8 @@ class ParallelEnvAdapter(EnvAdapter):
 
     def restore(self, state: bytes) -> None:
         """Put the emulator back into a state ``snapshot`` returned (ALE only)."""
-        self._ale.restoreState(self._ale.decodeState(np.frombuffer(state, dtype=np.uint8).copy()))
-
+        emulator = self._emulator()
+        emulator.restoreState(emulator.decodeState(np.frombuffer(state, dtype=np.uint8).copy()))
 
 
 def make_adapter(spec: EnvSpec) -> EnvAdapter:
