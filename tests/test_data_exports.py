@@ -226,7 +226,7 @@ def test_rllib_bc_samples_the_export(tmp_path: Path, ray_session: None) -> None:
 
 
 def test_ai_substitutes_flags_each_step_a_policy_played_without_its_own_answer() -> None:
-    from crowdplay.data.dataset import ai_substitutes
+    from crowdplay.data.loading import ai_substitutes
 
     policy, person = {"human": False, "policy": "p"}, {"human": True, "participant": "x"}
     rows = [[0, "a", "no answer yet"], [2, "a", None], [4, "a", "policy raised X"], [6, "a", None]]

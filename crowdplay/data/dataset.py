@@ -18,14 +18,9 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
-
-from crowdplay import codec
-from crowdplay.data.episode import AgentTrajectory, Episode
-from crowdplay.data.observations import FORMATS, convert
-from crowdplay.environments.spaces import Description, assemble, leaves
+from crowdplay.data.episode import Episode
+from crowdplay.data.loading import StoredSteps, observation_format, trajectories
 from crowdplay.recording.chunk import unpack_chunk
-from crowdplay.recording.observations import column_name
 from crowdplay.recording.status import COMPLETE, status_query
 from crowdplay.recording.store import TrajectoryStore
 
@@ -46,6 +41,39 @@ def _timestamp(value: float | str | dt.datetime) -> float:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.timestamp()
+
+
+def _equal_to(**fields: object) -> dict[str, Any]:
+    """Query conditions for the fields given a value: filters left at None select everything."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _started_between(since: float | str | dt.datetime | None, until: float | str | dt.datetime | None) -> dict[str, Any]:
+    """The query condition bounding the start time: ``since`` inclusive, ``until`` exclusive."""
+    bounds = {}
+    if since is not None:
+        bounds["$gte"] = _timestamp(since)
+    if until is not None:
+        bounds["$lt"] = _timestamp(until)
+    return {"started_at": bounds} if bounds else {}
+
+
+def _ended(completed: bool | None, status: str | Iterable[str] | None) -> dict[str, Any]:
+    """The query conditions on how episodes ended, joined with ``$and`` when both filters are
+    given since each is a condition on ``status``."""
+    conditions: list[dict[str, Any]] = []
+    if completed is not None:
+        conditions.append({"status": COMPLETE if completed else {"$ne": COMPLETE}})
+    if status is not None:
+        conditions.append(status_query(status))
+    if len(conditions) == 1:
+        return conditions[0]
+    return {"$and": conditions} if conditions else {}
+
+
+def _best_return(document: dict[str, Any]) -> float:
+    """The highest return of any agent in the episode, minus infinity for one without returns."""
+    return float(max(document.get("returns", {}).values(), default=float("-inf")))
 
 
 class Dataset:
@@ -92,34 +120,14 @@ class Dataset:
         ``completed=False`` every other one (``finished``, ``interrupted``, none yet).
         ``status``: one status or several, any of ``complete``, ``finished``, ``interrupted`` and
         ``unended`` (no status yet); see ``crowdplay.recording.status``."""
-        query: dict[str, Any] = {}
-        if task is not None:
-            query["task_id"] = task
-        if env is not None:
-            query["env_id"] = env
-        if participant is not None:
-            query["participants"] = participant
-        if since is not None or until is not None:
-            query["started_at"] = {}
-            if since is not None:
-                query["started_at"]["$gte"] = _timestamp(since)
-            if until is not None:
-                query["started_at"]["$lt"] = _timestamp(until)
-        if human_only is not None:
-            query["human_only"] = human_only
-        conditions = []
-        if completed is not None:
-            conditions.append({"status": COMPLETE if completed else {"$ne": COMPLETE}})
-        if status is not None:
-            conditions.append(status_query(status))
-        if len(conditions) == 1:
-            query.update(conditions[0])
-        elif conditions:
-            query["$and"] = conditions
+        query = _equal_to(task_id=task, env_id=env, participants=participant)
+        query.update(_started_between(since, until))
+        query.update(_equal_to(human_only=human_only))
+        query.update(_ended(completed, status))
         found = self.store.find_episodes(query, HEAVY_FIELDS)
-        if min_return is not None:
-            found = [doc for doc in found if max(doc.get("returns", {}).values(), default=float("-inf")) >= min_return]
-        return found
+        if min_return is None:
+            return found
+        return [doc for doc in found if _best_return(doc) >= min_return]
 
     def episode(self, episode_id: str) -> dict[str, Any]:
         """The episode's store document; EpisodeNotFound if there is none."""
@@ -145,75 +153,17 @@ class Dataset:
         ``rgb``; ``rgb``, ``palette`` or ``atari84``, the screens the participant saw; None, no
         observations (faster when only actions and rewards are needed)."""
         meta = self.episode(episode_id)
-        agents: list[str] = meta["agents"]
-        spaces = meta.get("observation_spaces")
-        if observations == "env" and not spaces:
-            observations = "rgb"  # Atari (or a recording from before observations were kept): the screen
-        elif observations is not None and observations != "env" and observations not in FORMATS:
-            raise ValueError(f"unknown observation format {observations!r}; choose one of env, {', '.join(FORMATS)}")
+        observations = observation_format(observations, meta.get("observation_spaces"))
         screens_wanted = observations is not None and observations != "env"
-        screens: list[np.ndarray] = []
-        columns: dict[str, list[Any]] = {}
-        controllers: list[dict[str, Any]] = []
-        snapshots: dict[int, bytes] = {}
-        step_infos: list[list[Any]] = []
-        ai_rows: list[list[Any]] = []
-        for chunk in self.chunks(episode_id):
-            if chunk["start_state"] is not None:
-                snapshots[chunk["first_step"]] = chunk["start_state"]
-            if screens_wanted:
-                screens.extend(self._decode(chunk, meta["screen_shape"], first=not screens))
-            for name, value in chunk.items():
-                if isinstance(value, np.ndarray):
-                    columns.setdefault(name, []).append(value)
-            controllers += [chunk["controllers"]] * chunk["steps"]
-            step_infos += [[chunk["first_step"] + step, agent, info] for step, agent, info in chunk.get("infos", ())]
-            ai_rows += [[chunk["first_step"] + row[0], row[1], row[5] if len(row) > 5 else None] for row in chunk.get("ai_actions", ())]
-        steps = sum(len(part) for part in columns.get("frame_id", []))
-        joined = {name: np.concatenate(parts) for name, parts in columns.items()}
-        terminated = joined.get("terminated", np.zeros(0, bool)).copy()
-        truncated = joined.get("truncated", np.zeros(0, bool)).copy()
-        if steps and not (terminated[-1] or truncated[-1]):
-            truncated[-1] = True  # interrupted or cut short: still a proper end for RL code
-        screen_array = None
-        if screens_wanted:
-            screen_array = convert(np.stack(screens), meta.get("palette"), str(observations)) if screens else np.zeros((0,))
-        trajectories = {}
-        for agent in agents:
-            infos: dict[str, np.ndarray] = {name: joined[name] for name in ("frame_id", "tick_time", "ram") if name in joined}
-            infos["client_frame"] = joined.get(f"client_frame/{agent}", np.zeros(0, np.int64))
-            infos["human"] = np.array([bool(c[agent].get("human")) for c in controllers], dtype=bool)
-            infos["ai_substitute"] = ai_substitutes([c[agent] for c in controllers], [row for row in ai_rows if row[1] == agent])
-            env_infos: list[dict[str, Any]] = [{} for _ in range(steps)]
-            for step, owner, info in step_infos:
-                if owner == agent and step < steps:
-                    env_infos[step] = info
-            own = env_observations(spaces[agent], joined, agent) if observations == "env" and spaces else None
-            trajectories[agent] = AgentTrajectory(
-                observations=own if own is not None else screen_array,
-                actions=joined.get(f"action/{agent}", np.zeros(0, np.int64)),
-                rewards=joined.get(f"reward/{agent}", np.zeros(0, np.float64)),
-                terminations=terminated,
-                truncations=truncated,
-                action_count=int(meta.get("action_counts", {}).get(agent, 0)),
-                infos=infos,
-                env_infos=env_infos,
-            )
-        meta["loaded_steps"] = steps
-        return Episode(episode_id, meta["env_id"], meta, trajectories, observations or "none", snapshots)
+        stored = StoredSteps.read(self.chunks(episode_id), meta["screen_shape"] if screens_wanted else None)
+        agents = trajectories(meta, stored, observations)
+        meta["loaded_steps"] = stored.steps
+        return Episode(episode_id, meta["env_id"], meta, agents, observations or "none", stored.snapshots)
 
     def iter_load(self, episode_ids: list[str], observations: str | None = "env") -> Iterator[Episode]:
         """``load`` one episode at a time, so an export never holds them all in memory."""
         for episode_id in episode_ids:
             yield self.load(episode_id, observations)
-
-    @staticmethod
-    def _decode(chunk: dict[str, Any], shape: list[int], first: bool) -> list[np.ndarray]:
-        """The chunk's screens: its keyframe (the screen before its first step) only for the first
-        chunk, since every later chunk's keyframe repeats the previous chunk's last screen."""
-        decoder = codec.FrameDecoder(tuple(shape))
-        screens = [decoder.decode(message)[1].copy() for message in chunk["frames"]]
-        return screens if first else screens[1:]
 
     def inputs(self, episode_id: str) -> list[dict[str, Any]]:
         """Every input applied in the episode: step, agent, held keys, seq, client frame, receive time."""
@@ -249,7 +199,10 @@ class Dataset:
         return answers
 
     def held_keys(self, episode_id: str, agent: str) -> list[tuple[str, ...]]:
-        """The keys the participant held at each step (from the inputs applied so far)."""
+        """The keys the participant held at each step (from the inputs applied so far).
+
+        The store keeps inputs as changes (``inputs``); analyses that line key presses up with
+        actions or screens need them step by step, so this expands the changes over the steps."""
         held: list[tuple[str, ...]] = []
         current: tuple[str, ...] = ()
         for chunk in self.chunks(episode_id):
@@ -269,32 +222,3 @@ class Dataset:
         pseudonym = participant if self.store.find_episodes({"participants": participant}, {"_id": 1}) else self.pseudonym(participant)
         return self.store.delete_participant(pseudonym)
 
-
-def env_observations(space: Description, joined: dict[str, np.ndarray], agent: str) -> Any:
-    """An agent's recorded observations in its space's structure, ``T + 1`` of them: the one
-    ``reset`` returned (``obs0``), then one after each step."""
-    columns = {}
-    for leaf in leaves(space):
-        first = joined.get(column_name("obs0", agent, leaf.path), np.zeros((0, *leaf.shape), leaf.dtype))
-        after = joined.get(column_name("obs", agent, leaf.path), np.zeros((0, *leaf.shape), leaf.dtype))
-        columns[leaf.path] = np.concatenate([first, after])
-    return assemble(space, columns)
-
-
-def ai_substitutes(controllers: list[dict[str, Any]], rows: list[list[Any]]) -> np.ndarray:
-    """Per step, whether the agent's action was a substitute played in place of its policy's answer.
-
-    ``controllers`` is the agent's controller at each step and ``rows`` its ``[step, agent,
-    substitute]`` AI answers in order: an answer holds from its step until the next one. A step
-    played by its policy before any answer is a substitute too (there was no answer yet); steps
-    a person played are not, and neither are those of recordings made before substitutes were
-    recorded (their rows carry no reason)."""
-    flags = np.zeros(len(controllers), dtype=bool)
-    current: str | None = "no answer yet"
-    answer = 0
-    for step, controller in enumerate(controllers):
-        while answer < len(rows) and rows[answer][0] <= step:
-            current = rows[answer][2]
-            answer += 1
-        flags[step] = bool(controller.get("policy")) and not controller.get("human") and current is not None
-    return flags

@@ -73,6 +73,7 @@ import numpy as np
 from crowdplay import codec
 from crowdplay.data.dataset import Dataset
 from crowdplay.data.episode import Episode
+from crowdplay.data.loading import chunk_screens
 from crowdplay.environments import get_env, make_adapter
 from crowdplay.environments.adapter import EnvAdapter
 from crowdplay.environments.registry import UnknownEnvironment
@@ -245,21 +246,27 @@ def _replay_ale(dataset: Dataset, meta: dict[str, Any], report: ReplayReport) ->
     try:
         adapter.reset(meta.get("seed", 0))
         adapter.restore(state)
-        agents = list(episode.agents)
-        first = episode.agents[agents[0]]
-        # (The screen buffer is not part of an emulator state, so checking starts after the first step.)
-        for step in range(start, episode.steps):
-            result = adapter.step({agent: int(episode.agents[agent].actions[step]) for agent in agents})
-            report.steps_checked += 1
-            screen = adapter.screen()
-            if not np.array_equal(screen, first.observations[step + 1]):
-                report.note(step, "frame", f"the frame differs ({_frame_difference(first.observations[step + 1], screen)})")
-            for agent in agents:
-                recorded = float(episode.agents[agent].rewards[step])
-                if result.rewards[agent] != recorded:
-                    report.note(step, "reward", f"agent {agent}: reward recorded {recorded!r}, replayed {result.rewards[agent]!r}")
+        _compare_ale(adapter, episode, start, report)
     finally:
         adapter.close()
+
+
+def _compare_ale(adapter: EnvAdapter, episode: Episode, start: int, report: ReplayReport) -> None:
+    """Step ``adapter``, restored to step ``start``, through the recorded actions and note every
+    screen and reward that differs. The screen buffer is not part of an emulator state, so
+    checking starts with the screen after the first step replayed."""
+    agents = list(episode.agents)
+    first = episode.agents[agents[0]]
+    for step in range(start, episode.steps):
+        result = adapter.step({agent: int(episode.agents[agent].actions[step]) for agent in agents})
+        report.steps_checked += 1
+        screen = adapter.screen()
+        if not np.array_equal(screen, first.observations[step + 1]):
+            report.note(step, "frame", f"the frame differs ({_frame_difference(first.observations[step + 1], screen)})")
+        for agent in agents:
+            recorded = float(episode.agents[agent].rewards[step])
+            if result.rewards[agent] != recorded:
+                report.note(step, "reward", f"agent {agent}: reward recorded {recorded!r}, replayed {result.rewards[agent]!r}")
 
 
 # ----------------------------------------------------------------- every other environment
@@ -339,23 +346,37 @@ class _Replay:
         episode is played on a fresh one; later ones on the same instance, after the episodes
         before), and where it diverges from the recording, find out whether the environment is
         to blame (``_probe_divergence``)."""
-        probe = self._build(report)
-        if probe is None:
-            return
-        declared = _declared_nondeterministic(self.meta, probe)
-        if declared is not None:
-            report.reason = f"environment {self.spec.id!r} declares itself nondeterministic: {declared}"
-            return
-        if sorted(probe.agents) != sorted(self.agents):
-            report.note(RESET, "error", f"the environment now has agents {list(probe.agents)}, the recording {self.agents}")
-            return
-        reason = self._probe_reset(probe)
-        if reason is not None:
-            report.reason = reason
+        if not self._probed(report):
             return
         adapter = self._build(report)
         if adapter is None:
             return
+        first = self._compare(adapter, report)
+        if first is not None:
+            reason = self._probe_divergence(first, adapter, report)
+            if reason is not None:
+                report.reason = reason
+
+    def _probed(self, report: ReplayReport) -> bool:
+        """Whether an environment built now can replay the recording at all: it builds, does not
+        declare itself nondeterministic, has the recorded agents and resets the same way twice.
+        If not, ``report`` says why."""
+        probe = self._build(report)
+        if probe is None:
+            return False
+        declared = _declared_nondeterministic(self.meta, probe)
+        if declared is not None:
+            report.reason = f"environment {self.spec.id!r} declares itself nondeterministic: {declared}"
+            return False
+        if sorted(probe.agents) != sorted(self.agents):
+            report.note(RESET, "error", f"the environment now has agents {list(probe.agents)}, the recording {self.agents}")
+            return False
+        report.reason = self._probe_reset(probe)
+        return report.reason is None
+
+    def _compare(self, adapter: EnvAdapter, report: ReplayReport) -> _Tick | None:
+        """Replay the episode on ``adapter`` and note every difference from the recording in
+        ``report``; the first replayed tick that differed, or None."""
         first: _Tick | None = None
         for replayed, recorded in zip(self._trace(adapter, self.episode.steps), self._recorded()):
             if replayed.step >= 0:
@@ -365,10 +386,7 @@ class _Replay:
                 report.note(replayed.step, kind, what)
             if differences and first is None:
                 first = replayed
-        if first is not None:
-            reason = self._probe_divergence(first, adapter, report)
-            if reason is not None:
-                report.reason = reason
+        return first
 
     # ------------------------------------------------------------- probes
     def _probe_reset(self, adapter: EnvAdapter) -> str | None:
@@ -483,7 +501,7 @@ class _Replay:
         first = True
         for chunk in self.dataset.chunks(self.episode.episode_id):
             try:
-                screens = Dataset._decode(chunk, shape, first)
+                screens = chunk_screens(chunk, shape, first)
             except codec.DecodeError:
                 return
             first = False
@@ -494,31 +512,56 @@ class _Replay:
         """How ``replayed`` differs from ``reference`` (the recording, or another replay; ``labels``
         name the two in the descriptions): (kind, description) pairs, in the order observation,
         reward, ending, frame."""
-        mine, theirs = labels
         if replayed.error is not None or reference.error is not None:
-            if replayed.error == reference.error:
-                return []
-            return [("error", replayed.error or f"the {theirs} failed: {reference.error}")]
+            return _error_difference(replayed, reference, labels)
+        return [
+            *self._observation_differences(replayed, reference, labels),
+            *self._step_differences(replayed, reference, labels),
+            *_screen_difference(replayed, reference, labels),
+        ]
+
+    def _observation_differences(self, replayed: _Tick, reference: _Tick, labels: tuple[str, str]) -> list[tuple[str, str]]:
+        """Every agent's observation leaves that differ, in the recorded spaces' leaf order."""
         found: list[tuple[str, str]] = []
         for agent in self.agents:
             for path, expected, value in zip(self.paths[agent], reference.observations[agent], replayed.observations[agent]):
                 if not _same(expected, value):
                     leaf = f" {path!r}" if path else ""
                     found.append(("observation", f"agent {agent}: observation{leaf} {_difference(expected, value, labels)}"))
-        if replayed.rewards is not None and reference.rewards is not None:
-            for agent in self.agents:
-                recorded_reward, reward = reference.rewards[agent], replayed.rewards.get(agent, 0.0)
-                if not np.isclose(reward, recorded_reward, rtol=FLOAT_RTOL, atol=FLOAT_ATOL, equal_nan=True):
-                    found.append(("reward", f"agent {agent}: reward {theirs} {recorded_reward!r}, {mine} {reward!r}"))
-            last = replayed.step == self.episode.steps - 1
-            if replayed.terminated != reference.terminated:
-                found.append(("ending", f"terminated {theirs} {reference.terminated}, {mine} {replayed.terminated}"))
-            if replayed.truncated != reference.truncated and (self.genuine_end or not last):
-                found.append(("ending", f"truncated {theirs} {reference.truncated}, {mine} {replayed.truncated}"))
-        if replayed.screen is not None and reference.screen is not None and not np.array_equal(replayed.screen, reference.screen):
-            found.append(("frame", f"the frame differs ({_frame_difference(reference.screen, replayed.screen, labels)})"))
         return found
 
+    def _step_differences(self, replayed: _Tick, reference: _Tick, labels: tuple[str, str]) -> list[tuple[str, str]]:
+        """Differing rewards and ending flags of a step (a reset has neither). The recording's last
+        truncated flag is compared only if the environment set it: the loader marks an episode cut
+        short as truncated there."""
+        if replayed.rewards is None or reference.rewards is None:
+            return []
+        mine, theirs = labels
+        found: list[tuple[str, str]] = []
+        for agent in self.agents:
+            recorded_reward, reward = reference.rewards[agent], replayed.rewards.get(agent, 0.0)
+            if not np.isclose(reward, recorded_reward, rtol=FLOAT_RTOL, atol=FLOAT_ATOL, equal_nan=True):
+                found.append(("reward", f"agent {agent}: reward {theirs} {recorded_reward!r}, {mine} {reward!r}"))
+        last = replayed.step == self.episode.steps - 1
+        if replayed.terminated != reference.terminated:
+            found.append(("ending", f"terminated {theirs} {reference.terminated}, {mine} {replayed.terminated}"))
+        if replayed.truncated != reference.truncated and (self.genuine_end or not last):
+            found.append(("ending", f"truncated {theirs} {reference.truncated}, {mine} {replayed.truncated}"))
+        return found
+
+
+def _error_difference(replayed: _Tick, reference: _Tick, labels: tuple[str, str]) -> list[tuple[str, str]]:
+    """A tick where either side raised: the same error on both sides agrees, anything else differs."""
+    if replayed.error == reference.error:
+        return []
+    return [("error", replayed.error or f"the {labels[1]} failed: {reference.error}")]
+
+
+def _screen_difference(replayed: _Tick, reference: _Tick, labels: tuple[str, str]) -> list[tuple[str, str]]:
+    """The frame difference, if both ticks have a frame and they differ."""
+    if replayed.screen is None or reference.screen is None or np.array_equal(replayed.screen, reference.screen):
+        return []
+    return [("frame", f"the frame differs ({_frame_difference(reference.screen, replayed.screen, labels)})")]
 
 def _flatten(description: Description, value: Any, path: str = "") -> dict[str, np.ndarray]:
     """An assembled observation (arrays, dicts and tuples of them) as ``{leaf path: array}``."""
