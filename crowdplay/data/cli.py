@@ -22,13 +22,18 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from crowdplay.data.dataset import Dataset, EpisodeNotFound
+from crowdplay.data.episode import Episode
 from crowdplay.data.observations import FORMATS
 from crowdplay.data.replay_check import replay_check
 from crowdplay.recording.status import STATUSES, status_of
 from crowdplay.recording.store import describe_uri, embedded_path, store_origin
+
+#: A ``crowdplay data`` subcommand: runs on the opened store, returns the exit code.
+DataCommand = Callable[[Dataset, argparse.Namespace], int]
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
@@ -120,9 +125,6 @@ def replay_check_command(data: Dataset, args: argparse.Namespace) -> int:
 
 def export_command(data: Dataset, args: argparse.Namespace) -> int:
     """``crowdplay data export``: the matching episodes in the chosen format under ``--out``; 1 if none match."""
-    from crowdplay.data import exports
-    from crowdplay.data.exports.common import ID_UNSAFE
-
     ids = [doc["_id"] for doc in _select(data, args)]
     if not ids:
         print("no episodes match the filters", file=sys.stderr)
@@ -130,26 +132,51 @@ def export_command(data: Dataset, args: argparse.Namespace) -> int:
     episodes = data.iter_load(ids, observations=args.observations)
     options: dict[str, Any] = {"total": len(ids), "progress": not args.quiet, "agent": args.agent}
     try:
-        if args.format == "npz":
-            written = exports.export_npz(episodes, args.out, **options)
-            print(f"wrote {len(written)} files to {args.out}")
-        elif args.format == "minari":
-            dataset_id = args.dataset_id or f"crowdplay/{ID_UNSAFE.sub('_', args.task or args.env or 'all')}-v0"
-            result = exports.export_minari(episodes, dataset_id, data_path=args.out, **options)
-            for dataset in sorted([result] if args.agent else result.values(), key=lambda d: d.id):
-                spec = dataset.env_spec.id if dataset.env_spec is not None else "None"
-                print(
-                    f"wrote Minari dataset {dataset.id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps, "
-                    f"{dataset.storage.metadata.get('dataset_size', '?')} MB, env_spec {spec}"
-                )
-            print(f"under {args.out}; load with MINARI_DATASETS_PATH={args.out} minari.load_dataset(id)")
-        else:
-            path = exports.export_rllib(episodes, args.out, **options)
-            print(f"wrote RLlib offline data to {path}")
+        EXPORTERS[args.format](episodes, args, options)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def _export_npz(episodes: Iterator[Episode], args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """One ``.npz`` file per episode (and agent) under ``--out``."""
+    from crowdplay.data.exports import export_npz
+
+    written = export_npz(episodes, args.out, **options)
+    print(f"wrote {len(written)} files to {args.out}")
+
+
+def _export_minari(episodes: Iterator[Episode], args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """Minari datasets under ``--out`` as their root, named by ``--dataset-id`` or the filters."""
+    from crowdplay.data.exports import export_minari
+    from crowdplay.data.exports.common import ID_UNSAFE
+
+    dataset_id = args.dataset_id or f"crowdplay/{ID_UNSAFE.sub('_', args.task or args.env or 'all')}-v0"
+    result = export_minari(episodes, dataset_id, data_path=args.out, **options)
+    for dataset in sorted([result] if args.agent else result.values(), key=lambda d: d.id):
+        spec = dataset.env_spec.id if dataset.env_spec is not None else "None"
+        print(
+            f"wrote Minari dataset {dataset.id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps, "
+            f"{dataset.storage.metadata.get('dataset_size', '?')} MB, env_spec {spec}"
+        )
+    print(f"under {args.out}; load with MINARI_DATASETS_PATH={args.out} minari.load_dataset(id)")
+
+
+def _export_rllib(episodes: Iterator[Episode], args: argparse.Namespace, options: dict[str, Any]) -> None:
+    """RLlib offline data under ``--out``."""
+    from crowdplay.data.exports import export_rllib
+
+    path = export_rllib(episodes, args.out, **options)
+    print(f"wrote RLlib offline data to {path}")
+
+
+#: ``--format``'s choices and what writes each; the exporters import their libraries only when used.
+EXPORTERS: dict[str, Callable[[Iterator[Episode], argparse.Namespace, dict[str, Any]], None]] = {
+    "npz": _export_npz,
+    "minari": _export_minari,
+    "rllib": _export_rllib,
+}
 
 
 def delete_participant_command(data: Dataset, args: argparse.Namespace) -> int:
@@ -165,7 +192,7 @@ def delete_participant_command(data: Dataset, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_data_commands(commands: argparse._SubParsersAction) -> None:
+def add_data_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``crowdplay data`` and its subcommands to the ``crowdplay`` parser."""
     data_parser = commands.add_parser("data", help="list, inspect, check, export and delete recordings")
     data_parser.add_argument("--store", default=None, help="mongodb:// URI or embedded store path")
@@ -197,7 +224,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     check.set_defaults(data_run=replay_check_command)
 
     export = sub.add_parser("export", help="write episodes as npz, a Minari dataset or RLlib offline data")
-    export.add_argument("--format", choices=("npz", "minari", "rllib"), required=True)
+    export.add_argument("--format", choices=tuple(EXPORTERS), required=True)
     export.add_argument("--out", required=True, help="output directory (Minari: the datasets root)")
     export.add_argument(
         "--observations", choices=("env", *FORMATS), default="env",
@@ -231,7 +258,8 @@ def data_command(args: argparse.Namespace) -> int:
     print(f"crowdplay data: {describe_store(uri, args.store)}", file=sys.stderr, flush=True)
     with Dataset.open(uri) as data:
         try:
-            return args.data_run(data, args)
+            run: DataCommand = args.data_run
+            return run(data, args)
         except EpisodeNotFound as error:
             print(f"error: {error.args[0]}", file=sys.stderr)
             return 2

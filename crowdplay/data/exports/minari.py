@@ -93,7 +93,7 @@ def agent_dataset_id(dataset_id: str, agent: str) -> str:
     from minari.dataset.minari_dataset import gen_dataset_id, parse_dataset_id
 
     namespace, name, version = parse_dataset_id(dataset_id)
-    return gen_dataset_id(namespace, f"{name}-{ID_UNSAFE.sub('_', agent)}", version)
+    return str(gen_dataset_id(namespace, f"{name}-{ID_UNSAFE.sub('_', agent)}", version))
 
 
 def _minari_infos(infos: Mapping[str, np.ndarray], env_infos: list[str] | None) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def _minari_buffer(episode: Episode, agent: str, trajectory: AgentTrajectory) ->
     )
 
 
-def _minari_spaces(episode: Episode, agent: str) -> tuple[gym.Space, gym.Space]:
+def _minari_spaces(episode: Episode, agent: str) -> tuple[gym.Space[Any], gym.Space[Any]]:
     """Observation and action spaces as they would have been for a live agent."""
     from gymnasium import spaces
 
@@ -142,7 +142,7 @@ def _minari_spaces(episode: Episode, agent: str) -> tuple[gym.Space, gym.Space]:
     return episode.observation_space(agent), spaces.Discrete(int(trajectory.action_count))
 
 
-def _built_spaces(spec: Any) -> tuple[gym.Space, gym.Space]:
+def _built_spaces(spec: Any) -> tuple[gym.Space[Any], gym.Space[Any]]:
     """The observation and action spaces of the environment ``spec`` builds (raises what it raises)."""
     import gymnasium as gym
 
@@ -150,7 +150,7 @@ def _built_spaces(spec: Any) -> tuple[gym.Space, gym.Space]:
     try:
         return env.observation_space, env.action_space
     finally:
-        env.close()
+        env.close()  # type: ignore[no-untyped-call]  # gymnasium's Env.close carries no annotations
 
 
 def _screen_spec(spec: Any) -> Any:
@@ -170,7 +170,7 @@ def _screen_spec(spec: Any) -> Any:
     return None
 
 
-def _env_spec(episode: Episode, observation_space: gym.Space, action_space: gym.Space) -> Any:
+def _env_spec(episode: Episode, observation_space: gym.Space[Any], action_space: gym.Space[Any]) -> Any:
     """The dataset's ``env_spec``: the recording's Gymnasium registration, if it builds here.
 
     With the environment's own observations it must build with the recorded spaces, or None (a
