@@ -9,12 +9,16 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crowdplay.config import Settings, SettingsError, apply_ray_environment
 from crowdplay.data.cli import add_data_commands
 from crowdplay.plugins import PluginImportError, check_plugins_on_every_node, load_plugins, plugin_failure, plugin_names, plugin_runtime_env, share_import_path
+
+if TYPE_CHECKING:
+    from ray.actor import ActorHandle
 
 #: How long ``crowdplay serve`` waits for the warm pool's EnvActors to boot before it says it is
 #: running: a plugin that fails to import in them fails the start instead of every later Start.
@@ -93,7 +97,7 @@ def largest_node(address: str | None) -> dict[str, float]:
     return {name: max(node.get(name, 0.0) for node in nodes) for name in ("CPU", "GPU")} if nodes else {"CPU": 0.0, "GPU": 0.0}
 
 
-def print_policy_reports_until(stop: threading.Event, manager, every_s: float = 1.0) -> None:
+def print_policy_reports_until(stop: threading.Event, manager: ActorHandle[Any], every_s: float = 1.0) -> None:
     """Until ``stop``, print each policy problem (and recovery) the game processes report, once:
     a policy that raises, whose actor is down or cannot be placed reaches the operator here, not
     only a Ray worker's log; so does an environment that could not be built."""
@@ -102,7 +106,7 @@ def print_policy_reports_until(stop: threading.Event, manager, every_s: float = 
     seen = 0
     while not stop.wait(every_s):
         try:
-            reports = ray.get(manager.policy_reports_after.remote(seen), timeout=5)
+            reports: list[dict[str, Any]] = ray.get(manager.policy_reports_after.remote(seen), timeout=5)
         except Exception:  # noqa: BLE001 - a busy or restarting manager: ask again next time
             continue
         for report in reports:
@@ -114,7 +118,7 @@ def print_policy_reports_until(stop: threading.Event, manager, every_s: float = 
                 print(f"crowdplay: policy {report['policy_id']!r} is {report['state']}{reason}", file=sys.stderr, flush=True)
 
 
-def check_game_servers(manager) -> None:
+def check_game_servers(manager: ActorHandle[Any]) -> None:
     """Wait for the warm pool's EnvActors (up to ``GAME_SERVER_CHECK_S``); their boot failure
     (e.g. a plugin that does not import in them) raises here, failing the start."""
     import ray
@@ -163,7 +167,7 @@ def describe_recording(settings: Settings) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``crowdplay`` command's argument parser (``serve`` and ``data ...``)."""
+    """The ``crowdplay`` command's argument parser (``serve``, ``check`` and ``data ...``)."""
     parser = argparse.ArgumentParser(prog="crowdplay", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="start Ray, Serve and the app on this machine")
@@ -198,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     except PluginImportError as error:
         print(f"crowdplay: {error}", file=sys.stderr, flush=True)
         return 1
-    return args.run(args)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ def http_json(url: str, payload: dict[str, Any] | None = None, timeout: float = 
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+            answer: dict[str, Any] = json.loads(response.read())  # every CrowdPlay answer is a JSON object
+            return answer
     except urllib.error.HTTPError as error:
         raise ServerError(error.code, json.loads(error.read() or b"{}")) from None
 
@@ -150,6 +151,7 @@ class Participant:
         """The first event of type ``kind`` (with these field values), waiting for it if needed."""
 
         async def arrival() -> dict[str, Any]:
+            """Look through the events so far, then wait for the next one (or the close) and look again."""
             while True:
                 for event in self.events:
                     if event.get("type") == kind and all(event.get(k) == v for k, v in fields.items()):
@@ -186,7 +188,10 @@ class Participant:
         return seq
 
     async def act(self, action: int) -> int:
-        """Send an action by number (as a page offering buttons would); returns the input's seq."""
+        """Send an action by its index in the action space (the protocol's ``action`` message);
+        returns the input's seq. The browser only sends held keys, so this is how a script plays an
+        environment by choosing actions, or checks how the server treats one; docs/reference.md
+        lists it as part of the reference client."""
         seq = self._next_seq()
         await self.websocket.send(json.dumps({"type": "action", "action": action, "frame": self.last_frame_id, "seq": seq}))
         return seq
