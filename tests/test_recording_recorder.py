@@ -151,9 +151,9 @@ def test_sessions_sharing_a_clock_send_their_chunks_in_one_writer_call(tmp_path)
 def test_a_chunk_sealed_while_a_writer_call_is_out_goes_out_at_once_and_a_hung_call_is_retried(monkeypatch):
     """The last chunk of an episode must not wait for an earlier, slow call (a writer restarting):
     no later chunk may come to carry it along."""
-    from crowdplay.recording import recorder
+    from crowdplay.recording import writer_calls
 
-    monkeypatch.setattr(recorder, "WRITER_CALL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(writer_calls, "WRITER_CALL_TIMEOUT_S", 0.5)
     calls: list[list[int]] = []
     first_call_hangs = asyncio.Event()
 

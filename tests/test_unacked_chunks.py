@@ -12,7 +12,7 @@ from crowdplay.config import Settings
 from crowdplay.data import Dataset, replay_check
 from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import LiveEnv
-from crowdplay.recording import recorder as recorder_module
+from crowdplay.recording import writer_calls
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
 from crowdplay.recording.unacked import DIRECTORY_PREFIX, UnackedChunks
@@ -98,8 +98,8 @@ class StoppedWriter:
 
 
 def test_a_stopped_writer_gets_a_bounded_number_of_calls_and_every_chunk_once_it_answers(tmp_path, monkeypatch):
-    monkeypatch.setattr(recorder_module, "WRITER_CALL_TIMEOUT_S", 0.3)
-    monkeypatch.setattr(recorder_module, "RETRY_DELAYS_S", (0.1,))
+    monkeypatch.setattr(writer_calls, "WRITER_CALL_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(writer_calls, "RETRY_DELAYS_S", (0.1,))
     writer = StoppedWriter()
     acknowledged: list[tuple[str, int]] = []
 
@@ -137,7 +137,7 @@ def test_a_stopped_writer_gets_a_bounded_number_of_calls_and_every_chunk_once_it
 def test_a_recorder_spills_past_its_process_limit_and_the_episode_arrives_whole(tmp_path, monkeypatch):
     """Real play into a Recorder whose writer stops answering for a while: the process holds at
     most its limit in memory, and the stored episode is complete and replays exactly."""
-    monkeypatch.setattr(recorder_module, "WRITER_CALL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(writer_calls, "WRITER_CALL_TIMEOUT_S", 0.5)
     store = TrajectoryStore.open(str(tmp_path / "rec.db"))
     running = asyncio.Event()
     peaks = {"memory": 0, "disk": 0}
