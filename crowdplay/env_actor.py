@@ -1,10 +1,10 @@
 """EnvActor: the Ray actor that runs games in real time.
 
-One EnvActor process hosts up to ``Settings.sessions_per_actor`` games. A Ray actor process costs
+One EnvActor process hosts up to ``Settings.concurrent_games_per_actor`` games. A Ray actor process costs
 ~60 MB and its own event loop waking 60 times a second; measured on 2 cores, one process per game
 spent ~0.03 cores per game on wake-ups alone, so games share a process and a tick clock
 (docs/decisions/games-per-process.md). Each game has its own LiveEnv, Lineup (who plays which
-agent, the waiting room, fallbacks) and frame channel; ``sessions_per_actor = 1`` gives one
+agent, the waiting room, fallbacks) and frame channel; ``concurrent_games_per_actor = 1`` gives one
 process per game.
 
 A game has one or more participants, each with a session (id and token) the EnvsManager handed
@@ -28,6 +28,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import ray
@@ -66,9 +67,9 @@ class HostedGame:
         return self.lineup.live
 
 
-@ray.remote(**UNRECORDED_CALLS)
+@ray.remote(**UNRECORDED_CALLS)  # type: ignore[call-overload]  # Ray's remote() overloads do not cover actor options given as **kwargs
 class EnvActor:
-    """A Ray actor process hosting up to ``Settings.sessions_per_actor`` games on shared tick clocks,
+    """A Ray actor process hosting up to ``Settings.concurrent_games_per_actor`` games on shared tick clocks,
     seating the participants the EnvsManager sends and reporting game events back."""
 
     def __init__(self, settings: Settings) -> None:
@@ -78,7 +79,7 @@ class EnvActor:
         #: participant session id -> the game it plays in
         self._game_of: dict[str, str] = {}
         #: participant session id -> its game, agent, token and participant (for ``adopt``)
-        self._seated: dict[str, dict] = {}
+        self._seated: dict[str, dict[str, Any]] = {}
         self.clocks = Clocks()
         self.policies = PolicyClient(settings)
         self.policies.on_report = self._report_policy
@@ -87,7 +88,7 @@ class EnvActor:
         self.recorders: list[Recorder] = []
         self._batcher: ChunkBatcher | None = None
         self._writer = WriterClient(settings)
-        self._manager: ActorHandle | None = None
+        self._manager: ActorHandle[Any] | None = None
         #: games opened in this process's life (the EnvsManager retires it after ``games_per_actor``)
         self.games_opened = 0
 
@@ -106,7 +107,7 @@ class EnvActor:
         process's death (a crash, a kill, its node leaving) as soon as Ray does."""
         await asyncio.Event().wait()
 
-    async def open(self, game_id: str, env_id: str, seed: int, episode_fields: dict | None = None) -> tuple[dict, dict]:
+    async def open(self, game_id: str, env_id: str, seed: int, episode_fields: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Load a game's environment, waiting for its players; returns its description (the
         client's ``hello``) and the frame channel's address and secret.
 
@@ -137,7 +138,7 @@ class EnvActor:
         self.games[game_id] = HostedGame(lineup, channel)
         return live.describe(), {"host": host, "port": port, "secret": channel.secret}
 
-    async def take_seat(self, game_id: str, agent: str, session_id: str, controller: dict, details: dict, token: str = "") -> None:
+    async def take_seat(self, game_id: str, agent: str, session_id: str, controller: dict[str, Any], details: dict[str, Any], token: str = "") -> None:
         """Seat a participant's session at ``agent``; SeatUnavailable if the seat is not open. The
         session's token is kept here too, so that a restarted EnvsManager can rebuild its table."""
         self._game(game_id).lineup.take(agent, session_id, controller, details)
@@ -149,23 +150,25 @@ class EnvActor:
         if session_id in self._seated:
             self._seated[session_id]["token"] = token
 
-    async def adopt(self) -> dict:
+    async def adopt(self) -> dict[str, Any]:
         """Everything a restarted EnvsManager needs to take this process back: its node, and per
-        game the environment, phase, seats, description and frame channel, and the seated sessions."""
-        games = {}
+        game the environment, phase, seats (the session seated at each agent, None if none), the
+        agents AI plays instead of a participant, description and frame channel; and the seated sessions."""
+        games: dict[str, dict[str, Any]] = {}
         for game_id, hosted in self.games.items():
             description = hosted.lineup.describe()
             games[game_id] = {
                 "env_id": hosted.live.spec.id,
                 "phase": description["phase"],
-                "seats": {agent: seat.session_id if seat.session_id else ("ai" if seat.policy is not None else None) for agent, seat in hosted.lineup.seats.items()},
+                "seats": {agent: seat.session_id or None for agent, seat in hosted.lineup.seats.items()},
+                "ai_seats": [agent for agent, seat in hosted.lineup.seats.items() if not seat.session_id and seat.policy is not None],
                 "info": hosted.live.describe(),
                 "channel": {"host": hosted.channel.host, "port": hosted.channel.port, "secret": hosted.channel.secret},
             }
         seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] in self.games}
         return {"node_id": ray.get_runtime_context().get_node_id(), "games": games, "sessions": seated, "games_opened": self.games_opened}
 
-    def _report(self, game_id: str, event: dict) -> None:
+    def _report(self, game_id: str, event: dict[str, Any]) -> None:
         """Tell the EnvsManager what changed (fire and forget: it also rebuilds from ``games``)."""
         if event["event"] == GameEvent.ENDED:
             hosted = self.games.pop(game_id, None)
@@ -180,7 +183,7 @@ class EnvActor:
         if manager is not None:
             manager.game_event.remote(game_id, event)
 
-    def _manager_handle(self) -> ActorHandle | None:
+    def _manager_handle(self) -> ActorHandle[Any] | None:
         """The EnvsManager (None without one: an EnvActor driven directly, as in some tests)."""
         if self._manager is None:
             try:
@@ -189,13 +192,13 @@ class EnvActor:
                 return None
         return self._manager
 
-    def _report_policy(self, report: dict) -> None:
+    def _report_policy(self, report: dict[str, Any]) -> None:
         """A policy's new problem (or recovery), for the console, dashboard and /metrics (fire and forget)."""
         manager = self._manager_handle()
         if manager is not None:
             manager.policy_report.remote(report)
 
-    async def policy_health(self) -> dict[str, dict]:
+    async def policy_health(self) -> dict[str, dict[str, Any]]:
         """How each policy this process's games use is doing (``crowdplay.ai.health``)."""
         return self.policies.health.snapshot()
 
@@ -220,11 +223,7 @@ class EnvActor:
                 return False
             await asyncio.sleep(0.1)
 
-    async def unacked_chunks(self) -> int:
-        """Chunks of this process's recorders not yet acknowledged by the writer."""
-        return sum(len(r.unacked) for r in self.recorders)
-
-    async def recording(self) -> dict:
+    async def recording(self) -> dict[str, Any]:
         """What this process holds for the writer, for the dashboard: chunks and bytes not yet
         acknowledged, in memory and spilled to disk, the age of the oldest, and the writer calls
         unanswered (all zero in a process that records nothing)."""
@@ -260,32 +259,33 @@ class EnvActor:
             raise UnknownHostedSession(f"no game or session {key!r} is hosted here")
         return hosted
 
-    async def input_log(self, key: str) -> list[dict]:
+    async def input_log(self, key: str) -> list[dict[str, Any]]:
         """The inputs applied in a game (by game id or a participant's session id), for tests and debugging."""
         return [entry.as_dict() for entry in self._game(key).live.input_log]
 
-    async def episodes(self, key: str) -> list[dict]:
+    async def episodes(self, key: str) -> list[dict[str, Any]]:
         """The episodes' replay records of a game (by game id or a participant's session id)."""
         return [record.as_dict() for record in self._game(key).live.episodes]
 
-    async def stats(self, key: str) -> dict:
-        """A game's LiveEnv stats and its lineup's phase and seats (by game id or a participant's session id)."""
+    async def game_state(self, key: str) -> dict[str, Any]:
+        """Where a game stands, for tests and operators: its LiveEnv's counters and subscribers with
+        its lineup's phase and seats (by game id or a participant's session id)."""
         hosted = self._game(key)
         return {**hosted.live.stats(), **hosted.lineup.describe()}
 
-    async def list_games(self) -> dict[str, dict]:
+    async def list_games(self) -> dict[str, dict[str, Any]]:
         """Every hosted game with its seats (for the EnvsManager and operators)."""
         return {game_id: {"env_id": hosted.live.spec.id, **hosted.lineup.describe()} for game_id, hosted in self.games.items()}
 
-    async def statistics(self, key: str, session_id: str) -> dict:
-        """A seated participant's statistics so far ({} if not seated here)."""
+    async def participant_statistics(self, key: str, session_id: str) -> dict[str, Any]:
+        """A seated participant's task statistics so far, for their score page ({} if not seated here)."""
         return self._game(key).lineup.statistics(session_id)
 
-    async def finish(self, key: str, session_id: str) -> dict:
+    async def finish(self, key: str, session_id: str) -> dict[str, Any]:
         """The participant finished playing: give up their seat now; their final statistics."""
         return self._game(key).lineup.finish(session_id)
 
-    async def timing(self) -> dict:
+    async def timing(self) -> dict[str, Any]:
         """Histogram counts of this process's latest tick intervals and input apply delays (ms),
         on the fixed edges of ``TIMING_EDGES_MS``, for the dashboard; and under ``since_start``
         this process's cumulative histograms (``crowdplay.timing.process_histograms``) for ``/metrics``."""
@@ -314,18 +314,21 @@ class EnvActor:
 DASHBOARD_WAIT_S = 1.0
 
 
-def merge_timings(timings: list[dict]) -> dict:
+def merge_timings(timings: list[dict[str, Any]]) -> dict[str, Any]:
     """Several processes' ``EnvActor.timing`` summed, with edges and estimated p50/p99 (bucket upper
     edges); each process's cumulative histogram listed under ``processes`` (Prometheus sums
     per-process series itself, and a process that retires must not look like a counter reset)."""
-    merged = {}
+    merged: dict[str, Any] = {}
     for name, edges in TIMING_EDGES_MS.items():
         counts = np.sum([timing[name] for timing in timings if name in timing], axis=0) if timings else np.zeros(len(edges) - 1)
         counts = np.asarray(counts, dtype=np.int64)
         total = int(counts.sum())
         cumulative = np.cumsum(counts)
         shown_edges = [*edges[:-1], edges[-2] * 2]  # the open-ended last bucket, drawn twice as wide
-        quantile = lambda q: float(shown_edges[int(np.searchsorted(cumulative, q * total)) + 1]) if total else None  # noqa: E731
+
+        def quantile(q: float) -> float | None:
+            return float(shown_edges[int(np.searchsorted(cumulative, q * total)) + 1]) if total else None
+
         processes = [{"actor": t["since_start"]["actor"], "node": t["since_start"]["node"], **t["since_start"][name]} for t in timings if "since_start" in t]
         merged[name] = {"edges": shown_edges, "counts": counts.tolist(), "p50": quantile(0.5), "p99": quantile(0.99), "samples": total, "processes": processes}
     return merged
@@ -353,11 +356,11 @@ def env_actor_names(namespace: str) -> list[str]:
             if entry.get("namespace") == namespace and entry["name"].startswith(ENV_ACTOR_PREFIX)]
 
 
-def spawn_env_actor(settings: Settings) -> ActorHandle:
+def spawn_env_actor(settings: Settings) -> ActorHandle[Any]:
     """A new EnvActor reserving this deployment's CPU share (and custom resources) per hosting
     process; processes spread over the nodes that have room. Detached: the games it hosts outlive
     an EnvsManager crash, and the restarted manager adopts them by name."""
-    return EnvActor.options(
+    return EnvActor.options(  # type: ignore[attr-defined,no-any-return]  # ray.remote's class decorator is typed as returning the bare class
         name=f"{ENV_ACTOR_PREFIX}{uuid.uuid4().hex}",
         namespace=settings.namespace,
         lifetime="detached",

@@ -20,6 +20,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from crowdplay.assignments import ANONYMOUS, BadToken, SessionLost, UnknownSession
@@ -29,8 +30,20 @@ from crowdplay.vocabulary import GameEvent, Phase
 
 #: Sessions whose game was lost are remembered (to tell a reconnecting page why) up to this many.
 LOST_SESSIONS_KEPT = 10_000
-#: What a seat holds once AI plays it: no session, and no longer offered to newcomers.
-AI_PLAYED = "ai"
+
+
+class AIPlayed(Enum):
+    """What a seat holds once AI plays it (no session, and no longer offered to newcomers): a value
+    of its own type, so that it can never be taken for a session id, and the type checker makes
+    every reader of a seat tell the two apart."""
+
+    SEAT = "ai"
+
+
+#: A seat handed to AI.
+AI_PLAYED = AIPlayed.SEAT
+#: Who holds a seat: a participant's session id, AI, or nobody yet (None: the seat is open).
+SeatHolder = str | AIPlayed | None
 
 
 @dataclass(eq=False)
@@ -43,7 +56,7 @@ class Game:
 
     game_id: str
     env_id: str
-    seats: dict[str, str | None] | None
+    seats: dict[str, SeatHolder] | None
     host: Host | None = None
     info: dict[str, Any] = field(default_factory=dict)
     channel: dict[str, Any] = field(default_factory=dict)
@@ -57,11 +70,11 @@ class Game:
 
     def open_seats(self) -> list[str]:
         """The agents no one is seated at yet (none while ``seats`` is unknown)."""
-        return [agent for agent, session_id in (self.seats or {}).items() if session_id is None]
+        return [agent for agent, holder in (self.seats or {}).items() if holder is None]
 
     def seated(self) -> list[tuple[str, str]]:
         """(agent, session id) of each seat a participant plays here (not AI, not watchers)."""
-        return [(agent, session_id) for agent, session_id in (self.seats or {}).items() if session_id and session_id != AI_PLAYED]
+        return [(agent, holder) for agent, holder in (self.seats or {}).items() if isinstance(holder, str) and holder]
 
     def seated_sessions(self) -> list[str]:
         """The sessions playing a seat here."""
@@ -69,7 +82,11 @@ class Game:
 
     def seat_states(self) -> dict[str, str]:
         """Each seat as the dashboard shows it: open, ai or taken."""
-        return {agent: "open" if s is None else "ai" if s == AI_PLAYED else "taken" for agent, s in (self.seats or {}).items()}
+        return {agent: "open" if holder is None else "ai" if holder is AI_PLAYED else "taken" for agent, holder in (self.seats or {}).items()}
+
+    def seat_listing(self) -> dict[str, str | None]:
+        """Each seat's session id for operators and tests: "ai" where AI plays it, None where open."""
+        return {agent: AI_PLAYED.value if holder is AI_PLAYED else holder for agent, holder in (self.seats or {}).items()}
 
 
 @dataclass
@@ -138,7 +155,7 @@ class SessionTable:
         game.seats[agent] = session_id
         return game, agent
 
-    def new_game(self, env_id: str, seats: dict[str, str | None] | None, open_game: Callable[[Game], asyncio.Future[None]], joinable: bool = True) -> Game:
+    def new_game(self, env_id: str, seats: dict[str, SeatHolder] | None, open_game: Callable[[Game], asyncio.Future[None]], joinable: bool = True) -> Game:
         """A game listed at once (the next joiner sees it before it has opened), opening meanwhile."""
         game = Game(uuid.uuid4().hex, env_id, seats, joinable=joinable)
         self.games[game.game_id] = game
@@ -238,6 +255,15 @@ class SessionTable:
             raise BadToken("the token does not match this session")
         return entry
 
+    def connect(self, session_id: str, token: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """A participant's websocket arrives: check its token (``check``), note the session as
+        connected, and return (agent, hello info, frame channel). A watcher's channel shows the
+        game read-only, noting who watches."""
+        entry = self.check(session_id, token)
+        entry.connected = True
+        watch = {} if entry.agent else {"watch": entry.participant}
+        return entry.agent, entry.game.info, {**entry.game.channel, **watch}
+
     def entry(self, session_id: str) -> SessionEntry:
         """The session's entry; UnknownSession if there is none."""
         try:
@@ -245,12 +271,25 @@ class SessionTable:
         except KeyError:
             raise UnknownSession(f"no session {session_id!r}") from None
 
+    # ----------------------------------------------------------------- for operators and tests
+    def session_listing(self) -> list[dict[str, Any]]:
+        """Every session with its game and seat, tokens left out."""
+        return [{**entry.answer(), "created_at": entry.created_at, "token": None} for entry in self.sessions.values()]
+
+    def game_listing(self) -> list[dict[str, Any]]:
+        """Every game with its environment, node, seats and whether it takes newcomers."""
+        return [
+            {"game_id": g.game_id, "env_id": g.env_id, "node_id": g.host.node_id if g.host else None, "seats": g.seat_listing(), "joinable": g.joinable}
+            for g in self.games.values()
+        ]
+
     # ----------------------------------------------------------------- adoption
     def adopt(self, host: Host, state: dict[str, Any]) -> Iterator[SessionEntry]:
         """Take back what a host reported of its games and sessions (after a manager restart);
         yields each session re-entered."""
         for game_id, described in state["games"].items():
-            seats = {agent: AI_PLAYED if seat == "ai" else seat for agent, seat in described["seats"].items()}
+            seats: dict[str, SeatHolder] = dict(described["seats"])
+            seats.update(dict.fromkeys(described["ai_seats"], AI_PLAYED))
             game = Game(game_id, described["env_id"], seats, host, described["info"], described["channel"], joinable=described["phase"] == Phase.WAITING)
             opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             opened.set_result(None)

@@ -76,7 +76,7 @@ def test_human_timeout_starts_the_game_with_ai_in_the_empty_seat(base_url, manag
             await player.wait_for_event("play", timeout=10)
             waited = time.monotonic() - started
             await play_frames(player, 60)
-            stats = ray.get(actor_of(manager, player.session["session_id"]).stats.remote(player.session["game_id"]))
+            stats = ray.get(actor_of(manager, player.session["session_id"]).game_state.remote(player.session["game_id"]))
             episode = ray.get(actor_of(manager, player.session["session_id"]).episodes.remote(player.session["game_id"]))[-1]
             return lobby, waited, stats, episode
 
@@ -99,7 +99,7 @@ def test_a_disconnect_hands_the_agent_to_the_fallback_and_the_game_goes_on(base_
         handed_over_after = time.monotonic() - left_at
         before = stayer.last_frame_id
         await play_frames(stayer, 60)
-        stats = ray.get(actor_of(manager, stayer.session["session_id"]).stats.remote(stayer.session["game_id"]))
+        stats = ray.get(actor_of(manager, stayer.session["session_id"]).game_state.remote(stayer.session["game_id"]))
         await stayer.close()
         return took_over, handed_over_after, before, stayer, stats
 
@@ -142,7 +142,7 @@ def test_a_second_tab_replaces_the_first_and_a_dropped_connection_gets_its_seat_
         again = await Participant.connect(base_url, second_tab.session)
         back = await partner.wait_for_event("player", status="back")
         await play_frames(again, 10)
-        stats = ray.get(actor_of(manager, partner.session["session_id"]).stats.remote(partner.session["game_id"]))
+        stats = ray.get(actor_of(manager, partner.session["session_id"]).game_state.remote(partner.session["game_id"]))
         for player in (partner, again):
             await player.close()
         return first_tab, second_tab, again, replaced, back, stats
@@ -161,7 +161,7 @@ def test_an_ai_partner_that_always_plays_starts_the_game_with_one_participant(ba
         async with await Participant.join(base_url, "TestDuoWithAI") as player:
             await player.wait_for_event("play")
             await play_frames(player, 30)
-            return player, ray.get(actor_of(manager, player.session["session_id"]).stats.remote(player.session["game_id"]))
+            return player, ray.get(actor_of(manager, player.session["session_id"]).game_state.remote(player.session["game_id"]))
 
     player, stats = run(scenario())
     assert player.hello["humans"] == ["first_0"] and player.hello["agent"] == "first_0"

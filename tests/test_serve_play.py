@@ -111,7 +111,7 @@ def test_bad_websocket_messages_get_an_error_and_a_close_code_and_the_game_survi
     assert player.websocket.close_code == code
     assert header.keyframe and header.frame_id > 0
     actor = session_actor(manager, player.session["session_id"])
-    assert ray.get(actor.stats.remote(player.session["session_id"]))["running"]
+    assert ray.get(actor.game_state.remote(player.session["session_id"]))["running"]
 
 
 @pytest.mark.parametrize(
@@ -202,7 +202,7 @@ def test_leaving_ends_the_session_after_the_grace_period_and_frees_its_slot(base
     try:
         assert run(wait_gone())
         with pytest.raises(UnknownHostedSession):  # its slot in the EnvActor process is free again
-            ray.get(actor.stats.remote(session_id))
+            ray.get(actor.game_state.remote(session_id))
         assert run(wait_freed()) == []
     finally:
         ray.get(actor.__ray_call__.remote(enable_gc))
