@@ -46,13 +46,20 @@ class FakeLauncher:
 
 
 class FakeGameHosts:
-    """Game processes that open any game with the agents given, and can be told to fail."""
+    """Game processes (``HostCalls``) that open any game with the agents given, can be told to
+    fail or die, and note every call made to them."""
 
     def __init__(self, humans: list[str]) -> None:
         self.humans = humans
         self.seated: list[tuple[str, str, str]] = []
         self.dead: set[str] = set()
         self.seats_gone = 0
+        self.tokens: dict[str, str] = {}
+        self.unwatched: list[str] = []
+        self.stopped: list[tuple[str, str]] = []
+        self.asked: list[tuple[str, bool]] = []
+        self.drained: list[Any] = []
+        self.died = asyncio.Event()
 
     async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         await asyncio.sleep(0)
@@ -68,3 +75,34 @@ class FakeGameHosts:
             self.seats_gone -= 1
             raise SeatGone("the game began")
         self.seated.append((game.game_id, agent, session_id))
+
+    def retoken(self, host: Host, session_id: str, token: str) -> None:
+        self.tokens[session_id] = token
+
+    async def begin_unwatched(self, host: Host, game_id: str) -> None:
+        self.unwatched.append(game_id)
+
+    async def stop(self, host: Host, game_id: str, reason: str) -> None:
+        await asyncio.sleep(0)
+        if host.actor in self.dead:
+            raise HostDied(f"{host.actor} died")
+        self.stopped.append((game_id, reason))
+
+    async def participant_statistics(self, host: Host, game_id: str, session_id: str, finish: bool) -> dict[str, Any]:
+        self.asked.append((session_id, finish))
+        return {"values": {"score": 1.0}}
+
+    async def drain(self, host: Host, timeout_s: float) -> bool:
+        self.drained.append(host.actor)
+        return True
+
+    async def until_dead(self, host: Host) -> bool:
+        while host.actor not in self.dead:
+            await self.died.wait()
+            self.died.clear()
+        return True
+
+    def kill(self, actor: str) -> None:
+        """The process dies now: its watchers hear of it."""
+        self.dead.add(actor)
+        self.died.set()

@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from crowdplay.assignments import BadToken, SessionLost, UnknownSession
+from crowdplay.assignments import ANONYMOUS, BadToken, SessionLost, UnknownSession
 from crowdplay.background import Background
 from crowdplay.environments import EnvSpec
-from crowdplay.hosts import HostPool, PoolLimits
+from crowdplay.hosts import Host, HostPool, PoolLimits
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.matchmaking import SEAT_ATTEMPTS, Matchmaker
 from crowdplay.problem_reports import ProblemReports
@@ -171,3 +171,24 @@ def test_unconnected_sessions_are_counted_since_a_time():
     table.add(SessionEntry("s1", "t", game, "left", "p", created_at=100.0))
     table.add(SessionEntry("s2", "t", game, "left", "p", created_at=200.0, connected=True))
     assert table.unconnected_since(50.0) == 1 and table.unconnected_since(150.0) == 0
+
+
+def test_a_restarted_manager_adopts_games_with_their_ai_seats_and_sessions():
+    state = {
+        "games": {"g1": {
+            "env_id": "UnitPair", "phase": "playing", "seats": {"left": "s1", "right": None}, "ai_seats": ["right"],
+            "info": {"humans": ["left", "right"]}, "channel": {"port": 1},
+        }},
+        "sessions": {"s1": {"game_id": "g1", "agent": "left", "token": "t1", "participant": None}, "s9": {"game_id": "gone", "agent": "left", "token": "t", "participant": None}},
+    }
+
+    async def scenario():
+        table = SessionTable()
+        return table, list(table.adopt(Host("process-1", "a"), state))
+
+    table, adopted = asyncio.run(scenario())
+    game = table.games["g1"]
+    assert game.seats == {"left": "s1", "right": AI_PLAYED} and game.seated() == [("left", "s1")] and not game.joinable
+    assert game.seat_listing() == {"left": "s1", "right": "ai"} and game.seat_states() == {"left": "taken", "right": "ai"}
+    assert [entry.session_id for entry in adopted] == ["s1"] and adopted[0].participant == f"{ANONYMOUS}s1"
+    assert table.connect("s1", "t1") == ("left", {"humans": ["left", "right"]}, {"port": 1}) and table.sessions["s1"].connected

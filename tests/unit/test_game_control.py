@@ -1,0 +1,226 @@
+"""How games end, are watched and are lost (``GameControl``), and a participant's Start
+(``Arrivals``), over fake game processes (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from crowdplay.admission import Admission, TooManyStarts
+from crowdplay.arrivals import Arrivals
+from crowdplay.assignments import ANONYMOUS, Assignment, SessionLost
+from crowdplay.background import Background
+from crowdplay.environments import EnvSpec, register_env
+from crowdplay.game_control import HOST_LOST, GameControl, NotAIOnly, UnknownGame
+from crowdplay.hosts import HostPool, PoolLimits
+from crowdplay.matchmaking import Matchmaker
+from crowdplay.problem_reports import ProblemReports
+from crowdplay.session_table import AI_PLAYED, SessionTable, resume_secret
+from tests.unit.fakes import FakeGameHosts, FakeLauncher
+
+PAIR = register_env(EnvSpec(id="UnitControlPair", title="Pair", description="Two seats.", make_env=lambda: None, agents=("left", "right")))
+AI_ONLY = register_env(EnvSpec(id="UnitControlAI", title="AI", description="Agents learnt when it opens.", make_env=lambda: None))
+KEY = b"k" * 32
+
+
+class Parts:
+    """The manager's Ray-free parts wired as the manager wires them, over fake processes."""
+
+    def __init__(self, humans: list[str]) -> None:
+        background = Background(logging.getLogger("test"))
+        self.hosts = FakeGameHosts(humans)
+        self.table = SessionTable()
+        self.pool = HostPool(FakeLauncher(["a"]), PoolLimits(1, 4, 0, 0.0), background, on_added=lambda host: self.games.watch_host(host))
+        self.interrupted: list[tuple[str, str]] = []
+        self.games = GameControl(self.table, self.pool, self.hosts, background, lambda env_id: self.matchmaker.new_game(env_id), self.mark_interrupted)
+        self.matchmaker = Matchmaker(self.table, self.pool, self.hosts, ProblemReports(), self.games.host_lost)
+
+    async def mark_interrupted(self, game_id: str, reason: str) -> None:
+        self.interrupted.append((game_id, reason))
+
+    async def seat(self, session_id: str) -> Any:
+        return await self.matchmaker.seat(PAIR, session_id, {"human": True}, {"participant": f"p-{session_id}"})
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_an_ended_game_leaves_the_table_and_its_process_is_told_with_the_reason():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        entry = await parts.seat("s1")
+        await parts.games.end_of_session("s1", "the researcher ended this session")
+        await parts.games.end_of_session("s1", "again")  # an ended session's game is not ended twice
+        return parts, entry
+
+    parts, entry = asyncio.run(scenario())
+    assert parts.hosts.stopped == [(entry.game.game_id, "the researcher ended this session")]
+    assert not parts.table.games and not parts.table.sessions and not entry.game.host.games
+
+
+def test_a_game_whose_process_is_found_dead_when_ended_is_lost_and_marked_interrupted():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        entry = await parts.seat("s1")
+        parts.hosts.dead.add(entry.game.host.actor)
+        await parts.games.end(entry.game.game_id, "over")
+        await settle()
+        return parts, entry
+
+    parts, entry = asyncio.run(scenario())
+    assert entry.game.host not in parts.pool.hosts and parts.hosts.stopped == []
+    # the game was dropped before its process was found dead: nothing of it was left to mark
+    assert parts.interrupted == []
+
+
+def test_a_process_dying_ends_its_games_tells_their_participants_why_and_marks_them_interrupted():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        entry = await parts.seat("s1")
+        parts.hosts.kill(entry.game.host.actor)
+        await settle()
+        return parts, entry
+
+    parts, entry = asyncio.run(scenario())
+    assert parts.interrupted == [(entry.game.game_id, HOST_LOST)] and entry.game.host not in parts.pool.hosts
+    with pytest.raises(SessionLost, match="stopped unexpectedly"):
+        parts.table.check("s1", entry.token)
+
+
+def test_game_events_release_seats_and_give_an_ended_games_slot_back():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        first, _ = await parts.seat("s1"), await parts.seat("s2")
+        game = first.game
+        released = {"event": "seat_released", "agent": first.agent, "session_id": "s1", "reopened": False, "statistics": {"episodes": 1}}
+        departed = parts.games.event(game.game_id, released)
+        seat, load = game.seats[first.agent], set(game.host.games)
+        ended = parts.games.event(game.game_id, {"event": "ended", "statistics": {"s2": {}}})
+        return parts, game, departed, seat, load, ended
+
+    parts, game, departed, seat, load, ended = asyncio.run(scenario())
+    assert departed == {"s1": {"episodes": 1}} and seat is AI_PLAYED and load == {game.game_id}
+    assert ended == {"s2": {}} and not game.host.games and not parts.table.games
+
+
+def test_a_participants_statistics_are_asked_of_their_game_and_none_once_they_left():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        await parts.seat("s1")
+        playing = await parts.games.ask("s1", "statistics")
+        finished = await parts.games.ask("s1", "finish")
+        gone = await parts.games.ask("nobody", "statistics")
+        return parts, playing, finished, gone
+
+    parts, playing, finished, gone = asyncio.run(scenario())
+    assert playing == finished == {"values": {"score": 1.0}} and gone == {}
+    assert parts.hosts.asked == [("s1", False), ("s1", True)]
+
+
+def test_an_ai_only_game_starts_unwatched_and_one_people_play_is_refused():
+    async def scenario():
+        parts = Parts([])
+        started = await parts.games.start_ai_game(AI_ONLY.id)
+        info, channel = await parts.games.watch(started["game_id"])
+        with pytest.raises(UnknownGame):
+            await parts.games.watch("no-such-game")
+        with pytest.raises(NotAIOnly):
+            await parts.games.start_ai_game(PAIR.id)
+        people = Parts(["left"])
+        with pytest.raises(NotAIOnly):
+            await people.games.start_ai_game(AI_ONLY.id)  # its agents, learnt as it opened, are people's
+        return parts, people, started, channel
+
+    parts, people, started, channel = asyncio.run(scenario())
+    assert parts.hosts.unwatched == [started["game_id"]] and channel["watch"] == "dashboard"
+    assert [reason for _, reason in people.hosts.stopped] == ["not an AI-only game"] and not people.table.games
+
+
+def test_shutdown_ends_every_game_and_drains_every_process():
+    async def scenario():
+        parts = Parts(["left"])
+        await parts.seat("s1")
+        await parts.seat("s2")
+        return parts, await parts.games.shutdown("bye", 1.0)
+
+    parts, ended = asyncio.run(scenario())
+    assert ended == 2 and [reason for _, reason in parts.hosts.stopped] == ["bye"]  # both in one game
+    assert not parts.table.games and parts.hosts.drained
+
+
+class FakeStudy:
+    """The parts of ``StudyService`` a Start uses: every task open, pseudonyms by prefix."""
+
+    def __init__(self) -> None:
+        self.book = self
+        self.assignments: dict[str, Assignment] = {}
+        self.saved: list[str] = []
+
+    async def open_task(self, env_id: str) -> str:
+        return env_id
+
+    async def pseudonym(self, raw_id: str) -> str:
+        return f"pseudonym-{raw_id}"
+
+    async def secret_key(self) -> bytes:
+        return KEY
+
+    def open(self, session_id: str, task_id: str, participant: str, params: dict, token: str, consented_at: float | None = None) -> Assignment:
+        assignment = Assignment(session_id, task_id, participant, params, created_at=0.0, token=token)
+        self.assignments[session_id] = assignment
+        return assignment
+
+    def save_later(self, assignment: Assignment) -> None:
+        self.saved.append(assignment.session_id)
+
+
+def arrivals(parts: Parts, admission: Admission | None = None) -> tuple[Arrivals, FakeStudy, list[str]]:
+    study, tasks = FakeStudy(), []
+    admission = admission or Admission(1e9, 1_000_000, 1e9, 1_000_000, 0)
+    return Arrivals(parts.table, parts.matchmaker, study, admission, parts.hosts, 15.0, tasks.append, clock=lambda: 1000.0), study, tasks  # type: ignore[arg-type]
+
+
+def test_an_anonymous_start_is_seated_with_an_assignment_and_no_resume_secret():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        arrive, study, tasks = arrivals(parts)
+        return await arrive.start(PAIR.id, {"params": {"group": "a"}}, "10.0.0.1"), study, tasks
+
+    answer, study, tasks = asyncio.run(scenario())
+    assert answer["participant"] == f"{ANONYMOUS}{answer['session_id']}" and "resume" not in answer
+    assert answer["task_id"] == PAIR.id and tasks == [PAIR.id] and study.saved == [answer["session_id"]]
+    assert study.assignments[answer["session_id"]].statistics == {"values": {}}
+
+
+def test_a_second_tab_with_the_resume_secret_gets_the_same_seat_with_a_new_token():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        arrive, study, _ = arrivals(parts)
+        first = await arrive.start(PAIR.id, {"id": "worker-1"}, "10.0.0.1")
+        again = await arrive.start(PAIR.id, {"id": "worker-1", "resume": first["resume"]}, "10.0.0.1")
+        guessed = await arrive.start(PAIR.id, {"id": "worker-1", "resume": "a-guess"}, "10.0.0.1")
+        return parts, study, first, again, guessed
+
+    parts, study, first, again, guessed = asyncio.run(scenario())
+    assert first["resume"] == resume_secret(KEY, first["session_id"]) and first["participant"] == "pseudonym-worker-1"
+    assert again["session_id"] == first["session_id"] and again["token"] != first["token"] and again["resume"] == first["resume"]
+    assert parts.hosts.tokens == {first["session_id"]: again["token"]} and study.assignments[first["session_id"]].token == again["token"]
+    assert guessed["session_id"] != first["session_id"]
+
+
+def test_a_start_beyond_the_admission_limits_touches_nothing():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        arrive, study, tasks = arrivals(parts, Admission(1e9, 1_000_000, 1e9, 1_000_000, 1))
+        await arrive.start(PAIR.id, None, "10.0.0.1")
+        with pytest.raises(TooManyStarts):
+            await arrive.start(PAIR.id, None, "10.0.0.2")  # one session already waits for its participant
+        return parts, tasks
+
+    parts, tasks = asyncio.run(scenario())
+    assert len(parts.table.sessions) == 1 and tasks == [PAIR.id]
