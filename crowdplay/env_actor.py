@@ -325,13 +325,16 @@ def merge_timings(timings: list[dict[str, Any]]) -> dict[str, Any]:
         total = int(counts.sum())
         cumulative = np.cumsum(counts)
         shown_edges = [*edges[:-1], edges[-2] * 2]  # the open-ended last bucket, drawn twice as wide
-
-        def quantile(q: float) -> float | None:
-            return float(shown_edges[int(np.searchsorted(cumulative, q * total)) + 1]) if total else None
-
         processes = [{"actor": t["since_start"]["actor"], "node": t["since_start"]["node"], **t["since_start"][name]} for t in timings if "since_start" in t]
-        merged[name] = {"edges": shown_edges, "counts": counts.tolist(), "p50": quantile(0.5), "p99": quantile(0.99), "samples": total, "processes": processes}
+        merged[name] = {"edges": shown_edges, "counts": counts.tolist(), "p50": bucket_quantile(shown_edges, cumulative, 0.5), "p99": bucket_quantile(shown_edges, cumulative, 0.99), "samples": total, "processes": processes}
     return merged
+
+
+def bucket_quantile(edges: list[float], cumulative: Any, q: float) -> float | None:
+    """The upper edge of the bucket holding quantile ``q`` of a histogram given by its cumulative
+    counts (None when it is empty): the dashboard's p50 and p99, an upper bound, never an interpolation."""
+    total = int(cumulative[-1]) if len(cumulative) else 0
+    return float(edges[int(np.searchsorted(cumulative, q * total)) + 1]) if total else None
 
 
 def env_actor_resources(settings: Settings) -> dict[str, float]:
