@@ -28,6 +28,7 @@ from typing import Any
 from crowdplay.config import STORE_URI_VARIABLE, store_uri_from_environment
 from crowdplay.recording.chunk_table import Chunks, CollectionChunks, TableChunks
 from crowdplay.recording.document_table import CollectionDocuments, Documents, TableDocuments
+from crowdplay.recording.episode_document import interrupted_fields
 
 DEFAULT_EMBEDDED_PATH = Path("data") / "crowdplay.db"
 #: The episode fields the dataset API filters by (indexed in MongoDB).
@@ -173,7 +174,7 @@ class TrajectoryStore:
         Returns how many were marked."""
         return self.episodes.update_where(
             {"game_id": game_id, "status": {"$exists": False}},
-            {"status": "interrupted", "reason": reason, "ended_at": time.time(), "lost_last_chunk": True},
+            interrupted_fields(reason, time.time()),
         )
 
     # ----------------------------------------------------------------- participants
