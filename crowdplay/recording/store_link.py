@@ -312,7 +312,7 @@ class StoreLink:
                 documents[document["_id"]] = dict(document)
         return list(documents.values())
 
-    def _overlay(self, documents: list[dict[str, Any]], query: dict[str, Any], read_sent_at: float) -> list[dict]:
+    def _overlay(self, documents: list[dict[str, Any]], query: dict[str, Any], read_sent_at: float) -> list[dict[str, Any]]:
         """The answer with every assignment save it may lack: unsaved ones, and saved ones sent
         after the read (the writer ran them after it)."""
         newer: dict[Any, dict[str, Any]] = {}

@@ -64,7 +64,7 @@ class ChunkSink:
     async def start(self) -> None:
         """Open the store if it answers (else start spooled) and drain what a previous run spooled."""
         try:
-            await self._on_store(self._open_store)
+            await self._on_store_thread(self._open_store)
             self._store_answered()
             self.healthy = not self.spool.files()
         except Exception as error:
@@ -76,7 +76,7 @@ class ChunkSink:
         """Returns once every chunk is durable (store or spool)."""
         if self.healthy:
             try:
-                await self._on_store(self._store_all, chunks)
+                await self._on_store_thread(self._store_all, chunks)
                 self.chunks_written += len(chunks)
                 self._store_answered()
                 return
@@ -124,10 +124,10 @@ class ChunkSink:
                 self.healthy = True
                 return
             try:
-                await self._on_store(self._open_store)
+                await self._on_store_thread(self._open_store)
                 for path in files:
                     chunks = self.spool.load(path)
-                    await self._on_store(self._store_all, chunks)
+                    await self._on_store_thread(self._store_all, chunks)
                     self.spool.remove(path)
                     self.chunks_written += len(chunks)
                     self._store_answered()
@@ -135,7 +135,8 @@ class ChunkSink:
                 self._store_failed(error)
                 await asyncio.sleep(self.drain_interval_s)
 
-    async def _on_store(self, function: Callable[..., R], *args: Any) -> R:
+    async def _on_store_thread(self, function: Callable[..., R], *args: Any) -> R:
+        """``function(*args)`` on the store's thread, within ``store_timeout_s``."""
         future = self._store_io.submit(function, *args)
         return await asyncio.wait_for(asyncio.wrap_future(future), self.store_timeout_s)
 
@@ -169,15 +170,16 @@ class ChunkSink:
 
     async def pseudonym_key(self) -> bytes:
         """The store's pseudonym key, read on the store's thread."""
-        return await self._on_store(self._read_pseudonym_key)
+        return await self._on_store_thread(self._read_pseudonym_key)
 
-    async def on_store(self, method: str, *args: Any) -> Any:
-        """Run one of the store's study methods (assignments, notes, data volume) on its thread."""
-        def call() -> Any:
-            return getattr(self._open_store(), method)(*args)
+    async def study_call(self, operation: Callable[[TrajectoryStore], R]) -> R:
+        """Run one of the store's study operations (assignments, notes, data volume) on its thread;
+        its failure shows on the dashboard but does not send chunks to the spool."""
+        def call() -> R:
+            return operation(self._open_store())
 
         try:
-            result = await self._on_store(call)
+            result = await self._on_store_thread(call)
         except Exception as error:
             self._note_error(error)  # the chunks' path decides about spooling; the dashboard hears of it
             raise
@@ -232,23 +234,23 @@ class TrajectoryWriter:
 
     async def save_assignment(self, document: dict[str, Any]) -> None:
         """Create or replace a participant's assignment document."""
-        await (await self._ready()).on_store("put_assignment", document)
+        await (await self._ready()).study_call(lambda store: store.put_assignment(document))
 
     async def assignments(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Assignments matching a MongoDB ``query`` (all when None), oldest first."""
-        return await (await self._ready()).on_store("find_assignments", query)
+        return await (await self._ready()).study_call(lambda store: store.find_assignments(query))
 
     async def save_note(self, document: dict[str, Any]) -> None:
         """Store a note (``TrajectoryStore.put_note``: one with an ``_id`` replaces itself)."""
-        await (await self._ready()).on_store("put_note", document)
+        await (await self._ready()).study_call(lambda store: store.put_note(document))
 
     async def interrupt_game(self, game_id: str, reason: str) -> int:
         """Mark the unfinished episodes of a game whose EnvActor died as interrupted."""
-        return await (await self._ready()).on_store("interrupt_game", game_id, reason)
+        return await (await self._ready()).study_call(lambda store: store.interrupt_game(game_id, reason))
 
     async def data_volume(self) -> dict[str, Any]:
         """Episodes, chunks and bytes stored, for the dashboard."""
-        return await (await self._ready()).on_store("data_volume")
+        return await (await self._ready()).study_call(TrajectoryStore.data_volume)
 
     async def stats(self) -> dict[str, Any]:
         """Counters of this incarnation (a restart starts again at 0), the store's health, the
