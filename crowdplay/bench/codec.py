@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def record(game: str, frames: int, seed: int) -> Recording:
     """Play ``frames`` frames with held random actions, resetting when an episode ends."""
     adapter = EnvAdapter(get_env(game))
-    ale = adapter.env.unwrapped.ale  # type: ignore[union-attr]  # every game here is an Atari env; gymnasium does not declare its emulator
+    ale = adapter.env.unwrapped.ale  # every game here is an Atari env, whose unwrapped env holds the emulator
     rng = np.random.default_rng(seed)
     recording = Recording()
     try:
