@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 run: $(INSTALLED)
 	$(PY) -m crowdplay serve
 
-# ruff, and mypy under pyproject.toml's [tool.mypy] (strict for crowdplay/, its exceptions listed there).
+# ruff, and mypy strict for all of crowdplay/ (pyproject.toml's [tool.mypy]; only untyped third-party packages are exempt).
 lint: $(INSTALLED)
 	$(PY) -m ruff check crowdplay tests
 	$(PY) -m mypy crowdplay

@@ -105,16 +105,15 @@ class Fanout:
     def frame_for(self, subscriber: Subscriber, tick: Tick, input_seq: int) -> bytes:
         """The tick's frame for this subscriber: a keyframe, the shared delta, or its own delta
         after drops; ``input_seq``: the subscriber's newest input the game has applied."""
-        keyframe = subscriber.last_id is None or tick.frame_id - subscriber.last_keyframe_id >= self.keyframe_interval
-        if keyframe:
+        previous, last_id = subscriber.last_screen, subscriber.last_id
+        if previous is None or last_id is None or tick.frame_id - subscriber.last_keyframe_id >= self.keyframe_interval:
             subscriber.last_keyframe_id = tick.frame_id
             payload = self.cached(("key", tick.frame_id), lambda: codec.keyframe_payload(tick.screen))
-        elif subscriber.last_id == tick.frame_id - 1:
-            payload = self.cached(("delta", tick.frame_id), lambda: codec.delta_payload(tick.screen, subscriber.last_screen))
+        elif last_id == tick.frame_id - 1:
+            payload = self.cached(("delta", tick.frame_id), lambda: codec.delta_payload(tick.screen, previous))
         else:
-            assert subscriber.last_id is not None
-            subscriber.frames_dropped += tick.frame_id - subscriber.last_id - 1
-            payload = codec.delta_payload(tick.screen, subscriber.last_screen)
+            subscriber.frames_dropped += tick.frame_id - last_id - 1
+            payload = codec.delta_payload(tick.screen, previous)
         subscriber.last_id = tick.frame_id
         subscriber.last_screen = tick.screen
         subscriber.frames_sent += 1

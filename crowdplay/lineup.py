@@ -29,10 +29,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from crowdplay import protocol
 from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai.remote import PolicyClient
+from crowdplay.ai_players import AIPlayers
+from crowdplay.audience import Audience
 from crowdplay.config import Settings
 from crowdplay.realtime import LiveEnv, Subscriber
 from crowdplay.recording.status import FINISHED, INTERRUPTED
@@ -61,6 +64,17 @@ class Seat:
     timer: asyncio.TimerHandle | None = None
     connected_once: bool = False
 
+    def expire_after(self, delay_s: float, give_up: Callable[[Seat, str], None], reason: str) -> None:
+        """``give_up(self, reason)`` after ``delay_s`` unless the participant (re)connects first."""
+        self.cancel_timer()
+        self.timer = asyncio.get_running_loop().call_later(delay_s, give_up, self, reason)
+
+    def cancel_timer(self) -> None:
+        """The participant is here (or the game ended): no give-up is pending."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
     @property
     def status(self) -> str:
         """``ai``, ``open``, ``ready`` (the participant is connected) or ``joining``."""
@@ -72,6 +86,29 @@ class Seat:
 
 
 @dataclass
+class Deadline:
+    """A limit on waiting (the waiting room's ``human_timeout``): when it runs out, and its timer."""
+
+    at: float | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    def start(self, delay_s: float, callback: Callable[[], None]) -> None:
+        """``callback`` in ``delay_s`` unless cancelled first."""
+        self.at = time.monotonic() + delay_s
+        self.timer = asyncio.get_running_loop().call_later(delay_s, callback)
+
+    def remaining(self) -> float | None:
+        """Seconds left (None: no limit)."""
+        return None if self.at is None else max(0.0, self.at - time.monotonic())
+
+    def cancel(self) -> None:
+        """The wait is over (play began, or the game ended)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+@dataclass
 class Lineup:
     """Who plays each agent of one game and when play begins (see the module docstring); ``on_event``
     tells the EnvsManager what it must know."""
@@ -79,32 +116,26 @@ class Lineup:
     live: LiveEnv
     settings: Settings
     #: receives {"event": GameEvent, ...} for the EnvsManager
-    on_event: Callable[[dict], None] = lambda event: None
+    on_event: Callable[[dict[str, Any]], None] = lambda event: None
     #: where AI agents' policies run (None: inside this process)
     policies: PolicyClient | None = None
     phase: str = WAITING
     seats: dict[str, Seat] = field(default_factory=dict)
-    _timeout: asyncio.TimerHandle | None = None
-    _timeout_at: float | None = None
-    #: the AI agents whose policy the participants were told is unavailable
-    _unavailable: set[str] = field(default_factory=set)
-    #: read-only viewers (``watch``): their subscription -> who they are
-    watchers: dict[Subscriber, str] = field(default_factory=dict)
-    _unwatched: asyncio.TimerHandle | None = None
+    #: the waiting room's limit (``EnvSpec.human_timeout``)
+    _deadline: Deadline = field(default_factory=lambda: Deadline())
 
     def __post_init__(self) -> None:
         spec = self.live.spec
         self.task: Task = current_study().task_for(spec.id)
         self.seats = {agent: Seat(agent) for agent in self.live.agents}
-        if self.policies is not None:  # models load while the game waits for its players
-            for agent, policy_id in {**spec.ai_agent_map_fallback, **spec.ai_agent_map_always}.items():
-                self.policies.prepare(policy_id, int(self.live.adapter.action_space(agent).n))
+        self.ai = AIPlayers(self.live, self.policies)
+        self.ai.prepare()
         for agent, policy_id in spec.ai_agent_map_always.items():
-            self._hand_to_ai(self.seats[agent], policy_id)
+            self.seats[agent].policy = self.ai.hand(agent, policy_id)
         self.live.listen(self)
+        self.audience = Audience(self.live, self.ai_only, self.grace_s)
         if spec.human_timeout is not None:
-            self._timeout_at = time.monotonic() + spec.human_timeout
-            self._timeout = asyncio.get_running_loop().call_later(spec.human_timeout, self._human_timeout)
+            self._deadline.start(spec.human_timeout, self._human_timeout)
 
     @property
     def ai_only(self) -> bool:
@@ -124,7 +155,7 @@ class Lineup:
         """The seats held by participants (connected or not)."""
         return [seat for seat in self.seats.values() if seat.session_id is not None]
 
-    def take(self, agent: str, session_id: str, controller: dict, details: dict) -> None:
+    def take(self, agent: str, session_id: str, controller: dict[str, Any], details: dict[str, Any]) -> None:
         """Give an open seat to a participant's session (they still have to connect)."""
         seat = self.seats.get(agent)
         if self.phase != WAITING or seat is None or seat.status != "open":
@@ -132,8 +163,8 @@ class Lineup:
         seat.session_id = session_id
         self.live.set_controller(agent, controller)
         self.live.track(agent, StatisticsTracker(self.task.statistics, self.live.spec.fps, list(self.live.agents).index(agent)), details)
-        self._give_up_after(seat, self.settings.connect_timeout_s, "you did not connect in time")
-        self._announce_lobby()
+        seat.expire_after(self.settings.connect_timeout_s, self._give_up, "you did not connect in time")
+        self.live.announce(self._lobby_message())
 
     def connect(self, agent: str, session_id: str) -> Subscriber:
         """A participant's connection arrives; an older connection to the same seat is dismissed."""
@@ -148,10 +179,10 @@ class Lineup:
             )
         returning = seat.connected_once and seat.subscriber is None and self.phase != WAITING
         seat.subscriber, seat.connected_once = subscriber, True
-        self._cancel(seat)
+        seat.cancel_timer()
         if returning:
             self.live.announce(protocol.text("player", agent=agent, status="back"))
-        self._announce_lobby()
+        self.live.announce(self._lobby_message())
         self._begin_if_ready()
         return subscriber
 
@@ -163,65 +194,35 @@ class Lineup:
             return
         seat.subscriber = None
         grace = self.grace_s
-        self._give_up_after(seat, grace, "you did not come back in time")
+        seat.expire_after(grace, self._give_up, "you did not come back in time")
         if self.phase == WAITING:
-            self._announce_lobby()
+            self.live.announce(self._lobby_message())
         else:
             self.live.announce(protocol.text("player", agent=seat.agent, status="left", grace_s=grace))
 
     # ----------------------------------------------------------------- watching
     def watch(self, who: str) -> Subscriber:
-        """A read-only view of the game for ``who`` (a researcher on the dashboard, a participant
-        shown a demonstration): its frames and events, never its inputs. The game is unaffected
-        but for a note in the recording of who watched when (``Recorder.note_watcher``)."""
+        """A read-only view of the game for ``who`` (``crowdplay.audience``): its frames and events,
+        never its inputs. The game is unaffected but for a note in the recording of who watched when."""
         if self.phase == ENDED:
             raise SeatUnavailable("this game has ended")
-        subscriber = self.live.subscribe(self.live.agents[0])
-        self.watchers[subscriber] = who
-        if self._unwatched is not None:
-            self._unwatched.cancel()
-            self._unwatched = None
-        self.live.note_watcher(who, True)
-        self.live.tell(subscriber, self._lobby_message())
+        subscriber = self.audience.watch(who, self._lobby_message())
         if self.ai_only:
             self._begin_if_ready()
         return subscriber
 
     def unwatch(self, subscriber: Subscriber) -> None:
         """A watcher left; an AI-only game nobody watches ends after the reconnect grace."""
-        self.live.unsubscribe(subscriber)
-        who = self.watchers.pop(subscriber, None)
-        if who is None or self.phase == ENDED:
-            return
-        self.live.note_watcher(who, False)
-        self._end_when_unwatched()
+        self.audience.unwatch(subscriber, None if self.phase == ENDED else self.end)
 
     def begin_unwatched(self) -> None:
         """Start an AI-only game before anyone watches it (from the dashboard): it still ends if
         nobody comes to watch within the reconnect grace."""
         self._begin_if_ready()
-        self._end_when_unwatched()
-
-    def _end_when_unwatched(self) -> None:
-        if self.ai_only and not self.watchers and self._unwatched is None and self.phase != ENDED:
-            self._unwatched = asyncio.get_running_loop().call_later(self.grace_s, self._end_unwatched)
-
-    def _end_unwatched(self) -> None:
-        self._unwatched = None
-        if not self.watchers:
-            self.end("nobody is watching this AI-only game any more")
+        if self.phase != ENDED:
+            self.audience.end_when_unwatched(self.end)
 
     # ----------------------------------------------------------------- giving seats up
-    def _give_up_after(self, seat: Seat, delay_s: float, reason: str) -> None:
-        self._cancel(seat)
-        seat.timer = asyncio.get_running_loop().call_later(delay_s, self._give_up, seat, reason)
-
-    @staticmethod
-    def _cancel(seat: Seat) -> None:
-        if seat.timer is not None:
-            seat.timer.cancel()
-            seat.timer = None
-
     def _give_up(self, seat: Seat, reason: str, finished: bool = False) -> None:
         """The seat's participant is gone for good: reopen it (waiting room), hand it to the
         fallback AI, or end the game when no fallback exists or nobody is left. ``finished``: they
@@ -231,43 +232,37 @@ class Lineup:
         if session_id is None or seat.subscriber is not None or self.phase == ENDED:
             return
         seat.session_id = None
-        statistics = self._statistics_of(seat.agent, forget=True)
+        statistics = self.live.statistics.summary(seat.agent, forget=True)
         fallback = self.live.spec.ai_agent_map_fallback.get(seat.agent)
         status = FINISHED if finished else INTERRUPTED
-        if self.phase == WAITING:
-            self.on_event({"event": GameEvent.SEAT_RELEASED, "agent": seat.agent, "session_id": session_id, "reopened": True, "reason": reason, "statistics": statistics})
-            if not self.humans():
-                self.end("everyone left the waiting room", status)
+        reopened = self.phase == WAITING
+        self.on_event({"event": GameEvent.SEAT_RELEASED, "agent": seat.agent, "session_id": session_id, "reopened": reopened, "reason": reason, "statistics": statistics})
+        if reopened:
+            if self.humans():
+                self.live.announce(self._lobby_message())
             else:
-                self._announce_lobby()
+                self.end("everyone left the waiting room", status)
             return
-        self.on_event({"event": GameEvent.SEAT_RELEASED, "agent": seat.agent, "session_id": session_id, "reopened": False, "reason": reason, "statistics": statistics})
         if fallback is None:  # their statistics went with the event above: the game's end has only the others'
             self.end(departure_reason(seat.agent, finished, others_left=bool(self.humans())), status)
             return
-        self._hand_to_ai(seat, fallback)
+        seat.policy = self.ai.hand(seat.agent, fallback)
         self.live.announce(protocol.text("player", agent=seat.agent, status="ai", policy=fallback))
         if not self.humans():
             self.end("the last participant finished playing" if finished else "every participant has left the game", status)
-
-    def _hand_to_ai(self, seat: Seat, policy_id: str) -> None:
-        adapter = self.live.adapter
-        seat.policy = PolicyAgent(policy_id, adapter.action_space(seat.agent), adapter.keymaps[seat.agent].noop, self.policies, seat.agent)
-        self.live.set_controller(seat.agent, seat.policy.controller, seat.policy)
 
     # ----------------------------------------------------------------- starting
     def _human_timeout(self) -> None:
         """Waited long enough: fallback AI takes the seats nobody took, and the game begins; a
         participant who took a seat but is not connected yet has the reconnect grace to arrive."""
-        self._timeout = None
         if self.phase != WAITING:
             return
         for seat in self.seats.values():
             if seat.status == "open":
-                self._hand_to_ai(seat, self.live.spec.ai_agent_map_fallback[seat.agent])
+                seat.policy = self.ai.hand(seat.agent, self.live.spec.ai_agent_map_fallback[seat.agent])
         for seat in self.seats.values():
             if seat.status == "joining":
-                self._give_up_after(seat, self.grace_s, "you did not connect in time")
+                seat.expire_after(self.grace_s, self._give_up, "you did not connect in time")
         self._begin()
 
     def _begin_if_ready(self) -> None:
@@ -276,14 +271,12 @@ class Lineup:
 
     def _begin(self) -> None:
         """Close the game to newcomers; count down when several people play, then start ticking."""
-        if self._timeout is not None:
-            self._timeout.cancel()
-            self._timeout = None
+        self._deadline.cancel()
         self.on_event({"event": GameEvent.CLOSED})
         people = sum(1 for seat in self.seats.values() if seat.policy is None)
         countdown = self.settings.countdown_s if people > 1 else 0.0
         self.phase = COUNTDOWN
-        self._announce_lobby()
+        self.live.announce(self._lobby_message())
         if countdown > 0:
             self.live.announce(protocol.text("countdown", seconds=countdown))
         asyncio.get_running_loop().call_later(countdown, self._play)
@@ -296,12 +289,9 @@ class Lineup:
         self.live.start()
         self.live.announce(protocol.text("play"))
 
-    def _announce_lobby(self) -> None:
-        self.live.announce(self._lobby_message())
-
     def _lobby_message(self) -> str:
         seats = {agent: seat.status for agent, seat in self.seats.items()}
-        remaining = None if self._timeout_at is None or self.phase != WAITING else max(0.0, self._timeout_at - time.monotonic())
+        remaining = self._deadline.remaining() if self.phase == WAITING else None
         awaiting = [agent for agent, status in seats.items() if status in ("open", "joining")]
         return protocol.text("lobby", phase=self.phase, seats=seats, awaiting=awaiting, timeout_s=remaining)
 
@@ -314,32 +304,21 @@ class Lineup:
     def stopped(self, reason: str) -> None:
         """(``GameListener``) however the LiveEnv stopped (ended here, by the manager, or its environment failed)."""
         self.phase = ENDED
-        statistics = {}
+        statistics = {seat.session_id: self.live.statistics.summary(seat.agent) for seat in self.seats.values() if seat.session_id is not None}
         for seat in self.seats.values():
-            self._cancel(seat)
-            if seat.session_id is not None:
-                statistics[seat.session_id] = self._statistics_of(seat.agent)
-        if self._timeout is not None:
-            self._timeout.cancel()
-        if self._unwatched is not None:
-            self._unwatched.cancel()
-            self._unwatched = None
+            seat.cancel_timer()
+        self._deadline.cancel()
+        self.audience.cancel()
         self.on_event({"event": GameEvent.ENDED, "reason": reason, "statistics": statistics})
 
     # ----------------------------------------------------------------- statistics
-    def statistics(self, session_id: str) -> dict:
+    def statistics(self, session_id: str) -> dict[str, Any]:
         """A seated participant's statistics so far (empty if the session sits nowhere here)."""
         seat = self._seat_of(session_id)
-        return self._statistics_of(seat.agent) if seat is not None else {}
+        return self.live.statistics.summary(seat.agent) if seat is not None else {}
 
     def _seat_of(self, session_id: str) -> Seat | None:
         return next((seat for seat in self.seats.values() if seat.session_id == session_id), None)
-
-    def _statistics_of(self, agent: str, forget: bool = False) -> dict:
-        tracker = self.live.trackers.pop(agent, None) if forget else self.live.trackers.get(agent)
-        if tracker is None:
-            return {}
-        return {"values": tracker.values(), "episode": tracker.episode_values(), "episodes": tracker.episodes}
 
     def statistics_due(self) -> None:
         """(``GameListener``) every two seconds of play: statistics to the pages, AI agents checked."""
@@ -347,46 +326,35 @@ class Lineup:
         self._check_ai_agents()
 
     def _check_ai_agents(self) -> None:
-        """An AI agent whose policy has answered nothing of its own for ``ai_unavailable_after_s``
-        ends the game, or the participants are told and play on (``EnvSpec.ai_unavailable``)."""
-        spec = self.live.spec
-        for seat in self.seats.values():
-            if seat.policy is None:
-                continue
-            reason = seat.policy.unavailable(spec.ai_unavailable_after_s)
-            if reason is not None and spec.ai_unavailable == "end":
-                self.end(f"the AI playing {seat.agent} ({seat.policy.policy_id}) is unavailable: {reason}")
-                return
-            if reason is not None and seat.agent not in self._unavailable:
-                self._unavailable.add(seat.agent)
-                self.live.announce(protocol.text("player", agent=seat.agent, status="ai_unavailable", policy=seat.policy.policy_id, reason=reason))
-            elif reason is None and seat.agent in self._unavailable and seat.policy.substitute is None:
-                self._unavailable.discard(seat.agent)
-                self.live.announce(protocol.text("player", agent=seat.agent, status="ai_back", policy=seat.policy.policy_id))
+        """An AI agent whose policy is unavailable ends the game, or the participants are told
+        and play on (``crowdplay.ai_players``)."""
+        end_reason, messages = self.ai.check((seat.agent, seat.policy) for seat in self.seats.values() if seat.policy is not None)
+        if end_reason is not None:
+            self.end(end_reason)
+        for message in messages:
+            self.live.announce(message)
 
     def _stream_statistics(self) -> None:
         """Each connected participant's statistics, progress and estimated bonus, to their page."""
         for seat in self.seats.values():
-            tracker = self.live.trackers.get(seat.agent)
-            if tracker is None or seat.subscriber is None:
-                continue
-            values = tracker.values()
-            self.live.tell(seat.subscriber, protocol.text("stats", **self.task.summary(values), episode=tracker.episode_values()))
+            summary = self.live.statistics.summary(seat.agent)
+            if summary and seat.subscriber is not None:
+                self.live.tell(seat.subscriber, protocol.text("stats", **self.task.summary(summary["values"]), episode=summary["episode"]))
 
-    def finish(self, session_id: str) -> dict:
+    def finish(self, session_id: str) -> dict[str, Any]:
         """The participant is done playing: their seat is given up at once (to the fallback, or the
         game ends); returns their final statistics."""
         seat = self._seat_of(session_id)
         if seat is None:
             return {}
-        statistics = self._statistics_of(seat.agent)
+        statistics = self.live.statistics.summary(seat.agent)
         if seat.subscriber is not None:
             self.live.dismiss(seat.subscriber, protocol.text("end", reason="you finished playing"))
             seat.subscriber = None
         self._give_up(seat, "finished", finished=True)
         return statistics
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """The phase and each seat's status, for the EnvActor's stats and the dashboard."""
         return {"phase": self.phase, "seats": {agent: seat.status for agent, seat in self.seats.items()}}
 

@@ -178,7 +178,7 @@ def recorded_play(spec: EnvSpec, script: list[list[str] | None]) -> tuple[LiveEn
             if keys is not None:
                 live.submit_keys("agent_0", keys, live.frame_id, tick)
             live.tick(tick)  # what the shared TickClock calls every 1/fps s
-            in_effect.append(live._action["agent_0"])
+            in_effect.append(live.inputs.action["agent_0"])
         live.stop("test over")
         await asyncio.sleep(0.3)  # the last chunk is sealed and delivered
         return live, in_effect
@@ -221,7 +221,7 @@ def test_idle_wait_does_not_step_or_record_while_no_mapped_key_is_held():
     live, chunks, in_effect = recorded_play(cartpole("CartPoleWait", idle="wait"), SCRIPT)
     assert in_effect == [None, None, RIGHT, RIGHT, None, None, LEFT, None, None]
     applied = [RIGHT, RIGHT, LEFT]  # only the ticks with a mapped key held stepped
-    assert live.env_step == 3 and live.ticks == len(SCRIPT)
+    assert live.episodes.steps == 3 and live.ticks == len(SCRIPT)
     assert live.episodes[-1].actions["agent_0"].tolist() == applied
     assert recorded_actions(chunks) == applied
     assert np.array_equal(np.array(live.adapter.env.unwrapped.state), cartpole_after(applied))
@@ -240,19 +240,19 @@ def test_idle_wait_on_the_real_clock():
         live = LiveEnv(cartpole("CartPoleWaitClock", idle="wait"), 3, Settings())
         live.start()
         await asyncio.sleep(0.3)
-        waited = (live.ticks, live.env_step)
+        waited = (live.ticks, live.episodes.steps)
         live.submit_keys("agent_0", ["ArrowLeft"], 0, 1)
         await asyncio.sleep(0.1)
         live.submit_keys("agent_0", [], 0, 2)
         await asyncio.sleep(0.05)
-        held_steps = live.env_step
+        held_steps = live.episodes.steps
         await asyncio.sleep(0.3)
         live.stop("test over")
         return live, waited, held_steps
 
     live, (ticks, steps), held_steps = asyncio.run(scenario())
     assert ticks >= 10 and steps == 0  # ticking, but nothing is played until a mapped key is held
-    assert 3 <= held_steps == live.env_step  # stepped while held, stopped on release
+    assert 3 <= held_steps == live.episodes.steps  # stepped while held, stopped on release
     assert {action for record in live.episodes for action in record.actions["agent_0"]} == {LEFT}
 
 

@@ -284,7 +284,7 @@ def test_an_observation_outside_its_space_during_play_ends_that_game_and_keeps_w
 
     broken, fine = asyncio.run(both())
     assert broken.stopped.startswith("the environment failed: environment 'Breaks', agent 'agent_0': the observation step returned is outside its space")
-    assert fine.stopped == "the researcher ended this session" and fine.env_step > 0  # the other game played on
+    assert fine.stopped == "the researcher ended this session" and fine.episodes.steps > 0  # the other game played on
     with Dataset(store) as data:
         [episode] = data.episodes(env="Breaks")
         assert episode["status"] == "interrupted" and episode["reason"] == broken.stopped

@@ -170,7 +170,7 @@ async def game(env_id: str, store: TrajectoryStore, grace_s: float = 0.3) -> tup
     recorded = recorded_game(env_id, store, seed=0, lineup_settings=Settings(reconnect_grace_s=grace_s, countdown_s=0.0))
     live, lineup, subscribers = recorded.live, recorded.lineup, recorded.subscribers
     await asyncio.sleep(0.5)  # ~30 steps
-    assert live.env_step > 10
+    assert live.episodes.steps > 10
     return lineup, subscribers
 
 

@@ -123,7 +123,7 @@ def play_invaders(store: TrajectoryStore, frames: int) -> StatisticsTracker:
             adapter.snapshot, 600, {"task_id": "stats"}, batcher.seal_later,
         )
         live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), adapter=adapter, recorder=recorder)
-        live.trackers["agent_0"] = tracker = StatisticsTracker(BUILT_IN, live.spec.fps)
+        live.statistics.track("agent_0", tracker := StatisticsTracker(BUILT_IN, live.spec.fps))
         live.start()
         shown = 0
         async for message in live.stream("agent_0"):

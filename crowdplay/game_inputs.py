@@ -1,0 +1,129 @@
+"""Each agent's action in effect, and the participants' inputs waiting for the next tick.
+
+A participant's input (held keys, or an action by number) is queued when it arrives and applied
+at the next tick; a later input before that tick replaces it. While no mapped key is held an agent
+plays what its ``EnvSpec.idle`` says: the no-op, its last action again ("repeat"), or nothing
+("wait": the game waits rather than invent an action). In the turn-based modes (``EnvSpec.mode``)
+a tick steps only on a key press (``wait_for_key``) or while a key is held (``hold_keys``). A later
+input before the tick replaces the one queued.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from crowdplay.environments.keymap import Keymap
+from crowdplay.vocabulary import Mode
+
+
+@dataclass
+class PendingInput:
+    """The input waiting for the next tick of one agent: its action and keys, the page's frame and
+    sequence number, and when (time, frame, tick) it arrived."""
+
+    #: None: no mapped key is held and the agent's idle choice is "repeat" or "wait"
+    action: int | None
+    keys: tuple[str, ...]
+    client_frame: int
+    seq: int
+    received_at: float
+    received_frame: int
+    received_tick: int
+    #: an action sent as a number (not keys): a turn of its own in turn-based modes
+    explicit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedInput:
+    """One participant input as the tick applied it, with when it arrived and when it took effect."""
+
+    agent: str
+    #: the action in effect from this input on (None: the agent waits for a mapped key)
+    action: int | None
+    keys: tuple[str, ...]
+    seq: int
+    client_frame: int
+    received_frame: int
+    applied_frame: int
+    received_tick: int
+    applied_tick: int
+    env_step: int
+    apply_delay_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The input as a JSON-able dict (the EnvActor hands out its input log this way)."""
+        return {name: getattr(self, name) for name in self.__slots__} | {"keys": list(self.keys)}
+
+
+class AgentInputs:
+    """What every agent plays from this tick on, and the inputs that change it at the next."""
+
+    def __init__(self, keymaps: Mapping[str, Keymap], idle: Mapping[str, str]) -> None:
+        """``keymaps``: each agent's keys and no-op; ``idle``: each agent's idle choice ("noop",
+        "repeat" or "wait")."""
+        agents = list(keymaps)
+        self._keymaps = dict(keymaps)
+        self._noops = {agent: keymap.noop for agent, keymap in keymaps.items()}
+        self._idle = dict(idle)
+        #: each agent's action from now on; None (no no-op, no key yet, or idle "wait") holds the game
+        self.action: dict[str, int | None] = {agent: self._noops[agent] for agent in agents}
+        #: the page's (or the policy's) frame each agent's action in effect was chosen on
+        self.client_frame = {agent: 0 for agent in agents}
+        #: the newest input applied per agent, echoed in its frames
+        self.applied_seq = {agent: 0 for agent in agents}
+        self.pending: dict[str, PendingInput] = {}
+        self._held = {agent: False for agent in agents}  # holds a key (or a non-no-op action)
+
+    def press_keys(self, agent: str, keys: Iterable[str], client_frame: int, seq: int, frame_id: int, tick: int) -> int | None:
+        """Queue the held keys' action; with no mapped key held, the no-op for idle "noop" and
+        None (keep the last action, or wait) for "repeat" and "wait"."""
+        held = tuple(sorted(keys))
+        keymap = self._keymaps[agent]
+        action = keymap.match(held)
+        if action is None and self._idle[agent] == "noop":
+            action = keymap.noop
+        self.pending[agent] = PendingInput(action, held, client_frame, seq, time.monotonic(), frame_id, tick)
+        return action
+
+    def choose_action(self, agent: str, action: int, client_frame: int, seq: int, frame_id: int, tick: int) -> int:
+        """Queue an action chosen by number (checked by the caller): a turn of its own in the
+        turn-based modes."""
+        self.pending[agent] = PendingInput(action, (), client_frame, seq, time.monotonic(), frame_id, tick, explicit=True)
+        return action
+
+    def discard(self, agent: str) -> None:
+        """Forget ``agent``'s queued input (a policy plays it from now on)."""
+        self.pending.pop(agent, None)
+
+    def apply(self, next_frame: int, tick: int, env_step: int, now: float) -> tuple[list[AppliedInput], bool]:
+        """The queued inputs become their agents' actions (the queue is empty after); returns them
+        as applied and whether any of them pressed something."""
+        applied = []
+        for agent, pending in self.pending.items():
+            if pending.action is not None or self._idle[agent] == "wait":
+                self.action[agent] = pending.action  # "repeat" keeps the action in effect
+            self.applied_seq[agent] = pending.seq
+            self.client_frame[agent] = pending.client_frame
+            applied.append(
+                AppliedInput(
+                    agent, self.action[agent], pending.keys, pending.seq, pending.client_frame, pending.received_frame,
+                    next_frame, pending.received_tick, tick, env_step, now - pending.received_at,
+                )
+            )
+        pressed = any(pending.keys or pending.explicit for pending in self.pending.values())
+        for agent, pending in self.pending.items():
+            self._held[agent] = bool(pending.keys) or (pending.explicit and pending.action != self._noops[agent])
+        self.pending = {}
+        return applied, pressed
+
+    def turn_due(self, mode: str, pressed: bool) -> bool:
+        """Whether this tick steps: always in real time; on a key press (or an explicit action)
+        in ``wait_for_key``; while a participant holds a key in ``hold_keys``."""
+        if mode == Mode.WAIT_FOR_KEY:
+            return pressed
+        if mode == Mode.HOLD_KEYS:
+            return any(self._held.values())
+        return True

@@ -1,0 +1,180 @@
+"""What a running game tells those who keep track of it, tick by tick.
+
+A ``LiveEnv`` steps the environment; everything that keeps a record of the play observes it
+through one small protocol, ``GameObserver``, as Gymnasium layers wrappers around an env: the
+recording (``crowdplay.game_recording``), each participant's statistics (``GameStatistics``) and the
+input log (``InputLog``). The game calls them in that order, with plain values, and none of them
+can change what the game does.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from crowdplay import codec
+from crowdplay.game_inputs import AppliedInput
+from crowdplay.statistics import StatisticsTracker
+from crowdplay.timing import INPUT_LATENCY_MS
+
+#: Applied inputs kept per game for the dashboard's delay histogram and for tests: the newest
+#: 500, two to three minutes of presses (10,000 entries grew an EnvActor hosting 15 games by
+#: ~3 MB a minute for the best part of an hour in the soak).
+INPUT_LOG_LENGTH = 500
+
+#: The observations and infos per agent an environment returned (None: not recorded, e.g. ALE).
+Observed = tuple[dict[str, Any], dict[str, Any]] | None
+
+
+@dataclass(frozen=True)
+class EpisodeBegun:
+    """An episode was reset and shows its first screen."""
+
+    episode: int
+    seed: int
+    #: the emulator state right after the reset (None when the env cannot snapshot)
+    start_state: bytes | None
+    reset_options: dict[str, Any] | None
+    screen: codec.Screen
+    observed: Observed
+
+
+@dataclass(frozen=True)
+class Stepped:
+    """One step of the environment with every agent's action."""
+
+    frame_id: int
+    #: every agent has an action when the game steps (it waits otherwise)
+    actions: Mapping[str, int]
+    rewards: Mapping[str, float]
+    terminated: bool
+    truncated: bool
+    #: the frame each agent's action was chosen on (the page's, or the one a policy saw)
+    client_frames: Mapping[str, int]
+    screen: codec.Screen
+    previous: codec.Screen
+    #: the emulator's RAM after the step, when anyone keeps it
+    ram: bytes | None
+    observed: Observed
+    #: the agents whose participant sent an input this tick
+    human_inputs: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class EpisodeEnded:
+    """The episode ended: ``status`` "complete" (the environment ended it), "finished" (a
+    participant's Finish) or "interrupted" (``crowdplay.recording.status``)."""
+
+    status: str
+    steps: int
+    returns: Mapping[str, float]
+    terminated: bool
+    truncated: bool
+    #: each seated participant's statistics for the episode
+    statistics: Mapping[str, Mapping[str, float]]
+    #: why the game stopped (None: the environment ended the episode)
+    reason: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The episode document's closing fields (``Recorder.end_episode``)."""
+        closing: dict[str, Any] = {
+            "steps": self.steps, "returns": dict(self.returns), "terminated": self.terminated, "truncated": self.truncated,
+        }
+        if self.reason is not None:
+            closing["reason"] = self.reason
+        return {**closing, "statistics": {agent: dict(values) for agent, values in self.statistics.items()}}
+
+
+class GameObserver(Protocol):
+    """Someone who keeps track of a game's play (see the module docstring)."""
+
+    def episode_began(self, begun: EpisodeBegun) -> None:
+        """A new episode shows its first screen."""
+
+    def input_applied(self, applied: AppliedInput, received_at: float) -> None:
+        """A participant's input takes effect at the coming step (``received_at``: wall-clock time)."""
+
+    def stepped(self, step: Stepped) -> None:
+        """The environment stepped."""
+
+    def episode_ended(self, ended: EpisodeEnded) -> None:
+        """The episode is over."""
+
+
+class InputLog:
+    """The newest applied inputs, with the delay each waited for its tick (the dashboard's delay
+    histogram, the EnvActor's input log, and the input-latency metric)."""
+
+    def __init__(self) -> None:
+        """An empty log of at most ``INPUT_LOG_LENGTH`` inputs."""
+        self.entries: deque[AppliedInput] = deque(maxlen=INPUT_LOG_LENGTH)
+
+    def __iter__(self) -> Iterator[AppliedInput]:
+        """The kept inputs, oldest first."""
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        """How many inputs are kept."""
+        return len(self.entries)
+
+    def episode_began(self, begun: EpisodeBegun) -> None:
+        """(``GameObserver``) nothing to keep."""
+
+    def input_applied(self, applied: AppliedInput, received_at: float) -> None:
+        """(``GameObserver``) keep it, and time it."""
+        self.entries.append(applied)
+        INPUT_LATENCY_MS.observe(applied.apply_delay_s * 1000)
+
+    def stepped(self, step: Stepped) -> None:
+        """(``GameObserver``) nothing to keep."""
+
+    def episode_ended(self, ended: EpisodeEnded) -> None:
+        """(``GameObserver``) nothing to keep."""
+
+
+@dataclass
+class GameStatistics:
+    """Each seated participant's play statistics (``crowdplay.statistics``), by agent."""
+
+    trackers: dict[str, StatisticsTracker] = field(default_factory=dict)
+
+    def track(self, agent: str, tracker: StatisticsTracker) -> None:
+        """A participant sits at ``agent``: ``tracker`` keeps their statistics from now on."""
+        self.trackers[agent] = tracker
+
+    def summary(self, agent: str, forget: bool = False) -> dict[str, Any]:
+        """The participant at ``agent``'s statistics so far (empty if nobody is tracked there);
+        ``forget``: they left, and are tracked no longer."""
+        tracker = self.trackers.pop(agent, None) if forget else self.trackers.get(agent)
+        if tracker is None:
+            return {}
+        return {"values": tracker.values(), "episode": tracker.episode_values(), "episodes": tracker.episodes}
+
+    def episode_so_far(self) -> dict[str, dict[str, float]]:
+        """Every tracked agent's values for the episode under way."""
+        return {agent: tracker.episode_values() for agent, tracker in self.trackers.items()}
+
+    def end_episode(self) -> dict[str, dict[str, float]]:
+        """Every tracked agent's values for the episode that just ended; the next one starts fresh."""
+        return {agent: tracker.end_episode() for agent, tracker in self.trackers.items()}
+
+    def episode_began(self, begun: EpisodeBegun) -> None:
+        """(``GameObserver``) episodes are counted at their end."""
+
+    def input_applied(self, applied: AppliedInput, received_at: float) -> None:
+        """(``GameObserver``) inputs count through the step that applies them."""
+
+    def stepped(self, step: Stepped) -> None:
+        """(``GameObserver``) every tracked statistic takes the step."""
+        if not self.trackers:
+            return
+        ram = np.frombuffer(step.ram, np.uint8) if step.ram is not None else None
+        for agent, tracker in self.trackers.items():
+            tracker.step(step.actions[agent], step.rewards.get(agent, 0.0), ram, agent in step.human_inputs)
+
+    def episode_ended(self, ended: EpisodeEnded) -> None:
+        """(``GameObserver``) the game asked ``end_episode`` for the values the ending carries."""
