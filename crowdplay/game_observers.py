@@ -18,6 +18,7 @@ import numpy as np
 
 from crowdplay import codec
 from crowdplay.game_inputs import AppliedInput
+from crowdplay.recording.episode_document import closing_fields
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.timing import INPUT_LATENCY_MS
 
@@ -81,12 +82,7 @@ class EpisodeEnded:
 
     def fields(self) -> dict[str, Any]:
         """The episode document's closing fields (``Recorder.end_episode``)."""
-        closing: dict[str, Any] = {
-            "steps": self.steps, "returns": dict(self.returns), "terminated": self.terminated, "truncated": self.truncated,
-        }
-        if self.reason is not None:
-            closing["reason"] = self.reason
-        return {**closing, "statistics": {agent: dict(values) for agent, values in self.statistics.items()}}
+        return closing_fields(self.steps, self.returns, self.terminated, self.truncated, self.statistics, self.reason)
 
 
 class GameObserver(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,26 +92,38 @@ def parse_client_message(message: str | bytes, max_bytes: int) -> ClientMessage:
     if not isinstance(data, dict):
         raise ProtocolError("message must be a JSON object", CLOSE_INVALID_PAYLOAD)
     kind = data.get("type")
-    if kind == "keys":
-        keys = data.get("keys")
-        if (
-            not isinstance(keys, list)
-            or len(keys) > MAX_HELD_KEYS
-            or not all(isinstance(k, str) and 0 < len(k) <= MAX_KEY_NAME for k in keys)
-        ):
-            raise ProtocolError(f"'keys' must be a list of at most {MAX_HELD_KEYS} key names")
-        return KeysMessage(frozenset(keys), _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
-    if kind == "action":
-        action = data.get("action")
-        if not isinstance(action, int) or isinstance(action, bool):
-            raise ProtocolError("'action' must be an integer")
-        return ActionMessage(action, _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
-    if kind == "ping":
-        t = data.get("t", 0)
-        if not isinstance(t, (int, float)) or isinstance(t, bool):
-            raise ProtocolError("'t' must be a number")
-        return PingMessage(float(t))
-    raise ProtocolError(f"unknown message type {kind!r}; expected 'keys', 'action' or 'ping'")
+    parse = _PARSERS.get(kind) if isinstance(kind, str) else None
+    if parse is None:
+        raise ProtocolError(f"unknown message type {kind!r}; expected 'keys', 'action' or 'ping'")
+    return parse(data)
+
+
+def _keys_message(data: dict[str, Any]) -> KeysMessage:
+    keys = data.get("keys")
+    if (
+        not isinstance(keys, list)
+        or len(keys) > MAX_HELD_KEYS
+        or not all(isinstance(k, str) and 0 < len(k) <= MAX_KEY_NAME for k in keys)
+    ):
+        raise ProtocolError(f"'keys' must be a list of at most {MAX_HELD_KEYS} key names")
+    return KeysMessage(frozenset(keys), _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
+
+
+def _action_message(data: dict[str, Any]) -> ActionMessage:
+    action = data.get("action")
+    if not isinstance(action, int) or isinstance(action, bool):
+        raise ProtocolError("'action' must be an integer")
+    return ActionMessage(action, _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
+
+
+def _ping_message(data: dict[str, Any]) -> PingMessage:
+    t = data.get("t", 0)
+    if not isinstance(t, (int, float)) or isinstance(t, bool):
+        raise ProtocolError("'t' must be a number")
+    return PingMessage(float(t))
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {"keys": _keys_message, "action": _action_message, "ping": _ping_message}
 
 
 def encode_palette(palette: np.ndarray | None) -> str | None:

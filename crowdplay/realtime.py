@@ -64,6 +64,13 @@ class GameListener(Protocol):
         """The game stopped (``reason`` as its subscribers were told)."""
 
 
+def statistics_due(ticks: int, phase: int) -> bool:
+    """Every ``STATS_EVERY_TICKS`` ticks at the game's own ``phase`` (so games spread over the
+    clock), and never within the first period: a tick's events go out before its frame, and the
+    page's first frame must come before its first statistics."""
+    return ticks >= STATS_EVERY_TICKS and (ticks + phase) % STATS_EVERY_TICKS == 0
+
+
 class LiveEnv:
     """An environment stepping in real time for its subscribers."""
 
@@ -168,14 +175,8 @@ class LiveEnv:
         )
         for observer in self._observers:
             observer.stepped(step)
-        if self._statistics_due() and self._listener is not None:
+        if statistics_due(self.ticks, self._stats_phase) and self._listener is not None:
             self._listener.statistics_due()
-
-    def _statistics_due(self) -> bool:
-        """Every ``STATS_EVERY_TICKS`` ticks at this game's own phase (so games spread over the
-        clock), and never within the first period: a tick's events go out before its frame, and
-        the page's first frame must come before its first statistics."""
-        return self.ticks >= STATS_EVERY_TICKS and (self.ticks + self._stats_phase) % STATS_EVERY_TICKS == 0
 
     def _end_episode(self, result: StepResult) -> None:
         """The environment ended the episode: it is stored "complete", everyone is told, and the
