@@ -8,9 +8,12 @@ replace a registration.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 T = TypeVar("T", bound=type)
+#: the class a decorator is applied to, handed back as its own type (a subclass stays itself for
+#: the checker); the public decorators bound it to their registry's base class
+C = TypeVar("C", bound=type)
 
 
 class UnknownName(KeyError):
@@ -36,15 +39,16 @@ class Registry(Generic[T]):
         self.unknown = unknown
         self._classes: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """A decorator registering its class under ``name``."""
+    def register(self, name: str) -> Callable[[C], C]:
+        """A decorator registering its class under ``name`` and returning it unchanged."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a {self.kind} name must be a non-empty string, got {name!r}")
 
-        def register(cls: T) -> T:
-            if self._classes.get(name, cls) is not cls:
-                raise ValueError(f"{self.kind} {name!r} is already registered to {self._classes[name].__qualname__}")
-            self._classes[name] = cls
+        def register(cls: C) -> C:
+            entry = cast(T, cls)  # the public decorator's signature bounds C to this registry's kind
+            registered = self._classes.setdefault(name, entry)
+            if registered is not entry:
+                raise ValueError(f"{self.kind} {name!r} is already registered to {registered.__qualname__}")
             return cls
 
         return register

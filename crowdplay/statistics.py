@@ -124,13 +124,7 @@ _STATISTICS: Registry[type[Statistic]] = Registry("statistic", UnknownStatistic)
 def register_statistic(name: str) -> Callable[[T], T]:
     """Register a statistic class under ``name`` (see ``crowdplay.registry``), handing back the
     class as its own type so that a subclass stays itself for the checker too."""
-    register = _STATISTICS.register(name)
-
-    def decorate(cls: T) -> T:
-        register(cls)
-        return cls
-
-    return decorate
+    return _STATISTICS.register(name)
 
 
 def registered_statistics() -> list[str]:

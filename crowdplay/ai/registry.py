@@ -118,24 +118,12 @@ _FRAMEBUFFERS: Registry[type[Framebuffer]] = Registry("framebuffer")
 
 def register_policy(policy_id: str) -> Callable[[PolicyClass], PolicyClass]:
     """Register a policy class (constructed without arguments) under ``policy_id``."""
-    register = _POLICIES.register(policy_id)
-
-    def decorate(cls: PolicyClass) -> PolicyClass:
-        register(cls)
-        return cls  # the subclass itself, not the registry's view of it as a Policy
-
-    return decorate
+    return _POLICIES.register(policy_id)
 
 
 def register_ai_framebuffer(policy_id: str) -> Callable[[FramebufferClass], FramebufferClass]:
     """Register the framebuffer class that prepares observations for the policy ``policy_id``."""
-    register = _FRAMEBUFFERS.register(policy_id)
-
-    def decorate(cls: FramebufferClass) -> FramebufferClass:
-        register(cls)
-        return cls  # the subclass itself, not the registry's view of it as a Framebuffer
-
-    return decorate
+    return _FRAMEBUFFERS.register(policy_id)
 
 
 def check_policy(policy_id: str) -> str:
