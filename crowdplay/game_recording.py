@@ -110,8 +110,8 @@ class GameRecording(NoRecording):
         screen, previous = step.screen, step.previous
         delta = self._fanout.cached(("delta", step.frame_id), lambda: codec.delta_payload(screen, previous))
         self.recorder.step(
-            step.frame_id, dict(step.actions), dict(step.rewards), step.terminated, step.truncated,
-            dict(step.client_frames), screen, delta, step.ram, step.observed,
+            step.frame_id, step.actions, step.rewards, step.terminated, step.truncated,
+            step.client_frames, screen, delta, step.ram, step.observed,
         )
 
     def episode_ended(self, ended: EpisodeEnded) -> None:

@@ -21,7 +21,7 @@ description per agent) and ``reset_infos`` are stored with its first chunk.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from crowdplay import codec
@@ -153,11 +153,11 @@ class Recorder:
     def step(
         self,
         frame_id: int,
-        actions: dict[str, int],
-        rewards: dict[str, float],
+        actions: Mapping[str, int],
+        rewards: Mapping[str, float],
         terminated: bool,
         truncated: bool,
-        client_frames: dict[str, int],
+        client_frames: Mapping[str, int],
         screen: codec.Screen,
         delta: codec.Payload,
         ram: bytes | None,
