@@ -13,6 +13,7 @@ import pytest
 
 from crowdplay.data.episode import AgentTrajectory, Episode
 from crowdplay.data.exports import export_minari, export_npz, export_rllib, load_npz
+from tests.offline_rl import bc_sample
 
 STEPS = 25
 SHAPE = (84, 84, 4)
@@ -195,24 +196,10 @@ def test_rllib_layout_decodes_like_rllib(tmp_path: Path) -> None:
 def test_rllib_bc_samples_the_export(tmp_path: Path, ray_session: None) -> None:
     """RLlib's own pipeline (OfflineData -> OfflinePreLearner -> learner connectors) reads it."""
     import gymnasium as gym
-    from ray.rllib.algorithms.bc import BCConfig
 
     export_rllib(_lazily(ALL), tmp_path, agent="agent_0", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["duo.parquet", "term.parquet", "trunc.parquet"]
-    spaces = {"observation_space": gym.spaces.Box(0, 255, SHAPE, np.uint8), "action_space": gym.spaces.Discrete(ACTIONS)}
-    config = (
-        BCConfig()
-        .environment(**spaces)
-        .offline_data(input_=[str(tmp_path)], dataset_num_iters_per_learner=1, map_batches_kwargs={"concurrency": 1})
-        .learners(num_learners=0)
-        .env_runners(num_env_runners=0)
-        .training(train_batch_size_per_learner=16)
-    )
-    algo = config.build_algo()
-    try:
-        batch = algo.offline_data.sample(num_samples=16, num_shards=0).policy_batches["default_policy"]
-    finally:
-        algo.stop()
+    batch = bc_sample(tmp_path, gym.spaces.Box(0, 255, SHAPE, np.uint8), gym.spaces.Discrete(ACTIONS))
 
     rows = _rows_by_reward(ALL, "agent_0")
     assert len(batch["rewards"]) == 16

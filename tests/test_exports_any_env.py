@@ -25,6 +25,7 @@ from crowdplay.data import Dataset
 from crowdplay.data.exports import export_minari, export_npz, export_rllib, load_npz
 from crowdplay.environments import EnvSpec, Keymap, list_envs, register_env
 from crowdplay.recording.store import TrajectoryStore
+from tests.offline_rl import bc_sample
 from tests.recorded_games import recorded_game
 
 ARROWS = Keymap({"ArrowLeft": 0, "ArrowRight": 2}, noop=1)
@@ -333,23 +334,9 @@ def test_rllib_rows_carry_each_steps_observation_in_its_space(dict_car, kaz, tmp
 
 def test_rllib_reads_a_state_env_export_through_its_offline_pipeline(car, tmp_path, ray_session):
     """BC's OfflineData -> OfflinePreLearner samples the MountainCar export: float32 states."""
-    from ray.rllib.algorithms.bc import BCConfig
-
     ids = _with_steps(car)
     export_rllib(car.iter_load(ids), tmp_path, agent="agent_0", progress=False)
-    config = (
-        BCConfig()
-        .environment(observation_space=gym.make("MountainCar-v0").observation_space, action_space=gym.spaces.Discrete(3))
-        .offline_data(input_=[str(tmp_path)], dataset_num_iters_per_learner=1, map_batches_kwargs={"concurrency": 1})
-        .learners(num_learners=0)
-        .env_runners(num_env_runners=0)
-        .training(train_batch_size_per_learner=16)
-    )
-    algo = config.build_algo()
-    try:
-        batch = algo.offline_data.sample(num_samples=16, num_shards=0).policy_batches["default_policy"]
-    finally:
-        algo.stop()
+    batch = bc_sample(tmp_path, gym.make("MountainCar-v0").observation_space, gym.spaces.Discrete(3))
 
     transitions = set()  # (state, next state, action): a state at the left wall may repeat
     for episode_id in ids:
