@@ -3,6 +3,9 @@ exports and statuses play registered environments this way and read back what wa
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from crowdplay.config import Settings
@@ -24,6 +27,24 @@ class RecordedGame:
     @property
     def agents(self) -> list[str]:
         return list(self.subscribers)
+
+    async def play(self, ticks: int, actions: Sequence[int | None]) -> None:
+        """Every agent submits ``actions`` in turn, one a tick (None skips the tick), for ``ticks``
+        ticks or until the game stops; then the researcher ends it (``end``)."""
+        sequence = itertools.cycle(actions)
+        for seq in range(ticks):
+            action = next(sequence)
+            if action is not None and self.live.stopped is None:
+                for agent in self.agents:
+                    self.live.submit_action(agent, action, self.live.frame_id, seq + 1)
+            await asyncio.sleep(1 / 60)
+        await self.end()
+
+    async def end(self) -> None:
+        """The researcher ends the game (the episode under way is interrupted), and the last
+        chunks are given a second to be sealed and stored."""
+        self.lineup.end("the researcher ended this session")
+        await asyncio.sleep(1.0)
 
 
 def recorded_game(env_id: str, store: TrajectoryStore, chunk_steps: int = 50, seed: int = 7, lineup_settings: Settings | None = None) -> RecordedGame:

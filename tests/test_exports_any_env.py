@@ -85,7 +85,7 @@ async def _play(env_id: str, store: TrajectoryStore, seconds: float, actions: li
     one action per 1/60 s for every agent, then end the game and let the last chunks be stored."""
 
     game = recorded_game(env_id, store)
-    live, lineup = game.live, game.lineup
+    live = game.live
     start, seq = time.monotonic(), 0
     while live.stopped is None:
         elapsed = time.monotonic() - start
@@ -95,8 +95,7 @@ async def _play(env_id: str, store: TrajectoryStore, seconds: float, actions: li
         for agent in game.agents:
             live.submit_action(agent, actions[seq % len(actions)], live.frame_id, seq)
         await asyncio.sleep(1 / 60)
-    lineup.end("the researcher ended this session")
-    await asyncio.sleep(1.0)
+    await game.end()
 
 
 def _record(directory: Path, env_id: str, seconds: float, actions: list[int], until_complete: bool = False) -> Dataset:

@@ -10,7 +10,6 @@ name, and nothing recorded before is lost.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 
 import gymnasium as gym
@@ -164,17 +163,8 @@ async def play(env_id: str, store: TrajectoryStore, seconds: float, actions=None
     from ``actions``, one per tick), then ended by the researcher unless it ended itself."""
 
     game = recorded_game(env_id, store)
-    live, lineup = game.live, game.lineup
-    sequence = itertools.cycle(actions or [None])
-    for seq in range(int(seconds * 60)):
-        action = next(sequence)
-        if action is not None and live.stopped is None:
-            for agent in game.agents:
-                live.submit_action(agent, action, live.frame_id, seq + 1)
-        await asyncio.sleep(1 / 60)
-    lineup.end("the researcher ended this session")
-    await asyncio.sleep(1.0)  # the last chunks sealed and stored
-    return live, lineup
+    await game.play(int(seconds * 60), actions or [None])
+    return game.live, game.lineup
 
 
 def test_a_nested_dict_observation_is_recorded_every_step_and_loaded_in_its_space(tmp_path):

@@ -8,7 +8,6 @@ as the plugin (``CROWDPLAY_PLUGINS=tests.test_replay_any_env``) to replay the sa
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import random
 import subprocess
@@ -191,17 +190,8 @@ async def play(env_id: str, store: TrajectoryStore, ticks: int, actions: list[in
     one a tick; then the researcher ends it (the last episode is interrupted, cut short)."""
 
     game = recorded_game(env_id, store, chunk_steps=25)
-    live, lineup = game.live, game.lineup
-    sequence = itertools.cycle(actions)
-    for seq in range(ticks):
-        action = next(sequence)
-        if action is not None and live.stopped is None:
-            for agent in game.agents:
-                live.submit_action(agent, action, live.frame_id, seq + 1)
-        await asyncio.sleep(1 / 60)
-    lineup.end("the researcher ended this session")
-    await asyncio.sleep(1.0)  # the last chunks sealed and stored
-    return live
+    await game.play(ticks, actions)
+    return game.live
 
 
 @pytest.fixture(scope="module")
