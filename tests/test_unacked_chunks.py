@@ -16,6 +16,7 @@ from crowdplay.recording import writer_calls
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
 from crowdplay.recording.unacked import DIRECTORY_PREFIX, UnackedChunks
+from tests.polling import settle
 
 KB = 1024
 
@@ -113,10 +114,7 @@ def test_a_stopped_writer_gets_a_bounded_number_of_calls_and_every_chunk_once_it
             await asyncio.sleep(0.05)
         stopped = {**unacked.stats(), "calls": len(writer.calls), "calls_out": batcher.calls_out}
         writer.running.set()  # SIGCONT
-        for _ in range(200):
-            if not len(unacked):
-                break
-            await asyncio.sleep(0.05)
+        await settle(lambda: not len(unacked), 200, 0.05)
         return stopped
 
     stopped = asyncio.run(scenario())
@@ -168,10 +166,7 @@ def test_a_recorder_spills_past_its_process_limit_and_the_episode_arrives_whole(
         live.stop("test over")
         await asyncio.sleep(0.3)
         running.set()
-        for _ in range(100):
-            if recorder.idle:
-                break
-            await asyncio.sleep(0.1)
+        await settle(lambda: recorder.idle, 100, 0.1)
         return recorder
 
     recorder = asyncio.run(scenario())

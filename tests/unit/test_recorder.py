@@ -17,6 +17,7 @@ from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.recorder import Recorder
 from crowdplay.recording.spool import Chunk
 from crowdplay.recording.writer_calls import WriterBusy
+from tests.polling import settle
 
 HUMAN = {"human": True, "participant": "p-1"}
 
@@ -89,10 +90,7 @@ def test_a_failed_delivery_is_retried_until_the_writer_acknowledges(monkeypatch:
     async def scenario() -> Recorder:
         recorder = Recorder("g", ("agent_0",), deliver, 60, {"agent_0": HUMAN})
         play(recorder, 3)
-        for _ in range(100):
-            if recorder.idle:
-                break
-            await asyncio.sleep(0.01)
+        await settle(lambda: recorder.idle, 100, 0.01)
         return recorder
 
     recorder = asyncio.run(scenario())
@@ -138,10 +136,7 @@ def test_queued_chunks_go_back_to_the_front_after_a_failed_call(monkeypatch: pyt
         for seq in range(3):
             batcher.unacked.put(("e", seq), bytes([seq]), 1, {})
             batcher.submit(("e", seq), lambda key, delivered: acknowledged.append(key))
-        for _ in range(100):
-            if not len(batcher.unacked):
-                break
-            await asyncio.sleep(0.01)
+        await settle(lambda: not len(batcher.unacked), 100, 0.01)
         return batcher
 
     batcher = asyncio.run(scenario())
