@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crowdplay.background import Background
@@ -63,26 +64,19 @@ class HostCalls(GameHosts, Protocol):
         """Wait until the process stops: True if it died, False if it stopped on purpose."""
 
 
+@dataclass(eq=False)
 class GameControl:
-    """The running games' lifecycle after matchmaking (see the module docstring)."""
+    """The running games' lifecycle after matchmaking (see the module docstring), over the
+    manager's parts it is given."""
 
-    def __init__(
-        self,
-        table: SessionTable,
-        pool: HostPool,
-        hosts: HostCalls,
-        background: Background,
-        open_unjoinable: Callable[[str], Game],
-        mark_interrupted: MarkInterrupted | None,
-    ) -> None:
-        """``open_unjoinable(env_id)``: a new game nobody joins, opening (``Matchmaker.new_game``).
-        ``mark_interrupted`` None: nothing is recorded, so nothing is marked."""
-        self.table = table
-        self.pool = pool
-        self.hosts = hosts
-        self._background = background
-        self._open_unjoinable = open_unjoinable
-        self._mark_interrupted = mark_interrupted
+    table: SessionTable
+    pool: HostPool
+    hosts: HostCalls
+    background: Background
+    #: ``open_unjoinable(env_id)``: a new game nobody joins, opening (``Matchmaker.new_game``)
+    open_unjoinable: Callable[[str], Game]
+    #: None: nothing is recorded, so nothing is marked
+    mark_interrupted: MarkInterrupted | None
 
     # ----------------------------------------------------------------- processes dying
     def watch_host(self, host: Host) -> None:
@@ -91,7 +85,7 @@ class GameControl:
         async def watch() -> None:
             if await self.hosts.until_dead(host) and host in self.pool.hosts:
                 self.host_lost(host)
-        self._background.start(watch(), f"watching game process on node {host.node_id}")
+        self.background.start(watch(), f"watching game process on node {host.node_id}")
 
     def host_lost(self, host: Host) -> None:
         """Its games end; their participants' tokens hear ``HOST_LOST``; their episodes are marked
@@ -99,8 +93,8 @@ class GameControl:
         log.warning("game process on node %s stopped with %d game(s)", host.node_id, len(host.games))
         self.pool.forget(host)
         for game_id in list(host.games):
-            if self.table.lose(game_id, HOST_LOST) is not None and self._mark_interrupted is not None:
-                self._background.start(self._mark_interrupted(game_id, HOST_LOST), f"marking lost game {game_id} interrupted")
+            if self.table.lose(game_id, HOST_LOST) is not None and self.mark_interrupted is not None:
+                self.background.start(self.mark_interrupted(game_id, HOST_LOST), f"marking lost game {game_id} interrupted")
             host.games.discard(game_id)
 
     # ----------------------------------------------------------------- what games report
@@ -128,7 +122,7 @@ class GameControl:
         spec = get_env(env_id)
         people = spec.human_agents(spec.agents) if spec.agents is not None else []
         if not people:
-            game = self._open_unjoinable(env_id)
+            game = self.open_unjoinable(env_id)
             assert game.opening is not None  # a new game is opening
             await asyncio.shield(game.opening)
             people = list(game.seats or ())
