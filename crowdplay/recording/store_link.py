@@ -33,7 +33,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,38 +103,33 @@ class _Shared:
     counts_as_late: bool = field(default=True)
 
 
+@dataclass(eq=False)
 class StoreLink:
-    """Bounded, retried calls to the writer for the EnvsManager (see the module docstring)."""
+    """Bounded, retried calls to the writer for the EnvsManager (see the module docstring): the
+    writer's ``call`` and the bounds are given, the rest is the link's own state."""
 
-    def __init__(
-        self,
-        call: Call,
-        save_wait_s: float = SAVE_WAIT_S,
-        read_wait_s: float = READ_WAIT_S,
-        probe_wait_s: float = PROBE_WAIT_S,
-        late_after_s: float = LATE_AFTER_S,
-        retry_delays_s: tuple[float, ...] = SAVE_RETRY_DELAYS_S,
-    ) -> None:
-        self.call = call
-        self.save_wait_s = save_wait_s
-        self.read_wait_s = read_wait_s
-        self.probe_wait_s = probe_wait_s
-        self.late_after_s = late_after_s
-        self.retry_delays_s = retry_delays_s
-        self._versions = itertools.count(1)
-        self._saves: dict[Hashable, _Save] = {}
-        self._landed: dict[Hashable, _Landed] = {}
-        self._shared: dict[tuple[Hashable, ...], _Shared] = {}
-        self._saves_out: dict[Hashable, float] = {}  # key -> time.monotonic() its call was sent
-        self._known: dict[str, tuple[float, Any]] = {}  # probe method -> (time.time(), answer)
-        self._probe_errors: dict[str, str] = {}
-        #: callers inside ``assignments`` (landed saves are kept for them, see ``_keep_landed``)
-        self._reading = 0
-        #: task -> finished participants' scores by session, from the last ranking read (a late
-        #: writer's ranking is computed from them)
-        self._scores: dict[str, dict[str, float]] = {}
-        self.saves_failed = 0
-        self.last_save_error: str | None = None
+    call: Call
+    save_wait_s: float = SAVE_WAIT_S
+    read_wait_s: float = READ_WAIT_S
+    probe_wait_s: float = PROBE_WAIT_S
+    late_after_s: float = LATE_AFTER_S
+    retry_delays_s: tuple[float, ...] = SAVE_RETRY_DELAYS_S
+    saves_failed: int = field(default=0, init=False)
+    last_save_error: str | None = field(default=None, init=False)
+    _versions: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False, repr=False)
+    _saves: dict[Hashable, _Save] = field(default_factory=dict, init=False, repr=False)
+    _landed: dict[Hashable, _Landed] = field(default_factory=dict, init=False, repr=False)
+    _shared: dict[tuple[Hashable, ...], _Shared] = field(default_factory=dict, init=False, repr=False)
+    #: key -> time.monotonic() its save's call was sent
+    _saves_out: dict[Hashable, float] = field(default_factory=dict, init=False, repr=False)
+    #: probe method -> (time.time(), answer)
+    _known: dict[str, tuple[float, Any]] = field(default_factory=dict, init=False, repr=False)
+    _probe_errors: dict[str, str] = field(default_factory=dict, init=False, repr=False)
+    #: callers inside ``assignments`` (landed saves are kept for them, see ``_keep_landed``)
+    _reading: int = field(default=0, init=False, repr=False)
+    #: task -> finished participants' scores by session, from the last ranking read (a late
+    #: writer's ranking is computed from them)
+    _scores: dict[str, dict[str, float]] = field(default_factory=dict, init=False, repr=False)
 
     # ----------------------------------------------------------------- health
     def late(self) -> bool:
