@@ -51,11 +51,28 @@ class Chunks(Protocol):
         """Release the store's connection."""
 
 
-class CollectionChunks:
-    """Chunks as documents of a (pymongo-compatible) collection."""
+class InCollection:
+    """A store kept in a (pymongo-compatible) collection, counted by the collection and closed
+    with the MongoDB client that owns it (the base of ``CollectionChunks`` and
+    ``CollectionDocuments``)."""
 
     def __init__(self, collection: Any) -> None:
         self.collection = collection
+
+    def count(self) -> int:
+        """A ``count_documents`` over the whole collection."""
+        count: int = self.collection.count_documents({})
+        return count
+
+    def close(self) -> None:
+        """Nothing: the MongoDB client owns the connection."""
+
+
+class CollectionChunks(InCollection):
+    """Chunks as documents of a (pymongo-compatible) collection."""
+
+    def __init__(self, collection: Any) -> None:
+        super().__init__(collection)
         # (episode_id, seq) is unique through _id = "<episode_id>:<seq>"; a second, compound unique
         # index would only repeat that check.
         collection.create_index([("episode_id", 1)])
@@ -75,15 +92,6 @@ class CollectionChunks:
     def delete_episode(self, episode_id: str) -> None:
         """A ``delete_many`` on ``episode_id``."""
         self.collection.delete_many({"episode_id": episode_id})
-
-    def count(self) -> int:
-        """A ``count_documents`` over the whole collection."""
-        count: int = self.collection.count_documents({})
-        return count
-
-    def close(self) -> None:
-        """Nothing: the MongoDB client owns the connection."""
-        pass  # the client closes the collection
 
 
 #: SQLite's page cache per connection to one of the embedded store's table files (KiB).

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import bson
 
-from crowdplay.recording.chunk_table import open_table_file
+from crowdplay.recording.chunk_table import InCollection, open_table_file
 from crowdplay.recording.query import matches
 
 #: Documents read per query round trip (a large store is never all in memory at once).
@@ -61,11 +61,11 @@ class Documents(Protocol):
         """Release the store's connection."""
 
 
-class CollectionDocuments:
+class CollectionDocuments(InCollection):
     """Documents of a (pymongo-compatible) collection, in the order of their ``time_field``."""
 
     def __init__(self, collection: Any, time_field: str) -> None:
-        self.collection = collection
+        super().__init__(collection)
         self.time_field = time_field
 
     def merge(self, updates: list[tuple[str, Mapping[str, Any]]]) -> None:
@@ -96,15 +96,6 @@ class CollectionDocuments:
     def delete(self, document_id: str) -> None:
         """A ``delete_one`` by ``_id``."""
         self.collection.delete_one({"_id": document_id})
-
-    def count(self) -> int:
-        """A ``count_documents`` over the whole collection."""
-        count: int = self.collection.count_documents({})
-        return count
-
-    def close(self) -> None:
-        """Nothing: the MongoDB client owns the connection."""
-        pass  # the client closes the collection
 
 
 class TableDocuments:
