@@ -43,6 +43,7 @@ from crowdplay.lineup import Lineup
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
 from crowdplay.realtime import Clocks, LiveEnv
+from crowdplay.recording.batcher import NOTHING_SENT
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
@@ -234,10 +235,7 @@ class EnvActor:
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
             "actor_id": ray.get_runtime_context().get_actor_id(),
-            "calls_out": batcher.calls_out if batcher is not None else 0,
-            "queued": batcher.queued if batcher is not None else 0,
-            "delivery_failures": batcher.delivery_failures if batcher is not None else 0,
-            "chunks_lost": batcher.chunks_lost if batcher is not None else 0,
+            **(batcher.sending() if batcher is not None else NOTHING_SENT),
         }
 
     async def prepare(self, env_ids: list[str]) -> None:

@@ -112,7 +112,7 @@ def test_a_stopped_writer_gets_a_bounded_number_of_calls_and_every_chunk_once_it
             unacked.put(key, blob(seq), 50, {})
             batcher.submit(key, lambda key, delivered: acknowledged.append(key) if delivered else None)
             await asyncio.sleep(0.05)
-        stopped = {**unacked.stats(), "calls": len(writer.calls), "calls_out": batcher.calls_out}
+        stopped = {**unacked.stats(), "calls": len(writer.calls), "calls_out": batcher.sending()["calls_out"]}
         writer.running.set()  # SIGCONT
         await settle(lambda: not len(unacked), 200, 0.05)
         return stopped

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 from crowdplay.recording.chunk_queue import Acknowledged, ChunkQueue
 from crowdplay.recording.spool import Chunk
@@ -23,6 +23,23 @@ from crowdplay.recording.writer_calls import BATCH_INTERVAL_S, MAX_BATCH_BYTES, 
 SEAL_SPACING_S = 0.003
 #: A chunk on its way in a boundary's batch, and the delivery waiting for the call's answer.
 Pending = tuple[Chunk, "asyncio.Future[None]"]
+
+
+class Sending(TypedDict):
+    """How a process's sending to the writer stands, as the dashboard shows it (``EnvActor.recording``)."""
+
+    #: writer calls not answered yet
+    calls_out: int
+    #: chunks waiting for their next call (not counting those in calls out)
+    queued: int
+    #: queued calls that failed or timed out (their chunks went back to the queue's front)
+    delivery_failures: int
+    #: chunks whose spilled file was gone when they were to be sent (something cleaned the temp dir)
+    chunks_lost: int
+
+
+#: The figures of a process that records nothing.
+NOTHING_SENT = Sending(calls_out=0, queued=0, delivery_failures=0, chunks_lost=0)
 
 
 class ChunkBatcher:
@@ -127,22 +144,11 @@ class ChunkBatcher:
         self._queue.submit(key, acknowledged)
 
     # ----------------------------------------------------------------- for the dashboard
-    @property
-    def calls_out(self) -> int:
-        """Writer calls not answered yet."""
-        return self._calls.out
-
-    @property
-    def queued(self) -> int:
-        """Chunks waiting for their next call (not counting those in calls out)."""
-        return self._queue.queued
-
-    @property
-    def delivery_failures(self) -> int:
-        """Queued calls that failed or timed out (their chunks went back to the queue's front)."""
-        return self._queue.delivery_failures
-
-    @property
-    def chunks_lost(self) -> int:
-        """Chunks whose spilled file was gone when they were to be sent (something cleaned the temp dir)."""
-        return self._queue.chunks_lost
+    def sending(self) -> Sending:
+        """How sending stands now: the writer calls' and the queue's figures."""
+        return Sending(
+            calls_out=self._calls.out,
+            queued=self._queue.queued,
+            delivery_failures=self._queue.delivery_failures,
+            chunks_lost=self._queue.chunks_lost,
+        )

@@ -111,10 +111,10 @@ def test_a_batch_is_refused_while_too_many_writer_calls_are_unanswered() -> None
         await asyncio.sleep(0.15)
         with pytest.raises(WriterBusy):
             await batcher.deliver("e", 1, b"y", 1, {})
-        out = batcher.calls_out
+        out = batcher.sending()["calls_out"]
         answer.set()
         await first
-        return out, batcher.calls_out == 0
+        return out, batcher.sending()["calls_out"] == 0
 
     assert asyncio.run(scenario()) == (1, True)
     assert [[seq for _, seq, *_ in call] for call in calls] == [[0]]
@@ -142,4 +142,4 @@ def test_queued_chunks_go_back_to_the_front_after_a_failed_call(monkeypatch: pyt
     batcher = asyncio.run(scenario())
     assert calls == [[0, 1, 2], [0, 1, 2]]
     assert acknowledged == [("e", 0), ("e", 1), ("e", 2)]
-    assert batcher.delivery_failures == 1 and batcher.queued == 0
+    assert batcher.sending() == {"calls_out": 0, "queued": 0, "delivery_failures": 1, "chunks_lost": 0}
