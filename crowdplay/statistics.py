@@ -385,50 +385,38 @@ class _Invaders(Statistic):
         return sum(self.hits_by_row)
 
 
-@register_statistic("si_shots")
-class InvadersShots(_Invaders):
-    """Shots the agent fired."""
+def _invaders_statistic(name: str, class_name: str, label: str, doc: str, part: Callable[[_Invaders], float]) -> type[Statistic]:
+    """The ``_Invaders`` tracking reporting ``part`` of what it counted, as class ``class_name``
+    registered under ``name``: the ``si_*`` shot and hit statistics differ in nothing else."""
 
-    label = "Shots fired"
-
-    def value(self) -> float:
-        """Shots fired."""
-        return float(self.shots)
-
-
-@register_statistic("si_hits")
-class InvadersHits(_Invaders):
-    """Aliens hit (the mothership is not an alien of a row and does not count)."""
-
-    label = "Aliens hit"
-
-    def value(self) -> float:
-        """Aliens hit."""
-        return float(self.hits)
-
-
-@register_statistic("si_accuracy")
-class InvadersAccuracy(_Invaders):
-    """Aliens hit per shot fired, as a fraction from 0 to 1 (0 before the first shot)."""
-
-    label = "Accuracy"
-
-    def value(self) -> float:
-        """Hits per shot (0 before the first shot)."""
-        return self.hits / self.shots if self.shots else 0.0
-
-
-def _row_statistic(row: int) -> type[Statistic]:
-    class InvadersRowHits(_Invaders):
-        label = f"Aliens hit in row {row}"
-
+    class Part(_Invaders):
         def value(self) -> float:
-            """Aliens hit in this row."""
-            return float(self.hits_by_row[row - 1])
+            """The part of the tracking this statistic reports."""
+            return part(self)
 
-    InvadersRowHits.__name__ = InvadersRowHits.__qualname__ = f"InvadersRow{row}Hits"
-    InvadersRowHits.__doc__ = f"Aliens hit in row {row} (row 1 is the top row, worth 30 points; row 6 the bottom, worth 5)."
-    return register_statistic(f"si_aliens_hit_row_{row}")(InvadersRowHits)
+    Part.label = label
+    Part.__name__ = Part.__qualname__ = class_name
+    Part.__doc__ = doc
+    return register_statistic(name)(Part)
 
 
-SI_ROW_STATISTICS = tuple(_row_statistic(row) for row in range(1, len(SI_ROWS) + 1))
+def _hits_in_row(row: int) -> Callable[[_Invaders], float]:
+    """Hits in row ``row`` (1 the top), made apart so that each row's statistic keeps its own row."""
+    return lambda invaders: float(invaders.hits_by_row[row - 1])
+
+
+InvadersShots = _invaders_statistic("si_shots", "InvadersShots", "Shots fired", "Shots the agent fired.", lambda invaders: float(invaders.shots))
+InvadersHits = _invaders_statistic(
+    "si_hits", "InvadersHits", "Aliens hit", "Aliens hit (the mothership is not an alien of a row and does not count).", lambda invaders: float(invaders.hits)
+)
+InvadersAccuracy = _invaders_statistic(
+    "si_accuracy", "InvadersAccuracy", "Accuracy", "Aliens hit per shot fired, as a fraction from 0 to 1 (0 before the first shot).",
+    lambda invaders: invaders.hits / invaders.shots if invaders.shots else 0.0,
+)
+SI_ROW_STATISTICS = tuple(
+    _invaders_statistic(
+        f"si_aliens_hit_row_{row}", f"InvadersRow{row}Hits", f"Aliens hit in row {row}",
+        f"Aliens hit in row {row} (row 1 is the top row, worth 30 points; row 6 the bottom, worth 5).", _hits_in_row(row),
+    )
+    for row in range(1, len(SI_ROWS) + 1)
+)
