@@ -13,6 +13,7 @@ import functools
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketState
@@ -85,17 +86,7 @@ async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings
     except BadToken:
         await close_with_error(websocket, "the session token is missing or wrong", protocol.CLOSE_UNAUTHORIZED)
         return
-    try:
-        await websocket.send_text(protocol.text("hello", session_id=session_id, served_by=served_by(), **hello_fields(attachment)))
-        forwarder = asyncio.create_task(_forward_frames(websocket, attachment))
-        try:
-            await _read_input(websocket, attachment, settings)
-        finally:
-            forwarder.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await forwarder
-    finally:
-        await attachment.close()
+    await _converse(websocket, attachment, {"session_id": session_id}, functools.partial(_read_input, websocket, attachment, settings))
 
 
 def hello_fields(attachment: Attachment) -> dict[str, Any]:
@@ -127,18 +118,30 @@ async def watch(websocket: WebSocket, backend: SessionBackend, settings: Setting
     except (ConnectionError, OSError):
         await close_with_error(websocket, "the game ended", protocol.CLOSE_SESSION_ENDED)
         return
+    await _converse(websocket, attachment, {"session_id": None, "game_id": game_id}, functools.partial(_ignore_input, websocket))
+
+
+async def _converse(websocket: WebSocket, attachment: Attachment, opening: dict[str, Any], receive: Callable[[], Awaitable[None]]) -> None:
+    """The part a player's and a watcher's connection share once attached: the hello (``opening``
+    first, then who serves it and the game's description), then the game's stream forwarded while
+    ``receive`` reads the socket; when either side ends, the stream stops and the attachment closes."""
     try:
-        await websocket.send_text(protocol.text("hello", session_id=None, game_id=game_id, served_by=served_by(), **hello_fields(attachment)))
+        await websocket.send_text(protocol.text("hello", **opening, served_by=served_by(), **hello_fields(attachment)))
         forwarder = asyncio.create_task(_forward_frames(websocket, attachment))
         try:
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass  # a viewer has nothing to say to the game
+            await receive()
         finally:
             forwarder.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await forwarder
     finally:
         await attachment.close()
+
+
+async def _ignore_input(websocket: WebSocket) -> None:
+    """A watcher's socket is read only to notice it closing: a viewer has nothing to say to the game."""
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
 
 
 async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
