@@ -17,6 +17,7 @@ from crowdplay.fanout import Fanout
 from crowdplay.game_inputs import AppliedInput
 from crowdplay.game_observers import EpisodeBegun, EpisodeEnded, Stepped
 from crowdplay.recording.recorder import Recorder
+from crowdplay.recording.step import RecordedStep
 
 
 class NoRecording:
@@ -110,8 +111,7 @@ class GameRecording(NoRecording):
         screen, previous = step.screen, step.previous
         delta = self._fanout.cached(("delta", step.frame_id), lambda: codec.delta_payload(screen, previous))
         self.recorder.step(
-            step.frame_id, step.actions, step.rewards, step.terminated, step.truncated,
-            step.client_frames, screen, delta, step.ram, step.observed,
+            RecordedStep(step.frame_id, step.actions, step.rewards, step.terminated, step.truncated, step.client_frames, screen, delta, step.ram, step.observed)
         )
 
     def episode_ended(self, ended: EpisodeEnded) -> None:

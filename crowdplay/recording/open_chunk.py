@@ -35,7 +35,6 @@ Chunk columns (``crowdplay.data`` reads them; docs/recording.md is their referen
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +42,9 @@ import numpy as np
 
 from crowdplay import codec
 from crowdplay.recording.observations import ObservationColumns
+from crowdplay.recording.step import Observed, RecordedStep
 
-#: A step's (or reset's) observations and infos, per agent; None when not recorded.
-Observed = tuple[dict[str, Any], dict[str, Any]] | None
+__all__ = ["Observed", "OpenChunk"]
 
 
 @dataclass
@@ -84,30 +83,19 @@ class OpenChunk:
         """Steps recorded in the chunk so far."""
         return len(self.frame_ids)
 
-    def add_step(
-        self,
-        frame_id: int,
-        actions: Mapping[str, int],
-        rewards: Mapping[str, float],
-        terminated: bool,
-        truncated: bool,
-        client_frames: Mapping[str, int],
-        delta: codec.Payload,
-        ram: bytes | None,
-        observed: Observed,
-    ) -> None:
-        """One step's row of every column (the screen after it as ``delta``, the codec's payload
-        the live stream computed anyway)."""
-        if self.observations is not None and observed is not None:
-            self.observations.add(self.steps, *observed)  # first: an observation outside its space records nothing
-        self.frame_ids.append(frame_id)
+    def add_step(self, step: RecordedStep) -> None:
+        """One step's row of every column (the screen after it as the step's delta)."""
+        if self.observations is not None and step.observed is not None:
+            self.observations.add(self.steps, *step.observed)  # first: an observation outside its space records nothing
+        self.frame_ids.append(step.frame_id)
         self.tick_times.append(time.time())
-        self.terminated.append(terminated)
-        self.truncated.append(truncated)
-        self.deltas.append(delta.data)
-        self.delta_flags.append(delta.flags)
-        if ram is not None:
-            self.rams.append(ram)
+        self.terminated.append(step.terminated)
+        self.truncated.append(step.truncated)
+        self.deltas.append(step.delta.data)
+        self.delta_flags.append(step.delta.flags)
+        if step.ram is not None:
+            self.rams.append(step.ram)
+        actions, rewards, client_frames = step.actions, step.rewards, step.client_frames
         for index, agent in enumerate(self.agents):
             self.actions[index].append(actions[agent])
             self.rewards[index].append(rewards.get(agent, 0.0))

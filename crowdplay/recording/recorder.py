@@ -21,7 +21,7 @@ description per agent) and ``reset_infos`` are stored with its first chunk.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from crowdplay import codec
@@ -30,11 +30,12 @@ from crowdplay.recording.batcher import ChunkBatcher
 from crowdplay.recording.chunk import pack_chunk
 from crowdplay.recording.episode_document import EpisodeDocument
 from crowdplay.recording.observations import ObservationColumns
-from crowdplay.recording.open_chunk import Observed, OpenChunk
+from crowdplay.recording.open_chunk import OpenChunk
+from crowdplay.recording.step import Observed, RecordedStep
 from crowdplay.recording.unacked import Key, UnackedChunks
 from crowdplay.recording.writer_calls import retry_delay
 
-__all__ = ["ChunkBatcher", "Deliver", "Observed", "Recorder", "Snapshot"]
+__all__ = ["ChunkBatcher", "Deliver", "Observed", "RecordedStep", "Recorder", "Snapshot"]
 
 #: Sends one sealed chunk to the writer: (episode_id, seq, packed columns, steps, episode fields).
 Deliver = Callable[[str, int, bytes, int, dict[str, Any]], Awaitable[object]]
@@ -150,26 +151,14 @@ class Recorder:
             self._chunk.controllers = self.controllers
 
     # ----------------------------------------------------------------- steps (the tick path)
-    def step(
-        self,
-        frame_id: int,
-        actions: Mapping[str, int],
-        rewards: Mapping[str, float],
-        terminated: bool,
-        truncated: bool,
-        client_frames: Mapping[str, int],
-        screen: codec.Screen,
-        delta: codec.Payload,
-        ram: bytes | None,
-        observed: Observed = None,
-    ) -> None:
-        """One step; ``observed``: the observations and infos it returned (when recorded)."""
+    def step(self, step: RecordedStep) -> None:
+        """One step (``RecordedStep``: built once per tick by the game's recording)."""
         chunk = self._open_chunk()
-        chunk.add_step(frame_id, actions, rewards, terminated, truncated, client_frames, delta, ram, observed)
+        chunk.add_step(step)
         # Chunks end on the shared clock's grid (every ``chunk_steps`` frame ids), so all sessions
         # of a process seal together and their chunks travel in one writer call.
-        if ((frame_id + 1) % self.chunk_steps == 0 or chunk.steps >= self.chunk_steps) and not (terminated or truncated):
-            self._cut(screen)
+        if ((step.frame_id + 1) % self.chunk_steps == 0 or chunk.steps >= self.chunk_steps) and not (step.terminated or step.truncated):
+            self._cut(step.screen)
 
     def input(self, agent: str, keys: tuple[str, ...], seq: int, client_frame: int, received_at: float) -> None:
         """An input applied at the coming step (``received_at`` is wall-clock time)."""
