@@ -18,6 +18,7 @@ from typing import Any
 
 from crowdplay.admission import Admission
 from crowdplay.assignments import ANONYMOUS
+from crowdplay.controllers import Human
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.game_control import HostCalls
 from crowdplay.matchmaking import Matchmaker
@@ -77,7 +78,7 @@ class Arrivals:
     async def _seat(self, spec: EnvSpec, session_id: str, pseudonym: str, participant: dict[str, Any]) -> SessionEntry:
         """A seat through matchmaking, then the participant's assignment (saved in the background)."""
         details = {**participant, "participant": pseudonym, "created_at": self._clock()}
-        entry = await self.matchmaker.seat(spec, session_id, {"human": True, "participant": pseudonym}, details)
+        entry = await self.matchmaker.seat(spec, session_id, Human(pseudonym), details)
         assignment = self.study.book.open(session_id, spec.id, pseudonym, participant.get("params", {}), entry.token, participant.get("consented_at"))
         assignment.statistics = {"values": {}}
         self.study.save_later(assignment)

@@ -38,6 +38,7 @@ from crowdplay.ai.answers import one_line
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.channel import ChannelServer
 from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
+from crowdplay.controllers import Controller, Human
 from crowdplay.environments import EnvAdapter, EnvironmentFailed, EnvSpec, get_env, make_adapter
 from crowdplay.lineup import Lineup
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
@@ -122,7 +123,7 @@ class EnvActor:
             raise EnvironmentFailed(env_id, one_line(error)[:500]) from None
         recorder = None
         if self.settings.record:
-            controllers = {agent: {"human": True, "participant": None} for agent in adapter.agents}
+            controllers = {agent: Human() for agent in adapter.agents}
             fields = {"task_id": env_id, **(episode_fields or {})}
             batcher = self._chunk_batcher()
             recorder = Recorder(
@@ -139,12 +140,12 @@ class EnvActor:
         self.games[game_id] = HostedGame(lineup, channel)
         return live.describe(), {"host": host, "port": port, "secret": channel.secret}
 
-    async def take_seat(self, game_id: str, agent: str, session_id: str, controller: dict[str, Any], details: dict[str, Any], token: str = "") -> None:
+    async def take_seat(self, game_id: str, agent: str, session_id: str, controller: Controller, details: dict[str, Any], token: str = "") -> None:
         """Seat a participant's session at ``agent``; SeatUnavailable if the seat is not open. The
         session's token is kept here too, so that a restarted EnvsManager can rebuild its table."""
         self._game(game_id).lineup.take(agent, session_id, controller, details)
         self._game_of[session_id] = game_id
-        self._seated[session_id] = {"game_id": game_id, "agent": agent, "token": token, "participant": controller.get("participant")}
+        self._seated[session_id] = {"game_id": game_id, "agent": agent, "token": token, "participant": controller.participant if isinstance(controller, Human) else None}
 
     async def retoken(self, session_id: str, token: str) -> None:
         """A participant's session got a new token (a second tab)."""

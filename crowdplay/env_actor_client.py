@@ -17,6 +17,7 @@ from typing import Any
 import ray
 
 from crowdplay.config import Settings
+from crowdplay.controllers import Controller
 from crowdplay.env_actor import DASHBOARD_WAIT_S, UnknownHostedSession, env_actor_names, spawn_env_actor
 from crowdplay.hosts import Host, NoCapacity
 from crowdplay.lineup import SeatUnavailable
@@ -105,7 +106,7 @@ class EnvActorCalls:
         except ray.exceptions.RayActorError as error:
             raise HostDied(str(error)) from error
 
-    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: dict[str, Any], details: dict[str, Any], token: str) -> None:
+    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: Controller, details: dict[str, Any], token: str) -> None:
         """Seat the session; ``SeatGone`` if the game began or ended under it."""
         try:
             await host.actor.take_seat.remote(game.game_id, agent, session_id, controller, details, token)

@@ -11,6 +11,7 @@ from typing import Any
 
 from crowdplay import codec
 from crowdplay.ai.agent import PolicyAgent
+from crowdplay.controllers import Controller
 from crowdplay.environments import EnvAdapter, EnvSpec
 from crowdplay.environments.spaces import ObservationOutsideSpace, json_part
 from crowdplay.fanout import Fanout
@@ -41,7 +42,7 @@ class NoRecording:
     def ai_answered(self, agent: str, policy: PolicyAgent) -> None:
         """Nothing is stored."""
 
-    def set_controller(self, agent: str, controller: dict[str, Any], screen: codec.Screen) -> None:
+    def set_controller(self, agent: str, controller: Controller, screen: codec.Screen) -> None:
         """Nothing is stored."""
 
     def describe_agent(self, agent: str, details: dict[str, Any]) -> None:
@@ -124,7 +125,7 @@ class GameRecording(NoRecording):
         if policy.action is not None and (policy.observed_frame >= 0 or policy.substitute is not None):
             self.recorder.ai_action(agent, policy.action, policy.observed_frame, policy.latency_s, policy.substitute)
 
-    def set_controller(self, agent: str, controller: dict[str, Any], screen: codec.Screen) -> None:
+    def set_controller(self, agent: str, controller: Controller, screen: codec.Screen) -> None:
         """Another controller plays ``agent`` from the next step."""
         self.recorder.set_controller(agent, controller, screen)
 

@@ -37,6 +37,7 @@ from crowdplay.ai.remote import PolicyClient
 from crowdplay.ai_players import AIPlayers
 from crowdplay.audience import Audience
 from crowdplay.config import Settings
+from crowdplay.controllers import Controller
 from crowdplay.realtime import LiveEnv, Subscriber
 from crowdplay.recording.status import FINISHED, INTERRUPTED
 from crowdplay.statistics import StatisticsTracker
@@ -155,7 +156,7 @@ class Lineup:
         """The seats held by participants (connected or not)."""
         return [seat for seat in self.seats.values() if seat.session_id is not None]
 
-    def take(self, agent: str, session_id: str, controller: dict[str, Any], details: dict[str, Any]) -> None:
+    def take(self, agent: str, session_id: str, controller: Controller, details: dict[str, Any]) -> None:
         """Give an open seat to a participant's session (they still have to connect)."""
         seat = self.seats.get(agent)
         if self.phase != WAITING or seat is None or seat.status != "open":

@@ -18,6 +18,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from crowdplay.controllers import Controller
 from crowdplay.environments import EnvironmentFailed, EnvSpec
 from crowdplay.hosts import Host, HostPool
 from crowdplay.lineup import SeatUnavailable
@@ -44,7 +45,7 @@ class GameHosts(Protocol):
     async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """Build the game's environment there: (hello info, frame channel address)."""
 
-    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: dict[str, Any], details: dict[str, Any], token: str) -> None:
+    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: Controller, details: dict[str, Any], token: str) -> None:
         """Seat the session in the game (``SeatGone`` if the game began or ended)."""
 
 
@@ -59,7 +60,7 @@ class Matchmaker:
         self.problems = problems
         self.host_lost = host_lost
 
-    async def seat(self, spec: EnvSpec, session_id: str, controller: dict[str, Any], details: dict[str, Any]) -> SessionEntry:
+    async def seat(self, spec: EnvSpec, session_id: str, controller: Controller, details: dict[str, Any]) -> SessionEntry:
         """The session seated in a game of ``spec`` (watching one of its own if it is AI-only),
         with a fresh token. ``details["participant"]``: who sits there (a pseudonym)."""
         failures = seats_gone = 0

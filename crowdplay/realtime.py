@@ -29,6 +29,7 @@ from crowdplay import codec, protocol
 from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai_seats import AISeats
 from crowdplay.config import Settings
+from crowdplay.controllers import Controller
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
 from crowdplay.environments.adapter import StepResult
 from crowdplay.episodes import Episodes
@@ -209,7 +210,7 @@ class LiveEnv:
         return self.adapter.observations, self.adapter.infos
 
     # ----------------------------------------------------------------- who plays (the lineup)
-    def set_controller(self, agent: str, controller: dict[str, Any], policy: PolicyAgent | None = None) -> None:
+    def set_controller(self, agent: str, controller: Controller, policy: PolicyAgent | None = None) -> None:
         """From the next tick ``agent`` is played by ``policy`` (AI) or, without one, by a participant."""
         self._check_agent(agent)
         self.ai.seat(agent, policy)

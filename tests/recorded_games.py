@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.environments import get_env
 from crowdplay.environments.parallel_adapter import make_adapter
 from crowdplay.lineup import Lineup
@@ -58,7 +59,7 @@ def recorded_game(env_id: str, store: TrajectoryStore, chunk_steps: int = 50, se
     spec = get_env(env_id)
     adapter = make_adapter(spec)
     batcher = ChunkBatcher(send_batch)
-    humans = {agent: {"human": True, "participant": f"p-{agent}"} for agent in adapter.agents}
+    humans = {agent: Human(f"p-{agent}") for agent in adapter.agents}
     recorder = Recorder(f"game-{env_id}", adapter.agents, batcher.deliver, chunk_steps, humans, adapter.snapshot, 600, {}, batcher.seal_later)
     live = LiveEnv(spec, seed, Settings(), adapter=adapter, recorder=recorder)
     lineup = Lineup(live, lineup_settings or Settings(countdown_s=0.0))

@@ -10,6 +10,7 @@ import numpy as np
 from crowdplay import codec, protocol
 from crowdplay.channel import ChannelClient, ChannelServer
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.environments import get_env
 from crowdplay.environments.replay import replay_screens
 from crowdplay.lineup import Lineup
@@ -24,7 +25,7 @@ async def serve(env_id: str = "SpaceInvaders", window: int = 2):
     """A game with its one seat taken by session "s1" (who starts it by connecting)."""
     live = LiveEnv(get_env(env_id), 0, Settings())
     lineup = Lineup(live, Settings())
-    lineup.take("agent_0", "s1", {"human": True, "participant": "p1"}, {})
+    lineup.take("agent_0", "s1", Human("p1"), {})
     server = ChannelServer(lineup, "the-secret", window)
     port = await server.start("127.0.0.1")
     return live, server, port

@@ -14,6 +14,7 @@ import ray
 
 from crowdplay.client import Participant
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.environments import EnvAdapter, EnvSpec, Keymap, get_env, make_adapter, register_env
 from crowdplay.environments.keymap import KEY_CODES, arrow_keymap, atari_keymap, named_keymap, number_keymap, wasd_keymap
 from crowdplay.realtime import LiveEnv
@@ -171,7 +172,7 @@ def recorded_play(spec: EnvSpec, script: list[list[str] | None]) -> tuple[LiveEn
         chunks.append(unpack_chunk(blob))
 
     async def scenario():
-        recorder = Recorder("controls", ("agent_0",), deliver, 1000, {"agent_0": {"human": True, "participant": None}})
+        recorder = Recorder("controls", ("agent_0",), deliver, 1000, {"agent_0": Human()})
         live = LiveEnv(spec, 7, Settings(), recorder=recorder)
         in_effect = []
         for tick, keys in enumerate(script, start=1):

@@ -9,6 +9,7 @@ from functools import partial
 import numpy as np
 
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.data import Dataset, replay_check
 from crowdplay.environments import EnvSpec, register_env
 from crowdplay.environments.parallel_adapter import ParallelEnvAdapter, make_pettingzoo_atari
@@ -56,7 +57,7 @@ def test_a_two_player_session_records_both_agents(tmp_path):
     async def scenario():
         adapter = ParallelEnvAdapter(SPEC)
         batcher = ChunkBatcher(send)
-        controllers = {"first_0": {"human": True, "participant": "p-a"}, "second_0": {"human": True, "participant": "p-b"}}
+        controllers = {"first_0": Human("p-a"), "second_0": Human("p-b")}
         recorder = Recorder("duo", adapter.agents, batcher.deliver, 50, controllers, adapter.snapshot, 600, {}, batcher.seal_later)
         live = LiveEnv(SPEC, 0, Settings(), adapter=adapter, recorder=recorder)
         frames = 0

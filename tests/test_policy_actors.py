@@ -18,6 +18,7 @@ from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai.atari import normalize
 from crowdplay.ai.remote import PolicyClient
 from crowdplay.client import Participant
+from crowdplay.controllers import Human
 from crowdplay.data import Dataset
 from crowdplay.data.exports import export_npz, export_rllib, load_npz
 from crowdplay.environments import get_env
@@ -104,7 +105,7 @@ def recorded_ai_game(policy_id: str, settings, seconds: float) -> tuple[list[dic
         chunks.append({**unpack_chunk(blob), **fields})
 
     async def scenario():
-        recorder = Recorder("ai-failures", ("agent_0",), deliver, 30, {"agent_0": {"human": True, "participant": None}})
+        recorder = Recorder("ai-failures", ("agent_0",), deliver, 30, {"agent_0": Human()})
         live = LiveEnv(get_env("Pong"), 1, settings, recorder=recorder)
         client = PolicyClient(settings)
         agent = PolicyAgent(policy_id, live.adapter.action_space("agent_0"), 0, client, "agent_0")
@@ -155,7 +156,7 @@ def test_a_game_never_waits_for_a_slow_policy(settings):
 
     async def scenario():
         ray.get(policy_actor(settings, "test-slow", SIX_ACTIONS).ready.remote())  # started: not measuring its boot
-        recorder = Recorder("slow-ai", ("agent_0",), deliver, 30, {"agent_0": {"human": True, "participant": None}})
+        recorder = Recorder("slow-ai", ("agent_0",), deliver, 30, {"agent_0": Human()})
         live, agent = ai_game("test-slow", settings, "Pong", recorder)
         started = time.monotonic()
         await asyncio.sleep(2.0)

@@ -8,13 +8,14 @@ import asyncio
 import numpy as np
 
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.data import Dataset, replay_check
 from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import LiveEnv, TickClock
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
 
-HUMAN = {"human": True, "participant": "p-test"}
+HUMAN = Human("p-test")
 
 
 def record(store: TrajectoryStore, steps_wanted: int, chunk_steps: int, snapshot_interval: int, presses: dict[int, list[str]]):

@@ -10,6 +10,7 @@ import pytest
 
 from crowdplay import statistics
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.data import Dataset
 from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import LiveEnv
@@ -119,7 +120,7 @@ def play_invaders(store: TrajectoryStore, frames: int) -> StatisticsTracker:
         adapter = EnvAdapter(get_env("SpaceInvaders"))
         batcher = ChunkBatcher(send_batch)
         recorder = Recorder(
-            "s1", adapter.agents, batcher.deliver, 30, {"agent_0": {"human": True, "participant": "p"}},
+            "s1", adapter.agents, batcher.deliver, 30, {"agent_0": Human("p")},
             adapter.snapshot, 600, {"task_id": "stats"}, batcher.seal_later,
         )
         live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), adapter=adapter, recorder=recorder)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.environments import get_env
 from crowdplay.environments.parallel_adapter import make_adapter
 from crowdplay.lineup import Lineup, SeatUnavailable
@@ -33,7 +34,7 @@ def ai_game(game_id: str, clock, delivered: list, grace_s: float = 1.0) -> Lineu
 
     spec = replace(get_env("TestAIPong"), reconnect_grace_s=grace_s)
     adapter = make_adapter(spec)
-    controllers = {agent: {"human": True, "participant": None} for agent in adapter.agents}
+    controllers = {agent: Human() for agent in adapter.agents}
     recorder = Recorder(game_id, adapter.agents, deliver, 60, controllers)
     return Lineup(LiveEnv(spec, 11, SETTINGS, clock, adapter, recorder), SETTINGS)
 

@@ -29,6 +29,7 @@ from ray import serve
 
 from crowdplay.channel import ChannelClient
 from crowdplay.client import Participant
+from crowdplay.controllers import Human
 from crowdplay.env_actor import spawn_env_actor
 from crowdplay.recording.store import TrajectoryStore
 from crowdplay.recording.writer import get_or_create_writer
@@ -240,7 +241,7 @@ def test_an_env_actor_spills_past_its_limit_while_its_writer_is_stopped_and_deli
     game_id = uuid.uuid4().hex
     try:
         _, channel = ray.get(actor.open.remote(game_id, "SpaceInvaders", 7), timeout=60)
-        ray.get(actor.take_seat.remote(game_id, "agent_0", "s1", {"human": True, "participant": "p-spill"}, {}, "token"), timeout=30)
+        ray.get(actor.take_seat.remote(game_id, "agent_0", "s1", Human("p-spill"), {}, "token"), timeout=30)
 
         async def play() -> dict:
             client = await ChannelClient.connect(channel["host"], channel["port"], channel["secret"], "agent_0", "s1")

@@ -26,6 +26,7 @@ import gymnasium as gym
 from crowdplay.ai.answers import MAX_REASON, NO_ANSWER_YET, checked_action, failure_reason
 from crowdplay.ai.registry import make_framebuffer, make_policy, policy_class
 from crowdplay.ai.remote import PolicyClient
+from crowdplay.controllers import PolicyControl
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,9 @@ class PolicyAgent:
         self._warned: set[str] = set()
 
     @property
-    def controller(self) -> dict[str, Any]:
-        """How the recording names this controller."""
-        return {"human": False, "policy": self.policy_id}
+    def controller(self) -> PolicyControl:
+        """This policy as the agent's controller."""
+        return PolicyControl(self.policy_id)
 
     def unavailable(self, after_s: float) -> str | None:
         """Why the policy counts as unavailable (it has played nothing but substitutes for

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import LiveEnv, TickClock
 from crowdplay.recording.chunk import pack_chunk, unpack_chunk
@@ -77,7 +78,7 @@ def record_play(play_seconds: float, settings: Settings, env_id: str = "SpaceInv
         spec = get_env(env_id)
         adapter = EnvAdapter(spec)
         recorder = Recorder(
-            "bench", adapter.agents, collect, settings.chunk_steps, {"agent_0": {"human": True, "participant": "p-bench"}},
+            "bench", adapter.agents, collect, settings.chunk_steps, {"agent_0": Human("p-bench")},
             adapter.snapshot, settings.snapshot_interval, {"task_id": "bench"},
         )
         live = LiveEnv(spec, 0, settings, clock=TickClock(spec.fps), adapter=adapter, recorder=recorder)

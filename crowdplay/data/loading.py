@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from crowdplay import codec
+from crowdplay.controllers import Human, PolicyControl, from_document
 from crowdplay.data.episode import AgentTrajectory
 from crowdplay.data.observations import FORMATS, convert
 from crowdplay.environments.spaces import Description, assemble, leaves
@@ -108,7 +109,7 @@ class StoredSteps:
         """``agent``'s per-step extras (see ``AgentTrajectory.infos``)."""
         infos = {name: self.columns[name] for name in SHARED_INFOS if name in self.columns}
         infos["client_frame"] = self.columns.get(f"client_frame/{agent}", np.zeros(0, np.int64))
-        infos["human"] = np.array([bool(controllers[agent].get("human")) for controllers in self.controllers], dtype=bool)
+        infos["human"] = np.array([isinstance(from_document(controllers[agent]), Human) for controllers in self.controllers], dtype=bool)
         own_rows = [row for row in self.ai_rows if row[1] == agent]
         infos["ai_substitute"] = ai_substitutes([controllers[agent] for controllers in self.controllers], own_rows)
         return infos
@@ -160,7 +161,7 @@ def env_observations(space: Description, joined: dict[str, np.ndarray], agent: s
 def ai_substitutes(controllers: list[dict[str, Any]], rows: list[list[Any]]) -> np.ndarray:
     """Per step, whether the agent's action was a substitute played in place of its policy's answer.
 
-    ``controllers`` is the agent's controller at each step and ``rows`` its ``[step, agent,
+    ``controllers`` is the agent's controller at each step (as stored) and ``rows`` its ``[step, agent,
     substitute]`` AI answers in order: an answer holds from its step until the next one. A step
     played by its policy before any answer is a substitute too (there was no answer yet); steps
     a person played are not, and neither are those of recordings made before substitutes were
@@ -172,5 +173,6 @@ def ai_substitutes(controllers: list[dict[str, Any]], rows: list[list[Any]]) -> 
         while answer < len(rows) and rows[answer][0] <= step:
             current = rows[answer][2]
             answer += 1
-        flags[step] = bool(controller.get("policy")) and not controller.get("human") and current is not None
+        played = from_document(controller)
+        flags[step] = isinstance(played, PolicyControl) and bool(played.policy) and current is not None
     return flags

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from crowdplay.controllers import Controller, Human, documents
 from crowdplay.recording.status import INTERRUPTED
 
 #: Distinct substitute reasons counted per agent in an episode's ``ai_answers`` (the rest: "other").
@@ -58,7 +59,7 @@ class EpisodeDocument:
         #: who watches the game now (``note_watcher``), carried into every episode that follows
         self._watching: list[dict[str, Any]] = []
 
-    def begin(self, episode: int, described: Mapping[str, Any], controllers: Mapping[str, Mapping[str, Any]]) -> None:
+    def begin(self, episode: int, described: Mapping[str, Any], controllers: Mapping[str, Controller]) -> None:
         """A new episode, described by the game (environment, seed, spaces...), played by ``controllers``."""
         self.fields = {"game_id": self.game_id, "episode": episode, "started_at": self.clock(), **self.shared, **described}
         if self._watching:
@@ -75,18 +76,19 @@ class EpisodeDocument:
         self.shared["sessions"] = sessions
         self.fields["sessions"] = sessions
 
-    def note_controllers(self, controllers: Mapping[str, Mapping[str, Any]]) -> None:
-        """Who plays now, and the searchable summary of who played: every participant and policy so far."""
+    def note_controllers(self, controllers: Mapping[str, Controller]) -> None:
+        """Who plays now (stored as ``controllers``), and the searchable summary of who played:
+        every participant and policy so far."""
         humans = set(self.fields.get("participants", ()))
         policies = set(self.fields.get("policies", ()))
         for controller in controllers.values():
-            if controller.get("human"):
-                if controller.get("participant"):
-                    humans.add(controller["participant"])
+            if isinstance(controller, Human):
+                if controller.participant:
+                    humans.add(controller.participant)
             else:
-                policies.add(controller["policy"])
+                policies.add(controller.policy)
         self.fields.update(
-            controllers=controllers, participants=sorted(humans), policies=sorted(policies), human_only=not policies
+            controllers=documents(controllers), participants=sorted(humans), policies=sorted(policies), human_only=not policies
         )
 
     def count_ai_answer(self, agent: str, substitute: str | None) -> None:

@@ -56,6 +56,7 @@ class OpenChunk:
     first_step: int
     screen: codec.Screen  # before the first step; keyframe-encoded when sealed, off the tick path
     start_state: bytes | None
+    #: who plays each agent, as stored (``crowdplay.controllers``)
     controllers: dict[str, dict[str, Any]]
     agents: tuple[str, ...] = ()
     frame_ids: list[int] = field(default_factory=list)

@@ -21,10 +21,11 @@ description per agent) and ``reset_infos`` are stored with its first chunk.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from crowdplay import codec
+from crowdplay.controllers import Controller, documents
 from crowdplay.environments.spaces import Leaves
 from crowdplay.recording.batcher import ChunkBatcher
 from crowdplay.recording.chunk import pack_chunk
@@ -52,7 +53,7 @@ class Recorder:
         agents: tuple[str, ...],
         deliver: Deliver,
         chunk_steps: int,
-        controllers: dict[str, dict[str, Any]],
+        controllers: Mapping[str, Controller],
         snapshot: Snapshot | None = None,
         snapshot_interval: int = 600,
         episode_fields: dict[str, Any] | None = None,
@@ -71,7 +72,9 @@ class Recorder:
         self.agents = agents
         self.deliver = deliver
         self.chunk_steps = chunk_steps
-        self.controllers = {agent: dict(controllers[agent]) for agent in agents}
+        self.controllers = {agent: controllers[agent] for agent in agents}
+        #: ``controllers`` as stored with each chunk, made again only when a controller changes
+        self._stored_controllers = documents(self.controllers)
         self.snapshot = snapshot
         self.snapshot_interval = snapshot_interval
         self.document = EpisodeDocument(game_id, episode_fields)
@@ -141,14 +144,15 @@ class Recorder:
         """Play begins now (the first episode was opened while the game waited for its players)."""
         self.document.restamp_start()
 
-    def set_controller(self, agent: str, controller: dict[str, Any], screen: codec.Screen) -> None:
+    def set_controller(self, agent: str, controller: Controller, screen: codec.Screen) -> None:
         """Another controller (a fallback AI, a reconnected human) plays ``agent`` from the next step."""
-        self.controllers = {**self.controllers, agent: dict(controller)}
+        self.controllers = {**self.controllers, agent: controller}
+        self._stored_controllers = documents(self.controllers)
         self.document.note_controllers(self.controllers)
         if self._chunk is not None:
             if self._chunk.steps:
                 self._cut(screen)
-            self._chunk.controllers = self.controllers
+            self._chunk.controllers = self._stored_controllers
 
     # ----------------------------------------------------------------- steps (the tick path)
     def step(self, step: RecordedStep) -> None:
@@ -180,7 +184,7 @@ class Recorder:
 
     def _open(self, episode_id: str, seq: int, first_step: int, screen: codec.Screen, start_state: bytes | None) -> OpenChunk:
         observations = ObservationColumns(self._leaves) if self._leaves is not None else None
-        return OpenChunk(episode_id, seq, first_step, screen, start_state, self.controllers, self.agents, observations=observations)
+        return OpenChunk(episode_id, seq, first_step, screen, start_state, self._stored_controllers, self.agents, observations=observations)
 
     def _cut(self, screen: codec.Screen) -> None:
         """Close the chunk being filled and open the next; sealing waits until this tick's frames went out."""

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from typing import Any
 
+from crowdplay.controllers import Controller
 from crowdplay.hosts import Host, NoCapacity
 from crowdplay.matchmaking import HostDied, SeatGone
 from crowdplay.session_table import Game
@@ -67,7 +68,7 @@ class FakeGameHosts:
             raise HostDied(f"{host.actor} died")
         return {"humans": list(self.humans), "env_id": env_id}, {"host": "127.0.0.1", "port": 1}
 
-    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: dict, details: dict, token: str) -> None:
+    async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: Controller, details: dict, token: str) -> None:
         await asyncio.sleep(0)
         if host.actor in self.dead:
             raise HostDied(f"{host.actor} died")

@@ -3,10 +3,11 @@ watched, how the AI's answers are counted, and the fields that close an episode.
 
 from __future__ import annotations
 
+from crowdplay.controllers import Human, PolicyControl
 from crowdplay.recording.episode_document import MAX_SUBSTITUTE_REASONS, EpisodeDocument, closing_fields, interrupted_fields
 
-HUMAN = {"human": True, "participant": "p-1"}
-AI = {"human": False, "policy": "random"}
+HUMAN = Human("p-1")
+AI = PolicyControl("random")
 
 
 class Clock:
@@ -39,7 +40,7 @@ def test_every_participant_and_policy_of_the_episode_stays_in_its_summary() -> N
     document.begin(0, {}, {"agent_0": HUMAN})
     assert document.fields["human_only"] is True
     document.note_controllers({"agent_0": AI})
-    document.note_controllers({"agent_0": {"human": True, "participant": "p-2"}})
+    document.note_controllers({"agent_0": Human("p-2")})
     assert document.fields["participants"] == ["p-1", "p-2"] and document.fields["policies"] == ["random"]
     assert document.fields["human_only"] is False
 

@@ -13,6 +13,7 @@ from crowdplay.admission import Admission, TooManyStarts
 from crowdplay.arrivals import Arrivals
 from crowdplay.assignments import ANONYMOUS, Assignment, SessionLost
 from crowdplay.background import Background
+from crowdplay.controllers import Human
 from crowdplay.environments import EnvSpec, register_env
 from crowdplay.game_control import HOST_LOST, GameControl, NotAIOnly, UnknownGame
 from crowdplay.hosts import HostPool, PoolLimits
@@ -42,7 +43,7 @@ class Parts:
         self.interrupted.append((game_id, reason))
 
     async def seat(self, session_id: str) -> Any:
-        return await self.matchmaker.seat(PAIR, session_id, {"human": True}, {"participant": f"p-{session_id}"})
+        return await self.matchmaker.seat(PAIR, session_id, Human(), {"participant": f"p-{session_id}"})
 
 
 async def settle() -> None:

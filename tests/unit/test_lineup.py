@@ -13,6 +13,7 @@ from pettingzoo import ParallelEnv
 
 from crowdplay import protocol
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.environments import EnvSpec, Keymap, register_env
 from crowdplay.lineup import COUNTDOWN, ENDED, PLAYING, WAITING, Lineup
 from crowdplay.realtime import LiveEnv
@@ -75,7 +76,7 @@ def game(seated: int = 0) -> tuple[LiveEnv, Lineup, list[dict]]:
     live = LiveEnv(CORRIDOR, seed=1, settings=SETTINGS)
     lineup = Lineup(live, SETTINGS, on_event=events.append)
     for number, agent in enumerate(CORRIDOR.agents[:seated], 1):
-        lineup.take(agent, f"s{number}", {"human": True}, {})
+        lineup.take(agent, f"s{number}", Human(), {})
     return live, lineup, events
 
 
@@ -152,7 +153,7 @@ def test_without_a_fallback_a_participant_who_stays_away_ends_the_game_for_every
 def test_a_second_tab_replaces_the_first_which_is_told_why():
     async def scenario():
         live, lineup, _ = game()
-        lineup.take("left", "s1", {"human": True}, {})
+        lineup.take("left", "s1", Human(), {})
         first = lineup.connect("left", "s1")
         second = lineup.connect("left", "s1")
         live.stop("test over")
@@ -169,9 +170,9 @@ def test_a_seat_that_is_not_open_cannot_be_taken_and_a_stranger_cannot_connect()
 
     async def scenario():
         live, lineup, _ = game()
-        lineup.take("left", "s1", {"human": True}, {})
+        lineup.take("left", "s1", Human(), {})
         with pytest.raises(SeatUnavailable):
-            lineup.take("left", "s2", {"human": True}, {})
+            lineup.take("left", "s2", Human(), {})
         with pytest.raises(SeatUnavailable):
             lineup.connect("left", "s2")
         live.stop("test over")

@@ -10,6 +10,7 @@ import pytest
 
 from crowdplay.assignments import ANONYMOUS, BadToken, SessionLost, UnknownSession
 from crowdplay.background import Background
+from crowdplay.controllers import Human
 from crowdplay.environments import EnvSpec
 from crowdplay.hosts import Host, HostPool, PoolLimits
 from crowdplay.lineup import SeatUnavailable
@@ -41,7 +42,7 @@ def details(who: str) -> dict:
 def test_two_joins_share_a_game_and_a_third_opens_another():
     async def scenario():
         maker, _ = matchmaker(["left", "right"])
-        entries = [await maker.seat(PAIR, f"s{n}", {"human": True}, details(f"p{n}")) for n in range(3)]
+        entries = [await maker.seat(PAIR, f"s{n}", Human(), details(f"p{n}")) for n in range(3)]
         return [(e.game.game_id, e.agent) for e in entries]
 
     (g1, a1), (g2, a2), (g3, a3) = asyncio.run(scenario())
@@ -51,7 +52,7 @@ def test_two_joins_share_a_game_and_a_third_opens_another():
 def test_concurrent_joins_never_take_the_same_seat():
     async def scenario():
         maker, _ = matchmaker(["left", "right"])
-        entries = await asyncio.gather(*(maker.seat(PAIR, f"s{n}", {}, details(f"p{n}")) for n in range(10)))
+        entries = await asyncio.gather(*(maker.seat(PAIR, f"s{n}", Human(), details(f"p{n}")) for n in range(10)))
         return maker.table, entries
 
     table, entries = asyncio.run(scenario())
@@ -62,8 +63,8 @@ def test_concurrent_joins_never_take_the_same_seat():
 def test_an_undeclared_environments_agents_are_learnt_from_its_first_game():
     async def scenario():
         maker, _ = matchmaker(["solo"])
-        first = await maker.seat(UNDECLARED, "s1", {}, details("p1"))
-        second = await maker.seat(UNDECLARED, "s2", {}, details("p2"))
+        first = await maker.seat(UNDECLARED, "s1", Human(), details("p1"))
+        second = await maker.seat(UNDECLARED, "s2", Human(), details("p2"))
         return first, second
 
     first, second = asyncio.run(scenario())
@@ -73,7 +74,7 @@ def test_an_undeclared_environments_agents_are_learnt_from_its_first_game():
 def test_an_ai_only_game_is_watched_by_its_joiner():
     async def scenario():
         maker, _ = matchmaker([])
-        return await maker.seat(UNDECLARED, "s1", {}, details("p1"))
+        return await maker.seat(UNDECLARED, "s1", Human(), details("p1"))
 
     entry = asyncio.run(scenario())
     assert entry.agent == "" and entry.answer()["watching"] and entry.game.watchers == {"s1"}
@@ -84,7 +85,7 @@ def test_a_seat_gone_on_the_way_is_freed_and_the_join_tries_another_game():
         hosts = FakeGameHosts(["left", "right"])
         hosts.seats_gone = 1
         maker, _ = matchmaker(["left", "right"], hosts)
-        entry = await maker.seat(PAIR, "s1", {}, details("p1"))
+        entry = await maker.seat(PAIR, "s1", Human(), details("p1"))
         first_game = next(g for g in maker.table.games.values() if g is not entry.game)
         return entry, first_game
 
@@ -98,7 +99,7 @@ def test_a_join_gives_up_after_its_seat_attempts():
         hosts = FakeGameHosts(["left"])
         hosts.seats_gone = SEAT_ATTEMPTS
         maker, _ = matchmaker(["left"], hosts)
-        await maker.seat(PAIR, "s1", {}, details("p1"))
+        await maker.seat(PAIR, "s1", Human(), details("p1"))
 
     with pytest.raises(SeatUnavailable):
         asyncio.run(scenario())
@@ -109,7 +110,7 @@ def test_a_game_whose_process_died_opens_elsewhere():
         hosts = FakeGameHosts(["left", "right"])
         hosts.dead = {"process-1"}
         maker, lost = matchmaker(["left", "right"], hosts)
-        entry = await maker.seat(PAIR, "s1", {}, details("p1"))
+        entry = await maker.seat(PAIR, "s1", Human(), details("p1"))
         return entry, lost
 
     entry, lost = asyncio.run(scenario())
@@ -119,8 +120,8 @@ def test_a_game_whose_process_died_opens_elsewhere():
 def test_events_close_the_game_release_seats_to_ai_or_reopen_them_and_end_it():
     async def scenario():
         maker, _ = matchmaker(["left", "right"])
-        first = await maker.seat(PAIR, "s1", {}, details("p1"))
-        second = await maker.seat(PAIR, "s2", {}, details("p2"))
+        first = await maker.seat(PAIR, "s1", Human(), details("p1"))
+        second = await maker.seat(PAIR, "s2", Human(), details("p2"))
         return maker.table, first, second
 
     table, first, second = asyncio.run(scenario())
@@ -137,7 +138,7 @@ def test_tokens_are_checked_and_a_lost_games_sessions_are_told_why():
     table = SessionTable()
     async def scenario():
         maker, _ = matchmaker(["left"])
-        return await maker.seat(PAIR, "s1", {}, details("p1")), maker.table
+        return await maker.seat(PAIR, "s1", Human(), details("p1")), maker.table
 
     entry, table = asyncio.run(scenario())
     assert table.check("s1", entry.token) is entry
@@ -155,7 +156,7 @@ def test_tokens_are_checked_and_a_lost_games_sessions_are_told_why():
 def test_a_second_tab_finds_its_session_only_with_the_resume_secret():
     async def scenario():
         maker, _ = matchmaker(["left", "right"])
-        return await maker.seat(PAIR, "s1", {}, details("pseudonym-1")), maker.table
+        return await maker.seat(PAIR, "s1", Human(), details("pseudonym-1")), maker.table
 
     entry, table = asyncio.run(scenario())
     key = b"k" * 32
