@@ -6,7 +6,8 @@ one TCP connection per participant, opened by the ingress to an address the EnvA
 through Ray; Ray keeps placement, lifecycle and control. Messages are framed by ``crowdplay.wire``:
 
     server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)
-    client -> server   HELLO (JSON {"secret", "agent", "session"}, or {"secret", "watch"}, first)   ACK (empty)   INPUT (JSON)
+    client -> server   HELLO (JSON {"secret", "agent", "session"}, or {"secret", "watch"}, first)   ACK (empty)   INPUT (JSON,
+                       ``ParticipantInput.to_wire``)
 
 Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
 unacknowledged messages in flight; the ingress acknowledges each one after its websocket send
@@ -21,11 +22,12 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
+from typing import cast
 
 from crowdplay import protocol
 from crowdplay.environments import InvalidAction
 from crowdplay.fanout import Subscriber
+from crowdplay.inputs import ParticipantInput
 from crowdplay.lineup import Lineup, SeatUnavailable
 from crowdplay.realtime import SessionEnded
 from crowdplay.wire import ChannelClosed, read_message, write_message
@@ -103,7 +105,7 @@ class ChannelServer:
                 if kind == ACK:
                     credits.release()
                 elif kind == INPUT and subscriber.final is None and not watching:  # a replaced connection no longer plays
-                    refusal = self._apply_input(agent, json.loads(payload))
+                    refusal = self._apply_input(agent, ParticipantInput.from_wire(json.loads(payload)))
                     if refusal is not None:
                         sender.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -142,13 +144,10 @@ class ChannelServer:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await asyncio.wait_for(reader.read(), timeout=5)
 
-    def _apply_input(self, agent: str, data: dict[str, Any]) -> str | None:
+    def _apply_input(self, agent: str, given: ParticipantInput) -> str | None:
         """Apply one input; for a refused one, the ``error`` event to send before closing."""
         try:
-            if data["kind"] == "keys":
-                self.live.submit_keys(agent, data["keys"], data["frame"], data["seq"])
-            else:
-                self.live.submit_action(agent, data["action"], data["frame"], data["seq"])
+            self.live.submit(agent, given)
             return None
         except InvalidAction as error:
             return protocol.text("error", reason=str(error), code=protocol.CLOSE_POLICY_VIOLATION)
@@ -183,9 +182,9 @@ class ChannelClient:
             yield payload if kind == FRAME else payload.decode()
             write_message(self._writer, ACK)
 
-    async def send_input(self, data: dict[str, Any]) -> None:
-        """Send one input message (keys or an action) to the game."""
-        write_message(self._writer, INPUT, json.dumps(data, separators=(",", ":")).encode())
+    async def send_input(self, given: ParticipantInput) -> None:
+        """Send one participant's input (keys or an action) to the game."""
+        write_message(self._writer, INPUT, json.dumps(given.to_wire(), separators=(",", ":")).encode())
         await self._writer.drain()
 
     async def close(self) -> None:

@@ -11,51 +11,27 @@ input before the tick replaces the one queued.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from crowdplay.environments.keymap import Keymap
+from crowdplay.inputs import AppliedInput, ParticipantInput
 from crowdplay.vocabulary import Mode
 
-
-@dataclass
-class PendingInput:
-    """The input waiting for the next tick of one agent: its action and keys, the page's frame and
-    sequence number, and when (time, frame, tick) it arrived."""
-
-    #: None: no mapped key is held and the agent's idle choice is "repeat" or "wait"
-    action: int | None
-    keys: tuple[str, ...]
-    client_frame: int
-    seq: int
-    received_at: float
-    received_frame: int
-    received_tick: int
-    #: an action sent as a number (not keys): a turn of its own in turn-based modes
-    explicit: bool = False
+__all__ = ["AgentInputs", "AppliedInput", "PendingInput"]
 
 
 @dataclass(frozen=True, slots=True)
-class AppliedInput:
-    """One participant input as the tick applied it, with when it arrived and when it took effect."""
+class PendingInput:
+    """The input waiting for the next tick of one agent, the action it resolves to, and when
+    (time, frame, tick) it arrived."""
 
-    agent: str
-    #: the action in effect from this input on (None: the agent waits for a mapped key)
+    input: ParticipantInput
+    #: None: no mapped key is held and the agent's idle choice is "repeat" or "wait"
     action: int | None
-    keys: tuple[str, ...]
-    seq: int
-    client_frame: int
+    received_at: float
     received_frame: int
-    applied_frame: int
     received_tick: int
-    applied_tick: int
-    env_step: int
-    apply_delay_s: float
-
-    def as_dict(self) -> dict[str, Any]:
-        """The input as a JSON-able dict (the EnvActor hands out its input log this way)."""
-        return {name: getattr(self, name) for name in self.__slots__} | {"keys": list(self.keys)}
 
 
 class AgentInputs:
@@ -77,21 +53,18 @@ class AgentInputs:
         self.pending: dict[str, PendingInput] = {}
         self._held = {agent: False for agent in agents}  # holds a key (or a non-no-op action)
 
-    def press_keys(self, agent: str, keys: Iterable[str], client_frame: int, seq: int, frame_id: int, tick: int) -> int | None:
-        """Queue the held keys' action; with no mapped key held, the no-op for idle "noop" and
-        None (keep the last action, or wait) for "repeat" and "wait"."""
-        held = tuple(sorted(keys))
-        keymap = self._keymaps[agent]
-        action = keymap.match(held)
-        if action is None and self._idle[agent] == "noop":
-            action = keymap.noop
-        self.pending[agent] = PendingInput(action, held, client_frame, seq, time.monotonic(), frame_id, tick)
-        return action
-
-    def choose_action(self, agent: str, action: int, client_frame: int, seq: int, frame_id: int, tick: int) -> int:
-        """Queue an action chosen by number (checked by the caller): a turn of its own in the
-        turn-based modes."""
-        self.pending[agent] = PendingInput(action, (), client_frame, seq, time.monotonic(), frame_id, tick, explicit=True)
+    def queue(self, agent: str, given: ParticipantInput, frame_id: int, tick: int) -> int | None:
+        """Queue ``given`` for the next tick and return the action it resolves to: an action chosen by
+        number (checked by the caller) as it is, a turn of its own in the turn-based modes; held keys
+        as their keymap's action, or with no mapped key held the no-op for idle "noop" and None (keep
+        the last action, or wait) for "repeat" and "wait"."""
+        action = given.action
+        if action is None:
+            keymap = self._keymaps[agent]
+            action = keymap.match(given.keys or ())
+            if action is None and self._idle[agent] == "noop":
+                action = keymap.noop
+        self.pending[agent] = PendingInput(given, action, time.monotonic(), frame_id, tick)
         return action
 
     def discard(self, agent: str) -> None:
@@ -105,17 +78,18 @@ class AgentInputs:
         for agent, pending in self.pending.items():
             if pending.action is not None or self._idle[agent] == "wait":
                 self.action[agent] = pending.action  # "repeat" keeps the action in effect
-            self.applied_seq[agent] = pending.seq
-            self.client_frame[agent] = pending.client_frame
+            self.applied_seq[agent] = pending.input.seq
+            self.client_frame[agent] = pending.input.frame
             applied.append(
                 AppliedInput(
-                    agent, self.action[agent], pending.keys, pending.seq, pending.client_frame, pending.received_frame,
-                    next_frame, pending.received_tick, tick, env_step, now - pending.received_at,
+                    agent, pending.input, self.action[agent], pending.received_frame, next_frame,
+                    pending.received_tick, tick, env_step, now - pending.received_at,
                 )
             )
-        pressed = any(pending.keys or pending.explicit for pending in self.pending.values())
+        pressed = any(pending.input.keys or pending.input.action is not None for pending in self.pending.values())
         for agent, pending in self.pending.items():
-            self._held[agent] = bool(pending.keys) or (pending.explicit and pending.action != self._noops[agent])
+            chosen = pending.input.action is not None and pending.action != self._noops[agent]
+            self._held[agent] = bool(pending.input.keys) or chosen
         self.pending = {}
         return applied, pressed
 

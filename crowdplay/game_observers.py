@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from crowdplay import codec
-from crowdplay.game_inputs import AppliedInput
+from crowdplay.inputs import AppliedInput
 from crowdplay.recording.episode_document import closing_fields
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.timing import INPUT_LATENCY_MS

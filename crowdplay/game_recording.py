@@ -15,8 +15,8 @@ from crowdplay.controllers import Controller
 from crowdplay.environments import EnvAdapter, EnvSpec
 from crowdplay.environments.spaces import ObservationOutsideSpace, json_part
 from crowdplay.fanout import Fanout
-from crowdplay.game_inputs import AppliedInput
 from crowdplay.game_observers import EpisodeBegun, EpisodeEnded, Stepped
+from crowdplay.inputs import AppliedInput
 from crowdplay.recording.recorder import Recorder
 from crowdplay.recording.step import RecordedStep
 
@@ -105,7 +105,7 @@ class GameRecording(NoRecording):
 
     def input_applied(self, applied: AppliedInput, received_at: float) -> None:
         """The participant's keys, sequence number and frame, with when they arrived."""
-        self.recorder.input(applied.agent, applied.keys, applied.seq, applied.client_frame, received_at)
+        self.recorder.input(applied, received_at)
 
     def stepped(self, step: Stepped) -> None:
         """The step, with the frame's delta against the previous screen (shared with the stream)."""

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from crowdplay.inputs import ParticipantInput
+
 # Close codes: the standard ones, and 4xxx for application reasons.
 CLOSE_NORMAL = 1000
 CLOSE_UNSUPPORTED_DATA = 1003
@@ -44,31 +46,14 @@ class ProtocolError(Exception):
 
 
 @dataclass(frozen=True)
-class KeysMessage:
-    """The full set of held keys (KeyboardEvent.code names), sent on every change."""
-
-    keys: frozenset[str]
-    frame: int
-    seq: int
-
-
-@dataclass(frozen=True)
-class ActionMessage:
-    """A direct action index, for programmatic clients."""
-
-    action: int
-    frame: int
-    seq: int
-
-
-@dataclass(frozen=True)
 class PingMessage:
     """A ping carrying the client's time ``t``, which the ``pong`` echoes so the page can measure the round trip."""
 
     t: float
 
 
-ClientMessage = KeysMessage | ActionMessage | PingMessage
+#: ``keys`` and ``action`` messages are the participant's input, as the game takes it.
+ClientMessage = ParticipantInput | PingMessage
 
 
 def _int_field(data: dict[str, Any], name: str, upper: int) -> int:
@@ -98,7 +83,7 @@ def parse_client_message(message: str | bytes, max_bytes: int) -> ClientMessage:
     return parse(data)
 
 
-def _keys_message(data: dict[str, Any]) -> KeysMessage:
+def _keys_message(data: dict[str, Any]) -> ParticipantInput:
     keys = data.get("keys")
     if (
         not isinstance(keys, list)
@@ -106,14 +91,14 @@ def _keys_message(data: dict[str, Any]) -> KeysMessage:
         or not all(isinstance(k, str) and 0 < len(k) <= MAX_KEY_NAME for k in keys)
     ):
         raise ProtocolError(f"'keys' must be a list of at most {MAX_HELD_KEYS} key names")
-    return KeysMessage(frozenset(keys), _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
+    return ParticipantInput.holding(keys, _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
 
 
-def _action_message(data: dict[str, Any]) -> ActionMessage:
+def _action_message(data: dict[str, Any]) -> ParticipantInput:
     action = data.get("action")
     if not isinstance(action, int) or isinstance(action, bool):
         raise ProtocolError("'action' must be an integer")
-    return ActionMessage(action, _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
+    return ParticipantInput.choosing(action, _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
 
 
 def _ping_message(data: dict[str, Any]) -> PingMessage:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any, Protocol, cast
 
@@ -38,11 +38,12 @@ from crowdplay.game_inputs import AgentInputs, AppliedInput
 from crowdplay.game_observers import EpisodeBegun, EpisodeEnded, GameObserver, GameStatistics, InputLog, Observed, Stepped
 from crowdplay.game_recording import GameRecording, NoRecording
 from crowdplay.hello import hello_fields
+from crowdplay.inputs import ParticipantInput
 from crowdplay.recording.recorder import Recorder
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.tick_clock import Clocks, TickClock
 
-__all__ = ["AppliedInput", "Clocks", "GameListener", "LiveEnv", "SessionEnded", "Subscriber", "TickClock"]
+__all__ = ["AppliedInput", "Clocks", "GameListener", "LiveEnv", "ParticipantInput", "SessionEnded", "Subscriber", "TickClock"]
 
 log = logging.getLogger(__name__)
 #: Participants' statistics go to their pages every two seconds, each game at its own phase: sent
@@ -238,15 +239,15 @@ class LiveEnv:
         self.recording.restamp_start()
 
     # ----------------------------------------------------------------- input
-    def submit_keys(self, agent: str, keys: Iterable[str], client_frame: int, seq: int) -> int | None:
-        """Queue the held keys' action for the next tick (``AgentInputs.press_keys``)."""
-        return self.inputs.press_keys(self._check_human(agent), keys, client_frame, seq, self.frame_id, self.ticks)
-
-    def submit_action(self, agent: str, action: int, client_frame: int, seq: int) -> int:
-        """Queue an action chosen by number (a turn of its own in turn-based modes); InvalidAction if
-        outside the space. Returns the action."""
-        self.adapter.check_action(self._check_human(agent), action)
-        return self.inputs.choose_action(agent, action, client_frame, seq, self.frame_id, self.ticks)
+    def submit(self, agent: str, given: ParticipantInput) -> int | None:
+        """Queue a participant's input for the next tick (``AgentInputs.queue``) and return the action
+        it resolves to. Every input reaches the game here, so this is where an action chosen by number
+        is checked: InvalidAction outside the action space (or for an agent AI plays),
+        SessionEnded once the game stopped."""
+        self._check_human(agent)
+        if given.action is not None:
+            self.adapter.check_action(agent, given.action)
+        return self.inputs.queue(agent, given, self.frame_id, self.ticks)
 
     def _check_human(self, agent: str) -> str:
         if self._check_agent(agent) in self.ai:

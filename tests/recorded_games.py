@@ -12,6 +12,7 @@ from crowdplay.config import Settings
 from crowdplay.controllers import Human
 from crowdplay.environments import get_env
 from crowdplay.environments.parallel_adapter import make_adapter
+from crowdplay.inputs import ParticipantInput
 from crowdplay.lineup import Lineup
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
@@ -37,7 +38,7 @@ class RecordedGame:
             action = next(sequence)
             if action is not None and self.live.stopped is None:
                 for agent in self.agents:
-                    self.live.submit_action(agent, action, self.live.frame_id, seq + 1)
+                    self.live.submit(agent, ParticipantInput.choosing(action, self.live.frame_id, seq + 1))
             await asyncio.sleep(1 / 60)
         await self.end()
 

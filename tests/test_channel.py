@@ -13,6 +13,7 @@ from crowdplay.config import Settings
 from crowdplay.controllers import Human
 from crowdplay.environments import get_env
 from crowdplay.environments.replay import replay_screens
+from crowdplay.inputs import ParticipantInput
 from crowdplay.lineup import Lineup
 from crowdplay.realtime import LiveEnv
 
@@ -43,7 +44,7 @@ def test_frames_and_inputs_travel_over_the_channel():
             header, screen = decoder.decode(message)
             received.append((header, screen.copy()))
             if len(received) == 20:
-                await client.send_input({"kind": "keys", "keys": ["Space"], "frame": header.frame_id, "seq": 7})
+                await client.send_input(ParticipantInput.holding(["Space"], header.frame_id, 7))
             if len(received) == 40:
                 break
         record, log = live.episodes[-1], list(live.input_log)
@@ -53,7 +54,7 @@ def test_frames_and_inputs_travel_over_the_channel():
         return received, record, log
 
     received, record, log = run(scenario())
-    assert log[0].action == 1 and log[0].seq == 7
+    assert log[0].action == 1 and log[0].input.seq == 7
     assert received[-1][0].input_seq == 7
     replayed = list(replay_screens("SpaceInvaders", record.seed, record.actions["agent_0"], record.start_state))
     for header, screen in received:
@@ -116,7 +117,7 @@ def test_refused_inputs_come_back_as_an_error_event():
     async def scenario():
         live, server, port = await serve("Pong")
         client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0", "s1")
-        await client.send_input({"kind": "action", "action": 42, "frame": 0, "seq": 1})
+        await client.send_input(ParticipantInput.choosing(42, 0, 1))
         events = [m for m in [m async for m in client.messages()] if isinstance(m, str)]
         live.stop("test over")
         server.close()

@@ -17,6 +17,7 @@ from crowdplay.config import Settings
 from crowdplay.controllers import Human
 from crowdplay.environments import EnvAdapter, EnvSpec, Keymap, get_env, make_adapter, register_env
 from crowdplay.environments.keymap import KEY_CODES, arrow_keymap, atari_keymap, named_keymap, number_keymap, wasd_keymap
+from crowdplay.inputs import ParticipantInput
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.recorder import Recorder
@@ -177,7 +178,7 @@ def recorded_play(spec: EnvSpec, script: list[list[str] | None]) -> tuple[LiveEn
         in_effect = []
         for tick, keys in enumerate(script, start=1):
             if keys is not None:
-                live.submit_keys("agent_0", keys, live.frame_id, tick)
+                live.submit("agent_0", ParticipantInput.holding(keys, live.frame_id, tick))
             live.tick(tick)  # what the shared TickClock calls every 1/fps s
             in_effect.append(live.inputs.action["agent_0"])
         live.stop("test over")
@@ -242,9 +243,9 @@ def test_idle_wait_on_the_real_clock():
         live.start()
         await asyncio.sleep(0.3)
         waited = (live.ticks, live.episodes.steps)
-        live.submit_keys("agent_0", ["ArrowLeft"], 0, 1)
+        live.submit("agent_0", ParticipantInput.holding(["ArrowLeft"], 0, 1))
         await asyncio.sleep(0.1)
-        live.submit_keys("agent_0", [], 0, 2)
+        live.submit("agent_0", ParticipantInput.holding([], 0, 2))
         await asyncio.sleep(0.05)
         held_steps = live.episodes.steps
         await asyncio.sleep(0.3)

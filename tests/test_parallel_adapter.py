@@ -13,6 +13,7 @@ from crowdplay.controllers import Human
 from crowdplay.data import Dataset, replay_check
 from crowdplay.environments import EnvSpec, register_env
 from crowdplay.environments.parallel_adapter import ParallelEnvAdapter, make_pettingzoo_atari
+from crowdplay.inputs import ParticipantInput
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
@@ -65,8 +66,8 @@ def test_a_two_player_session_records_both_agents(tmp_path):
         async for message in live.stream("second_0"):
             frames += isinstance(message, bytes)
             if frames == 150:
-                live.submit_keys("second_0", ["ArrowLeft"], frames, 1)
-                live.submit_keys("first_0", ["Space"], frames, 1)
+                live.submit("second_0", ParticipantInput.holding(["ArrowLeft"], frames, 1))
+                live.submit("first_0", ParticipantInput.holding(["Space"], frames, 1))
             if frames == 220:
                 break
         live.stop("over")

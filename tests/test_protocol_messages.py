@@ -7,14 +7,15 @@ import json
 import pytest
 
 from crowdplay import protocol
+from crowdplay.inputs import ParticipantInput
 
 LIMIT = 2048
 
 
 def test_valid_messages_parse():
     keys = protocol.parse_client_message(json.dumps({"type": "keys", "keys": ["Space", "ArrowLeft"], "frame": 9, "seq": 3}), LIMIT)
-    assert keys == protocol.KeysMessage(frozenset({"Space", "ArrowLeft"}), 9, 3)
-    assert protocol.parse_client_message('{"type":"action","action":2}', LIMIT) == protocol.ActionMessage(2, 0, 0)
+    assert keys == ParticipantInput.holding({"Space", "ArrowLeft"}, 9, 3)
+    assert protocol.parse_client_message('{"type":"action","action":2}', LIMIT) == ParticipantInput.choosing(2, 0, 0)
     assert protocol.parse_client_message('{"type":"ping","t":1.5}', LIMIT) == protocol.PingMessage(1.5)
 
 

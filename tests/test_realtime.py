@@ -15,6 +15,7 @@ from crowdplay.config import Settings
 from crowdplay.environments import EnvSpec, get_env, register_env
 from crowdplay.environments.atari import make_ale
 from crowdplay.environments.replay import replay_screens
+from crowdplay.inputs import ParticipantInput
 from crowdplay.realtime import Clocks, LiveEnv, SessionEnded
 
 SHORT_PONG = register_env(
@@ -123,7 +124,7 @@ def test_inputs_apply_on_the_next_tick_and_the_noop_before_any_key():
                 header, _ = codec.parse_header(message)
                 decoder_frames.append(header)
                 if len(decoder_frames) == 10:
-                    action = live.submit_keys("agent_0", ["Space"], client_frame=header.frame_id, seq=1)
+                    action = live.submit("agent_0", ParticipantInput.holding(["Space"], frame=header.frame_id, seq=1))
                 if len(decoder_frames) == 14:
                     break
         log, record = list(live.input_log), live.episodes[-1]
@@ -136,7 +137,7 @@ def test_inputs_apply_on_the_next_tick_and_the_noop_before_any_key():
     (entry,) = log
     assert entry.applied_tick == entry.received_tick + 1
     assert entry.applied_frame > entry.received_frame
-    assert entry.client_frame == frames[9].frame_id
+    assert entry.input.frame == frames[9].frame_id
     assert record.actions["agent_0"][entry.env_step] == 1
     assert frames[-1].input_seq == 1
 
@@ -191,7 +192,7 @@ def test_stopping_ends_streams_and_refuses_input():
     live, rest = run(scenario())
     assert json.loads(rest[-1]) == {"type": "end", "reason": "researcher stopped the study"}
     with pytest.raises(SessionEnded):
-        live.submit_keys("agent_0", ["Space"], 0, 1)
+        live.submit("agent_0", ParticipantInput.holding(["Space"], 0, 1))
 
 
 def test_spec_validation_names_the_environment():
@@ -213,19 +214,19 @@ def test_turn_based_modes_step_on_a_press_or_while_a_key_is_held():
         await asyncio.sleep(0.3)  # nobody presses: nothing happens
         assert live.episodes.steps == 0
         for seq in range(1, 4):
-            live.submit_keys("agent_0", ["Space"], 0, 2 * seq - 1)  # a press is one turn
+            live.submit("agent_0", ParticipantInput.holding(["Space"], 0, 2 * seq - 1))  # a press is one turn
             await asyncio.sleep(0.05)
-            live.submit_keys("agent_0", [], 0, 2 * seq)  # releasing is not
+            live.submit("agent_0", ParticipantInput.holding([], 0, 2 * seq))  # releasing is not
             await asyncio.sleep(0.05)
-        live.submit_action("agent_0", 0, 0, 7)  # an explicit action is a turn, even the no-op
+        live.submit("agent_0", ParticipantInput.choosing(0, 0, 7))  # an explicit action is a turn, even the no-op
         await asyncio.sleep(0.05)
 
     async def holding(live: LiveEnv) -> None:
         await asyncio.sleep(0.2)
         assert live.episodes.steps == 0
-        live.submit_keys("agent_0", ["ArrowLeft"], 0, 1)
+        live.submit("agent_0", ParticipantInput.holding(["ArrowLeft"], 0, 1))
         await asyncio.sleep(0.5)  # held: steps at fps
-        live.submit_keys("agent_0", [], 0, 2)
+        live.submit("agent_0", ParticipantInput.holding([], 0, 2))
         await asyncio.sleep(0.05)
         held_steps = live.episodes.steps
         await asyncio.sleep(0.3)  # released: paused

@@ -11,6 +11,7 @@ from crowdplay.config import Settings
 from crowdplay.controllers import Human
 from crowdplay.data import Dataset, replay_check
 from crowdplay.environments import EnvAdapter, get_env
+from crowdplay.inputs import ParticipantInput
 from crowdplay.realtime import LiveEnv, TickClock
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
@@ -39,7 +40,7 @@ def record(store: TrajectoryStore, steps_wanted: int, chunk_steps: int, snapshot
             if isinstance(message, bytes):
                 shown.append(message)
                 if len(shown) in presses:
-                    live.submit_keys("agent_0", presses[len(shown)], len(shown), len(shown))
+                    live.submit("agent_0", ParticipantInput.holding(presses[len(shown)], len(shown), len(shown)))
                 if len(shown) == steps_wanted:
                     break
         live.stop("test over")

@@ -13,6 +13,7 @@ from crowdplay.config import Settings
 from crowdplay.controllers import Human
 from crowdplay.data import Dataset
 from crowdplay.environments import EnvAdapter, get_env
+from crowdplay.inputs import ParticipantInput
 from crowdplay.realtime import LiveEnv
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.store import TrajectoryStore
@@ -131,7 +132,7 @@ def play_invaders(store: TrajectoryStore, frames: int) -> StatisticsTracker:
             if isinstance(message, bytes):
                 shown += 1
                 if shown in presses:
-                    live.submit_keys("agent_0", presses[shown], shown, shown)
+                    live.submit("agent_0", ParticipantInput.holding(presses[shown], shown, shown))
                 if shown >= frames:
                     break
         live.stop("done")

@@ -9,6 +9,7 @@ import math
 
 from crowdplay.config import Settings
 from crowdplay.environments import get_env
+from crowdplay.inputs import ParticipantInput
 from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.timing import TIMING_EDGES_MS, process_histograms
 
@@ -20,7 +21,7 @@ def test_each_tick_and_each_applied_input_is_observed_once_with_its_exact_value(
         live.start()
         for seq in range(1, 6):
             await asyncio.sleep(0.05)
-            live.submit_keys("agent_0", ["Space"] if seq % 2 else [], client_frame=live.frame_id, seq=seq)
+            live.submit("agent_0", ParticipantInput.holding(["Space"] if seq % 2 else [], frame=live.frame_id, seq=seq))
         await asyncio.sleep(0.05)
         live.stop("test over")
         await asyncio.sleep(0.05)  # the clock's task sees no members left and ends

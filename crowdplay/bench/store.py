@@ -29,6 +29,7 @@ import psutil
 from crowdplay.config import Settings
 from crowdplay.controllers import Human
 from crowdplay.environments import EnvAdapter, get_env
+from crowdplay.inputs import ParticipantInput
 from crowdplay.realtime import LiveEnv, TickClock
 from crowdplay.recording.chunk import pack_chunk, unpack_chunk
 from crowdplay.recording.recorder import Recorder
@@ -85,7 +86,7 @@ def record_play(play_seconds: float, settings: Settings, env_id: str = "SpaceInv
         steps = int(play_seconds * spec.fps)
         for frame in range(1, steps + 1):
             if rng.random() < 3 / spec.fps:  # a few key changes a second, like a player
-                live.submit_keys("agent_0", rng.choice(keys), frame, frame)
+                live.submit("agent_0", ParticipantInput.holding(rng.choice(keys), frame, frame))
             live.tick(frame)
             if frame % 50 == 0:
                 await asyncio.sleep(0)  # let sealed chunks be delivered

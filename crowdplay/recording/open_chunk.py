@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from crowdplay import codec
+from crowdplay.inputs import AppliedInput
 from crowdplay.recording.observations import ObservationColumns
 from crowdplay.recording.step import Observed, RecordedStep
 
@@ -102,9 +103,10 @@ class OpenChunk:
             self.rewards[index].append(rewards.get(agent, 0.0))
             self.client_frames[index].append(client_frames[agent])
 
-    def add_input(self, agent: str, keys: tuple[str, ...], seq: int, client_frame: int, received_at: float) -> None:
-        """An input applied at the coming step."""
-        self.inputs.append([self.steps, agent, list(keys), seq, client_frame, received_at])
+    def add_input(self, applied: AppliedInput, received_at: float) -> None:
+        """A participant's input applied at the coming step: its held keys, sequence number and frame."""
+        given = applied.input
+        self.inputs.append([self.steps, applied.agent, list(given.held), given.seq, given.frame, received_at])
 
     def add_ai_action(self, agent: str, action: int | None, observed_frame: int, latency_s: float, substitute: str | None) -> None:
         """A policy's answer (or its substitute) applied at the coming step."""

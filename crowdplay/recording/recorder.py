@@ -27,6 +27,7 @@ from typing import Any
 from crowdplay import codec
 from crowdplay.controllers import Controller, documents
 from crowdplay.environments.spaces import Leaves
+from crowdplay.inputs import AppliedInput
 from crowdplay.recording.batcher import ChunkBatcher
 from crowdplay.recording.chunk import pack_chunk
 from crowdplay.recording.episode_document import EpisodeDocument
@@ -164,9 +165,9 @@ class Recorder:
         if ((step.frame_id + 1) % self.chunk_steps == 0 or chunk.steps >= self.chunk_steps) and not (step.terminated or step.truncated):
             self._cut(step.screen)
 
-    def input(self, agent: str, keys: tuple[str, ...], seq: int, client_frame: int, received_at: float) -> None:
-        """An input applied at the coming step (``received_at`` is wall-clock time)."""
-        self._open_chunk().add_input(agent, keys, seq, client_frame, received_at)
+    def input(self, applied: AppliedInput, received_at: float) -> None:
+        """A participant's input applied at the coming step (``received_at`` is wall-clock time)."""
+        self._open_chunk().add_input(applied, received_at)
 
     def ai_action(self, agent: str, action: int | None, observed_frame: int, latency_s: float, substitute: str | None = None) -> None:
         """A policy's new answer, applied at the coming step, computed from frame ``observed_frame``;

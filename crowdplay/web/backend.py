@@ -16,7 +16,7 @@ from ray.actor import ActorHandle
 
 from crowdplay.channel import ChannelClient
 from crowdplay.config import Settings
-from crowdplay.environments import InvalidAction
+from crowdplay.inputs import ParticipantInput
 
 
 class Attachment(Protocol):
@@ -28,11 +28,9 @@ class Attachment(Protocol):
     def frames(self) -> AsyncIterator[bytes | str]:
         """The game's stream for this connection: frames (bytes) and events (JSON text) until it ends."""
 
-    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
-        """The participant's held keys as of their page's ``frame``; ``seq`` orders their inputs."""
-
-    async def submit_action(self, action: int, frame: int, seq: int) -> None:
-        """An action chosen directly (an index into the action space); InvalidAction if outside it."""
+    async def submit(self, given: ParticipantInput) -> None:
+        """The participant's input (held keys, or an action chosen by number) for their agent; the
+        game checks it (InvalidAction, SessionEnded)."""
 
     async def close(self) -> None:
         """The participant's connection ended; the seat is kept for the reconnect grace."""
@@ -80,14 +78,6 @@ class SessionBackend(StudyBackend, Protocol):
         """A read-only view of a running game for the dashboard (``UnknownGame`` if none)."""
 
 
-def check_action(hello: dict[str, Any], action: int) -> int:
-    """Refuse an action outside the action space before it travels anywhere."""
-    count = len(hello["action_meanings"])
-    if not 0 <= action < count:
-        raise InvalidAction(f"action {action!r} is outside the action space 0..{count - 1}")
-    return action
-
-
 class RayAttachment:
     """A participant's channel to their seat, or (``agent`` "") a watcher's read-only one, whose
     inputs go nowhere."""
@@ -103,16 +93,11 @@ class RayAttachment:
         """The frame channel's messages."""
         return self._channel.messages()
 
-    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
-        """Sent to the game over the channel; a watcher's keys go nowhere."""
+    async def submit(self, given: ParticipantInput) -> None:
+        """Sent to the game over the channel, which answers a refused input with an ``error`` event in
+        the stream; a watcher's inputs go nowhere."""
         if self.agent:
-            await self._channel.send_input({"kind": "keys", "keys": keys, "frame": frame, "seq": seq})
-
-    async def submit_action(self, action: int, frame: int, seq: int) -> None:
-        """Checked against the action space, then sent to the game; a watcher's actions go nowhere."""
-        if self.agent:
-            check_action(self.hello, action)
-            await self._channel.send_input({"kind": "action", "action": action, "frame": frame, "seq": seq})
+            await self._channel.send_input(given)
 
     async def close(self) -> None:
         """The game notices the channel closing and keeps the seat for the reconnect grace."""

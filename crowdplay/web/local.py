@@ -16,6 +16,7 @@ from typing import Any
 
 from crowdplay.config import Settings
 from crowdplay.environments import get_env
+from crowdplay.inputs import ParticipantInput
 from crowdplay.manager import BadToken, UnknownGame, UnknownSession
 from crowdplay.realtime import LiveEnv
 
@@ -41,13 +42,9 @@ class LocalAttachment:
         async for message in self._live.stream(self.agent):
             yield message
 
-    async def submit_keys(self, keys: list[str], frame: int, seq: int) -> None:
+    async def submit(self, given: ParticipantInput) -> None:
         """Straight to the LiveEnv."""
-        self._live.submit_keys(self.agent, keys, frame, seq)
-
-    async def submit_action(self, action: int, frame: int, seq: int) -> None:
-        """Straight to the LiveEnv."""
-        self._live.submit_action(self.agent, action, frame, seq)
+        self._live.submit(self.agent, given)
 
     async def close(self) -> None:
         """End the session: the baseline keeps no seat for a reconnect."""

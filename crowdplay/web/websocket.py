@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from crowdplay import protocol
 from crowdplay.config import Settings
 from crowdplay.environments import InvalidAction
+from crowdplay.inputs import ParticipantInput
 from crowdplay.manager import HOST_LOST, BadToken, SessionLost, UnknownGame, UnknownSession
 from crowdplay.rate_limit import TokenBucket
 from crowdplay.realtime import SessionEnded
@@ -180,10 +181,8 @@ async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Se
         raw: str | bytes = event["text"] if event.get("text") is not None else event.get("bytes", b"")
         try:
             message = protocol.parse_client_message(raw, settings.max_message_bytes)
-            if isinstance(message, protocol.KeysMessage):
-                await attachment.submit_keys(sorted(message.keys), message.frame, message.seq)
-            elif isinstance(message, protocol.ActionMessage):
-                await attachment.submit_action(message.action, message.frame, message.seq)
+            if isinstance(message, ParticipantInput):
+                await attachment.submit(message)
             else:
                 await websocket.send_text(protocol.text("pong", t=message.t))
         except protocol.ProtocolError as error:

@@ -1,0 +1,92 @@
+"""A participant's input, from the websocket to the recording, as one type.
+
+The ingress parses it (``crowdplay.protocol``), the attachment sends it to the game over the frame
+channel (``to_wire``/``from_wire``, the channel's JSON), the game queues it for its next tick
+(``crowdplay.game_inputs``) and, once applied, the observers receive it with what the game made of
+it (``AppliedInput``): the recording and the input log read the same fields the page sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantInput:
+    """Either the full set of held keys (KeyboardEvent.code names, sent on every change) or an
+    action chosen by number (programmatic clients), with the page's frame it was chosen on and
+    its sequence number."""
+
+    #: the held keys (empty: nothing held); None for an action chosen by number
+    keys: frozenset[str] | None
+    #: the action chosen by number (checked against the action space by the game); None for keys
+    action: int | None
+    frame: int = 0
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.keys is None) == (self.action is None):
+            raise ValueError("an input holds either keys or an action")
+
+    @classmethod
+    def holding(cls, keys: Iterable[str], frame: int = 0, seq: int = 0) -> ParticipantInput:
+        """The keys held as of ``frame``."""
+        return cls(frozenset(keys), None, frame, seq)
+
+    @classmethod
+    def choosing(cls, action: int, frame: int = 0, seq: int = 0) -> ParticipantInput:
+        """An action chosen by number as of ``frame``."""
+        return cls(None, action, frame, seq)
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        """The held keys in order (none for an action), as recorded."""
+        return tuple(sorted(self.keys)) if self.keys else ()
+
+    def to_wire(self) -> dict[str, Any]:
+        """As the frame channel carries it (JSON)."""
+        if self.action is not None:
+            return {"kind": "action", "action": self.action, "frame": self.frame, "seq": self.seq}
+        return {"kind": "keys", "keys": list(self.held), "frame": self.frame, "seq": self.seq}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ParticipantInput:
+        """``to_wire``'s inverse (the channel's peer is the ingress, which parsed the input)."""
+        if data["kind"] == "keys":
+            return cls.holding(data["keys"], data["frame"], data["seq"])
+        return cls.choosing(data["action"], data["frame"], data["seq"])
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedInput:
+    """A participant's input as a tick applied it: the input, the action it put in effect, and
+    when (frame, tick) it arrived and took effect."""
+
+    agent: str
+    input: ParticipantInput
+    #: the action in effect from this input on (None: the agent waits for a mapped key)
+    action: int | None
+    received_frame: int
+    applied_frame: int
+    received_tick: int
+    applied_tick: int
+    env_step: int
+    apply_delay_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The input as a JSON-able dict (the EnvActor hands out its input log this way)."""
+        return {
+            "agent": self.agent,
+            "action": self.action,
+            "keys": list(self.input.held),
+            "seq": self.input.seq,
+            "client_frame": self.input.frame,
+            "received_frame": self.received_frame,
+            "applied_frame": self.applied_frame,
+            "received_tick": self.received_tick,
+            "applied_tick": self.applied_tick,
+            "env_step": self.env_step,
+            "apply_delay_s": self.apply_delay_s,
+        }
