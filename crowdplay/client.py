@@ -22,6 +22,7 @@ import numpy as np
 import websockets
 
 from crowdplay import codec, protocol
+from crowdplay.inputs import ParticipantInput
 
 
 class ServerError(RuntimeError):
@@ -184,7 +185,7 @@ class Participant:
     async def press(self, keys: Iterable[str]) -> int:
         """Send the full set of held keys (empty = release all); returns the input's seq."""
         seq = self._next_seq()
-        await self.websocket.send(json.dumps({"type": "keys", "keys": sorted(keys), "frame": self.last_frame_id, "seq": seq}))
+        await self.websocket.send(protocol.input_message(ParticipantInput.holding(keys, self.last_frame_id, seq)))
         return seq
 
     async def act(self, action: int) -> int:
@@ -193,7 +194,7 @@ class Participant:
         environment by choosing actions, or checks how the server treats one; docs/reference.md
         lists it as part of the reference client."""
         seq = self._next_seq()
-        await self.websocket.send(json.dumps({"type": "action", "action": action, "frame": self.last_frame_id, "seq": seq}))
+        await self.websocket.send(protocol.input_message(ParticipantInput.choosing(action, self.last_frame_id, seq)))
         return seq
 
     async def send_raw(self, message: str | bytes) -> None:

@@ -111,6 +111,13 @@ def _ping_message(data: dict[str, Any]) -> PingMessage:
 _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {"keys": _keys_message, "action": _action_message, "ping": _ping_message}
 
 
+def input_message(given: ParticipantInput) -> str:
+    """The client's ``keys`` or ``action`` message for ``given`` (what ``parse_client_message`` reads back)."""
+    if given.action is not None:
+        return json.dumps({"type": "action", "action": given.action, "frame": given.frame, "seq": given.seq})
+    return json.dumps({"type": "keys", "keys": list(given.held), "frame": given.frame, "seq": given.seq})
+
+
 def encode_palette(palette: np.ndarray | None) -> str | None:
     """A 256x3 palette as base64 of its 768 bytes (sent once, in ``hello``)."""
     return None if palette is None else base64.b64encode(np.ascontiguousarray(palette, dtype=np.uint8).tobytes()).decode()
