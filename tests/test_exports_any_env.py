@@ -24,6 +24,7 @@ import pytest
 from crowdplay.data import Dataset
 from crowdplay.data.exports import export_minari, export_npz, export_rllib, load_npz
 from crowdplay.environments import EnvSpec, Keymap, list_envs, register_env
+from crowdplay.inputs import ParticipantInput
 from crowdplay.recording.store import TrajectoryStore
 from tests.offline_rl import bc_sample
 from tests.recorded_games import recorded_game
@@ -93,7 +94,7 @@ async def _play(env_id: str, store: TrajectoryStore, seconds: float, actions: li
             break
         seq += 1
         for agent in game.agents:
-            live.submit_action(agent, actions[seq % len(actions)], live.frame_id, seq)
+            live.submit(agent, ParticipantInput.choosing(actions[seq % len(actions)], live.frame_id, seq))
         await asyncio.sleep(1 / 60)
     await game.end()
 

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from crowdplay.config import Settings
+from crowdplay.controllers import Human
 from crowdplay.data import Dataset, replay_check
 from crowdplay.environments import EnvAdapter, get_env
 from crowdplay.realtime import LiveEnv
@@ -149,7 +150,7 @@ def test_a_recorder_spills_past_its_process_limit_and_the_episode_arrives_whole(
         unacked = UnackedChunks(memory_limit_bytes=12 * KB, spill_root=tmp_path / "spill")
         batcher = ChunkBatcher(send_batch, unacked)
         recorder = Recorder(
-            "spill", adapter.agents, batcher.deliver, 20, {"agent_0": {"human": True, "participant": "p-spill"}},
+            "spill", adapter.agents, batcher.deliver, 20, {"agent_0": Human("p-spill")},
             adapter.snapshot, 600, {"task_id": "spill"}, batcher.seal_later, batcher,
         )
         live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), adapter=adapter, recorder=recorder)

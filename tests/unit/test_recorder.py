@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 
 from crowdplay import codec
+from crowdplay.controllers import Human
+from crowdplay.inputs import AppliedInput, ParticipantInput
 from crowdplay.recording import writer_calls
 from crowdplay.recording.batcher import ChunkBatcher
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.recorder import Recorder
 from crowdplay.recording.spool import Chunk
+from crowdplay.recording.step import RecordedStep
 from crowdplay.recording.writer_calls import WriterBusy
 from tests.polling import settle
 
-HUMAN = {"human": True, "participant": "p-1"}
+HUMAN = Human("p-1")
 
 
 def screen(value: int) -> codec.Screen:
@@ -32,8 +35,8 @@ def play(recorder: Recorder, steps: int, first_frame: int = 0) -> None:
     for step in range(steps):
         frame_id = first_frame + step
         delta = codec.delta_payload(screen(step + 1), screen(step))
-        recorder.input("agent_0", ("UP",), step, frame_id, 1.0)
-        recorder.step(frame_id, {"agent_0": step % 3}, {"agent_0": 1.0}, False, False, {"agent_0": frame_id}, screen(step + 1), delta, None)
+        recorder.input(AppliedInput("agent_0", ParticipantInput.holding(["UP"], frame_id, step), None, 0, 0, 0, 0, 0, 0.0), 1.0)
+        recorder.step(RecordedStep(frame_id, {"agent_0": step % 3}, {"agent_0": 1.0}, False, False, {"agent_0": frame_id}, screen(step + 1), delta, None))
     recorder.end_episode("complete", {"steps": steps})
 
 
