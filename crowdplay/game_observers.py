@@ -19,6 +19,7 @@ import numpy as np
 from crowdplay import codec
 from crowdplay.inputs import AppliedInput
 from crowdplay.recording.episode_document import closing_fields
+from crowdplay.recording.step import Observed, Stepped
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.timing import INPUT_LATENCY_MS
 
@@ -26,10 +27,6 @@ from crowdplay.timing import INPUT_LATENCY_MS
 #: 500, two to three minutes of presses (10,000 entries grew an EnvActor hosting 15 games by
 #: ~3 MB a minute for the best part of an hour in the soak).
 INPUT_LOG_LENGTH = 500
-
-#: The observations and infos per agent an environment returned (None: not recorded, e.g. ALE).
-Observed = tuple[dict[str, Any], dict[str, Any]] | None
-
 
 @dataclass(frozen=True)
 class EpisodeBegun:
@@ -42,27 +39,6 @@ class EpisodeBegun:
     reset_options: dict[str, Any] | None
     screen: codec.Screen
     observed: Observed
-
-
-@dataclass(frozen=True)
-class Stepped:
-    """One step of the environment with every agent's action."""
-
-    frame_id: int
-    #: every agent has an action when the game steps (it waits otherwise)
-    actions: Mapping[str, int]
-    rewards: Mapping[str, float]
-    terminated: bool
-    truncated: bool
-    #: the frame each agent's action was chosen on (the page's, or the one a policy saw)
-    client_frames: Mapping[str, int]
-    screen: codec.Screen
-    previous: codec.Screen
-    #: the emulator's RAM after the step, when anyone keeps it
-    ram: bytes | None
-    observed: Observed
-    #: the agents whose participant sent an input this tick
-    human_inputs: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

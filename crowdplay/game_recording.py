@@ -15,10 +15,10 @@ from crowdplay.controllers import Controller
 from crowdplay.environments import EnvAdapter, EnvSpec
 from crowdplay.environments.spaces import ObservationOutsideSpace, json_part
 from crowdplay.fanout import Fanout
-from crowdplay.game_observers import EpisodeBegun, EpisodeEnded, Stepped
+from crowdplay.game_observers import EpisodeBegun, EpisodeEnded
 from crowdplay.inputs import AppliedInput
 from crowdplay.recording.recorder import Recorder
-from crowdplay.recording.step import RecordedStep
+from crowdplay.recording.step import Stepped
 
 
 class NoRecording:
@@ -111,9 +111,7 @@ class GameRecording(NoRecording):
         """The step, with the frame's delta against the previous screen (shared with the stream)."""
         screen, previous = step.screen, step.previous
         delta = self._fanout.cached(("delta", step.frame_id), lambda: codec.delta_payload(screen, previous))
-        self.recorder.step(
-            RecordedStep(step.frame_id, step.actions, step.rewards, step.terminated, step.truncated, step.client_frames, screen, delta, step.ram, step.observed)
-        )
+        self.recorder.step(step, delta)
 
     def episode_ended(self, ended: EpisodeEnded) -> None:
         """Seal the episode with its closing fields."""

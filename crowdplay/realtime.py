@@ -35,11 +35,12 @@ from crowdplay.environments.adapter import StepResult
 from crowdplay.episodes import Episodes
 from crowdplay.fanout import Fanout, Subscriber, Tick
 from crowdplay.game_inputs import AgentInputs, AppliedInput
-from crowdplay.game_observers import EpisodeBegun, EpisodeEnded, GameObserver, GameStatistics, InputLog, Observed, Stepped
+from crowdplay.game_observers import EpisodeBegun, EpisodeEnded, GameObserver, GameStatistics, InputLog
 from crowdplay.game_recording import GameRecording, NoRecording
 from crowdplay.hello import hello_fields
 from crowdplay.inputs import ParticipantInput
 from crowdplay.recording.recorder import Recorder
+from crowdplay.recording.step import Observed, Stepped
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.tick_clock import Clocks, TickClock
 

@@ -43,7 +43,7 @@ import numpy as np
 from crowdplay import codec
 from crowdplay.inputs import AppliedInput
 from crowdplay.recording.observations import ObservationColumns
-from crowdplay.recording.step import Observed, RecordedStep
+from crowdplay.recording.step import Observed, Stepped
 
 __all__ = ["Observed", "OpenChunk"]
 
@@ -85,16 +85,16 @@ class OpenChunk:
         """Steps recorded in the chunk so far."""
         return len(self.frame_ids)
 
-    def add_step(self, step: RecordedStep) -> None:
-        """One step's row of every column (the screen after it as the step's delta)."""
+    def add_step(self, step: Stepped, delta: codec.Payload) -> None:
+        """One step's row of every column (the screen after it as ``delta``, the codec's payload)."""
         if self.observations is not None and step.observed is not None:
             self.observations.add(self.steps, *step.observed)  # first: an observation outside its space records nothing
         self.frame_ids.append(step.frame_id)
         self.tick_times.append(time.time())
         self.terminated.append(step.terminated)
         self.truncated.append(step.truncated)
-        self.deltas.append(step.delta.data)
-        self.delta_flags.append(step.delta.flags)
+        self.deltas.append(delta.data)
+        self.delta_flags.append(delta.flags)
         if step.ram is not None:
             self.rams.append(step.ram)
         actions, rewards, client_frames = step.actions, step.rewards, step.client_frames

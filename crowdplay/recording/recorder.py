@@ -33,11 +33,11 @@ from crowdplay.recording.chunk import pack_chunk
 from crowdplay.recording.episode_document import EpisodeDocument
 from crowdplay.recording.observations import ObservationColumns
 from crowdplay.recording.open_chunk import OpenChunk
-from crowdplay.recording.step import Observed, RecordedStep
+from crowdplay.recording.step import Observed, Stepped
 from crowdplay.recording.unacked import Key, UnackedChunks
 from crowdplay.recording.writer_calls import retry_delay
 
-__all__ = ["ChunkBatcher", "Deliver", "Observed", "RecordedStep", "Recorder", "Snapshot"]
+__all__ = ["ChunkBatcher", "Deliver", "Observed", "Recorder", "Stepped", "Snapshot"]
 
 #: Sends one sealed chunk to the writer: (episode_id, seq, packed columns, steps, episode fields).
 Deliver = Callable[[str, int, bytes, int, dict[str, Any]], Awaitable[object]]
@@ -156,10 +156,11 @@ class Recorder:
             self._chunk.controllers = self._stored_controllers
 
     # ----------------------------------------------------------------- steps (the tick path)
-    def step(self, step: RecordedStep) -> None:
-        """One step (``RecordedStep``: built once per tick by the game's recording)."""
+    def step(self, step: Stepped, delta: codec.Payload) -> None:
+        """One step, with its screen as ``delta`` (the codec's payload against the step's previous
+        screen, which the live stream computed anyway)."""
         chunk = self._open_chunk()
-        chunk.add_step(step)
+        chunk.add_step(step, delta)
         # Chunks end on the shared clock's grid (every ``chunk_steps`` frame ids), so all sessions
         # of a process seal together and their chunks travel in one writer call.
         if ((step.frame_id + 1) % self.chunk_steps == 0 or chunk.steps >= self.chunk_steps) and not (step.terminated or step.truncated):

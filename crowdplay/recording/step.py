@@ -1,9 +1,10 @@
-"""RecordedStep: one tick's step as the recording keeps it, built once per tick and handed down.
+"""Stepped: one tick's step of a game, as its observers and its recording receive it.
 
-The game's recording layer (``crowdplay.game_recording``) builds it from the game's step and the
-frame's delta; the ``Recorder`` decides where the chunk ends from it and the ``OpenChunk`` appends
-its values to the chunk's columns. One object carries the step through both, so their signatures
-cannot drift apart; it lives only until the chunk has copied its values (nothing per step is kept).
+The game (``crowdplay.realtime``) builds it once per tick and hands it to every observer
+(``crowdplay.game_observers``); the recording passes it down with the frame's delta, the
+``Recorder`` decides where the chunk ends from it and the ``OpenChunk`` appends its values to the
+chunk's columns. One object carries the step through all of them, so their signatures cannot
+drift apart; it lives only until the chunk has copied its values (nothing per step is kept).
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from typing import Any
 
 from crowdplay import codec
 
-#: A step's (or reset's) observations and infos, per agent; None when not recorded.
+#: The observations and infos per agent an environment returned (None: not recorded, e.g. ALE).
 Observed = tuple[dict[str, Any], dict[str, Any]] | None
 
 
 @dataclass(frozen=True, slots=True)
-class RecordedStep:
-    """One step with every agent's action, as stored in a chunk's columns."""
+class Stepped:
+    """One step of the environment with every agent's action."""
 
     frame_id: int
+    #: every agent has an action when the game steps (it waits otherwise)
     actions: Mapping[str, int]
     rewards: Mapping[str, float]
     terminated: bool
@@ -31,9 +33,10 @@ class RecordedStep:
     client_frames: Mapping[str, int]
     #: the screen after the step (a chunk cut here starts from it)
     screen: codec.Screen
-    #: that screen as the codec's delta payload, which the live stream computed anyway
-    delta: codec.Payload
-    #: the emulator's RAM after the step, when kept
+    previous: codec.Screen
+    #: the emulator's RAM after the step, when anyone keeps it
     ram: bytes | None
     #: the observations and infos the step returned, when recorded
     observed: Observed = None
+    #: the agents whose participant sent an input this tick
+    human_inputs: frozenset[str] = frozenset()

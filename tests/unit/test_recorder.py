@@ -18,7 +18,7 @@ from crowdplay.recording.batcher import ChunkBatcher
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.recorder import Recorder
 from crowdplay.recording.spool import Chunk
-from crowdplay.recording.step import RecordedStep
+from crowdplay.recording.step import Stepped
 from crowdplay.recording.writer_calls import WriterBusy
 from tests.polling import settle
 
@@ -36,7 +36,7 @@ def play(recorder: Recorder, steps: int, first_frame: int = 0) -> None:
         frame_id = first_frame + step
         delta = codec.delta_payload(screen(step + 1), screen(step))
         recorder.input(AppliedInput("agent_0", ParticipantInput.holding(["UP"], frame_id, step), None, 0, 0, 0, 0, 0, 0.0), 1.0)
-        recorder.step(RecordedStep(frame_id, {"agent_0": step % 3}, {"agent_0": 1.0}, False, False, {"agent_0": frame_id}, screen(step + 1), delta, None))
+        recorder.step(Stepped(frame_id, {"agent_0": step % 3}, {"agent_0": 1.0}, False, False, {"agent_0": frame_id}, screen(step + 1), screen(step), None), delta)
     recorder.end_episode("complete", {"steps": steps})
 
 
