@@ -30,31 +30,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
-import numpy as np
 
 from crowdplay.ai.answers import Answer
+from crowdplay.msgpack_arrays import decode_array, encode_array
 from crowdplay.wire import ChannelClosed, read_message, write_message
 
 log = logging.getLogger(__name__)
 
 HELLO, REQUEST, ANSWER = range(3)
 REQUEST_ID = struct.Struct("<I")
-NDARRAY = 1
-
-
-def _encode(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return msgpack.ExtType(NDARRAY, msgpack.packb((value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())))
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"an observation of type {type(value).__name__} cannot be sent to a policy actor")
-
-
-def _decode(code: int, data: bytes) -> Any:
-    if code != NDARRAY:
-        raise ValueError(f"unknown extension type {code}")
-    dtype, shape, raw = msgpack.unpackb(data)
-    return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape)
 
 
 Streams = list[str | None]
@@ -62,13 +46,13 @@ Streams = list[str | None]
 
 def pack_request(streams: Streams, observations: list[Any]) -> bytes:
     """A request's payload after its id: the streams and the observations (numpy arrays included)."""
-    packed: bytes = msgpack.packb([streams, observations], default=_encode)
+    packed: bytes = msgpack.packb([streams, observations], default=encode_array)
     return packed
 
 
 def unpack_request(payload: bytes) -> tuple[Streams, list[Any]]:
     """The streams and observations of a request; raises ValueError when the payload is malformed."""
-    request = msgpack.unpackb(payload, ext_hook=_decode)
+    request = msgpack.unpackb(payload, ext_hook=decode_array)
     if not (isinstance(request, list) and len(request) == 2 and all(isinstance(part, list) for part in request)):
         raise ValueError("a request holds a list of streams and a list of observations")
     streams, observations = request

@@ -12,9 +12,9 @@ from typing import Any
 
 import lz4.frame
 import msgpack
-import numpy as np
 
-NDARRAY_EXT = 1
+from crowdplay.msgpack_arrays import decode_array, encode_array
+
 FORMAT_VERSION = 1
 
 
@@ -22,27 +22,9 @@ class ChunkFormatError(ValueError):
     """Bytes that are not a chunk of a known format version."""
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
-        header = msgpack.packb([array.dtype.str, list(array.shape)])
-        return msgpack.ExtType(NDARRAY_EXT, len(header).to_bytes(4, "little") + header + array.tobytes())
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"cannot record a value of type {type(value).__name__}")
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code != NDARRAY_EXT:
-        raise ChunkFormatError(f"unknown extension type {code}")
-    size = int.from_bytes(data[:4], "little")
-    dtype, shape = msgpack.unpackb(data[4 : 4 + size])
-    return np.frombuffer(data[4 + size :], dtype=np.dtype(dtype)).reshape(shape)
-
-
 def pack_chunk(columns: dict[str, Any]) -> bytes:
     """Serialize and compress one chunk."""
-    body = msgpack.packb({"v": FORMAT_VERSION, "columns": columns}, default=_default, use_bin_type=True)
+    body = msgpack.packb({"v": FORMAT_VERSION, "columns": columns}, default=encode_array, use_bin_type=True)
     compressed: bytes = lz4.frame.compress(body)
     return compressed
 
@@ -50,7 +32,7 @@ def pack_chunk(columns: dict[str, Any]) -> bytes:
 def unpack_chunk(blob: bytes) -> dict[str, Any]:
     """The columns of a chunk written by ``pack_chunk``."""
     try:
-        document = msgpack.unpackb(lz4.frame.decompress(blob), ext_hook=_ext_hook, raw=False, strict_map_key=False)
+        document = msgpack.unpackb(lz4.frame.decompress(blob), ext_hook=decode_array, raw=False, strict_map_key=False)
     except (RuntimeError, ValueError, msgpack.UnpackException) as error:
         raise ChunkFormatError(f"not a recording chunk: {error}") from error
     if not isinstance(document, dict) or document.get("v") != FORMAT_VERSION:
