@@ -4,21 +4,9 @@ A statistic sees every step of the game it is configured for, at the game's fram
 every participant, so ``step`` has to stay at a few integer operations: RAM bytes are read with
 ``ram.item(i)`` (a Python int, no numpy scalar), counters are Python ints, and anything that needs
 the previous step keeps just the bytes it compares against. Statistics are registered by name, and
-a task names the ones it tracks; the decorator returns the class unchanged, so it stacks::
-
-    @register_statistic("jumps")
-    class Jumps(Statistic):
-        label = "Jumps"
-
-        def __init__(self, fps: float, agent_index: int) -> None:
-            super().__init__(fps, agent_index)
-            self.count = 0
-
-        def step(self, action, reward, ram, human_input) -> None:
-            self.count += action == JUMP
-
-        def value(self) -> float:
-            return float(self.count)
+a task names the ones it tracks. ``Score`` below is the smallest complete one: a ``label``, state
+set up in ``__init__``, ``step`` and ``value``; ``@register_statistic("name")`` registers a class
+and returns it unchanged, so it stacks with other decorators.
 
 Space Invaders RAM
 ------------------
