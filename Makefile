@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 # A CPU build of torch sits on these machines; naming it exactly keeps pip from fetching CUDA wheels.
 TORCH := torch==2.13.0
-PYTEST_ARGS ?=
+# The slowest tests of each run are listed at its end, to see where the time goes.
+PYTEST_ARGS ?= --durations=15
 
 .PHONY: run lint test test-fast install chromium bench clean
 

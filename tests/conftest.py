@@ -120,12 +120,12 @@ def manager(base_url: str, settings: Settings):
 SEPARATE_SUITES = ("cluster", "study", "autoscaling")
 
 
-#: Tests that time something the machine's load moves (a newcomer's start during a flood, a
-#: benchmark's frames on time, a key's effect on the next screen, answers within a bound): ``make
-#: test`` runs them after the rest, alone, which runs two at a time (``pytest -n 2``).
+#: Tests that assert a wall-clock bound the machine's load moves (a newcomer's start during a
+#: flood, a reply within a second, a page's key held for a second, 60 fps kept): ``make test`` runs
+#: them after the rest, one at a time; the rest run two files at a time (``pytest -n 2``).
 SERIAL_MODULES = {
-    "test_admission.py", "test_bench.py", "test_browser.py", "test_store_link.py", "test_writer_outage.py",
-    "test_researcher_directory.py", "test_serve_play.py", "test_realtime.py", "test_policy_actors.py", "test_watching.py",
+    "test_admission.py", "test_browser.py", "test_store_link.py", "test_writer_outage.py",
+    "test_realtime.py", "test_policy_actors.py", "test_watching.py",
 }
 
 
