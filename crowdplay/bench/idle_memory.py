@@ -19,9 +19,8 @@ from typing import Any
 import psutil
 
 from crowdplay.bench.load import System
+from crowdplay.bench.process_kinds import kind_of
 
-#: Process title prefix -> kind; every other process of the server's tree is Ray's own.
-KINDS = {"ray::ServeReplica": "ingress", "ray::EnvsManager": "manager", "ray::TrajectoryWriter": "writer", "ray::PolicyActor": "policy", "ray::EnvActor": "env_actor"}
 LONG_LIVED = ("ingress", "manager", "writer", "policy")
 #: process id -> (kind, private MB)
 Sample = dict[int, tuple[str, float]]
@@ -32,13 +31,13 @@ def private_mb(processes: list[psutil.Process]) -> Sample:
     sample: Sample = {}
     for process in processes:
         try:
-            title = " ".join(process.cmdline()[:1]) or process.name()
+            kind = kind_of(process)
             with open(f"/proc/{process.pid}/status") as status:
                 kb = next((int(line.split()[1]) for line in status if line.startswith("RssAnon:")), None)
         except (psutil.Error, OSError):
             continue
         if kb is not None:  # a zombie has no memory lines
-            sample[process.pid] = (next((kind for prefix, kind in KINDS.items() if title.startswith(prefix)), "ray"), kb / 1024)
+            sample[process.pid] = (kind, kb / 1024)
     return sample
 
 

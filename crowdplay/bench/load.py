@@ -13,8 +13,12 @@ its own CPU), and reports:
   (frames carry the last applied input's sequence number), and ``server_apply_ms``, the same
   inside the EnvActor (input received -> applied);
 * ``start_to_first_frame_ms``: from the session request to the first frame;
-* ``rss_mb_per_session`` and ``cpu_per_session`` (cores) over the server's whole process tree, and
-  ``bytes_per_s_per_session``.
+* ``rss_mb_per_session`` and ``cpu_per_session`` (cores) over the server's whole process tree,
+  ``cpu_by_kind_per_session`` (EnvActors, ingress replicas, HAProxy, writer, manager, Ray's own),
+  and ``bytes_per_s_per_session``;
+* ``floor_cpu_per_session``: what stepping the same game and encoding its frames at its frame
+  rate costs, measured in this process before the server starts (``crowdplay.bench.floor``), and
+  ``floor_ratio``, the server's CPU per session over it.
 
 ``--baseline`` runs the same measurement against the same app served by plain uvicorn with every
 session in the web process (``crowdplay.web.local``), so the cost of the Ray path is a ratio from
@@ -41,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from crowdplay.bench.floor import Floor, measure_floor
+from crowdplay.bench.process_kinds import kind_of
 from crowdplay.client import Participant, http_json
 from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, Settings, apply_ray_environment, free_port
 
@@ -233,22 +239,46 @@ def frame_lateness(frames: list[tuple[int, float]], fps: float) -> tuple[list[fl
     return [received - (offset + frame_id * period) for frame_id, received in frames], dropped
 
 
-def _tree_usage(processes: list[psutil.Process]) -> tuple[float, float]:
-    """(RSS MB, CPU seconds) summed over the processes still alive."""
-    rss = cpu = 0.0
+@dataclass
+class TreeUsage:
+    """The server's process tree at one moment: resident MB, and CPU seconds by kind of process
+    (``crowdplay.bench.process_kinds``)."""
+
+    rss_mb: float = 0.0
+    cpu_s_by_kind: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of the whole tree."""
+        return sum(self.cpu_s_by_kind.values())
+
+
+def _tree_usage(processes: list[psutil.Process]) -> TreeUsage:
+    """Memory and CPU summed over the processes still alive, CPU by kind of process."""
+    usage = TreeUsage()
     for process in processes:
         try:
             with process.oneshot():
-                rss += process.memory_info().rss
+                kind = kind_of(process)
+                usage.rss_mb += process.memory_info().rss / 2**20
                 times = process.cpu_times()
-                cpu += times.user + times.system
         except psutil.Error:
             continue
-    return rss / 2**20, cpu
+        usage.cpu_s_by_kind[kind] = usage.cpu_s_by_kind.get(kind, 0.0) + times.user + times.system
+    return usage
+
+
+def cpu_by_kind_per_session(before: TreeUsage, after: TreeUsage, seconds: float, sessions: int) -> dict[str, float]:
+    """Cores per session each kind of process used between two readings (a process that started in
+    between counts from zero; one that exited is not counted)."""
+    return {
+        kind: round((cpu - before.cpu_s_by_kind.get(kind, 0.0)) / seconds / sessions, 5)
+        for kind, cpu in sorted(after.cpu_s_by_kind.items())
+    }
 
 
 async def _trial(system: System, sessions: int, seconds: float, env_id: str, arrival_s: float, seed: int) -> dict[str, Any]:
-    idle_rss, _ = _tree_usage(system.processes())
+    idle = _tree_usage(system.processes())
     rng = random.Random(seed)
     warmup = 2.0
     start = time.perf_counter()
@@ -266,9 +296,9 @@ async def _trial(system: System, sessions: int, seconds: float, env_id: str, arr
 
     tasks = [asyncio.create_task(arrive(i)) for i in range(sessions)]
     await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
-    _, cpu_before = _tree_usage(system.processes())
+    before = _tree_usage(system.processes())
     await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
-    busy_rss, cpu_after = _tree_usage(system.processes())
+    busy = _tree_usage(system.processes())
     apply_delays = await asyncio.to_thread(system.apply_delays_s, list(joined))
     leave.set()
     outcomes = await asyncio.gather(*tasks)
@@ -277,7 +307,8 @@ async def _trial(system: System, sessions: int, seconds: float, env_id: str, arr
             break
         await asyncio.sleep(0.5)
     results = [result for result in outcomes if result is not None]
-    summary = _summarize_trial(results, apply_delays, sessions, seconds, idle_rss, busy_rss, cpu_after - cpu_before)
+    summary = _summarize_trial(results, apply_delays, sessions, seconds, idle.rss_mb, busy.rss_mb, busy.cpu_s - before.cpu_s)
+    summary["cpu_by_kind_per_session"] = cpu_by_kind_per_session(before, busy, seconds, sessions)
     summary["failed_joins"] = len(outcomes) - len(results)
     if summary["failed_joins"]:
         summary["on_time_fraction"] = round(summary["on_time_fraction"] * len(results) / len(outcomes), 4)
@@ -359,13 +390,22 @@ def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def with_floor(result: dict[str, Any], floor: Floor) -> dict[str, Any]:
+    """``result`` with the floor and ``floor_ratio``: the server's CPU per session over the floor's."""
+    result.update(floor.as_dict())
+    result["floor_ratio"] = round(result["cpu_per_session"] / floor.cpu_per_session, 2)
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Measure the Serve path, and the baseline when ``--baseline`` (with the ratio of their maxima)."""
+    """Measure the floor of the game played (before any server starts), the Serve path, and the
+    baseline when ``--baseline`` (with the ratio of their maxima)."""
+    floor = measure_floor(args.env, seed=args.seed)
     with serve_system(record=not args.no_record) as system:
-        result = measure(system, args)
+        result = with_floor(measure(system, args), floor)
     if args.baseline:
         with baseline_system() as system:
-            result["baseline"] = measure(system, args)
+            result["baseline"] = with_floor(measure(system, args), floor)
         if args.find_max and result["baseline"]["max_sessions"]:
             result["serve_vs_baseline_max"] = round(result["max_sessions"] / result["baseline"]["max_sessions"], 3)
     return result
@@ -374,11 +414,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def summarize(result: dict[str, Any]) -> str:
     """One table row per path measured."""
     rows = [("serve", result)] + ([("baseline", result["baseline"])] if "baseline" in result else [])
-    lines = ["path      N   on-time  dropped  key p50/p99 ms   start p95 ms  MB/sess  cpu/sess  B/s/sess"]
+    lines = ["path      N   on-time  dropped  key p50/p99 ms   start p95 ms  MB/sess  cpu/sess  floor x  B/s/sess"]
     for name, r in rows:
         lines.append(
             f"{name:8} {r['sessions']:3}  {r['on_time_fraction']:.4f}  {r['frames_dropped']:7}  "
             f"{r['key_to_frame_ms']['p50']}/{r['key_to_frame_ms']['p99']:<10}  {r['start_to_first_frame_ms']['p95']:<12}  "
-            f"{r['rss_mb_per_session']:7}  {r['cpu_per_session']:8}  {r['bytes_per_s_per_session']}"
+            f"{r['rss_mb_per_session']:7}  {r['cpu_per_session']:8}  {r['floor_ratio']:7}  {r['bytes_per_s_per_session']}"
         )
     return "\n".join(lines)
