@@ -28,8 +28,10 @@ def test_codec_benchmark_reports_size_speed_and_losslessness():
 
 
 def test_load_benchmark_plays_every_participant_through_serve():
-    result = run_bench("load", "--sessions", "2", "--seconds", "3", "--arrival-interval", "0.1")
+    result = run_bench("load", "--sessions", "1,2", "--seconds", "3", "--arrival-interval", "0.1")
     assert result["sessions"] == 2 and result["failed_joins"] == 0
+    assert set(result["by_sessions"]) == {"1", "2"} and result["by_sessions"]["2"]["frames_delivered"] == result["frames_delivered"]
+    assert result["by_sessions"]["1"]["sessions"] == 1 and result["by_sessions"]["1"]["floor_ratio"] > 0
     assert result["frames_delivered"] > 2 * 3 * 10  # both played (how many frames on time is the benchmark's to say)
     # the floor (the game's own steps and frames) measured in the same run, and the server's CPU by part
     assert 0 < result["floor_cpu_per_session"] < 1 and result["floor_ratio"] > 0

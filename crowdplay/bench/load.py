@@ -60,7 +60,7 @@ KEYS = ["ArrowLeft", "ArrowRight", "Space"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """This benchmark's options on its ``python -m crowdplay.bench load`` parser."""
-    parser.add_argument("--sessions", type=int, default=20, help="concurrent participants")
+    parser.add_argument("--sessions", type=session_counts, default=[20], help="concurrent participants; several (20,40,60): a trial at each")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured play time after everyone joined")
     parser.add_argument("--env", default="SpaceInvaders")
     parser.add_argument("--arrival-interval", type=float, default=0.25, help="seconds between participants' arrivals")
@@ -381,9 +381,25 @@ def run_trial(system: System, sessions: int, seconds: float, args: argparse.Name
         gc.enable()
 
 
-def measure(system: System, args: argparse.Namespace) -> dict[str, Any]:
-    """One trial at ``--sessions`` with the recording's figures, plus the largest N on time when ``--find-max``."""
-    result = run_trial(system, args.sessions, args.seconds, args)
+def session_counts(text: str) -> list[int]:
+    """``--sessions``: one count, or several separated by commas."""
+    try:
+        counts = [int(count) for count in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count or comma-separated counts") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every count must be at least 1")
+    return counts
+
+
+def measure(system: System, args: argparse.Namespace, floor: Floor) -> dict[str, Any]:
+    """A trial at each of ``--sessions`` with the floor's ratio, and the recording's figures: the
+    last count's trial at the top level and, for several, each count's under ``by_sessions``; plus
+    the largest N on time when ``--find-max``."""
+    trials = {count: with_floor(run_trial(system, count, args.seconds, args), floor) for count in args.sessions}
+    result = dict(trials[args.sessions[-1]])
+    if len(trials) > 1:
+        result["by_sessions"] = {str(count): trial for count, trial in trials.items()}
     result["recording"] = system.recording()
     if args.find_max:
         result["max_sessions"], result["find_max_trials"] = find_max(system, args)
@@ -402,10 +418,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     baseline when ``--baseline`` (with the ratio of their maxima)."""
     floor = measure_floor(args.env, seed=args.seed)
     with serve_system(record=not args.no_record) as system:
-        result = with_floor(measure(system, args), floor)
+        result = measure(system, args, floor)
     if args.baseline:
         with baseline_system() as system:
-            result["baseline"] = with_floor(measure(system, args), floor)
+            result["baseline"] = measure(system, args, floor)
         if args.find_max and result["baseline"]["max_sessions"]:
             result["serve_vs_baseline_max"] = round(result["max_sessions"] / result["baseline"]["max_sessions"], 3)
     return result

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from crowdplay.bench.floor import Floor, measure_floor
-from crowdplay.bench.load import TreeUsage, cpu_by_kind_per_session
+from crowdplay.bench.load import TreeUsage, cpu_by_kind_per_session, session_counts
 from crowdplay.bench.process_kinds import kind_of_title
 
 
@@ -35,3 +37,10 @@ def test_cpu_by_kind_counts_what_each_kind_used_between_readings_per_session() -
     after = TreeUsage(120.0, {"env_actor": 14.0, "ray": 5.0, "haproxy": 1.0})  # HAProxy started in between
     assert after.cpu_s == 20.0
     assert cpu_by_kind_per_session(before, after, seconds=10.0, sessions=2) == {"env_actor": 0.2, "haproxy": 0.05, "ray": 0.05}
+
+
+def test_sessions_are_one_count_or_several() -> None:
+    assert session_counts("40") == [40] and session_counts("20,40,60") == [20, 40, 60]
+    for bad in ("", "forty", "20,0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            session_counts(bad)
