@@ -62,7 +62,7 @@ def measure_floor(env_id: str, steps: int = 3000, seed: int = 0) -> Floor:
             screen = codec.Screen(adapter.screen())
             stepped = time.thread_time()
             payload = codec.delta_payload(screen, previous)
-            codec.frame_message(payload, flags=payload.flags, frame_id=index, env_step=index, score=0.0, input_seq=0)
+            codec.frame_message(payload, flags=0, frame_id=index, env_step=index, score=0.0, input_seq=0)  # the codec adds its own flags
             encoded = time.thread_time()
             step_s += stepped - started
             encode_s += encoded - stepped
