@@ -20,7 +20,7 @@ import yaml
 from ray import serve
 from starlette.requests import Request
 
-from crowdplay.web.haproxy import LAUNCHER, harden, start_guard
+from crowdplay.web.haproxy import LAUNCHER, NO_WEBSOCKET_EXTENSIONS, harden, start_guard
 from tests.conftest import wait_until
 
 ECHO_PREFIX = "/haproxy-echo"
@@ -86,11 +86,11 @@ def test_serves_config_gets_loopback_side_listeners_and_forwardfor_and_stays_val
     }
     assert defaults_section(hardened).count("option forwardfor") == 1
     assert harden(hardened, start_guard(40, 1)) == hardened  # Serve reloads HAProxy with the file it wrote; rewriting twice changes nothing
-    guard = [line.rstrip("\n") for line in start_guard(40, 1)]
+    rules = [line.rstrip("\n") for line in start_guard(40, 1) + NO_WEBSOCKET_EXTENSIONS]
     frontend = hardened.splitlines()
     first_bind = frontend.index("    bind *:8000")
-    assert frontend[first_bind + 1 : first_bind + 1 + len(guard)] == guard  # before every other rule of the ingress
-    assert [line for line in hardened.splitlines() if "bind" not in line and "forwardfor" not in line and line not in guard] == [
+    assert frontend[first_bind + 1 : first_bind + 1 + len(rules)] == rules  # before every other rule of the ingress
+    assert [line for line in hardened.splitlines() if "bind" not in line and "forwardfor" not in line and line not in rules] == [
         line for line in original.splitlines() if "bind" not in line
     ]
 
@@ -229,3 +229,24 @@ def test_only_the_ingress_listens_beyond_loopback_and_the_stats_page_is_not_reac
         for port in (stats, metrics):
             with pytest.raises(ConnectionRefusedError), socket.create_connection((address, port), timeout=5):
                 pass
+
+
+def test_no_websocket_through_the_ingress_negotiates_permessage_deflate(base_url):
+    """Frames are deflated by the codec already: a browser's offer of permessage-deflate is dropped
+    on the way in, so the replica's answer (the upgrade itself still happens) takes no extension."""
+    host, port = base_url.removeprefix("http://").split("/")[0].rsplit(":", 1)
+    offer = (
+        f"GET /ws/no-such-session HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(offer.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            received = connection.recv(4096)
+            assert received, head
+            head += received
+    status, *headers = head.split(b"\r\n\r\n")[0].decode().split("\r\n")
+    assert status.startswith("HTTP/1.1 101"), status
+    assert not [header for header in headers if header.lower().startswith("sec-websocket-extensions")], headers

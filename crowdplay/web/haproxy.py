@@ -9,6 +9,11 @@ Serve's throughput mode renders ``haproxy.cfg`` from a fixed template and has no
 - the participant's address. Without ``option forwardfor`` the ingress replica only ever sees
   HAProxy's address; with it HAProxy appends the address it accepted the connection from to
   ``X-Forwarded-For`` (per-client limits use that entry: ``Settings.forwarded_hops``).
+- websocket compression. Browsers offer permessage-deflate and the replica's uvicorn accepts it,
+  so every frame (already deflated by the codec, ~70 bytes) was deflated again, at a tenth of the
+  replica's CPU for nothing (docs/decisions/hot-path-profile.md). Uvicorn's switch for it is not
+  reachable through Serve; here the ingress drops the offer (``Sec-WebSocket-Extensions``) from
+  every request, so no connection negotiates it.
 
 Serve runs ``RAY_SERVE_HAPROXY_BINARY_PATH`` as ``<binary> -db -f <config> [-dR] [-sf pids] [-x
 socket]`` for every start and reload, each time after writing ``<config>`` afresh.
@@ -39,6 +44,11 @@ LOOPBACK = "127.0.0.1"
 FORWARDFOR = "option forwardfor"
 #: The first line of the session-start guard (``start_guard``), by which a rewrite finds it.
 GUARD_MARK = "# crowdplay: session starts per client address (Settings.session_starts_guard_per_10s)"
+#: The rule that removes websocket extension offers, and the comment before it by which a rewrite finds it.
+NO_WEBSOCKET_EXTENSIONS = [
+    "    # crowdplay: frames are deflated by the codec already; no permessage-deflate on top\n",
+    "    http-request del-header Sec-WebSocket-Extensions\n",
+]
 GUARD_REASON = "too many new sessions from your address; please wait"
 GUARD_RETRY_AFTER_S = 10
 #: Seconds HAProxy holds a refused request before answering (its ``tarpit``): measured on 2 cores,
@@ -79,8 +89,9 @@ def start_guard(per_10s: int, forwarded_hops: int) -> list[str]:
 
 
 def harden(config: str, guard: list[str] | None = None) -> str:
-    """``config`` with its side listeners on loopback, ``option forwardfor`` in ``defaults`` and
-    ``guard`` (``start_guard``'s rules) first in the public ingress's frontend.
+    """``config`` with its side listeners on loopback, ``option forwardfor`` in ``defaults``, and
+    ``guard`` (``start_guard``'s rules) then ``NO_WEBSOCKET_EXTENSIONS`` first in the public
+    ingress's frontend.
 
     Idempotent: the result rewritten again is unchanged, so a configuration Serve has not
     regenerated (or one already rewritten) comes out the same.
@@ -108,9 +119,10 @@ class _Marks:
     each is there already, which is what makes the rewrite idempotent."""
 
     defaults_at: int | None = None
-    guard_at: int | None = None
+    rules_at: int | None = None
     has_forwardfor: bool = False
     has_guard: bool = False
+    has_no_extensions: bool = False
 
     def note_header(self, section: str, after: int) -> None:
         """A section starts; ``after`` is the index just past its header line."""
@@ -126,8 +138,10 @@ class _Marks:
             return
         if line.strip() == GUARD_MARK:
             self.has_guard = True
-        if self.guard_at is None and words[:1] == ["bind"]:
-            self.guard_at = after
+        if line == NO_WEBSOCKET_EXTENSIONS[0]:
+            self.has_no_extensions = True
+        if self.rules_at is None and words[:1] == ["bind"]:
+            self.rules_at = after
 
 
 def _section_header(line: str) -> str | None:
@@ -139,11 +153,13 @@ def _section_header(line: str) -> str | None:
 
 
 def _insert_missing(out: list[str], marks: _Marks, guard: list[str]) -> None:
-    """Add the guard after the ingress's first ``bind`` and ``option forwardfor`` after the
-    ``defaults`` header, each only where found and not already present. The guard goes in first:
-    Serve's template puts the frontend after ``defaults``, so the defaults' index still holds."""
-    if guard and marks.guard_at is not None and not marks.has_guard:
-        out[marks.guard_at:marks.guard_at] = guard
+    """Add the guard and the extensions rule after the ingress's first ``bind`` and ``option
+    forwardfor`` after the ``defaults`` header, each only where found and not already present. The
+    frontend's rules go in first: Serve's template puts the frontend after ``defaults``, so the
+    defaults' index still holds."""
+    if marks.rules_at is not None:
+        rules = (guard if not marks.has_guard else []) + (NO_WEBSOCKET_EXTENSIONS if not marks.has_no_extensions else [])
+        out[marks.rules_at:marks.rules_at] = rules
     if marks.defaults_at is not None and not marks.has_forwardfor:
         out.insert(marks.defaults_at, f"    {FORWARDFOR}\n")
 
