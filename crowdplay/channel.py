@@ -12,6 +12,8 @@ through Ray; Ray keeps placement, lifecycle and control. Messages are framed by 
 Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
 unacknowledged messages in flight; the ingress acknowledges each one after its websocket send
 finished, so a slow participant stalls the channel and the EnvActor then sends the newest frame.
+The server writes each message from what produced it (the tick, an event), not from a task of its
+own per connection: per frame and participant, one write and one acknowledgement read.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import cast
+from collections.abc import AsyncIterator
 
 from crowdplay import protocol
 from crowdplay.environments import InvalidAction
-from crowdplay.fanout import Subscriber
+from crowdplay.fanout import Fanout, FrameSource, Subscriber
 from crowdplay.inputs import ParticipantInput
 from crowdplay.lineup import Lineup, SeatUnavailable
 from crowdplay.realtime import SessionEnded
@@ -94,46 +95,28 @@ class ChannelServer:
                 await writer.wait_closed()
 
     async def _play(self, subscriber: Subscriber, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watching: bool = False) -> None:
-        """Send the game's stream and apply the participant's inputs; a watcher's inputs are
-        dropped (the ingress never sends any)."""
+        """Push the game's stream and apply the participant's inputs until the last message is
+        acknowledged; a watcher's inputs are dropped (the ingress never sends any)."""
         agent = subscriber.agent
-        credits = asyncio.Semaphore(self.window)
-        sender = asyncio.create_task(self._send(subscriber, writer, credits))
+        pusher = _Pusher(self.live.fanout, self.live, subscriber, writer, self.window)
+        subscriber.notify = pusher.pump
+        self.live.fanout.subscribers.add(subscriber)
         try:
-            while not sender.done():
+            pusher.pump()  # what is there already: the first screen, the lineup's events
+            while not pusher.finished:
                 kind, payload = await read_message(reader)
                 if kind == ACK:
-                    credits.release()
+                    pusher.acknowledged()
                 elif kind == INPUT and subscriber.final is None and not watching:  # a replaced connection no longer plays
                     refusal = self._apply_input(agent, ParticipantInput.from_wire(json.loads(payload)))
                     if refusal is not None:
-                        sender.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await sender
+                        pusher.finished = True
                         write_message(writer, TEXT, refusal.encode())
                         await self._finish(reader, writer)
                         return
         finally:
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
-
-    async def _send(self, subscriber: Subscriber, writer: asyncio.StreamWriter, credits: asyncio.Semaphore) -> None:
-        stream = cast(AsyncGenerator[bytes | str, None], self.live.stream(subscriber.agent, subscriber))  # an async generator
-        try:
-            while True:
-                await credits.acquire()  # before taking a frame, so the one taken is the newest
-                try:
-                    message = await anext(stream)
-                except StopAsyncIteration:
-                    return
-                if isinstance(message, bytes):
-                    write_message(writer, FRAME, message)
-                else:
-                    write_message(writer, TEXT, message.encode())
-                await writer.drain()
-        finally:
-            await stream.aclose()  # unsubscribes at once, not whenever the generator is collected
+            subscriber.notify = None
+            self.live.fanout.subscribers.discard(subscriber)
 
     @staticmethod
     async def _finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -153,6 +136,45 @@ class ChannelServer:
             return protocol.text("error", reason=str(error), code=protocol.CLOSE_POLICY_VIOLATION)
         except SessionEnded:
             return protocol.text("error", reason="the session has ended", code=protocol.CLOSE_SESSION_ENDED)
+
+
+class _Pusher:
+    """Sends one subscriber's messages from whatever produced them (the tick's frame, an event),
+    with at most ``window`` of them unacknowledged: a subscriber out of credit is skipped, and on
+    the next acknowledgement it gets the newest frame, not the ones it missed. Nothing here
+    awaits, so a frame costs no task switch on this side."""
+
+    def __init__(self, fanout: Fanout, source: FrameSource, subscriber: Subscriber, writer: asyncio.StreamWriter, window: int) -> None:
+        self.fanout = fanout
+        self.source = source
+        self.subscriber = subscriber
+        self.writer = writer
+        self.credits = window
+        #: the last message (the end, a dismissal, a refusal) was sent
+        self.finished = False
+
+    def pump(self) -> None:
+        """Send what is new while credit lasts."""
+        try:
+            while self.credits > 0 and not self.finished and not self.writer.is_closing():
+                following = self.fanout.next_message(self.subscriber, self.source)
+                if following is None:
+                    return
+                message, self.finished = following
+                if isinstance(message, bytes):
+                    write_message(self.writer, FRAME, message)
+                else:
+                    write_message(self.writer, TEXT, message.encode())
+                self.credits -= 1
+        except Exception:  # noqa: BLE001 - one connection's failure must not stop the game's tick
+            log.exception("a frame channel stopped sending")
+            self.finished = True
+            self.writer.transport.abort()  # the connection's task sees it closed and ends
+
+    def acknowledged(self) -> None:
+        """The ingress finished sending one message: one more may go."""
+        self.credits += 1
+        self.pump()
 
 
 class ChannelClient:

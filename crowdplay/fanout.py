@@ -6,6 +6,10 @@ every ``keyframe_interval`` frames and to newcomers. The keyframe and the delta 
 tick are encoded once per tick and shared by every subscriber that is up to date (and with the
 recorder, which stores the same delta). Events (JSON text) are queued per subscriber and sent
 before the next frame.
+
+A subscriber is served one of two ways: pulled, by iterating ``Fanout.stream`` (which waits on its
+``woken`` event), or pushed, by a ``notify`` callback that sends ``next_message`` at once from
+whatever woke it (the frame channel: no task wakes per frame, the tick writes the frame itself).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ class Subscriber:
     """One connection's view of the game: its queued events and what it was last sent."""
 
     agent: str
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+    #: when set, called instead of setting ``woken``: the subscriber sends what is new itself, now
+    notify: Callable[[], None] | None = None
     events: deque[str] = field(default_factory=deque)
     last_id: int | None = None
     last_screen: codec.Screen | None = None
@@ -45,6 +51,13 @@ class Subscriber:
     frames_dropped: int = 0
     #: when set, the stream sends its queued events and then this message, and ends
     final: str | None = None
+
+    def wake(self) -> None:
+        """Something new is there for this subscriber (a frame, an event, the end)."""
+        if self.notify is not None:
+            self.notify()
+        else:
+            self.woken.set()
 
 
 class FrameSource(Protocol):
@@ -85,22 +98,32 @@ class Fanout:
         self.subscribers.add(subscriber)
         try:
             while True:
-                while subscriber.events:
-                    yield subscriber.events.popleft()
-                if subscriber.final is not None:
-                    yield subscriber.final
-                    return
-                if source.stopped is not None:
-                    yield protocol.text("end", reason=source.stopped)
-                    return
-                tick = source.latest
-                if tick.frame_id != subscriber.last_id:
-                    yield self.frame_for(subscriber, tick, source.applied_seq(subscriber.agent))
+                following = self.next_message(subscriber, source)
+                if following is None:
+                    await subscriber.woken.wait()
+                    subscriber.woken.clear()
                     continue
-                await subscriber.wake.wait()
-                subscriber.wake.clear()
+                message, last = following
+                yield message
+                if last:
+                    return
         finally:
             self.subscribers.discard(subscriber)
+
+    def next_message(self, subscriber: Subscriber, source: FrameSource) -> tuple[bytes | str, bool] | None:
+        """The subscriber's next message and whether it is its last, or None while it is up to
+        date: its queued events first, then its dismissal or the game's end, else the newest frame
+        if it has not had it."""
+        if subscriber.events:
+            return subscriber.events.popleft(), False
+        if subscriber.final is not None:
+            return subscriber.final, True
+        if source.stopped is not None:
+            return protocol.text("end", reason=source.stopped), True
+        tick = source.latest
+        if tick.frame_id != subscriber.last_id:
+            return self.frame_for(subscriber, tick, source.applied_seq(subscriber.agent)), False
+        return None
 
     def frame_for(self, subscriber: Subscriber, tick: Tick, input_seq: int) -> bytes:
         """The tick's frame for this subscriber: a keyframe, the shared delta, or its own delta
@@ -142,18 +165,18 @@ class Fanout:
     def tell(subscriber: Subscriber, message: str) -> None:
         """An event for one subscriber, now."""
         subscriber.events.append(message)
-        subscriber.wake.set()
+        subscriber.wake()
 
     @staticmethod
     def dismiss(subscriber: Subscriber, message: str) -> None:
         """End one subscriber's stream with ``message`` (e.g. it was replaced by a newer tab)."""
         subscriber.final = message
-        subscriber.wake.set()
+        subscriber.wake()
 
     def wake_all(self) -> None:
         """Let every subscriber's stream send what is new (a tick's frame, events, the end)."""
-        for subscriber in self.subscribers:
-            subscriber.wake.set()
+        for subscriber in list(self.subscribers):  # a pushed subscriber's send may end it
+            subscriber.wake()
 
     def counts(self) -> list[dict[str, int | str]]:
         """Frames sent and dropped per subscriber (for ``LiveEnv.stats``)."""
