@@ -80,6 +80,10 @@ class Participant:
     _reader: asyncio.Task[Any] | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     _event_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    #: when ``join`` asked for the session, had the answer and had ``hello`` (perf_counter clock)
+    requested_at: float = 0.0
+    answered_at: float = 0.0
+    hello_at: float = 0.0
 
     @classmethod
     async def join(
@@ -103,8 +107,12 @@ class Participant:
             body["params"] = params
         if resume is not None:
             body["resume"] = resume
+        requested_at = time.perf_counter()
         session = await asyncio.to_thread(http_json, f"{base_url}/api/sessions", body)
-        return await cls.connect(base_url, session, decode, **connect_options)
+        answered_at = time.perf_counter()
+        participant = await cls.connect(base_url, session, decode, **connect_options)
+        participant.requested_at, participant.answered_at = requested_at, answered_at
+        return participant
 
     @classmethod
     async def connect(cls, base_url: str, session: dict[str, Any], decode: bool = True, **connect_options: Any) -> Participant:
@@ -118,6 +126,7 @@ class Participant:
             raise ServerError(400, hello)
         shape = (hello["height"], hello["width"]) if hello["channels"] == 1 else (hello["height"], hello["width"], hello["channels"])
         participant = cls(base_url, session, websocket, hello, codec.FrameDecoder(shape), protocol.decode_palette(hello["palette"]), decode=decode)
+        participant.hello_at = time.perf_counter()
         participant._reader = asyncio.get_running_loop().create_task(participant._read())
         return participant
 

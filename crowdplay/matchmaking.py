@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -64,15 +65,18 @@ class Matchmaker:
         """The session seated in a game of ``spec`` (watching one of its own if it is AI-only),
         with a fresh token. ``details["participant"]``: who sits there (a pseudonym)."""
         failures = seats_gone = 0
+        started = time.perf_counter()
         while True:
             game, agent = await self.reserve(spec, session_id)
             try:
                 await asyncio.shield(self._opening(game))
+                opened = time.perf_counter()
                 token = secrets.token_urlsafe(24)
                 if agent is not None:
                     assert game.host is not None  # an opened game has its host
                     await self.hosts.take_seat(game.host, game, agent, session_id, controller, details, token)
                 entry = SessionEntry(session_id, token, game, agent or "", details["participant"])
+                entry.start_ms = {**game.opened_ms, "opening_wait": _ms(opened - started), "seat": _ms(time.perf_counter() - opened)}
                 self.table.add(entry)
                 return entry
             except SeatGone:
@@ -114,10 +118,13 @@ class Matchmaker:
         """Place the game on a host and build its environment there (elsewhere if the host died).
         A game that cannot be built is reported once (``ProblemReports``) and fails its joins."""
         try:
+            started = time.perf_counter()
             for attempt in range(START_ATTEMPTS):
                 host = game.host = await self.pool.place(game.game_id)
+                placed = time.perf_counter()
                 try:
                     game.info, game.channel = await self.hosts.open_game(host, game.game_id, game.env_id, secrets.randbelow(2**31))
+                    game.opened_ms = {"placement": _ms(placed - started), "env_build": _ms(time.perf_counter() - placed)}
                     break
                 except EnvironmentFailed as failure:
                     self.problems.environment_failed(failure)
@@ -133,3 +140,8 @@ class Matchmaker:
                 self.pool.release(dropped.host, game.game_id)
             raise
         self.table.learn_agents(game, list(game.info["humans"]))
+
+
+def _ms(seconds: float) -> float:
+    """A duration as the Start's timing reports it."""
+    return round(seconds * 1000, 2)

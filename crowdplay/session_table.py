@@ -67,6 +67,9 @@ class Game:
     #: placing the game and building its environment; done once it can take participants
     opening: asyncio.Future[None] | None = None
     created_at: float = field(default_factory=time.time)
+    #: how long opening took, in ms: "placement" (a host with room, or waiting for one to boot)
+    #: and "env_build" (the host building its environment, or taking a spare, and listening)
+    opened_ms: dict[str, float] = field(default_factory=dict)
 
     def open_seats(self) -> list[str]:
         """The agents no one is seated at yet (none while ``seats`` is unknown)."""
@@ -101,10 +104,13 @@ class SessionEntry:
     created_at: float = field(default_factory=time.time)
     #: the participant's websocket has reached the game at least once
     connected: bool = False
+    #: where this Start's time went on the server, in ms (``Matchmaker.seat``)
+    start_ms: dict[str, float] = field(default_factory=dict)
 
     def answer(self) -> dict[str, Any]:
         """The session as ``POST /api/sessions`` answers it."""
         return {
+            "start_ms": self.start_ms,
             "session_id": self.session_id,
             "token": self.token,
             "env_id": self.game.env_id,

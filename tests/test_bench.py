@@ -36,6 +36,10 @@ def test_load_benchmark_plays_every_participant_through_serve():
     # the floor (the game's own steps and frames) measured in the same run, and the server's CPU by part
     assert 0 < result["floor_cpu_per_session"] < 1 and result["floor_ratio"] > 0
     assert {"env_actor", "ingress", "haproxy", "ray"} <= set(result["cpu_by_kind_per_session"])
+    # the start's parts, client-side and the server's own
+    parts = result["start_parts_ms"]
+    assert {"request", "placement", "env_build", "opening_wait", "seat", "channel", "first_frame"} <= set(parts)
+    assert all(part["p95"] is not None and part["p95"] >= 0 for part in parts.values())
 
 
 def test_store_benchmark_reports_absorbed_sessions_writer_cpu_and_bytes_per_hour():

@@ -12,7 +12,9 @@ its own CPU), and reports:
 * ``key_to_frame_ms``: from sending a key change to the first frame whose step applied it
   (frames carry the last applied input's sequence number), and ``server_apply_ms``, the same
   inside the EnvActor (input received -> applied);
-* ``start_to_first_frame_ms``: from the session request to the first frame;
+* ``start_to_first_frame_ms``: from the session request to the first frame, and ``start_parts_ms``
+  (``start_parts``: the request and the server's placement, environment build and seat within it,
+  the channel, the first frame);
 * ``rss_mb_per_session`` and ``cpu_per_session`` (cores) over the server's whole process tree,
   ``cpu_by_kind_per_session`` (EnvActors, ingress replicas, HAProxy, writer, manager, Ray's own),
   and ``bytes_per_s_per_session``;
@@ -189,6 +191,8 @@ class ParticipantResult:
 
     session_id: str
     start_to_first_frame_s: float
+    #: where the start's time went, in ms (``start_parts``)
+    start_parts_ms: dict[str, float]
     fps: float
     frames: list[tuple[int, float]] = field(default_factory=list)  # (frame id, received at) within the window
     key_latencies_s: list[float] = field(default_factory=list)
@@ -204,6 +208,7 @@ async def play(url: str, env_id: str, window: tuple[float, float], rng: random.R
         while not player.timings:
             await asyncio.sleep(0.002)
         first_frame = player.timings[0].received_at - started
+        parts = start_parts(player)
         while time.perf_counter() < window[1]:
             await asyncio.sleep(rng.uniform(0.15, 0.5))
             await player.press(rng.sample(KEYS, rng.randint(0, 2)))
@@ -214,11 +219,27 @@ async def play(url: str, env_id: str, window: tuple[float, float], rng: random.R
     return ParticipantResult(
         session_id=player.session["session_id"],
         start_to_first_frame_s=first_frame,
+        start_parts_ms=parts,
         fps=player.hello["fps"],
         frames=[(t.frame_id, t.received_at) for t in inside],
         key_latencies_s=[latency for sent_at, latency in player.key_latencies if window[0] <= sent_at <= window[1]],
         bytes=sum(t.size for t in inside),
     )
+
+
+def start_parts(player: Participant) -> dict[str, float]:
+    """Where a participant's start went, in ms: ``request`` (``POST /api/sessions`` to its answer)
+    and within it the server's own parts (``placement``: a host with room; ``env_build``: its
+    environment built or a spare taken; ``opening_wait``: what this join waited for both; ``seat``),
+    then ``channel`` (answer to ``hello``: the websocket, the ingress attaching and connecting the
+    frame channel) and ``first_frame`` (``hello`` to the first frame)."""
+    first_frame = player.timings[0].received_at
+    return {
+        "request": 1000 * (player.answered_at - player.requested_at),
+        **{part: float(ms) for part, ms in player.session.get("start_ms", {}).items()},
+        "channel": 1000 * (player.hello_at - player.answered_at),
+        "first_frame": 1000 * (first_frame - player.hello_at),
+    }
 
 
 # --------------------------------------------------------------------------- measurement
@@ -341,6 +362,10 @@ def _summarize_trial(
         "key_to_frame_ms": _percentiles(keys, 50, 90, 99),
         "server_apply_ms": _percentiles(apply_delays, 50, 99),
         "start_to_first_frame_ms": _percentiles(starts, 50, 95),
+        "start_parts_ms": {
+            part: _percentiles([r.start_parts_ms[part] / 1000 for r in results if part in r.start_parts_ms], 50, 95)
+            for part in dict.fromkeys(part for r in results for part in r.start_parts_ms)
+        },
         "rss_mb_per_session": round((busy_rss - idle_rss) / sessions, 1),
         "cpu_per_session": round(cpu_s / seconds / sessions, 4),
         "bytes_per_s_per_session": round(sum(r.bytes for r in results) / seconds / sessions, 1),

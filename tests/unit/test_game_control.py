@@ -225,3 +225,18 @@ def test_a_start_beyond_the_admission_limits_touches_nothing():
 
     parts, tasks = asyncio.run(scenario())
     assert len(parts.table.sessions) == 1 and tasks == [PAIR.id]
+
+
+def test_a_start_says_where_its_time_went_and_a_seat_in_an_open_game_waited_for_no_opening():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        first = await parts.seat("s1")
+        second = await parts.seat("s2")  # the other seat of the same game, already open
+        return first.answer()["start_ms"], second.answer()["start_ms"]
+
+    first, second = asyncio.run(scenario())
+    assert set(first) == set(second) == {"placement", "env_build", "opening_wait", "seat"}
+    assert all(ms >= 0 for ms in [*first.values(), *second.values()])
+    assert first["opening_wait"] >= first["env_build"]  # the first join waited for its game to open
+    assert second["placement"] == first["placement"] and second["env_build"] == first["env_build"]  # the game's, not the join's
+    assert second["opening_wait"] < first["opening_wait"] + 1
