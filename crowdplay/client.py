@@ -110,9 +110,9 @@ class Participant:
         requested_at = time.perf_counter()
         session = await asyncio.to_thread(http_json, f"{base_url}/api/sessions", body)
         answered_at = time.perf_counter()
-        participant = await cls.connect(base_url, session, decode, **connect_options)
-        participant.requested_at, participant.answered_at = requested_at, answered_at
-        return participant
+        joined = await cls.connect(base_url, session, decode, **connect_options)
+        joined.requested_at, joined.answered_at = requested_at, answered_at
+        return joined
 
     @classmethod
     async def connect(cls, base_url: str, session: dict[str, Any], decode: bool = True, **connect_options: Any) -> Participant:
