@@ -12,8 +12,8 @@ out and seated here (``take_seat``). The Lineup decides when the game starts and
 someone leaves, and this actor reports those decisions to the EnvsManager (``game_event``).
 
 Actors boot empty and wait in the EnvsManager's warm pool. Building an ALE environment takes
-~120 ms, so after a game starts here the actor builds a spare of that game in the background, and
-the next game of that kind starts on the spare at once. Frames and inputs travel over each game's
+~125 ms holding the interpreter lock, so an actor builds spares of the recent games while it runs
+none (``crowdplay.spares``), and a game starts on a spare at once. Frames and inputs travel over each game's
 frame channel (``crowdplay.channel``); Ray carries placement, lifecycle and control. AI agents'
 observations go to the shared policy actors through this process's ``PolicyClient``, one call per
 policy actor per tick for all its games (``crowdplay.ai.remote``).
@@ -48,6 +48,7 @@ from crowdplay.recording.batcher import NOTHING_SENT
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
+from crowdplay.spares import SpareEnvs
 from crowdplay.timing import TIMING_EDGES_MS, process_histograms
 from crowdplay.vocabulary import GameEvent
 
@@ -85,8 +86,11 @@ class EnvActor:
         self.clocks = Clocks()
         self.policies = PolicyClient(settings)
         self.policies.on_report = self._report_policy
-        self.spares: dict[str, asyncio.Task[EnvAdapter]] = {}
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-builder")
+        self.spares = SpareEnvs(
+            self._build, settings.spare_envs_per_actor, running=lambda: bool(self.games),
+            room=lambda: len(self.games) + 1 < settings.concurrent_games_per_actor,  # + 1: the game opening now
+        )
         self.recorders: list[Recorder] = []
         self._batcher: ChunkBatcher | None = None
         self._writer = WriterClient(settings)
@@ -116,9 +120,8 @@ class EnvActor:
         ``episode_fields`` are stored with each of the game's episodes."""
         spec = get_env(env_id)
         self.games_opened += 1
-        spare = self.spares.pop(env_id, None)
         try:
-            adapter = await spare if spare is not None else await self._build(spec)
+            adapter = await self.spares.take(spec)
         except Exception as error:  # its configuration: every retry would fail the same way
             raise EnvironmentFailed(env_id, one_line(error)[:500]) from None
         recorder = None
@@ -133,7 +136,6 @@ class EnvActor:
             self.recorders = [r for r in self.recorders if not r.idle] + [recorder]
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
         lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event), self.policies)
-        await self.prepare([env_id])
         channel = ChannelServer(lineup, secrets.token_urlsafe(24), self.settings.frame_backpressure)
         host = ray.util.get_node_ip_address()
         port = await channel.start(host)
@@ -179,6 +181,8 @@ class EnvActor:
             self.recorders = [r for r in self.recorders if not r.idle]  # ended games' emulators go
             self._game_of = {session: game for session, game in self._game_of.items() if game != game_id}
             self._seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] != game_id}
+            if not self.games and not 0 < self.settings.games_per_actor <= self.games_opened:
+                self.spares.restock()  # emptied (and not retiring for age): build ahead again, with no game to stall
         elif event["event"] == GameEvent.SEAT_RELEASED:
             self._seated.pop(event["session_id"], None)
         manager = self._manager_handle()
@@ -240,10 +244,13 @@ class EnvActor:
         }
 
     async def prepare(self, env_ids: list[str]) -> None:
-        """Build a spare environment of each game that has none, in the background."""
-        for env_id in env_ids:
-            if env_id not in self.spares:
-                self.spares[env_id] = asyncio.get_running_loop().create_task(self._build(get_env(env_id)))
+        """Keep spares of these games (the recent ones, oldest first), built while this process
+        runs no game (``SpareEnvs.stock``)."""
+        self.spares.stock(env_ids)
+
+    async def spare_count(self) -> int:
+        """Spare environments built or being built here (for tests and operators)."""
+        return self.spares.count()
 
     async def _build(self, spec: EnvSpec) -> EnvAdapter:
         """An environment, built off the event loop in the one builder thread: emulators built in

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds between stopping a session and retiring an emptied EnvActor process.
 ACTOR_RETIRE_DELAY_S = 0.5
-#: Warm EnvActors prepare a spare environment of each of the last this-many games started.
+#: Warm EnvActors prepare spare environments of the last this-many games started.
 RECENT_ENVS = 3
 #: Seconds a restarted manager waits for an earlier incarnation's EnvActor to report its games.
 ADOPT_WAIT_S = 30
@@ -39,15 +39,18 @@ class EnvActorLauncher:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        #: the environments of the last games started, newest last: a new process prepares a
-        #: spare environment of each, so the first game placed there starts at once
+        #: the environments of the last games started, newest last: a waiting process prepares
+        #: spare environments of them, so the games placed there start at once
         self.recent_envs: deque[str] = deque(maxlen=RECENT_ENVS)
 
-    def started(self, env_id: str) -> None:
-        """A game of ``env_id`` was asked for: processes booted from now on prepare one."""
-        if env_id in self.recent_envs:
+    def started(self, env_id: str) -> bool:
+        """A game of ``env_id`` was asked for: processes booted from now on prepare spares of it.
+        True when it was not among the recent games (processes already waiting should hear of it)."""
+        new = env_id not in self.recent_envs
+        if not new:
             self.recent_envs.remove(env_id)
         self.recent_envs.append(env_id)
+        return new
 
     async def boot(self) -> Host:
         """A new EnvActor. When no node has room for it, it waits for the autoscaler to add one, up

@@ -79,7 +79,7 @@ class EnvsManager:
             settings.session_starts_per_client_per_min, settings.session_starts_per_client_burst,
             settings.session_starts_per_s, settings.session_starts_burst, settings.max_unconnected_sessions,
         )
-        self.arrivals = Arrivals(self.table, self.matchmaker, self.study, admission, calls, settings.connect_timeout_s, self.launcher.started)
+        self.arrivals = Arrivals(self.table, self.matchmaker, self.study, admission, calls, settings.connect_timeout_s, self._task_admitted)
         self._adoption: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- adoption and start-up
@@ -110,6 +110,13 @@ class EnvsManager:
         start fails the start with its reason (``HostPool.wait_for_boots``)."""
         await self._adopt()
         return await self.pool.wait_for_boots(timeout_s)
+
+    def _task_admitted(self, env_id: str) -> None:
+        """A Start for ``env_id`` was admitted: processes waiting in the warm pool build spares of
+        it too when it is new among the recent games (``EnvActor.prepare``)."""
+        if self.launcher.started(env_id):
+            for host in self.pool.spare():
+                host.actor.prepare.remote(list(self.launcher.recent_envs))
 
     # ----------------------------------------------------------------- participants and games
     async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:

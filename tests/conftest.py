@@ -36,6 +36,7 @@ TEST_SETTINGS = Settings(
     plugins="tests.study_envs",
     countdown_s=0.5,
     policy_start_timeout_s=20.0,  # an unplaceable policy actor is reported within the test's patience
+    spare_envs_per_actor=2,  # each spare costs ~125 ms of CPU to build: the default 16 per process would cost the suite minutes
     **NO_START_LIMITS,  # every test's participants come from 127.0.0.1; test_admission runs its own limits
 )
 load_plugins(TEST_SETTINGS)

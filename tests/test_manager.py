@@ -169,3 +169,26 @@ def test_a_participant_id_is_refused_rather_than_stored_raw_when_the_store_was_n
     ray.get(manager.end_game_of_session.remote(anonymous["session_id"], "test over"))
     stop_all(manager, settings)
     ray.kill(ray.get_actor("TrajectoryWriter", namespace=settings.namespace))
+
+
+def test_waiting_processes_stock_spares_of_a_new_game_and_its_starts_take_them(ray_session):
+    """Building an Atari game holds its process's interpreter lock ~125 ms: the processes waiting
+    in the warm pool build spares of each newly asked-for game while they run none, and a start
+    there takes a ready one (its ``env_build`` is then a hand-over, not a build)."""
+    settings = replace(TEST_SETTINGS, namespace=f"crowdplay-spares-{time.monotonic_ns()}", warm_pool_size=1, spare_envs_per_actor=3)
+    manager = get_or_create_manager(settings)
+    ray.get(manager.ready.remote())
+    try:
+        ray.get(manager.warm_pool_ready.remote(60))
+        first = ray.get(manager.create_session.remote("Breakout"))  # the warm process had no spare of it yet
+        actor = ray.get(manager.session_actor.remote(first["session_id"]))
+        wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool was not refilled", timeout=30)
+        spare_hosts = [a for a in env_actor_names(settings.namespace) if ray.get_actor(a, namespace=settings.namespace)._actor_id != actor._actor_id]
+        [waiting] = [ray.get_actor(name, namespace=settings.namespace) for name in spare_hosts]
+        wait_until(lambda: ray.get(waiting.spare_count.remote()) == 3, "the waiting process did not stock its spares", timeout=30)
+        assert ray.get(actor.spare_count.remote()) == 1  # running a game: only the one spare an opening builds back
+        second = ray.get(manager.create_session.remote("Breakout"))  # the same process, which has room: its spare
+        assert ray.get(manager.session_actor.remote(second["session_id"]))._actor_id == actor._actor_id
+        assert second["start_ms"]["env_build"] < first["start_ms"]["env_build"]
+    finally:
+        stop_all(manager, settings)
