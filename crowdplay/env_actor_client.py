@@ -43,6 +43,13 @@ class EnvActorLauncher:
         #: spare environments of them, so the games placed there start at once
         self.recent_envs: deque[str] = deque(maxlen=RECENT_ENVS)
 
+    def expect(self, env_ids: list[str]) -> None:
+        """Games participants will be asked to play (a study's tasks, first most likely): the
+        processes booted from now on prepare spares of the first ``RECENT_ENVS`` before anyone
+        starts one."""
+        for env_id in reversed(env_ids[:RECENT_ENVS]):
+            self.started(env_id)
+
     def started(self, env_id: str) -> bool:
         """A game of ``env_id`` was asked for: processes booted from now on prepare spares of it.
         True when it was not among the recent games (processes already waiting should hear of it)."""

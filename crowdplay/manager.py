@@ -43,7 +43,7 @@ from crowdplay.plugins import load_plugins
 from crowdplay.problem_reports import ProblemReports
 from crowdplay.recording.writer import WriterClient
 from crowdplay.session_table import SessionTable
-from crowdplay.study import current_study
+from crowdplay.study import current_study, defined_study
 from crowdplay.study_service import RecordingUnavailable, StudyService, StudyStore, TaskClosed
 
 __all__ = [
@@ -66,6 +66,9 @@ class EnvsManager:
         background = Background(log)
         self.table = SessionTable()
         self.launcher = EnvActorLauncher(settings)
+        study = defined_study()
+        if study is not None:
+            self.launcher.expect(list(study.tasks))  # the warm pool's processes stock spares of its tasks
         calls = EnvActorCalls()
         limits = PoolLimits(settings.warm_pool_size, settings.concurrent_games_per_actor, settings.games_per_actor, settings.spare_host_linger_s)
         self.pool = HostPool(self.launcher, limits, background, on_added=lambda host: self.games.watch_host(host))

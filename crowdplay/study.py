@@ -302,6 +302,11 @@ def define_study(config: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     return study
 
 
+def defined_study() -> Study | None:
+    """The study a plugin defined in this process, or None (``current_study`` is then the default)."""
+    return _STUDY
+
+
 def current_study() -> Study:
     """The defined study, or the default: every registered game is a task with no requirements."""
     if _STUDY is not None:

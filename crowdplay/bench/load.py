@@ -86,6 +86,8 @@ class System:
     #: The TrajectoryWriter's counters ({} when nothing records)
     recording: Callable[[], dict[str, Any]] = lambda: {}
     settings: Settings | None = None
+    #: True once every game process without a game has its spare environments built
+    stocked: Callable[[], bool] = lambda: True
 
 
 def _bench_settings(record: bool, data_dir: str, **overrides: object) -> Settings:
@@ -107,6 +109,7 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
     import ray
     from ray import serve
 
+    from crowdplay.env_actor import env_actor_names
     from crowdplay.manager import get_or_create_manager
     from crowdplay.recording.writer import get_or_create_writer
     from crowdplay.web.ingress import build_app
@@ -139,6 +142,11 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
             counters: ObjectRef[dict[str, Any]] = get_or_create_writer(settings).stats.remote()  # an actor's methods are untyped
             return ray.get(counters)
 
+        def stocked() -> bool:
+            actors = [ray.get_actor(name, namespace=settings.namespace) for name in env_actor_names(settings.namespace)]
+            counts: list[int] = ray.get([actor.spare_count.remote() for actor in actors])
+            return all(count >= settings.spare_envs_per_actor for count in counts)
+
         me = psutil.Process()
         yield System(
             f"http://127.0.0.1:{port}",
@@ -147,6 +155,7 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
             lambda: not ray.get(manager.list_sessions.remote()),
             recording,
             settings,
+            stocked,
         )
     finally:
         serve.shutdown()
@@ -423,6 +432,7 @@ def measure(system: System, args: argparse.Namespace, floor: Floor) -> dict[str,
     """A trial at each of ``--sessions`` with the floor's ratio, and the recording's figures: the
     last count's trial at the top level and, for several, each count's under ``by_sessions``; plus
     the largest N on time when ``--find-max``."""
+    warm_up(system, args.env)
     trials = {count: with_floor(run_trial(system, count, args.seconds, args), floor) for count in args.sessions}
     result = dict(trials[args.sessions[-1]])
     if len(trials) > 1:
@@ -431,6 +441,25 @@ def measure(system: System, args: argparse.Namespace, floor: Floor) -> dict[str,
     if args.find_max:
         result["max_sessions"], result["find_max_trials"] = find_max(system, args)
     return result
+
+
+def warm_up(system: System, env_id: str) -> None:
+    """One participant plays a moment and leaves before the trials, and the game processes build
+    their spares of the game: a study's server knows its tasks (``EnvsManager`` stocks them from
+    the study), but this one, started without a study, learns the game from its first Start."""
+
+    async def one() -> None:
+        player = await Participant.join(system.url, env_id, decode=False)
+        try:
+            while not player.timings:
+                await asyncio.sleep(0.01)
+        finally:
+            await player.close()
+
+    asyncio.run(one())
+    deadline = time.monotonic() + 60
+    while not (system.idle() and system.stocked()) and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def with_floor(result: dict[str, Any], floor: Floor) -> dict[str, Any]:

@@ -108,3 +108,15 @@ def test_a_game_that_cannot_be_built_is_no_longer_stocked_and_its_opening_gets_t
 
     process = asyncio.run(scenario())
     assert process.spares.stocked == [OLD.id] and process.built == [OLD.id] * 3
+
+
+def test_a_studys_tasks_are_stocked_before_anyone_starts_one_its_first_task_most():
+    from crowdplay.config import Settings
+    from crowdplay.env_actor_client import RECENT_ENVS, EnvActorLauncher
+
+    launcher = EnvActorLauncher(Settings())
+    tasks = [f"task-{index}" for index in range(RECENT_ENVS + 2)]
+    launcher.expect(tasks)
+    assert list(launcher.recent_envs) == list(reversed(tasks[:RECENT_ENVS]))  # newest last: the first task
+    assert launcher.started("task-1") is False and launcher.recent_envs[-1] == "task-1"
+    assert launcher.started("other") is True
