@@ -71,6 +71,9 @@ class Participant:
     timings: list[FrameTiming] = field(default_factory=list)
     #: (sent at, seconds until the first frame that applied it) for every input, perf_counter clock
     key_latencies: list[tuple[float, float]] = field(default_factory=list)
+    #: per input sequence number: (sent, first frame that applied it arrived), wall clock, so the
+    #: stages of its path can be set against the server's (``crowdplay.bench.load``)
+    key_walls: dict[int, tuple[float, float]] = field(default_factory=dict)
     last_frame_id: int = 0
     bytes_received: int = 0
     #: False for load generators: frames are counted and timed but not decoded (a browser decodes on its own CPU).
@@ -153,9 +156,11 @@ class Participant:
             self.closed.set()
 
     def _note_applied_inputs(self, applied_seq: int, now: float) -> None:
+        wall_offset = time.time() - time.perf_counter()
         for seq in [s for s in self._pending_inputs if (applied_seq - s) % protocol.INPUT_SEQ_MODULO < 2**15]:
             sent_at = self._pending_inputs.pop(seq)
             self.key_latencies.append((sent_at, now - sent_at))
+            self.key_walls[seq] = (sent_at + wall_offset, now + wall_offset)
 
     async def wait_for_event(self, kind: str, timeout: float = 10.0, **fields: object) -> dict[str, Any]:
         """The first event of type ``kind`` (with these field values), waiting for it if needed."""

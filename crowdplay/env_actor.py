@@ -22,8 +22,10 @@ policy actor per tick for all its games (``crowdplay.ai.remote``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -87,8 +89,9 @@ class EnvActor:
         self.policies = PolicyClient(settings)
         self.policies.on_report = self._report_policy
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-builder")
+        self._stocker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-stocker", initializer=lowest_cpu_priority)
         self.spares = SpareEnvs(
-            self._build, settings.spare_envs_per_actor, running=lambda: bool(self.games),
+            self._build, self._build_ahead, settings.spare_envs_per_actor, running=lambda: bool(self.games),
             room=lambda: len(self.games) + 1 < settings.concurrent_games_per_actor,  # + 1: the game opening now
         )
         self.recorders: list[Recorder] = []
@@ -258,6 +261,10 @@ class EnvActor:
         ended left a hole in one of them (EnvActors grew ~1 MB a minute with games coming and going)."""
         return await asyncio.get_running_loop().run_in_executor(self._builder, make_adapter, spec)
 
+    async def _build_ahead(self, spec: EnvSpec) -> EnvAdapter:
+        """A spare built in the stocking thread, at the lowest CPU priority (``crowdplay.spares``)."""
+        return await asyncio.get_running_loop().run_in_executor(self._stocker, make_adapter, spec)
+
     def _game(self, key: str) -> HostedGame:
         """A hosted game by its id or by the session id of one of its participants."""
         hosted = self.games.get(key) or self.games.get(self._game_of.get(key, ""))
@@ -267,7 +274,7 @@ class EnvActor:
 
     async def input_log(self, key: str) -> list[dict[str, Any]]:
         """The inputs applied in a game (by game id or a participant's session id), for tests and debugging."""
-        return [entry.as_dict() for entry in self._game(key).live.input_log]
+        return self._game(key).live.input_log.as_dicts()
 
     async def episodes(self, key: str) -> list[dict[str, Any]]:
         """The episodes' replay records of a game (by game id or a participant's session id)."""
@@ -313,6 +320,13 @@ class EnvActor:
             return
         hosted.lineup.end(reason)
         hosted.channel.close()
+
+
+def lowest_cpu_priority() -> None:
+    """The calling thread runs at nice 19 (Linux: a thread's own priority), the rest of the process
+    as it was. Raising one's niceness needs no privilege; where it fails, the thread runs as is."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 #: The dashboard asks every EnvActor for its timing and recording figures and leaves out a process

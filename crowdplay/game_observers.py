@@ -9,6 +9,7 @@ can change what the game does.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -79,11 +80,15 @@ class GameObserver(Protocol):
 
 class InputLog:
     """The newest applied inputs, with the delay each waited for its tick (the dashboard's delay
-    histogram, the EnvActor's input log, and the input-latency metric)."""
+    histogram, the EnvActor's input log, and the input-latency metric), and the wall-clock times
+    of its path through the game: arrived, applied, and its frame sent (``frames_sent``)."""
 
     def __init__(self) -> None:
         """An empty log of at most ``INPUT_LOG_LENGTH`` inputs."""
         self.entries: deque[AppliedInput] = deque(maxlen=INPUT_LOG_LENGTH)
+        #: per entry (same positions): [arrived, applied, frame sent], wall clock
+        self.stamps: deque[list[float]] = deque(maxlen=INPUT_LOG_LENGTH)
+        self._unsent: list[list[float]] = []
 
     def __iter__(self) -> Iterator[AppliedInput]:
         """The kept inputs, oldest first."""
@@ -99,7 +104,27 @@ class InputLog:
     def input_applied(self, applied: AppliedInput, received_at: float) -> None:
         """(``GameObserver``) keep it, and time it."""
         self.entries.append(applied)
+        stamps = [received_at, received_at + applied.apply_delay_s, 0.0]
+        self.stamps.append(stamps)
+        self._unsent.append(stamps)
         INPUT_LATENCY_MS.observe(applied.apply_delay_s * 1000)
+
+    def frames_sent(self) -> None:
+        """A tick has handed its frames to the subscribers' channels: the first frames that show
+        the inputs applied since the last one."""
+        if self._unsent:
+            wall = time.time()
+            for stamps in self._unsent:
+                stamps[2] = wall
+            self._unsent.clear()
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """The kept inputs (``AppliedInput.as_dict``) with the wall-clock times of their path:
+        ``ingress_at``, ``arrived_at`` (in this process), ``applied_at``, ``frame_sent_at``."""
+        return [
+            {**entry.as_dict(), "ingress_at": entry.input.ingress_at, "arrived_at": stamps[0], "applied_at": stamps[1], "frame_sent_at": stamps[2]}
+            for entry, stamps in zip(self.entries, self.stamps)
+        ]
 
     def stepped(self, step: Stepped) -> None:
         """(``GameObserver``) nothing to keep."""

@@ -25,6 +25,8 @@ class ParticipantInput:
     action: int | None
     frame: int = 0
     seq: int = 0
+    #: wall-clock time the ingress received it (0: not known), for timing the key's path
+    ingress_at: float = 0.0
 
     def __post_init__(self) -> None:
         if (self.keys is None) == (self.action is None):
@@ -48,15 +50,15 @@ class ParticipantInput:
     def to_wire(self) -> dict[str, Any]:
         """As the frame channel carries it (JSON)."""
         if self.action is not None:
-            return {"kind": "action", "action": self.action, "frame": self.frame, "seq": self.seq}
-        return {"kind": "keys", "keys": list(self.held), "frame": self.frame, "seq": self.seq}
+            return {"kind": "action", "action": self.action, "frame": self.frame, "seq": self.seq, "at": self.ingress_at}
+        return {"kind": "keys", "keys": list(self.held), "frame": self.frame, "seq": self.seq, "at": self.ingress_at}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ParticipantInput:
         """``to_wire``'s inverse (the channel's peer is the ingress, which parsed the input)."""
         if data["kind"] == "keys":
-            return cls.holding(data["keys"], data["frame"], data["seq"])
-        return cls.choosing(data["action"], data["frame"], data["seq"])
+            return cls(frozenset(data["keys"]), None, data["frame"], data["seq"], data.get("at", 0.0))
+        return cls(None, data["action"], data["frame"], data["seq"], data.get("at", 0.0))
 
 
 @dataclass(frozen=True, slots=True)

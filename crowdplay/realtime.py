@@ -145,7 +145,8 @@ class LiveEnv:
             self._end_episode(result)
         if self.ai.policies:
             self.ai.show(self.latest.frame_id, self.latest.screen, self.adapter)
-        self.fanout.wake_all()
+        self.fanout.wake_all()  # pushed subscribers (the frame channels) are sent the frame now
+        self.input_log.frames_sent()
 
     def _observe_inputs(self, applied: list[AppliedInput]) -> None:
         """The participants' inputs applied this tick reach the observers, with when they arrived."""

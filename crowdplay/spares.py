@@ -8,7 +8,12 @@ runs a game it builds only what a game opening there needs and does not find rea
 after an opening while it has room for more games (what the next opening would otherwise build on
 the participant's Start).
 
-Ray-free: the build function, and whether the process runs games and has room, are parameters.
+Stocking builds run at the lowest CPU priority (``build_ahead``): on a busy machine they must not
+take CPU from the games running in other processes, and in an empty process nothing waits on
+them. A build for an opening, or after one, runs at normal priority: a game of this process
+waits on its interpreter lock.
+
+Ray-free: the build functions, and whether the process runs games and has room, are parameters.
 """
 
 from __future__ import annotations
@@ -25,10 +30,19 @@ log = logging.getLogger(__name__)
 class SpareEnvs:
     """The process's spare environments by environment id (each a build under way or done)."""
 
-    def __init__(self, build: Callable[[EnvSpec], Awaitable[EnvAdapter]], capacity: int, running: Callable[[], bool], room: Callable[[], bool]) -> None:
-        """``build(spec)``: one environment; ``capacity``: spares stocked while empty; ``running()``:
-        the process runs a game (stocking pauses); ``room()``: it may take another game."""
+    def __init__(
+        self,
+        build: Callable[[EnvSpec], Awaitable[EnvAdapter]],
+        build_ahead: Callable[[EnvSpec], Awaitable[EnvAdapter]],
+        capacity: int,
+        running: Callable[[], bool],
+        room: Callable[[], bool],
+    ) -> None:
+        """``build(spec)``: one environment, now; ``build_ahead(spec)``: one at the lowest
+        priority; ``capacity``: spares stocked while empty; ``running()``: the process runs a game
+        (stocking pauses); ``room()``: it may take another game."""
         self._build = build
+        self._build_ahead = build_ahead
         self.capacity = capacity
         self._running = running
         self._room = room
@@ -54,20 +68,17 @@ class SpareEnvs:
     async def _fill(self) -> None:
         while self.stocked and not self._running() and self.count() < self.capacity:
             env_id = min(self.stocked, key=lambda candidate: len(self.spares.get(candidate, [])))  # ties: the newest
-            task = self._start(env_id)
+            task = self._start(env_id, self._build_ahead)
             await asyncio.wait([task])
             if task.cancelled() or task.exception() is not None:  # read here; an opening builds it anew and reports it
                 self._discard(env_id, task)
                 self.stocked.remove(env_id)
                 log.warning("stopped keeping spares of %s: building one failed", env_id)
 
-    def _start(self, env_id: str) -> asyncio.Task[EnvAdapter]:
-        task = asyncio.get_running_loop().create_task(self._coroutine(get_env(env_id)))
+    def _start(self, env_id: str, build: Callable[[EnvSpec], Awaitable[EnvAdapter]]) -> asyncio.Task[EnvAdapter]:
+        task = asyncio.get_running_loop().create_task(_built(build, get_env(env_id)))
         self.spares.setdefault(env_id, []).append(task)
         return task
-
-    async def _coroutine(self, spec: EnvSpec) -> EnvAdapter:
-        return await self._build(spec)
 
     def _discard(self, env_id: str, task: asyncio.Task[EnvAdapter]) -> None:
         tasks = self.spares.get(env_id, [])
@@ -88,5 +99,10 @@ class SpareEnvs:
         else:
             adapter = await self._build(spec)
         if spec.id not in self.spares and self._room():
-            self._start(spec.id)
+            self._start(spec.id, self._build)
         return adapter
+
+
+async def _built(build: Callable[[EnvSpec], Awaitable[EnvAdapter]], spec: EnvSpec) -> EnvAdapter:
+    """``build(spec)`` as a coroutine (a task needs one; the build functions return awaitables)."""
+    return await build(spec)

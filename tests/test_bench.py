@@ -40,6 +40,9 @@ def test_load_benchmark_plays_every_participant_through_serve():
     parts = result["start_parts_ms"]
     assert {"request", "placement", "env_build", "opening_wait", "seat", "channel", "first_frame"} <= set(parts)
     assert all(part["p95"] is not None and part["p95"] >= 0 for part in parts.values())
+    # every stage of a key's path, from the participant's send to the frame that shows it
+    assert set(result["key_path_ms"]) == {"to_ingress", "to_env_actor", "wait_for_tick", "tick", "to_participant"}
+    assert all(stage["p50"] is not None for stage in result["key_path_ms"].values())
 
 
 def test_store_benchmark_reports_absorbed_sessions_writer_cpu_and_bytes_per_hour():

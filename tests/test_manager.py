@@ -186,7 +186,7 @@ def test_waiting_processes_stock_spares_of_a_new_game_and_its_starts_take_them(r
         spare_hosts = [a for a in env_actor_names(settings.namespace) if ray.get_actor(a, namespace=settings.namespace)._actor_id != actor._actor_id]
         [waiting] = [ray.get_actor(name, namespace=settings.namespace) for name in spare_hosts]
         wait_until(lambda: ray.get(waiting.spare_count.remote()) == 3, "the waiting process did not stock its spares", timeout=30)
-        assert ray.get(actor.spare_count.remote()) == 1  # running a game: only the one spare an opening builds back
+        assert ray.get(actor.spare_count.remote()) < settings.spare_envs_per_actor  # running a game: it stopped stocking
         second = ray.get(manager.create_session.remote("Breakout"))  # the same process, which has room: its spare
         assert ray.get(manager.session_actor.remote(second["session_id"]))._actor_id == actor._actor_id
         assert second["start_ms"]["env_build"] < first["start_ms"]["env_build"]

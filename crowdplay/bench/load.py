@@ -80,7 +80,9 @@ class System:
 
     url: str
     processes: Callable[[], list[psutil.Process]]
-    apply_delays_s: Callable[[list[str]], list[float]] = lambda session_ids: []
+    #: each session's input log (``EnvActor.input_log``: what was applied when, with the wall-clock
+    #: times of its path), by session id
+    input_logs: Callable[[list[str]], dict[str, list[dict[str, Any]]]] = lambda session_ids: {}
     #: True once no session is left running (the next trial must start on an idle server)
     idle: Callable[[], bool] = lambda: True
     #: The TrajectoryWriter's counters ({} when nothing records)
@@ -125,16 +127,16 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
         serve.run(build_app(settings), name="crowdplay", route_prefix="/")
         manager = get_or_create_manager(settings)
 
-        def apply_delays(session_ids: list[str]) -> list[float]:
-            delays: list[float] = []
+        def input_logs(session_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+            logs: dict[str, list[dict[str, Any]]] = {}
             for session_id in session_ids:
                 try:
                     host: ObjectRef[ActorHandle[Any]] = manager.session_actor.remote(session_id)  # an actor's methods are untyped
                     actor = ray.get(host)
-                    delays += [entry["apply_delay_s"] for entry in ray.get(actor.input_log.remote(session_id))]
+                    logs[session_id] = ray.get(actor.input_log.remote(session_id))
                 except Exception:  # the session ended already; its log went with it
                     continue
-            return delays
+            return logs
 
         def recording() -> dict[str, Any]:
             if not record:
@@ -151,7 +153,7 @@ def serve_system(record: bool = True, **settings_overrides: object) -> Iterator[
         yield System(
             f"http://127.0.0.1:{port}",
             lambda: me.children(recursive=True),
-            apply_delays,
+            input_logs,
             lambda: not ray.get(manager.list_sessions.remote()),
             recording,
             settings,
@@ -205,6 +207,8 @@ class ParticipantResult:
     fps: float
     frames: list[tuple[int, float]] = field(default_factory=list)  # (frame id, received at) within the window
     key_latencies_s: list[float] = field(default_factory=list)
+    #: per input sequence number sent within the window: (sent, its first frame arrived), wall clock
+    key_walls: dict[int, tuple[float, float]] = field(default_factory=dict)
     bytes: int = 0
 
 
@@ -217,6 +221,7 @@ async def play(url: str, env_id: str, window: tuple[float, float], rng: random.R
         while not player.timings:
             await asyncio.sleep(0.002)
         first_frame = player.timings[0].received_at - started
+        wall_offset = time.time() - time.perf_counter()
         parts = start_parts(player)
         while time.perf_counter() < window[1]:
             await asyncio.sleep(rng.uniform(0.15, 0.5))
@@ -232,6 +237,7 @@ async def play(url: str, env_id: str, window: tuple[float, float], rng: random.R
         fps=player.hello["fps"],
         frames=[(t.frame_id, t.received_at) for t in inside],
         key_latencies_s=[latency for sent_at, latency in player.key_latencies if window[0] <= sent_at <= window[1]],
+        key_walls={seq: walls for seq, walls in player.key_walls.items() if window[0] <= walls[0] - wall_offset <= window[1]},
         bytes=sum(t.size for t in inside),
     )
 
@@ -249,6 +255,28 @@ def start_parts(player: Participant) -> dict[str, float]:
         "channel": 1000 * (player.hello_at - player.answered_at),
         "first_frame": 1000 * (first_frame - player.hello_at),
     }
+
+
+#: The stages of a key's path, each between two wall-clock stamps: the participant's send, the
+#: ingress receiving it, the EnvActor receiving it, the tick applying it, that tick handing its
+#: frames to the channels, the participant receiving the first frame that shows it.
+KEY_PATH_STAGES = ("to_ingress", "to_env_actor", "wait_for_tick", "tick", "to_participant")
+
+
+def key_path(results: list[ParticipantResult], logs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float | None]]:
+    """Percentiles (p50, p99) of each stage of the keys' paths (``KEY_PATH_STAGES``), for the
+    inputs the game applied itself (one superseded within a tick has no stamps of its own). All
+    processes run on this machine, so their wall clocks agree."""
+    stages: dict[str, list[float]] = {stage: [] for stage in KEY_PATH_STAGES}
+    for result in results:
+        for entry in logs.get(result.session_id, []):
+            walls = result.key_walls.get(entry["seq"])
+            if walls is None or not entry["ingress_at"] or not entry["frame_sent_at"]:
+                continue
+            stamps = (walls[0], entry["ingress_at"], entry["arrived_at"], entry["applied_at"], entry["frame_sent_at"], walls[1])
+            for stage, start, end in zip(KEY_PATH_STAGES, stamps, stamps[1:]):
+                stages[stage].append(end - start)
+    return {stage: _percentiles(values, 50, 99) for stage, values in stages.items()}
 
 
 # --------------------------------------------------------------------------- measurement
@@ -331,7 +359,7 @@ async def _trial(system: System, sessions: int, seconds: float, env_id: str, arr
     before = _tree_usage(system.processes())
     await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
     busy = _tree_usage(system.processes())
-    apply_delays = await asyncio.to_thread(system.apply_delays_s, list(joined))
+    logs = await asyncio.to_thread(system.input_logs, list(joined))
     leave.set()
     outcomes = await asyncio.gather(*tasks)
     for _ in range(120):  # the next trial starts on an idle server
@@ -339,8 +367,10 @@ async def _trial(system: System, sessions: int, seconds: float, env_id: str, arr
             break
         await asyncio.sleep(0.5)
     results = [result for result in outcomes if result is not None]
+    apply_delays = [entry["apply_delay_s"] for entries in logs.values() for entry in entries]
     summary = _summarize_trial(results, apply_delays, sessions, seconds, idle.rss_mb, busy.rss_mb, busy.cpu_s - before.cpu_s)
     summary["cpu_by_kind_per_session"] = cpu_by_kind_per_session(before, busy, seconds, sessions)
+    summary["key_path_ms"] = key_path(results, logs)
     summary["failed_joins"] = len(outcomes) - len(results)
     if summary["failed_joins"]:
         summary["on_time_fraction"] = round(summary["on_time_fraction"] * len(results) / len(outcomes), 4)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hmac
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -182,7 +184,7 @@ async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Se
         try:
             message = protocol.parse_client_message(raw, settings.max_message_bytes)
             if isinstance(message, ParticipantInput):
-                await attachment.submit(message)
+                await attachment.submit(dataclasses.replace(message, ingress_at=time.time()))
             else:
                 await websocket.send_text(protocol.text("pong", t=message.t))
         except protocol.ProtocolError as error:

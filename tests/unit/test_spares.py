@@ -23,7 +23,12 @@ class Process:
         self.built: list[str] = []
         self.games = 0
         self.room = room
-        self.spares = SpareEnvs(self.build, capacity, running=lambda: self.games > 0, room=lambda: self.games + 1 < self.room)
+        self.ahead: list[str] = []
+        self.spares = SpareEnvs(self.build, self.build_ahead, capacity, running=lambda: self.games > 0, room=lambda: self.games + 1 < self.room)
+
+    async def build_ahead(self, spec: EnvSpec) -> Any:
+        self.ahead.append(spec.id)
+        return await self.build(spec)
 
     async def build(self, spec: EnvSpec) -> Any:
         for _ in range(3):
@@ -48,6 +53,7 @@ def test_an_empty_process_stocks_its_capacity_spread_over_the_recent_games_newes
 
     process = asyncio.run(scenario())
     assert process.built == [NEW.id, OLD.id, NEW.id, OLD.id, NEW.id]
+    assert process.ahead == process.built  # all at the lowest priority: nothing here waits on them
     assert process.spares.count() == 5
 
 
@@ -78,6 +84,7 @@ def test_an_opening_without_a_spare_builds_its_own_and_one_spare_only_while_ther
 
     roomy, full, first = asyncio.run(scenario())
     assert first == f"{OLD.id}-1" and roomy.built == [OLD.id, OLD.id] and roomy.spares.count() == 1
+    assert roomy.ahead == []  # the process runs a game now: its builds hold the interpreter lock it waits on
     assert full.built == [OLD.id] and full.spares.count() == 0  # its last slot: a spare would never be used
 
 
