@@ -323,10 +323,15 @@ class EnvActor:
 
 
 def lowest_cpu_priority() -> None:
-    """The calling thread runs at nice 19 (Linux: a thread's own priority), the rest of the process
-    as it was. Raising one's niceness needs no privilege; where it fails, the thread runs as is."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    """The calling thread runs only on CPU no other thread wants (Linux's ``SCHED_IDLE``; else
+    nice 19), the rest of the process as it was: a per-thread setting on Linux, and lowering one's
+    own priority needs no privilege. Where neither works, the thread runs as is."""
+    thread = threading.get_native_id()
+    try:
+        os.sched_setscheduler(thread, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError):
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, thread, 19)
 
 
 #: The dashboard asks every EnvActor for its timing and recording figures and leaves out a process
