@@ -31,7 +31,7 @@ from crowdplay.fanout import Fanout, FrameSource, Subscriber
 from crowdplay.inputs import ParticipantInput
 from crowdplay.lineup import Lineup, SeatUnavailable
 from crowdplay.realtime import SessionEnded
-from crowdplay.wire import ChannelClosed, read_message, write_message
+from crowdplay.wire import ChannelClosed, close_writer, read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,7 @@ class ChannelServer:
         except (TimeoutError, ChannelClosed, ConnectionError, ValueError):
             return
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            await close_writer(writer)
 
     async def _play(self, subscriber: Subscriber, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watching: bool = False) -> None:
         """Push the game's stream and apply the participant's inputs until the last message is
@@ -211,6 +209,4 @@ class ChannelClient:
 
     async def close(self) -> None:
         """Close the connection; the game keeps the seat for the reconnect grace."""
-        self._writer.close()
-        with contextlib.suppress(Exception):
-            await self._writer.wait_closed()
+        await close_writer(self._writer)

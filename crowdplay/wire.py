@@ -35,3 +35,16 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 def write_message(writer: asyncio.StreamWriter, kind: int, payload: bytes = b"") -> None:
     """Queue one framed message (the caller drains the writer when it must wait)."""
     writer.write(HEADER.pack(kind, len(payload)) + payload)
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close the connection and wait until it is closed, whatever broke it. A broken connection's
+    error is kept by the stream and raised by every ``wait_closed``; caught as it is, its traceback
+    would hold the waiting frame, and that frame the stream: a reference cycle that kept a game's
+    objects (its channel server, lineup, emulator) alive until a full collection. So the caught
+    error lets go of its traceback."""
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except Exception as error:  # noqa: BLE001 - the connection is closed either way
+        error.__traceback__ = None
