@@ -24,6 +24,7 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from crowdplay import protocol
 from crowdplay.environments import InvalidAction
@@ -136,20 +137,20 @@ class ChannelServer:
             return protocol.text("error", reason="the session has ended", code=protocol.CLOSE_SESSION_ENDED)
 
 
+@dataclass(eq=False)
 class _Pusher:
     """Sends one subscriber's messages from whatever produced them (the tick's frame, an event),
-    with at most ``window`` of them unacknowledged: a subscriber out of credit is skipped, and on
-    the next acknowledgement it gets the newest frame, not the ones it missed. Nothing here
-    awaits, so a frame costs no task switch on this side."""
+    with at most ``credits`` (the window) of them unacknowledged: a subscriber out of credit is
+    skipped, and on the next acknowledgement it gets the newest frame, not the ones it missed.
+    Nothing here awaits, so a frame costs no task switch on this side."""
 
-    def __init__(self, fanout: Fanout, source: FrameSource, subscriber: Subscriber, writer: asyncio.StreamWriter, window: int) -> None:
-        self.fanout = fanout
-        self.source = source
-        self.subscriber = subscriber
-        self.writer = writer
-        self.credits = window
-        #: the last message (the end, a dismissal, a refusal) was sent
-        self.finished = False
+    fanout: Fanout
+    source: FrameSource
+    subscriber: Subscriber
+    writer: asyncio.StreamWriter
+    credits: int
+    #: the last message (the end, a dismissal, a refusal) was sent
+    finished: bool = False
 
     def pump(self) -> None:
         """Send what is new while credit lasts."""
