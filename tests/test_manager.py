@@ -59,11 +59,11 @@ def test_replicas_racing_to_create_the_manager_all_get_the_same_one(ray_session)
 
 def test_the_warm_pool_is_filled_and_refilled_after_a_session_takes_an_actor(private_manager):
     manager, settings = private_manager
-    wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool is not back to one", timeout=30)
+    # each fill is a fresh worker process (EnvActors start in their own runtime_env): on a loaded
+    # 2-core CI machine Ray queues worker starts two at a time
+    wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool was not filled", timeout=90)
     session = ray.get(manager.create_session.remote("Pong"))
     assert session["agent"] == "agent_0" and session["token"]
-    # the refill is a fresh worker process (EnvActors start in their own runtime_env): on a loaded
-    # 2-core CI machine Ray queues worker starts two at a time
     wait_until(lambda: ray.get(manager.warm_pool_size.remote()) == 1, "the warm pool is not back to one", timeout=90)
     ray.get(manager.end_game_of_session.remote(session["session_id"], "test over"))
 
