@@ -98,9 +98,7 @@ class ChannelServer:
         acknowledged; a watcher's inputs are dropped (the ingress never sends any)."""
         agent = subscriber.agent
         pusher = _Pusher(self.live.fanout, self.live, subscriber, writer, self.window)
-        subscriber.notify = pusher.pump
-        self.live.fanout.subscribers.add(subscriber)
-        try:
+        with self.live.fanout.pushing(subscriber, pusher.pump):
             pusher.pump()  # what is there already: the first screen, the lineup's events
             while not pusher.finished:
                 kind, payload = await read_message(reader)
@@ -113,9 +111,6 @@ class ChannelServer:
                         write_message(writer, TEXT, refusal.encode())
                         await self._finish(reader, writer)
                         return
-        finally:
-            subscriber.notify = None
-            self.live.fanout.subscribers.discard(subscriber)
 
     @staticmethod
     async def _finish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -42,6 +42,7 @@ from crowdplay.channel import ChannelServer
 from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
 from crowdplay.controllers import Controller, Human
 from crowdplay.environments import EnvAdapter, EnvironmentFailed, EnvSpec, get_env, make_adapter
+from crowdplay.hosts import lived_its_life
 from crowdplay.lineup import Lineup
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.plugins import load_plugins
@@ -184,7 +185,7 @@ class EnvActor:
             self.recorders = [r for r in self.recorders if not r.idle]  # ended games' emulators go
             self._game_of = {session: game for session, game in self._game_of.items() if game != game_id}
             self._seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] != game_id}
-            if not self.games and not 0 < self.settings.games_per_actor <= self.games_opened:
+            if not self.games and not lived_its_life(self.settings.games_per_actor, self.games_opened):
                 self.spares.restock()  # emptied (and not retiring for age): build ahead again, with no game to stall
         elif event["event"] == GameEvent.SEAT_RELEASED:
             self._seated.pop(event["session_id"], None)

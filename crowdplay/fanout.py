@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -110,6 +111,18 @@ class Fanout:
         finally:
             self.subscribers.discard(subscriber)
 
+    @contextmanager
+    def pushing(self, subscriber: Subscriber, notify: Callable[[], None]) -> Iterator[None]:
+        """Serve ``subscriber`` by push while the block runs: ``notify`` is called, instead of its
+        stream waking, whenever there is something new for it (``next_message`` gives it)."""
+        subscriber.notify = notify
+        self.subscribers.add(subscriber)
+        try:
+            yield
+        finally:
+            subscriber.notify = None
+            self.subscribers.discard(subscriber)
+
     def next_message(self, subscriber: Subscriber, source: FrameSource) -> tuple[bytes | str, bool] | None:
         """The subscriber's next message and whether it is its last, or None while it is up to
         date: its queued events first, then its dismissal or the game's end, else the newest frame
@@ -175,7 +188,7 @@ class Fanout:
 
     def wake_all(self) -> None:
         """Let every subscriber's stream send what is new (a tick's frame, events, the end)."""
-        for subscriber in list(self.subscribers):  # a pushed subscriber's send may end it
+        for subscriber in list(self.subscribers):  # a copy: no notify callback can change the set under this loop
             subscriber.wake()
 
     def counts(self) -> list[dict[str, int | str]]:

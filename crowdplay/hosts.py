@@ -24,6 +24,12 @@ from typing import Any, Protocol
 from crowdplay.background import Background
 
 
+def lived_its_life(games_per_life: int, games_started: int) -> bool:
+    """Whether a process that started ``games_started`` games takes no more (``games_per_life`` 0:
+    no limit); the pool and the process itself judge it the same way."""
+    return 0 < games_per_life <= games_started
+
+
 class NoCapacity(RuntimeError):
     """No node could host another game process in time (the cluster is at its autoscaling limit)."""
 
@@ -93,7 +99,7 @@ class HostPool:
 
     def worn_out(self, host: Host) -> bool:
         """The host has had its life's games: it takes no more."""
-        return 0 < self.limits.games_per_life <= host.games_started
+        return lived_its_life(self.limits.games_per_life, host.games_started)
 
     def refill(self) -> None:
         """Boot what the warm pool misses (boots under way count)."""

@@ -33,14 +33,14 @@ class ParticipantInput:
             raise ValueError("an input holds either keys or an action")
 
     @classmethod
-    def holding(cls, keys: Iterable[str], frame: int = 0, seq: int = 0) -> ParticipantInput:
+    def holding(cls, keys: Iterable[str], frame: int = 0, seq: int = 0, ingress_at: float = 0.0) -> ParticipantInput:
         """The keys held as of ``frame``."""
-        return cls(frozenset(keys), None, frame, seq)
+        return cls(frozenset(keys), None, frame, seq, ingress_at)
 
     @classmethod
-    def choosing(cls, action: int, frame: int = 0, seq: int = 0) -> ParticipantInput:
+    def choosing(cls, action: int, frame: int = 0, seq: int = 0, ingress_at: float = 0.0) -> ParticipantInput:
         """An action chosen by number as of ``frame``."""
-        return cls(None, action, frame, seq)
+        return cls(None, action, frame, seq, ingress_at)
 
     @property
     def held(self) -> tuple[str, ...]:
@@ -57,8 +57,8 @@ class ParticipantInput:
     def from_wire(cls, data: dict[str, Any]) -> ParticipantInput:
         """``to_wire``'s inverse (the channel's peer is the ingress, which parsed the input)."""
         if data["kind"] == "keys":
-            return cls(frozenset(data["keys"]), None, data["frame"], data["seq"], data.get("at", 0.0))
-        return cls(None, data["action"], data["frame"], data["seq"], data.get("at", 0.0))
+            return cls.holding(data["keys"], data["frame"], data["seq"], data.get("at", 0.0))
+        return cls.choosing(data["action"], data["frame"], data["seq"], data.get("at", 0.0))
 
 
 @dataclass(frozen=True, slots=True)
