@@ -20,13 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
+from crowdplay.ranking import rank
 from crowdplay.study import Task
 
 log = logging.getLogger(__name__)
 
-HISTOGRAM_BINS = 10
 #: Assignments of sessions that no longer play kept in memory (~0.6 KB each), the latest first; the
 #: store answers for older ones (a read by id). Few: their participants ask for a score or code
 #: within seconds of finishing, and a larger bound took a soak's whole 10 minutes to fill (256:
@@ -232,22 +230,13 @@ class AssignmentBook:
             return {"redirect": task.completion_url}
         return {"code": task.code_for(assignment.session_id, secret)}
 
-    async def ranking(self, assignment: Assignment) -> dict[str, Any]:
-        """Where the participant's score stands among everyone who finished the task: percentile
-        (share of others scoring lower, ties half) and a histogram of all scores."""
+    async def ranking(self, assignment: Assignment, percentile_from: int) -> dict[str, Any]:
+        """Where the participant's score stands among everyone else who finished the task
+        (``crowdplay.ranking.rank``: a percentile from ``percentile_from`` others on, a histogram)."""
         documents = await self.store.assignments({"task_id": assignment.task_id}, self._held())
         scores = [float(doc.get("statistics", {}).get("values", {}).get("score", 0.0)) for doc in documents if doc.get("finished_at")]
         own = float(assignment.values.get("score", 0.0))
         others = list(scores)
         if assignment.finished_at is not None and own in others:
             others.remove(own)  # the participant's own finished assignment is among them
-        below = sum(score < own for score in others) + 0.5 * sum(score == own for score in others)
-        percentile = 100.0 * below / len(others) if others else 100.0
-        everyone = others + [own]
-        counts, edges = np.histogram(everyone, bins=HISTOGRAM_BINS if max(everyone) > min(everyone) else 1)
-        return {
-            "score": own,
-            "percentile": round(percentile, 1),
-            "participants": len(everyone),
-            "histogram": {"edges": [round(float(edge), 3) for edge in edges], "counts": [int(count) for count in counts]},
-        }
+        return rank(own, others, percentile_from)

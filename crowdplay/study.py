@@ -158,6 +158,12 @@ class Study:
     assignment: str = "choose"
     consent_html: str = ""
     admin_token: str = ""
+    #: whether touch-only devices play with on-screen controls ("allowed") or are asked for a keyboard ("excluded")
+    touch: str = "excluded"
+    #: the score page's percentile needs this many other finishers
+    percentile_from: int = 10
+    #: the score page continues by itself after this many seconds (None: only on a click)
+    auto_continue_s: float | None = 60.0
 
     @property
     def consent_version(self) -> str:
@@ -200,7 +206,7 @@ def _is_url(value: str) -> bool:
 _STUDY: Study | None = None
 
 #: The task keys that configure the task's game (its ``EnvSpec``), when the task gives them.
-SPEC_KEYS = ("fps", "mode", "keymap", "ai_agent_map_always", "ai_agent_map_fallback", "human_timeout", "reconnect_grace_s")
+SPEC_KEYS = ("fps", "mode", "keymap", "gamepad", "ai_agent_map_always", "ai_agent_map_fallback", "human_timeout", "reconnect_grace_s")
 
 
 def render_consent(where: str, value: str, base: Path) -> str:
@@ -292,7 +298,10 @@ def define_study(config: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     consent = render_consent("study", parsed.consent, base) if parsed.consent is not None else ""
     tasks = {task_id: _task(task_id, options, consent, base) for task_id, options in parsed.tasks.items()}
-    study = Study(title=parsed.title, tasks=tasks, assignment=parsed.assignment, consent_html=consent, admin_token=parsed.admin_token)
+    study = Study(
+        title=parsed.title, tasks=tasks, assignment=parsed.assignment, consent_html=consent, admin_token=parsed.admin_token,
+        percentile_from=parsed.percentile_from, auto_continue_s=parsed.auto_continue_s, touch=parsed.touch,
+    )
     for task in tasks.values():
         try:
             register_env(task.spec)

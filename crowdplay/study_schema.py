@@ -27,6 +27,8 @@ WRONG_KIND = "crowdplay_wrong_kind"
 #: ``crowdplay.environments.spec.MODES``, spelt out for type checkers (a test keeps the two equal).
 Mode = Literal["realtime", "wait_for_key", "hold_keys"]
 Assignment = Literal["choose", "auto"]
+#: Whether participants on a touch-only device (a phone, a tablet) may play with on-screen controls.
+Touch = Literal["allowed", "excluded"]
 
 
 class StudyConfigError(ValueError):
@@ -128,6 +130,9 @@ class TaskConfig(BaseModel):
     keymap: Annotated[Any, Given] = option(
         "a Keymap, a keymap factory, or {agent: either}", "Which keys play which actions (docs/environments.md).", "the environment's", default=None,
     )
+    gamepad: Annotated[Any, Given] = option(
+        "a GamepadMap or {agent: GamepadMap}", "Which gamepad button or stick holds which key, over the default (d-pad and left stick: arrows; A: Space; docs/environments.md).", "the environment's", default=None,
+    )
     ai_agent_map_always: Annotated[Mapping[str, str] | None, Given] = option(
         "{agent: policy id}", "Agents a registered policy always plays (docs/ai.md); every agent listed: an AI-only game people watch.", "the environment's", default=None,
     )
@@ -186,6 +191,15 @@ class StudyConfig(BaseModel):
     )
     assignment: Assignment = option(
         "one of choose, auto", "`choose`: the participant picks a task from the library; `auto`: the server assigns the open task furthest from its target.", "`choose`", default="choose",
+    )
+    percentile_from: Annotated[int, Field(ge=1)] = option(
+        "a positive integer", "The score page gives a participant's percentile only once this many others have finished the task; before that it says how many have.", "10", default=10,
+    )
+    auto_continue_s: Annotated[float, Field(ge=10)] | None = option(
+        "seconds (number, at least 10) or None", "The score page continues to the completion URL by itself after this long, with a visible countdown (None: only the participant's click continues).", "60", default=60.0,
+    )
+    touch: Touch = option(
+        "one of allowed, excluded", "`allowed`: participants on a phone or tablet play with on-screen controls made from the keymap; `excluded`: the page asks them to use a computer with a keyboard.", "`excluded`", default="excluded",
     )
     admin_token: str = option("a string", "The researcher dashboard's token (/admin, /metrics); wins over `CROWDPLAY_ADMIN_TOKEN`.", "`CROWDPLAY_ADMIN_TOKEN`", default="")
     tasks: Annotated[Mapping[str, Annotated[TaskConfig, BeforeValidator(_mapping_as_dict)]], Field(min_length=1)] = option(

@@ -201,7 +201,7 @@ class StudyService:
             **task.summary(assignment.values),
         }
         if assignment.finished_at is not None:
-            summary["ranking"] = await self.book.ranking(assignment)
+            summary["ranking"] = await self.book.ranking(assignment, current_study().percentile_from)
         return summary
 
     async def finish(self, session_id: str, token: str) -> dict[str, Any]:

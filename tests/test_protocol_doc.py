@@ -305,8 +305,8 @@ def test_finish_summary_and_completion_answer_as_documented(base_url):
 
     status, finished = answers["finish"]
     assert status == 200 and set(finished) == SUMMARY_FIELDS and finished["finished"] is True
-    assert set(finished["ranking"]) == {"score", "percentile", "participants", "histogram"}
-    assert set(finished["ranking"]["histogram"]) == {"edges", "counts"}
+    assert set(finished["ranking"]) == {"score", "others", "percentile", "participants", "histogram"}
+    assert set(finished["ranking"]["histogram"]) == {"edges", "counts", "own_bin"}
     assert end["reason"] == "you finished playing" and close_code == protocol.CLOSE_SESSION_ENDED
     for later in ("finish again", "summary after"):
         status, answer = answers[later]

@@ -207,14 +207,14 @@ def test_the_assignment_book_keeps_working_through_the_link_while_the_writer_is_
         first.statistics = {"values": {"score": 3.0}}
         first.finished_at = time.time()
         await book.save(first)
-        await book.ranking(first)  # s1's own score page, while the writer answers
+        await book.ranking(first, 1)  # s1's own score page, while the writer answers
         writer.stop()
         second = book.open("s2", "invaders", "p-2", {}, "token-2")  # forgets s1 (kept=1)
         second.statistics = {"values": {"score": 5.0}}
         second.finished_at = time.time()
         started = time.monotonic()
         await book.save(second)
-        ranking = await book.ranking(second)
+        ranking = await book.ranking(second, 1)
         elapsed = time.monotonic() - started
         writer.resume()
         await asyncio.sleep(0.2)

@@ -83,6 +83,8 @@ async def study(request: Request) -> JSONResponse:
             "title": current.title,
             "assignment": current.assignment,
             "consent": {"html": current.consent_html, "version": current.consent_version},
+            "touch": current.touch,
+            "score_page": {"auto_continue_s": current.auto_continue_s, "percentile_from": current.percentile_from},
             "tasks": [task.public(counts.get(task.id, 0), now) for task in current.tasks.values()],
         }
     )

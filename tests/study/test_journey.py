@@ -73,8 +73,8 @@ def test_the_mturk_journey_from_consent_to_the_completion_code(browser, base_url
     page.wait_for_selector("#score-page:not([hidden])")
     page.wait_for_selector("#completion-code-box:not([hidden])")
     code = page.inner_text("#completion-code")
-    assert len(code) == 12 and page.locator("#histogram svg rect").count() >= 1
-    assert "Better than" in page.inner_text("#percentile")
+    assert len(code) == 12 and page.locator("#histogram svg rect.own").count() == 1
+    assert page.inner_text("#percentile") in {"You are the first to finish this task.", *(f"{n} other participants have finished this task so far; how you compare is shown once 10 have." for n in range(2, 10)), "One other participant has finished this task so far; how you compare is shown once 10 have."}
     status, completion = request(f"{base_url}/api/sessions/{session_id}/completion?token={token}")
     assert status == 200 and completion == {"code": code}  # the same code, from the server
     page.fill("#feedback", "Fun, but the aliens are fast.")
@@ -114,15 +114,41 @@ def agree_and_pick(page, url: str, task_id: str) -> None:
     page.click(f"button[data-task-id={task_id}]")
 
 
-def test_the_prolific_journey_redirects_to_the_completion_url(browser, base_url):
+def test_the_prolific_score_page_stays_until_the_participant_continues_and_then_counts_down(browser, base_url):
     page = page_with_stub(browser, "https://app.prolific.com", "Prolific: submission complete")
     agree_and_pick(page, f"{base_url}/?PROLIFIC_PID=PID-1&STUDY_ID=S-1&SESSION_ID=X-1", "pong-prolific")
     page.click("#start")
     play_until_complete(page)
+    page.clock.install()  # the score page's timers run on a clock the test moves (the game's ran on the real one)
     page.click("#finish")
+    page.wait_for_selector("#continue-box:not([hidden])")
+    assert page.inner_text("#continue") == "Return to Prolific"
+    page.clock.run_for("00:30")  # half a minute without a click: the score stays on screen
+    assert page.url.startswith(base_url) and page.is_visible("#final-score") and page.is_visible("#histogram svg")
+    assert "in 30 s" in page.inner_text("#auto-continue")  # the study's default: 60 s, counted down
+    page.click("#continue")
     page.wait_for_url("https://app.prolific.com/submissions/complete?cc=CPTEST", timeout=15_000)
     assert "submission complete" in page.content()
     page.close()
+
+
+def test_the_score_page_continues_by_itself_after_its_countdown_unless_the_participant_stays(browser, base_url):
+    for stay in (True, False):
+        page = page_with_stub(browser, "https://app.prolific.com", "Prolific: submission complete")
+        agree_and_pick(page, f"{base_url}/?PROLIFIC_PID=PID-2&STUDY_ID=S-1&SESSION_ID=X-{stay}", "pong-prolific")
+        page.click("#start")
+        play_until_complete(page)
+        page.clock.install()
+        page.click("#finish")
+        page.wait_for_selector("#continue-box:not([hidden])")
+        if stay:
+            page.click("#stay")
+            page.clock.run_for("02:00")
+            assert page.url.startswith(base_url) and "ready" in page.inner_text("#auto-continue")
+        else:
+            page.clock.run_for("01:01")
+            page.wait_for_url("https://app.prolific.com/submissions/complete?cc=CPTEST", timeout=15_000)
+        page.close()
 
 
 def test_a_redirect_card_sends_the_participant_elsewhere_and_touch_only_devices_are_warned(browser, base_url):

@@ -80,7 +80,7 @@ def test_the_ranking_asks_for_the_tasks_assignments_and_ranks_the_participant_am
     book = AssignmentBook(store)
     assignment = book.open("s1", "task-a", "p-ann", {}, "token-1")
     assignment.statistics = {"values": {"score": 5.0}}
-    ranking = asyncio.run(book.ranking(assignment))
+    ranking = asyncio.run(book.ranking(assignment, 1))
     assert store.reads == [({"task_id": "task-a"}, ["s1"])]
     assert (ranking["participants"], ranking["percentile"]) == (3, 50.0)
 
@@ -90,7 +90,7 @@ def test_a_store_failure_reaches_the_caller_of_load_save_and_ranking():
     store.failure = ConnectionError("the writer is restarting")
     book = AssignmentBook(store)
     assignment = book.open("s1", "task-a", "p-ann", {}, "token-1")
-    for request in (book.load(), book.save(assignment), book.ranking(assignment)):
+    for request in (book.load(), book.save(assignment), book.ranking(assignment, 1)):
         with pytest.raises(ConnectionError, match="restarting"):
             asyncio.run(request)
 

@@ -534,44 +534,56 @@ async function finish() {
   showScorePage(body);
 }
 
-function histogramSvg(histogram, own) {
+// The histogram of everyone's scores (round-width bins from the server), the participant's bin
+// marked "You", its axis labelled at a few edges: readable with one finisher or ten thousand.
+function histogramSvg(ranking) {
   const svgNS = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(svgNS, "svg");
-  const width = 320, height = 120, counts = histogram.counts, edges = histogram.edges;
-  svg.setAttribute("viewBox", `0 0 ${width} ${height + 20}`);
+  const make = (tag, attributes, text) => {
+    const node = document.createElementNS(svgNS, tag);
+    for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+    if (text != null) node.textContent = text;
+    return node;
+  };
+  const { edges, counts, own_bin: ownBin } = ranking.histogram;
+  const width = 320, height = 110, top = 16, axis = 16;
+  const svg = make("svg", { viewBox: `0 0 ${width} ${top + height + axis}`, role: "img" });
+  const others = ranking.participants - 1;
+  svg.append(make("title", {}, `Scores of ${ranking.participants} participant${ranking.participants === 1 ? "" : "s"} from ${number(edges[0])} to ${number(edges[edges.length - 1])}; yours, ${number(ranking.score)}, is marked.`));
   const most = Math.max(1, ...counts);
   const barWidth = width / counts.length;
   counts.forEach((count, i) => {
-    const rect = document.createElementNS(svgNS, "rect");
-    const barHeight = (count / most) * height;
-    rect.setAttribute("x", i * barWidth + 1);
-    rect.setAttribute("y", height - barHeight);
-    rect.setAttribute("width", barWidth - 2);
-    rect.setAttribute("height", barHeight);
-    const mine = own >= edges[i] && (own < edges[i + 1] || i === counts.length - 1);
-    rect.setAttribute("class", mine ? "bar own" : "bar");
-    svg.append(rect);
+    if (!count) return;
+    const barHeight = Math.max(2, (count / most) * height);
+    svg.append(make("rect", { x: i * barWidth + 1, y: top + height - barHeight, width: Math.max(1, barWidth - 2), height: barHeight, class: i === ownBin ? "bar own" : "bar" }));
   });
-  for (const [x, text] of [[0, edges[0]], [width, edges[edges.length - 1]]]) {
-    const label = document.createElementNS(svgNS, "text");
-    label.setAttribute("x", x);
-    label.setAttribute("y", height + 15);
-    label.setAttribute("text-anchor", x ? "end" : "start");
-    label.textContent = number(text);
-    svg.append(label);
-  }
+  const ownX = (ownBin + 0.5) * barWidth;
+  svg.append(make("text", { x: ownX, y: 11, "text-anchor": "middle", class: "you" }, "You"));
+  const labelEvery = Math.ceil(counts.length / 5);
+  edges.forEach((edge, i) => {
+    if (i % labelEvery && i !== edges.length - 1) return;
+    const anchor = i === 0 ? "start" : i === edges.length - 1 ? "end" : "middle";
+    svg.append(make("text", { x: i * barWidth, y: top + height + 13, "text-anchor": anchor }, number(edge)));
+  });
+  svg.append(make("text", { x: 0, y: top + 8, class: "most" }, others ? `${most}` : ""));
   return svg;
+}
+
+function rankingSentence(ranking, percentileFrom) {
+  if (ranking.percentile != null) return `You scored higher than ${Math.round(ranking.percentile)}% of the ${ranking.others} other participants of this task.`;
+  if (!ranking.others) return "You are the first to finish this task.";
+  const others = ranking.others === 1 ? "One other participant has" : `${ranking.others} other participants have`;
+  return `${others} finished this task so far; how you compare is shown once ${percentileFrom} have.`;
 }
 
 async function showScorePage(summary) {
   state.summary = summary;
   show("score-page");
-  const ranking = summary.ranking || { score: summary.values.score || 0, percentile: 100, participants: 1, histogram: { edges: [0, 1], counts: [1] } };
-  $("final-score").textContent = number(ranking.score);
-  $("percentile").textContent = `Better than ${Math.round(ranking.percentile)}% of the ${ranking.participants - 1} other participant(s) of this task.`;
-  $("histogram").replaceChildren(histogramSvg(ranking.histogram, ranking.score));
+  const ranking = summary.ranking;
+  $("final-score").textContent = number(ranking ? ranking.score : summary.values.score || 0);
+  $("percentile").textContent = ranking ? rankingSentence(ranking, study.score_page.percentile_from) : "";
+  $("histogram").replaceChildren(...(ranking ? [histogramSvg(ranking)] : []));
   $("completion-code-box").hidden = true;
-  $("completion-redirect").hidden = true;
+  $("continue-box").hidden = true;
   const completion = await sessionApi("completion");
   state.completion = completion.body;
   if (completion.ok && completion.body.code) {
@@ -579,15 +591,51 @@ async function showScorePage(summary) {
     $("completion-code-box").hidden = false;
     $("completion-note").textContent = "Thank you! Enter this code on the study's page to receive your payment.";
   } else if (completion.ok && completion.body.redirect) {
-    $("completion-link").href = completion.body.redirect;
-    $("completion-redirect").hidden = false;
-    $("completion-note").textContent = "Thank you! You are being sent back to confirm your participation...";
-    setTimeout(() => location.assign(completion.body.redirect), 1500);
+    $("completion-note").textContent = "Thank you! Continue to confirm your participation.";
+    offerContinue(completion.body.redirect);
   } else if (completion.status === 403) {
     $("completion-note").textContent = "You have not met this task's requirements, so there is no completion code.";
   } else {
     $("completion-note").textContent = "Thank you for playing!";
   }
+}
+
+// The participant leaves the score page when they choose to (the button), or after the study's
+// auto-continue delay with a countdown on screen; writing feedback stops the countdown.
+function offerContinue(url) {
+  const button = $("continue");
+  button.href = url;
+  button.textContent = platform === "prolific" ? "Return to Prolific" : "Continue";
+  button.onclick = async (event) => {
+    event.preventDefault();
+    await continueTo(url);
+  };
+  $("continue-box").hidden = false;
+  const delayS = study.score_page.auto_continue_s;
+  if (delayS == null) return;
+  const deadline = performance.now() + delayS * 1000;
+  const tick = () => {
+    const left = Math.max(0, Math.ceil((deadline - performance.now()) / 1000));
+    $("auto-continue").textContent = `You will be taken there in ${left} s.`;
+    if (left === 0) continueTo(url);
+  };
+  const stop = (note) => {
+    clearInterval(state.autoContinue);
+    state.autoContinue = null;
+    $("stay").hidden = true;
+    $("auto-continue").textContent = note;
+  };
+  tick();
+  state.autoContinue = setInterval(tick, 1000);
+  $("stay").hidden = false;
+  $("stay").onclick = () => stop("Take your time: press the button when you are ready.");
+  $("feedback").addEventListener("focus", () => state.autoContinue && stop("Take your time: press the button when you are ready."), { once: true });
+}
+
+async function continueTo(url) {
+  clearInterval(state.autoContinue);
+  if ($("feedback").value.trim() && !$("send-feedback").disabled) await sendFeedback(); // what they wrote is not lost
+  location.assign(url);
 }
 
 async function sendFeedback() {
