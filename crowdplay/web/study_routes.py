@@ -3,6 +3,7 @@ feedback and problem reports, and the researcher's dashboard.
 
     GET  /api/study                          title, consent (HTML + version), assignment mode, tasks
     GET  /api/tasks/{task_id}/image          a task's library image (a file from the study config)
+    GET  /api/tasks/{task_id}/controls       per agent: keys, action names, instructions (the task page, before Start)
     GET  /api/sessions/{id}/summary?token=   statistics, progress, completion, bonus (+ ranking once finished)
     POST /api/sessions/{id}/finish?token=    stop playing; the summary with the ranking
     GET  /api/sessions/{id}/completion?token=  {"code"} or {"redirect"}; 403 until the requirements are met
@@ -20,6 +21,7 @@ can claim it.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -31,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from crowdplay import hello
 from crowdplay.assignments import BadToken, NoCompletion, NotComplete, UnknownSession
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment
@@ -88,6 +91,19 @@ async def study(request: Request) -> JSONResponse:
             "tasks": [task.public(counts.get(task.id, 0), now) for task in current.tasks.values()],
         }
     )
+
+
+async def task_controls(request: Request) -> Response:
+    """A task's keys, action names and instructions per agent, for the task page before Start
+    (``crowdplay.hello.task_controls``: the first answer builds the game once, off the event loop)."""
+    task = current_study().tasks.get(request.path_params["task_id"])
+    if task is None:
+        return error(404, "not_found", "no such task")
+    try:
+        return JSONResponse(await asyncio.to_thread(hello.task_controls, task.spec))
+    except Exception as failure:  # the researcher's environment failed to build: the page plays on without the list
+        log.warning("controls of task %r: %s: %s", task.id, type(failure).__name__, failure)
+        return error(503, "unavailable", f"the game of task {task.id!r} could not be built to list its controls")
 
 
 async def task_image(request: Request) -> Response:
@@ -219,6 +235,7 @@ def study_routes() -> list[Route]:
     return [
         Route("/api/study", study),
         Route("/api/tasks/{task_id}/image", task_image),
+        Route("/api/tasks/{task_id}/controls", task_controls),
         Route("/api/sessions/{session_id}/summary", summary),
         Route("/api/sessions/{session_id}/finish", finish, methods=["POST"]),
         Route("/api/sessions/{session_id}/completion", completion),
