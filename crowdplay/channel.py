@@ -7,7 +7,7 @@ through Ray; Ray keeps placement, lifecycle and control. Messages are framed by 
 
     server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)
     client -> server   HELLO (JSON {"secret", "agent", "session"}, or {"secret", "watch"}, first)   ACK (empty)   INPUT (JSON,
-                       ``ParticipantInput.to_wire``)
+                       ``ParticipantInput.to_wire``)   PAGE (JSON, ``PageEvent.to_wire``)
 
 Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
 unacknowledged messages in flight; the ingress acknowledges each one after its websocket send
@@ -25,8 +25,10 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from crowdplay import protocol
+from crowdplay.engagement import PageEvent
 from crowdplay.environments import InvalidAction
 from crowdplay.fanout import Fanout, FrameSource, Subscriber
 from crowdplay.inputs import ParticipantInput
@@ -36,7 +38,7 @@ from crowdplay.wire import ChannelClosed, close_writer, read_message, write_mess
 
 log = logging.getLogger(__name__)
 
-FRAME, TEXT, HELLO, ACK, INPUT = range(5)
+FRAME, TEXT, HELLO, ACK, INPUT, PAGE = range(6)
 
 
 class ChannelServer:
@@ -104,8 +106,8 @@ class ChannelServer:
                 kind, payload = await read_message(reader)
                 if kind == ACK:
                     pusher.acknowledged()
-                elif kind == INPUT and subscriber.final is None and not watching:  # a replaced connection no longer plays
-                    refusal = self._apply_input(agent, ParticipantInput.from_wire(json.loads(payload)))
+                elif kind in (INPUT, PAGE) and subscriber.final is None and not watching:  # a replaced connection no longer plays
+                    refusal = self._apply_input(agent, kind, json.loads(payload))
                     if refusal is not None:
                         pusher.finished = True
                         write_message(writer, TEXT, refusal.encode())
@@ -121,10 +123,13 @@ class ChannelServer:
         with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
             await asyncio.wait_for(reader.read(), timeout=5)
 
-    def _apply_input(self, agent: str, given: ParticipantInput) -> str | None:
-        """Apply one input; for a refused one, the ``error`` event to send before closing."""
+    def _apply_input(self, agent: str, kind: int, data: dict[str, Any]) -> str | None:
+        """Apply one input, or note one page event; for a refused input, the ``error`` event to send before closing."""
         try:
-            self.live.submit(agent, given)
+            if kind == INPUT:
+                self.live.submit(agent, ParticipantInput.from_wire(data))
+            else:
+                self.live.note_page(agent, PageEvent.from_wire(data))
             return None
         except InvalidAction as error:
             return protocol.text("error", reason=str(error), code=protocol.CLOSE_POLICY_VIOLATION)
@@ -201,6 +206,11 @@ class ChannelClient:
     async def send_input(self, given: ParticipantInput) -> None:
         """Send one participant's input (keys or an action) to the game."""
         write_message(self._writer, INPUT, json.dumps(given.to_wire(), separators=(",", ":")).encode())
+        await self._writer.drain()
+
+    async def send_page(self, event: PageEvent) -> None:
+        """Send one change on the participant's page to the game."""
+        write_message(self._writer, PAGE, json.dumps(event.to_wire(), separators=(",", ":")).encode())
         await self._writer.drain()
 
     async def close(self) -> None:

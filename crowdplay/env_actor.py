@@ -52,7 +52,7 @@ from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
 from crowdplay.spares import SpareEnvs
-from crowdplay.timing import TIMING_EDGES_MS, process_histograms
+from crowdplay.timing import TIMING_EDGES_MS, process_histograms, recent_input_latencies
 from crowdplay.vocabulary import GameEvent
 
 
@@ -304,7 +304,7 @@ class EnvActor:
         on the fixed edges of ``TIMING_EDGES_MS``, for the dashboard; and under ``since_start``
         this process's cumulative histograms (``crowdplay.timing.process_histograms``) for ``/metrics``."""
         intervals = [interval * 1000 for clock in self.clocks.all() for interval in clock.intervals]
-        delays = [entry.apply_delay_s * 1000 for hosted in self.games.values() for entry in hosted.live.input_log]
+        delays = recent_input_latencies()  # also of games that have ended since
         latest = {name: np.histogram(samples, bins=TIMING_EDGES_MS[name])[0].tolist() for name, samples in (("frame_interval_ms", intervals), ("input_latency_ms", delays))}
         context = ray.get_runtime_context()
         return {**latest, "since_start": {"actor": context.get_actor_id(), "node": context.get_node_id(), **process_histograms()}}

@@ -18,11 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from crowdplay import codec
+from crowdplay.engagement import Attention
 from crowdplay.inputs import AppliedInput
 from crowdplay.recording.episode_document import closing_fields
 from crowdplay.recording.step import Observed, Stepped
 from crowdplay.statistics import StatisticsTracker
-from crowdplay.timing import INPUT_LATENCY_MS
+from crowdplay.timing import observe_input_latency
 
 #: Applied inputs kept per game for the dashboard's delay histogram and for tests: the newest
 #: 500, two to three minutes of presses (10,000 entries grew an EnvActor hosting 15 games by
@@ -107,7 +108,7 @@ class InputLog:
         stamps = [received_at, received_at + applied.apply_delay_s, 0.0]
         self.stamps.append(stamps)
         self._unsent.append(stamps)
-        INPUT_LATENCY_MS.observe(applied.apply_delay_s * 1000)
+        observe_input_latency(applied.apply_delay_s * 1000)
 
     def frames_sent(self) -> None:
         """A tick has handed its frames to the subscribers' channels: the first frames that show
@@ -138,18 +139,31 @@ class GameStatistics:
     """Each seated participant's play statistics (``crowdplay.statistics``), by agent."""
 
     trackers: dict[str, StatisticsTracker] = field(default_factory=dict)
+    #: each seated participant's page: hidden or unfocused, for how long, the pauses it caused
+    attentions: dict[str, Attention] = field(default_factory=dict)
 
     def track(self, agent: str, tracker: StatisticsTracker) -> None:
         """A participant sits at ``agent``: ``tracker`` keeps their statistics from now on."""
         self.trackers[agent] = tracker
+        self.attentions[agent] = Attention()
+
+    def attention(self, agent: str) -> Attention:
+        """The page of the participant at ``agent`` (one is started for an agent not tracked)."""
+        return self.attentions.setdefault(agent, Attention())
 
     def summary(self, agent: str, forget: bool = False) -> dict[str, Any]:
-        """The participant at ``agent``'s statistics so far (empty if nobody is tracked there);
-        ``forget``: they left, and are tracked no longer."""
+        """The participant at ``agent``'s statistics so far, their engagement among the values
+        (empty if nobody is tracked there); ``forget``: they left, and are tracked no longer."""
         tracker = self.trackers.pop(agent, None) if forget else self.trackers.get(agent)
+        attention = self.attentions.pop(agent, None) if forget else self.attentions.get(agent)
         if tracker is None:
             return {}
-        return {"values": tracker.values(), "episode": tracker.episode_values(), "episodes": tracker.episodes}
+        values = tracker.values()
+        if "time_played" in values and "active_time" in values:
+            values["idle_time"] = round(values["time_played"] - values["active_time"], 3)
+        if attention is not None:
+            values.update(attention.values())
+        return {"values": values, "episode": tracker.episode_values(), "episodes": tracker.episodes}
 
     def episode_so_far(self) -> dict[str, dict[str, float]]:
         """Every tracked agent's values for the episode under way."""

@@ -51,6 +51,9 @@ class NoRecording:
     def note_watcher(self, who: str, watching: bool) -> None:
         """Nothing is stored."""
 
+    def page_event(self, agent: str, event: str, page_frame: int, frame: int) -> None:
+        """Nothing is stored."""
+
     def restamp_start(self) -> None:
         """Nothing is stored."""
 
@@ -134,6 +137,10 @@ class GameRecording(NoRecording):
     def note_watcher(self, who: str, watching: bool) -> None:
         """Someone began (or stopped) watching read-only."""
         self.recorder.note_watcher(who, watching)
+
+    def page_event(self, agent: str, event: str, page_frame: int, frame: int) -> None:
+        """A change on a participant's page, or the game pausing or resuming for it."""
+        self.recorder.page_event(agent, event, page_frame, frame)
 
     def restamp_start(self) -> None:
         """Play begins now: the episode opened while the game waited counts from here."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from crowdplay.engagement import WhenAway, when_away_for
 from crowdplay.environments import EnvAdapter, EnvSpec, make_adapter
 from crowdplay.environments.spec import for_agent
 from crowdplay.protocol import encode_palette
@@ -39,6 +40,7 @@ def controls_fields(spec: EnvSpec, adapter: EnvAdapter) -> dict[str, Any]:
         "gamepads": dict(adapter.gamepads),
         "instructions": {agent: for_agent(spec.instructions, agent, "") for agent in agents},
         "humans": spec.human_agents(agents),
+        "when_away": when_away_for(cast(WhenAway | None, spec.when_away), len(spec.human_agents(agents))),
     }
 
 

@@ -3,7 +3,7 @@
 Server -> client: binary frame messages (see ``crowdplay.codec``) and JSON text messages
 (``hello``, ``lobby``, ``countdown``, ``play``, ``player``, ``episode_end``, ``error``, ``end``,
 ``pong``). Client -> server: JSON text messages
-(``keys``, ``action``, ``ping``). Full description in docs/protocol.md.
+(``keys``, ``action``, ``ping``, ``page``, ``latency``). Full description in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from crowdplay.inputs import ParticipantInput
+from crowdplay.engagement import PAGE_EVENTS, PageEvent
+from crowdplay.inputs import DEFAULT_SOURCE, KEY_SOURCES, ParticipantInput
 
 # Close codes: the standard ones, and 4xxx for application reasons.
 CLOSE_NORMAL = 1000
@@ -52,8 +53,22 @@ class PingMessage:
     t: float
 
 
+#: A ``latency`` report holds at most this many samples, each in 0..MAX_LATENCY_MS: the page sends
+#: one every 5 s at most, and a bound keeps a report a small, fixed amount of work for the ingress.
+MAX_LATENCY_SAMPLES = 64
+MAX_LATENCY_MS = 60_000
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """Key-to-frame-displayed delays (ms) the page measured since its last report: only the page
+    knows when a frame reached the screen, so it reports them for the dashboard."""
+
+    key_to_frame_ms: tuple[float, ...]
+
+
 #: ``keys`` and ``action`` messages are the participant's input, as the game takes it.
-ClientMessage = ParticipantInput | PingMessage
+ClientMessage = ParticipantInput | PingMessage | LatencyReport | PageEvent
 
 
 def _int_field(data: dict[str, Any], name: str, upper: int) -> int:
@@ -79,7 +94,7 @@ def parse_client_message(message: str | bytes, max_bytes: int) -> ClientMessage:
     kind = data.get("type")
     parse = _PARSERS.get(kind) if isinstance(kind, str) else None
     if parse is None:
-        raise ProtocolError(f"unknown message type {kind!r}; expected 'keys', 'action' or 'ping'")
+        raise ProtocolError(f"unknown message type {kind!r}; expected 'keys', 'action', 'ping', 'page' or 'latency'")
     return parse(data)
 
 
@@ -91,7 +106,10 @@ def _keys_message(data: dict[str, Any]) -> ParticipantInput:
         or not all(isinstance(k, str) and 0 < len(k) <= MAX_KEY_NAME for k in keys)
     ):
         raise ProtocolError(f"'keys' must be a list of at most {MAX_HELD_KEYS} key names")
-    return ParticipantInput.holding(keys, _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1))
+    source = data.get("source", DEFAULT_SOURCE)
+    if source not in KEY_SOURCES:
+        raise ProtocolError(f"'source' must be one of {', '.join(map(repr, KEY_SOURCES))} (the device that made the change), got {source!r}")
+    return ParticipantInput.holding(keys, _int_field(data, "frame", MAX_FRAME_ID), _int_field(data, "seq", INPUT_SEQ_MODULO - 1), source=source)
 
 
 def _action_message(data: dict[str, Any]) -> ParticipantInput:
@@ -108,14 +126,35 @@ def _ping_message(data: dict[str, Any]) -> PingMessage:
     return PingMessage(float(t))
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {"keys": _keys_message, "action": _action_message, "ping": _ping_message}
+def _page_message(data: dict[str, Any]) -> PageEvent:
+    event = data.get("event")
+    if event not in PAGE_EVENTS:
+        raise ProtocolError(f"'event' must be one of {', '.join(map(repr, PAGE_EVENTS))}, got {event!r}")
+    return PageEvent(event, _int_field(data, "frame", MAX_FRAME_ID))
+
+
+def _latency_message(data: dict[str, Any]) -> LatencyReport:
+    samples = data.get("key_to_frame_ms")
+    if (
+        not isinstance(samples, list)
+        or len(samples) > MAX_LATENCY_SAMPLES
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= MAX_LATENCY_MS for v in samples)
+    ):
+        raise ProtocolError(f"'key_to_frame_ms' must be a list of at most {MAX_LATENCY_SAMPLES} numbers in 0..{MAX_LATENCY_MS} (ms)")
+    return LatencyReport(tuple(float(v) for v in samples))
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
+    "keys": _keys_message, "action": _action_message, "ping": _ping_message, "page": _page_message, "latency": _latency_message,
+}
 
 
 def input_message(given: ParticipantInput) -> str:
     """The client's ``keys`` or ``action`` message for ``given`` (what ``parse_client_message`` reads back)."""
     if given.action is not None:
         return json.dumps({"type": "action", "action": given.action, "frame": given.frame, "seq": given.seq})
-    return json.dumps({"type": "keys", "keys": list(given.held), "frame": given.frame, "seq": given.seq})
+    source = {"source": given.source} if given.source != DEFAULT_SOURCE else {}  # the default goes unsaid
+    return json.dumps({"type": "keys", "keys": list(given.held), "frame": given.frame, "seq": given.seq, **source})
 
 
 def encode_palette(palette: np.ndarray | None) -> str | None:

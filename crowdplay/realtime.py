@@ -30,6 +30,7 @@ from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai_seats import AISeats
 from crowdplay.config import Settings
 from crowdplay.controllers import Controller
+from crowdplay.engagement import PageEvent, WhenAway, when_away_for
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
 from crowdplay.environments.adapter import StepResult
 from crowdplay.episodes import Episodes
@@ -107,6 +108,11 @@ class LiveEnv:
         self.recording = NoRecording() if recorder is None else GameRecording(recorder, spec, self.adapter, self.fanout)
         self._observers: list[GameObserver] = [self.statistics, self.input_log] if recorder is None else [self.recording, self.statistics, self.input_log]
         self.latest: Tick  # the newest screen, set by every reset and step
+        humans = len(spec.human_agents(self.agents))
+        #: whether the game waits while its participant is away (``when_away`` "pause"; one person plays it)
+        self.pauses_when_away = when_away_for(cast(WhenAway | None, spec.when_away), humans) == "pause"
+        #: the participant whose absence paused the game (None: it is not paused)
+        self.paused_for: str | None = None
         self._begin_episode()
 
     @property
@@ -132,6 +138,8 @@ class LiveEnv:
         environment once (unless the game waits for a participant or a policy), tell the
         observers, begin the next episode when this one ended, show the AI agents the new screen,
         and wake the subscribers to send the frame ``next_frame``."""
+        if self.paused_for is not None:
+            return  # its one participant is away: nothing is stepped or recorded until they are back
         self.ticks += 1
         applied, pressed = self.inputs.apply(next_frame, self.ticks, self.episodes.steps, time.monotonic())
         self._observe_inputs(applied)
@@ -216,6 +224,8 @@ class LiveEnv:
     def set_controller(self, agent: str, controller: Controller, policy: PolicyAgent | None = None) -> None:
         """From the next tick ``agent`` is played by ``policy`` (AI) or, without one, by a participant."""
         self._check_agent(agent)
+        if policy is not None and self.paused_for == agent:
+            self._pause(agent, False, 0)  # a policy plays for the absent participant now: no reason to wait
         self.ai.seat(agent, policy)
         if policy is not None:
             self.inputs.discard(agent)
@@ -250,6 +260,27 @@ class LiveEnv:
         if given.action is not None:
             self.adapter.check_action(agent, given.action)
         return self.inputs.queue(agent, given, self.frame_id, self.ticks)
+
+    # ----------------------------------------------------------------- the participant's page
+    def note_page(self, agent: str, event: PageEvent) -> None:
+        """A change on the page of ``agent``'s participant (hidden, unfocused, a slow connection):
+        recorded with the page's and the game's frame; a game that pauses when its participant is
+        away waits until they are back."""
+        self._check_human(agent)
+        attention = self.statistics.attention(agent)
+        changed = attention.note(event.event)
+        self.recording.page_event(agent, event.event, event.frame, self.frame_id)
+        if changed and self.pauses_when_away:
+            self._pause(agent, attention.away, event.frame)
+
+    def _pause(self, agent: str, away: bool, page_frame: int) -> None:
+        """Pause for ``agent``'s absence, or resume on their return: recorded, and told to the page."""
+        if away == (self.paused_for is not None):
+            return
+        self.paused_for = agent if away else None
+        self.statistics.attention(agent).paused(away)
+        self.recording.page_event(agent, "pause" if away else "resume", page_frame, self.frame_id)
+        self.fanout.announce(protocol.text("paused" if away else "resumed", agent=agent))
 
     def _check_human(self, agent: str) -> str:
         if self._check_agent(agent) in self.ai:

@@ -78,6 +78,8 @@ class Task:
     end_time: float | None = None
     completion_code: str | None = None
     completion_url: str | None = None
+    #: the page may be hidden at most this long in all for the task to be complete (None: no limit)
+    max_hidden_s: float | None = None
 
     # ----------------------------------------------------------------- completion
     def progress(self, values: Mapping[str, float]) -> dict[str, float]:
@@ -85,8 +87,13 @@ class Task:
         return {name: min(float(values.get(name, 0.0)) / threshold, 1.0) for name, threshold in self.task_requirements.items()}
 
     def complete(self, values: Mapping[str, float]) -> bool:
-        """Whether ``values`` meet every requirement of the task (a task without requirements is complete at once)."""
-        return all(fraction >= 1.0 for fraction in self.progress(values).values())
+        """Whether ``values`` meet every requirement of the task (a task without requirements is
+        complete at once) and the page was not hidden for longer than ``max_hidden_s``."""
+        return all(fraction >= 1.0 for fraction in self.progress(values).values()) and not self.hidden_too_long(values)
+
+    def hidden_too_long(self, values: Mapping[str, float]) -> bool:
+        """Whether the participant's page was hidden for longer than the task allows."""
+        return self.max_hidden_s is not None and float(values.get("time_hidden", 0.0)) > self.max_hidden_s
 
     def summary(self, values: Mapping[str, float]) -> dict[str, Any]:
         """What the page shows while playing: values, each requirement's progress, overall
@@ -97,6 +104,7 @@ class Task:
             "progress": progress,
             "completion": min(progress.values(), default=1.0),
             "complete": self.complete(values),
+            "hidden_too_long": self.hidden_too_long(values),
             "bonus": self.estimated_bonus(values),
         }
 
@@ -141,6 +149,7 @@ class Task:
             "redirect": self.redirect,
             "statistics": list(self.statistics),
             "requirements": [{"name": name, "threshold": threshold} for name, threshold in self.task_requirements.items()],
+            "max_hidden_s": self.max_hidden_s,
             "has_bonus": self.bonus is not None,
             "completion": "url" if self.completion_url else "code" if self.completion_code else None,
             "open": closed is None,
@@ -206,7 +215,7 @@ def _is_url(value: str) -> bool:
 _STUDY: Study | None = None
 
 #: The task keys that configure the task's game (its ``EnvSpec``), when the task gives them.
-SPEC_KEYS = ("fps", "mode", "keymap", "gamepad", "ai_agent_map_always", "ai_agent_map_fallback", "human_timeout", "reconnect_grace_s")
+SPEC_KEYS = ("fps", "mode", "keymap", "gamepad", "when_away", "ai_agent_map_always", "ai_agent_map_fallback", "human_timeout", "reconnect_grace_s")
 
 
 def render_consent(where: str, value: str, base: Path) -> str:
@@ -286,6 +295,7 @@ def _task(task_id: str, options: TaskConfig, study_consent: str, base: Path) -> 
         end_time=options.end_time,
         completion_code=options.completion_code,
         completion_url=options.completion_url,
+        max_hidden_s=options.max_hidden_s,
     )
 
 

@@ -27,6 +27,8 @@ WRONG_KIND = "crowdplay_wrong_kind"
 #: ``crowdplay.environments.spec.MODES``, spelt out for type checkers (a test keeps the two equal).
 Mode = Literal["realtime", "wait_for_key", "hold_keys"]
 Assignment = Literal["choose", "auto"]
+#: ``crowdplay.engagement.WHEN_AWAY``, spelt out for type checkers.
+WhenAway = Literal["pause", "play", "end"]
 #: Whether participants on a touch-only device (a phone, a tablet) may play with on-screen controls.
 Touch = Literal["allowed", "excluded"]
 
@@ -144,6 +146,12 @@ class TaskConfig(BaseModel):
     )
     reconnect_grace_s: Number | None = option(
         "seconds (number) or None", "How long a participant whose connection dropped keeps their place (None: the deployment's `reconnect_grace_s`).", "the environment's", default=None,
+    )
+    when_away: WhenAway | None = option(
+        "one of pause, play, end", "What the game does while the participant's tab is hidden or their window unfocused: `pause` (a one-player game waits for them), `play` (it plays on) or `end` (the page leaves the game). Every change is recorded either way.", "`pause` when one person plays, `play` when several do", default=None,
+    )
+    max_hidden_s: Annotated[float, Field(ge=0)] | None = option(
+        "seconds (number) or None", "A requirement: the participant completes the task only if their page was hidden for at most this long in all.", "no limit", default=None,
     )
     statistics: Annotated[Names | None, Given] = option(
         "a list of statistic names", "Statistics tracked besides `score`, `time_played` and `active_time` (always tracked); see docs/study.md's Statistics.", "none", default=None,

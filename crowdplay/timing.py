@@ -8,6 +8,7 @@ EnvsManager's overview carries each process's figures to ``/metrics`` (``crowdpl
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from prometheus_client import Histogram
@@ -33,16 +34,40 @@ INPUT_LATENCY_MS = _histogram("input_latency_ms", "Delay from a participant's in
 
 HISTOGRAMS: dict[str, Histogram] = {"frame_interval_ms": FRAME_INTERVAL_MS, "input_latency_ms": INPUT_LATENCY_MS}
 
+#: Applied inputs' delays (ms) kept for the dashboard's recent histogram, across every game this
+#: process has hosted: a game's own input log goes when its game ends, and a dashboard that drew
+#: only the running games' logs showed nothing once a session was over (as many as the tick
+#: intervals a clock keeps: a minute of one key a tick).
+RECENT_INPUT_SAMPLES = 3600
+RECENT_INPUT_LATENCY_MS: deque[float] = deque(maxlen=RECENT_INPUT_SAMPLES)
+
+
+def observe_input_latency(delay_ms: float) -> None:
+    """An input applied ``delay_ms`` after it arrived: counted for Prometheus and kept for the
+    dashboard's recent histogram."""
+    INPUT_LATENCY_MS.observe(delay_ms)
+    RECENT_INPUT_LATENCY_MS.append(delay_ms)
+
+
+def recent_input_latencies() -> list[float]:
+    """The kept delays (ms), oldest first. Read through this function, not the deque: Ray pickles
+    the EnvActor class by value, and a module global its methods named would be a copy, forever
+    empty, in the actor's process."""
+    return list(RECENT_INPUT_LATENCY_MS)
+
 
 def process_histograms() -> dict[str, dict[str, Any]]:
     """Each histogram's cumulative buckets (``[le, count]`` pairs ending with ``+Inf``), exact
     sum and count, as plain JSON for the overview (bucket bounds are the library's strings, so
     ``+Inf`` survives JSON)."""
-    figures: dict[str, dict[str, Any]] = {}
-    for key, histogram in HISTOGRAMS.items():
-        (metric,) = histogram.collect()
-        samples = metric.samples
-        buckets = [[sample.labels["le"], int(sample.value)] for sample in samples if sample.name.endswith("_bucket")]
-        total = next(sample.value for sample in samples if sample.name.endswith("_sum"))
-        figures[key] = {"buckets": buckets, "sum": total, "count": buckets[-1][1]}
-    return figures
+    return {key: histogram_figures(histogram) for key, histogram in HISTOGRAMS.items()}
+
+
+def histogram_figures(histogram: Histogram) -> dict[str, Any]:
+    """One unlabelled histogram's cumulative buckets, exact sum and count as plain JSON (also the
+    ingress's key-to-frame histogram, ``crowdplay.web.metrics``)."""
+    (metric,) = histogram.collect()
+    samples = metric.samples
+    buckets = [[sample.labels["le"], int(sample.value)] for sample in samples if sample.name.endswith("_bucket")]
+    total = next(sample.value for sample in samples if sample.name.endswith("_sum"))
+    return {"buckets": buckets, "sum": total, "count": buckets[-1][1]}

@@ -78,6 +78,11 @@ SAMPLE_OVERVIEW: dict = {
             "edges": [0, 2, 5, 10, 20, 50, 100, 200], "counts": [10, 50, 80, 20, 5, 1, 0], "p50": 6.0, "p99": 30.0,
             "processes": [{"actor": "actor-1", "node": "abc123def456abc123def456", "buckets": [["1.0", 10], ["16.7", 150], ["+Inf", 166]], "sum": 1020.125, "count": 166}],
         },
+        "key_to_frame_ms": {
+            "edges": [0, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000, 2000], "counts": [0, 2, 30, 25, 8, 3, 1, 1, 0, 0, 0, 0, 0, 0],
+            "p50": 30.0, "p99": 80.0, "samples": 70,
+            "processes": [{"replica": "Ingress#abc", "node": "abc123def456abc123def456", "buckets": [["10.0", 0], ["50.0", 65], ["+Inf", 70]], "sum": 2150.5, "count": 70}],
+        },
     },
     "completions_timeline": [[1794999000.0, 1], [1794999500.0, 2]],
 }
@@ -346,11 +351,68 @@ def test_the_right_token_shows_the_overview(page: Page, admin_url: str) -> None:
     expect(page.locator("#frame-histogram svg rect.bar")).to_have_count(11)
     expect(page.locator("#latency-histogram svg rect.bar")).to_have_count(7)
     expect(page.locator("#frame-histogram")).to_contain_text("p50 16.7")
-    expect(page.locator("#latency-histogram")).to_contain_text("input latency (ms)")
-    expect(page.locator("#nodes-chart svg rect.bar")).to_have_count(2)
-    expect(page.locator('#nodes-chart rect.bar[data-node-id="fed987"]')).to_have_attribute("data-sessions", "1")
+    expect(page.locator("#latency-histogram")).to_contain_text("receive to apply (ms)")
+    expect(page.locator("#nodes-chart li")).to_have_count(2)
+    expect(page.locator('#nodes-chart .bar[data-node-id="fed987"]')).to_have_attribute("data-sessions", "1")
     expect(page.locator("#completions-chart svg path.line")).to_have_count(1)
     expect(page.locator("#error")).to_have_text("")
+
+
+def test_both_input_latency_histograms_show_their_samples(page: Page, admin_url: str) -> None:
+    sign_in(page, admin_url)
+    server, browser = page.locator("#latency-histogram"), page.locator("#key-to-frame-histogram")
+    expect(page.locator("figure", has=server).locator("figcaption")).to_have_text("Receive to apply (server)")
+    expect(page.locator("figure", has=browser).locator("figcaption")).to_have_text("Key to frame displayed (browser)")
+    expect(server.locator("p.summary")).to_have_text("p50 6 ms · p99 30 ms · n = 166")
+    expect(browser.locator("p.summary")).to_have_text("p50 30 ms · p99 80 ms · n = 70")
+    expect(browser.locator("svg rect.bar")).to_have_count(14)
+    expect(browser).to_contain_text("key to frame displayed (ms)")
+    heights = [float(h) for h in browser.locator("svg rect.bar").evaluate_all("bars => bars.map((bar) => bar.getAttribute('height'))")]
+    assert heights[2] == max(heights) > 0 and heights[0] == 0 and heights[6] > 0  # the 20-30 ms bucket is the tallest
+
+
+def test_an_overview_without_key_to_frame_reports_says_so(page: Page, admin_url: str, stub: StubBackend) -> None:
+    del stub.overview["histograms"]["key_to_frame_ms"]
+    sign_in(page, admin_url)
+    expect(page.locator("#latency-histogram p.summary")).to_contain_text("n = 166")
+    expect(page.locator("#key-to-frame-histogram")).to_have_text("No data yet.")
+
+
+def node_rows(count: int) -> list[dict]:
+    """``count`` nodes with Ray-sized ids and 0..count-1 sessions, in no particular order."""
+    return [{"node_id": f"{(index * 7919) % 1000:03d}" + "ab" * 26, "sessions": (index * 13) % count, "games": 1} for index in range(count)]
+
+
+def test_sessions_per_node_at_one_node_is_one_labelled_bar(page: Page, admin_url: str, stub: StubBackend) -> None:
+    stub.overview["nodes"] = [{"node_id": "abc123def456abc123def456", "sessions": 3, "games": 2}]
+    sign_in(page, admin_url)
+    rows = page.locator("#nodes-chart li")
+    expect(rows).to_have_count(1)
+    expect(page.locator("#nodes-chart p.summary")).to_have_text("1 node · 3 sessions")
+    expect(rows.locator(".label")).to_have_text("abc123def4…")
+    expect(rows.locator(".value")).to_have_text("3 sessions · 2 games")
+    expect(rows).to_have_attribute("title", "abc123def456abc123def456: 3 sessions, 2 games")
+    track, bar = rows.locator(".track").bounding_box(), rows.locator(".bar").bounding_box()
+    assert track and bar and bar["width"] == pytest.approx(track["width"], abs=1) and bar["height"] >= 10  # the busiest fills its track
+    assert page.locator("#nodes-chart").bounding_box()["height"] < 100  # one row, not a tall empty chart
+
+
+def test_sessions_per_node_at_fifty_nodes_is_sorted_and_scrolls(page: Page, admin_url: str, stub: StubBackend) -> None:
+    stub.overview["nodes"] = node_rows(50)
+    sign_in(page, admin_url)
+    rows = page.locator("#nodes-chart li")
+    expect(rows).to_have_count(50)
+    total = sum(node["sessions"] for node in stub.overview["nodes"])
+    expect(page.locator("#nodes-chart p.summary")).to_have_text(f"50 nodes · {total:,} sessions · busiest 49 · 1 without sessions")
+    shown = [int(n) for n in page.locator("#nodes-chart .bar").evaluate_all("bars => bars.map((bar) => bar.dataset.sessions)")]
+    assert shown == sorted((node["sessions"] for node in stub.overview["nodes"]), reverse=True)
+    widths = rows.locator(".bar").evaluate_all("bars => bars.map((bar) => bar.getBoundingClientRect().width)")
+    assert widths == sorted(widths, reverse=True) and widths[0] > 100 and widths[-1] == 0
+    rows_height = rows.first.bounding_box()["height"]
+    assert rows_height >= 20  # each row stays as tall as a line of text
+    scroller = page.locator("#nodes-chart ol.bars.scrolls")
+    sizes = scroller.evaluate("list => [list.clientHeight, list.scrollHeight]")
+    assert sizes[0] < 15 * rows_height < sizes[1]  # about a dozen rows on screen, the rest a scroll away
 
 
 def test_the_page_keeps_polling(page: Page, admin_url: str, stub: StubBackend) -> None:

@@ -191,3 +191,65 @@ def test_a_participant_watches_an_ai_only_game_and_their_keys_go_nowhere(browser
     game_id = next(game["game_id"] for game in ray.get(manager.list_games.remote()) if game["env_id"] == "TestAIPong" and game["seats"] == {})
     assert session_id and game_id
     page.close()
+
+
+def set_tab_hidden(page, hidden: bool) -> None:
+    """What the browser does when the participant switches tabs: ``document.hidden`` changes and
+    ``visibilitychange`` fires (headless Chromium has no second tab to switch to)."""
+    page.evaluate(
+        """(hidden) => {
+            Object.defineProperty(document, 'hidden', { value: hidden, configurable: true });
+            Object.defineProperty(document, 'visibilityState', { value: hidden ? 'hidden' : 'visible', configurable: true });
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""",
+        hidden,
+    )
+
+
+def test_a_hidden_tab_pauses_a_one_player_game_and_the_recording_and_statistics_say_so(browser, base_url, manager):
+    page = start_game(browser, base_url, "Breakout")
+    game_id = page.evaluate("window.crowdplay.gameId")
+    assert page.evaluate("document.getElementById('fps-box').hidden")  # no frame counter for participants
+    set_tab_hidden(page, True)
+    page.wait_for_function("window.crowdplay.events.includes('paused')", timeout=10_000)
+    assert page.is_visible("#paused-note")
+    received = page.evaluate("window.crowdplay.framesReceived")
+    time.sleep(1.0)
+    assert page.evaluate("window.crowdplay.framesReceived") - received <= 2  # the game waits: no frames
+    set_tab_hidden(page, False)
+    page.wait_for_function("window.crowdplay.events.includes('resumed')", timeout=10_000)
+    page.wait_for_function(f"window.crowdplay.framesReceived > {received + 30}", timeout=10_000)
+    assert not page.is_visible("#paused-note")
+    page.click("#finish")
+    page.wait_for_selector("#score-page:not([hidden])")
+    values = page.evaluate("window.crowdplay.summary.values")
+    assert values["time_hidden"] >= 1.0 and values["pauses"] == 1 and values["time_paused"] >= 1.0
+    with Dataset.open(TEST_SETTINGS.store_uri) as data:
+        deadline = time.monotonic() + 30
+        while not (found := [e for e in data.episodes() if e["game_id"] == game_id and e.get("status")]):
+            assert time.monotonic() < deadline, "the episode was not stored"
+            time.sleep(0.3)
+    events = [entry["event"] for entry in found[0]["page_events"]]
+    assert events == ["visible", "focus", "hidden", "pause", "visible", "resume"], events
+    page.goto(base_url + "/?debug=1")
+    page.wait_for_selector("#library:not([hidden])")
+    assert not page.evaluate("document.getElementById('fps-box').hidden")  # a researcher debugging sees it
+    page.close()
+
+
+def test_a_slow_connection_is_told_to_the_participant_and_recorded(browser, base_url, manager):
+    page = start_game(browser, base_url, "Pong")
+    network = page.context.new_cdp_session(page)
+    network.send("Network.enable")
+    # Chromium's own network emulation (DevTools' throttling), which covers websockets: a link with
+    # 600 ms of latency and 8 KB/s down.
+    network.send("Network.emulateNetworkConditions", {"offline": False, "latency": 600, "downloadThroughput": 8_000, "uploadThroughput": 8_000})
+    page.wait_for_selector("#connection-note:not([hidden])", timeout=20_000)
+    assert "too slow" in page.inner_text("#connection-note") and "slow_connection" in page.evaluate("window.crowdplay.pageEvents")
+    network.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    page.wait_for_selector("#connection-note", state="hidden", timeout=30_000)
+    assert "connection_ok" in page.evaluate("window.crowdplay.pageEvents")
+    page.click("#finish")
+    page.wait_for_selector("#score-page:not([hidden])")
+    assert page.evaluate("window.crowdplay.summary.values.time_slow_connection") > 1.0
+    page.close()

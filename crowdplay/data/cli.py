@@ -22,6 +22,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -107,10 +108,13 @@ def list_command(data: Dataset, args: argparse.Namespace) -> int:
 
 
 def show_command(data: Dataset, args: argparse.Namespace) -> int:
-    """``crowdplay data show``: one episode's document with its stored steps and inputs counted."""
+    """``crowdplay data show``: one episode's document with its stored steps and inputs counted,
+    in all and by the device they came from (keyboard, gamepad, touch)."""
     document = _printable(data.episode(args.episode))
     document["stored_steps"] = sum(chunk["steps"] for chunk in data.chunks(args.episode))
-    document["inputs"] = len(data.inputs(args.episode))
+    inputs = data.inputs(args.episode)
+    document["inputs"] = len(inputs)
+    document["input_sources"] = dict(Counter(event["source"] for event in inputs))
     print(json.dumps(document, indent=None if args.json else 2, default=str))
     return 0
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from crowdplay.data.episode import Episode
 from crowdplay.data.loading import StoredSteps, observation_format, trajectories
+from crowdplay.inputs import DEFAULT_SOURCE
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.status import COMPLETE, status_query
 from crowdplay.recording.store import TrajectoryStore
@@ -166,14 +167,20 @@ class Dataset:
             yield self.load(episode_id, observations)
 
     def inputs(self, episode_id: str) -> list[dict[str, Any]]:
-        """Every input applied in the episode: step, agent, held keys, seq, client frame, receive time."""
+        """Every input applied in the episode: step, agent, held keys, seq, client frame, receive
+        time, and the device it came from (``source``)."""
         return [event for chunk in self.chunks(episode_id) for event in self._chunk_inputs(chunk)]
 
     @staticmethod
     def _chunk_inputs(chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """A chunk's input rows as dicts; rows stored before the device was recorded (six
+        entries) were all a keyboard's, the only device the page had then."""
         return [
-            {"step": chunk["first_step"] + step, "agent": agent, "keys": keys, "seq": seq, "client_frame": client_frame, "received_at": received_at}
-            for step, agent, keys, seq, client_frame, received_at in chunk["inputs"]
+            {
+                "step": chunk["first_step"] + row[0], "agent": row[1], "keys": row[2], "seq": row[3], "client_frame": row[4],
+                "received_at": row[5], "source": row[6] if len(row) > 6 else DEFAULT_SOURCE,
+            }
+            for row in chunk["inputs"]
         ]
 
     def ai_actions(self, episode_id: str) -> list[dict[str, Any]]:

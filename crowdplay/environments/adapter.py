@@ -132,16 +132,19 @@ class EnvAdapter:
 
     def _configure_agents(self) -> None:
         """Check the spec's per-agent options against the real agents and action space, and build
-        each agent's labels, keymap and idle choice (``EnvSpec.agent_controls``)."""
+        each agent's labels, keymap, idle choice (``EnvSpec.agent_controls``) and gamepad controls."""
         self.spec.check_agents(self.agents)
         self.keymaps: dict[str, Keymap] = {}
         #: per agent, a label for each action (the spec's, else the environment's meanings)
         self.action_labels: dict[str, list[str]] = {}
         #: per agent, what no held mapped key plays: "noop", "repeat" or "wait" (``EnvSpec.idle``)
         self.idle: dict[str, str] = {}
+        #: per agent, which gamepad control holds which key (``EnvSpec.agent_gamepad``), for the page
+        self.gamepads: dict[str, dict[str, str]] = {}
         for agent in self.agents:
             labels = self.spec.agent_labels(agent, self._meanings_for(agent), self.action_count)
             self.keymaps[agent], self.idle[agent] = self.spec.agent_controls(agent, labels)
+            self.gamepads[agent] = self.spec.agent_gamepad(agent, self.keymaps[agent])
             self.action_labels[agent] = labels
 
     def _meanings_for(self, agent: str) -> list[str]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
 from crowdplay.ai import check_policy
+from crowdplay.engagement import WHEN_AWAY
+from crowdplay.environments.gamepad import GamepadMap
 from crowdplay.environments.keymap import Keymap, atari_keymap
 from crowdplay.vocabulary import Mode
 
@@ -64,7 +66,8 @@ class EnvSpec:
     held" plays: "noop", "repeat" or "wait"; required when the keymap has no no-op, because an
     environment without one must not have action 0 recorded as the participant's choice) and
     ``instructions`` (the researcher's HTML shown with the game; the original's
-    ``initial_message``).
+    ``initial_message``) and ``gamepad`` (a ``GamepadMap`` over the default gamepad controls the
+    keymap implies: d-pad and left stick on the arrows, A on Space; ``crowdplay.environments.gamepad``).
 
     AI: ``ai_agent_map_always`` names the policy that always plays an agent;
     ``ai_agent_map_fallback`` the policy that takes over an agent whose participant left (without
@@ -98,6 +101,8 @@ class EnvSpec:
     base_env: str | None = None
     #: per agent, a label for each action (a list as long as the action space)
     action_labels: PerAgent[Sequence[str] | None] = None
+    #: per agent, which gamepad control holds which key (None: the default the keymap implies)
+    gamepad: PerAgent[GamepadMap | None] = None
     #: per agent, what is played while no mapped key is held: "noop" (the keymap's no-op; the
     #: default when it has one), "repeat" (the last action again; before the first key the no-op,
     #: or without one the game waits) or "wait" (the game does not step until a mapped key is held)
@@ -110,6 +115,10 @@ class EnvSpec:
     #: not (the environment draws on unseeded randomness, time, a network...): replay-check then
     #: reports its episodes "not replayable" with that reason instead of replaying them
     replayable: bool | str = True
+    #: what the game does while its participant's page is hidden or unfocused: "pause" (a
+    #: one-player game stops stepping until they are back), "play" (it plays on) or "end" (the
+    #: page leaves the game); None: "pause" when one person plays, "play" when several do
+    when_away: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse a misconfigured environment at registration, each error naming the environment
@@ -152,6 +161,8 @@ class EnvSpec:
                     raise ValueError(f"environment {self.id!r}: {option}[{agent!r}]: {error}") from None
         if self.ai_unavailable not in AI_UNAVAILABLE_CHOICES:
             raise ValueError(f"environment {self.id!r}: ai_unavailable must be one of {', '.join(AI_UNAVAILABLE_CHOICES)}, got {self.ai_unavailable!r}")
+        if self.when_away not in (None, *WHEN_AWAY):
+            raise ValueError(f"environment {self.id!r}: when_away must be one of {', '.join(WHEN_AWAY)} or None, got {self.when_away!r}")
 
     def _check_waits(self) -> None:
         """Every waiting time must be a usable number of seconds (None: the deployment's, or never)."""
@@ -179,6 +190,12 @@ class EnvSpec:
         for agent, idle in _entries(self.idle):
             if idle is not None and idle not in IDLE_CHOICES:
                 raise ValueError(f"{self._where(agent)}: idle must be one of {', '.join(IDLE_CHOICES)}, got {idle!r}")
+        for agent, gamepad in _entries(self.gamepad):
+            if gamepad is not None and not isinstance(gamepad, GamepadMap):
+                raise ValueError(f"{self._where(agent)}: gamepad must be a GamepadMap({{control: key}}) or {{agent: GamepadMap}}, got {gamepad!r}")
+            problems = gamepad.problems() if gamepad is not None else []
+            if problems:
+                raise ValueError(f"{self._where(agent)}: gamepad: {'; '.join(problems)}")
         for agent in self._configured_agents():
             keymap, labels = for_agent(self.keymap, agent), for_agent(self.action_labels, agent)
             if keymap is not None and (labels is not None or isinstance(keymap, Keymap)):
@@ -190,7 +207,7 @@ class EnvSpec:
         if self.agents is not None:
             return self.agents
         named: set[str] = set()
-        for value in (self.keymap, self.action_labels, self.idle):
+        for value in (self.keymap, self.action_labels, self.idle, self.gamepad):
             if isinstance(value, Mapping):
                 named.update(value)
         return sorted(named) if named else [None]
@@ -227,6 +244,16 @@ class EnvSpec:
             )
         return keymap, idle or "noop"
 
+    def agent_gamepad(self, agent: str, keymap: Keymap) -> dict[str, str]:
+        """The agent's gamepad controls for its built ``keymap`` (``{control: keys}``, sent to the
+        page): the ``gamepad`` option over the default; an error names the environment, the agent
+        and the option."""
+        option = self.gamepad.get(agent) if isinstance(self.gamepad, Mapping) else self.gamepad
+        try:
+            return (option or GamepadMap({})).resolve(keymap)
+        except ValueError as error:
+            raise ValueError(f"{self._where(agent)}: gamepad: {error}") from None
+
     def _keymap_option(self, agent: str | None) -> Keymap | KeymapFactory | None:
         """The keymap option's entry for ``agent`` (``for_agent``, spelt out: a Keymap and a factory
         have no common type for the type checker to infer)."""
@@ -254,7 +281,7 @@ class EnvSpec:
         """Check the per-agent options against the environment's real agent list."""
         if self.agents is not None and tuple(agents) != tuple(self.agents):
             raise ValueError(f"environment {self.id!r}: declared agents {list(self.agents)} but the environment has {list(agents)}")
-        for option in ("keymap", "action_labels", "idle", "instructions", "ai_agent_map_always", "ai_agent_map_fallback"):
+        for option in ("keymap", "action_labels", "idle", "instructions", "gamepad", "ai_agent_map_always", "ai_agent_map_fallback"):
             value = getattr(self, option)
             unknown = sorted(set(value) - set(agents)) if isinstance(value, Mapping) else []
             if unknown:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from crowdplay.controllers import Controller, Human, documents
+from crowdplay.engagement import MAX_EVENTS_KEPT
 from crowdplay.recording.status import INTERRUPTED
 
 #: Distinct substitute reasons counted per agent in an episode's ``ai_answers`` (the rest: "other").
@@ -118,6 +119,17 @@ class EpisodeDocument:
                     entry["until"] = now
                     break
         self.fields["watched"] = watched
+
+    def note_page_event(self, agent: str, event: str, page_frame: int, frame: int) -> None:
+        """``page_events`` lists ``{"agent", "event", "page_frame", "frame", "at"}``: the frame the
+        page showed, the game's frame when it arrived, seconds since the epoch. Past
+        ``MAX_EVENTS_KEPT`` an episode counts them in ``page_events_dropped`` instead."""
+        events = self.fields.get("page_events", [])
+        if len(events) >= MAX_EVENTS_KEPT:
+            self.fields["page_events_dropped"] = self.fields.get("page_events_dropped", 0) + 1
+            return
+        entry = {"agent": agent, "event": event, "page_frame": page_frame, "frame": frame, "at": self.clock()}
+        self.fields["page_events"] = [*events, entry]  # a new list: a sealed chunk's copy keeps its own
 
     def first_chunk_fields(self) -> dict[str, Any]:
         """What the episode's first chunk stores: the description so far. Later chunks store

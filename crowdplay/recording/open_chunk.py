@@ -12,8 +12,10 @@ Chunk columns (``crowdplay.data`` reads them; docs/recording.md is their referen
 * ``frame_id``, ``tick_time``, ``terminated``, ``truncated``, ``ram`` (steps x 128 for ALE);
 * per agent ``action/<agent>``, ``reward/<agent>``, ``client_frame/<agent>`` (the frame the
   participant had displayed when the action was applied);
-* ``inputs``: every applied input: ``[step, agent, held keys, seq, client_frame, received_at]``
-  (wall-clock seconds); the held keys of any step are those of the agent's latest input before it;
+* ``inputs``: every applied input: ``[step, agent, held keys, seq, client_frame, received_at,
+  source]`` (wall-clock seconds; ``source``: the device, ``crowdplay.inputs.KEY_SOURCES``, or
+  "action" for an action chosen by number; rows recorded before it was stored have six entries
+  and came from a keyboard); the held keys of any step are those of the agent's latest input before it;
 * ``ai_actions``: every new answer of an AI agent's policy: ``[step, agent, action,
   observed_frame, latency_s, substitute]``: applied from ``step`` on, computed from the screen of
   frame ``observed_frame`` (``client_frame/<agent>`` then holds that frame too), answered
@@ -104,9 +106,9 @@ class OpenChunk:
             self.client_frames[index].append(client_frames[agent])
 
     def add_input(self, applied: AppliedInput, received_at: float) -> None:
-        """A participant's input applied at the coming step: its held keys, sequence number and frame."""
+        """A participant's input applied at the coming step: its held keys, sequence number, frame and device."""
         given = applied.input
-        self.inputs.append([self.steps, applied.agent, list(given.held), given.seq, given.frame, received_at])
+        self.inputs.append([self.steps, applied.agent, list(given.held), given.seq, given.frame, received_at, given.source])
 
     def add_ai_action(self, agent: str, action: int | None, observed_frame: int, latency_s: float, substitute: str | None) -> None:
         """A policy's answer (or its substitute) applied at the coming step."""

@@ -141,6 +141,11 @@ class Recorder:
         recorded unwatched."""
         self.document.note_watcher(who, watching)
 
+    def page_event(self, agent: str, event: str, page_frame: int, frame: int) -> None:
+        """A change on ``agent``'s participant's page (``crowdplay.engagement``), or the game
+        pausing or resuming for it: listed in the episode's document as ``page_events``."""
+        self.document.note_page_event(agent, event, page_frame, frame)
+
     def restamp_start(self) -> None:
         """Play begins now (the first episode was opened while the game waited for its players)."""
         self.document.restamp_start()

@@ -16,6 +16,7 @@ from ray.actor import ActorHandle
 
 from crowdplay.channel import ChannelClient
 from crowdplay.config import Settings
+from crowdplay.engagement import PageEvent
 from crowdplay.inputs import ParticipantInput
 
 
@@ -31,6 +32,10 @@ class Attachment(Protocol):
     async def submit(self, given: ParticipantInput) -> None:
         """The participant's input (held keys, or an action chosen by number) for their agent; the
         game checks it (InvalidAction, SessionEnded)."""
+
+    async def note_page(self, event: PageEvent) -> None:
+        """A change on the participant's page (hidden, unfocused, a slow connection), for the game
+        to record and, if its task says so, pause on; SessionEnded once the game stopped."""
 
     async def close(self) -> None:
         """The participant's connection ended; the seat is kept for the reconnect grace."""
@@ -98,6 +103,11 @@ class RayAttachment:
         the stream; a watcher's inputs go nowhere."""
         if self.agent:
             await self._channel.send_input(given)
+
+    async def note_page(self, event: PageEvent) -> None:
+        """Sent to the game over the channel; a watcher's page changes go nowhere."""
+        if self.agent:
+            await self._channel.send_page(event)
 
     async def close(self) -> None:
         """The game notices the channel closing and keeps the seat for the reconnect grace."""

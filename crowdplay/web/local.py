@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from crowdplay.config import Settings
+from crowdplay.engagement import PageEvent
 from crowdplay.environments import get_env
 from crowdplay.inputs import ParticipantInput
 from crowdplay.manager import BadToken, UnknownGame, UnknownSession
@@ -45,6 +46,10 @@ class LocalAttachment:
     async def submit(self, given: ParticipantInput) -> None:
         """Straight to the LiveEnv."""
         self._live.submit(self.agent, given)
+
+    async def note_page(self, event: PageEvent) -> None:
+        """Straight to the LiveEnv."""
+        self._live.note_page(self.agent, event)
 
     async def close(self) -> None:
         """End the session: the baseline keeps no seat for a reconnect."""

@@ -7,19 +7,27 @@ OpenMetrics when the scraper asks for it) and escapes the labels. The frame-inte
 input-latency histograms are real ones: each game process counts them as the events happen
 (``crowdplay.timing``) and the overview carries every process's buckets, exact sum and count,
 served as one series per process so that a process that retires is not read as a counter reset.
+
+The third histogram, key to frame displayed, is measured by the participants' pages and reported
+to the ingress replica that serves their websocket (``latency`` messages, ``BrowserLatency``): it is
+that replica's own, added to the overview by the replica that answers the dashboard.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+from prometheus_client import Histogram
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from crowdplay.timing import HISTOGRAMS
+from crowdplay.env_actor import bucket_quantile
+from crowdplay.timing import HISTOGRAMS, histogram_figures
 
 #: Per-task gauges: metric name, overview field, help text.
 TASK_GAUGES: tuple[tuple[str, str, str], ...] = (
@@ -69,6 +77,7 @@ class OverviewCollector(Collector):
                            (([node["node_id"]], node.get("sessions")) for node in overview.get("nodes") or []))
         yield gauge("crowdplay_data_bytes", "Bytes of recorded data stored.", (overview.get("totals") or {}).get("data_bytes"))
         yield from histogram_families(overview.get("histograms") or {})
+        yield key_to_frame_family((overview.get("histograms") or {}).get(KEY_TO_FRAME) or {})
         yield from recording_families(overview.get("recording") or {})
         yield from policy_families(overview.get("policies") or {})
 
@@ -126,6 +135,17 @@ def histogram_families(histograms: Mapping[str, Mapping[str, Any]]) -> Iterator[
         yield family
 
 
+def key_to_frame_family(histogram: Mapping[str, Any]) -> HistogramMetricFamily:
+    """The pages' key-to-frame-displayed histogram, one series per ingress replica that received
+    reports (labelled by replica and node, like the game processes' by actor and node)."""
+    (described,) = BROWSER_LATENCY.histogram.describe()
+    family = HistogramMetricFamily(described.name, described.documentation, labels=["replica", "node"])
+    for replica in histogram.get("processes") or []:
+        buckets = [(str(le), float(count)) for le, count in replica["buckets"]]
+        family.add_metric([replica.get("replica") or "", replica.get("node") or ""], buckets, float(replica["sum"]))
+    return family
+
+
 def recording_families(recording: Mapping[str, Any]) -> Iterator[GaugeMetricFamily]:
     """The recording path's health: the writer, its store and spool, the manager's unsaved
     assignment saves, and each EnvActor process's unacknowledged chunks. Figures the writer sent
@@ -176,3 +196,63 @@ def policy_families(policies: Mapping[str, Mapping[str, Any]]) -> Iterator[Gauge
     for name, field, help_text in POLICY_GAUGES:
         yield gauge_family(name, help_text, ["policy"],
                            (([policy_id], math.nan if figures.get(field) is None else figures[field]) for policy_id, figures in policies.items()))
+
+
+# ---------------------------------------------------------------- key to frame, as the pages see it
+
+#: The overview's key (under ``histograms``) for the pages' key-to-frame-displayed delays.
+KEY_TO_FRAME = "key_to_frame_ms"
+#: Bucket edges (ms) of that histogram; the last bucket is open-ended. It spans the network's
+#: round trip, the wait for the tick and the wait for the browser's next paint, so it reaches
+#: further than the game process's receive-to-apply delay.
+KEY_TO_FRAME_EDGES_MS = [0, 10, 20, 30, 40, 50, 60, 80, 100, 150, 200, 300, 500, 1000, 1e9]
+#: Reports kept for the dashboard's recent histogram (as many as the game processes keep).
+RECENT_KEY_TO_FRAME_SAMPLES = 3600
+
+
+class BrowserLatency:
+    """The key-to-frame-displayed delays the pages on this ingress replica reported: a Prometheus
+    histogram since the replica started (for ``/metrics``) and the newest reports (for the
+    dashboard). The pages measure it because only they know when a frame reached the screen."""
+
+    def __init__(self) -> None:
+        """Nothing reported yet; the histogram is in no registry, it is served through the overview."""
+        self.histogram = Histogram(
+            "crowdplay_key_to_frame_ms", "Delay from a participant's key press to the first frame showing it on their screen (measured by the page), in ms.",
+            buckets=KEY_TO_FRAME_EDGES_MS[1:-1], registry=None,
+        )
+        self.recent: deque[float] = deque(maxlen=RECENT_KEY_TO_FRAME_SAMPLES)
+        #: the replica and node that received the reports (``crowdplay.web.websocket.served_by``); None before the first
+        self.served_by: Mapping[str, Any] | None = None
+
+    def observe(self, samples: Iterable[float], served_by: Mapping[str, Any]) -> None:
+        """A page's report (already checked by ``crowdplay.protocol``), received by the replica
+        ``served_by`` names: every sample counted."""
+        self.served_by = served_by
+        for delay_ms in samples:
+            self.histogram.observe(delay_ms)
+            self.recent.append(delay_ms)
+
+    def figures(self) -> dict[str, Any]:
+        """The recent histogram in the shape of the game processes' (edges, counts, p50, p99,
+        samples) and, under ``processes``, this replica's cumulative one once it has had a report."""
+        counts = np.histogram(list(self.recent), bins=KEY_TO_FRAME_EDGES_MS)[0]
+        shown_edges = [*KEY_TO_FRAME_EDGES_MS[:-1], KEY_TO_FRAME_EDGES_MS[-2] * 2]  # the open end drawn twice as wide
+        cumulative = np.cumsum(counts)
+        where = self.served_by
+        replicas = [] if where is None else [{"replica": where.get("replica"), "node": where.get("node"), **histogram_figures(self.histogram)}]
+        return {
+            "edges": shown_edges, "counts": counts.tolist(), "samples": int(counts.sum()),
+            "p50": bucket_quantile(shown_edges, cumulative, 0.5), "p99": bucket_quantile(shown_edges, cumulative, 0.99), "processes": replicas,
+        }
+
+
+#: This process's reports (an ingress replica, or the local baseline's web process).
+BROWSER_LATENCY = BrowserLatency()
+
+
+def with_browser_latency(overview: dict[str, Any]) -> dict[str, Any]:
+    """The overview (from the EnvsManager, which never sees the pages' reports) with this
+    replica's key-to-frame histogram added under ``histograms``."""
+    histograms = {**(overview.get("histograms") or {}), KEY_TO_FRAME: BROWSER_LATENCY.figures()}
+    return {**overview, "histograms": histograms}

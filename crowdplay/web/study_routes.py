@@ -42,7 +42,7 @@ from crowdplay.study import current_study
 from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.context import context_of
 from crowdplay.web.errors import error, message_of, original
-from crowdplay.web.metrics import exposition
+from crowdplay.web.metrics import exposition, with_browser_latency
 
 MAX_NOTE_CHARS = 4000
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ async def admin_page(request: Request) -> FileResponse:
 
 async def overview(request: Request) -> Response:
     """Everything the dashboard shows, for the admin."""
-    return refusal(request) or JSONResponse(await context_of(request).backend.overview())
+    return refusal(request) or JSONResponse(with_browser_latency(await context_of(request).backend.overview()))
 
 
 async def metrics(request: Request) -> Response:
@@ -197,7 +197,7 @@ async def metrics(request: Request) -> Response:
     refused = refusal(request)
     if refused is not None:
         return refused
-    body, content_type = exposition(await context_of(request).backend.overview(), request.headers.get("accept"))
+    body, content_type = exposition(with_browser_latency(await context_of(request).backend.overview()), request.headers.get("accept"))
     return Response(body, media_type=content_type)
 
 

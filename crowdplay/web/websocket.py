@@ -22,12 +22,14 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from crowdplay import protocol
 from crowdplay.config import Settings
+from crowdplay.engagement import PageEvent
 from crowdplay.environments import InvalidAction
 from crowdplay.inputs import ParticipantInput
 from crowdplay.manager import HOST_LOST, BadToken, SessionLost, UnknownGame, UnknownSession
 from crowdplay.rate_limit import TokenBucket
 from crowdplay.realtime import SessionEnded
 from crowdplay.web.backend import Attachment, SessionBackend
+from crowdplay.web.metrics import BROWSER_LATENCY
 from crowdplay.web.study_routes import admin_token
 from crowdplay.web.tcp import set_nodelay_for
 
@@ -185,6 +187,10 @@ async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Se
             message = protocol.parse_client_message(raw, settings.max_message_bytes)
             if isinstance(message, ParticipantInput):
                 await attachment.submit(dataclasses.replace(message, ingress_at=time.time()))
+            elif isinstance(message, PageEvent):  # hidden, unfocused, a slow connection: the game records it and may pause
+                await attachment.note_page(message)
+            elif isinstance(message, protocol.LatencyReport):  # the page's key-to-frame delays, for the dashboard
+                BROWSER_LATENCY.observe(message.key_to_frame_ms, served_by())
             else:
                 await websocket.send_text(protocol.text("pong", t=message.t))
         except protocol.ProtocolError as error:

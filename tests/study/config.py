@@ -46,6 +46,19 @@ STUDY = define_study(
                 "title": "Another study",
                 "redirect": "https://example.org/another-study",
             },
+            "invaders-in-view": {
+                "environment": "SpaceInvaders",
+                "title": "Space Invaders, page in view",
+                "task_requirements": {"time_played": SECONDS_TO_COMPLETE},
+                "when_away": "play",
+                "max_hidden_s": 1,
+                "completion_code": "auto",
+            },
+            "breakout-stay": {
+                "environment": "Breakout",
+                "title": "Breakout, ends when you leave",
+                "when_away": "end",
+            },
             "invaders-turns": {
                 "environment": "SpaceInvaders",
                 "title": "Space Invaders, one step per key",

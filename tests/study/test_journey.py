@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +62,11 @@ def test_the_mturk_journey_from_consent_to_the_completion_code(browser, base_url
     assert page.locator("button[data-task-id=breakout-over]").is_disabled()  # its window is over
     page.click("button[data-task-id=invaders-mturk]")
     assert "Time played" in page.inner_text("#requirements")
+    # Before Start: the task's instructions and its keys, generated from the keymap.
+    page.wait_for_selector("#how-to-play:not([hidden])")
+    assert "Shoot the aliens" in page.inner_text("#task-controls .instructions")
+    hints = [" ".join(text.split()) for text in page.locator("#task-controls .key-hints li").all_inner_texts()]
+    assert "Space FIRE" in hints and "← LEFT" in hints
     page.click("#start")
     assert "Shoot the aliens" in page.inner_text("#instructions") or page.wait_for_function(
         "document.getElementById('instructions').textContent.includes('Shoot the aliens')"
@@ -195,10 +201,65 @@ def test_a_task_outside_its_window_takes_nobody_and_auto_assignment_skips_it(bas
         http_json(f"{base_url}/api/sessions", {"task_id": "breakout-over"})
     assert refused.value.status == 409 and "ended" in refused.value.body["reason"]
     session = http_json(f"{base_url}/api/sessions", {"task_id": "auto"})
-    assert session["task_id"] in {"invaders-mturk", "pong-prolific", "invaders-turns"}
+    assert session["task_id"] in {"invaders-mturk", "pong-prolific", "invaders-turns", "invaders-in-view", "breakout-stay"}
     study = http_json(f"{base_url}/api/study")
     assert [task["id"] for task in study["tasks"]] == list(current_study().tasks)
     assert study["consent"]["version"] and "<strong>" in study["consent"]["html"]
+
+
+def set_tab_hidden(page, hidden: bool) -> None:
+    """The participant switches tabs (headless Chromium has no second tab to switch to)."""
+    page.evaluate(
+        """(hidden) => {
+            Object.defineProperty(document, 'hidden', { value: hidden, configurable: true });
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""",
+        hidden,
+    )
+
+
+def test_a_task_that_allows_a_second_of_hidden_page_is_not_completed_after_two(browser, base_url):
+    page = browser.new_page()
+    agree_and_pick(page, f"{base_url}/?assignmentId=A-2&hitId=H-2&workerId=WORKER-VIEW", "invaders-in-view")
+    assert "hidden for at most 1 s" in page.inner_text("[data-requirement=max_hidden_s]")
+    page.wait_for_selector("#how-to-play:not([hidden])")
+    assert "plays on without you" in page.inner_text("#when-away")
+    page.click("#start")
+    page.wait_for_function("window.crowdplay.framesDisplayed > 30", timeout=30_000)
+    set_tab_hidden(page, True)
+    time.sleep(2.0)  # the task plays on ("play"), and counts the time
+    set_tab_hidden(page, False)
+    page.wait_for_function("window.crowdplay.stats && window.crowdplay.stats.hidden_too_long", timeout=15_000)
+    assert "hidden for longer" in page.inner_text("#status") and not page.evaluate("window.crowdplay.events.includes('paused')")
+    session_id, token = page.evaluate("[window.crowdplay.sessionId, window.crowdplay.token]")
+    page.wait_for_function(f"window.crowdplay.stats.values.time_played >= {SECONDS_TO_COMPLETE}", timeout=30_000)
+    page.click("#finish")
+    page.wait_for_selector("#score-page:not([hidden])")
+    page.wait_for_function("document.getElementById('completion-note').textContent.includes('hidden for longer')")
+    status, _ = request(f"{base_url}/api/sessions/{session_id}/completion?token={token}")
+    assert status == 403  # the server's judgement, not the page's
+    page.close()
+
+
+def test_a_task_that_ends_when_the_participant_leaves_its_page_ends_and_records_why(browser, base_url):
+    page = browser.new_page()
+    agree_and_pick(page, f"{base_url}/?participant=P-STAY", "breakout-stay")
+    page.wait_for_selector("#how-to-play:not([hidden])")
+    assert "ends the game" in page.inner_text("#when-away")
+    page.click("#start")
+    page.wait_for_function("window.crowdplay.framesDisplayed > 30", timeout=30_000)
+    game_id = page.evaluate("window.crowdplay.gameId")
+    set_tab_hidden(page, True)
+    page.wait_for_function("document.getElementById('status').textContent.includes('ended because you left')", timeout=10_000)
+    assert page.is_visible("#start-again")
+    store = TrajectoryStore.open(STUDY_SETTINGS.store_uri)
+    deadline = time.monotonic() + 30
+    while not (episodes := [e for e in store.find_episodes({"game_id": game_id}) if e.get("status")]):
+        assert time.monotonic() < deadline, "the episode was not stored"
+        time.sleep(0.3)
+    store.close()
+    assert [entry["event"] for entry in episodes[0]["page_events"]][-1] == "hidden"
+    page.close()
 
 
 def test_turn_based_play_steps_once_per_key_press(base_url):

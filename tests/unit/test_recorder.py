@@ -61,7 +61,7 @@ def test_chunks_end_on_the_grid_and_only_the_first_and_last_carry_the_episode() 
     assert [list(chunk["frame_id"]) for chunk in columns] == [[2, 3], [4, 5, 6, 7], [8]]  # frame ids 3 and 7 end a chunk
     assert [chunk["first_step"] for chunk in columns] == [0, 2, 6]
     assert [len(chunk["frames"]) for chunk in columns] == [3, 5, 2]
-    assert columns[1]["inputs"][0] == [0, "agent_0", ["UP"], 2, 4, 1.0]
+    assert columns[1]["inputs"][0] == [0, "agent_0", ["UP"], 2, 4, 1.0, "keyboard"]
     first, middle, last = (fields for _, _, _, fields in delivered)
     assert first["task_id"] == "t" and "status" not in first and middle == {}
     assert last["status"] == "complete" and last["steps"] == 7 and last["chunks"] == 3

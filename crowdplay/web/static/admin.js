@@ -177,7 +177,8 @@ function render(overview) {
   renderGames(overview.games || [], generatedAt);
   const histograms = overview.histograms || {};
   renderHistogram($("frame-histogram"), histograms.frame_interval_ms, "frame interval (ms)");
-  renderHistogram($("latency-histogram"), histograms.input_latency_ms, "input latency (ms)");
+  renderHistogram($("latency-histogram"), histograms.input_latency_ms, "receive to apply (ms)");
+  renderHistogram($("key-to-frame-histogram"), histograms.key_to_frame_ms, "key to frame displayed (ms)");
   renderCompletions(overview.completions_timeline || [], generatedAt);
   renderRecording(overview.recording);
   renderPolicies(overview.policies || {});
@@ -216,36 +217,47 @@ function renderTasks(tasks) {
   $("tasks-table").tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(7, "No tasks.")]));
 }
 
+// Rows visible before the list of nodes scrolls (the summary above it covers them all).
+const NODES_SHOWN = 12;
+
+/** Nodes busiest first: a labelled bar each, scaled to the busiest, readable at one node or fifty. */
 function renderNodes(nodes) {
   const box = $("nodes-chart");
   if (!nodes.length) {
     box.replaceChildren(el("p", { class: "empty" }, "No nodes reported."));
     return;
   }
-  const rowHeight = 24;
-  const labelWidth = 110;
-  const barSpace = 340;
-  const width = labelWidth + barSpace + 50;
-  const height = nodes.length * rowHeight + 22;
-  const most = Math.max(1, ...nodes.map((node) => Number(node.sessions) || 0));
-  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": "Sessions per node" });
-  nodes.forEach((node, index) => {
-    const sessions = Number(node.sessions) || 0;
-    const y = index * rowHeight + 4;
-    const barHeight = rowHeight - 8;
-    const barWidth = (sessions / most) * barSpace;
-    svg.append(
-      svgEl("text", { class: "label", x: labelWidth - 6, y: y + barHeight / 2, "text-anchor": "end", "dominant-baseline": "middle" }, shortId(node.node_id)),
-      svgEl(
-        "rect",
-        { class: "bar", x: labelWidth, y, width: barWidth, height: barHeight, "data-node-id": node.node_id, "data-sessions": sessions },
-        svgEl("title", {}, `${text(node.node_id)}: ${sessions} sessions, ${formatNumber(node.games ?? 0)} games`),
-      ),
-      svgEl("text", { class: "value", x: labelWidth + barWidth + 4, y: y + barHeight / 2, "dominant-baseline": "middle" }, formatNumber(sessions)),
-    );
-  });
-  svg.append(svgEl("text", { class: "axis-label", x: labelWidth + barSpace / 2, y: height - 4, "text-anchor": "middle" }, "sessions"));
-  box.replaceChildren(svg);
+  const rows = nodes
+    .map((node) => ({ nodeId: text(node.node_id), sessions: Number(node.sessions) || 0, games: Number(node.games) || 0 }))
+    .sort((a, b) => b.sessions - a.sessions || b.games - a.games || a.nodeId.localeCompare(b.nodeId));
+  const most = Math.max(1, ...rows.map((row) => row.sessions));
+  const list = el("ol", { class: rows.length > NODES_SHOWN ? "bars scrolls" : "bars", "aria-label": "Sessions per node" }, ...rows.map((row) => nodeBar(row, most)));
+  box.replaceChildren(el("p", { class: "summary" }, nodesSummary(rows)), list);
+}
+
+/** One node: its short id (the full one in the tooltip), a bar of its sessions, and the numbers. */
+function nodeBar(row, most) {
+  const bar = el("span", { class: "bar", "data-node-id": row.nodeId, "data-sessions": row.sessions });
+  bar.style.width = `${(row.sessions / most) * 100}%`;
+  return el(
+    "li",
+    { "data-node-id": row.nodeId, title: `${row.nodeId}: ${counted(row.sessions, "session")}, ${counted(row.games, "game")}` },
+    el("code", { class: "label" }, shortId(row.nodeId)),
+    el("span", { class: "track" }, bar),
+    el("span", { class: "value" }, `${counted(row.sessions, "session")} · ${counted(row.games, "game")}`),
+  );
+}
+
+/** "1 session", "12 sessions". */
+const counted = (count, noun) => `${formatNumber(count)} ${noun}${count === 1 ? "" : "s"}`;
+
+/** The whole picture in one line, since a long list scrolls: nodes, sessions, busiest, idle. */
+function nodesSummary(rows) {
+  const sessions = rows.reduce((sum, row) => sum + row.sessions, 0);
+  const idle = rows.filter((row) => row.sessions === 0).length;
+  const parts = [counted(rows.length, "node"), counted(sessions, "session")];
+  if (rows.length > 1) parts.push(`busiest ${formatNumber(rows[0].sessions)}`, `${formatNumber(idle)} without sessions`);
+  return parts.join(" · ");
 }
 
 function gameRow(game) {

@@ -2,6 +2,9 @@
 // Frame decoding follows docs/protocol.md and crowdplay/codec.py.
 
 import { FLAG_NEW_EPISODE, FLAG_ROW_MOVES, screenFor } from "./frames.js";
+import { ConnectionWatch, PagePresence } from "./presence.js";
+import { GamepadInput, TouchControls, mergeHeld, touchDevice } from "./controls.js";
+import { KeyToFrame } from "./latency.js";
 
 const CAPTURED_KEYS = new Set(["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight", "Space"]);
 
@@ -9,7 +12,7 @@ const $ = (id) => document.getElementById(id);
 // Exposed for tests and for anyone debugging a study in the browser console.
 const state = (window.crowdplay = {
   framesReceived: 0, framesDisplayed: 0, displayedFrame: 0, episode: -1, rowMoveFrames: 0,
-  sessionId: null, gameId: null, agent: null, phase: null, lobby: null, events: [], reconnects: 0, errors: [],
+  sessionId: null, gameId: null, agent: null, phase: null, lobby: null, events: [], reconnects: 0, errors: [], pageEvents: [],
 });
 // Close codes (docs/protocol.md): the session ended, or this tab was replaced by another one.
 const CLOSE_SESSION_ENDED = 4000;
@@ -29,6 +32,11 @@ const KEY_NAMES = {
 };
 // Beyond this many key combinations, they are folded away under the single keys.
 const COMBOS_SHOWN = 4;
+const WHEN_AWAY_NOTES = {
+  pause: "If you switch to another tab or window, the game pauses until you come back.",
+  play: "If you switch to another tab or window, the game plays on without you.",
+  end: "Stay on this page while you play: switching to another tab or window ends the game.",
+};
 const IDLE_HINTS = { repeat: "No key: your last action continues", wait: "No key: the game waits for you" };
 
 function keyName(code) {
@@ -57,24 +65,66 @@ function hintItem(combo, label) {
   return item;
 }
 
-// "key -> action label" for this agent, from hello: single keys first, combinations after (folded
-// when there are many), and what happens with no key held.
-function showControls(hello) {
-  const keymap = (hello.keymaps || {})[hello.agent] || {};
-  const labels = (hello.action_labels || {})[hello.agent] || hello.action_meanings || [];
+// "key -> action label" for an agent, from a game's description (hello, or a task's controls):
+// single keys first, combinations after (folded away when there are many), and what happens
+// with no key held.
+function agentControls(description, agent) {
+  const keymap = (description.keymaps || {})[agent] || {};
+  const labels = (description.action_labels || {})[agent] || description.action_meanings || [];
   const entries = Object.entries(keymap).sort(([a], [b]) => a.split("+").length - b.split("+").length);
-  const singles = entries.filter(([combo]) => !combo.includes("+"));
   const combos = entries.filter(([combo]) => combo.includes("+"));
   const inline = combos.length <= COMBOS_SHOWN;
-  $("key-hints").replaceChildren(...(inline ? entries : singles).map(([combo, action]) => hintItem(combo, labels[action] ?? String(action))));
-  $("key-combo-hints").replaceChildren(...(inline ? [] : combos).map(([combo, action]) => hintItem(combo, labels[action] ?? String(action))));
-  $("key-combos-summary").textContent = `${combos.length} key combinations`;
-  $("key-combos").hidden = inline;
-  const idle = (hello.idle || {})[hello.agent] || "noop";
-  const noop = (hello.noop_actions || {})[hello.agent];
-  $("idle-hint").textContent = IDLE_HINTS[idle] || (noop == null ? "" : `No key: ${labels[noop] ?? noop}`);
-  $("controls").hidden = entries.length === 0;
-  return new Set(entries.flatMap(([combo]) => combo.split("+")));
+  const item = ([combo, action]) => hintItem(combo, labels[action] ?? String(action));
+  const idle = (description.idle || {})[agent] || "noop";
+  const noop = (description.noop_actions || {})[agent];
+  return {
+    shown: (inline ? entries : entries.filter(([combo]) => !combo.includes("+"))).map(item),
+    folded: (inline ? [] : combos).map(item),
+    combos: combos.length,
+    idleHint: IDLE_HINTS[idle] || (noop == null ? "" : `No key: ${labels[noop] ?? noop}`),
+    keys: new Set(entries.flatMap(([combo]) => combo.split("+"))),
+  };
+}
+
+// The keys panel beside the game, for this participant's agent; the keys it captures.
+function showControls(hello) {
+  const controls = agentControls(hello, hello.agent);
+  $("key-hints").replaceChildren(...controls.shown);
+  $("key-combo-hints").replaceChildren(...controls.folded);
+  $("key-combos-summary").textContent = `${controls.combos} key combinations`;
+  $("key-combos").hidden = !controls.folded.length;
+  $("idle-hint").textContent = controls.idleHint;
+  $("controls").hidden = controls.keys.size === 0;
+  return controls.keys;
+}
+
+// The task page's "how to play", before Start: per agent people play, the researcher's
+// instructions and the keys (which agent a participant gets is decided when they start).
+function controlsOverview(description) {
+  const humans = description.humans || description.agents || [];
+  return humans.map((agent) => {
+    const controls = agentControls(description, agent);
+    const section = document.createElement("section");
+    section.className = "agent-controls";
+    section.dataset.agent = agent;
+    if (humans.length > 1) {
+      const heading = document.createElement("h4");
+      heading.textContent = `If you play ${agent}`;
+      section.append(heading);
+    }
+    const instructions = document.createElement("div");
+    instructions.className = "instructions";
+    instructions.innerHTML = (description.instructions || {})[agent] || ""; // the researcher's own HTML
+    const keys = document.createElement("ul");
+    keys.className = "key-hints";
+    keys.setAttribute("aria-label", "Keys");
+    keys.append(...controls.shown, ...controls.folded);
+    const idle = document.createElement("p");
+    idle.className = "idle-hint";
+    idle.textContent = controls.idleHint;
+    section.append(instructions, keys, idle);
+    return section;
+  });
 }
 
 class Game {
@@ -82,6 +132,8 @@ class Game {
     this.session = session;
     this.held = new Set();
     this.seq = 0;
+    // Key-to-frame delays, reported for the researcher's dashboard (latency.js).
+    this.latency = state.latency = new KeyToFrame((report) => this.ws.readyState === WebSocket.OPEN && this.ws.send(JSON.stringify(report)));
     this.dirty = false;
     this.header = null;
     this.decoding = Promise.resolve();
@@ -90,9 +142,14 @@ class Game {
     this.connect();
     this.onKey = this.onKey.bind(this);
     this.onBlur = () => { this.held.clear(); this.sendKeys(); };
+    // Gamepads and on-screen touch controls hold keys too; sendKeys merges every device's.
+    this.gamepad = new GamepadInput({}, () => this.sendKeys("gamepad"));
     window.addEventListener("keydown", this.onKey);
     window.addEventListener("keyup", this.onKey);
     window.addEventListener("blur", this.onBlur);
+    // The page tells the game when the participant is away, and them when their connection is slow.
+    this.presence = new PagePresence((event) => this.sendPage(event));
+    this.connection = new ConnectionWatch((t) => this.sendJson({ type: "ping", t }), (slow) => this.connectionChanged(slow));
     this.fpsTimer = setInterval(() => { $("fps").textContent = this.fpsCount; this.fpsCount = 0; }, 1000);
     this.raf = requestAnimationFrame(() => this.render());
     state.snapshot = () => this.snapshot();
@@ -115,6 +172,7 @@ class Game {
   onMessage(data) {
     if (typeof data === "string") return this.onEvent(JSON.parse(data));
     state.framesReceived++;
+    this.connection.frame();
     // Decoding is asynchronous (DecompressionStream) but deltas must apply in order: chain them.
     this.decoding = this.decoding.then(async () => {
       try {
@@ -144,8 +202,17 @@ class Game {
       $("instructions").innerHTML = message.instructions || ""; // the researcher's own HTML
       this.captured = message.watching ? new Set() : new Set([...CAPTURED_KEYS, ...showControls(message)]);
       if (message.watching) $("controls").hidden = true;
+      this.gamepad.mapping = ((message.gamepads || {})[message.agent]) || {};
+      if (!this.touch && !message.watching && study.touch === "allowed" && touchDevice()) {
+        this.touch = new TouchControls($("touch-controls"), message, keyName, () => this.sendKeys("touch"));
+      }
       setStatus(state.phase === "playing" ? "Reconnected: keep playing." : "Connected.");
+      if (!message.watching) this.presence.sendState();
       canvas.focus();
+    } else if (message.type === "pong") {
+      this.connection.pong(message.t);
+    } else if (message.type === "paused" || message.type === "resumed") {
+      this.showPaused(message.type === "paused");
     } else if (message.type === "lobby") {
       this.showLobby(message);
     } else if (message.type === "countdown") {
@@ -153,7 +220,8 @@ class Game {
     } else if (message.type === "play") {
       state.phase = "playing";
       this.hideLobby();
-      setStatus(this.hello && this.hello.watching ? "Watching: AI is playing." : "Playing: use the keyboard.");
+      if (this.hello && (this.hello.env || {}).mode === "realtime") this.connection.expect(this.hello.fps);
+      setStatus(this.hello && this.hello.watching ? "Watching: AI is playing." : this.touch ? "Playing: use the on-screen controls." : "Playing: use the keyboard.");
       $("screen").focus();
     } else if (message.type === "player") {
       const who = message.agent === state.agent ? "You" : `The participant playing ${message.agent}`;
@@ -235,6 +303,7 @@ class Game {
       this.fpsCount++;
       state.framesDisplayed++;
       state.displayedFrame = this.header.frameId;
+      this.latency.displayed(this.header.inputSeq);
       $("score").textContent = this.header.score;
     }
     this.raf = requestAnimationFrame(() => this.render());
@@ -252,12 +321,16 @@ class Game {
     if (had !== this.held.has(event.code) || before !== this.held.size) this.sendKeys();
   }
 
-  sendKeys() {
+  // The keys held on every device, sent when that set changes, naming the device that changed it.
+  sendKeys(source = "keyboard") {
     if (this.hello && this.hello.watching) return; // a watcher's keys go nowhere
     if (this.ws.readyState !== WebSocket.OPEN) return;
+    const keys = mergeHeld([this.held, this.gamepad.held, this.touch && this.touch.held]);
+    if (keys.join("+") === this.sentKeys) return; // another device already holds them
+    this.sentKeys = keys.join("+");
     this.seq = (this.seq + 1) % 65536;
-    const keys = [...this.held].slice(0, 16);
-    this.ws.send(JSON.stringify({ type: "keys", keys, frame: state.displayedFrame, seq: this.seq }));
+    this.ws.send(JSON.stringify({ type: "keys", keys, frame: state.displayedFrame, seq: this.seq, source }));
+    this.latency.sent(this.seq);
   }
 
   onClose(event) {
@@ -280,6 +353,36 @@ class Game {
     this.stop();
   }
 
+  sendJson(message) {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  // A change on the page, for the game to record; a task that ends when its participant leaves
+  // the page ends here, once the server has the reason.
+  sendPage(event) {
+    if (!this.hello || this.hello.watching || this.finished) return;
+    state.pageEvents.push(event);
+    this.sendJson({ type: "page", event, frame: state.displayedFrame });
+    if ((event === "hidden" || event === "blur") && this.hello.when_away === "end" && state.phase === "playing") {
+      this.finished = true;
+      this.stop();
+      $("start-again").hidden = false;
+      setStatus("The game ended because you left its page. This task must be played without switching away.");
+    }
+  }
+
+  showPaused(paused) {
+    state.paused = paused;
+    $("paused-note").hidden = !paused;
+    this.connection.expect(paused || (this.hello.env || {}).mode !== "realtime" ? 0 : this.hello.fps);
+    if (!paused) setStatus("Playing: welcome back.");
+  }
+
+  connectionChanged(slow) {
+    $("connection-note").hidden = !slow;
+    this.sendPage(slow ? "slow_connection" : "connection_ok");
+  }
+
   stop() {
     this.leaving = true;
     clearTimeout(this.retry);
@@ -287,7 +390,13 @@ class Game {
     window.removeEventListener("keydown", this.onKey);
     window.removeEventListener("keyup", this.onKey);
     window.removeEventListener("blur", this.onBlur);
+    this.gamepad.stop();
+    if (this.touch) this.touch.stop();
     clearInterval(this.fpsTimer);
+    this.presence.stop();
+    this.connection.stop();
+    $("connection-note").hidden = true;
+    $("paused-note").hidden = true;
     cancelAnimationFrame(this.raf);
     if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, "participant left");
   }
@@ -324,12 +433,16 @@ function keyboardMissing() {
 }
 
 async function landing() {
-  if (keyboardMissing()) $("touch-warning").hidden = false;
+  // Frames per second are for whoever debugs a study (?debug=1), not for participants: a number
+  // they can do nothing about only worries them.
+  $("fps-box").hidden = !params.has("debug");
   if (platform === "mturk" && params.get("assignmentId") === "ASSIGNMENT_ID_NOT_AVAILABLE") {
     $("preview-note").hidden = false; // MTurk's preview: the worker has not accepted the HIT yet
   }
   const response = await fetch("/api/study");
   study = await response.json();
+  // A study that allows touch shows on-screen controls instead (controls.js).
+  if (keyboardMissing() && study.touch !== "allowed") $("touch-warning").hidden = false;
   document.title = study.title;
   $("study-title").textContent = study.title;
   const consentKey = `crowdplay-consent-${study.consent.version}`;
@@ -416,10 +529,29 @@ function choose(task) {
     item.textContent = `${label(requirement.name)}: ${requirement.threshold}`;
     list.append(item);
   }
-  $("requirements-note").hidden = !(task.requirements || []).length;
+  if (task.max_hidden_s != null) {
+    const item = document.createElement("li");
+    item.dataset.requirement = "max_hidden_s";
+    item.textContent = `Keep this page in view: it may be hidden for at most ${number(task.max_hidden_s)} s in all`;
+    list.append(item);
+  }
+  $("requirements-note").hidden = !list.children.length;
   $("games").hidden = true;
   $("chosen").hidden = false;
+  $("how-to-play").hidden = true;
+  if (task.id !== "auto") showHowToPlay(task.id);
   $("start").focus();
+}
+
+async function showHowToPlay(taskId) {
+  const response = await fetch(`/api/tasks/${encodeURIComponent(taskId)}/controls`);
+  if (!response.ok || chosen?.id !== taskId) return; // the keys show beside the game anyway
+  const controls = await response.json();
+  const away = document.createElement("p");
+  away.id = "when-away";
+  away.textContent = WHEN_AWAY_NOTES[controls.when_away] || "";
+  $("task-controls").replaceChildren(...controlsOverview(controls), away);
+  $("how-to-play").hidden = false;
 }
 
 function resumeKey(taskId) {
@@ -516,7 +648,8 @@ function showStats(message) {
     $("bonus").textContent = `Estimated bonus: $${message.bonus.toFixed(2)}`;
   }
   $("finish").classList.toggle("ready", message.complete);
-  if (message.complete && Object.keys(message.progress).length) setStatus("You have met the requirements: play on, or press Finish.");
+  if (message.hidden_too_long) setStatus("This page was hidden for longer than this task allows, so it cannot be completed. You may play on or press Finish.");
+  else if (message.complete && Object.keys(message.progress).length) setStatus("You have met the requirements: play on, or press Finish.");
 }
 
 async function sessionApi(path, method = "GET") {
@@ -594,7 +727,9 @@ async function showScorePage(summary) {
     $("completion-note").textContent = "Thank you! Continue to confirm your participation.";
     offerContinue(completion.body.redirect);
   } else if (completion.status === 403) {
-    $("completion-note").textContent = "You have not met this task's requirements, so there is no completion code.";
+    $("completion-note").textContent = summary.hidden_too_long
+      ? "This page was hidden for longer than this task allows, so there is no completion code."
+      : "You have not met this task's requirements, so there is no completion code.";
   } else {
     $("completion-note").textContent = "Thank you for playing!";
   }
