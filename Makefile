@@ -10,7 +10,7 @@ TORCH := torch==2.13.0
 # The slowest tests of each run are listed at its end, to see where the time goes.
 PYTEST_ARGS ?= --durations=15
 
-.PHONY: run lint test test-fast install chromium bench clean
+.PHONY: run lint test test-fast install chromium axe bench clean
 
 run: $(INSTALLED)
 	$(PY) -m crowdplay serve
@@ -25,7 +25,7 @@ lint: $(INSTALLED)
 # process of their own.
 # The main suite runs two test files at a time, each worker with its own Ray instance, then the
 # tests that time something alone (marked serial in tests/conftest.py).
-test: lint $(INSTALLED) chromium
+test: lint $(INSTALLED) chromium axe
 	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" $(PYTEST_ARGS)
 	$(PY) -m pytest -m serial $(PYTEST_ARGS)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
@@ -50,6 +50,16 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# axe-core for the accessibility tests (tests/study/test_accessibility.py), from npm into the venv.
+AXE := $(VENV)/axe/node_modules/axe-core/axe.min.js
+axe: $(AXE)
+
+$(AXE): | $(INSTALLED)
+	@command -v npm >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm >/dev/null; }
+	npm install --prefix $(VENV)/axe --no-audit --no-fund --silent axe-core@4.10.3
 
 bench: $(INSTALLED)
 	$(PY) -m crowdplay.bench codec --json
