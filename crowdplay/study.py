@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from crowdplay import texts
 from crowdplay.environments import get_env, list_envs, register_env
 from crowdplay.environments.registry import UnknownEnvironment
 from crowdplay.environments.spec import EnvSpec
@@ -169,10 +170,19 @@ class Study:
     admin_token: str = ""
     #: whether touch-only devices play with on-screen controls ("allowed") or are asked for a keyboard ("excluded")
     touch: str = "excluded"
+    #: the language a participant reads unless their browser asks for another the study offers
+    language: str = "en"
+    #: the page's texts by language: each a checked part of the catalogue (``crowdplay.texts``)
+    texts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: the score page's percentile needs this many other finishers
     percentile_from: int = 10
     #: the score page continues by itself after this many seconds (None: only on a click)
     auto_continue_s: float | None = 60.0
+
+    @property
+    def languages(self) -> list[str]:
+        """The languages the page offers: the study's own, English when that is it, and every translation."""
+        return list(dict.fromkeys([self.language, *self.texts]))
 
     @property
     def consent_version(self) -> str:
@@ -229,6 +239,21 @@ def render_consent(where: str, value: str, base: Path) -> str:
         text = path.read_text(encoding="utf-8")
         return text if path.suffix.lower() in (".html", ".htm") else str(MarkdownIt("commonmark", {"html": True}).render(text))
     return str(MarkdownIt("commonmark", {"html": True}).render(value))
+
+
+def _language(tag: str) -> str:
+    try:
+        return texts.check_language_tag(tag)
+    except texts.TextsError as error:
+        raise StudyConfigError(f"study: 'language': {error}") from None
+
+
+def _texts(given: Mapping[str, str | Mapping[str, str]], base: Path) -> dict[str, dict[str, str]]:
+    """The study's translations, each checked against the page's catalogue (``crowdplay.texts``)."""
+    try:
+        return {language: texts.load_translation(language, translation, base) for language, translation in given.items()}
+    except texts.TextsError as error:
+        raise StudyConfigError(f"study: 'texts': {error}") from None
 
 
 def _statistics(where: str, options: TaskConfig) -> tuple[list[str], dict[str, float]]:
@@ -311,7 +336,10 @@ def define_study(config: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     study = Study(
         title=parsed.title, tasks=tasks, assignment=parsed.assignment, consent_html=consent, admin_token=parsed.admin_token,
         percentile_from=parsed.percentile_from, auto_continue_s=parsed.auto_continue_s, touch=parsed.touch,
+        language=_language(parsed.language), texts=_texts(parsed.texts, base),
     )
+    if study.language.split("-")[0] != "en" and study.language not in study.texts:
+        raise StudyConfigError(f"study: 'language' is {study.language!r} but 'texts' has no {study.language!r} translation (the page would be in English)")
     for task in tasks.values():
         try:
             register_env(task.spec)

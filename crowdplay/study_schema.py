@@ -200,6 +200,12 @@ class StudyConfig(BaseModel):
     assignment: Assignment = option(
         "one of choose, auto", "`choose`: the participant picks a task from the library; `auto`: the server assigns the open task furthest from its target.", "`choose`", default="choose",
     )
+    language: str = option(
+        "a language tag (str), e.g. en, de, pt-BR", "The language a participant reads when their browser asks for none the study offers (`?lang=` on the page's URL chooses one).", "`en`", default="en",
+    )
+    texts: Annotated[Mapping[str, str | Mapping[str, str]], Given] = option(
+        "{language tag: {text key: text} or a JSON file path}", "The page's texts in other languages (or other English wording): keys of `crowdplay/web/static/texts/en.json`, each keeping its `{placeholders}`; a key left out is shown in English. The study offers `language`, English when it is `en`, and every language given here.", "English only", default_factory=dict,
+    )
     percentile_from: Annotated[int, Field(ge=1)] = option(
         "a positive integer", "The score page gives a participant's percentile only once this many others have finished the task; before that it says how many have.", "10", default=10,
     )

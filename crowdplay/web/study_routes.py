@@ -88,6 +88,9 @@ async def study(request: Request) -> JSONResponse:
             "consent": {"html": current.consent_html, "version": current.consent_version},
             "touch": current.touch,
             "score_page": {"auto_continue_s": current.auto_continue_s, "percentile_from": current.percentile_from},
+            "language": current.language,
+            "languages": current.languages,
+            "texts": current.texts,
             "tasks": [task.public(counts.get(task.id, 0), now) for task in current.tasks.values()],
         }
     )

@@ -1,7 +1,8 @@
 """The study the journey tests run: loaded as a plugin (``Settings.plugins``) in every process of
 their deployment. One MTurk-style task with a completion code per assignment, one Prolific-style
 task that redirects on completion, a task whose time window is over, a library card that sends
-participants to another deployment, and a turn-based task."""
+participants to another deployment, a turn-based task, and tasks that care whether the page is
+in view; the page in English and German."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ STUDY = define_study(
         "consent": "consent.md",
         "assignment": "choose",
         "admin_token": "test-admin-token",
+        "texts": {"de": "texts/de.json"},  # the page in German for ?lang=de or a German browser
         "tasks": {
             "invaders-mturk": {
                 "environment": "SpaceInvaders",

@@ -90,7 +90,7 @@ def test_the_journey_works_with_the_keyboard_alone_with_a_visible_focus(browser,
     page.keyboard.press("Enter")
     page.wait_for_function("window.crowdplay.framesDisplayed > 30", timeout=30_000)
     page.keyboard.down("Space")  # the game's keys play
-    page.wait_for_function(f"window.crowdplay.stats && window.crowdplay.stats.values.time_played >= 3", timeout=30_000)
+    page.wait_for_function("window.crowdplay.stats && window.crowdplay.stats.values.time_played >= 3", timeout=30_000)
     page.keyboard.up("Space")
     press_tab_until(page, "#finish")
     page.keyboard.press("Enter")

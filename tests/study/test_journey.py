@@ -333,3 +333,26 @@ def test_the_dashboard_needs_its_token_and_shows_a_running_session(browser, base
     assert types["crowdplay_frame_interval_ms"] == "histogram"
     assert sum(count for (name, _), count in samples.items() if name == "crowdplay_frame_interval_ms_count") > 60
     assert "researcher" in ended["reason"]
+
+
+def test_the_study_speaks_german_to_a_german_browser_or_lang_de_and_english_otherwise(browser, base_url):
+    context = browser.new_context(locale="de-DE")
+    page = context.new_page()
+    page.goto(f"{base_url}/?participant=P-DE")
+    page.wait_for_selector("#consent:not([hidden])")
+    assert page.evaluate("document.documentElement.lang") == "de"
+    assert page.inner_text("#agree") == "Ich stimme zu" and page.inner_text("#report-button") == "Problem melden"
+    page.click("#agree")
+    assert page.inner_text("#library h2") == "Wählen Sie ein Spiel"
+    page.click("button[data-task-id=invaders-mturk]")
+    page.wait_for_selector("#how-to-play:not([hidden])")
+    assert page.inner_text("#start") == "Starten" and page.inner_text("#how-to-play-heading") == "So wird gespielt"
+    hints = [" ".join(text.split()) for text in page.locator("#task-controls .key-hints li").all_inner_texts()]
+    assert "Leertaste FIRE" in hints and "pausiert" in page.inner_text("#when-away")
+    context.close()
+    for url, language, agree in ((f"{base_url}/?lang=de&participant=P-DE2", "de", "Ich stimme zu"), (f"{base_url}/?participant=P-EN", "en", "I agree")):
+        page = browser.new_page()  # an English browser: ?lang=de still asks for German
+        page.goto(url)
+        page.wait_for_selector("#consent:not([hidden])")
+        assert page.evaluate("document.documentElement.lang") == language and page.inner_text("#agree") == agree
+        page.close()

@@ -3,6 +3,7 @@
 
 import { FLAG_NEW_EPISODE, FLAG_ROW_MOVES, screenFor } from "./frames.js";
 import { ConnectionWatch, PagePresence } from "./presence.js";
+import { loadTexts, t, tn } from "./texts.js";
 import { GamepadInput, TouchControls, mergeHeld, touchDevice } from "./controls.js";
 import { KeyToFrame } from "./latency.js";
 
@@ -23,23 +24,17 @@ const CLOSE_SERVER_ERROR = 1011;
 // Abnormal closures (network drop, a server replica going away) are retried for this long: the
 // server keeps the participant's place for its reconnect grace period.
 const RECONNECT_FOR_MS = 15000;
-const SEAT_LABELS = { open: "waiting for a participant", joining: "joining...", ready: "ready", ai: "played by AI" };
 // Key hints: KeyboardEvent.code values as printed on keys (KeyW -> W and Digit1 -> 1 are derived).
 const KEY_NAMES = {
-  ArrowUp: "↑", ArrowDown: "↓", ArrowLeft: "←", ArrowRight: "→", Space: "Space", Enter: "Enter", Escape: "Esc",
+  ArrowUp: "↑", ArrowDown: "↓", ArrowLeft: "←", ArrowRight: "→", Enter: "Enter", Escape: "Esc",
   Backspace: "Backspace", Minus: "-", Equal: "=", BracketLeft: "[", BracketRight: "]", Backslash: "\\",
   Semicolon: ";", Quote: "'", Backquote: "`", Comma: ",", Period: ".", Slash: "/",
 };
 // Beyond this many key combinations, they are folded away under the single keys.
 const COMBOS_SHOWN = 4;
-const WHEN_AWAY_NOTES = {
-  pause: "If you switch to another tab or window, the game pauses until you come back.",
-  play: "If you switch to another tab or window, the game plays on without you.",
-  end: "Stay on this page while you play: switching to another tab or window ends the game.",
-};
-const IDLE_HINTS = { repeat: "No key: your last action continues", wait: "No key: the game waits for you" };
 
 function keyName(code) {
+  if (code === "Space") return t("keys.space");
   if (KEY_NAMES[code]) return KEY_NAMES[code];
   if (/^Key[A-Z]$/.test(code)) return code.slice(3);
   if (/^Digit[0-9]$/.test(code)) return code.slice(5);
@@ -81,7 +76,7 @@ function agentControls(description, agent) {
     shown: (inline ? entries : entries.filter(([combo]) => !combo.includes("+"))).map(item),
     folded: (inline ? [] : combos).map(item),
     combos: combos.length,
-    idleHint: IDLE_HINTS[idle] || (noop == null ? "" : `No key: ${labels[noop] ?? noop}`),
+    idleHint: idle === "repeat" || idle === "wait" ? t(`keys.idle_${idle}`) : noop == null ? "" : t("keys.idle_action", { action: labels[noop] ?? noop }),
     keys: new Set(entries.flatMap(([combo]) => combo.split("+"))),
   };
 }
@@ -91,7 +86,7 @@ function showControls(hello) {
   const controls = agentControls(hello, hello.agent);
   $("key-hints").replaceChildren(...controls.shown);
   $("key-combo-hints").replaceChildren(...controls.folded);
-  $("key-combos-summary").textContent = `${controls.combos} key combinations`;
+  $("key-combos-summary").textContent = t("keys.combinations", { n: controls.combos });
   $("key-combos").hidden = !controls.folded.length;
   $("idle-hint").textContent = controls.idleHint;
   $("controls").hidden = controls.keys.size === 0;
@@ -109,7 +104,7 @@ function controlsOverview(description) {
     section.dataset.agent = agent;
     if (humans.length > 1) {
       const heading = document.createElement("h4");
-      heading.textContent = `If you play ${agent}`;
+      heading.textContent = t("task.if_you_play", { agent });
       section.append(heading);
     }
     const instructions = document.createElement("div");
@@ -117,7 +112,7 @@ function controlsOverview(description) {
     instructions.innerHTML = (description.instructions || {})[agent] || ""; // the researcher's own HTML
     const keys = document.createElement("ul");
     keys.className = "key-hints";
-    keys.setAttribute("aria-label", "Keys");
+    keys.setAttribute("aria-label", t("keys.heading"));
     keys.append(...controls.shown, ...controls.folded);
     const idle = document.createElement("p");
     idle.className = "idle-hint";
@@ -182,7 +177,7 @@ class Game {
         this.dirty = true;
       } catch (error) {
         state.errors.push(String(error));
-        setStatus(`Display error: ${error.message}`);
+        setStatus(t("status.display_error", { reason: error.message }));
       }
     });
   }
@@ -195,8 +190,8 @@ class Game {
       state.agent = message.agent;
       const several = message.agents.length > 1;
       $("role").hidden = !several && !message.watching;
-      if (message.watching) $("role").textContent = "You are watching: AI plays this game; your keys do nothing here.";
-      else $("role").textContent = several ? `You play ${message.agent} (${message.agents.indexOf(message.agent) + 1} of ${message.agents.length}).` : "";
+      if (message.watching) $("role").textContent = t("game.you_watch");
+      else $("role").textContent = several ? t("game.you_play", { agent: message.agent, number: message.agents.indexOf(message.agent) + 1, count: message.agents.length }) : "";
       ({ decoder: this.decoder, context: this.context, image: this.image } = screenFor(message, $("screen")));
       applyScale();
       $("instructions").innerHTML = message.instructions || ""; // the researcher's own HTML
@@ -206,7 +201,7 @@ class Game {
       if (!this.touch && !message.watching && study.touch === "allowed" && touchDevice()) {
         this.touch = new TouchControls($("touch-controls"), message, keyName, () => this.sendKeys("touch"));
       }
-      setStatus(state.phase === "playing" ? "Reconnected: keep playing." : "Connected.");
+      setStatus(t(state.phase === "playing" ? "status.reconnected" : "status.connected"));
       if (!message.watching) this.presence.sendState();
       canvas.focus();
     } else if (message.type === "pong") {
@@ -221,30 +216,30 @@ class Game {
       state.phase = "playing";
       this.hideLobby();
       if (this.hello && (this.hello.env || {}).mode === "realtime") this.connection.expect(this.hello.fps);
-      setStatus(this.hello && this.hello.watching ? "Watching: AI is playing." : this.touch ? "Playing: use the on-screen controls." : "Playing: use the keyboard.");
+      setStatus(t(this.hello && this.hello.watching ? "status.watching" : this.touch ? "status.playing_touch" : "status.playing_keyboard"));
       $("screen").focus();
     } else if (message.type === "player") {
-      const who = message.agent === state.agent ? "You" : `The participant playing ${message.agent}`;
-      if (message.status === "left") setStatus(`${who} lost their connection; waiting ${message.grace_s} s for them to come back...`);
-      else if (message.status === "back") setStatus(`${who} is back.`);
-      else if (message.status === "ai") setStatus(`${message.agent} is now played by AI (${message.policy}); play on.`);
-      else if (message.status === "ai_unavailable") setStatus(`The AI playing ${message.agent} is unavailable (${message.reason}); play on.`);
-      else if (message.status === "ai_back") setStatus(`The AI playing ${message.agent} is back.`);
+      const who = message.agent === state.agent ? t("status.you") : t("status.the_participant", { agent: message.agent });
+      if (message.status === "left") setStatus(t("status.player_left", { who, seconds: message.grace_s }));
+      else if (message.status === "back") setStatus(t("status.player_back", { who }));
+      else if (message.status === "ai") setStatus(t("status.ai_took_over", { agent: message.agent, policy: message.policy }));
+      else if (message.status === "ai_unavailable") setStatus(t("status.ai_unavailable", { agent: message.agent, reason: message.reason }));
+      else if (message.status === "ai_back") setStatus(t("status.ai_back", { agent: message.agent }));
     } else if (message.type === "stats") {
       showStats(message);
     } else if (message.type === "episode_end") {
       $("episode").textContent = message.episode + 2;
-      setStatus(`Episode ${message.episode + 1} over: ${Object.values(message.returns)[0]} points. Next one started.`);
+      setStatus(t("status.episode_over", { episode: message.episode + 1, points: Object.values(message.returns)[0] }));
     } else if (message.type === "error") {
       state.errors.push(message.reason);
       this.finished = true;
       $("start-again").hidden = ![CLOSE_SERVER_ERROR, CLOSE_SESSION_ENDED].includes(message.code);
-      setStatus(message.code === CLOSE_REPLACED ? "This game was opened in another tab or window; play on there." : `Error: ${message.reason}`);
+      setStatus(message.code === CLOSE_REPLACED ? t("status.replaced") : t("status.error", { reason: message.reason }));
     } else if (message.type === "end") {
       this.finished = true;
       state.phase = "ended";
       this.hideLobby();
-      setStatus(`Game over: ${message.reason}`);
+      setStatus(t("status.game_over", { reason: message.reason }));
     }
   }
 
@@ -259,12 +254,13 @@ class Game {
       const item = document.createElement("li");
       item.dataset.agent = agent;
       item.dataset.status = status;
-      item.textContent = `${agent}${agent === state.agent ? " (you)" : ""}: ${SEAT_LABELS[status] || status}`;
+      const seatStatus = ["open", "joining", "ready", "ai"].includes(status) ? t(`lobby.seat_${status}`) : status;
+      item.textContent = t("lobby.seat", { agent: agent === state.agent ? t("lobby.you", { agent }) : agent, status: seatStatus });
       list.append(item);
     }
     const waiting = lobby.awaiting.filter((agent) => agent !== state.agent);
-    let note = waiting.length ? `Waiting for ${waiting.length} more participant${waiting.length > 1 ? "s" : ""}...` : "Everyone is here.";
-    if (lobby.timeout_s != null && waiting.length) note += ` The game starts with AI partners in ${Math.ceil(lobby.timeout_s)} s if nobody comes.`;
+    let note = waiting.length ? tn("lobby.waiting", waiting.length) : t("lobby.everyone_here");
+    if (lobby.timeout_s != null && waiting.length) note += ` ${t("lobby.ai_in", { seconds: Math.ceil(lobby.timeout_s) })}`;
     $("lobby-note").textContent = note;
     $("lobby").hidden = false;
     clearInterval(this.lobbyTimer);
@@ -272,7 +268,7 @@ class Game {
       const deadline = performance.now() + lobby.timeout_s * 1000;
       this.lobbyTimer = setInterval(() => {
         const left = Math.max(0, Math.ceil((deadline - performance.now()) / 1000));
-        $("lobby-note").textContent = `Waiting for ${waiting.length} more... The game starts with AI partners in ${left} s if nobody comes.`;
+        $("lobby-note").textContent = `${tn("lobby.waiting", waiting.length)} ${t("lobby.ai_in", { seconds: left })}`;
       }, 250);
     }
   }
@@ -282,7 +278,7 @@ class Game {
     const deadline = performance.now() + seconds * 1000;
     const show = () => {
       const left = Math.ceil((deadline - performance.now()) / 1000);
-      $("countdown").textContent = left > 0 ? `Starting in ${left}...` : "Go!";
+      $("countdown").textContent = left > 0 ? t("lobby.starting_in", { seconds: left }) : t("lobby.go");
     };
     $("countdown").hidden = false;
     show();
@@ -342,13 +338,13 @@ class Game {
       if (!this.reconnectUntil) this.reconnectUntil = now + RECONNECT_FOR_MS;
       if (now < this.reconnectUntil) {
         state.reconnects++;
-        setStatus("Connection lost; reconnecting...");
+        setStatus(t("status.reconnecting"));
         this.retry = setTimeout(() => this.connect(), 500);
         return;
       }
     }
-    if (event.code !== 1000 && event.code !== CLOSE_SESSION_ENDED && event.code !== CLOSE_REPLACED && !$("status").textContent.startsWith("Error")) {
-      setStatus(`Connection closed (${event.code}${event.reason ? ": " + event.reason : ""}).`);
+    if (event.code !== 1000 && event.code !== CLOSE_SESSION_ENDED && event.code !== CLOSE_REPLACED && !state.errors.length) {
+      setStatus(t("status.connection_closed", { reason: `${event.code}${event.reason ? ": " + event.reason : ""}` }));
     }
     this.stop();
   }
@@ -367,7 +363,7 @@ class Game {
       this.finished = true;
       this.stop();
       $("start-again").hidden = false;
-      setStatus("The game ended because you left its page. This task must be played without switching away.");
+      setStatus(t("status.left_page"));
     }
   }
 
@@ -375,7 +371,7 @@ class Game {
     state.paused = paused;
     $("paused-note").hidden = !paused;
     this.connection.expect(paused || (this.hello.env || {}).mode !== "realtime" ? 0 : this.hello.fps);
-    if (!paused) setStatus("Playing: welcome back.");
+    if (!paused) setStatus(t("status.welcome_back"));
   }
 
   connectionChanged(slow) {
@@ -441,6 +437,7 @@ async function landing() {
   }
   const response = await fetch("/api/study");
   study = await response.json();
+  state.language = await loadTexts(study, params);
   // A study that allows touch shows on-screen controls instead (controls.js).
   if (keyboardMissing() && study.touch !== "allowed") $("touch-warning").hidden = false;
   document.title = study.title;
@@ -467,7 +464,7 @@ function afterConsent() {
   show("library");
   if (study.assignment === "auto") {
     $("games").hidden = true;
-    choose({ id: "auto", title: "Your task", description: "The study assigns you a task when you start.", requirements: [], open: true });
+    choose({ id: "auto", title: t("library.auto_title"), description: t("library.auto_description"), requirements: [], open: true });
     return;
   }
   showLibrary();
@@ -493,7 +490,7 @@ function showLibrary() {
     if (task.players > 1) {
       const badge = document.createElement("span");
       badge.className = "badge";
-      badge.textContent = `${task.players} players`;
+      badge.textContent = t("library.players", { n: task.players });
       title.append(badge);
     }
     button.append(title, task.description);
@@ -511,11 +508,8 @@ function showLibrary() {
   $("chosen").hidden = true;
 }
 
-const LABELS = {
-  time_played: "Time played (s)", active_time: "Active time (s)", score: "Score",
-  si_hits: "Aliens hit", si_shots: "Shots", si_accuracy: "Accuracy",
-};
-const label = (name) => LABELS[name] || name.replaceAll("_", " ");
+// A statistic's name as the participant reads it (the catalogue's "stats.<name>", else the name).
+const label = (name) => (t(`stats.${name}`) === `stats.${name}` ? name.replaceAll("_", " ") : t(`stats.${name}`));
 const number = (value) => (Number.isInteger(value) ? String(value) : value.toFixed(1));
 
 function choose(task) {
@@ -526,13 +520,13 @@ function choose(task) {
   list.replaceChildren();
   for (const requirement of task.requirements || []) {
     const item = document.createElement("li");
-    item.textContent = `${label(requirement.name)}: ${requirement.threshold}`;
+    item.textContent = t("task.requirement", { name: label(requirement.name), threshold: requirement.threshold });
     list.append(item);
   }
   if (task.max_hidden_s != null) {
     const item = document.createElement("li");
     item.dataset.requirement = "max_hidden_s";
-    item.textContent = `Keep this page in view: it may be hidden for at most ${number(task.max_hidden_s)} s in all`;
+    item.textContent = t("task.max_hidden", { seconds: number(task.max_hidden_s) });
     list.append(item);
   }
   $("requirements-note").hidden = !list.children.length;
@@ -549,7 +543,7 @@ async function showHowToPlay(taskId) {
   const controls = await response.json();
   const away = document.createElement("p");
   away.id = "when-away";
-  away.textContent = WHEN_AWAY_NOTES[controls.when_away] || "";
+  away.textContent = ["pause", "play", "end"].includes(controls.when_away) ? t(`away.${controls.when_away}`) : "";
   $("task-controls").replaceChildren(...controlsOverview(controls), away);
   $("how-to-play").hidden = false;
 }
@@ -578,18 +572,18 @@ async function requestSession() {
     if (response.ok) return body;
     if (response.status !== 429) throw new Error(body.reason || response.statusText);
     const waitS = Number(response.headers.get("Retry-After")) || 5;
-    setStatus(`Starting... many people are starting at once; trying again in ${waitS} s.`);
+    setStatus(t("status.busy", { seconds: waitS }));
     await new Promise((resolve) => setTimeout(resolve, waitS * 1000));
   }
 }
 
 async function start() {
   $("start").disabled = true;
-  setStatus("Starting...");
+  setStatus(t("status.starting"));
   // On a cluster at capacity the server waits for a new machine before it answers: say so.
   const slow = setTimeout(() => {
     state.waitingForServer = true;
-    setStatus("Starting... the study is starting another game server for you; this can take a minute or two. Please keep this page open.");
+    setStatus(t("status.new_server"));
   }, 3000);
   try {
     const asked = chosen.id;
@@ -612,7 +606,7 @@ async function start() {
     $("start-again").hidden = true;
     game = new Game(body);
   } catch (error) {
-    setStatus(`Could not start: ${error.message}`);
+    setStatus(t("status.could_not_start", { reason: error.message }));
   } finally {
     clearTimeout(slow);
     state.waitingForServer = false;
@@ -645,11 +639,11 @@ function showStats(message) {
   }
   if (message.bonus != null) {
     $("bonus").hidden = false;
-    $("bonus").textContent = `Estimated bonus: $${message.bonus.toFixed(2)}`;
+    $("bonus").textContent = t("stats.bonus", { amount: message.bonus.toFixed(2) });
   }
   $("finish").classList.toggle("ready", message.complete);
-  if (message.hidden_too_long) setStatus("This page was hidden for longer than this task allows, so it cannot be completed. You may play on or press Finish.");
-  else if (message.complete && Object.keys(message.progress).length) setStatus("You have met the requirements: play on, or press Finish.");
+  if (message.hidden_too_long) setStatus(t("status.hidden_too_long"));
+  else if (message.complete && Object.keys(message.progress).length) setStatus(t("status.requirements_met"));
 }
 
 async function sessionApi(path, method = "GET") {
@@ -663,7 +657,7 @@ async function finish() {
   if (game) game.stop();
   game = null;
   $("finish").disabled = false;
-  if (!ok) return setStatus(`Could not finish: ${body.reason}`);
+  if (!ok) return setStatus(t("status.could_not_finish", { reason: body.reason }));
   showScorePage(body);
 }
 
@@ -681,7 +675,7 @@ function histogramSvg(ranking) {
   const width = 320, height = 110, top = 16, axis = 16;
   const svg = make("svg", { viewBox: `0 0 ${width} ${top + height + axis}`, role: "img" });
   const others = ranking.participants - 1;
-  svg.append(make("title", {}, `Scores of ${ranking.participants} participant${ranking.participants === 1 ? "" : "s"} from ${number(edges[0])} to ${number(edges[edges.length - 1])}; yours, ${number(ranking.score)}, is marked.`));
+  svg.append(make("title", {}, tn("score.chart", ranking.participants, { low: number(edges[0]), high: number(edges[edges.length - 1]), score: number(ranking.score) })));
   const most = Math.max(1, ...counts);
   const barWidth = width / counts.length;
   counts.forEach((count, i) => {
@@ -690,7 +684,7 @@ function histogramSvg(ranking) {
     svg.append(make("rect", { x: i * barWidth + 1, y: top + height - barHeight, width: Math.max(1, barWidth - 2), height: barHeight, class: i === ownBin ? "bar own" : "bar" }));
   });
   const ownX = (ownBin + 0.5) * barWidth;
-  svg.append(make("text", { x: ownX, y: 11, "text-anchor": "middle", class: "you" }, "You"));
+  svg.append(make("text", { x: ownX, y: 11, "text-anchor": "middle", class: "you" }, t("score.you")));
   const labelEvery = Math.ceil(counts.length / 5);
   edges.forEach((edge, i) => {
     if (i % labelEvery && i !== edges.length - 1) return;
@@ -702,10 +696,9 @@ function histogramSvg(ranking) {
 }
 
 function rankingSentence(ranking, percentileFrom) {
-  if (ranking.percentile != null) return `You scored higher than ${Math.round(ranking.percentile)}% of the ${ranking.others} other participants of this task.`;
-  if (!ranking.others) return "You are the first to finish this task.";
-  const others = ranking.others === 1 ? "One other participant has" : `${ranking.others} other participants have`;
-  return `${others} finished this task so far; how you compare is shown once ${percentileFrom} have.`;
+  if (ranking.percentile != null) return t("score.percentile", { percent: Math.round(ranking.percentile), others: ranking.others });
+  if (!ranking.others) return t("score.first");
+  return tn("score.others", ranking.others, { others: ranking.others, needed: percentileFrom });
 }
 
 async function showScorePage(summary) {
@@ -722,16 +715,14 @@ async function showScorePage(summary) {
   if (completion.ok && completion.body.code) {
     $("completion-code").textContent = completion.body.code;
     $("completion-code-box").hidden = false;
-    $("completion-note").textContent = "Thank you! Enter this code on the study's page to receive your payment.";
+    $("completion-note").textContent = t("score.code_note");
   } else if (completion.ok && completion.body.redirect) {
-    $("completion-note").textContent = "Thank you! Continue to confirm your participation.";
+    $("completion-note").textContent = t("score.continue_note");
     offerContinue(completion.body.redirect);
   } else if (completion.status === 403) {
-    $("completion-note").textContent = summary.hidden_too_long
-      ? "This page was hidden for longer than this task allows, so there is no completion code."
-      : "You have not met this task's requirements, so there is no completion code.";
+    $("completion-note").textContent = t(summary.hidden_too_long ? "score.hidden_too_long" : "score.not_complete");
   } else {
-    $("completion-note").textContent = "Thank you for playing!";
+    $("completion-note").textContent = t("score.thanks");
   }
 }
 
@@ -740,7 +731,7 @@ async function showScorePage(summary) {
 function offerContinue(url) {
   const button = $("continue");
   button.href = url;
-  button.textContent = platform === "prolific" ? "Return to Prolific" : "Continue";
+  button.textContent = t(platform === "prolific" ? "score.return_prolific" : "score.continue");
   button.onclick = async (event) => {
     event.preventDefault();
     await continueTo(url);
@@ -751,7 +742,7 @@ function offerContinue(url) {
   const deadline = performance.now() + delayS * 1000;
   const tick = () => {
     const left = Math.max(0, Math.ceil((deadline - performance.now()) / 1000));
-    $("auto-continue").textContent = `You will be taken there in ${left} s.`;
+    $("auto-continue").textContent = t("score.taken_in", { seconds: left });
     if (left === 0) continueTo(url);
   };
   const stop = (note) => {
@@ -763,8 +754,8 @@ function offerContinue(url) {
   tick();
   state.autoContinue = setInterval(tick, 1000);
   $("stay").hidden = false;
-  $("stay").onclick = () => stop("Take your time: press the button when you are ready.");
-  $("feedback").addEventListener("focus", () => state.autoContinue && stop("Take your time: press the button when you are ready."), { once: true });
+  $("stay").onclick = () => stop(t("score.take_your_time"));
+  $("feedback").addEventListener("focus", () => state.autoContinue && stop(t("score.take_your_time")), { once: true });
 }
 
 async function continueTo(url) {
@@ -781,7 +772,7 @@ async function sendFeedback() {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ session_id: state.sessionId, token: state.token, text, page: "score" }),
   });
-  $("feedback-status").textContent = response.ok ? "Thank you for your feedback." : "Your feedback could not be sent.";
+  $("feedback-status").textContent = t(response.ok ? "feedback.thanks" : "feedback.failed");
   if (response.ok) $("send-feedback").disabled = true;
 }
 
@@ -790,7 +781,7 @@ async function sendReport() {
   if (!text) return;
   const body = { text, page: state.page || "", session_id: state.sessionId || undefined, token: state.token || undefined };
   const response = await fetch("/api/report", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  $("report-status").textContent = response.ok ? "Thank you: the researchers will look into it." : "The report could not be sent.";
+  $("report-status").textContent = t(response.ok ? "report.thanks" : "report.failed");
   if (response.ok) $("report-text").value = "";
 }
 
