@@ -355,9 +355,26 @@ class Lineup:
         self._give_up(seat, "finished", finished=True)
         return statistics
 
+    def left_page(self, agent: str) -> None:
+        """(``GameListener``) the participant at ``agent`` left the page of a game whose task ends
+        then (``when_away`` "end"): told so, and their seat is given up at once, as for someone
+        gone for good (to the fallback, or the game ends)."""
+        seat = self.seats.get(agent)
+        if seat is None or seat.session_id is None or self.phase == ENDED:
+            return
+        if seat.subscriber is not None:
+            self.live.dismiss(seat.subscriber, protocol.text("end", reason=LEFT_PAGE))
+            seat.subscriber = None
+        seat.cancel_timer()
+        self._give_up(seat, LEFT_PAGE)
+
     def describe(self) -> dict[str, Any]:
         """The phase and each seat's status, for the EnvActor's stats and the dashboard."""
         return {"phase": self.phase, "seats": {agent: seat.status for agent, seat in self.seats.items()}}
+
+
+#: Why a participant's part ended when the task ends it for leaving the game's page.
+LEFT_PAGE = "you left the game's page"
 
 
 def departure_reason(agent: str, finished: bool, others_left: bool) -> str:

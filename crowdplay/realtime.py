@@ -67,6 +67,9 @@ class GameListener(Protocol):
     def stopped(self, reason: str) -> None:
         """The game stopped (``reason`` as its subscribers were told)."""
 
+    def left_page(self, agent: str) -> None:
+        """The participant at ``agent`` left the game's page, and the task ends their part for it."""
+
 
 def statistics_due(ticks: int, phase: int) -> bool:
     """Every ``STATS_EVERY_TICKS`` ticks at the game's own ``phase`` (so games spread over the
@@ -108,9 +111,8 @@ class LiveEnv:
         self.recording = NoRecording() if recorder is None else GameRecording(recorder, spec, self.adapter, self.fanout)
         self._observers: list[GameObserver] = [self.statistics, self.input_log] if recorder is None else [self.recording, self.statistics, self.input_log]
         self.latest: Tick  # the newest screen, set by every reset and step
-        humans = len(spec.human_agents(self.agents))
-        #: whether the game waits while its participant is away (``when_away`` "pause"; one person plays it)
-        self.pauses_when_away = when_away_for(cast(WhenAway | None, spec.when_away), humans) == "pause"
+        #: what the game does while a participant is away from its page (``crowdplay.engagement``)
+        self.when_away = when_away_for(cast(WhenAway | None, spec.when_away), len(spec.human_agents(self.agents)))
         #: the participant whose absence paused the game (None: it is not paused)
         self.paused_for: str | None = None
         self._begin_episode()
@@ -265,13 +267,15 @@ class LiveEnv:
     def note_page(self, agent: str, event: PageEvent) -> None:
         """A change on the page of ``agent``'s participant (hidden, unfocused, a slow connection):
         recorded with the page's and the game's frame; a game that pauses when its participant is
-        away waits until they are back."""
+        away waits until they are back, and one whose task ends then gives up their seat."""
         self._check_human(agent)
         attention = self.statistics.attention(agent)
         changed = attention.note(event.event)
         self.recording.page_event(agent, event.event, event.frame, self.frame_id)
-        if changed and self.pauses_when_away:
+        if changed and self.when_away == "pause":
             self._pause(agent, attention.away, event.frame)
+        elif changed and attention.away and self.when_away == "end" and self._listener is not None:
+            self._listener.left_page(agent)
 
     def _pause(self, agent: str, away: bool, page_frame: int) -> None:
         """Pause for ``agent``'s absence, or resume on their return: recorded, and told to the page."""

@@ -5,8 +5,10 @@ a real store."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from crowdplay.engagement import PageEvent
+from crowdplay.environments import get_env, register_env
 from crowdplay.inputs import ParticipantInput
 from crowdplay.recording.store import TrajectoryStore
 from tests.recorded_games import recorded_game
@@ -63,4 +65,24 @@ def test_a_game_two_people_play_plays_on_while_one_page_is_hidden(tmp_path):
     assert played >= 15 and summary["values"]["pauses"] == 0 and summary["values"]["time_hidden"] > 0.4
     [episode] = store.find_episodes({})
     assert [(entry["agent"], entry["event"]) for entry in episode["page_events"]] == [("first_0", "hidden")]
+    store.close()
+
+
+def test_a_task_that_ends_when_its_participant_leaves_the_page_gives_up_their_seat_at_once(tmp_path):
+    register_env(replace(get_env("Breakout"), id="BreakoutEndsWhenAway", when_away="end"))
+    store = TrajectoryStore.open(str(tmp_path / "store.db"))
+
+    async def scenario():
+        game = recorded_game("BreakoutEndsWhenAway", store)
+        live, [agent] = game.live, game.agents
+        await asyncio.sleep(0.3)
+        live.note_page(agent, PageEvent("blur", live.latest.frame_id))
+        stopped = live.stopped
+        await game.end()
+        return stopped
+
+    assert asyncio.run(scenario()) is not None  # the game ended with the page's blur, not after a grace
+    [episode] = store.find_episodes({})
+    assert episode["status"] == "interrupted" and "left" in episode["reason"]
+    assert [entry["event"] for entry in episode["page_events"]] == ["blur"]
     store.close()

@@ -259,6 +259,7 @@ def test_a_task_that_ends_when_the_participant_leaves_its_page_ends_and_records_
         time.sleep(0.3)
     store.close()
     assert [entry["event"] for entry in episodes[0]["page_events"]][-1] == "hidden"
+    assert episodes[0]["status"] == "interrupted" and "left" in episodes[0]["reason"]
     page.close()
 
 
