@@ -7,24 +7,13 @@ from __future__ import annotations
 import asyncio
 import math
 
-from crowdplay.config import Settings
-from crowdplay.environments import get_env
-from crowdplay.inputs import ParticipantInput
-from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.timing import TIMING_EDGES_MS, process_histograms
+from tests.tapping import tap_space
 
 
 def test_each_tick_and_each_applied_input_is_observed_once_with_its_exact_value() -> None:
     async def scenario() -> tuple[list[float], list[float]]:
-        clocks = Clocks()
-        live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), clocks.at(60))
-        live.start()
-        for seq in range(1, 6):
-            await asyncio.sleep(0.05)
-            live.submit("agent_0", ParticipantInput.holding(["Space"] if seq % 2 else [], frame=live.frame_id, seq=seq))
-        await asyncio.sleep(0.05)
-        live.stop("test over")
-        await asyncio.sleep(0.05)  # the clock's task sees no members left and ends
+        clocks, live = await tap_space(5)
         return list(clocks.at(60).intervals), [entry.apply_delay_s for entry in live.input_log]
 
     before = process_histograms()

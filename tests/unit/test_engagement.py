@@ -7,16 +7,9 @@ import pytest
 
 from crowdplay import protocol
 from crowdplay.engagement import Attention, PageEvent, when_away_for
+from tests.unit.fakes import FakeClock
 
 pytestmark = pytest.mark.unit
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_hidden_and_unfocused_time_add_up_across_changes_and_count_while_still_away():

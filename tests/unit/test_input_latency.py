@@ -10,27 +10,17 @@ import json
 import pytest
 
 from crowdplay import protocol
-from crowdplay.config import Settings
-from crowdplay.environments import get_env
-from crowdplay.inputs import ParticipantInput
-from crowdplay.realtime import Clocks, LiveEnv
+from crowdplay.realtime import LiveEnv
 from crowdplay.timing import RECENT_INPUT_LATENCY_MS
 from crowdplay.web.metrics import KEY_TO_FRAME, BrowserLatency, prometheus_text, with_browser_latency
+from tests.tapping import tap_space
 
 LIMIT = 2048
 
 
 def test_applied_inputs_stay_in_the_recent_histogram_after_their_game_ended() -> None:
     async def scenario() -> LiveEnv:
-        clocks = Clocks()
-        live = LiveEnv(get_env("SpaceInvaders"), 0, Settings(), clocks.at(60))
-        live.start()
-        for seq in range(1, 4):
-            await asyncio.sleep(0.05)
-            live.submit("agent_0", ParticipantInput.holding(["Space"] if seq % 2 else [], frame=live.frame_id, seq=seq))
-        await asyncio.sleep(0.05)
-        live.stop("test over")
-        await asyncio.sleep(0.05)
+        _, live = await tap_space(3)
         return live
 
     RECENT_INPUT_LATENCY_MS.clear()
