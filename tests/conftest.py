@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import ray
@@ -197,6 +198,29 @@ def crowdplay_serve(port: int, env: dict[str, str], timeout_s: float = 120, cwd:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def researcher_environment(directory: Path, **values: str) -> dict[str, str]:
+    """What a researcher's shell has: a fresh machine's environment (no PYTHONPATH, no old
+    store variable), plus ``values``."""
+    env = fresh_environment(**values)
+    for name in ("PYTHONPATH", "CROWDPLAY_MONGODB_URI", "CROWDPLAY_PLUGINS", "CROWDPLAY_STORE_URI"):
+        env.pop(name, None)
+    return {**env, **values}
+
+
+@contextlib.contextmanager
+def serve_plugin(directory: Path, module: str, source: str, namespace: str) -> Iterator[dict[str, Any]]:
+    """``crowdplay serve`` as a researcher starts it in ``directory``, which holds their plugin
+    ``module`` (``source``) and a store of its own; yields its URL, directory, store and environment."""
+    (directory / f"{module}.py").write_text(source)
+    store = directory / "recordings.db"
+    env = researcher_environment(
+        directory, CROWDPLAY_PLUGINS=module, CROWDPLAY_STORE_URI=str(store), CROWDPLAY_SPOOL_DIR=str(directory / "spool"),
+        CROWDPLAY_NAMESPACE=namespace, CROWDPLAY_WARM_POOL_SIZE="1", RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="0",
+    )
+    with crowdplay_serve(free_port(), env, cwd=directory) as url:
+        yield {"url": url, "directory": directory, "store": store, "env": env}
 
 
 def run(coroutine):

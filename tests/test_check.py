@@ -12,9 +12,8 @@ import pytest
 import ray
 
 from crowdplay.ai.actor import policy_actor
-from tests.conftest import CROWDPLAY_COMMAND, TEST_SETTINGS
+from tests.conftest import CROWDPLAY_COMMAND, TEST_SETTINGS, researcher_environment
 from tests.rllib_checkpoints import checkpoint
-from tests.test_researcher_directory import researcher_environment
 
 GOOD = '''
 from dataclasses import replace

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from crowdplay.config import free_port
 from crowdplay.data import Dataset
-from tests.conftest import crowdplay_serve, fresh_environment
+from tests.conftest import serve_plugin
 
 STUDY = '''
 """A study that lets phones and tablets play, and a task that fires on the gamepad's B button."""
@@ -53,16 +52,8 @@ RIGHT, LEFT, LEFTFIRE = 2, 3, 5
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory) -> Any:
     """``crowdplay serve`` with the study above, recording into a store of its own."""
-    directory = tmp_path_factory.mktemp("devices")
-    (directory / "device_study.py").write_text(STUDY)
-    store = directory / "recordings.db"
-    env = fresh_environment(
-        CROWDPLAY_PLUGINS="device_study", CROWDPLAY_STORE_URI=str(store), CROWDPLAY_SPOOL_DIR=str(directory / "spool"),
-        CROWDPLAY_NAMESPACE="crowdplay-devices-test", CROWDPLAY_WARM_POOL_SIZE="1", RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="0",
-    )
-    env.pop("PYTHONPATH", None)
-    with crowdplay_serve(free_port(), env, cwd=directory) as url:
-        yield {"url": url, "store": store}
+    with serve_plugin(tmp_path_factory.mktemp("devices"), "device_study", STUDY, "crowdplay-devices-test") as served:
+        yield served
 
 
 def start(page, url: str, task_id: str) -> str:

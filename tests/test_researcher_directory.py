@@ -14,13 +14,14 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crowdplay.client import Participant, http_json
 from crowdplay.config import free_port
 from crowdplay.data import Dataset
-from tests.conftest import CROWDPLAY_COMMAND, crowdplay_serve, fresh_environment
+from tests.conftest import CROWDPLAY_COMMAND, researcher_environment, serve_plugin
 
 #: The researcher's plugin: an Atari game under a name of its own, and a Gymnasium game whose
 #: episodes end by themselves within seconds (MountainCar's 200-step time limit; action 1 is
@@ -54,27 +55,11 @@ raise RuntimeError("the study's configuration is incomplete")
 '''
 
 
-def researcher_environment(directory: Path, **values: str) -> dict[str, str]:
-    """What the researcher's shell has: a fresh machine's environment (no PYTHONPATH, no old
-    store variable), plus ``values``."""
-    env = fresh_environment(**values)
-    for name in ("PYTHONPATH", "CROWDPLAY_MONGODB_URI", "CROWDPLAY_PLUGINS", "CROWDPLAY_STORE_URI"):
-        env.pop(name, None)
-    return {**env, **values}
-
-
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> dict:
+def study(tmp_path_factory) -> Any:
     """``crowdplay serve`` running in a fresh directory holding ``my_envs.py``."""
-    directory = tmp_path_factory.mktemp("my-study")
-    (directory / "my_envs.py").write_text(PLUGIN)
-    store = directory / "recordings.db"
-    env = researcher_environment(
-        directory, CROWDPLAY_PLUGINS="my_envs", CROWDPLAY_STORE_URI=str(store), CROWDPLAY_SPOOL_DIR=str(directory / "spool"),
-        CROWDPLAY_NAMESPACE="crowdplay-researcher-test", CROWDPLAY_WARM_POOL_SIZE="1", RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S="0",
-    )
-    with crowdplay_serve(free_port(), env, cwd=directory) as url:
-        yield {"url": url, "directory": directory, "store": store, "env": env}
+    with serve_plugin(tmp_path_factory.mktemp("my-study"), "my_envs", PLUGIN, "crowdplay-researcher-test") as served:
+        yield served
 
 
 def crowdplay_data(study: dict, *args: str) -> subprocess.CompletedProcess:
