@@ -17,6 +17,8 @@ import numpy as np
 #: About this many bins over the range of scores.
 TARGET_BINS = 10
 _ROUND_STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)
+#: Empty bins shown either side of a single score's bin (none below zero for scores that are never negative).
+SINGLE_BIN_MARGIN = 2
 
 
 def round_step(rough: float) -> float:
@@ -29,7 +31,8 @@ def round_step(rough: float) -> float:
 
 def bin_edges(scores: Sequence[float]) -> list[float]:
     """Edges of round-width bins covering ``scores`` (at least one score): every score falls in
-    ``[edge_i, edge_i+1)``, and a single distinct score gets one bin of a width fit for its size."""
+    ``[edge_i, edge_i+1)``; a single distinct score gets a bin of a width fit for its size, with
+    empty bins beside it."""
     low, high = min(scores), max(scores)
     span = high - low
     step = round_step(span / TARGET_BINS if span > 0 else max(abs(low), 1.0) / 5)
@@ -37,6 +40,10 @@ def bin_edges(scores: Sequence[float]) -> list[float]:
         step = max(1.0, math.ceil(step))
     first = math.floor(low / step) * step
     count = max(1, math.floor((high - first) / step) + 1)
+    if count == 1:  # one bar filling the chart says nothing: show it among empty bins either side
+        below = min(SINGLE_BIN_MARGIN, math.floor(first / step)) if low >= 0 else SINGLE_BIN_MARGIN
+        first -= below * step
+        count = 1 + below + SINGLE_BIN_MARGIN
     return [round(first + index * step, 9) for index in range(count + 1)]
 
 

@@ -17,12 +17,13 @@ def test_a_round_step_is_the_nearest_1_2_2_5_or_5_times_a_power_of_ten(rough, st
     assert round_step(rough) == pytest.approx(step)
 
 
-def test_one_finisher_gets_one_bar_around_their_score():
+def test_one_finisher_gets_their_bar_among_empty_bins_either_side():
     ranking = rank(75.0, [], percentile_from=10)
     edges = ranking["histogram"]["edges"]
     assert ranking["percentile"] is None and ranking["others"] == 0 and ranking["participants"] == 1
-    assert len(edges) == 2 and edges[0] <= 75 < edges[1] and ranking["histogram"]["counts"] == [1]
-    assert ranking["histogram"]["own_bin"] == 0
+    own = ranking["histogram"]["own_bin"]
+    assert ranking["histogram"]["counts"] == [0, 0, 1, 0, 0] and edges[own] <= 75 < edges[own + 1]
+    assert rank(0.0, [0.0, 0.0], percentile_from=10)["histogram"]["counts"] == [3, 0, 0]  # never below zero
 
 
 def test_ten_thousand_whole_number_scores_get_about_ten_round_whole_number_bins():
