@@ -174,6 +174,9 @@ class Study:
     language: str = "en"
     #: the page's texts by language: each a checked part of the catalogue (``crowdplay.texts``)
     texts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: the study's title and consent (HTML) in each language it offers (``title``, ``consent_html``: its own language's)
+    titles: Mapping[str, str] = field(default_factory=dict)
+    consents: Mapping[str, str] = field(default_factory=dict)
     #: the score page's percentile needs this many other finishers
     percentile_from: int = 10
     #: the score page continues by itself after this many seconds (None: only on a click)
@@ -187,7 +190,7 @@ class Study:
     @property
     def consent_version(self) -> str:
         """Changes whenever the consent text does: the page asks again for a new version."""
-        return hashlib.sha256(self.consent_html.encode()).hexdigest()[:12]
+        return hashlib.sha256("\0".join([self.consent_html, *sorted(self.consents.values())]).encode()).hexdigest()[:12]
 
     def task(self, task_id: str) -> Task:
         """The task with ``task_id``; UnknownEnvironment if there is none."""
@@ -239,6 +242,19 @@ def render_consent(where: str, value: str, base: Path) -> str:
         text = path.read_text(encoding="utf-8")
         return text if path.suffix.lower() in (".html", ".htm") else str(MarkdownIt("commonmark", {"html": True}).render(text))
     return str(MarkdownIt("commonmark", {"html": True}).render(value))
+
+
+def _by_language(key: str, given: str | Mapping[str, str], language: str, offered: list[str]) -> dict[str, str]:
+    """A study text given once (for every language) or per language: the study's own language
+    must have one, and every language named must be one the study offers."""
+    if isinstance(given, str):
+        return {tag: given for tag in offered}
+    if language not in given:
+        raise StudyConfigError(f"study: {key!r} has no text for the study's language {language!r}")
+    unknown = [tag for tag in given if tag not in offered]
+    if unknown:
+        raise StudyConfigError(f"study: {key!r} has texts for {', '.join(map(repr, unknown))}, which the study does not offer (it offers {', '.join(offered)}: 'language' and the languages of 'texts')")
+    return {tag: given.get(tag, given[language]) for tag in offered}
 
 
 def _language(tag: str) -> str:
@@ -331,15 +347,20 @@ def define_study(config: Mapping[str, Any], base_dir: str | os.PathLike[str] | N
     global _STUDY
     parsed = parse_study_config(config)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    consent = render_consent("study", parsed.consent, base) if parsed.consent is not None else ""
+    language = _language(parsed.language)
+    translations = _texts(parsed.texts, base)
+    offered = list(dict.fromkeys([language, *translations]))
+    if language.split("-")[0] != "en" and language not in translations:
+        raise StudyConfigError(f"study: 'language' is {language!r} but 'texts' has no {language!r} translation (the page would be in English)")
+    titles = _by_language("title", parsed.title, language, offered)
+    consents = {tag: render_consent("study", text, base) for tag, text in _by_language("consent", parsed.consent or "", language, offered).items() if text}
+    consent = consents.get(language, "")
     tasks = {task_id: _task(task_id, options, consent, base) for task_id, options in parsed.tasks.items()}
     study = Study(
-        title=parsed.title, tasks=tasks, assignment=parsed.assignment, consent_html=consent, admin_token=parsed.admin_token,
+        title=titles[language], tasks=tasks, assignment=parsed.assignment, consent_html=consent, admin_token=parsed.admin_token,
         percentile_from=parsed.percentile_from, auto_continue_s=parsed.auto_continue_s, touch=parsed.touch,
-        language=_language(parsed.language), texts=_texts(parsed.texts, base),
+        language=language, texts=translations, titles=titles, consents=consents,
     )
-    if study.language.split("-")[0] != "en" and study.language not in study.texts:
-        raise StudyConfigError(f"study: 'language' is {study.language!r} but 'texts' has no {study.language!r} translation (the page would be in English)")
     for task in tasks.values():
         try:
             register_env(task.spec)

@@ -92,6 +92,7 @@ Given = AfterValidator(_given)
 Number = Annotated[int | float, one_error("not a number")]
 PositiveNumber = Annotated[Number, AfterValidator(_positive)]
 PerAgentHtml = Annotated[str | Mapping[str, str], one_error("neither HTML nor {agent: HTML}")]
+PerLanguage = Annotated[str | Mapping[str, str], one_error("neither a string nor {language tag: string}")]
 Names = Annotated[list[str] | tuple[str, ...], one_error("not a list of names")]
 Moment = Annotated[Number | None, BeforeValidator(_timestamp)]
 
@@ -193,9 +194,11 @@ class StudyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    title: str = option("a string", "The study's name, in the page's header.", "`CrowdPlay`", default="CrowdPlay")
-    consent: Annotated[str | None, Given] = option(
-        "a Markdown/HTML file path or Markdown text (str)", "The consent every participant gives before playing: a `.md`/`.html` file or Markdown text. Agreement is asked again when the text changes.", "none", default=None,
+    title: Annotated[PerLanguage, Given] = option(
+        "a string, or {language tag: string}", "The study's name, in the page's header (per language: one for `language`, and any of the study's other languages).", "`CrowdPlay`", default="CrowdPlay",
+    )
+    consent: Annotated[PerLanguage | None, Given] = option(
+        "a Markdown/HTML file path or Markdown text (str), or {language tag: either}", "The consent every participant gives before playing: a `.md`/`.html` file or Markdown text (per language: one for `language`, and any of the study's other languages). Agreement is asked again when the text changes.", "none", default=None,
     )
     assignment: Assignment = option(
         "one of choose, auto", "`choose`: the participant picks a task from the library; `auto`: the server assigns the open task furthest from its target.", "`choose`", default="choose",

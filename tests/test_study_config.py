@@ -116,7 +116,7 @@ def test_every_problem_is_listed_at_once_a_misspelt_key_first():
         parse_study_config({"title": 3, "tasks": {"a": {"environment": "Pong", "fps": "fast", "fsp": 30}, "b": {"title": "no environment"}}})
     assert str(refused.value).splitlines() == [
         "task 'a': unknown key 'fsp' (did you mean 'fps'?)",
-        "study: 'title' must be a string, got 3",
+        "study: 'title' must be a string, or {language tag: string}, got 3",
         "task 'a': 'fps' must be a number of frames per second, got 'fast'",
         "task 'b': 'environment' is required: the id of a registered environment (str)",
     ]

@@ -85,7 +85,8 @@ async def study(request: Request) -> JSONResponse:
         {
             "title": current.title,
             "assignment": current.assignment,
-            "consent": {"html": current.consent_html, "version": current.consent_version},
+            "titles": current.titles,
+            "consent": {"html": current.consent_html, "version": current.consent_version, "by_language": current.consents},
             "touch": current.touch,
             "score_page": {"auto_continue_s": current.auto_continue_s, "percentile_from": current.percentile_from},
             "language": current.language,

@@ -15,8 +15,8 @@ SECONDS_TO_COMPLETE = 3
 
 STUDY = define_study(
     {
-        "title": "CrowdPlay test study",
-        "consent": "consent.md",
+        "title": {"en": "CrowdPlay test study", "de": "CrowdPlay-Teststudie"},
+        "consent": {"en": "consent.md", "de": "einverstaendnis.md"},
         "assignment": "choose",
         "admin_token": "test-admin-token",
         "texts": {"de": "texts/de.json"},  # the page in German for ?lang=de or a German browser

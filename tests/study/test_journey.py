@@ -341,7 +341,8 @@ def test_the_study_speaks_german_to_a_german_browser_or_lang_de_and_english_othe
     page = context.new_page()
     page.goto(f"{base_url}/?participant=P-DE")
     page.wait_for_selector("#consent:not([hidden])")
-    assert page.evaluate("document.documentElement.lang") == "de"
+    assert page.evaluate("document.documentElement.lang") == "de" and page.inner_text("#study-title") == "CrowdPlay-Teststudie"
+    assert "Einverständnis zur Teilnahme" in page.inner_text("#consent-text")  # the study's own German consent
     assert page.inner_text("#agree") == "Ich stimme zu" and page.inner_text("#report-button") == "Problem melden"
     page.click("#agree")
     assert page.inner_text("#library h2") == "Wählen Sie ein Spiel"

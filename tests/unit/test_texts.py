@@ -56,7 +56,13 @@ def test_a_study_names_its_bad_language_or_texts_at_load():
             define_study({"language": "fr", "tasks": {"a": {"environment": "Pong"}}})
         with pytest.raises(StudyConfigError, match="'texts': texts\\['de'\\]: unknown key"):
             define_study({"texts": {"de": {"nope": "x"}}, "tasks": {"a": {"environment": "Pong"}}})
+        with pytest.raises(StudyConfigError, match="'title' has no text for the study's language 'en'"):
+            define_study({"title": {"de": "Studie"}, "texts": {"de": {}}, "tasks": {"a": {"environment": "Pong"}}})
+        with pytest.raises(StudyConfigError, match="'consent' has texts for 'fr', which the study does not offer"):
+            define_study({"consent": {"en": "Yes?", "fr": "Oui ?"}, "tasks": {"a": {"environment": "Pong"}}})
         study = define_study({"language": "de", "texts": {"de": {"consent.agree": "Ich stimme zu"}}, "tasks": {"a-text": {"environment": "Pong"}}})
         assert study.languages == ["de"] and study.texts["de"] == {"consent.agree": "Ich stimme zu"}
+        study = define_study({"title": {"en": "Study", "de": "Studie"}, "consent": "Agree?", "texts": {"de": {}}, "tasks": {"b-text": {"environment": "Pong"}}})
+        assert study.titles == {"en": "Study", "de": "Studie"} and study.consents["de"] == study.consents["en"] == study.consent_html
     finally:
         reset_study()

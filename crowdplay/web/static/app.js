@@ -440,11 +440,12 @@ async function landing() {
   state.language = await loadTexts(study, params);
   // A study that allows touch shows on-screen controls instead (controls.js).
   if (keyboardMissing() && study.touch !== "allowed") $("touch-warning").hidden = false;
-  document.title = study.title;
-  $("study-title").textContent = study.title;
+  const title = (study.titles || {})[state.language] || study.title;
+  document.title = title;
+  $("study-title").textContent = title;
   const consentKey = `crowdplay-consent-${study.consent.version}`;
   if (study.consent.html && !localStorage.getItem(consentKey)) {
-    $("consent-text").innerHTML = study.consent.html; // the researcher's own text
+    $("consent-text").innerHTML = (study.consent.by_language || {})[state.language] || study.consent.html; // the researcher's own text
     show("consent");
     $("agree").onclick = () => {
       localStorage.setItem(consentKey, String(Date.now() / 1000));
@@ -704,6 +705,7 @@ function rankingSentence(ranking, percentileFrom) {
 async function showScorePage(summary) {
   state.summary = summary;
   show("score-page");
+  setStatus(""); // the game's last word ("Game over: you finished playing") is not the page's
   const ranking = summary.ranking;
   $("final-score").textContent = number(ranking ? ranking.score : summary.values.score || 0);
   $("percentile").textContent = ranking ? rankingSentence(ranking, study.score_page.percentile_from) : "";
