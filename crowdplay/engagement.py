@@ -10,7 +10,7 @@ require it (``max_hidden_s``) and a dataset can filter on it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,6 +24,10 @@ WhenAway = Literal["pause", "play", "end"]
 WHEN_AWAY = ("pause", "play", "end")
 #: Page events kept per episode in its document; a page that flips more often is counted, not listed.
 MAX_EVENTS_KEPT = 500
+#: A session's engagement among its statistics values (``GameStatistics.summary``), in the order the
+#: dashboard and the dataset list them: seconds hidden and idle and the pauses first, as the
+#: researcher reads them first.
+ENGAGEMENT_VALUES = ("time_hidden", "idle_time", "pauses", "time_unfocused", "time_paused", "time_slow_connection")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +117,11 @@ class Attention:
             "time_slow_connection": round(seconds["slow"], 3),
             "pauses": self.pauses,
         }
+
+
+def engagement(values: Mapping[str, Any] | None) -> dict[str, float]:
+    """The ``ENGAGEMENT_VALUES`` out of a session's statistics values, each 0 where it is missing:
+    assignments stored before engagement was counted (or a task without ``time_played``) have
+    none, and a researcher's table or the dashboard must read them without a special case."""
+    values = values or {}
+    return {name: values.get(name) or 0 for name in ENGAGEMENT_VALUES}

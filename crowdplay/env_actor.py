@@ -295,6 +295,11 @@ class EnvActor:
         """A seated participant's task statistics so far, for their score page ({} if not seated here)."""
         return self._game(key).lineup.statistics(session_id)
 
+    async def engagement(self) -> dict[str, dict[str, float]]:
+        """Every participant seated here: their engagement so far, by session id, for the
+        dashboard's session rows (``Lineup.engagement``); one answer per process per overview."""
+        return {session_id: values for hosted in self.games.values() for session_id, values in hosted.lineup.engagement().items()}
+
     async def finish(self, key: str, session_id: str) -> dict[str, Any]:
         """The participant finished playing: give up their seat now; their final statistics."""
         return self._game(key).lineup.finish(session_id)

@@ -38,6 +38,7 @@ from crowdplay.ai_players import AIPlayers
 from crowdplay.audience import Audience
 from crowdplay.config import Settings
 from crowdplay.controllers import Controller
+from crowdplay.engagement import engagement
 from crowdplay.realtime import LiveEnv, Subscriber
 from crowdplay.recording.status import FINISHED, INTERRUPTED
 from crowdplay.statistics import StatisticsTracker
@@ -317,6 +318,15 @@ class Lineup:
         """A seated participant's statistics so far (empty if the session sits nowhere here)."""
         seat = self._seat_of(session_id)
         return self.live.statistics.summary(seat.agent) if seat is not None else {}
+
+    def engagement(self) -> dict[str, dict[str, float]]:
+        """Every seated participant's engagement so far (``crowdplay.engagement.ENGAGEMENT_VALUES``),
+        by session id: the dashboard shows it on each live session's row, asking each game
+        process once rather than each session."""
+        return {
+            seat.session_id: engagement(self.live.statistics.summary(seat.agent).get("values"))
+            for seat in self.seats.values() if seat.session_id is not None
+        }
 
     def _seat_of(self, session_id: str) -> Seat | None:
         return next((seat for seat in self.seats.values() if seat.session_id == session_id), None)

@@ -12,11 +12,12 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from crowdplay.ai.health import merge_policy_snapshots
-from crowdplay.assignments import AssignmentBook
+from crowdplay.assignments import Assignment, AssignmentBook
+from crowdplay.engagement import engagement
 from crowdplay.env_actor import merge_timings
 from crowdplay.environments import get_env, list_envs
 from crowdplay.hosts import Host
@@ -27,6 +28,8 @@ from crowdplay.study import Study
 
 #: Policy problem reports the dashboard shows (the newest).
 POLICY_REPORTS_SHOWN = 20
+#: Finished sessions the dashboard lists (the latest), from the assignments the manager still holds.
+FINISHED_SESSIONS_SHOWN = 20
 
 
 @dataclass
@@ -37,9 +40,12 @@ class Gathered:
     recording: dict[str, Any]
     policies: dict[str, Any]
     policy_reports: Sequence[dict[str, Any]]
+    #: each live session's engagement as its game process answered, by session id
+    engagement: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-#: Asks a host's process for one of its dashboard figures ("timing", "policy_health", "recording").
+#: Asks a host's process for one of its dashboard figures ("timing", "policy_health", "recording",
+#: "engagement").
 AskHost = Callable[[Host, str], Awaitable[dict[str, Any]]]
 
 
@@ -47,14 +53,16 @@ async def gather(hosts: list[Host], ask: AskHost, link: StoreLink | None, proble
     """Every host's figures and the recording path's health, at once; a host that does not answer
     in time is left out, and a late writer is not waited for (``recording_overview``); ``link``
     None: nothing is recorded."""
-    timings, recording, health = await asyncio.gather(
+    timings, recording, health, engaged = await asyncio.gather(
         asyncio.gather(*(ask(host, "timing") for host in hosts), return_exceptions=True),
         recording_health(hosts, ask, link),
         asyncio.gather(*(ask(host, "policy_health") for host in hosts), return_exceptions=True),
+        asyncio.gather(*(ask(host, "engagement") for host in hosts), return_exceptions=True),
     )
     return Gathered(
         merge_timings([t for t in timings if isinstance(t, dict)]), recording,
         merge_policy_snapshots([h for h in health if isinstance(h, dict)]), list(problems.reports),
+        {session: values for answer in engaged if isinstance(answer, dict) for session, values in answer.items()},
     )
 
 
@@ -87,7 +95,8 @@ def build_overview(study: Study, book: AssignmentBook, table: SessionTable, host
         },
         "tasks": tasks,
         "nodes": node_rows(table, hosts),
-        "games": game_rows(table),
+        "games": game_rows(table, lambda session_id: live_engagement(session_id, gathered.engagement, book)),
+        "finished_sessions": finished_session_rows(book),
         "histograms": gathered.histograms,
         "completions_timeline": [[at, index + 1] for index, at in enumerate(completed_times)],
         "recording": recording,
@@ -127,12 +136,13 @@ def node_rows(table: SessionTable, hosts: Iterable[Host]) -> list[dict[str, Any]
     return list(nodes.values())
 
 
-def game_rows(table: SessionTable) -> list[dict[str, Any]]:
-    """Every running game: where, in which phase, its seats and who sits in them."""
+def game_rows(table: SessionTable, engagement_of: Callable[[str], dict[str, float] | None]) -> list[dict[str, Any]]:
+    """Every running game: where, in which phase, its seats and who sits in them, with each
+    session's engagement (``engagement_of``; None: not known)."""
     rows = []
     for game in table.games.values():
         sessions = [
-            {"session_id": s, "agent": agent, "participant": table.sessions[s].participant}
+            {"session_id": s, "agent": agent, "participant": table.sessions[s].participant, "engagement": engagement_of(s)}
             for agent, s in game.seated() if s in table.sessions
         ]
         rows.append(
@@ -143,3 +153,38 @@ def game_rows(table: SessionTable) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def live_engagement(session_id: str, answered: dict[str, dict[str, float]], book: AssignmentBook) -> dict[str, float] | None:
+    """A live session's engagement: as its game process answered this overview, else as its
+    assignment last noted it (a process that did not answer in time), else None (not known yet:
+    the dashboard shows a dash rather than zeros it cannot vouch for)."""
+    if session_id in answered:
+        return engagement(answered[session_id])
+    assignment = book.assignments.get(session_id)
+    if assignment is None or "values" not in assignment.statistics:
+        return None
+    return engagement(assignment.values)
+
+
+def finished_session_rows(book: AssignmentBook) -> list[dict[str, Any]]:
+    """The latest finished sessions the manager holds (``FINISHED_SESSIONS_SHOWN``, newest first)
+    with their final engagement: once a session stops playing it leaves the live games, and
+    the researcher still wants to see how it went. Older ones are in the store
+    (``crowdplay data sessions``)."""
+    finished = sorted((a for a in list(book.assignments.values()) if a.finished_at is not None), key=finished_at, reverse=True)
+    return [finished_session_row(assignment) for assignment in finished[:FINISHED_SESSIONS_SHOWN]]
+
+
+def finished_at(assignment: Assignment) -> float:
+    """When the assignment's session finished (0 if it has not)."""
+    return assignment.finished_at or 0.0
+
+
+def finished_session_row(assignment: Assignment) -> dict[str, Any]:
+    """One finished session: who, which task, when it finished, whether it completed, its engagement."""
+    return {
+        "session_id": assignment.session_id, "task_id": assignment.task_id, "participant": assignment.participant,
+        "finished_at": assignment.finished_at, "completed": assignment.completed_at is not None,
+        "time_played": assignment.values.get("time_played", 0), "engagement": engagement(assignment.values),
+    }

@@ -62,8 +62,19 @@ SAMPLE_OVERVIEW: dict = {
             "node_id": "abc123def456abc123def456",
             "phase": "playing",
             "seats": {"agent_0": "ready"},
-            "sessions": [{"session_id": "s-1", "agent": "agent_0", "participant": "pseudonym-1"}],
+            "sessions": [
+                {
+                    "session_id": "s-1", "agent": "agent_0", "participant": "pseudonym-1",
+                    "engagement": {"time_hidden": 12.4, "idle_time": 30.0, "pauses": 2, "time_unfocused": 5.2, "time_paused": 11.9, "time_slow_connection": 0.0},
+                }
+            ],
             "started_at": 1794999880.0,
+        }
+    ],
+    "finished_sessions": [
+        {
+            "session_id": "s-0", "task_id": "pong", "participant": "pseudonym-0", "finished_at": 1794999940.0, "completed": True, "time_played": 185.0,
+            "engagement": {"time_hidden": 0.0, "idle_time": 95.0, "pauses": 1, "time_unfocused": 3.0, "time_paused": 3.0, "time_slow_connection": 61.0},
         }
     ],
     "histograms": {
@@ -477,6 +488,47 @@ def test_server_text_is_shown_as_text_never_as_markup(page: Page, admin_url: str
     expect(page.locator("#games-table .participant")).to_have_text(markup)
     assert page.locator("main img, header img").count() == 0
     assert page.evaluate("window.injected") is None
+
+
+# ---------------------------------------------------------------- engagement
+
+
+def test_each_live_session_shows_its_engagement_updated_in_place(page: Page, admin_url: str, stub: StubBackend) -> None:
+    sign_in(page, admin_url)
+    engagement = page.locator('#games-table span.engagement[data-session-id="s-1"]')
+    expect(engagement).to_have_text("hidden 12 s · idle 30 s · 2 pauses")
+    expect(engagement).to_have_attribute("title", "unfocused 5 s · paused 12 s · slow connection 0 s")
+    page.locator('#games-table button.end-session[data-session-id="s-1"]').evaluate("button => { button.dataset.kept = 'yes'; }")
+    stub.overview["games"][0]["sessions"][0]["engagement"].update(time_hidden=75.0, idle_time=31.0, pauses=1)
+    expect(engagement).to_have_text("hidden 1 min 15 s · idle 31 s · 1 pause", timeout=5000)
+    expect(page.locator('#games-table button.end-session[data-kept="yes"]')).to_have_count(1)  # the row was not rebuilt under the pointer
+
+
+def test_a_session_whose_engagement_is_not_known_shows_a_dash(page: Page, admin_url: str, stub: StubBackend) -> None:
+    stub.overview["games"][0]["sessions"][0]["engagement"] = None
+    sign_in(page, admin_url)
+    engagement = page.locator('#games-table span.engagement[data-session-id="s-1"]')
+    expect(engagement).to_have_text("–")
+    expect(engagement).to_have_attribute("title", "engagement not known yet")
+
+
+def test_finished_sessions_are_listed_with_their_final_engagement(page: Page, admin_url: str, stub: StubBackend) -> None:
+    sign_in(page, admin_url)
+    expect(page.locator("#finished-section")).to_be_visible()
+    row = page.locator('#finished-table tbody tr[data-session-id="s-0"]')
+    expect(row.locator("td")).to_have_text(["pseudonym-0", "pong", "1 min ago", "3 min 5 s", "yes", "hidden 0 s · idle 1 min 35 s · 1 pause"])
+    expect(row.locator("td.engagement")).to_have_attribute("title", "unfocused 3 s · paused 3 s · slow connection 1 min 1 s")
+    stub.overview["finished_sessions"] = []
+    expect(page.locator("#finished-section")).to_be_hidden(timeout=5000)
+
+
+def test_an_overview_without_engagement_still_draws_its_sessions(page: Page, admin_url: str, stub: StubBackend) -> None:
+    """A manager from before engagement was reported: no ``engagement`` and no ``finished_sessions``."""
+    del stub.overview["games"][0]["sessions"][0]["engagement"]
+    del stub.overview["finished_sessions"]
+    sign_in(page, admin_url)
+    expect(page.locator('#games-table span.engagement[data-session-id="s-1"]')).to_have_text("–")
+    expect(page.locator("#finished-section")).to_be_hidden()
 
 
 # ---------------------------------------------------------------- the recording path's health

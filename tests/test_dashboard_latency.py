@@ -19,6 +19,7 @@ from crowdplay.config import Settings
 from crowdplay.web.ingress import build_app
 from tests.conftest import wait_until
 from tests.test_admin_page import parse_exposition
+from tests.test_browser import set_tab_hidden, start_game
 
 ADMIN_TOKEN = "latency-admin-token"
 
@@ -93,3 +94,36 @@ def test_a_session_with_key_presses_fills_both_latency_histograms(browser, admin
         shown = re.search(r"n = ([\d,]+)", summary.inner_text())
         assert shown and int(shown.group(1).replace(",", "")) > 0, f"{chart}: {summary.inner_text()}"
     dashboard.close()
+
+
+def session_row(overview: dict, session_id: str) -> dict | None:
+    """The live session's row among the overview's games, or None once it left them."""
+    return next((session for game in overview["games"] for session in game["sessions"] if session["session_id"] == session_id), None)
+
+
+def test_the_dashboard_shows_a_sessions_engagement_live_and_once_finished(browser, admin_base_url: str) -> None:
+    page = start_game(browser, admin_base_url, "Breakout")
+    session_id = page.evaluate("window.crowdplay.sessionId")
+    set_tab_hidden(page, True)
+    page.wait_for_function("window.crowdplay.events.includes('paused')", timeout=10_000)
+    time.sleep(1.0)
+    set_tab_hidden(page, False)
+    page.wait_for_function("window.crowdplay.events.includes('resumed')", timeout=10_000)
+
+    live = session_row(overview(admin_base_url), session_id)  # answered by its game process (EnvActor.engagement)
+    assert live is not None and live["engagement"]["pauses"] == 1 and live["engagement"]["time_hidden"] >= 1.0
+    dashboard = browser.new_page()
+    dashboard.goto(f"{admin_base_url}/admin?token={ADMIN_TOKEN}")
+    shown = dashboard.locator(f'#games-table span.engagement[data-session-id="{session_id}"]')
+    shown.wait_for(timeout=15_000)
+    assert re.fullmatch(r"hidden \d+ s · idle .+ · 1 pause", shown.inner_text()), shown.inner_text()
+
+    page.click("#finish")
+    page.wait_for_selector("#score-page:not([hidden])")
+    finished = next(row for row in overview(admin_base_url)["finished_sessions"] if row["session_id"] == session_id)
+    assert finished["engagement"]["pauses"] == 1 and finished["engagement"]["time_hidden"] >= 1.0 and finished["time_played"] > 0
+    row = dashboard.locator(f'#finished-table tbody tr[data-session-id="{session_id}"]')
+    row.wait_for(timeout=15_000)
+    assert "1 pause" in row.locator("td.engagement").inner_text()
+    dashboard.close()
+    page.close()

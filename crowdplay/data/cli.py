@@ -2,6 +2,7 @@
 
     crowdplay data list [filters] [--json]
     crowdplay data show EPISODE [--json]
+    crowdplay data sessions [--task T] [--participant P] [--json | --csv]
     crowdplay data replay-check EPISODE [--from-step N]
     crowdplay data export --format {npz,minari,rllib} --out PATH [filters] [--observations FORMAT] [--agent A]
     crowdplay data delete-participant PARTICIPANT [--yes]
@@ -19,6 +20,7 @@ pressed Finish), ``interrupted`` and ``unended`` (no status yet): see
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import json
 import sys
@@ -30,6 +32,7 @@ from crowdplay.data.dataset import Dataset, EpisodeNotFound
 from crowdplay.data.episode import Episode
 from crowdplay.data.observations import FORMATS
 from crowdplay.data.replay_check import replay_check
+from crowdplay.engagement import ENGAGEMENT_VALUES
 from crowdplay.recording.status import STATUSES, status_of
 from crowdplay.recording.store import describe_uri, embedded_path, store_origin
 
@@ -117,6 +120,39 @@ def show_command(data: Dataset, args: argparse.Namespace) -> int:
     document["input_sources"] = dict(Counter(event["source"] for event in inputs))
     print(json.dumps(document, indent=None if args.json else 2, default=str))
     return 0
+
+
+#: ``sessions --csv``'s columns: the row's scalars (``params`` and ``values`` are dicts, kept for ``--json``).
+SESSION_COLUMNS = (
+    "session_id", "task_id", "participant", "created_at", "consented_at", "finished_at", "completed_at", "episodes", *ENGAGEMENT_VALUES,
+)
+
+
+def sessions_command(data: Dataset, args: argparse.Namespace) -> int:
+    """``crowdplay data sessions``: every participant session with its engagement, one line each
+    (or JSON rows, or CSV for a spreadsheet)."""
+    rows = data.sessions(task=args.task, participant=args.participant)
+    if args.json:
+        print(json.dumps(rows, default=str))
+    elif args.csv:
+        writer = csv.DictWriter(sys.stdout, SESSION_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        _print_sessions(rows)
+    return 0
+
+
+def _print_sessions(rows: list[dict[str, Any]]) -> None:
+    """The sessions as a table a researcher reads in a terminal: seconds rounded, pauses counted."""
+    print(f"{'session':32} {'task':16} {'participant':20} {'finished':19} {'played':>7} {'hidden':>7} {'idle':>7} {'pauses':>6} completed")
+    for row in rows:
+        played = float(row["values"].get("time_played", 0))
+        print(
+            f"{row['session_id']:32} {row['task_id'] or '-':16} {row['participant'] or '-':20} {_when(row['finished_at']):19} "
+            f"{played:>7.0f} {row['time_hidden']:>7.0f} {row['idle_time']:>7.0f} {row['pauses']:>6} {'yes' if row['completed_at'] else 'no'}"
+        )
+    print(f"{len(rows)} sessions")
 
 
 def replay_check_command(data: Dataset, args: argparse.Namespace) -> int:
@@ -211,6 +247,14 @@ def add_data_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     show.add_argument("episode")
     show.add_argument("--json", action="store_true")
     show.set_defaults(data_run=show_command)
+
+    sessions = sub.add_parser("sessions", help="participant sessions (assignments) with their engagement: time hidden, idle time, pauses")
+    sessions.add_argument("--task")
+    sessions.add_argument("--participant", help="a pseudonym (p-...)")
+    formats = sessions.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="every field, statistic values and URL parameters included")
+    formats.add_argument("--csv", action="store_true", help="one row per session, engagement as columns")
+    sessions.set_defaults(data_run=sessions_command)
 
     check = sub.add_parser(
         "replay-check", help="re-run an episode from its seed (Atari: its snapshot) and actions, compare observations, rewards and frames",

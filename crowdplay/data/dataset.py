@@ -14,12 +14,14 @@ to the last stored step, and that step is marked truncated so RL code sees a pro
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from crowdplay.data.episode import Episode
 from crowdplay.data.loading import StoredSteps, observation_format, trajectories
+from crowdplay.engagement import engagement
 from crowdplay.inputs import DEFAULT_SOURCE
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.status import COMPLETE, status_query
@@ -70,6 +72,20 @@ def _ended(completed: bool | None, status: str | Iterable[str] | None) -> dict[s
     if len(conditions) == 1:
         return conditions[0]
     return {"$and": conditions} if conditions else {}
+
+
+def _session_row(document: dict[str, Any]) -> dict[str, Any]:
+    """An assignment document as one flat row: who, which task, when, every statistic value, and
+    the engagement values at the top (0 where an older document has none), so a list of rows
+    becomes a table as it is (``pandas.DataFrame(rows)``). The token's digest stays out."""
+    statistics = document.get("statistics") or {}
+    values = dict(statistics.get("values") or {})
+    return {
+        "session_id": document["_id"], "task_id": document.get("task_id"), "participant": document.get("participant"),
+        "params": document.get("params") or {}, "created_at": document.get("created_at"), "consented_at": document.get("consented_at"),
+        "finished_at": document.get("finished_at"), "completed_at": document.get("completed_at"), "episodes": statistics.get("episodes", 0),
+        **engagement(values), "values": values,
+    }
 
 
 def _best_return(document: dict[str, Any]) -> float:
@@ -218,6 +234,28 @@ class Dataset:
                 current = changes.get(step, current)
                 held.append(current)
         return held
+
+    # ----------------------------------------------------------------- sessions and engagement
+    def sessions(self, *, task: str | None = None, participant: str | None = None) -> list[dict[str, Any]]:
+        """Every participant session (its assignment) matching the filters, oldest first: a flat
+        row each, with the session's engagement (``crowdplay.engagement.ENGAGEMENT_VALUES``:
+        seconds hidden, idle, unfocused, paused and on a slow connection, and the pauses) beside
+        its identity and times, and all its statistic values under ``values``. Engagement is a
+        session's, not an episode's: the totals over every episode it played. ``participant``
+        is a pseudonym."""
+        query = _equal_to(task_id=task, participant=participant)
+        return [_session_row(document) for document in self.store.find_assignments(query)]
+
+    def page_events(self, episode_id: str) -> list[dict[str, Any]]:
+        """The episode's ``page_events`` (each change on a participant's page and each pause and
+        resume it caused), each with ``step``: how many steps had been played when it came, so
+        ``agent.actions[:step]`` came before it. Recordings from before page events were
+        recorded have none: an empty list."""
+        events = self.episode(episode_id).get("page_events") or []
+        if not events:
+            return []
+        frame_ids = [int(frame) for chunk in self.chunks(episode_id) for frame in chunk["frame_id"]]
+        return [{**event, "step": bisect.bisect_right(frame_ids, int(event["frame"]))} for event in events]
 
     # ----------------------------------------------------------------- participants
     def pseudonym(self, participant: str) -> str:

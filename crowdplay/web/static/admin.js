@@ -175,6 +175,7 @@ function render(overview) {
   renderTasks(overview.tasks || []);
   renderNodes(overview.nodes || []);
   renderGames(overview.games || [], generatedAt);
+  renderFinishedSessions(overview.finished_sessions || [], generatedAt);
   const histograms = overview.histograms || {};
   renderHistogram($("frame-histogram"), histograms.frame_interval_ms, "frame interval (ms)");
   renderHistogram($("latency-histogram"), histograms.input_latency_ms, "receive to apply (ms)");
@@ -275,6 +276,8 @@ function gameRow(game) {
         " ",
         el("span", { class: "participant", title: text(session.session_id) }, session.participant),
         " ",
+        el("span", { class: "engagement", "data-session-id": session.session_id }),
+        " ",
         el("button", { type: "button", class: "end-session danger", "data-session-id": session.session_id }, "End"),
       ),
     );
@@ -298,10 +301,11 @@ function gameRow(game) {
   );
 }
 
-/** Rows are rebuilt only when the games change, so an End button is not swapped out under the pointer every poll. */
+/** Rows are rebuilt only when the games change, so an End button is not swapped out under the pointer every poll;
+ * engagement changes every poll, so it is left out of that comparison and written into the rows in place. */
 function renderGames(games, now) {
   const body = $("games-table").tBodies[0];
-  const signature = JSON.stringify(games);
+  const signature = JSON.stringify(games, (key, value) => (key === "engagement" ? undefined : value));
   if (signature !== state.gamesSignature) {
     body.replaceChildren(...(games.length ? games.map(gameRow) : [emptyRow(7, "No live games.")]));
     state.gamesSignature = signature;
@@ -311,6 +315,54 @@ function renderGames(games, now) {
     cell.textContent = relativeTime(startedAt, now);
     cell.title = Number.isFinite(startedAt) ? new Date(startedAt * 1000).toLocaleString() : "";
   }
+  const engagementOf = new Map(games.flatMap((game) => (game.sessions || []).map((session) => [text(session.session_id), session.engagement])));
+  for (const span of body.querySelectorAll("span.engagement")) showEngagement(span, engagementOf.get(span.dataset.sessionId));
+}
+
+// ---------------------------------------------------------------- engagement
+
+/** "hidden 12 s · idle 30 s · 2 pauses"; "–" when the game process has not said yet. */
+function engagementText(engagement) {
+  if (!engagement) return "–";
+  const pauses = Number(engagement.pauses) || 0;
+  return `hidden ${formatAge(engagement.time_hidden ?? 0)} · idle ${formatAge(engagement.idle_time ?? 0)} · ${counted(pauses, "pause")}`;
+}
+
+/** The rest of it, for the tooltip: the row stays one short line. */
+function engagementDetail(engagement) {
+  if (!engagement) return "engagement not known yet";
+  return [
+    `unfocused ${formatAge(engagement.time_unfocused ?? 0)}`,
+    `paused ${formatAge(engagement.time_paused ?? 0)}`,
+    `slow connection ${formatAge(engagement.time_slow_connection ?? 0)}`,
+  ].join(" · ");
+}
+
+function showEngagement(span, engagement) {
+  span.textContent = engagementText(engagement);
+  span.title = engagementDetail(engagement);
+}
+
+function finishedSessionRow(session, now) {
+  const engagement = el("td", { class: "engagement" });
+  showEngagement(engagement, session.engagement);
+  const finishedAt = Number(session.finished_at);
+  return el(
+    "tr",
+    { "data-session-id": session.session_id },
+    el("td", { class: "participant", title: text(session.session_id) }, session.participant),
+    el("td", {}, el("code", {}, session.task_id)),
+    el("td", { title: Number.isFinite(finishedAt) ? new Date(finishedAt * 1000).toLocaleString() : "" }, relativeTime(finishedAt, now)),
+    el("td", { class: "number" }, formatAge(session.time_played)),
+    el("td", { class: session.completed ? "state open" : "state closed" }, session.completed ? "yes" : "no"),
+    engagement,
+  );
+}
+
+/** The latest finished sessions the manager holds, newest first, with their final engagement. */
+function renderFinishedSessions(sessions, now) {
+  $("finished-section").hidden = sessions.length === 0;
+  $("finished-table").tBodies[0].replaceChildren(...sessions.map((session) => finishedSessionRow(session, now)));
 }
 
 /** Where a value falls on the bar axis: bars have equal width, so interpolate inside its bucket. */
