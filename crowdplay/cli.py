@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -27,12 +28,15 @@ GAME_SERVER_CHECK_S = 60.0
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    """``crowdplay serve``: start Ray, the writer, the EnvsManager and the Serve app, and run until interrupted."""
+    """``crowdplay serve``: start Ray, the writer, the EnvsManager and the Serve app, and run until
+    SIGINT (Ctrl-C) or SIGTERM; then end the sessions, save their recordings, and stop Serve and
+    Ray without draining them (``crowdplay.shutdown``)."""
     import ray
     from ray import serve
 
     from crowdplay.manager import get_or_create_manager
     from crowdplay.recording.store import absolute_store_uri
+    from crowdplay.shutdown import save_recordings, stop_ray
     from crowdplay.web.ingress import build_app
 
     # Every Ray process records where this process says (and where `crowdplay data` run here reads).
@@ -42,7 +46,8 @@ def serve_command(args: argparse.Namespace) -> int:
     ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose, runtime_env=runtime_env or None)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: stop.set())  # a second Ctrl-C while stopping changes nothing: recordings first
+    stopping_at: float | None = None
     try:
         try:
             check_plugins_on_every_node(settings)  # in Ray's processes too, before anything is served
@@ -55,12 +60,17 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"CrowdPlay is running at http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
         print(describe_recording(settings), flush=True)
         print_policy_reports_until(stop, get_or_create_manager(settings))
+        stopping_at = time.monotonic()
         print("Stopping: ending sessions and saving their recordings...", flush=True)
-        ended: Any = ray.get(get_or_create_manager(settings).shutdown.remote())
-        print(f"Ended {ended} sessions. Stopping Serve and Ray...", flush=True)
+        saved = save_recordings(get_or_create_manager(settings), settings)
+        print(saved.summary(), file=sys.stderr if saved.warning else sys.stdout, flush=True)
+        print("Stopping Serve and Ray...", flush=True)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        killed = stop_ray(started_here=args.address is None)  # also after a failed start: nothing is left running
+    if killed:
+        print(f"crowdplay: {killed} process(es) outlived Ray's shutdown and were killed", file=sys.stderr, flush=True)
+    if stopping_at is not None:
+        print(f"Stopped in {time.monotonic() - stopping_at:.1f} s.", flush=True)
     return 0
 
 

@@ -373,8 +373,8 @@ RAY_ENVIRONMENT = {
 #: Added for a Ray instance this process starts itself (``crowdplay serve``, the benchmarks), not
 #: for clusters started from cluster.yaml, which keep Serve's defaults: a stopping ingress replica
 #: is held open 2 s for HAProxy, not Serve's 30 s for external load balancers to deregister it.
-#: Locally HAProxy runs on the same node and Serve reconfigures it itself, and every session has
-#: ended when `crowdplay serve` stops (Ctrl-C took 32 s, 30 of them this wait).
+#: Locally HAProxy runs on the same node and Serve reconfigures it itself, so a replica replaced
+#: while the server runs need not wait for an external load balancer.
 LOCAL_INSTANCE_ENVIRONMENT = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2"}
 
 #: glibc's allocator for the processes that live as long as the server (the EnvsManager, the
