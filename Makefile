@@ -21,8 +21,8 @@ lint: $(INSTALLED)
 	$(PY) -m mypy crowdplay
 
 # tests/cluster (its own multi-node Ray cluster), tests/study (a deployment running a study) and
-# tests/autoscaling (Ray's fake autoscaler with cluster.yaml's node types) each run in a pytest
-# process of their own.
+# tests/autoscaling (Ray's fake autoscaler with cluster.yaml's node types) and tests/netlab (a
+# cluster of network namespaces, docs/netlab.md; needs root) each run in a pytest process of their own.
 # The main suite runs two test files at a time, each worker with its own Ray instance, then the
 # tests that time something alone (marked serial in tests/conftest.py).
 test: lint $(INSTALLED) chromium axe
@@ -31,6 +31,7 @@ test: lint $(INSTALLED) chromium axe
 	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
 	$(PY) -m pytest $(PYTEST_ARGS) tests/study
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS) tests/autoscaling
+	$(PY) -m pytest $(PYTEST_ARGS) tests/netlab
 
 # The Ray-free tier (marked unit in tests/conftest.py): seconds, to run after every change.
 test-fast: $(INSTALLED)

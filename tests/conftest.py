@@ -119,7 +119,7 @@ def manager(base_url: str, settings: Settings):
     return get_or_create_manager(settings)
 
 
-SEPARATE_SUITES = ("cluster", "study", "autoscaling")
+SEPARATE_SUITES = ("cluster", "study", "autoscaling", "netlab")
 
 
 #: Tests that assert a wall-clock bound the machine's load moves (a newcomer's start during a
@@ -155,8 +155,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """tests/cluster (its own multi-node Ray cluster), tests/study (a deployment with a study
-    loaded) and tests/autoscaling (Ray's fake autoscaler; stops every Ray process on the machine)
-    each run in a pytest process of their own: only when named on the command line (``make test``
+    loaded), tests/autoscaling (Ray's fake autoscaler; stops every Ray process on the machine) and
+    tests/netlab (a cluster of network namespaces; needs root) each run in a pytest process of their own: only when named on the command line (``make test``
     does)."""
     if collection_path.name in SEPARATE_SUITES and collection_path.parent == Path(__file__).parent:
         return not any(collection_path.name in str(arg) for arg in config.args)

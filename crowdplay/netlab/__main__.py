@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
 
+from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, setting_variable
 from crowdplay.netlab.lab import DEFAULT_WORKDIR, Lab
+from crowdplay.netlab.probe import probe
 from crowdplay.netlab.shape import LinkShape
 from crowdplay.netlab.topology import Topology
 
@@ -33,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=2, help="Ray worker hosts (env_worker nodes)")
     up.add_argument("--sites", type=int, default=1, help="participants' sites, each behind its own shaped link")
     up.add_argument("--no-deploy", action="store_true", help="only the network: no Ray, no CrowdPlay")
+    up.add_argument("--no-start-limits", action="store_true",
+                    help="lift the per-address start limits: every participant of a site shares the site's address")
     up.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a CROWDPLAY_* setting for every node")
     _shape_arguments(up)
     shape = commands.add_parser("shape", help="give a site's link a new shape")
@@ -44,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=text)
         command.add_argument("host")
     commands.add_parser("stats", help="each site link's shape and packet counters, as JSON")
+    probe = commands.add_parser("probe", help="play a few seconds at URL as one participant; JSON: round trip, key-to-frame, fps")
+    probe.add_argument("url")
+    probe.add_argument("--env", default="SpaceInvaders")
+    probe.add_argument("--seconds", type=float, default=5.0)
     commands.add_parser("down", help="stop everything the lab started and remove its namespaces")
     return parser
 
@@ -53,12 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "up":
-            settings = dict(item.split("=", 1) for item in args.set)
+            settings = dict(NO_START_GUARD_ENVIRONMENT) if args.no_start_limits else {}
+            if args.no_start_limits:
+                settings.update({setting_variable(name): str(value) for name, value in NO_START_LIMITS.items()})
+            settings.update(item.split("=", 1) for item in args.set)
             lab = Lab(Topology(args.workers, args.sites), args.workdir, settings=settings)
             lab.up(_shape(args), deploy=not args.no_deploy)
             print(f"netlab up: CrowdPlay at {lab.url}, reached from the sites:")
             for index in range(lab.topology.sites):
                 print(f"  ip netns exec {lab.topology.site(index)} <command>   ({lab.topology.address(lab.topology.site(index))})")
+            return 0
+        if args.command == "probe":  # from wherever it runs: ip netns exec <site> ... for a site's view
+            print(json.dumps(asyncio.run(probe(args.url, args.env, args.seconds))))
             return 0
         lab = Lab.load(args.workdir)
         if args.command == "shape":
@@ -73,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             lab.down()
             print("netlab down")
         return 0
-    except (ValueError, RuntimeError, OSError, TimeoutError) as error:
+    except (ValueError, RuntimeError, OSError, TimeoutError, ConnectionError) as error:
         message = str(error)
         print(message if message.startswith("netlab:") else f"netlab: {message}", file=sys.stderr)
         return 2

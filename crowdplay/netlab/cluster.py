@@ -116,7 +116,8 @@ def start_worker(namespace: str, address: str, head_address: str, workdir: Path,
     run_in(namespace, command, node_environment(workdir, host, extra), workdir / "logs" / f"{host}.log")
 
 
-def serve_deploy(namespace: str, workdir: Path, extra: dict[str, str]) -> None:
-    """``serve deploy serve_config.yaml`` from the checkout, as cluster.yaml's last head command."""
-    command = [str(BIN / "serve"), "deploy", "serve_config.yaml", "--address", f"http://127.0.0.1:{DASHBOARD_PORT}"]
+def serve_deploy(namespace: str, workdir: Path, extra: dict[str, str], config: Path = ROOT / "serve_config.yaml") -> None:
+    """``serve deploy serve_config.yaml`` from the checkout, as cluster.yaml's last head command
+    (or another configuration, run from the checkout all the same)."""
+    command = [str(BIN / "serve"), "deploy", str(config), "--address", f"http://127.0.0.1:{DASHBOARD_PORT}"]
     run_in(namespace, command, node_environment(workdir, "head", extra), workdir / "logs" / "serve-deploy.log")
