@@ -7,7 +7,7 @@ through Ray; Ray keeps placement, lifecycle and control. Messages are framed by 
 
     server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)
     client -> server   HELLO (JSON {"secret", "agent", "session"}, or {"secret", "watch"}, first)   ACK (empty)   INPUT (JSON,
-                       ``ParticipantInput.to_wire``)   PAGE (JSON, ``PageEvent.to_wire``)
+                       ``ParticipantInput.to_wire``)   PAGE (JSON, ``PageEvent`` or ``RoundTrip.to_wire``)
 
 Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
 unacknowledged messages in flight; the ingress acknowledges each one after its websocket send
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crowdplay import protocol
-from crowdplay.engagement import PageEvent
+from crowdplay.engagement import PageReport, page_report
 from crowdplay.environments import InvalidAction
 from crowdplay.fanout import Fanout, FrameSource, Subscriber
 from crowdplay.inputs import ParticipantInput
@@ -129,7 +129,7 @@ class ChannelServer:
             if kind == INPUT:
                 self.live.submit(agent, ParticipantInput.from_wire(data))
             else:
-                self.live.note_page(agent, PageEvent.from_wire(data))
+                self.live.note_page(agent, page_report(data))
             return None
         except InvalidAction as error:
             return protocol.text("error", reason=str(error), code=protocol.CLOSE_POLICY_VIOLATION)
@@ -208,8 +208,8 @@ class ChannelClient:
         write_message(self._writer, INPUT, json.dumps(given.to_wire(), separators=(",", ":")).encode())
         await self._writer.drain()
 
-    async def send_page(self, event: PageEvent) -> None:
-        """Send one change on the participant's page to the game."""
+    async def send_page(self, event: PageReport) -> None:
+        """Send one change on the participant's page, or a round trip it measured, to the game."""
         write_message(self._writer, PAGE, json.dumps(event.to_wire(), separators=(",", ":")).encode())
         await self._writer.drain()
 

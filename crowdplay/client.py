@@ -5,11 +5,13 @@ Tests and the load benchmark use it; researchers can use it to smoke-test a stud
     async with await Participant.join("http://127.0.0.1:8000", "SpaceInvaders") as p:
         header, screen = await p.next_frame()
         await p.press({"Space"})
+        p.rtt_ms                                  # the connection's latest round trip (ping to pong), ms
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.error
@@ -23,6 +25,12 @@ import websockets
 
 from crowdplay import codec, protocol
 from crowdplay.inputs import ParticipantInput
+from crowdplay.round_trips import MAX_RTT_MS, RoundTrip
+
+#: How often a participant pings, as the page does (crowdplay/web/static/presence.js).
+PING_EVERY_S = 2.0
+#: Pings awaiting their pong; an older one is forgotten (its pong, if it comes, is kept as an event).
+MAX_PINGS_AWAITED = 16
 
 
 class ServerError(RuntimeError):
@@ -58,7 +66,8 @@ class FrameTiming:
 @dataclass
 class Participant:
     """One simulated participant on one session's websocket: frames decoded (or only timed) by a
-    background reader, events kept, and key-to-frame latencies measured."""
+    background reader, events kept, key-to-frame latencies measured, and the connection's round
+    trips measured and reported as the page does (a ping every ``ping_every_s``)."""
 
     base_url: str
     session: dict[str, Any]
@@ -74,6 +83,10 @@ class Participant:
     #: per input sequence number: (sent, first frame that applied it arrived), wall clock, so the
     #: stages of its path can be set against the server's (``crowdplay.bench.load``)
     key_walls: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: every round trip measured (ms): ping sent to its pong received, as the page measures it
+    rtt_samples: list[float] = field(default_factory=list)
+    #: seconds between pings (None: no pings, no round trips)
+    ping_every_s: float | None = PING_EVERY_S
     last_frame_id: int = 0
     bytes_received: int = 0
     #: False for load generators: frames are counted and timed but not decoded (a browser decodes on its own CPU).
@@ -81,6 +94,11 @@ class Participant:
     _seq: int = 0
     _pending_inputs: dict[int, float] = field(default_factory=dict)
     _reader: asyncio.Task[Any] | None = None
+    _pinger: asyncio.Task[Any] | None = None
+    #: the ``t`` of each ping awaiting its pong (perf_counter seconds), oldest first
+    _pings: dict[float, None] = field(default_factory=dict)
+    #: the latest round trip, not reported to the server yet (it goes with the next ping)
+    _unreported: RoundTrip | None = None
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     _event_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     #: when ``join`` asked for the session, had the answer and had ``hello`` (perf_counter clock)
@@ -97,11 +115,13 @@ class Participant:
         participant: str | None = None,
         params: dict[str, str] | None = None,
         resume: str | None = None,
+        ping_every_s: float | None = PING_EVERY_S,
         **connect_options: object,
     ) -> Participant:
         """Create a session for ``env_id`` and connect to it; returns after ``hello``.
         ``participant``, ``params`` and ``resume`` are what a study page passes on (see POST
-        /api/sessions; ``resume``: an earlier answer's, to take that seat back as a second tab)."""
+        /api/sessions; ``resume``: an earlier answer's, to take that seat back as a second tab);
+        ``ping_every_s``: how often to measure the connection's round trip (None: never)."""
         base_url = base_url.rstrip("/")
         body: dict[str, Any] = {"env_id": env_id}
         if participant is not None:
@@ -113,14 +133,17 @@ class Participant:
         requested_at = time.perf_counter()
         session = await asyncio.to_thread(http_json, f"{base_url}/api/sessions", body)
         answered_at = time.perf_counter()
-        joined = await cls.connect(base_url, session, decode, **connect_options)
+        joined = await cls.connect(base_url, session, decode, ping_every_s, **connect_options)
         joined.requested_at, joined.answered_at = requested_at, answered_at
         return joined
 
     @classmethod
-    async def connect(cls, base_url: str, session: dict[str, Any], decode: bool = True, **connect_options: Any) -> Participant:
+    async def connect(
+        cls, base_url: str, session: dict[str, Any], decode: bool = True, ping_every_s: float | None = PING_EVERY_S, **connect_options: Any
+    ) -> Participant:
         """Open the websocket of an already created ``session`` (the answer of POST /api/sessions) and
-        wait for ``hello``; ServerError if the server answers anything else."""
+        wait for ``hello``; ServerError if the server answers anything else. The first ping goes
+        out at once, then one every ``ping_every_s`` (None: none)."""
         ws_url = base_url.replace("http", "ws", 1) + session["ws"]
         websocket = await websockets.connect(ws_url, max_size=2**24, **connect_options)
         hello = json.loads(await websocket.recv())
@@ -128,18 +151,53 @@ class Participant:
             await websocket.close()
             raise ServerError(400, hello)
         shape = (hello["height"], hello["width"]) if hello["channels"] == 1 else (hello["height"], hello["width"], hello["channels"])
-        participant = cls(base_url, session, websocket, hello, codec.FrameDecoder(shape), protocol.decode_palette(hello["palette"]), decode=decode)
+        palette = protocol.decode_palette(hello["palette"])
+        participant = cls(base_url, session, websocket, hello, codec.FrameDecoder(shape), palette, decode=decode, ping_every_s=ping_every_s)
         participant.hello_at = time.perf_counter()
         participant._reader = asyncio.get_running_loop().create_task(participant._read())
+        if ping_every_s is not None:
+            participant._pinger = asyncio.get_running_loop().create_task(participant._ping_every(ping_every_s))
         return participant
+
+    @property
+    def rtt_ms(self) -> float | None:
+        """The latest round trip (ms), None before the first pong."""
+        return self.rtt_samples[-1] if self.rtt_samples else None
+
+    async def ping(self) -> None:
+        """Send a ping, reporting the latest round trip measured since the last one (the
+        protocol's ``ping``: the server records it with the game)."""
+        t = time.perf_counter()
+        self._pings[t] = None
+        if len(self._pings) > MAX_PINGS_AWAITED:
+            del self._pings[next(iter(self._pings))]
+        previous, self._unreported = self._unreported, None
+        await self.websocket.send(protocol.ping_message(t, previous))
+
+    async def _ping_every(self, every_s: float) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while not self.closed.is_set():
+                await self.ping()
+                await asyncio.sleep(every_s)
+
+    def _event(self, event: dict[str, Any], now: float) -> None:
+        """Keep a text message; the pong of one of our pings is a round trip measured instead."""
+        if event.get("type") == "pong" and event.get("t") in self._pings:
+            del self._pings[event["t"]]
+            rtt_ms = round((now - event["t"]) * 1000, 3)
+            self.rtt_samples.append(rtt_ms)
+            if rtt_ms <= MAX_RTT_MS:  # the server takes no longer one
+                self._unreported = RoundTrip(rtt_ms, self.last_frame_id)
+            return
+        self.events.append(event)
+        self._event_arrived.set()
 
     async def _read(self) -> None:
         try:
             async for message in self.websocket:
                 now = time.perf_counter()
                 if isinstance(message, str):
-                    self.events.append(json.loads(message))
-                    self._event_arrived.set()
+                    self._event(json.loads(message), now)
                     continue
                 self.bytes_received += len(message)
                 if self.decode:
@@ -220,7 +278,10 @@ class Participant:
         await asyncio.wait_for(self.closed.wait(), timeout)
 
     async def close(self) -> None:
-        """Close the websocket and wait for the reader to finish."""
+        """Close the websocket and wait for the reader (and the pinger) to finish."""
+        if self._pinger is not None:
+            self._pinger.cancel()
+            await asyncio.gather(self._pinger, return_exceptions=True)
         await self.websocket.close()
         if self._reader is not None:
             await asyncio.gather(self._reader, return_exceptions=True)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from crowdplay.round_trips import RoundTrip, RoundTrips
+
 #: What the page reports: the tab hidden or shown again, the window losing or regaining focus,
 #: the connection becoming too slow to play well or recovering.
 PAGE_EVENTS = ("hidden", "visible", "blur", "focus", "slow_connection", "connection_ok")
@@ -51,6 +53,15 @@ class PageEvent:
         return cls(data["event"], data["frame"])
 
 
+#: What the page tells the game over the frame channel: a change on the page, or a round trip it measured.
+PageReport = PageEvent | RoundTrip
+
+
+def page_report(data: dict[str, Any]) -> PageReport:
+    """A page report from its wire form (``to_wire`` of either kind): a round trip has ``rtt_ms``."""
+    return RoundTrip.from_wire(data) if "rtt_ms" in data else PageEvent.from_wire(data)
+
+
 def when_away_for(when_away: WhenAway | None, humans: int) -> WhenAway:
     """The rule that applies: the task's, or by default "pause" when one person plays and "play"
     when several do; a game several people play never pauses for one of them (their absence
@@ -62,7 +73,7 @@ def when_away_for(when_away: WhenAway | None, humans: int) -> WhenAway:
 
 class Attention:
     """One participant's page: hidden or shown, focused or not, and how long it has been each way;
-    the pauses their absence caused."""
+    the pauses their absence caused; their connection's round trips."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -72,6 +83,7 @@ class Attention:
         self.pauses = 0
         self._since: dict[str, float] = {}
         self._total = {"hidden": 0.0, "unfocused": 0.0, "paused": 0.0, "slow": 0.0}
+        self.round_trips = RoundTrips()
 
     @property
     def away(self) -> bool:
@@ -107,7 +119,8 @@ class Attention:
         return on
 
     def values(self) -> dict[str, float]:
-        """Seconds hidden, unfocused, paused and on a slow connection so far, and the pauses."""
+        """Seconds hidden, unfocused, paused and on a slow connection so far, the pauses, and the
+        round trips' summary once there is one (``crowdplay.round_trips.CONNECTION_VALUES``)."""
         now = self._clock()
         seconds = {state: total + (now - self._since[state] if state in self._since else 0.0) for state, total in self._total.items()}
         return {
@@ -116,6 +129,7 @@ class Attention:
             "time_paused": round(seconds["paused"], 3),
             "time_slow_connection": round(seconds["slow"], 3),
             "pauses": self.pauses,
+            **self.round_trips.values(),
         }
 
 

@@ -54,6 +54,9 @@ class NoRecording:
     def page_event(self, agent: str, event: str, page_frame: int, frame: int) -> None:
         """Nothing is stored."""
 
+    def round_trip(self, agent: str, rtt_ms: float, page_frame: int, frame: int) -> None:
+        """Nothing is stored."""
+
     def restamp_start(self) -> None:
         """Nothing is stored."""
 
@@ -141,6 +144,10 @@ class GameRecording(NoRecording):
     def page_event(self, agent: str, event: str, page_frame: int, frame: int) -> None:
         """A change on a participant's page, or the game pausing or resuming for it."""
         self.recorder.page_event(agent, event, page_frame, frame)
+
+    def round_trip(self, agent: str, rtt_ms: float, page_frame: int, frame: int) -> None:
+        """A round trip a participant's page measured."""
+        self.recorder.round_trip(agent, rtt_ms, page_frame, frame)
 
     def restamp_start(self) -> None:
         """Play begins now: the episode opened while the game waited counts from here."""

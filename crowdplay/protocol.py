@@ -18,6 +18,7 @@ import numpy as np
 
 from crowdplay.engagement import PAGE_EVENTS, PageEvent
 from crowdplay.inputs import DEFAULT_SOURCE, KEY_SOURCES, ParticipantInput
+from crowdplay.round_trips import MAX_RTT_MS, RoundTrip
 
 # Close codes: the standard ones, and 4xxx for application reasons.
 CLOSE_NORMAL = 1000
@@ -48,9 +49,12 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class PingMessage:
-    """A ping carrying the client's time ``t``, which the ``pong`` echoes so the page can measure the round trip."""
+    """A ping carrying the client's time ``t``, which the ``pong`` echoes so the page can measure
+    the round trip; and the round trip of the client's previous ping, for the game to record
+    (only the client can time it, and the next ping is the report that costs no extra message)."""
 
     t: float
+    round_trip: RoundTrip | None = None
 
 
 #: A ``latency`` report holds at most this many samples, each in 0..MAX_LATENCY_MS: the page sends
@@ -123,7 +127,12 @@ def _ping_message(data: dict[str, Any]) -> PingMessage:
     t = data.get("t", 0)
     if not isinstance(t, (int, float)) or isinstance(t, bool):
         raise ProtocolError("'t' must be a number")
-    return PingMessage(float(t))
+    rtt = data.get("rtt_ms")
+    if rtt is None:
+        return PingMessage(float(t))
+    if not isinstance(rtt, (int, float)) or isinstance(rtt, bool) or not 0 <= rtt <= MAX_RTT_MS:
+        raise ProtocolError(f"'rtt_ms' must be a number in 0..{MAX_RTT_MS} (the previous ping's round trip in ms)")
+    return PingMessage(float(t), RoundTrip(float(rtt), _int_field(data, "frame", MAX_FRAME_ID)))
 
 
 def _page_message(data: dict[str, Any]) -> PageEvent:
@@ -155,6 +164,12 @@ def input_message(given: ParticipantInput) -> str:
         return json.dumps({"type": "action", "action": given.action, "frame": given.frame, "seq": given.seq})
     source = {"source": given.source} if given.source != DEFAULT_SOURCE else {}  # the default goes unsaid
     return json.dumps({"type": "keys", "keys": list(given.held), "frame": given.frame, "seq": given.seq, **source})
+
+
+def ping_message(t: float, previous: RoundTrip | None = None) -> str:
+    """The client's ``ping`` carrying ``t``, and the ``previous`` ping's round trip when there is
+    one to report (what ``parse_client_message`` reads back)."""
+    return json.dumps({"type": "ping", "t": t, **(previous.to_wire() if previous is not None else {})})
 
 
 def encode_palette(palette: np.ndarray | None) -> str | None:

@@ -30,7 +30,7 @@ from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai_seats import AISeats
 from crowdplay.config import Settings
 from crowdplay.controllers import Controller
-from crowdplay.engagement import PageEvent, WhenAway, when_away_for
+from crowdplay.engagement import PageReport, WhenAway, when_away_for
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
 from crowdplay.environments.adapter import StepResult
 from crowdplay.episodes import Episodes
@@ -42,6 +42,7 @@ from crowdplay.hello import hello_fields
 from crowdplay.inputs import ParticipantInput
 from crowdplay.recording.recorder import Recorder
 from crowdplay.recording.step import Observed, Stepped
+from crowdplay.round_trips import RoundTrip
 from crowdplay.statistics import StatisticsTracker
 from crowdplay.tick_clock import Clocks, TickClock
 
@@ -264,12 +265,17 @@ class LiveEnv:
         return self.inputs.queue(agent, given, self.frame_id, self.ticks)
 
     # ----------------------------------------------------------------- the participant's page
-    def note_page(self, agent: str, event: PageEvent) -> None:
+    def note_page(self, agent: str, event: PageReport) -> None:
         """A change on the page of ``agent``'s participant (hidden, unfocused, a slow connection):
         recorded with the page's and the game's frame; a game that pauses when its participant is
-        away waits until they are back, and one whose task ends then gives up their seat."""
+        away waits until they are back, and one whose task ends then gives up their seat. A round
+        trip the page measured is only recorded (``crowdplay.round_trips``)."""
         self._check_human(agent)
         attention = self.statistics.attention(agent)
+        if isinstance(event, RoundTrip):
+            attention.round_trips.add(event.rtt_ms)
+            self.recording.round_trip(agent, event.rtt_ms, event.frame, self.frame_id)
+            return
         changed = attention.note(event.event)
         self.recording.page_event(agent, event.event, event.frame, self.frame_id)
         if changed and self.when_away == "pause":

@@ -124,5 +124,5 @@ def test_the_command_line_lists_and_exports_each_sessions_engagement(recorded) -
     assert table[0]["idle_time"] == "0" and table[0]["finished_at"] == "2.0"
 
     listing = crowdplay("data", "--store", path, "sessions").splitlines()
-    assert listing[0].split() == ["session", "task", "participant", "finished", "played", "hidden", "idle", "pauses", "completed"]
-    assert listing[-1] == "3 sessions" and any(line.startswith(SESSION) and line.split()[-2:] == ["1", "no"] for line in listing)
+    assert listing[0].split() == ["session", "task", "participant", "finished", "played", "hidden", "idle", "pauses", "rtt_p95", "completed"]
+    assert listing[-1] == "3 sessions" and any(line.startswith(SESSION) and line.split()[-3:] == ["1", "-", "no"] for line in listing)

@@ -35,6 +35,7 @@ from crowdplay.data.replay_check import replay_check
 from crowdplay.engagement import ENGAGEMENT_VALUES
 from crowdplay.recording.status import STATUSES, status_of
 from crowdplay.recording.store import describe_uri, embedded_path, store_origin
+from crowdplay.round_trips import CONNECTION_VALUES
 
 #: A ``crowdplay data`` subcommand: runs on the opened store, returns the exit code.
 DataCommand = Callable[[Dataset, argparse.Namespace], int]
@@ -124,13 +125,13 @@ def show_command(data: Dataset, args: argparse.Namespace) -> int:
 
 #: ``sessions --csv``'s columns: the row's scalars (``params`` and ``values`` are dicts, kept for ``--json``).
 SESSION_COLUMNS = (
-    "session_id", "task_id", "participant", "created_at", "consented_at", "finished_at", "completed_at", "episodes", *ENGAGEMENT_VALUES,
+    "session_id", "task_id", "participant", "created_at", "consented_at", "finished_at", "completed_at", "episodes", *ENGAGEMENT_VALUES, *CONNECTION_VALUES,
 )
 
 
 def sessions_command(data: Dataset, args: argparse.Namespace) -> int:
-    """``crowdplay data sessions``: every participant session with its engagement, one line each
-    (or JSON rows, or CSV for a spreadsheet)."""
+    """``crowdplay data sessions``: every participant session with its engagement and its
+    connection's round trips, one line each (or JSON rows, or CSV for a spreadsheet)."""
     rows = data.sessions(task=args.task, participant=args.participant)
     if args.json:
         print(json.dumps(rows, default=str))
@@ -144,13 +145,18 @@ def sessions_command(data: Dataset, args: argparse.Namespace) -> int:
 
 
 def _print_sessions(rows: list[dict[str, Any]]) -> None:
-    """The sessions as a table a researcher reads in a terminal: seconds rounded, pauses counted."""
-    print(f"{'session':32} {'task':16} {'participant':20} {'finished':19} {'played':>7} {'hidden':>7} {'idle':>7} {'pauses':>6} completed")
+    """The sessions as a table a researcher reads in a terminal: seconds rounded, pauses counted,
+    the 95th percentile of the connection's round trips in ms ("-": none measured)."""
+    print(
+        f"{'session':32} {'task':16} {'participant':20} {'finished':19} {'played':>7} {'hidden':>7} {'idle':>7} {'pauses':>6} "
+        f"{'rtt_p95':>7} completed"
+    )
     for row in rows:
         played = float(row["values"].get("time_played", 0))
+        rtt = "-" if row["rtt_p95_ms"] is None else f"{row['rtt_p95_ms']:.0f}"
         print(
             f"{row['session_id']:32} {row['task_id'] or '-':16} {row['participant'] or '-':20} {_when(row['finished_at']):19} "
-            f"{played:>7.0f} {row['time_hidden']:>7.0f} {row['idle_time']:>7.0f} {row['pauses']:>6} {'yes' if row['completed_at'] else 'no'}"
+            f"{played:>7.0f} {row['time_hidden']:>7.0f} {row['idle_time']:>7.0f} {row['pauses']:>6} {rtt:>7} {'yes' if row['completed_at'] else 'no'}"
         )
     print(f"{len(rows)} sessions")
 
@@ -248,7 +254,7 @@ def add_data_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     show.add_argument("--json", action="store_true")
     show.set_defaults(data_run=show_command)
 
-    sessions = sub.add_parser("sessions", help="participant sessions (assignments) with their engagement: time hidden, idle time, pauses")
+    sessions = sub.add_parser("sessions", help="participant sessions (assignments) with their engagement (time hidden, idle time, pauses) and connection round trips")
     sessions.add_argument("--task")
     sessions.add_argument("--participant", help="a pseudonym (p-...)")
     formats = sessions.add_mutually_exclusive_group()

@@ -26,6 +26,7 @@ from crowdplay.inputs import DEFAULT_SOURCE
 from crowdplay.recording.chunk import unpack_chunk
 from crowdplay.recording.status import COMPLETE, status_query
 from crowdplay.recording.store import TrajectoryStore
+from crowdplay.round_trips import connection
 
 #: Large, per-step fields kept out of episode listings.
 HEAVY_FIELDS = {"start_state": 0}
@@ -76,15 +77,16 @@ def _ended(completed: bool | None, status: str | Iterable[str] | None) -> dict[s
 
 def _session_row(document: dict[str, Any]) -> dict[str, Any]:
     """An assignment document as one flat row: who, which task, when, every statistic value, and
-    the engagement values at the top (0 where an older document has none), so a list of rows
-    becomes a table as it is (``pandas.DataFrame(rows)``). The token's digest stays out."""
+    the engagement values (0 where an older document has none) and the connection's round trips
+    (None where none was measured) at the top, so a list of rows becomes a table as it is
+    (``pandas.DataFrame(rows)``). The token's digest stays out."""
     statistics = document.get("statistics") or {}
     values = dict(statistics.get("values") or {})
     return {
         "session_id": document["_id"], "task_id": document.get("task_id"), "participant": document.get("participant"),
         "params": document.get("params") or {}, "created_at": document.get("created_at"), "consented_at": document.get("consented_at"),
         "finished_at": document.get("finished_at"), "completed_at": document.get("completed_at"), "episodes": statistics.get("episodes", 0),
-        **engagement(values), "values": values,
+        **engagement(values), **connection(values), "values": values,
     }
 
 
@@ -240,9 +242,11 @@ class Dataset:
         """Every participant session (its assignment) matching the filters, oldest first: a flat
         row each, with the session's engagement (``crowdplay.engagement.ENGAGEMENT_VALUES``:
         seconds hidden, idle, unfocused, paused and on a slow connection, and the pauses) beside
-        its identity and times, and all its statistic values under ``values``. Engagement is a
-        session's, not an episode's: the totals over every episode it played. ``participant``
-        is a pseudonym."""
+        its identity and times, its connection's round trips
+        (``crowdplay.round_trips.CONNECTION_VALUES``: median, 95th percentile and largest in ms,
+        and how many were measured; None and 0 without any), and all its statistic values under
+        ``values``. Engagement is a session's, not an episode's: the totals over every episode it
+        played. ``participant`` is a pseudonym."""
         query = _equal_to(task_id=task, participant=participant)
         return [_session_row(document) for document in self.store.find_assignments(query)]
 
@@ -251,11 +255,22 @@ class Dataset:
         resume it caused), each with ``step``: how many steps had been played when it came, so
         ``agent.actions[:step]`` came before it. Recordings from before page events were
         recorded have none: an empty list."""
-        events = self.episode(episode_id).get("page_events") or []
-        if not events:
+        return self._with_steps(episode_id, self.episode(episode_id).get("page_events") or [])
+
+    def rtt_samples(self, episode_id: str) -> list[dict[str, Any]]:
+        """The episode's ``rtt_samples``: each round trip a participant's page measured between
+        it and the web server (``agent``, ``rtt_ms``, ``page_frame``, ``frame``, ``at``), each with
+        ``step`` as in ``page_events``: how many steps had been played when its report came.
+        Recordings from before round trips were recorded have none: an empty list."""
+        return self._with_steps(episode_id, self.episode(episode_id).get("rtt_samples") or [])
+
+    def _with_steps(self, episode_id: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``entries`` of the episode's document, each with ``step``: the steps played before its
+        ``frame`` (the game's frame when it came)."""
+        if not entries:
             return []
         frame_ids = [int(frame) for chunk in self.chunks(episode_id) for frame in chunk["frame_id"]]
-        return [{**event, "step": bisect.bisect_right(frame_ids, int(event["frame"]))} for event in events]
+        return [{**entry, "step": bisect.bisect_right(frame_ids, int(entry["frame"]))} for entry in entries]
 
     # ----------------------------------------------------------------- participants
     def pseudonym(self, participant: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 from crowdplay.controllers import Controller, Human, documents
 from crowdplay.engagement import MAX_EVENTS_KEPT
 from crowdplay.recording.status import INTERRUPTED
+from crowdplay.round_trips import MAX_SAMPLES_KEPT
 
 #: Distinct substitute reasons counted per agent in an episode's ``ai_answers`` (the rest: "other").
 MAX_SUBSTITUTE_REASONS = 8
@@ -130,6 +131,18 @@ class EpisodeDocument:
             return
         entry = {"agent": agent, "event": event, "page_frame": page_frame, "frame": frame, "at": self.clock()}
         self.fields["page_events"] = [*events, entry]  # a new list: a sealed chunk's copy keeps its own
+
+    def note_round_trip(self, agent: str, rtt_ms: float, page_frame: int, frame: int) -> None:
+        """``rtt_samples`` lists ``{"agent", "rtt_ms", "page_frame", "frame", "at"}``: the round
+        trip, the frame the page showed when it was measured, the game's frame when its report
+        arrived, seconds since the epoch. Past ``MAX_SAMPLES_KEPT`` an episode counts them in
+        ``rtt_samples_dropped`` instead."""
+        samples = self.fields.get("rtt_samples", [])
+        if len(samples) >= MAX_SAMPLES_KEPT:
+            self.fields["rtt_samples_dropped"] = self.fields.get("rtt_samples_dropped", 0) + 1
+            return
+        entry = {"agent": agent, "rtt_ms": rtt_ms, "page_frame": page_frame, "frame": frame, "at": self.clock()}
+        self.fields["rtt_samples"] = [*samples, entry]  # a new list: a sealed chunk's copy keeps its own
 
     def first_chunk_fields(self) -> dict[str, Any]:
         """What the episode's first chunk stores: the description so far. Later chunks store

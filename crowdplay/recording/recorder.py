@@ -146,6 +146,11 @@ class Recorder:
         pausing or resuming for it: listed in the episode's document as ``page_events``."""
         self.document.note_page_event(agent, event, page_frame, frame)
 
+    def round_trip(self, agent: str, rtt_ms: float, page_frame: int, frame: int) -> None:
+        """A round trip ``agent``'s participant's page measured (``crowdplay.round_trips``):
+        listed in the episode's document as ``rtt_samples``."""
+        self.document.note_round_trip(agent, rtt_ms, page_frame, frame)
+
     def restamp_start(self) -> None:
         """Play begins now (the first episode was opened while the game waited for its players)."""
         self.document.restamp_start()

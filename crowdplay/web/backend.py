@@ -16,7 +16,7 @@ from ray.actor import ActorHandle
 
 from crowdplay.channel import ChannelClient
 from crowdplay.config import Settings
-from crowdplay.engagement import PageEvent
+from crowdplay.engagement import PageReport
 from crowdplay.inputs import ParticipantInput
 
 
@@ -33,9 +33,10 @@ class Attachment(Protocol):
         """The participant's input (held keys, or an action chosen by number) for their agent; the
         game checks it (InvalidAction, SessionEnded)."""
 
-    async def note_page(self, event: PageEvent) -> None:
+    async def note_page(self, event: PageReport) -> None:
         """A change on the participant's page (hidden, unfocused, a slow connection), for the game
-        to record and, if its task says so, pause on; SessionEnded once the game stopped."""
+        to record and, if its task says so, pause on, or a round trip the page measured, for the
+        game to record; SessionEnded once the game stopped."""
 
     async def close(self) -> None:
         """The participant's connection ended; the seat is kept for the reconnect grace."""
@@ -104,7 +105,7 @@ class RayAttachment:
         if self.agent:
             await self._channel.send_input(given)
 
-    async def note_page(self, event: PageEvent) -> None:
+    async def note_page(self, event: PageReport) -> None:
         """Sent to the game over the channel; a watcher's page changes go nowhere."""
         if self.agent:
             await self._channel.send_page(event)

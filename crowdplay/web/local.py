@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from crowdplay.config import Settings
-from crowdplay.engagement import PageEvent
+from crowdplay.engagement import PageReport
 from crowdplay.environments import get_env
 from crowdplay.inputs import ParticipantInput
 from crowdplay.manager import BadToken, UnknownGame, UnknownSession
@@ -47,7 +47,7 @@ class LocalAttachment:
         """Straight to the LiveEnv."""
         self._live.submit(self.agent, given)
 
-    async def note_page(self, event: PageEvent) -> None:
+    async def note_page(self, event: PageReport) -> None:
         """Straight to the LiveEnv."""
         self._live.note_page(self.agent, event)
 

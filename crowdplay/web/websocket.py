@@ -193,6 +193,8 @@ async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Se
                 BROWSER_LATENCY.observe(message.key_to_frame_ms, served_by())
             else:
                 await websocket.send_text(protocol.text("pong", t=message.t))
+                if message.round_trip is not None:  # the page's previous round trip, for the game to record
+                    await attachment.note_page(message.round_trip)
         except protocol.ProtocolError as error:
             await close_with_error(websocket, error.reason, error.close_code)
             return

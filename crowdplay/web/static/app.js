@@ -13,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 // Exposed for tests and for anyone debugging a study in the browser console.
 const state = (window.crowdplay = {
   framesReceived: 0, framesDisplayed: 0, displayedFrame: 0, episode: -1, rowMoveFrames: 0,
-  sessionId: null, gameId: null, agent: null, phase: null, lobby: null, events: [], reconnects: 0, errors: [], pageEvents: [],
+  sessionId: null, gameId: null, agent: null, phase: null, lobby: null, events: [], reconnects: 0, errors: [], pageEvents: [], rttMs: [],
 });
 // Close codes (docs/protocol.md): the session ended, or this tab was replaced by another one.
 const CLOSE_SESSION_ENDED = 4000;
@@ -144,7 +144,11 @@ class Game {
     window.addEventListener("blur", this.onBlur);
     // The page tells the game when the participant is away, and them when their connection is slow.
     this.presence = new PagePresence((event) => this.sendPage(event));
-    this.connection = new ConnectionWatch((t) => this.sendJson({ type: "ping", t }), (slow) => this.connectionChanged(slow));
+    this.connection = new ConnectionWatch(
+      (t, roundTrip) => this.sendJson({ type: "ping", t, ...(roundTrip || {}) }),
+      (slow) => this.connectionChanged(slow),
+      (rttMs) => this.showRoundTrip(rttMs),
+    );
     this.fpsTimer = setInterval(() => { $("fps").textContent = this.fpsCount; this.fpsCount = 0; }, 1000);
     this.raf = requestAnimationFrame(() => this.render());
     state.snapshot = () => this.snapshot();
@@ -203,6 +207,7 @@ class Game {
       }
       setStatus(t(state.phase === "playing" ? "status.reconnected" : "status.connected"));
       if (!message.watching) this.presence.sendState();
+      this.connection.pingNow();
       canvas.focus();
     } else if (message.type === "pong") {
       this.connection.pong(message.t);
@@ -298,7 +303,7 @@ class Game {
       this.dirty = false;
       this.fpsCount++;
       state.framesDisplayed++;
-      state.displayedFrame = this.header.frameId;
+      state.displayedFrame = this.connection.shownFrame = this.header.frameId;
       this.latency.displayed(this.header.inputSeq);
       $("score").textContent = this.header.score;
     }
@@ -333,6 +338,7 @@ class Game {
     // A dropped connection (1006) or a server replica going away (1001, 1012) is retried: the
     // participant keeps their place for the server's grace period and gets it back.
     const retriable = !this.finished && !this.leaving && [1001, 1006, 1012].includes(event.code);
+    $("round-trip").hidden = true;
     if (retriable) {
       const now = performance.now();
       if (!this.reconnectUntil) this.reconnectUntil = now + RECONNECT_FOR_MS;
@@ -374,6 +380,15 @@ class Game {
     if (!paused) setStatus(t("status.welcome_back"));
   }
 
+  // The connection's latest round trip, in plain words beside the score: what the participant's
+  // keys and screen wait on the way to the server and back. Hidden while there is no connection.
+  showRoundTrip(rttMs) {
+    state.rttMs.push(rttMs);
+    $("round-trip").textContent = t("game.round_trip", { ms: Math.round(rttMs) });
+    $("round-trip").title = t("game.round_trip_help");
+    $("round-trip").hidden = false;
+  }
+
   connectionChanged(slow) {
     $("connection-note").hidden = !slow;
     this.sendPage(slow ? "slow_connection" : "connection_ok");
@@ -392,6 +407,7 @@ class Game {
     this.presence.stop();
     this.connection.stop();
     $("connection-note").hidden = true;
+    $("round-trip").hidden = true;
     $("paused-note").hidden = true;
     cancelAnimationFrame(this.raf);
     if (this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, "participant left");

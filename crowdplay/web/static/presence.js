@@ -3,6 +3,9 @@
 // sent to the server as a `page` message (docs/protocol.md), which records it with the frame and,
 // when the task says so, pauses the game.
 
+// The server refuses a reported round trip longer than this (crowdplay/round_trips.py).
+const MAX_RTT_MS = 60000;
+
 // The connection is judged once a second: slow when fewer than this share of the game's frames
 // arrived, or the latest round trip took longer than SLOW_RTT_MS ...
 const SLOW_FRAME_SHARE = 0.75;
@@ -38,10 +41,15 @@ export class PagePresence {
 }
 
 export class ConnectionWatch {
-  // `ping(t)` sends a ping carrying t; `changed(slow)` hears when the connection turns slow or fine.
-  constructor(ping, changed) {
+  // `ping(t, roundTrip)` sends a ping carrying t and the previous round trip not reported yet
+  // ({rtt_ms, frame}, or null); `changed(slow)` hears when the connection turns slow or fine;
+  // `measured(rttMs)` hears every round trip, to show it.
+  constructor(ping, changed, measured = () => {}) {
     this.ping = ping;
     this.changed = changed;
+    this.measured = measured;
+    this.unreported = null;
+    this.shownFrame = 0; // the frame on screen, reported with the round trip measured while it was
     this.expected = 0; // frames a second the game sends while it plays in real time (0: not judged)
     this.frames = 0;
     this.rttMs = null;
@@ -49,7 +57,15 @@ export class ConnectionWatch {
     this.goodSeconds = 0;
     this.slow = false;
     this.timer = setInterval(() => this.judge(), 1000);
-    this.pinger = setInterval(() => this.ping(performance.now()), PING_EVERY_MS);
+    this.pinger = setInterval(() => this.pingNow(), PING_EVERY_MS);
+  }
+
+  // A ping now (on every connection, so the round trip shows without waiting), carrying the
+  // latest round trip for the server to record with the game.
+  pingNow() {
+    const roundTrip = this.unreported;
+    this.unreported = null;
+    this.ping(performance.now(), roundTrip);
   }
 
   // Frames are judged only while the game steps in real time and is not paused.
@@ -64,6 +80,8 @@ export class ConnectionWatch {
 
   pong(sentAt) {
     this.rttMs = performance.now() - sentAt;
+    if (this.rttMs <= MAX_RTT_MS) this.unreported = { rtt_ms: Math.round(this.rttMs * 10) / 10, frame: this.shownFrame };
+    this.measured(this.rttMs);
   }
 
   judge() {
