@@ -193,3 +193,15 @@ def test_the_page_shows_its_round_trip_and_a_slower_link_is_recorded_as_slower(b
     assert len(recorded) >= len(measured) - 2 and all(any(abs(ms - page_ms) <= 0.05 for page_ms in measured) for ms in recorded)
     assert values["rtt_max_ms"] == max(recorded) > 150 and values["rtt_count"] == len(recorded)
 
+
+
+def test_a_bad_round_trip_closes_the_connection_with_a_reason(base_url, manager) -> None:
+    async def report(value: str) -> dict:
+        async with await Participant.join(base_url, "Pong", decode=False, ping_every_s=None) as player:
+            await player.send_raw(f'{{"type":"ping","t":1,"rtt_ms":{value}}}')
+            await player.wait_closed()
+            return next(event for event in player.events if event["type"] == "error")
+
+    for value in ('"fast"', "-3", "60001"):
+        error = run(report(value))
+        assert error["code"] == 1008 and "'rtt_ms' must be a number in 0..60000" in error["reason"], error
