@@ -132,6 +132,11 @@ class Settings:
     #: acknowledged them (0 = no limit); beyond it they wait in files (``unacked_spill_dir``) until
     #: acknowledged. ~7 KB per session a second: 64 MB is ~10 minutes of a full process's play.
     unacked_memory_mb: float = 64.0
+    #: Seconds an EnvActor waits for the writer to answer a call of recorded chunks before it
+    #: counts as failed and its chunks wait in the process (``unacked_memory_mb``) to be sent again
+    #: (0: 30 s). A writer that cannot be reached (a partition) never fails a call; this bounds it.
+    #: At most 4 calls stay out unanswered; the rest wait, and everything is sent once it answers.
+    writer_call_timeout_s: float = 30.0
     #: Where EnvActors spill unacknowledged chunks beyond ``unacked_memory_mb``: a directory per
     #: process is made in it, removed when emptied ("" = the system temp dir).
     unacked_spill_dir: str = ""

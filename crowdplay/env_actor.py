@@ -219,7 +219,8 @@ class EnvActor:
             self._writer.look_up()
             limit = int(self.settings.unacked_memory_mb * 2**20) if self.settings.unacked_memory_mb > 0 else None
             unacked = UnackedChunks(limit, self.settings.unacked_spill_dir or None)
-            self._batcher = ChunkBatcher(lambda chunks: self._writer.call("write_chunks", chunks), unacked)
+            timeout_s = self.settings.writer_call_timeout_s or None
+            self._batcher = ChunkBatcher(lambda chunks: self._writer.call("write_chunks", chunks), unacked, call_timeout_s=timeout_s)
         return self._batcher
 
     async def drain(self, timeout_s: float = 60.0) -> bool:

@@ -62,12 +62,13 @@ class ChunkBatcher:
         unacked: UnackedChunks | None = None,
         max_calls_out: int | None = None,
         max_batch_bytes: int | None = None,
+        call_timeout_s: float | None = None,
     ) -> None:
         """``send_batch``: one writer call for a list of chunks; the limits default to
-        ``MAX_CALLS_OUT`` and ``MAX_BATCH_BYTES``."""
+        ``MAX_CALLS_OUT``, ``MAX_BATCH_BYTES`` and ``WRITER_CALL_TIMEOUT_S``."""
         self.unacked = unacked if unacked is not None else UnackedChunks()
         self.max_batch_bytes = max_batch_bytes or MAX_BATCH_BYTES
-        self._calls = WriterCalls(send_batch, max_calls_out or MAX_CALLS_OUT)
+        self._calls = WriterCalls(send_batch, max_calls_out or MAX_CALLS_OUT, call_timeout_s)
         self._queue = ChunkQueue(self._calls, self.unacked, self.max_batch_bytes)
         self._pending: list[Pending] = []
         self._flusher: asyncio.Task[None] | None = None  # the flush that has not taken its batch yet
@@ -129,7 +130,7 @@ class ChunkBatcher:
             return
         call = self._calls.start([chunk for chunk, _ in part])
         try:
-            await answer_of(call)
+            await answer_of(call, self._calls.timeout_s)
         except Exception as error:  # the call failed, or timed out (TimeoutError)
             for _, done in part:
                 done.set_exception(error)

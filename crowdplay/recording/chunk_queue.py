@@ -116,7 +116,7 @@ class ChunkQueue:
         del chunks
         call.add_done_callback(lambda answered: self._answered(keys, answered))
         try:
-            await answer_of(call)
+            await answer_of(call, self.calls.timeout_s)
         except Exception:  # the writer failed, is restarting, or is stopped (TimeoutError)
             self.delivery_failures += 1
             waiting = [key for key in keys if key in self._waiting and key not in self._queue]

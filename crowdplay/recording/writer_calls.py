@@ -24,7 +24,9 @@ RETRY_DELAYS_S: tuple[float, ...] = (0.5, 1, 2, 5, 10)
 #: Chunks sealed within this window (all sessions of a process cut on the same tick) travel together.
 BATCH_INTERVAL_S = 0.1
 #: A writer call unanswered this long counts as failed and is resent (writes are idempotent); the
-#: writer answers within its store timeout plus a spool write.
+#: writer answers within its store timeout plus a spool write. A call to a writer that cannot be
+#: reached hangs rather than fails (a partition drops packets), so this bound is what turns it into
+#: a failure. ``Settings.writer_call_timeout_s`` sets it per process.
 WRITER_CALL_TIMEOUT_S = 30.0
 #: Writer calls a process keeps unanswered at most. Two are enough for a chunk sealed during one
 #: slow call not to wait for it.
@@ -49,10 +51,12 @@ def retry_delay(attempt: int) -> float:
 class WriterCalls:
     """Starts writer calls and counts them until the writer answers, whoever still waits."""
 
-    def __init__(self, send_batch: SendBatch, limit: int) -> None:
-        """``send_batch``: one writer call for a list of chunks; ``limit``: calls out at most."""
+    def __init__(self, send_batch: SendBatch, limit: int, timeout_s: float | None = None) -> None:
+        """``send_batch``: one writer call for a list of chunks; ``limit``: calls out at most;
+        ``timeout_s``: how long a caller waits for an answer (None: ``WRITER_CALL_TIMEOUT_S``)."""
         self.send_batch = send_batch
         self.limit = limit
+        self.timeout_s = timeout_s
         self._out: set[asyncio.Future[object]] = set()
 
     @property
@@ -78,7 +82,7 @@ class WriterCalls:
             call.exception()  # retrieved: a late failure of a call nobody waits for is not an error to log
 
 
-async def answer_of(call: asyncio.Future[object]) -> object:
-    """The call's answer, or ``TimeoutError`` after ``WRITER_CALL_TIMEOUT_S`` (the call stays out:
-    the writer may still answer it)."""
-    return await asyncio.wait_for(asyncio.shield(call), WRITER_CALL_TIMEOUT_S)
+async def answer_of(call: asyncio.Future[object], timeout_s: float | None = None) -> object:
+    """The call's answer, or ``TimeoutError`` after ``timeout_s`` (None: ``WRITER_CALL_TIMEOUT_S``;
+    the call stays out: the writer may still answer it)."""
+    return await asyncio.wait_for(asyncio.shield(call), timeout_s or WRITER_CALL_TIMEOUT_S)
