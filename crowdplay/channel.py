@@ -5,15 +5,23 @@ per participant is most of a core for a handful of sessions. Frames and inputs t
 one TCP connection per participant, opened by the ingress to an address the EnvActor hands out
 through Ray; Ray keeps placement, lifecycle and control. Messages are framed by ``crowdplay.wire``:
 
-    server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)
+    server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)   HEARTBEAT (empty)
     client -> server   HELLO (JSON {"secret", "agent", "session"}, or {"secret", "watch"}, first)   ACK (empty)   INPUT (JSON,
                        ``ParticipantInput.to_wire``)   PAGE (JSON, ``PageEvent`` or ``RoundTrip.to_wire``)
+                       PROBE (empty, instead of HELLO: the server answers one HEARTBEAT and closes)
 
 Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
 unacknowledged messages in flight; the ingress acknowledges each one after its websocket send
 finished, so a slow participant stalls the channel and the EnvActor then sends the newest frame.
 The server writes each message from what produced it (the tick, an event), not from a task of its
 own per connection: per frame and participant, one write and one acknowledgement read.
+
+Liveness: a machine that stops answering (a network partition, a stuck VM) drops packets without
+resetting the connection, so a read would wait for ever. The server therefore writes a HEARTBEAT
+whenever it has written nothing for ``stall_s / HEARTBEATS_PER_STALL`` (a paused or waiting game,
+a channel out of credit), outside the window and never acknowledged; the client waits at most
+``stall_s`` for the next message and then raises ``ChannelStalled``. The deadline runs only while
+the client waits to read, so a participant whose own websocket is slow never trips it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,18 +47,28 @@ from crowdplay.wire import ChannelClosed, close_writer, read_message, write_mess
 
 log = logging.getLogger(__name__)
 
-FRAME, TEXT, HELLO, ACK, INPUT, PAGE = range(6)
+FRAME, TEXT, HELLO, ACK, INPUT, PAGE, HEARTBEAT, PROBE = range(8)
+#: The server's heartbeats come this many times within the client's stall deadline, so one or two
+#: lost to a busy moment never make a live channel look stalled.
+HEARTBEATS_PER_STALL = 4
+
+
+class ChannelStalled(ConnectionError):
+    """Nothing arrived on the channel within its stall deadline: the game server's machine stopped
+    answering (a partition, a stuck VM), as opposed to closing the connection."""
 
 
 class ChannelServer:
     """Serves one game's participants; runs inside the EnvActor. Each connection is one
     participant's seat: the lineup learns when it arrives and leaves."""
 
-    def __init__(self, lineup: Lineup, secret: str, window: int) -> None:
+    def __init__(self, lineup: Lineup, secret: str, window: int, stall_s: float = 0.0) -> None:
+        """``stall_s``: the client's stall deadline (``Settings.channel_stall_s``; 0: no heartbeats)."""
         self.lineup = lineup
         self.live = lineup.live
         self.secret = secret
         self.window = window
+        self.heartbeat_s = stall_s / HEARTBEATS_PER_STALL
         self._server: asyncio.Server | None = None
         self.host = ""
         self.port = 0
@@ -69,6 +88,10 @@ class ChannelServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             kind, payload = await asyncio.wait_for(read_message(reader), timeout=10)
+            if kind == PROBE:  # someone asks whether this machine answers: it does
+                write_message(writer, HEARTBEAT)
+                await writer.drain()
+                return
             hello = json.loads(payload) if kind == HELLO else {}
             if not hmac.compare_digest(str(hello.get("secret", "")).encode(), self.secret.encode()):
                 log.warning("refused a channel connection with a wrong secret")
@@ -100,7 +123,10 @@ class ChannelServer:
         acknowledged; a watcher's inputs are dropped (the ingress never sends any)."""
         agent = subscriber.agent
         pusher = _Pusher(self.live.fanout, self.live, subscriber, writer, self.window)
-        with self.live.fanout.pushing(subscriber, pusher.pump):
+        heartbeat = _Heartbeat(pusher, self.heartbeat_s) if self.heartbeat_s > 0 else None
+        with self.live.fanout.pushing(subscriber, pusher.pump), contextlib.ExitStack() as beating:
+            if heartbeat is not None:
+                beating.callback(heartbeat.stop)
             pusher.pump()  # what is there already: the first screen, the lineup's events
             while not pusher.finished:
                 kind, payload = await read_message(reader)
@@ -151,6 +177,8 @@ class _Pusher:
     credits: int
     #: the last message (the end, a dismissal, a refusal) was sent
     finished: bool = False
+    #: messages written so far (the heartbeat checks whether any went out since its last look)
+    written: int = 0
 
     def pump(self) -> None:
         """Send what is new while credit lasts."""
@@ -165,6 +193,7 @@ class _Pusher:
                 else:
                     write_message(self.writer, TEXT, message.encode())
                 self.credits -= 1
+                self.written += 1
         except Exception:  # noqa: BLE001 - one connection's failure must not stop the game's tick
             log.exception("a frame channel stopped sending")
             self.finished = True
@@ -176,43 +205,116 @@ class _Pusher:
         self.pump()
 
 
+class _Heartbeat:
+    """Writes a HEARTBEAT on a connection that has written nothing for ``interval_s``, from a timer
+    rather than a task: a running game's frames make it a no-op, and it costs a connection one
+    timer callback per interval."""
+
+    def __init__(self, pusher: _Pusher, interval_s: float) -> None:
+        self._pusher = pusher
+        self._interval_s = interval_s
+        self._seen = pusher.written
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(interval_s, self._beat)
+
+    def _beat(self) -> None:
+        pusher = self._pusher
+        if pusher.writer.is_closing():
+            return
+        if pusher.written == self._seen:
+            write_message(pusher.writer, HEARTBEAT)
+        self._seen = pusher.written
+        self._timer = self._loop.call_later(self._interval_s, self._beat)
+
+    def stop(self) -> None:
+        """The connection ended: no more heartbeats."""
+        self._timer.cancel()
+
+
 class ChannelClient:
     """The ingress end of one participant's channel."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stall_s: float = 0.0) -> None:
+        """``stall_s``: how long to wait for the next message before ``ChannelStalled`` (0: for ever)."""
         self._reader = reader
         self._writer = writer
+        self._stall_s = stall_s or None
+        #: why the channel was given up as stalled (its inputs then raise it too, not a reset)
+        self._stalled: ChannelStalled | None = None
 
     @classmethod
-    async def connect(cls, host: str, port: int, secret: str, agent: str, session_id: str, watch: str | None = None) -> ChannelClient:
+    async def connect(
+        cls, host: str, port: int, secret: str, agent: str, session_id: str, watch: str | None = None, stall_s: float = 0.0,
+    ) -> ChannelClient:
         """A participant's channel to ``agent``'s seat, or with ``watch`` (who is watching) a
-        read-only view of the game."""
-        reader, writer = await asyncio.open_connection(host, port)
+        read-only view of the game. With ``stall_s``, a machine that does not take the connection
+        within it raises ``ChannelStalled`` (a dropped SYN is retried by the kernel for minutes)."""
+        try:
+            async with asyncio.timeout(stall_s or None):
+                reader, writer = await asyncio.open_connection(host, port)
+        except TimeoutError:
+            raise ChannelStalled(f"the game server at {host}:{port} did not answer within {stall_s:g} s") from None
         hello = {"secret": secret, "watch": watch} if watch is not None else {"secret": secret, "agent": agent, "session": session_id}
         write_message(writer, HELLO, json.dumps(hello).encode())
         await writer.drain()
-        return cls(reader, writer)
+        return cls(reader, writer, stall_s)
 
     async def messages(self) -> AsyncIterator[bytes | str]:
-        """Frames and events; each is acknowledged when the consumer asks for the next one."""
+        """Frames and events; each is acknowledged when the consumer asks for the next one.
+        ``ChannelStalled`` when nothing, not even a heartbeat, arrived within the stall deadline
+        (the connection is then aborted: a graceful close would wait on the silent peer)."""
+        started = time.monotonic()
         while True:
             try:
-                kind, payload = await read_message(self._reader)
+                async with asyncio.timeout(self._stall_s):
+                    kind, payload = await read_message(self._reader)
             except ChannelClosed:
                 return
+            except TimeoutError:
+                self._writer.transport.abort()
+                self._stalled = ChannelStalled(f"nothing arrived on the frame channel for {self._stall_s:g} s ({time.monotonic() - started:.1f} s after it opened)")
+                raise self._stalled from None
+            if kind == HEARTBEAT:
+                continue
             yield payload if kind == FRAME else payload.decode()
             write_message(self._writer, ACK)
 
     async def send_input(self, given: ParticipantInput) -> None:
         """Send one participant's input (keys or an action) to the game."""
+        if self._stalled is not None:
+            raise ChannelStalled(str(self._stalled))
         write_message(self._writer, INPUT, json.dumps(given.to_wire(), separators=(",", ":")).encode())
         await self._writer.drain()
 
     async def send_page(self, event: PageReport) -> None:
         """Send one change on the participant's page, or a round trip it measured, to the game."""
+        if self._stalled is not None:
+            raise ChannelStalled(str(self._stalled))
         write_message(self._writer, PAGE, json.dumps(event.to_wire(), separators=(",", ":")).encode())
         await self._writer.drain()
 
     async def close(self) -> None:
         """Close the connection; the game keeps the seat for the reconnect grace."""
         await close_writer(self._writer)
+
+
+async def channel_answers(host: str, port: int, timeout_s: float) -> bool:
+    """Whether the machine behind a frame channel's address answers within ``timeout_s``: its
+    server's heartbeat to a PROBE, or a refused connection (its kernel answered: the game there
+    ended). False when it stays silent (a partition, a stuck VM) or the network says it cannot
+    reach it."""
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
+            write_message(writer, PROBE)
+            await writer.drain()
+            kind, _ = await read_message(reader)
+            return kind == HEARTBEAT
+    except ConnectionRefusedError:
+        return True
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        if writer is not None:
+            writer.transport.abort()

@@ -95,6 +95,14 @@ class Settings:
     forwarded_hops: int = 1
     #: After the participant's websocket closes, the session waits this long for a reconnect.
     reconnect_grace_s: float = 10.0
+    #: Seconds of silence on a frame channel after which the ingress judges the game server's
+    #: machine unreachable (a partition, a stuck VM: packets dropped, the connection never reset):
+    #: the participant is told at once and offered a new game, and the EnvsManager places nothing
+    #: more on that node until it answers again. The game server sends a heartbeat four times
+    #: within it whenever it has nothing else to send (a paused or waiting game), so only a machine
+    #: that stopped answering stays silent this long; a live one too starved of CPU to send for this
+    #: long is judged unreachable too, so raise it on overloaded machines (0: never judged).
+    channel_stall_s: float = 1.5
     #: Modules imported by every process to register environments and policies ("a.b,c.d").
     plugins: str = ""
     #: Seconds of countdown before a game with several participants begins (all start together).

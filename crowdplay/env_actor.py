@@ -49,6 +49,7 @@ from crowdplay.plugins import load_plugins
 from crowdplay.realtime import Clocks, LiveEnv
 from crowdplay.recording.batcher import NOTHING_SENT
 from crowdplay.recording.recorder import ChunkBatcher, Recorder
+from crowdplay.recording.status import INTERRUPTED
 from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
 from crowdplay.spares import SpareEnvs
@@ -140,7 +141,7 @@ class EnvActor:
             self.recorders = [r for r in self.recorders if not r.idle] + [recorder]
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
         lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event), self.policies)
-        channel = ChannelServer(lineup, secrets.token_urlsafe(24), self.settings.frame_backpressure)
+        channel = ChannelServer(lineup, secrets.token_urlsafe(24), self.settings.frame_backpressure, self.settings.channel_stall_s)
         host = ray.util.get_node_ip_address()
         port = await channel.start(host)
         self.games[game_id] = HostedGame(lineup, channel)
@@ -319,13 +320,14 @@ class EnvActor:
         """Start an AI-only game nobody watches yet (``Lineup.begin_unwatched``)."""
         self._game(game_id).lineup.begin_unwatched()
 
-    async def stop(self, key: str, reason: str) -> None:
-        """End one game: its participants get ``end``; its channel stops accepting connections."""
+    async def stop(self, key: str, reason: str, status: str = INTERRUPTED) -> None:
+        """End one game: its participants get ``end``; the episode under way is stored with
+        ``status``; its channel stops accepting connections."""
         try:
             hosted = self._game(key)
         except UnknownHostedSession:
             return
-        hosted.lineup.end(reason)
+        hosted.lineup.end(reason, status)
         hosted.channel.close()
 
 

@@ -16,12 +16,15 @@ from typing import Any
 
 import ray
 
+from crowdplay.channel import channel_answers
 from crowdplay.config import Settings
 from crowdplay.controllers import Controller
 from crowdplay.env_actor import DASHBOARD_WAIT_S, UnknownHostedSession, env_actor_names, spawn_env_actor
+from crowdplay.game_control import PROBE_TIMEOUT_S
 from crowdplay.hosts import Host, NoCapacity
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.matchmaking import HostDied, SeatGone
+from crowdplay.recording.status import INTERRUPTED
 from crowdplay.session_table import Game
 
 log = logging.getLogger(__name__)
@@ -134,12 +137,18 @@ class EnvActorCalls:
         """Start an AI-only game before anyone watches it."""
         await host.actor.begin_unwatched.remote(game_id)
 
-    async def stop(self, host: Host, game_id: str, reason: str) -> None:
-        """End a game in its process (its participants get ``end`` with ``reason``)."""
+    async def stop(self, host: Host, game_id: str, reason: str, status: str = INTERRUPTED) -> None:
+        """End a game in its process (its participants get ``end`` with ``reason``; the episode
+        under way is stored with ``status``)."""
         try:
-            await host.actor.stop.remote(game_id, reason)
+            await host.actor.stop.remote(game_id, reason, status)
         except ray.exceptions.RayActorError as error:
             raise HostDied(str(error)) from error
+
+    async def channel_answers(self, channel: dict[str, Any]) -> bool:
+        """A probe of the game's frame channel (``crowdplay.channel.channel_answers``): the
+        participants' path to the machine, which Ray's own links need not share."""
+        return await channel_answers(channel["host"], channel["port"], PROBE_TIMEOUT_S)
 
     async def participant_statistics(self, host: Host, game_id: str, session_id: str, finish: bool) -> dict[str, Any]:
         """A seated participant's statistics (``finish``: their seat is given up too); {} if the

@@ -1,11 +1,19 @@
 """What the manager does to running games once they are seated: watch, ask, end, and lose them.
 
-A game ends in one of three ways: its lineup decides so (an ``ended`` event from its process),
-someone ends it (the researcher, a shutdown, an AI-only game that turned out not to be), or its
-process dies. Each way must leave the same state behind: the game and its sessions out of the
-``SessionTable``, its slot given back to the ``HostPool``, and, for a process that died, the
-participants told why and the game's episodes marked interrupted in the store. ``GameControl``
-is the one place that does that, so the three cannot drift apart.
+A game ends in one of four ways: its lineup decides so (an ``ended`` event from its process),
+someone ends it (the researcher, a shutdown, an AI-only game that turned out not to be), its
+process dies, or its machine stops answering. Each way must leave the same state behind: the game
+and its sessions out of the ``SessionTable``, its slot given back to the ``HostPool``, and, for a
+process that died, the participants told why and the game's episodes marked interrupted in the
+store. ``GameControl`` is the one place that does that, so the four cannot drift apart.
+
+A machine that stops answering (a partition, a stuck VM) is reported by the ingress whose frame
+channel went silent (``channel_stalled``), long before Ray declares the node dead. Its game is
+lost at once (its participants were told, and are offered a new game), and the node takes no new
+game; the game's slot stays taken until the game is over there. Then exactly one of two things
+ends it: the node answers again (a probe of its frame channel), and the game is stopped there with
+status ``server_unreachable``; or Ray declares the process dead, and its episodes are marked
+``server_unreachable`` in the store, kept up to the last chunk the writer acknowledged.
 
 Ray-free: a game's process is reached through ``HostCalls`` (the manager's ``EnvActorCalls``).
 """
@@ -15,13 +23,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from crowdplay.background import Background
 from crowdplay.environments import get_env
 from crowdplay.hosts import Host, HostPool
 from crowdplay.matchmaking import GameHosts, HostDied
+from crowdplay.recording.status import INTERRUPTED
+from crowdplay.recording.status import SERVER_UNREACHABLE as UNREACHABLE_STATUS
 from crowdplay.session_table import Game, SessionTable
 from crowdplay.vocabulary import GameEvent
 
@@ -30,8 +40,15 @@ log = logging.getLogger(__name__)
 #: What the participants of a game whose process died (crashed, killed, or its node left) are told.
 HOST_LOST = "the game server stopped unexpectedly; please start again"
 
-#: Marks a lost game's episodes interrupted in the store: (game id, reason).
-MarkInterrupted = Callable[[str, str], Coroutine[Any, Any, None]]
+#: What the participants of a game whose machine stopped answering are told, and its episodes' reason.
+SERVER_UNREACHABLE = "your game server stopped answering (its machine cannot be reached); please start a new game"
+
+#: Marks a lost game's unended episodes in the store: (game id, reason, status).
+MarkInterrupted = Callable[[str, str, str], Coroutine[Any, Any, None]]
+
+#: Seconds between probes of a node whose machine stopped answering, and each probe's wait.
+PROBE_INTERVAL_S = 0.5
+PROBE_TIMEOUT_S = 1.0
 
 
 class UnknownGame(LookupError):
@@ -51,8 +68,11 @@ class HostCalls(GameHosts, Protocol):
     async def begin_unwatched(self, host: Host, game_id: str) -> None:
         """Start an AI-only game nobody watches yet."""
 
-    async def stop(self, host: Host, game_id: str, reason: str) -> None:
-        """End the game there; ``HostDied`` if the process is gone."""
+    async def stop(self, host: Host, game_id: str, reason: str, status: str = INTERRUPTED) -> None:
+        """End the game there, its episode stored with ``status``; ``HostDied`` if the process is gone."""
+
+    async def channel_answers(self, channel: dict[str, Any]) -> bool:
+        """Whether the machine behind a game's frame channel answers a probe within ``PROBE_TIMEOUT_S``."""
 
     async def participant_statistics(self, host: Host, game_id: str, session_id: str, finish: bool) -> dict[str, Any]:
         """A seated participant's statistics ({} if gone); ``finish`` gives up their seat too."""
@@ -77,6 +97,10 @@ class GameControl:
     open_unjoinable: Callable[[str], Game]
     #: None: nothing is recorded, so nothing is marked
     mark_interrupted: MarkInterrupted | None
+    #: games lost because their machine stopped answering, with their host: their slot is given
+    #: back once they are over there (stopped when the node answers, or their process died)
+    unreachable: dict[str, Host] = field(default_factory=dict)
+    probe_interval_s: float = PROBE_INTERVAL_S
 
     # ----------------------------------------------------------------- processes dying
     def watch_host(self, host: Host) -> None:
@@ -93,9 +117,60 @@ class GameControl:
         log.warning("game process on node %s stopped with %d game(s)", host.node_id, len(host.games))
         self.pool.forget(host)
         for game_id in list(host.games):
-            if self.table.lose(game_id, HOST_LOST) is not None and self.mark_interrupted is not None:
-                self.background.start(self.mark_interrupted(game_id, HOST_LOST), f"marking lost game {game_id} interrupted")
+            if self.table.lose(game_id, HOST_LOST) is not None:
+                self._mark(game_id, HOST_LOST, INTERRUPTED)
+            elif self.unreachable.pop(game_id, None) is not None:  # its participants were told already
+                self._mark(game_id, SERVER_UNREACHABLE, UNREACHABLE_STATUS)
             host.games.discard(game_id)
+
+    def _mark(self, game_id: str, reason: str, status: str) -> None:
+        if self.mark_interrupted is not None:
+            self.background.start(self.mark_interrupted(game_id, reason, status), f"marking lost game {game_id} {status}")
+
+    # ----------------------------------------------------------------- machines not answering
+    def channel_stalled(self, session_id: str) -> None:
+        """An ingress heard nothing on this session's frame channel within its stall deadline: the
+        game is lost (its participants are told ``SERVER_UNREACHABLE`` when they reconnect), and
+        its node takes nothing new (its waiting games included) until a probe of the game's channel
+        is answered. A session no longer seated (reported twice, or its game ended) changes nothing."""
+        entry = self.table.sessions.get(session_id)
+        if entry is None or entry.game.host is None:
+            return
+        game, host = entry.game, entry.game.host
+        log.warning("game %s on node %s stopped answering (session %s's frame channel stalled)", game.game_id, host.node_id, session_id)
+        self.table.lose(game.game_id, SERVER_UNREACHABLE)
+        self.unreachable[game.game_id] = host
+        for other in self.table.games.values():
+            if other.host is not None and other.host.node_id == host.node_id:
+                other.joinable = False
+        if self.pool.suspect(host.node_id):
+            self.background.start(self._probe(host.node_id, dict(game.channel)), f"probing node {host.node_id}")
+
+    async def _probe(self, node_id: str, channel: dict[str, Any]) -> None:
+        """Probe the node until it answers (then trust it and stop its lost games) or its last
+        process is gone (Ray declared it dead: ``host_lost`` marked the games)."""
+        while self.pool.on_node(node_id):
+            if await self.hosts.channel_answers(channel):
+                log.warning("node %s answers again: it takes games again", node_id)
+                self.pool.trust(node_id)
+                await self._stop_unreachable(node_id)
+                return
+            await asyncio.sleep(self.probe_interval_s)
+        self.pool.trust(node_id)  # no process of it is left: nothing to keep off
+
+    async def _stop_unreachable(self, node_id: str) -> None:
+        """The node answers again: end its lost games there, stored as ``server_unreachable``
+        (their participants left with the message; nothing resumes them), and give their slots back."""
+        for game_id, host in list(self.unreachable.items()):
+            if host.node_id != node_id:
+                continue
+            try:
+                await self.hosts.stop(host, game_id, SERVER_UNREACHABLE, UNREACHABLE_STATUS)
+            except HostDied:
+                self.host_lost(host)
+                continue
+            if self.unreachable.pop(game_id, None) is not None:
+                self.pool.release(host, game_id)
 
     # ----------------------------------------------------------------- what games report
     def event(self, game_id: str, event: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -103,8 +178,10 @@ class GameControl:
         back to the pool. Returns the departed sessions' final statistics, by session id."""
         game = self.table.games.get(game_id)
         departed = self.table.apply_event(game_id, event)
-        if event["event"] == GameEvent.ENDED and game is not None and game.host is not None:
-            self.pool.release(game.host, game_id)
+        if event["event"] == GameEvent.ENDED:
+            host = game.host if game is not None else self.unreachable.pop(game_id, None)
+            if host is not None:
+                self.pool.release(host, game_id)
         return departed
 
     async def ask(self, session_id: str, what: str) -> dict[str, Any]:

@@ -6,7 +6,9 @@ is taken. A new game goes to the least-loaded node (games spread over the cluste
 process there with room (games share processes, up to ``games_per_host``). A process retires
 after ``games_per_life`` games (what long-lived interpreters accumulate is let go with it), and an
 emptied process beyond the warm pool lingers ``linger_s`` before it retires, so a burst of
-arrivals and departures reuses processes instead of booting and stopping one each time.
+arrivals and departures reuses processes instead of booting and stopping one each time. A node
+whose machine stopped answering (``suspect``) gets no game until it is trusted again: Ray takes
+many seconds to declare such a node dead, and a game placed there meanwhile would never start.
 
 Ray-free: a ``Launcher`` boots and retires the real processes (``crowdplay.manager`` has the
 Ray one), and the clock and sleep are parameters, so the rules are unit-tested with fake hosts.
@@ -87,6 +89,8 @@ class HostPool:
         self.limits = limits
         self.hosts: list[Host] = []
         self.boots: set[asyncio.Task[Host]] = set()
+        #: nodes whose machine stopped answering: nothing is placed on their hosts
+        self.suspect_nodes: set[str] = set()
         self._background = background
         self._on_added = on_added
         self._clock = clock
@@ -95,7 +99,11 @@ class HostPool:
     # ----------------------------------------------------------------- the warm pool
     def spare(self) -> list[Host]:
         """The warm pool: hosts with no games that may still take some."""
-        return [host for host in self.hosts if not host.games and not self.worn_out(host)]
+        return [host for host in self.hosts if not host.games and self.eligible(host)]
+
+    def eligible(self, host: Host) -> bool:
+        """The host may take another game, room aside: not worn out, and its node answers."""
+        return not self.worn_out(host) and host.node_id not in self.suspect_nodes
 
     def worn_out(self, host: Host) -> bool:
         """The host has had its life's games: it takes no more."""
@@ -140,7 +148,7 @@ class HostPool:
         overfill a host, and games arriving while processes boot wait for those instead of each
         booting its own; a failed boot fails the placement with its reason."""
         while True:
-            open_hosts = [h for h in self.hosts if len(h.games) < self.limits.games_per_host and not self.worn_out(h)]
+            open_hosts = [h for h in self.hosts if len(h.games) < self.limits.games_per_host and self.eligible(h)]
             if open_hosts:
                 node_load: Counter[str] = Counter()
                 for other in self.hosts:
@@ -189,6 +197,24 @@ class HostPool:
         if host in self.hosts:
             self.hosts.remove(host)
         self.refill()
+
+    # ----------------------------------------------------------------- unanswering nodes
+    def suspect(self, node_id: str) -> bool:
+        """The node's machine stopped answering: place nothing more there, and boot the warm pool's
+        missing processes (elsewhere, if Ray can). True if it was not suspect already."""
+        if node_id in self.suspect_nodes:
+            return False
+        self.suspect_nodes.add(node_id)
+        self.refill()
+        return True
+
+    def trust(self, node_id: str) -> None:
+        """The node answers again: its hosts take games again."""
+        self.suspect_nodes.discard(node_id)
+
+    def on_node(self, node_id: str) -> list[Host]:
+        """The hosts running on a node."""
+        return [host for host in self.hosts if host.node_id == node_id]
 
     def loads(self) -> list[int]:
         """Games per host."""

@@ -34,7 +34,7 @@ from crowdplay.assignments import ASSIGNMENTS_KEPT, BadToken, SessionLost, Unkno
 from crowdplay.background import Background
 from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.env_actor_client import EnvActorCalls, EnvActorLauncher, ask_env_actor, running_env_actors
-from crowdplay.game_control import HOST_LOST, GameControl, NotAIOnly, UnknownGame
+from crowdplay.game_control import HOST_LOST, SERVER_UNREACHABLE, GameControl, NotAIOnly, UnknownGame
 from crowdplay.hosts import HostPool, NoCapacity, PoolLimits
 from crowdplay.matchmaking import Matchmaker
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
@@ -47,7 +47,7 @@ from crowdplay.study import current_study, defined_study
 from crowdplay.study_service import RecordingUnavailable, StudyService, StudyStore, TaskClosed
 
 __all__ = [
-    "BadToken", "EnvsManager", "HOST_LOST", "NoCapacity", "NotAIOnly", "RecordingUnavailable", "SessionLost", "TaskClosed",
+    "BadToken", "EnvsManager", "HOST_LOST", "NoCapacity", "NotAIOnly", "RecordingUnavailable", "SERVER_UNREACHABLE", "SessionLost", "TaskClosed",
     "TooManyStarts", "UnknownGame", "UnknownSession", "get_or_create_manager",
 ]
 
@@ -137,6 +137,12 @@ class EnvsManager:
         statistics go to their assignments."""
         await self._adopt()
         await self.study.final_statistics(self.games.event(game_id, event))
+
+    async def channel_stalled(self, session_id: str) -> None:
+        """An ingress heard nothing from this session's game server within ``channel_stall_s``:
+        the game is lost and its node takes no new game until it answers (``GameControl.channel_stalled``)."""
+        await self._adopt()
+        self.games.channel_stalled(session_id)
 
     async def policy_report(self, report: dict[str, Any]) -> None:
         """A policy's new problem or recovery, from a game process (``crowdplay.ai.health``)."""

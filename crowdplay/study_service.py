@@ -19,6 +19,7 @@ from typing import Any
 from crowdplay.assignments import Assignment, AssignmentBook
 from crowdplay.background import Background
 from crowdplay.environments import get_env
+from crowdplay.recording.status import INTERRUPTED
 from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.store_link import BOOK_WAIT_S, KEY_WAIT_S, Call, StoreLink
 from crowdplay.study import current_study
@@ -76,14 +77,14 @@ class StudyStore:
         """Start the writer (and its store) before the first participant: its answer is unused."""
         await self.call("stats")
 
-    async def mark_interrupted(self, game_id: str, reason: str) -> None:
-        """Mark a lost game's unended episodes interrupted, after each of ``MARK_INTERRUPTED_DELAYS_S``
+    async def mark_interrupted(self, game_id: str, reason: str, status: str = INTERRUPTED) -> None:
+        """Mark a lost game's unended episodes ``status``, after each of ``MARK_INTERRUPTED_DELAYS_S``
         until the writer does it: chunks the game's process sent before it died reach the store
         first, and a store outage is waited out."""
         for delay in MARK_INTERRUPTED_DELAYS_S:
             await asyncio.sleep(delay)
             try:
-                await self.call("interrupt_game", game_id, reason)
+                await self.call("interrupt_game", game_id, reason, status)
                 return
             except Exception as error:
                 log.info("marking lost game %s interrupted: %s (tried again later)", game_id, error)

@@ -41,10 +41,11 @@ def closing_fields(
     return closing
 
 
-def interrupted_fields(reason: str, now: float) -> dict[str, Any]:
+def interrupted_fields(reason: str, now: float, status: str = INTERRUPTED) -> dict[str, Any]:
     """The fields that end an episode whose process died before it could seal it: its last chunk,
-    up to a second of play, died with the process."""
-    return {"status": INTERRUPTED, "reason": reason, "ended_at": now, "lost_last_chunk": True}
+    up to a second of play, died with the process. ``status``: ``interrupted``, or
+    ``server_unreachable`` for a process whose machine had stopped answering before it died."""
+    return {"status": status, "reason": reason, "ended_at": now, "lost_last_chunk": True}
 
 
 class EpisodeDocument:

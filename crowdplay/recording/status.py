@@ -18,6 +18,10 @@ FINISHED = "finished"
 #: Cut short: the game failed or its process or node was lost, the server shut down, the
 #: researcher ended the game, or a participant left without Finish and did not come back.
 INTERRUPTED = "interrupted"
+#: Cut short because the game server's machine stopped answering (a network partition, a stuck
+#: VM): its participants were told and offered a new game; the episode is stored up to the last
+#: chunk the writer acknowledged (``lost_last_chunk`` when Ray declared the process dead first).
+SERVER_UNREACHABLE = "server_unreachable"
 #: Not a stored value: the episode has no ``status`` yet. It is being played, or its process died
 #: and nothing marked it (the whole cluster went down with it).
 UNENDED = "unended"
@@ -27,6 +31,7 @@ STATUSES: dict[str, str] = {
     COMPLETE: "the environment ended it (terminated or truncated)",
     FINISHED: "a participant ended it with Finish",
     INTERRUPTED: "cut short: a crash, a lost node, a shutdown, the researcher, or a participant who left and did not return",
+    SERVER_UNREACHABLE: "cut short: the game server's machine stopped answering (a partition, a stuck machine)",
     UNENDED: "no status yet: still being played, or lost with its process and never marked",
 }
 

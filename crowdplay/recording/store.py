@@ -29,6 +29,7 @@ from crowdplay.config import STORE_URI_VARIABLE, store_uri_from_environment
 from crowdplay.recording.chunk_table import Chunks, CollectionChunks, TableChunks
 from crowdplay.recording.document_table import CollectionDocuments, Documents, TableDocuments
 from crowdplay.recording.episode_document import interrupted_fields
+from crowdplay.recording.status import INTERRUPTED
 
 DEFAULT_EMBEDDED_PATH = Path("data") / "crowdplay.db"
 #: The episode fields the dataset API filters by (indexed in MongoDB).
@@ -168,13 +169,13 @@ class TrajectoryStore:
         """Create or update an episode's metadata (fields are merged)."""
         self.episodes.merge([(episode_id, fields)])
 
-    def interrupt_game(self, game_id: str, reason: str) -> int:
-        """Mark a game's episodes that never ended as interrupted, with ``reason``: its process died
-        before it could seal them (their last chunk, up to a second of play, died with it).
-        Returns how many were marked."""
+    def interrupt_game(self, game_id: str, reason: str, status: str = INTERRUPTED) -> int:
+        """Mark a game's episodes that never ended as ``status`` (interrupted, or server_unreachable),
+        with ``reason``: its process died before it could seal them (their last chunk, up to a second
+        of play, died with it). Returns how many were marked."""
         return self.episodes.update_where(
             {"game_id": game_id, "status": {"$exists": False}},
-            interrupted_fields(reason, time.time()),
+            interrupted_fields(reason, time.time(), status),
         )
 
     # ----------------------------------------------------------------- participants

@@ -31,6 +31,7 @@ from ray.actor import ActorHandle
 from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, UNRECORDED_CALLS, Settings
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
 from crowdplay.recording.spool import Chunk, Spool
+from crowdplay.recording.status import INTERRUPTED
 from crowdplay.recording.store import TrajectoryStore
 
 WRITER_NAME = "TrajectoryWriter"
@@ -244,9 +245,10 @@ class TrajectoryWriter:
         """Store a note (``TrajectoryStore.put_note``: one with an ``_id`` replaces itself)."""
         await (await self._ready()).study_call(lambda store: store.put_note(document))
 
-    async def interrupt_game(self, game_id: str, reason: str) -> int:
-        """Mark the unfinished episodes of a game whose EnvActor died as interrupted."""
-        return await (await self._ready()).study_call(lambda store: store.interrupt_game(game_id, reason))
+    async def interrupt_game(self, game_id: str, reason: str, status: str = INTERRUPTED) -> int:
+        """Mark the unfinished episodes of a game whose EnvActor died as ``status`` (interrupted,
+        or server_unreachable when its machine had stopped answering first)."""
+        return await (await self._ready()).study_call(lambda store: store.interrupt_game(game_id, reason, status))
 
     async def data_volume(self) -> dict[str, Any]:
         """Episodes, chunks and bytes stored, for the dashboard."""

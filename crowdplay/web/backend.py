@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from ray.actor import ActorHandle
 
-from crowdplay.channel import ChannelClient
+from crowdplay.channel import ChannelClient, ChannelStalled
 from crowdplay.config import Settings
 from crowdplay.engagement import PageReport
 from crowdplay.inputs import ParticipantInput
@@ -95,9 +95,16 @@ class RayAttachment:
         self.agent = agent
         self.hello = hello
 
-    def frames(self) -> AsyncIterator[bytes | str]:
-        """The frame channel's messages."""
-        return self._channel.messages()
+    async def frames(self) -> AsyncIterator[bytes | str]:
+        """The frame channel's messages; a stalled channel is reported to the EnvsManager (its
+        node takes no new games until it answers) before ``ChannelStalled`` goes on up."""
+        try:
+            async for message in self._channel.messages():
+                yield message
+        except ChannelStalled:
+            if self._session_id:
+                self._manager.channel_stalled.remote(self._session_id)
+            raise
 
     async def submit(self, given: ParticipantInput) -> None:
         """Sent to the game over the channel, which answers a refused input with an ``error`` event in
@@ -162,11 +169,17 @@ class RaySessions:
     async def attach(self, session_id: str, token: str) -> RayAttachment:
         """The seat's address from the EnvsManager, then a frame channel to its EnvActor."""
         agent, hello, address = await self.manager.attach.remote(session_id, token)
-        channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], agent, session_id, address.get("watch"))
+        try:
+            channel = await ChannelClient.connect(
+                address["host"], address["port"], address["secret"], agent, session_id, address.get("watch"), self.settings.channel_stall_s,
+            )
+        except ChannelStalled:
+            self.manager.channel_stalled.remote(session_id)
+            raise
         return RayAttachment(self.manager, session_id, agent, hello, channel)
 
     async def watch(self, game_id: str) -> RayAttachment:
         """A watcher's frame channel to the game's EnvActor, at the address the EnvsManager gives."""
         hello, address = await self.manager.watch_game.remote(game_id)
-        channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], "", "", address["watch"])
+        channel = await ChannelClient.connect(address["host"], address["port"], address["secret"], "", "", address["watch"], self.settings.channel_stall_s)
         return RayAttachment(self.manager, "", "", hello, channel)

@@ -21,11 +21,12 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketState
 
 from crowdplay import protocol
+from crowdplay.channel import ChannelStalled
 from crowdplay.config import Settings
 from crowdplay.engagement import PageEvent
 from crowdplay.environments import InvalidAction
 from crowdplay.inputs import ParticipantInput
-from crowdplay.manager import HOST_LOST, BadToken, SessionLost, UnknownGame, UnknownSession
+from crowdplay.manager import HOST_LOST, SERVER_UNREACHABLE, BadToken, SessionLost, UnknownGame, UnknownSession
 from crowdplay.rate_limit import TokenBucket
 from crowdplay.realtime import SessionEnded
 from crowdplay.web.backend import Attachment, SessionBackend
@@ -91,6 +92,9 @@ async def play(websocket: WebSocket, backend: SessionBackend, settings: Settings
     except BadToken:
         await close_with_error(websocket, "the session token is missing or wrong", protocol.CLOSE_UNAUTHORIZED)
         return
+    except ChannelStalled:  # its machine stopped answering (the backend told the EnvsManager)
+        await close_with_error(websocket, SERVER_UNREACHABLE, protocol.CLOSE_SERVER_UNREACHABLE)
+        return
     await _converse(websocket, attachment, {"session_id": session_id}, functools.partial(_read_input, websocket, attachment, settings))
 
 
@@ -119,6 +123,9 @@ async def watch(websocket: WebSocket, backend: SessionBackend, settings: Setting
         attachment = await backend.watch(game_id)
     except UnknownGame:
         await close_with_error(websocket, f"no running game {game_id!r}", protocol.CLOSE_UNKNOWN_SESSION)
+        return
+    except ChannelStalled:
+        await close_with_error(websocket, SERVER_UNREACHABLE, protocol.CLOSE_SERVER_UNREACHABLE)
         return
     except (ConnectionError, OSError):
         await close_with_error(websocket, "the game ended", protocol.CLOSE_SESSION_ENDED)
@@ -163,6 +170,12 @@ async def _forward_frames(websocket: WebSocket, attachment: Attachment) -> None:
             if event["type"] == "error":  # the EnvActor refused an input
                 await websocket.close(event["code"], event["reason"][:120])
                 return
+    except ChannelStalled as stalled:
+        # Its machine stopped answering without closing anything (a partition, a stuck VM): say
+        # so now rather than wait for Ray to declare the node dead (the backend told the EnvsManager).
+        log.warning("frame channel stalled: %s", stalled)
+        await close_with_error(websocket, SERVER_UNREACHABLE, protocol.CLOSE_SERVER_UNREACHABLE)
+        return
     except Exception as error:
         if websocket.application_state != WebSocketState.CONNECTED or websocket.client_state != WebSocketState.CONNECTED:
             return  # the participant went away while we were sending
@@ -203,6 +216,8 @@ async def _read_input(websocket: WebSocket, attachment: Attachment, settings: Se
             return
         except SessionEnded:
             await close_with_error(websocket, "the session has ended", protocol.CLOSE_SESSION_ENDED)
+            return
+        except ChannelStalled:  # the stream's side tells the participant and the EnvsManager
             return
         except (ConnectionError, OSError):
             await close_with_error(websocket, HOST_LOST, protocol.CLOSE_INTERNAL_ERROR)

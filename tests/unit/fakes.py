@@ -61,6 +61,9 @@ class FakeGameHosts:
         self.asked: list[tuple[str, bool]] = []
         self.drained: list[Any] = []
         self.died = asyncio.Event()
+        self.stop_statuses: dict[str, str] = {}
+        #: every machine's frame channel stays silent to probes (a partition)
+        self.silent = False
 
     async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         await asyncio.sleep(0)
@@ -83,11 +86,16 @@ class FakeGameHosts:
     async def begin_unwatched(self, host: Host, game_id: str) -> None:
         self.unwatched.append(game_id)
 
-    async def stop(self, host: Host, game_id: str, reason: str) -> None:
+    async def stop(self, host: Host, game_id: str, reason: str, status: str = "interrupted") -> None:
         await asyncio.sleep(0)
         if host.actor in self.dead:
             raise HostDied(f"{host.actor} died")
         self.stopped.append((game_id, reason))
+        self.stop_statuses[game_id] = status
+
+    async def channel_answers(self, channel: dict[str, Any]) -> bool:
+        await asyncio.sleep(0)
+        return not self.silent
 
     async def participant_statistics(self, host: Host, game_id: str, session_id: str, finish: bool) -> dict[str, Any]:
         self.asked.append((session_id, finish))

@@ -39,7 +39,7 @@ class Parts:
         self.games = GameControl(self.table, self.pool, self.hosts, background, lambda env_id: self.matchmaker.new_game(env_id), self.mark_interrupted)
         self.matchmaker = Matchmaker(self.table, self.pool, self.hosts, ProblemReports(), self.games.host_lost)
 
-    async def mark_interrupted(self, game_id: str, reason: str) -> None:
+    async def mark_interrupted(self, game_id: str, reason: str, status: str = "interrupted") -> None:
         self.interrupted.append((game_id, reason))
 
     async def seat(self, session_id: str) -> Any:

@@ -21,6 +21,8 @@ const CLOSE_REPLACED = 4001;
 // The game's server stopped (1011 while playing; 4000 with a reason when reconnecting): the page
 // offers a new start.
 const CLOSE_SERVER_ERROR = 1011;
+// The game's server stopped answering (its machine cannot be reached): also a new start.
+const CLOSE_SERVER_UNREACHABLE = 4002;
 // Abnormal closures (network drop, a server replica going away) are retried for this long: the
 // server keeps the participant's place for its reconnect grace period.
 const RECONNECT_FOR_MS = 15000;
@@ -238,8 +240,9 @@ class Game {
     } else if (message.type === "error") {
       state.errors.push(message.reason);
       this.finished = true;
-      $("start-again").hidden = ![CLOSE_SERVER_ERROR, CLOSE_SESSION_ENDED].includes(message.code);
-      setStatus(message.code === CLOSE_REPLACED ? t("status.replaced") : t("status.error", { reason: message.reason }));
+      $("start-again").hidden = ![CLOSE_SERVER_ERROR, CLOSE_SESSION_ENDED, CLOSE_SERVER_UNREACHABLE].includes(message.code);
+      if (message.code === CLOSE_SERVER_UNREACHABLE) setStatus(t("status.server_unreachable"));
+      else setStatus(message.code === CLOSE_REPLACED ? t("status.replaced") : t("status.error", { reason: message.reason }));
     } else if (message.type === "end") {
       this.finished = true;
       state.phase = "ended";

@@ -1,0 +1,156 @@
+"""A frame channel whose link is cut (a frozen relay: nothing forwarded, nothing reset) is noticed by
+the ingress end within its stall deadline, whatever the game is doing (playing, paused), and never
+while the link is alive but the consumer is slow; a probe tells a silent machine from one that answers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import pytest
+
+from crowdplay import protocol
+from crowdplay.channel import ChannelClient, ChannelServer, ChannelStalled, channel_answers
+from crowdplay.config import Settings, free_port
+from crowdplay.controllers import Human
+from crowdplay.engagement import PageEvent
+from crowdplay.environments import get_env
+from crowdplay.lineup import Lineup
+from crowdplay.realtime import LiveEnv
+from tests.relay import Relay
+
+SETTINGS = replace(Settings(), channel_stall_s=1.0)
+
+
+async def game_behind_relay() -> tuple[LiveEnv, Lineup, ChannelServer, Relay]:
+    live = LiveEnv(get_env("SpaceInvaders"), 0, SETTINGS)
+    lineup = Lineup(live, SETTINGS)
+    lineup.take("agent_0", "s1", Human("p1"), {})
+    server = ChannelServer(lineup, "the-secret", SETTINGS.frame_backpressure, SETTINGS.channel_stall_s)
+    port = await server.start("127.0.0.1")
+    relay = Relay("127.0.0.1", port)
+    await relay.start()
+    return live, lineup, server, relay
+
+
+async def connect(relay: Relay) -> ChannelClient:
+    return await ChannelClient.connect(relay.host, relay.port, "the-secret", "agent_0", "s1", stall_s=SETTINGS.channel_stall_s)
+
+
+async def until_stalled(stream) -> float:
+    """Consume the stream until it stalls; the seconds from the call to ``ChannelStalled``."""
+    started = time.monotonic()
+    with pytest.raises(ChannelStalled):
+        async for _ in stream:
+            pass
+    return time.monotonic() - started
+
+
+async def until_play(stream) -> None:
+    async for message in stream:
+        if message == protocol.text("play"):
+            return
+
+
+def test_a_cut_link_during_play_is_noticed_within_the_deadline_and_the_game_hears_of_it_once_the_link_returns():
+    async def scenario():
+        live, lineup, server, relay = await game_behind_relay()
+        client = await connect(relay)
+        stream = client.messages()
+        await until_play(stream)
+        for _ in range(30):
+            await stream.__anext__()
+        relay.freeze()
+        frozen_at = time.monotonic()
+        waited = await until_stalled(stream)
+        detected = time.monotonic() - frozen_at
+        still_seated = lineup.seats["agent_0"].subscriber is not None  # the game cannot know yet
+        relay.thaw()  # the ingress's reset arrives now
+        for _ in range(100):
+            if lineup.seats["agent_0"].subscriber is None:
+                break
+            await asyncio.sleep(0.02)
+        gone = lineup.seats["agent_0"].subscriber is None
+        live.stop("test over")
+        server.close()
+        await relay.close()
+        return waited, detected, still_seated, gone
+
+    waited, detected, still_seated, gone = asyncio.run(scenario())
+    print(f"stall noticed {detected:.2f} s after the link was cut (deadline {SETTINGS.channel_stall_s} s)")
+    assert SETTINGS.channel_stall_s - 0.1 <= detected <= SETTINGS.channel_stall_s + 0.5
+    assert still_seated and gone
+
+
+def test_a_paused_game_stays_alive_on_heartbeats_and_its_cut_link_is_still_noticed():
+    async def scenario():
+        live, lineup, server, relay = await game_behind_relay()
+        client = await connect(relay)
+        stream = client.messages()
+        await until_play(stream)
+        await client.send_page(PageEvent("hidden"))
+        async for message in stream:  # frames until the game says it paused
+            if isinstance(message, str) and '"paused"' in message:
+                break
+        paused_frame = live.frame_id
+        quiet = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(3 * SETTINGS.channel_stall_s)  # no frame comes while paused: only heartbeats
+        alive = not quiet.done()
+        relay.freeze()
+        frozen_at = time.monotonic()
+        with pytest.raises(ChannelStalled):
+            await quiet
+        detected = time.monotonic() - frozen_at
+        steps_while_paused = live.frame_id - paused_frame
+        live.stop("test over")
+        server.close()
+        await relay.close()
+        return alive, detected, live.paused_for, steps_while_paused
+
+    alive, detected, paused_for, _ = asyncio.run(scenario())
+    print(f"paused game: stall noticed {detected:.2f} s after the link was cut")
+    assert alive and paused_for == "agent_0"
+    assert detected <= SETTINGS.channel_stall_s + 0.5
+
+
+def test_a_slow_consumer_never_trips_the_deadline():
+    """The deadline runs only while the ingress waits to read: a participant whose websocket holds
+    a message for longer than it is not judged unreachable."""
+
+    async def scenario():
+        live, lineup, server, relay = await game_behind_relay()
+        client = await connect(relay)
+        stream = client.messages()
+        await until_play(stream)
+        await stream.__anext__()
+        await asyncio.sleep(3 * SETTINGS.channel_stall_s)  # the consumer holds the message
+        following = [await stream.__anext__() for _ in range(10)]
+        await client.close()
+        live.stop("test over")
+        server.close()
+        await relay.close()
+        return following
+
+    assert len(asyncio.run(scenario())) == 10
+
+
+def test_a_probe_tells_a_silent_machine_from_one_that_answers():
+    async def scenario():
+        live, lineup, server, relay = await game_behind_relay()
+        answering = await channel_answers(relay.host, relay.port, 1.0)
+        relay.freeze()
+        started = time.monotonic()
+        silent = await channel_answers(relay.host, relay.port, 1.0)
+        waited = time.monotonic() - started
+        relay.thaw()
+        again = await channel_answers(relay.host, relay.port, 1.0)
+        refused = await channel_answers("127.0.0.1", free_port(), 1.0)  # the machine answers: nothing listens there
+        live.stop("test over")
+        server.close()
+        await relay.close()
+        return answering, silent, waited, again, refused
+
+    answering, silent, waited, again, refused = asyncio.run(scenario())
+    assert answering and not silent and again and refused
+    assert waited < 1.5
