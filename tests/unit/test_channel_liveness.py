@@ -20,7 +20,7 @@ from crowdplay.lineup import Lineup
 from crowdplay.realtime import LiveEnv
 from tests.relay import Relay
 
-SETTINGS = replace(Settings(), channel_stall_s=1.0)
+SETTINGS = replace(Settings(), channel_stall_s=0.5)
 
 
 async def game_behind_relay() -> tuple[LiveEnv, Lineup, ChannelServer, Relay]:
@@ -79,7 +79,7 @@ def test_a_cut_link_during_play_is_noticed_within_the_deadline_and_the_game_hear
 
     waited, detected, still_seated, gone = asyncio.run(scenario())
     print(f"stall noticed {detected:.2f} s after the link was cut (deadline {SETTINGS.channel_stall_s} s)")
-    assert SETTINGS.channel_stall_s - 0.1 <= detected <= SETTINGS.channel_stall_s + 0.5
+    assert SETTINGS.channel_stall_s - 0.05 <= detected <= SETTINGS.channel_stall_s + 0.5
     assert still_seated and gone
 
 
@@ -153,4 +153,4 @@ def test_a_probe_tells_a_silent_machine_from_one_that_answers():
 
     answering, silent, waited, again, refused = asyncio.run(scenario())
     assert answering and not silent and again and refused
-    assert waited < 1.5
+    assert waited < 1.5  # the probe gives up after its timeout
