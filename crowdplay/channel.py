@@ -32,9 +32,9 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsIndex
 
 from crowdplay import protocol
 from crowdplay.engagement import PageReport, page_report
@@ -43,7 +43,7 @@ from crowdplay.fanout import Fanout, FrameSource, Subscriber
 from crowdplay.inputs import ParticipantInput
 from crowdplay.lineup import Lineup, SeatUnavailable
 from crowdplay.realtime import SessionEnded
-from crowdplay.wire import ChannelClosed, close_writer, read_message, write_message
+from crowdplay.wire import HEADER, MAX_PAYLOAD, ChannelClosed, close_writer, read_message, write_message
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +231,24 @@ class _Heartbeat:
         self._timer.cancel()
 
 
+class _TimedReader(asyncio.StreamReader):
+    """A stream reader that notes when bytes last arrived, so a deadline that fired late (its own
+    event loop was busy) is not taken for a silent peer."""
+
+    received_at = 0.0
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        """Note the arrival, then buffer as usual."""
+        self.received_at = time.monotonic()
+        super().feed_data(data)
+
+
 class ChannelClient:
     """The ingress end of one participant's channel."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stall_s: float = 0.0) -> None:
         """``stall_s``: how long to wait for the next message before ``ChannelStalled`` (0: for ever)."""
-        self._reader = reader
+        self._reader: asyncio.StreamReader = reader
         self._writer = writer
         self._stall_s = stall_s or None
         #: why the channel was given up as stalled (its inputs then raise it too, not a reset)
@@ -249,11 +261,14 @@ class ChannelClient:
         """A participant's channel to ``agent``'s seat, or with ``watch`` (who is watching) a
         read-only view of the game. With ``stall_s``, a machine that does not take the connection
         within it raises ``ChannelStalled`` (a dropped SYN is retried by the kernel for minutes)."""
+        loop = asyncio.get_running_loop()
+        reader = _TimedReader(loop=loop)
         try:
             async with asyncio.timeout(stall_s or None):
-                reader, writer = await asyncio.open_connection(host, port)
+                transport, protocol = await loop.create_connection(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), host, port)
         except TimeoutError:
             raise ChannelStalled(f"the game server at {host}:{port} did not answer within {stall_s:g} s") from None
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         hello = {"secret": secret, "watch": watch} if watch is not None else {"secret": secret, "agent": agent, "session": session_id}
         write_message(writer, HELLO, json.dumps(hello).encode())
         await writer.drain()
@@ -264,13 +279,22 @@ class ChannelClient:
         ``ChannelStalled`` when nothing, not even a heartbeat, arrived within the stall deadline
         (the connection is then aborted: a graceful close would wait on the silent peer)."""
         started = time.monotonic()
+        header: bytes | None = None
         while True:
             try:
                 async with asyncio.timeout(self._stall_s):
-                    kind, payload = await read_message(self._reader)
-            except ChannelClosed:
+                    if header is None:
+                        header = await self._reader.readexactly(HEADER.size)
+                    kind, length = HEADER.unpack(header)
+                    if length > MAX_PAYLOAD:
+                        return
+                    payload = await self._reader.readexactly(length)
+                    header = None
+            except (asyncio.IncompleteReadError, ConnectionError):
                 return
             except TimeoutError:
+                if self._late_not_silent():
+                    continue  # data came while this loop was too busy to read it: the peer is not silent
                 self._writer.transport.abort()
                 self._stalled = ChannelStalled(f"nothing arrived on the frame channel for {self._stall_s:g} s ({time.monotonic() - started:.1f} s after it opened)")
                 raise self._stalled from None
@@ -278,6 +302,15 @@ class ChannelClient:
                 continue
             yield payload if kind == FRAME else payload.decode()
             write_message(self._writer, ACK)
+
+    def _late_not_silent(self) -> bool:
+        """Whether bytes arrived within the stall deadline after all: this event loop was held up
+        (the deadline's timer and the data came due together), so the peer is not the silent one.
+        A message half read keeps its header for the next try (``readexactly`` takes nothing
+        until all its bytes are there)."""
+        reader = self._reader
+        stall_s = self._stall_s or 0.0
+        return isinstance(reader, _TimedReader) and time.monotonic() - reader.received_at < stall_s
 
     async def send_input(self, given: ParticipantInput) -> None:
         """Send one participant's input (keys or an action) to the game."""

@@ -154,3 +154,47 @@ def test_a_probe_tells_a_silent_machine_from_one_that_answers():
     answering, silent, waited, again, refused = asyncio.run(scenario())
     assert answering and not silent and again and refused
     assert waited < 1.5  # the probe gives up after its timeout
+
+
+def test_an_ingress_loop_held_up_longer_than_the_deadline_does_not_take_a_live_server_for_silent():
+    """The server runs in a thread of its own (its own process, in production) and keeps sending;
+    the ingress's event loop is blocked for three deadlines: when it runs again, the deadline's
+    timer and the data come due together, and the data wins."""
+    import threading
+
+    ready: dict = {}
+    server_loop = asyncio.new_event_loop()
+
+    async def start_server():
+        live = LiveEnv(get_env("SpaceInvaders"), 0, SETTINGS)
+        lineup = Lineup(live, SETTINGS)
+        lineup.take("agent_0", "s1", Human("p1"), {})
+        server = ChannelServer(lineup, "the-secret", SETTINGS.frame_backpressure, SETTINGS.channel_stall_s)
+        ready.update(live=live, server=server, port=await server.start("127.0.0.1"))
+
+    thread = threading.Thread(target=server_loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(start_server(), server_loop).result(timeout=30)
+
+    async def scenario():
+        client = await ChannelClient.connect("127.0.0.1", ready["port"], "the-secret", "agent_0", "s1", stall_s=SETTINGS.channel_stall_s)
+        stream = client.messages()
+        await until_play(stream)
+        await stream.__anext__()
+        waiting = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)  # the read is under way, its deadline running
+        time.sleep(3 * SETTINGS.channel_stall_s)  # this loop is held up; the server sends on
+        following = [await waiting] + [await stream.__anext__() for _ in range(10)]
+        await client.close()
+        return following
+
+    try:
+        assert len(asyncio.run(scenario())) == 11
+    finally:
+        async def stop():
+            ready["live"].stop("test over")
+            ready["server"].close()
+
+        asyncio.run_coroutine_threadsafe(stop(), server_loop).result(timeout=30)
+        server_loop.call_soon_threadsafe(server_loop.stop)
+        thread.join(timeout=10)
