@@ -22,6 +22,13 @@ whenever it has written nothing for ``stall_s / HEARTBEATS_PER_STALL`` (a paused
 a channel out of credit), outside the window and never acknowledged; the client waits at most
 ``stall_s`` for the next message and then raises ``ChannelStalled``. The deadline runs only while
 the client waits to read, so a participant whose own websocket is slow never trips it.
+
+A game server that is merely slow (its process starved of CPU on a loaded machine, its event loop
+held up) falls silent too, and ending its games as unreachable would misname what happened. So
+silence alone is not enough: after ``SILENT_SHARE`` of the deadline the client tries a TCP
+handshake with the server's address for the rest of it. The kernel there completes it however busy
+the process is, while a partition or a stuck machine drops it; a machine that answers gets more
+time, up to ``HUNG_AFTER_STALLS`` deadlines of silence.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import contextlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -51,6 +59,12 @@ FRAME, TEXT, HELLO, ACK, INPUT, PAGE, HEARTBEAT, PROBE = range(8)
 #: The server's heartbeats come this many times within the client's stall deadline, so one or two
 #: lost to a busy moment never make a live channel look stalled.
 HEARTBEATS_PER_STALL = 4
+#: The share of the stall deadline spent waiting for a message; the rest bounds the handshake that
+#: tells a silent machine from a busy process.
+SILENT_SHARE = 0.75
+#: A server whose machine answers handshakes but that sends nothing for this many stall deadlines is
+#: given up all the same (a hung process).
+HUNG_AFTER_STALLS = 10
 
 
 class ChannelStalled(ConnectionError):
@@ -246,11 +260,16 @@ class _TimedReader(asyncio.StreamReader):
 class ChannelClient:
     """The ingress end of one participant's channel."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stall_s: float = 0.0) -> None:
-        """``stall_s``: how long to wait for the next message before ``ChannelStalled`` (0: for ever)."""
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stall_s: float = 0.0, address: tuple[str, int] | None = None,
+    ) -> None:
+        """``stall_s``: how long to wait for the next message before ``ChannelStalled`` (0: for
+        ever); ``address``: the server's, to tell a silent machine from a busy process (without
+        it, silence for ``stall_s`` is enough)."""
         self._reader: asyncio.StreamReader = reader
         self._writer = writer
         self._stall_s = stall_s or None
+        self._address = address
         #: why the channel was given up as stalled (its inputs then raise it too, not a reset)
         self._stalled: ChannelStalled | None = None
 
@@ -272,7 +291,7 @@ class ChannelClient:
         hello = {"secret": secret, "watch": watch} if watch is not None else {"secret": secret, "agent": agent, "session": session_id}
         write_message(writer, HELLO, json.dumps(hello).encode())
         await writer.drain()
-        return cls(reader, writer, stall_s)
+        return cls(reader, writer, stall_s, (host, port))
 
     async def messages(self) -> AsyncIterator[bytes | str]:
         """Frames and events; each is acknowledged when the consumer asks for the next one.
@@ -280,9 +299,11 @@ class ChannelClient:
         (the connection is then aborted: a graceful close would wait on the silent peer)."""
         started = time.monotonic()
         header: bytes | None = None
+        wait_s = self._stall_s * SILENT_SHARE if self._stall_s and self._address else self._stall_s
         while True:
+            waiting_since = time.monotonic()
             try:
-                async with asyncio.timeout(self._stall_s):
+                async with asyncio.timeout(wait_s):
                     if header is None:
                         header = await self._reader.readexactly(HEADER.size)
                     kind, length = HEADER.unpack(header)
@@ -293,24 +314,40 @@ class ChannelClient:
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             except TimeoutError:
-                if self._late_not_silent():
+                if self._heard_since(waiting_since):
                     continue  # data came while this loop was too busy to read it: the peer is not silent
+                if await self._only_busy(started):
+                    continue
                 self._writer.transport.abort()
-                self._stalled = ChannelStalled(f"nothing arrived on the frame channel for {self._stall_s:g} s ({time.monotonic() - started:.1f} s after it opened)")
+                now = time.monotonic()
+                silent_s = now - max(started, getattr(self._reader, "received_at", 0.0))
+                self._stalled = ChannelStalled(f"nothing arrived on the frame channel for {silent_s:.1f} s ({now - started:.1f} s after it opened)")
                 raise self._stalled from None
             if kind == HEARTBEAT:
                 continue
             yield payload if kind == FRAME else payload.decode()
             write_message(self._writer, ACK)
 
-    def _late_not_silent(self) -> bool:
-        """Whether bytes arrived within the stall deadline after all: this event loop was held up
+    def _heard_since(self, waiting_since: float) -> bool:
+        """Whether bytes arrived while this read waited after all: this event loop was held up
         (the deadline's timer and the data came due together), so the peer is not the silent one.
         A message half read keeps its header for the next try (``readexactly`` takes nothing
         until all its bytes are there)."""
         reader = self._reader
-        stall_s = self._stall_s or 0.0
-        return isinstance(reader, _TimedReader) and time.monotonic() - reader.received_at < stall_s
+        return isinstance(reader, _TimedReader) and reader.received_at >= waiting_since
+
+    async def _only_busy(self, started: float) -> bool:
+        """Whether the silent server's machine still answers a handshake (its process is slow, not
+        cut off), unless it has been silent for ``HUNG_AFTER_STALLS`` deadlines."""
+        if self._address is None or self._stall_s is None:
+            return False
+        heard_at = max(started, getattr(self._reader, "received_at", 0.0))
+        if time.monotonic() - heard_at >= self._stall_s * HUNG_AFTER_STALLS:
+            return False
+        busy = await kernel_answers(*self._address, self._stall_s * (1 - SILENT_SHARE))
+        if busy:
+            log.info("the game server at %s:%d sent nothing for %.1f s but its machine answers: waiting on", *self._address, time.monotonic() - heard_at)
+        return busy
 
     async def send_input(self, given: ParticipantInput) -> None:
         """Send one participant's input (keys or an action) to the game."""
@@ -351,3 +388,30 @@ async def channel_answers(host: str, port: int, timeout_s: float) -> bool:
     finally:
         if writer is not None:
             writer.transport.abort()
+
+
+async def kernel_answers(host: str, port: int, timeout_s: float) -> bool:
+    """Whether a TCP handshake with ``host:port`` completes within ``timeout_s``. The kernel there
+    completes it however busy the listening process is; a partition or a stuck machine drops it,
+    and a refusal says nothing listens there any more. A handshake that completed while this event
+    loop was too busy to see it in time counts as completed."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await loop.sock_connect(sock, (host, port))
+            return True
+        except TimeoutError:
+            return _connected(sock)
+        except OSError:
+            return False
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True

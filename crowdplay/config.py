@@ -100,8 +100,9 @@ class Settings:
     #: the participant is told at once and offered a new game, and the EnvsManager places nothing
     #: more on that node until it answers again. The game server sends a heartbeat four times
     #: within it whenever it has nothing else to send (a paused or waiting game), so only a machine
-    #: that stopped answering stays silent this long; a live one too starved of CPU to send for this
-    #: long is judged unreachable too, so raise it on overloaded machines (0: never judged).
+    #: that stopped answering stays silent this long. Silence is confirmed by a TCP handshake in
+    #: the deadline's last quarter: a machine that completes it (a live server too starved of CPU
+    #: to send) gets up to 10 times as long (0: never judged).
     channel_stall_s: float = 1.5
     #: Modules imported by every process to register environments and policies ("a.b,c.d").
     plugins: str = ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Any
 
 
@@ -27,10 +28,12 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: list[asyncio.StreamWriter] = []
+        #: while frozen: a listener whose accept queue is full, so new handshakes are dropped
+        self._dropping: list[socket.socket] = []
         self.connections = 0
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, self.host, 0)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
@@ -39,16 +42,32 @@ class Relay:
         return not self._flowing.is_set()
 
     def freeze(self) -> None:
-        """Stop forwarding both ways; new connections are accepted by the kernel and held."""
+        """Stop forwarding both ways; new connections get no handshake (their SYNs are dropped:
+        a listener on the port with a backlog of 0 holds one connection it never accepts)."""
         self._flowing.clear()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.port))
+            listener.listen(0)
+            self._dropping = [listener, socket.create_connection((self.host, self.port), timeout=5)]
 
-    def thaw(self) -> None:
-        """Deliver what was held and forward again."""
+    async def thaw(self) -> None:
+        """Deliver what was held, take connections again and forward."""
+        for held in self._dropping:
+            held.close()
+        self._dropping = []
+        if self._server is None:
+            await self.start()
         self._flowing.set()
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        for held in self._dropping:
+            held.close()
         self._flowing.set()
         for writer in self._writers:
             writer.transport.abort()
@@ -59,7 +78,7 @@ class Relay:
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.append(client_writer)
-        await self._flowing.wait()  # a partitioned machine never answers the connection
+        await self._flowing.wait()
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         except OSError:

@@ -102,7 +102,7 @@ def test_a_paused_game_whose_link_is_cut_and_comes_back_ends_once_and_its_node_t
         assert not any(event.get("type") == "error" for event in player.events), player.events[-3:]
         told = await told_after_freeze(player, relay)
         suspects_while_cut = await suspect_nodes(manager)
-        relay.thaw()
+        await relay.thaw()
         deadline = time.monotonic() + 30
         while node in await suspect_nodes(manager):
             assert time.monotonic() < deadline, "the node never took games again"

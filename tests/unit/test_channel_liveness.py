@@ -1,17 +1,21 @@
 """A frame channel whose link is cut (a frozen relay: nothing forwarded, nothing reset) is noticed by
 the ingress end within its stall deadline, whatever the game is doing (playing, paused), and never
-while the link is alive but the consumer is slow; a probe tells a silent machine from one that answers."""
+while the link is alive but the consumer is slow or the server only busy; a probe tells a silent
+machine from one that answers."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 
 from crowdplay import protocol
-from crowdplay.channel import ChannelClient, ChannelServer, ChannelStalled, channel_answers
+from crowdplay.channel import HUNG_AFTER_STALLS, ChannelClient, ChannelServer, ChannelStalled, channel_answers
 from crowdplay.config import Settings, free_port
 from crowdplay.controllers import Human
 from crowdplay.engagement import PageEvent
@@ -66,7 +70,7 @@ def test_a_cut_link_during_play_is_noticed_within_the_deadline_and_the_game_hear
         waited = await until_stalled(stream)
         detected = time.monotonic() - frozen_at
         still_seated = lineup.seats["agent_0"].subscriber is not None  # the game cannot know yet
-        relay.thaw()  # the ingress's reset arrives now
+        await relay.thaw()  # the ingress's reset arrives now
         for _ in range(100):
             if lineup.seats["agent_0"].subscriber is None:
                 break
@@ -143,7 +147,7 @@ def test_a_probe_tells_a_silent_machine_from_one_that_answers():
         started = time.monotonic()
         silent = await channel_answers(relay.host, relay.port, 1.0)
         waited = time.monotonic() - started
-        relay.thaw()
+        await relay.thaw()
         again = await channel_answers(relay.host, relay.port, 1.0)
         refused = await channel_answers("127.0.0.1", free_port(), 1.0)  # the machine answers: nothing listens there
         live.stop("test over")
@@ -156,28 +160,41 @@ def test_a_probe_tells_a_silent_machine_from_one_that_answers():
     assert waited < 1.5  # the probe gives up after its timeout
 
 
-def test_an_ingress_loop_held_up_longer_than_the_deadline_does_not_take_a_live_server_for_silent():
-    """The server runs in a thread of its own (its own process, in production) and keeps sending;
-    the ingress's event loop is blocked for three deadlines: when it runs again, the deadline's
-    timer and the data come due together, and the data wins."""
-    import threading
-
+@contextlib.contextmanager
+def server_in_a_thread(settings: Settings = SETTINGS) -> Iterator[tuple[int, asyncio.AbstractEventLoop]]:
+    """A game's channel server on an event loop of its own in another thread (its own process, in
+    production): its port and its loop."""
     ready: dict = {}
     server_loop = asyncio.new_event_loop()
 
     async def start_server():
-        live = LiveEnv(get_env("SpaceInvaders"), 0, SETTINGS)
-        lineup = Lineup(live, SETTINGS)
+        live = LiveEnv(get_env("SpaceInvaders"), 0, settings)
+        lineup = Lineup(live, settings)
         lineup.take("agent_0", "s1", Human("p1"), {})
-        server = ChannelServer(lineup, "the-secret", SETTINGS.frame_backpressure, SETTINGS.channel_stall_s)
+        server = ChannelServer(lineup, "the-secret", settings.frame_backpressure, settings.channel_stall_s)
         ready.update(live=live, server=server, port=await server.start("127.0.0.1"))
 
     thread = threading.Thread(target=server_loop.run_forever, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(start_server(), server_loop).result(timeout=30)
+    try:
+        yield ready["port"], server_loop
+    finally:
+        async def stop():
+            ready["live"].stop("test over")
+            ready["server"].close()
 
-    async def scenario():
-        client = await ChannelClient.connect("127.0.0.1", ready["port"], "the-secret", "agent_0", "s1", stall_s=SETTINGS.channel_stall_s)
+        asyncio.run_coroutine_threadsafe(stop(), server_loop).result(timeout=30)
+        server_loop.call_soon_threadsafe(server_loop.stop)
+        thread.join(timeout=10)
+
+
+def test_an_ingress_loop_held_up_longer_than_the_deadline_does_not_take_a_live_server_for_silent():
+    """The server keeps sending while the ingress's event loop is blocked for three deadlines: when
+    it runs again, the deadline's timer and the data come due together, and the data wins."""
+
+    async def scenario(port: int):
+        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0", "s1", stall_s=SETTINGS.channel_stall_s)
         stream = client.messages()
         await until_play(stream)
         await stream.__anext__()
@@ -188,13 +205,34 @@ def test_an_ingress_loop_held_up_longer_than_the_deadline_does_not_take_a_live_s
         await client.close()
         return following
 
-    try:
-        assert len(asyncio.run(scenario())) == 11
-    finally:
-        async def stop():
-            ready["live"].stop("test over")
-            ready["server"].close()
+    with server_in_a_thread() as (port, _):
+        assert len(asyncio.run(scenario(port))) == 11
 
-        asyncio.run_coroutine_threadsafe(stop(), server_loop).result(timeout=30)
-        server_loop.call_soon_threadsafe(server_loop.stop)
-        thread.join(timeout=10)
+
+def test_a_game_server_too_busy_to_send_is_waited_for_while_its_machine_answers_and_given_up_once_hung():
+    """The server's event loop is held up (a process starved of CPU on a loaded machine): its machine
+    still completes TCP handshakes, so three deadlines of silence are waited out and play goes on;
+    silence past ``HUNG_AFTER_STALLS`` deadlines is given up all the same."""
+    settings = replace(Settings(), channel_stall_s=0.3)
+
+    async def scenario(port: int, server_loop: asyncio.AbstractEventLoop, held_s: float) -> tuple[int, float]:
+        client = await ChannelClient.connect("127.0.0.1", port, "the-secret", "agent_0", "s1", stall_s=settings.channel_stall_s)
+        stream = client.messages()
+        await until_play(stream)
+        await stream.__anext__()
+        server_loop.call_soon_threadsafe(time.sleep, held_s)
+        started = time.monotonic()
+        try:
+            return len([await stream.__anext__() for _ in range(10)]), time.monotonic() - started
+        except ChannelStalled:
+            return 0, time.monotonic() - started
+        finally:
+            await client.close()
+
+    with server_in_a_thread(settings) as (port, server_loop):
+        received, waited = asyncio.run(scenario(port, server_loop, 3 * settings.channel_stall_s))
+        assert received == 10 and waited >= 2 * settings.channel_stall_s
+    hung_after = settings.channel_stall_s * HUNG_AFTER_STALLS
+    with server_in_a_thread(settings) as (port, server_loop):
+        received, waited = asyncio.run(scenario(port, server_loop, hung_after + 1.5))
+        assert received == 0 and hung_after <= waited <= hung_after + 2 * settings.channel_stall_s
