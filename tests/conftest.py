@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -224,8 +225,15 @@ def serve_plugin(directory: Path, module: str, source: str, namespace: str) -> I
 
 
 def run(coroutine):
-    """Run a coroutine to completion from a synchronous test."""
-    return asyncio.run(coroutine)
+    """Run a coroutine to completion from a synchronous test: in a thread of its own when this
+    thread already runs an event loop (Playwright's sync API keeps one while a module's browser
+    is open)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def wait_until(condition: Callable[[], bool], message: str, timeout: float = 10.0) -> None:

@@ -158,9 +158,9 @@ def test_every_status_filter_over_old_and_new_episodes(tmp_path):
         assert ids(status="complete", completed=False) == []
         assert ids(status=["finished", "unended"], completed=False, env="Pong") == ["e1-finished", "e3-None"]
         assert [status_of(doc) for doc in data.episodes()] == ["complete", "finished", "interrupted", "unended", "complete"]
-        with pytest.raises(ValueError, match="unknown episode status 'done': use one of complete, finished, interrupted, unended"):
+        with pytest.raises(ValueError, match="unknown episode status 'done': use one of complete, finished, interrupted, server_unreachable, unended"):
             data.episodes(status="done")
-    assert list(STATUSES) == ["complete", "finished", "interrupted", "unended"]
+    assert list(STATUSES) == ["complete", "finished", "interrupted", "server_unreachable", "unended"]
     assert status_query("complete") == {"status": "complete"}
 
 
