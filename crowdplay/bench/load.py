@@ -40,10 +40,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 
@@ -56,7 +56,10 @@ if TYPE_CHECKING:
     from ray import ObjectRef
     from ray.actor import ActorHandle
 
+T = TypeVar("T")
 ON_TIME_TARGET = 0.99
+#: A participant measures its connection's round trip (a websocket ping) this often.
+PING_INTERVAL_S = 1.0
 KEYS = ["ArrowLeft", "ArrowRight", "Space"]
 
 
@@ -71,6 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--find-max", action="store_true", help="search the largest N with >= 99%% frames on time")
     parser.add_argument("--max-n", type=int, default=160, help="upper bound for --find-max")
     parser.add_argument("--seed", type=int, default=0)
+    wan = parser.add_argument_group("participants on a shaped link (a netlab of real hosts, docs/netlab.md; needs root)")
+    wan.add_argument("--rtt-ms", type=float, default=None, help="the participants' link's round trip, e.g. 50")
+    wan.add_argument("--jitter-ms", type=float, default=0.0)
+    wan.add_argument("--loss", type=float, default=0.0, help="fraction of packets lost each way, e.g. 0.01")
+    wan.add_argument("--rate-kbit", type=float, default=0.0, help="the link's rate each way (0: unlimited)")
 
 
 # --------------------------------------------------------------------------- the systems under test
@@ -90,6 +98,16 @@ class System:
     settings: Settings | None = None
     #: True once every game process without a game has its spare environments built
     stocked: Callable[[], bool] = lambda: True
+    #: The network namespace participants connect from (a netlab site, ``crowdplay.bench.wan``), or None
+    site: str | None = None
+
+    def run(self, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Run the participants' coroutine where they connect from."""
+        if self.site is None:
+            return asyncio.run(work())
+        from crowdplay.netlab.namespace import run_inside
+
+        return run_inside(self.site, work)
 
 
 def _bench_settings(record: bool, data_dir: str, **overrides: object) -> Settings:
@@ -210,6 +228,8 @@ class ParticipantResult:
     #: per input sequence number sent within the window: (sent, its first frame arrived), wall clock
     key_walls: dict[int, tuple[float, float]] = field(default_factory=dict)
     bytes: int = 0
+    #: websocket ping round trips within the window, seconds
+    rtts_s: list[float] = field(default_factory=list)
 
 
 async def play(url: str, env_id: str, window: tuple[float, float], rng: random.Random, leave: asyncio.Event, joined: list[str]) -> ParticipantResult:
@@ -223,9 +243,14 @@ async def play(url: str, env_id: str, window: tuple[float, float], rng: random.R
         first_frame = player.timings[0].received_at - started
         wall_offset = time.time() - time.perf_counter()
         parts = start_parts(player)
+        rtts: list[float] = []
+        next_ping = max(time.perf_counter(), window[0]) + rng.uniform(0, PING_INTERVAL_S)
         while time.perf_counter() < window[1]:
             await asyncio.sleep(rng.uniform(0.15, 0.5))
             await player.press(rng.sample(KEYS, rng.randint(0, 2)))
+            if time.perf_counter() >= next_ping:
+                rtts.append(await round_trip(player))
+                next_ping += PING_INTERVAL_S
         await leave.wait()
     finally:
         await player.close()
@@ -239,7 +264,16 @@ async def play(url: str, env_id: str, window: tuple[float, float], rng: random.R
         key_latencies_s=[latency for sent_at, latency in player.key_latencies if window[0] <= sent_at <= window[1]],
         key_walls={seq: walls for seq, walls in player.key_walls.items() if window[0] <= walls[0] - wall_offset <= window[1]},
         bytes=sum(t.size for t in inside),
+        rtts_s=rtts,
     )
+
+
+async def round_trip(player: Participant) -> float:
+    """One websocket ping's round trip to the ingress, seconds."""
+    pong = await player.websocket.ping()
+    sent = time.perf_counter()
+    await asyncio.wait_for(pong, 10)
+    return time.perf_counter() - sent
 
 
 def start_parts(player: Participant) -> dict[str, float]:
@@ -399,6 +433,8 @@ def _summarize_trial(
         "frame_lateness_ms": _percentiles(lateness, 50, 99, 100),
         "fps_per_session": round(delivered / seconds / max(1, len(results)), 2),
         "key_to_frame_ms": _percentiles(keys, 50, 90, 99),
+        "rtt_ms": _percentiles([rtt for result in results for rtt in result.rtts_s], 50, 99),
+        "key_samples_s": keys,
         "server_apply_ms": _percentiles(apply_delays, 50, 99),
         "start_to_first_frame_ms": _percentiles(starts, 50, 95),
         "start_parts_ms": {
@@ -442,7 +478,11 @@ def run_trial(system: System, sessions: int, seconds: float, args: argparse.Name
     gc.collect()
     gc.disable()
     try:
-        return asyncio.run(_trial(system, sessions, seconds, args.env, args.arrival_interval, args.seed))
+        trial = system.run(lambda: _trial(system, sessions, seconds, args.env, args.arrival_interval, args.seed))
+        keys: list[float] = trial.pop("key_samples_s")
+        if args.rtt_ms is not None:
+            trial.update(beyond_link(keys, args.rtt_ms))
+        return trial
     finally:
         gc.enable()
 
@@ -486,7 +526,7 @@ def warm_up(system: System, env_id: str) -> None:
         finally:
             await player.close()
 
-    asyncio.run(one())
+    system.run(one)
     deadline = time.monotonic() + 60
     while not (system.idle() and system.stocked()) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -499,10 +539,27 @@ def with_floor(result: dict[str, Any], floor: Floor) -> dict[str, Any]:
     return result
 
 
+def beyond_link(keys: list[float], link_rtt_ms: float) -> dict[str, Any]:
+    """Key-to-frame as the link's round trip plus the rest: ``key_beyond_rtt_ms`` is each key's
+    latency less the link's round trip (what the server and the participant's TCP added; loss
+    shows here as retransmissions)."""
+    return {"link_rtt_ms": link_rtt_ms, "key_beyond_rtt_ms": _percentiles([key - link_rtt_ms / 1000 for key in keys], 50, 99)}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure the floor of the game played (before any server starts), the Serve path, and the
-    baseline when ``--baseline`` (with the ratio of their maxima)."""
+    baseline when ``--baseline`` (with the ratio of their maxima). With ``--rtt-ms`` the server
+    is a netlab's cluster and the participants are at its site, behind the link."""
     floor = measure_floor(args.env, seed=args.seed)
+    if args.rtt_ms is not None:
+        from crowdplay.bench.wan import netlab_system
+        from crowdplay.netlab.shape import LinkShape
+
+        shape = LinkShape(args.rtt_ms, args.jitter_ms, args.loss, args.rate_kbit)
+        with netlab_system(shape, record=not args.no_record) as system:
+            result = measure(system, args, floor)
+        result["link"] = shape.to_dict()
+        return result
     with serve_system(record=not args.no_record) as system:
         result = measure(system, args, floor)
     if args.baseline:
