@@ -126,6 +126,12 @@ class Settings:
     store_timeout_s: float = 5.0
     #: Record play (off only for benchmarks that measure the cost of recording).
     record: bool = True
+    #: Ingress replicas run on the head node, beside the EnvsManager and the writer (cluster.yaml's
+    #: head node type): a worker whose link is cut then takes only its games along, and the ingress
+    #: tells their participants. Off: Serve places replicas on any node (several replicas, one per
+    #: node, spread the websocket work; a replica on a cut worker leaves its participants' pages
+    #: without an answer until the link returns).
+    ingress_on_head: bool = True
     #: A join waits this long for a node with room for another EnvActor (on a cluster: for the
     #: autoscaler to start one) before it is refused.
     placement_timeout_s: float = 600.0

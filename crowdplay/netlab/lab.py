@@ -112,19 +112,20 @@ class Lab:
         cluster.serve_deploy(topology.head, self.workdir, self.settings)
         self.wait_until_served()
 
-    def wait_until_served(self, timeout_s: float = 180) -> None:
-        """Until the head's ingress answers /api/health from the first site, across the link."""
+    def wait_until_served(self, timeout_s: float = 180, host: str = "head") -> None:
+        """Until ``host``'s proxy answers /api/health from the first site, across the link."""
         deadline = time.monotonic() + timeout_s
+        url = self.url.replace(self.topology.address("head"), self.topology.address(host))
         while True:
             try:
                 with inside(self.topology.site(0)):
-                    with urllib.request.urlopen(f"{self.url}/api/health", timeout=5) as answer:
+                    with urllib.request.urlopen(f"{url}/api/health", timeout=5) as answer:
                         if answer.status == 200:
                             return
             except OSError:  # HAProxy answers 503 until the application is up
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"netlab: {self.url} did not become healthy in {timeout_s:.0f} s (logs: {self.workdir / 'logs'})")
+                raise TimeoutError(f"netlab: {url} did not become healthy in {timeout_s:.0f} s (logs: {self.workdir / 'logs'})")
             time.sleep(1)
 
     # -- while up ----------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray import serve
 from ray.serve import Application
 from starlette.applications import Starlette
 
-from crowdplay.config import LONG_LIVED_RUNTIME_ENV, Settings
+from crowdplay.config import LONG_LIVED_RUNTIME_ENV, ON_HEAD_NODE, Settings
 from crowdplay.manager import get_or_create_manager
 from crowdplay.memory import release_freed_memory_every
 from crowdplay.plugins import load_plugins
@@ -35,5 +37,14 @@ class Ingress:
 
 
 def build_app(settings: Settings | None = None) -> Application:
-    """The Serve application (``serve run serve_app:app`` uses the default settings)."""
-    return Ingress.bind(settings)  # type: ignore[attr-defined,no-any-return]  # .bind() is added by @serve.deployment
+    """The Serve application (``serve run serve_app:app`` and ``serve deploy serve_config.yaml``
+    take the settings from the environment)."""
+    placed = Ingress.options(ray_actor_options=replica_options(settings or Settings.from_env()))  # type: ignore[attr-defined]
+    return placed.bind(settings)  # type: ignore[no-any-return]
+
+
+def replica_options(settings: Settings) -> dict[str, Any]:
+    """Each ingress replica's actor options: no CPU reserved (it is mostly waiting on sockets),
+    the long-lived allocator, and on the head node unless ``ingress_on_head`` is off."""
+    placement = {"resources": ON_HEAD_NODE} if settings.ingress_on_head else {}
+    return {"num_cpus": 0, "runtime_env": LONG_LIVED_RUNTIME_ENV, **placement}

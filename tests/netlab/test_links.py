@@ -153,17 +153,33 @@ def test_a_participant_on_a_link_too_slow_for_the_game_is_told_and_slows_nobody_
     lab.shape("site1", LinkShape(rtt_ms=50))
 
 
+def replica_worker(lab: Lab, timeout_s: float = 120) -> str:
+    """The worker Serve placed the second ingress replica on, once its proxy answers."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for worker in ("w1", "w2"):
+            try:
+                lab.wait_until_served(timeout_s=0, host=worker)
+                return worker
+            except TimeoutError:
+                continue
+        assert time.monotonic() < deadline, "no worker's proxy served the second replica"
+        time.sleep(1)
+
+
 def test_participants_reaching_ingress_replicas_on_different_hosts_share_one_two_player_game(lab: Lab):
-    """Two ingress replicas, at most one per host (``max_replicas_per_node``), deployed like
-    serve_config.yaml; one participant comes through the head's proxy, the other through
-    worker 1's, both from site0."""
+    """Two ingress replicas, at most one per host (``max_replicas_per_node``; ``ingress_on_head``
+    off, so one may run on a worker), deployed like serve_config.yaml; one participant comes
+    through the head's proxy, the other through the other replica's worker's, both from site0."""
     config = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
     config["applications"][0]["deployments"][0].update(num_replicas=2, max_replicas_per_node=1)
+    config["applications"][0]["runtime_env"] = {"env_vars": {"CROWDPLAY_INGRESS_ON_HEAD": "0"}}
     two_replicas = lab.workdir / "serve_config_two_replicas.yaml"
     two_replicas.write_text(yaml.safe_dump(config))
     serve_deploy(lab.topology.head, lab.workdir, lab.settings, config=Path(two_replicas))
     lab.wait_until_served()
-    head_url, worker_url = lab.url, lab.url.replace(lab.topology.address("head"), lab.topology.address("w1"))
+    worker = replica_worker(lab)
+    head_url, worker_url = lab.url, lab.url.replace(lab.topology.address("head"), lab.topology.address(worker))
     lab.shape("site0", LinkShape(rtt_ms=30, jitter_ms=3))
 
     async def pair_up() -> dict:
@@ -183,7 +199,11 @@ def test_participants_reaching_ingress_replicas_on_different_hosts_share_one_two
             await asyncio.sleep(1)
         raise AssertionError("the two participants never reached different ingress replicas")
 
-    pair = run_inside(lab.topology.site(0), pair_up)
+    try:
+        pair = run_inside(lab.topology.site(0), pair_up)
+    finally:  # the lab as the document left it, for the tests after this one
+        serve_deploy(lab.topology.head, lab.workdir, lab.settings)
+        lab.wait_until_served()
     first, second = pair["sessions"]
     assert pair["served_by"][0]["node"] != pair["served_by"][1]["node"]
     assert first["game_id"] == second["game_id"]
