@@ -240,7 +240,8 @@ async def play_frozen_lake(url: str) -> dict:
 
 async def play_cooperative_pong(url: str) -> dict:
     """Two participants share one game: both hold Up, out of the ball's way, until it leaves the
-    screen; the left player presses Finish, which ends the game for both."""
+    screen; they play a little of the next episode, and the left player presses Finish, which ends
+    the game for both."""
     left = await Participant.join(url, "CooperativePong")
     seen = {"hello": left.hello, "first": await first_frame(left)}
     right = await Participant.join(url, "CooperativePong")
@@ -251,6 +252,8 @@ async def play_cooperative_pong(url: str) -> dict:
         await player.press({"ArrowUp"})
     await frames_until(left, lambda: events(left, "episode_end"), timeout_s=60)
     await frames_until(right, lambda: events(right, "episode_end"), timeout_s=10)
+    count = len(left.timings)  # the next episode's first steps, so that Finish has one to end
+    await frames_until(left, lambda: len(left.timings) > count + 20)
     seen["left_events"] = [event["type"] for event in left.events]
     seen["episode_end"] = events(left, "episode_end")[0]
     seen["summary"] = await finish(url, left)
