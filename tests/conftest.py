@@ -157,8 +157,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """tests/cluster (its own multi-node Ray cluster), tests/study (a deployment with a study
     loaded), tests/autoscaling (Ray's fake autoscaler; stops every Ray process on the machine) and
-    tests/netlab (a cluster of network namespaces; needs root) each run in a pytest process of their own: only when named on the command line (``make test``
-    does)."""
+    tests/netlab (a cluster of network namespaces; needs root) each run in a pytest process of
+    their own: only when named on the command line (``make test`` does)."""
     if collection_path.name in SEPARATE_SUITES and collection_path.parent == Path(__file__).parent:
         return not any(collection_path.name in str(arg) for arg in config.args)
     return None
