@@ -245,6 +245,46 @@ def wait_until(condition: Callable[[], bool], message: str, timeout: float = 10.
         time.sleep(0.05)
 
 
+def spawn_seated_game(settings: Settings, participant: str) -> tuple[Any, Any, str, dict]:
+    """An EnvActor and the writer of ``settings``, and a Space Invaders game on that EnvActor with
+    ``participant`` seated as agent_0 (session "s1"), not yet connected: the actor, the writer,
+    the game's id and its frame channel's address. Both actors are killed if the game cannot open."""
+    import uuid
+
+    import ray
+
+    from crowdplay.controllers import Human
+    from crowdplay.env_actor import spawn_env_actor
+    from crowdplay.recording.writer import get_or_create_writer
+
+    actor = spawn_env_actor(settings)
+    ray.get(actor.ready.remote(), timeout=120)
+    writer = get_or_create_writer(settings)
+    ray.get(writer.stats.remote(), timeout=60)
+    game_id = uuid.uuid4().hex
+    try:
+        _, channel = ray.get(actor.open.remote(game_id, "SpaceInvaders", 7), timeout=60)
+        ray.get(actor.take_seat.remote(game_id, "agent_0", "s1", Human(participant), {}, "token"), timeout=30)
+    except BaseException:
+        ray.kill(actor)
+        ray.kill(writer)
+        raise
+    return actor, writer, game_id, channel
+
+
+def stored_episode_and_seqs(store_uri: str, game_id: str) -> tuple[dict, list[int]]:
+    """The game's one stored episode and its chunks' sequence numbers, in order (the episode
+    arrived whole when they are ``0..chunks-1``)."""
+    from crowdplay.recording.store import TrajectoryStore
+
+    store = TrajectoryStore.open(store_uri)
+    try:
+        [episode] = store.find_episodes({"game_id": game_id})
+        return episode, [chunk["seq"] for chunk in store.iter_chunks(episode["_id"])]
+    finally:
+        store.close()
+
+
 def episodes_of(game_id: str, manager, timeout_s: float = 30, settle_s: float = 3.0) -> list[dict]:
     """The game's stored episodes, oldest first, once the game is over. The episode under way at
     the end is stored "interrupted"; a game that ended just after an episode did (before the next

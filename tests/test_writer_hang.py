@@ -14,11 +14,7 @@ from dataclasses import replace
 import ray
 
 from crowdplay.channel import ChannelClient
-from crowdplay.controllers import Human
-from crowdplay.env_actor import spawn_env_actor
-from crowdplay.recording.store import TrajectoryStore
-from crowdplay.recording.writer import get_or_create_writer
-from tests.conftest import TEST_SETTINGS, run
+from tests.conftest import TEST_SETTINGS, run, spawn_seated_game, stored_episode_and_seqs
 
 
 def hang_writes(self) -> None:
@@ -44,14 +40,8 @@ def test_an_env_actor_whose_writer_calls_hang_times_them_out_holds_its_chunks_an
         TEST_SETTINGS, namespace=f"crowdplay-hang-{uuid.uuid4().hex[:8]}", store_uri=str(tmp_path / "rec.db"),
         spool_dir=str(tmp_path / "spool"), writer_call_timeout_s=1.0,
     )
-    actor = spawn_env_actor(settings)
-    ray.get(actor.ready.remote(), timeout=120)
-    writer = get_or_create_writer(settings)
-    ray.get(writer.stats.remote(), timeout=60)
-    game_id = uuid.uuid4().hex
+    actor, writer, game_id, channel = spawn_seated_game(settings, "p-hang")
     try:
-        _, channel = ray.get(actor.open.remote(game_id, "SpaceInvaders", 7), timeout=60)
-        ray.get(actor.take_seat.remote(game_id, "agent_0", "s1", Human("p-hang"), {}, "token"), timeout=30)
 
         async def play() -> dict:
             client = await ChannelClient.connect(channel["host"], channel["port"], channel["secret"], "agent_0", "s1")
@@ -80,12 +70,7 @@ def test_an_env_actor_whose_writer_calls_hang_times_them_out_holds_its_chunks_an
         assert ray.get(actor.drain.remote(60), timeout=90), "chunks were never acknowledged"
         after = ray.get(actor.recording.remote(), timeout=30)
         assert after["chunks"] == 0 and after["chunks_lost"] == 0
-        store = TrajectoryStore.open(settings.store_uri)
-        try:
-            [episode] = store.find_episodes({"game_id": game_id})
-            seqs = [chunk["seq"] for chunk in store.iter_chunks(episode["_id"])]
-        finally:
-            store.close()
+        episode, seqs = stored_episode_and_seqs(settings.store_uri, game_id)
         assert episode["status"] and seqs == list(range(episode["chunks"])) and episode["steps"] >= 540
     finally:
         ray.kill(actor)

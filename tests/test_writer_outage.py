@@ -29,12 +29,10 @@ from ray import serve
 
 from crowdplay.channel import ChannelClient
 from crowdplay.client import Participant
-from crowdplay.controllers import Human
-from crowdplay.env_actor import spawn_env_actor
 from crowdplay.recording.store import TrajectoryStore
 from crowdplay.recording.writer import get_or_create_writer
 from crowdplay.web.ingress import build_app
-from tests.conftest import TEST_SETTINGS, run, wait_until
+from tests.conftest import TEST_SETTINGS, run, spawn_seated_game, stored_episode_and_seqs, wait_until
 from tests.test_admin_page import parse_exposition, value
 
 ADMIN_TOKEN = "outage-admin-token"
@@ -234,14 +232,9 @@ def test_an_env_actor_spills_past_its_limit_while_its_writer_is_stopped_and_deli
         TEST_SETTINGS, namespace=f"crowdplay-spill-{uuid.uuid4().hex[:8]}", store_uri=str(tmp_path / "rec.db"),
         spool_dir=str(tmp_path / "spool"), unacked_memory_mb=0.04, unacked_spill_dir=str(tmp_path / "unacked"),
     )
-    actor = spawn_env_actor(settings)
-    ray.get(actor.ready.remote(), timeout=120)
-    writer = get_or_create_writer(settings)
+    actor, writer, game_id, channel = spawn_seated_game(settings, "p-spill")
     pid = ray.get(writer.stats.remote(), timeout=60)["pid"]
-    game_id = uuid.uuid4().hex
     try:
-        _, channel = ray.get(actor.open.remote(game_id, "SpaceInvaders", 7), timeout=60)
-        ray.get(actor.take_seat.remote(game_id, "agent_0", "s1", Human("p-spill"), {}, "token"), timeout=30)
 
         async def play() -> dict:
             client = await ChannelClient.connect(channel["host"], channel["port"], channel["secret"], "agent_0", "s1")
@@ -275,12 +268,7 @@ def test_an_env_actor_spills_past_its_limit_while_its_writer_is_stopped_and_deli
         after = ray.get(actor.recording.remote(), timeout=30)
         assert after["chunks"] == after["disk_bytes"] == 0 and after["chunks_lost"] == 0
         assert not list(Path(settings.unacked_spill_dir).glob("crowdplay-unacked-*/*"))  # the files went with the acks
-        store = TrajectoryStore.open(settings.store_uri)
-        try:
-            [episode] = store.find_episodes({"game_id": game_id})
-            seqs = [chunk["seq"] for chunk in store.iter_chunks(episode["_id"])]
-        finally:
-            store.close()
+        episode, seqs = stored_episode_and_seqs(settings.store_uri, game_id)
         assert episode["status"] and seqs == list(range(episode["chunks"])) and episode["steps"] >= 600
     finally:
         ray.kill(actor)
