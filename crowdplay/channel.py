@@ -7,7 +7,7 @@ through Ray; Ray keeps placement, lifecycle and control. Messages are framed by 
 
     server -> client   FRAME (binary frame message)   TEXT (JSON event, as on the websocket)   HEARTBEAT (empty)
     client -> server   HELLO (JSON {"secret", "agent", "session"}, or {"secret", "watch"}, first)   ACK (empty)   INPUT (JSON,
-                       ``ParticipantInput.to_wire``)   PAGE (JSON, ``PageEvent`` or ``RoundTrip.to_wire``)
+                       ``ParticipantInput.to_wire``)   PAGE (JSON, ``PageEvent`` or ``RoundTrip.to_wire``)   HEARTBEAT (empty)
                        PROBE (empty, instead of HELLO: the server answers one HEARTBEAT and closes)
 
 Flow control keeps the "drop, don't queue" promise end to end: the server has at most ``window``
@@ -29,6 +29,11 @@ silence alone is not enough: after ``SILENT_SHARE`` of the deadline the client t
 handshake with the server's address for the rest of it. The kernel there completes it however busy
 the process is, while a partition or a stuck machine drops it; a machine that answers gets more
 time, up to ``HUNG_AFTER_STALLS`` deadlines of silence.
+
+The other way round, the ingress writes a HEARTBEAT whenever it has written nothing (no
+acknowledgement, input or page report) for the same interval, and a game server that hears nothing
+from a seat's ingress for ``stall_s`` notes ``link_lost`` for that participant (``link_ok`` when it
+hears again): a one-player game pauses rather than play on, and record, steps nobody is there for.
 """
 
 from __future__ import annotations
@@ -45,12 +50,12 @@ from dataclasses import dataclass
 from typing import Any, SupportsIndex
 
 from crowdplay import protocol
-from crowdplay.engagement import PageReport, page_report
+from crowdplay.engagement import PageEvent, PageReport, page_report
 from crowdplay.environments import InvalidAction
 from crowdplay.fanout import Fanout, FrameSource, Subscriber
 from crowdplay.inputs import ParticipantInput
 from crowdplay.lineup import Lineup, SeatUnavailable
-from crowdplay.realtime import SessionEnded
+from crowdplay.realtime import LiveEnv, SessionEnded
 from crowdplay.wire import HEADER, MAX_PAYLOAD, ChannelClosed, close_writer, read_message, write_message
 
 log = logging.getLogger(__name__)
@@ -137,13 +142,17 @@ class ChannelServer:
         acknowledged; a watcher's inputs are dropped (the ingress never sends any)."""
         agent = subscriber.agent
         pusher = _Pusher(self.live.fanout, self.live, subscriber, writer, self.window)
-        heartbeat = _Heartbeat(pusher, self.heartbeat_s) if self.heartbeat_s > 0 else None
+        link = None if watching else _Link(self.live, agent)
+        heartbeat = _Heartbeat(pusher, self.heartbeat_s, link) if self.heartbeat_s > 0 else None
         with self.live.fanout.pushing(subscriber, pusher.pump), contextlib.ExitStack() as beating:
             if heartbeat is not None:
                 beating.callback(heartbeat.stop)
             pusher.pump()  # what is there already: the first screen, the lineup's events
             while not pusher.finished:
                 kind, payload = await read_message(reader)
+                pusher.received += 1
+                if link is not None and link.lost:
+                    link.note(lost=False)
                 if kind == ACK:
                     pusher.acknowledged()
                 elif kind in (INPUT, PAGE) and subscriber.final is None and not watching:  # a replaced connection no longer plays
@@ -193,6 +202,8 @@ class _Pusher:
     finished: bool = False
     #: messages written so far (the heartbeat checks whether any went out since its last look)
     written: int = 0
+    #: messages read so far (the heartbeat checks whether the ingress still speaks)
+    received: int = 0
 
     def pump(self) -> None:
         """Send what is new while credit lasts."""
@@ -219,15 +230,37 @@ class _Pusher:
         self.pump()
 
 
+class _Link:
+    """Whether a seat's ingress still speaks, told to the game as ``link_lost`` / ``link_ok`` page
+    events (recorded; a one-player game pauses while it is lost)."""
+
+    def __init__(self, live: LiveEnv, agent: str) -> None:
+        self._live = live
+        self._agent = agent
+        self.lost = False
+
+    def note(self, lost: bool) -> None:
+        """The ingress fell silent, or spoke again."""
+        self.lost = lost
+        try:
+            self._live.note_page(self._agent, PageEvent("link_lost" if lost else "link_ok", self._live.frame_id))
+        except (InvalidAction, SessionEnded):  # an AI took the seat over, or the game is over
+            pass
+
+
 class _Heartbeat:
     """Writes a HEARTBEAT on a connection that has written nothing for ``interval_s``, from a timer
     rather than a task: a running game's frames make it a no-op, and it costs a connection one
-    timer callback per interval."""
+    timer callback per interval. With a ``link``, it also tells it when nothing was read for
+    ``HEARTBEATS_PER_STALL`` intervals (the ingress writes its own heartbeats when idle)."""
 
-    def __init__(self, pusher: _Pusher, interval_s: float) -> None:
+    def __init__(self, pusher: _Pusher, interval_s: float, link: _Link | None = None) -> None:
         self._pusher = pusher
         self._interval_s = interval_s
+        self._link = link
         self._seen = pusher.written
+        self._heard = pusher.received
+        self._quiet_beats = 0
         self._loop = asyncio.get_running_loop()
         self._timer = self._loop.call_later(interval_s, self._beat)
 
@@ -238,6 +271,10 @@ class _Heartbeat:
         if pusher.written == self._seen:
             write_message(pusher.writer, HEARTBEAT)
         self._seen = pusher.written
+        self._quiet_beats = self._quiet_beats + 1 if pusher.received == self._heard else 0
+        self._heard = pusher.received
+        if self._quiet_beats == HEARTBEATS_PER_STALL and self._link is not None and not self._link.lost:
+            self._link.note(lost=True)
         self._timer = self._loop.call_later(self._interval_s, self._beat)
 
     def stop(self) -> None:
@@ -270,6 +307,11 @@ class ChannelClient:
         self._writer = writer
         self._stall_s = stall_s or None
         self._address = address
+        #: messages written so far (acknowledgements, inputs, page reports, heartbeats)
+        self._written = 0
+        self._keepalive: asyncio.TimerHandle | None = None
+        if stall_s:
+            self._keepalive = asyncio.get_running_loop().call_later(stall_s / HEARTBEATS_PER_STALL, self._beat, 0)
         #: why the channel was given up as stalled (its inputs then raise it too, not a reset)
         self._stalled: ChannelStalled | None = None
 
@@ -326,7 +368,7 @@ class ChannelClient:
             if kind == HEARTBEAT:
                 continue
             yield payload if kind == FRAME else payload.decode()
-            write_message(self._writer, ACK)
+            self._write(ACK)
 
     def _heard_since(self, waiting_since: float) -> bool:
         """Whether bytes arrived while this read waited after all: this event loop was held up
@@ -353,18 +395,33 @@ class ChannelClient:
         """Send one participant's input (keys or an action) to the game."""
         if self._stalled is not None:
             raise ChannelStalled(str(self._stalled))
-        write_message(self._writer, INPUT, json.dumps(given.to_wire(), separators=(",", ":")).encode())
+        self._write(INPUT, json.dumps(given.to_wire(), separators=(",", ":")).encode())
         await self._writer.drain()
 
     async def send_page(self, event: PageReport) -> None:
         """Send one change on the participant's page, or a round trip it measured, to the game."""
         if self._stalled is not None:
             raise ChannelStalled(str(self._stalled))
-        write_message(self._writer, PAGE, json.dumps(event.to_wire(), separators=(",", ":")).encode())
+        self._write(PAGE, json.dumps(event.to_wire(), separators=(",", ":")).encode())
         await self._writer.drain()
+
+    def _write(self, kind: int, payload: bytes = b"") -> None:
+        write_message(self._writer, kind, payload)
+        self._written += 1
+
+    def _beat(self, seen: int) -> None:
+        """A HEARTBEAT when nothing was written since the last beat, so the game server can tell
+        an idle ingress (a paused game, a participant pressing nothing) from a silent one."""
+        if self._writer.is_closing() or self._stall_s is None:
+            return
+        if self._written == seen:
+            self._write(HEARTBEAT)
+        self._keepalive = asyncio.get_running_loop().call_later(self._stall_s / HEARTBEATS_PER_STALL, self._beat, self._written)
 
     async def close(self) -> None:
         """Close the connection; the game keeps the seat for the reconnect grace."""
+        if self._keepalive is not None:
+            self._keepalive.cancel()
         await close_writer(self._writer)
 
 

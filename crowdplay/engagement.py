@@ -21,6 +21,9 @@ from crowdplay.round_trips import RoundTrip, RoundTrips
 PAGE_EVENTS = ("hidden", "visible", "blur", "focus", "slow_connection", "connection_ok")
 #: What the game adds when it pauses for an absent participant and resumes on their return.
 GAME_EVENTS = ("pause", "resume")
+#: What the game server adds when the participant's ingress falls silent on the frame channel (a
+#: partition: their inputs cannot arrive) and when it speaks again; away while it is lost.
+LINK_EVENTS = ("link_lost", "link_ok")
 #: What a task does when its participant's page is hidden or loses focus (``when_away``).
 WhenAway = Literal["pause", "play", "end"]
 WHEN_AWAY = ("pause", "play", "end")
@@ -40,8 +43,8 @@ class PageEvent:
     frame: int = 0
 
     def __post_init__(self) -> None:
-        if self.event not in PAGE_EVENTS:
-            raise ValueError(f"unknown page event {self.event!r}; expected one of {', '.join(PAGE_EVENTS)}")
+        if self.event not in PAGE_EVENTS and self.event not in LINK_EVENTS:
+            raise ValueError(f"unknown page event {self.event!r}; expected one of {', '.join(PAGE_EVENTS + LINK_EVENTS)}")
 
     def to_wire(self) -> dict[str, Any]:
         """As the frame channel carries it (JSON)."""
@@ -80,6 +83,7 @@ class Attention:
         self.hidden = False
         self.unfocused = False
         self.slow = False
+        self.link_lost = False
         self.pauses = 0
         self._since: dict[str, float] = {}
         self._total = {"hidden": 0.0, "unfocused": 0.0, "paused": 0.0, "slow": 0.0}
@@ -87,8 +91,9 @@ class Attention:
 
     @property
     def away(self) -> bool:
-        """The participant cannot be watching the game: the tab is hidden or the window unfocused."""
-        return self.hidden or self.unfocused
+        """The participant cannot be watching the game: the tab is hidden, the window unfocused, or
+        their link to the game server lost."""
+        return self.hidden or self.unfocused or self.link_lost
 
     def note(self, event: str) -> bool:
         """Take a page event; whether ``away`` changed with it."""
@@ -97,6 +102,8 @@ class Attention:
             self.hidden = self._switch("hidden", event == "hidden")
         elif event in ("blur", "focus"):
             self.unfocused = self._switch("unfocused", event == "blur")
+        elif event in LINK_EVENTS:
+            self.link_lost = event == "link_lost"
         else:
             self.slow = self._switch("slow", event == "slow_connection")
         return self.away != before

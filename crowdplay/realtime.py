@@ -268,7 +268,8 @@ class LiveEnv:
     def note_page(self, agent: str, event: PageReport) -> None:
         """A change on the page of ``agent``'s participant (hidden, unfocused, a slow connection):
         recorded with the page's and the game's frame; a game that pauses when its participant is
-        away waits until they are back, and one whose task ends then gives up their seat. A round
+        away waits until they are back, and one whose task ends then gives up their seat (not for a
+        lost link, ``crowdplay.channel``: the ingress tells the participant itself). A round
         trip the page measured is only recorded (``crowdplay.round_trips``)."""
         self._check_human(agent)
         attention = self.statistics.attention(agent)
@@ -280,7 +281,7 @@ class LiveEnv:
         self.recording.page_event(agent, event.event, event.frame, self.frame_id)
         if changed and self.when_away == "pause":
             self._pause(agent, attention.away, event.frame)
-        elif changed and attention.away and self.when_away == "end" and self._listener is not None:
+        elif changed and attention.away and self.when_away == "end" and not attention.link_lost and self._listener is not None:
             self._listener.left_page(agent)
 
     def _pause(self, agent: str, away: bool, page_frame: int) -> None:

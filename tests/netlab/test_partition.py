@@ -1,8 +1,8 @@
 """A worker whose cable is pulled (docs/netlab.md's ``cut``: its packets and those to it vanish,
 its processes run on): participants whose games it hosts are told within 2 s and offered a new
-game, the others play on, newcomers land on the other worker; once the cable is back the cut
-games end exactly once, stored ``server_unreachable`` with every chunk, and the node takes games
-again."""
+game, the others play on, newcomers land on the other worker; the cut games' servers, hearing
+nothing from the ingress, note the link lost and pause; once the cable is back the cut games end
+exactly once, stored ``server_unreachable`` with every chunk, and the node takes games again."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections import Counter
 
 from crowdplay import protocol
 from crowdplay.client import Participant
+from crowdplay.data.dataset import Dataset
 from crowdplay.netlab.cluster import node_environment
 from crowdplay.netlab.lab import Lab
 from crowdplay.netlab.namespace import run_inside
@@ -125,5 +126,10 @@ def test_a_cut_worker_tells_its_participants_within_2_s_and_its_games_end_once_w
             assert episode["status"] == "server_unreachable" and "stopped answering" in episode["reason"], episode
             assert not episode.get("lost_last_chunk")  # the process sealed it once it could be reached
             assert [chunk["seq"] for chunk in store.iter_chunks(episode["_id"])] == list(range(episode["chunks"]))
+            with Dataset.open(str(lab.workdir / "recordings.db")) as data:
+                events = [(event["event"], event["step"]) for event in data.page_events(episode["_id"])]
+            # the game server noted its participant's link lost and paused there: nothing played unattended
+            [(_, lost_at)] = [event for event in events if event[0] == "link_lost"]
+            assert ("pause", lost_at) in events and episode["steps"] <= lost_at + 1, (events, episode["steps"])
     finally:
         store.close()

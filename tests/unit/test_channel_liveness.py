@@ -236,3 +236,42 @@ def test_a_game_server_too_busy_to_send_is_waited_for_while_its_machine_answers_
     with server_in_a_thread(settings) as (port, server_loop):
         received, waited = asyncio.run(scenario(port, server_loop, hung_after + 1.5))
         assert received == 0 and hung_after <= waited <= hung_after + 2 * settings.channel_stall_s
+
+
+def test_a_silent_ingress_is_noted_as_a_lost_link_and_a_one_player_game_pauses_until_it_speaks_again():
+    """The game server hears nothing from the seat's ingress for its deadline (the link is cut; the
+    ingress's own deadline is longer here, so it waits): the participant's link is noted lost and
+    the one-player game stops stepping; when the link returns, it is noted back and play goes on."""
+
+    async def scenario():
+        live, lineup, server, relay = await game_behind_relay()
+        client = await ChannelClient.connect(relay.host, relay.port, "the-secret", "agent_0", "s1", stall_s=20 * SETTINGS.channel_stall_s)
+        stream = client.messages()
+        await until_play(stream)
+        reading = asyncio.ensure_future(consume(stream))
+        await asyncio.sleep(3 * SETTINGS.channel_stall_s)  # an idle participant: the ingress's heartbeats keep the link
+        kept = live.paused_for is None
+        relay.freeze()
+        await asyncio.sleep(3 * SETTINGS.channel_stall_s)
+        attention = live.statistics.attention("agent_0")
+        lost, paused_for, frame = attention.link_lost, live.paused_for, live.frame_id
+        await asyncio.sleep(0.5)
+        steps_while_lost = live.frame_id - frame
+        await relay.thaw()
+        await asyncio.sleep(1.0)
+        back, resumed = not attention.link_lost, live.paused_for is None
+        reading.cancel()
+        await client.close()
+        live.stop("test over")
+        server.close()
+        await relay.close()
+        return kept, lost, paused_for, steps_while_lost, back, resumed
+
+    kept, lost, paused_for, steps_while_lost, back, resumed = asyncio.run(scenario())
+    assert kept and lost and paused_for == "agent_0" and steps_while_lost == 0
+    assert back and resumed
+
+
+async def consume(stream) -> None:
+    async for _ in stream:
+        pass
