@@ -20,7 +20,7 @@ import psutil
 
 from crowdplay.bench.load import System
 from crowdplay.config import NO_START_GUARD_ENVIRONMENT, NO_START_LIMITS, setting_variable
-from crowdplay.netlab.lab import Lab, _pids_in
+from crowdplay.netlab.lab import Lab, pids_in
 from crowdplay.netlab.shape import LinkShape
 from crowdplay.netlab.topology import Topology
 
@@ -29,7 +29,7 @@ def lab_processes(lab: Lab) -> list[psutil.Process]:
     """Every process on the lab's Ray hosts: the server's whole process tree."""
     processes = []
     for host in lab.topology.cluster_hosts:
-        for pid in _pids_in(host):
+        for pid in pids_in(host):
             try:
                 processes.append(psutil.Process(pid))
             except psutil.Error:

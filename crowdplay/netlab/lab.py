@@ -157,7 +157,7 @@ class Lab:
         existing = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
         namespaces = [name for name in self.topology.namespaces if name in existing]
         for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
-            pids = [pid for name in namespaces for pid in _pids_in(name)]
+            pids = [pid for name in namespaces for pid in pids_in(name)]
             if self.emulator_pid:
                 pids.append(self.emulator_pid)
             for pid in pids:
@@ -172,7 +172,8 @@ class Lab:
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
-def _pids_in(namespace: str) -> list[int]:
+def pids_in(namespace: str) -> list[int]:
+    """The processes running in ``namespace`` (this one left out): a lab host's processes."""
     listed = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout.split()
     return [int(pid) for pid in listed if pid.isdigit() and int(pid) != os.getpid()]
 

@@ -16,7 +16,7 @@ import yaml
 from crowdplay.client import Participant
 from crowdplay.data.dataset import Dataset
 from crowdplay.netlab.cluster import ROOT, serve_deploy
-from crowdplay.netlab.lab import Lab, _pids_in
+from crowdplay.netlab.lab import Lab, pids_in
 from crowdplay.netlab.namespace import run_inside
 from crowdplay.netlab.shape import LinkShape
 from tests.netlab.conftest import ByHand, in_thread_inside
@@ -87,7 +87,7 @@ def test_participants_at_a_site_play_across_its_link_on_the_workers_and_every_ga
 def ingress_and_haproxy_rss_mb(lab: Lab) -> dict[str, float]:
     """Resident memory of the head's ingress replica and HAProxy, by kind."""
     sizes: dict[str, float] = {"ingress": 0.0, "haproxy": 0.0}
-    for pid in _pids_in(lab.topology.head):
+    for pid in pids_in(lab.topology.head):
         try:
             process = psutil.Process(pid)
             line = " ".join(process.cmdline())
