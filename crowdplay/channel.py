@@ -47,7 +47,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, SupportsIndex
+from typing import Any, Protocol, SupportsIndex
 
 from crowdplay import protocol
 from crowdplay.engagement import PageEvent, PageReport, page_report
@@ -150,9 +150,10 @@ class ChannelServer:
             pusher.pump()  # what is there already: the first screen, the lineup's events
             while not pusher.finished:
                 kind, payload = await read_message(reader)
-                pusher.received += 1
-                if link is not None and link.lost:
-                    link.note(lost=False)
+                if link is not None:
+                    link.heard += 1
+                    if link.lost:
+                        link.note(lost=False)
                 if kind == ACK:
                     pusher.acknowledged()
                 elif kind in (INPUT, PAGE) and subscriber.final is None and not watching:  # a replaced connection no longer plays
@@ -202,8 +203,6 @@ class _Pusher:
     finished: bool = False
     #: messages written so far (the heartbeat checks whether any went out since its last look)
     written: int = 0
-    #: messages read so far (the heartbeat checks whether the ingress still speaks)
-    received: int = 0
 
     def pump(self) -> None:
         """Send what is new while credit lasts."""
@@ -238,6 +237,8 @@ class _Link:
         self._live = live
         self._agent = agent
         self.lost = False
+        #: messages read from the ingress so far (the heartbeat checks whether it still speaks)
+        self.heard = 0
 
     def note(self, lost: bool) -> None:
         """The ingress fell silent, or spoke again."""
@@ -248,33 +249,43 @@ class _Link:
             pass
 
 
+class _Writing(Protocol):
+    """A connection end as its heartbeat sees it: its writer, and how many messages it wrote."""
+
+    writer: asyncio.StreamWriter
+    written: int
+
+
 class _Heartbeat:
     """Writes a HEARTBEAT on a connection that has written nothing for ``interval_s``, from a timer
-    rather than a task: a running game's frames make it a no-op, and it costs a connection one
-    timer callback per interval. With a ``link``, it also tells it when nothing was read for
-    ``HEARTBEATS_PER_STALL`` intervals (the ingress writes its own heartbeats when idle)."""
+    rather than a task: a running game's frames (or, at the ingress, their acknowledgements) make
+    it a no-op, and it costs a connection one timer callback per interval. With a ``link`` (the
+    game server's end), it also tells it when nothing was read for ``HEARTBEATS_PER_STALL``
+    intervals."""
 
-    def __init__(self, pusher: _Pusher, interval_s: float, link: _Link | None = None) -> None:
-        self._pusher = pusher
+    def __init__(self, end: _Writing, interval_s: float, link: _Link | None = None) -> None:
+        self._end = end
         self._interval_s = interval_s
         self._link = link
-        self._seen = pusher.written
-        self._heard = pusher.received
+        self._seen = end.written
+        self._heard = link.heard if link is not None else 0
         self._quiet_beats = 0
         self._loop = asyncio.get_running_loop()
         self._timer = self._loop.call_later(interval_s, self._beat)
 
     def _beat(self) -> None:
-        pusher = self._pusher
-        if pusher.writer.is_closing():
+        end, link = self._end, self._link
+        if end.writer.is_closing():
             return
-        if pusher.written == self._seen:
-            write_message(pusher.writer, HEARTBEAT)
-        self._seen = pusher.written
-        self._quiet_beats = self._quiet_beats + 1 if pusher.received == self._heard else 0
-        self._heard = pusher.received
-        if self._quiet_beats == HEARTBEATS_PER_STALL and self._link is not None and not self._link.lost:
-            self._link.note(lost=True)
+        if end.written == self._seen:
+            write_message(end.writer, HEARTBEAT)
+            end.written += 1
+        self._seen = end.written
+        if link is not None:
+            self._quiet_beats = self._quiet_beats + 1 if link.heard == self._heard else 0
+            self._heard = link.heard
+            if self._quiet_beats == HEARTBEATS_PER_STALL and not link.lost:
+                link.note(lost=True)
         self._timer = self._loop.call_later(self._interval_s, self._beat)
 
     def stop(self) -> None:
@@ -304,14 +315,14 @@ class ChannelClient:
         ever); ``address``: the server's, to tell a silent machine from a busy process (without
         it, silence for ``stall_s`` is enough)."""
         self._reader: asyncio.StreamReader = reader
-        self._writer = writer
+        self.writer = writer
         self._stall_s = stall_s or None
         self._address = address
         #: messages written so far (acknowledgements, inputs, page reports, heartbeats)
-        self._written = 0
-        self._keepalive: asyncio.TimerHandle | None = None
-        if stall_s:
-            self._keepalive = asyncio.get_running_loop().call_later(stall_s / HEARTBEATS_PER_STALL, self._beat, 0)
+        self.written = 0
+        #: when idle (a paused game, a participant pressing nothing), so the game server can tell
+        #: an idle ingress from a silent one
+        self._heartbeat = _Heartbeat(self, stall_s / HEARTBEATS_PER_STALL) if stall_s else None
         #: why the channel was given up as stalled (its inputs then raise it too, not a reset)
         self._stalled: ChannelStalled | None = None
 
@@ -360,9 +371,9 @@ class ChannelClient:
                     continue  # data came while this loop was too busy to read it: the peer is not silent
                 if await self._only_busy(started):
                     continue
-                self._writer.transport.abort()
+                self.writer.transport.abort()
                 now = time.monotonic()
-                silent_s = now - max(started, getattr(self._reader, "received_at", 0.0))
+                silent_s = now - self._last_heard(started)
                 self._stalled = ChannelStalled(f"nothing arrived on the frame channel for {silent_s:.1f} s ({now - started:.1f} s after it opened)")
                 raise self._stalled from None
             if kind == HEARTBEAT:
@@ -378,12 +389,16 @@ class ChannelClient:
         reader = self._reader
         return isinstance(reader, _TimedReader) and reader.received_at >= waiting_since
 
+    def _last_heard(self, started: float) -> float:
+        """When bytes last arrived (``started``, the stream's start, if none did since)."""
+        return max(started, getattr(self._reader, "received_at", 0.0))
+
     async def _only_busy(self, started: float) -> bool:
         """Whether the silent server's machine still answers a handshake (its process is slow, not
         cut off), unless it has been silent for ``HUNG_AFTER_STALLS`` deadlines."""
         if self._address is None or self._stall_s is None:
             return False
-        heard_at = max(started, getattr(self._reader, "received_at", 0.0))
+        heard_at = self._last_heard(started)
         if time.monotonic() - heard_at >= self._stall_s * HUNG_AFTER_STALLS:
             return False
         busy = await kernel_answers(*self._address, self._stall_s * (1 - SILENT_SHARE))
@@ -396,33 +411,24 @@ class ChannelClient:
         if self._stalled is not None:
             raise ChannelStalled(str(self._stalled))
         self._write(INPUT, json.dumps(given.to_wire(), separators=(",", ":")).encode())
-        await self._writer.drain()
+        await self.writer.drain()
 
     async def send_page(self, event: PageReport) -> None:
         """Send one change on the participant's page, or a round trip it measured, to the game."""
         if self._stalled is not None:
             raise ChannelStalled(str(self._stalled))
         self._write(PAGE, json.dumps(event.to_wire(), separators=(",", ":")).encode())
-        await self._writer.drain()
+        await self.writer.drain()
 
     def _write(self, kind: int, payload: bytes = b"") -> None:
-        write_message(self._writer, kind, payload)
-        self._written += 1
-
-    def _beat(self, seen: int) -> None:
-        """A HEARTBEAT when nothing was written since the last beat, so the game server can tell
-        an idle ingress (a paused game, a participant pressing nothing) from a silent one."""
-        if self._writer.is_closing() or self._stall_s is None:
-            return
-        if self._written == seen:
-            self._write(HEARTBEAT)
-        self._keepalive = asyncio.get_running_loop().call_later(self._stall_s / HEARTBEATS_PER_STALL, self._beat, self._written)
+        write_message(self.writer, kind, payload)
+        self.written += 1
 
     async def close(self) -> None:
         """Close the connection; the game keeps the seat for the reconnect grace."""
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-        await close_writer(self._writer)
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        await close_writer(self.writer)
 
 
 async def channel_answers(host: str, port: int, timeout_s: float) -> bool:
