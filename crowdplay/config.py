@@ -89,6 +89,22 @@ class Settings:
     #: any 10 s (0: off), before any Python runs: a flood's refusals cost the ingress replicas nothing.
     #: Read from the environment by HAProxy's launcher (``crowdplay.web.haproxy``) when it starts.
     session_starts_guard_per_10s: int = 40
+    #: Connections one client address may hold open to HAProxy at once (0: no limit); HAProxy
+    #: closes any beyond it as soon as they are accepted, so one client cannot take the connections
+    #: everyone shares (HAProxy's ``maxconn``, sized from the node's file-descriptor limit). A
+    #: participant's page holds a websocket and a few HTTP connections: 300 lets a lab of ~100
+    #: behind one NAT address in. Applies only where HAProxy is the edge (``forwarded_hops`` 1):
+    #: behind a load balancer every connection comes from the balancer, so set the equivalent there.
+    #: Read by HAProxy's launcher (``crowdplay.web.haproxy``) when it starts, as are the next two.
+    connections_per_client: int = 300
+    #: Seconds a new connection has to send a whole request head (HAProxy's ``timeout
+    #: http-request``): one that sends nothing is closed silently then, one that sends it slowly
+    #: (slowloris) gets 408. A browser on a poor link sends its ~1 KB head in well under a second.
+    request_head_timeout_s: float = 10.0
+    #: Seconds an HTTP connection may stay open idle between requests (HAProxy's ``timeout
+    #: http-keep-alive``; Serve's default 90). A browser opens a new one when it needs it; a page's
+    #: websocket, once upgraded, is not idle in this sense and is kept.
+    keep_alive_timeout_s: float = 15.0
     #: Proxies in front of the ingress replicas that append the client's address to X-Forwarded-For:
     #: HAProxy is one; add one for each load balancer in front of it that appends too. A client's
     #: address (its rate limits) is the entry this many places from the end.
@@ -354,10 +370,11 @@ def store_uri_from_environment(environ: Mapping[str, str] | None = None) -> str:
 NO_START_LIMITS: dict[str, Any] = {
     "session_starts_per_client_burst": 1_000_000, "session_starts_per_client_per_min": 1e9,
     "session_starts_burst": 1_000_000, "session_starts_per_s": 1e9, "max_unconnected_sessions": 0,
-    "session_starts_guard_per_10s": 0,
+    "session_starts_guard_per_10s": 0, "connections_per_client": 0,
 }
-#: The same for HAProxy's guard, which reads it from the environment of the Ray instance.
-NO_START_GUARD_ENVIRONMENT = {"CROWDPLAY_SESSION_STARTS_GUARD_PER_10S": "0"}
+#: The same for HAProxy's guard and its connections per client address, which it reads from the
+#: environment of the Ray instance.
+NO_START_GUARD_ENVIRONMENT = {"CROWDPLAY_SESSION_STARTS_GUARD_PER_10S": "0", "CROWDPLAY_CONNECTIONS_PER_CLIENT": "0"}
 
 #: The control actors (EnvsManager, TrajectoryWriter) ask for a sliver of the head node's own
 #: resource: a worker node leaving must not take them along, and the writer's spool and the

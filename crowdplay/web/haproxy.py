@@ -1,4 +1,4 @@
-"""The HAProxy Ray Serve starts, with two changes to the configuration Serve writes for it.
+"""The HAProxy Ray Serve starts, with changes to the configuration Serve writes for it.
 
 Serve's throughput mode renders ``haproxy.cfg`` from a fixed template and has no setting for:
 
@@ -14,6 +14,14 @@ Serve's throughput mode renders ``haproxy.cfg`` from a fixed template and has no
   replica's CPU for nothing (docs/decisions/hot-path-profile.md). Uvicorn's switch for it is not
   reachable through Serve; here the ingress drops the offer (``Sec-WebSocket-Extensions``) from
   every request, so no connection negotiates it.
+- how many connections one client may hold, and for how long idle. The template lets a
+  connection wait an hour (``timeout client``) for its request head and 90 s idle between
+  requests, from any number of connections per address, under one fixed ``maxconn 4096`` for
+  everyone: one client holding ~4,200 bare or half-sent connections kept every newcomer out
+  (issue 32). Here the ingress closes a client address's connections beyond
+  ``Settings.connections_per_client`` at once, a head not complete within
+  ``request_head_timeout_s``, an idle connection after ``keep_alive_timeout_s``, and ``maxconn``
+  is as many connections as the process's file-descriptor limit allows (``global_maxconn``).
 
 Serve runs ``RAY_SERVE_HAPROXY_BINARY_PATH`` as ``<binary> -db -f <config> [-dR] [-sf pids] [-x
 socket]`` for every start and reload, each time after writing ``<config>`` afresh.
@@ -32,6 +40,7 @@ import fcntl
 import json
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -44,6 +53,29 @@ LOOPBACK = "127.0.0.1"
 FORWARDFOR = "option forwardfor"
 #: The first line of the session-start guard (``start_guard``), by which a rewrite finds it.
 GUARD_MARK = "# crowdplay: session starts per client address (Settings.session_starts_guard_per_10s)"
+#: The first line of the connection limits (``connection_limits``), by which a rewrite finds them.
+CONNECTIONS_MARK = "# crowdplay: connections per client address, and how long one waits for a request (Settings.connections_per_client)"
+#: The section holding the table of connections per client address: a frontend holds one
+#: stick-table (the guard's), so this one lives in a backend of its own that no request is sent to.
+CONNECTION_TABLE = "crowdplay_connections"
+CONNECTION_TABLE_SECTION = [
+    f"backend {CONNECTION_TABLE}\n",
+    "    # crowdplay: open connections per client address (Settings.connections_per_client); no servers\n",
+    "    stick-table type ipv6 size 100k expire 30s store conn_cur\n",
+]
+#: Descriptors HAProxy reserves per connection: the client's and the replica's sockets, and half
+#: of one splice pipe's two (Serve turns splicing on; HAProxy keeps ``maxconn`` / 4 pipes). HAProxy
+#: 2.8 refuses to start unless it may open 2.5 x maxconn + 38 with Serve's configuration (measured
+#: at maxconn 100 to 9,000: Serve's 4096 needs 10,278).
+FDS_PER_CONNECTION = 2.5
+#: Descriptors kept for everything else (listeners, the admin and log sockets, one poller per
+#: thread): the 38 measured, with room.
+FD_RESERVE = 100
+#: ``maxconn`` never above this, whatever the descriptor limit: HAProxy allocates its table of
+#: descriptors for all of them at start (measured ~150 bytes each), and no node carries this many.
+MAXCONN_CEILING = 100_000
+#: Serve's own setting for ``maxconn``: honoured as an upper bound when set.
+SERVE_MAXCONN_VARIABLE = "RAY_SERVE_HAPROXY_MAXCONN"
 #: The rule that removes websocket extension offers, and the comment before it by which a rewrite finds it.
 NO_WEBSOCKET_EXTENSIONS = [
     "    # crowdplay: frames are deflated by the codec already; no permessage-deflate on top\n",
@@ -88,10 +120,57 @@ def start_guard(per_10s: int, forwarded_hops: int) -> list[str]:
     ]
 
 
-def harden(config: str, guard: list[str] | None = None) -> str:
-    """``config`` with its side listeners on loopback, ``option forwardfor`` in ``defaults``, and
-    ``guard`` (``start_guard``'s rules) then ``NO_WEBSOCKET_EXTENSIONS`` first in the public
-    ingress's frontend.
+def connection_limits(per_client: int, forwarded_hops: int, head_timeout_s: float, keep_alive_timeout_s: float) -> list[str]:
+    """HAProxy rules for the ingress's frontend that bound what one client's idle connections hold.
+
+    - ``timeout http-request``: a connection's request head must be complete ``head_timeout_s``
+      after it opened (or after its previous response), else it is closed: with a 408 when it
+      sent part of one, silently when it sent nothing (``option http-ignore-probes``: browsers
+      open connections speculatively and may never use them).
+    - ``timeout http-keep-alive``: closed after ``keep_alive_timeout_s`` idle between requests.
+      A websocket, once upgraded, is a tunnel and not subject to either.
+    - a client address holding ``per_client`` connections has any further one closed as soon as
+      it is accepted, before it is counted (the table is consulted, then the connection tracked):
+      refused connections never hold the limit up. Only where HAProxy is the edge
+      (``forwarded_hops`` 1): behind a load balancer every connection's source is the balancer,
+      and the client's address is in a header HAProxy has not read when the connection opens.
+
+    A timeout or limit of 0 leaves Serve's behaviour (no head timeout, 90 s keep-alive, no limit).
+    """
+    rules = [f"    {CONNECTIONS_MARK}\n"]
+    if head_timeout_s > 0:
+        rules += ["    option http-ignore-probes\n", f"    timeout http-request {_haproxy_time(head_timeout_s)}\n"]
+    if keep_alive_timeout_s > 0:
+        rules.append(f"    timeout http-keep-alive {_haproxy_time(keep_alive_timeout_s)}\n")
+    if per_client > 0 and forwarded_hops <= 1:
+        rules += [
+            f"    tcp-request connection reject if {{ src_conn_cur({CONNECTION_TABLE}) ge {per_client} }}\n",
+            f"    tcp-request connection track-sc1 src table {CONNECTION_TABLE}\n",
+        ]
+    return rules if len(rules) > 1 else []
+
+
+def _haproxy_time(seconds: float) -> str:
+    """An HAProxy time: whole seconds as such, else whole milliseconds (HAProxy takes no fractions)."""
+    milliseconds = max(1, round(seconds * 1000))
+    return f"{milliseconds // 1000}s" if milliseconds % 1000 == 0 else f"{milliseconds}ms"
+
+
+def global_maxconn(fd_limit: int, asked: int | None = None) -> int:
+    """HAProxy's ``maxconn`` for a process that may open ``fd_limit`` descriptors (its hard limit:
+    HAProxy raises its soft limit to what ``maxconn`` needs by itself, and refuses to start when the
+    hard limit is short of it). Each connection takes ``FDS_PER_CONNECTION``; ``FD_RESERVE`` are
+    kept; at most ``asked`` (Serve's ``RAY_SERVE_HAPROXY_MAXCONN``, when set) or ``MAXCONN_CEILING``."""
+    fitting = max(1, int((fd_limit - FD_RESERVE) / FDS_PER_CONNECTION))
+    return min(fitting, asked if asked else MAXCONN_CEILING)
+
+
+def harden(config: str, guard: list[str] | None = None, connections: list[str] | None = None, maxconn: int | None = None) -> str:
+    """``config`` with its side listeners on loopback, ``option forwardfor`` in ``defaults``,
+    ``connections`` (``connection_limits``' rules), ``guard`` (``start_guard``'s) then
+    ``NO_WEBSOCKET_EXTENSIONS`` first in the public ingress's frontend, the table the connection
+    rules name (``CONNECTION_TABLE_SECTION``) at the end, and ``global``'s ``maxconn`` set to
+    ``maxconn`` (when given).
 
     Idempotent: the result rewritten again is unchanged, so a configuration Serve has not
     regenerated (or one already rewritten) comes out the same.
@@ -106,9 +185,11 @@ def harden(config: str, guard: list[str] | None = None) -> str:
             out.append(line)
             marks.note_header(section, len(out))
             continue
+        if section == "global" and maxconn is not None and line.split()[:1] == ["maxconn"]:
+            line = f"{line[:len(line) - len(line.lstrip())]}maxconn {maxconn}\n"
         out.append(line if section in INGRESS_SECTIONS else _loopback_bind(line))
         marks.note_line(section, line, len(out))
-    _insert_missing(out, marks, guard or [])
+    _insert_missing(out, marks, guard or [], connections or [])
     return "".join(out)
 
 
@@ -121,6 +202,8 @@ class _Marks:
     defaults_at: int | None = None
     rules_at: int | None = None
     has_forwardfor: bool = False
+    has_connections: bool = False
+    has_connection_table: bool = False
     has_guard: bool = False
     has_no_extensions: bool = False
 
@@ -128,6 +211,8 @@ class _Marks:
         """A section starts; ``after`` is the index just past its header line."""
         if section == "defaults" and self.defaults_at is None:
             self.defaults_at = after
+        if section == f"backend {CONNECTION_TABLE}":
+            self.has_connection_table = True
 
     def note_line(self, section: str, line: str, after: int) -> None:
         """A line of ``section``; ``after`` is the index just past it."""
@@ -138,6 +223,8 @@ class _Marks:
             return
         if line.strip() == GUARD_MARK:
             self.has_guard = True
+        if line.strip() == CONNECTIONS_MARK:
+            self.has_connections = True
         if line == NO_WEBSOCKET_EXTENSIONS[0]:
             self.has_no_extensions = True
         if self.rules_at is None and words[:1] == ["bind"]:
@@ -152,25 +239,48 @@ def _section_header(line: str) -> str | None:
     return None
 
 
-def _insert_missing(out: list[str], marks: _Marks, guard: list[str]) -> None:
-    """Add the guard and the extensions rule after the ingress's first ``bind`` and ``option
-    forwardfor`` after the ``defaults`` header, each only where found and not already present. The
-    frontend's rules go in first: Serve's template puts the frontend after ``defaults``, so the
-    defaults' index still holds."""
+def _insert_missing(out: list[str], marks: _Marks, guard: list[str], connections: list[str]) -> None:
+    """Add the connection rules, the guard and the extensions rule after the ingress's first
+    ``bind``, ``option forwardfor`` after the ``defaults`` header and the connection table at the
+    end, each only where found and not already present. The frontend's rules go in first: Serve's
+    template puts the frontend after ``defaults``, so the defaults' index still holds. The
+    connection rules come before any ``http-request`` rule, where HAProxy runs them anyway."""
     if marks.rules_at is not None:
-        rules = (guard if not marks.has_guard else []) + (NO_WEBSOCKET_EXTENSIONS if not marks.has_no_extensions else [])
+        rules = (
+            (connections if not marks.has_connections else [])
+            + (guard if not marks.has_guard else [])
+            + (NO_WEBSOCKET_EXTENSIONS if not marks.has_no_extensions else [])
+        )
         out[marks.rules_at:marks.rules_at] = rules
+        if any(CONNECTION_TABLE in line for line in rules) and not marks.has_connection_table:
+            if out and not out[-1].endswith("\n"):
+                out[-1] += "\n"
+            out.extend(CONNECTION_TABLE_SECTION)
     if marks.defaults_at is not None and not marks.has_forwardfor:
         out.insert(marks.defaults_at, f"    {FORWARDFOR}\n")
 
 
-def guard_from_environment() -> list[str]:
-    """``start_guard`` for the deployment's settings, read from this process's environment (the
-    Ray instance's: ``crowdplay serve``'s, or ``crowdplay.env`` on a cluster)."""
+def rules_from_environment() -> tuple[list[str], list[str]]:
+    """``start_guard`` and ``connection_limits`` for the deployment's settings, read from this
+    process's environment (the Ray instance's: ``crowdplay serve``'s, or ``crowdplay.env`` on a
+    cluster)."""
     from crowdplay.config import Settings
 
     settings = Settings.from_env()
-    return start_guard(settings.session_starts_guard_per_10s, settings.forwarded_hops)
+    guard = start_guard(settings.session_starts_guard_per_10s, settings.forwarded_hops)
+    connections = connection_limits(
+        settings.connections_per_client, settings.forwarded_hops, settings.request_head_timeout_s, settings.keep_alive_timeout_s
+    )
+    return guard, connections
+
+
+def maxconn_from_environment() -> int:
+    """``global_maxconn`` for this process (HAProxy's, once it execs: the same limits) and Serve's
+    ``RAY_SERVE_HAPROXY_MAXCONN`` when set."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = int(MAXCONN_CEILING * FDS_PER_CONNECTION) + FD_RESERVE if hard == resource.RLIM_INFINITY else hard
+    asked = os.environ.get(SERVE_MAXCONN_VARIABLE, "").strip()
+    return global_maxconn(limit, int(asked) if asked.isdigit() else None)
 
 
 def _loopback_bind(line: str) -> str:
@@ -195,7 +305,8 @@ def harden_file(path: str) -> None:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             original = Path(path).read_text()
-            hardened = harden(original, guard_from_environment())
+            guard, connections = rules_from_environment()
+            hardened = harden(original, guard, connections, maxconn_from_environment())
             if hardened == original:
                 return
             fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".haproxy-", suffix=".cfg")
