@@ -12,8 +12,9 @@ out and seated here (``take_seat``). The Lineup decides when the game starts and
 someone leaves, and this actor reports those decisions to the EnvsManager (``game_event``).
 
 Actors boot empty and wait in the EnvsManager's warm pool. Building an ALE environment takes
-~125 ms holding the interpreter lock, so an actor builds spares of the recent games while it runs
-none (``crowdplay.spares``), and a game starts on a spare at once. Frames and inputs travel over each game's
+~90 ms holding the interpreter lock, so an actor builds spares of the recent games while it runs
+none (``crowdplay.spares``), a game starts on a spare at once, and no environment is built while
+games play here. Frames and inputs travel over each game's
 frame channel (``crowdplay.channel``); Ray carries placement, lifecycle and control. AI agents'
 observations go to the shared policy actors through this process's ``PolicyClient``, one call per
 policy actor per tick for all its games (``crowdplay.ai.remote``).
@@ -41,7 +42,7 @@ from crowdplay.ai.remote import PolicyClient
 from crowdplay.channel import ChannelServer
 from crowdplay.config import FRAME_PATH_RUNTIME_ENV, UNRECORDED_CALLS, Settings
 from crowdplay.controllers import Controller, Human
-from crowdplay.environments import EnvAdapter, EnvironmentFailed, EnvSpec, get_env, make_adapter
+from crowdplay.environments import EnvironmentFailed, EnvSpec, get_env, make_adapter
 from crowdplay.hosts import lived_its_life
 from crowdplay.lineup import Lineup
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
@@ -52,7 +53,7 @@ from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.status import INTERRUPTED
 from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
-from crowdplay.spares import SpareEnvs
+from crowdplay.spares import Built, SpareEnvs
 from crowdplay.timing import TIMING_EDGES_MS, process_histograms, recent_input_latencies
 from crowdplay.vocabulary import GameEvent
 
@@ -93,9 +94,10 @@ class EnvActor:
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-builder")
         self._stocker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-stocker", initializer=lowest_cpu_priority)
         self.spares = SpareEnvs(
-            self._build, self._build_ahead, settings.spare_envs_per_actor, running=lambda: bool(self.games),
-            room=lambda: len(self.games) + 1 < settings.concurrent_games_per_actor,  # + 1: the game opening now
+            self._build, self._build_ahead, settings.spare_envs_per_actor, running=lambda: bool(self.games) or self._opening > 0, on_change=self._report_builds,
         )
+        #: games in ``open`` now: the process counts as running them (it stocks no spares meanwhile)
+        self._opening = 0
         self.recorders: list[Recorder] = []
         self._batcher: ChunkBatcher | None = None
         self._writer = WriterClient(settings)
@@ -123,6 +125,13 @@ class EnvActor:
         client's ``hello``) and the frame channel's address and secret.
 
         ``episode_fields`` are stored with each of the game's episodes."""
+        self._opening += 1
+        try:
+            return await self._open(game_id, env_id, seed, episode_fields)
+        finally:
+            self._opening -= 1
+
+    async def _open(self, game_id: str, env_id: str, seed: int, episode_fields: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
         spec = get_env(env_id)
         self.games_opened += 1
         try:
@@ -144,6 +153,7 @@ class EnvActor:
         channel = ChannelServer(lineup, secrets.token_urlsafe(24), self.settings.frame_backpressure, self.settings.channel_stall_s)
         host = ray.util.get_node_ip_address()
         port = await channel.start(host)
+        await self.spares.settled()  # games opened together start after the last of their builds
         self.games[game_id] = HostedGame(lineup, channel)
         return live.describe(), {"host": host, "port": port, "secret": channel.secret}
 
@@ -175,7 +185,7 @@ class EnvActor:
                 "channel": {"host": hosted.channel.host, "port": hosted.channel.port, "secret": hosted.channel.secret},
             }
         seated = {session: seat for session, seat in self._seated.items() if seat["game_id"] in self.games}
-        return {"node_id": ray.get_runtime_context().get_node_id(), "games": games, "sessions": seated, "games_opened": self.games_opened}
+        return {"node_id": ray.get_runtime_context().get_node_id(), "games": games, "sessions": seated, "games_opened": self.games_opened, "builds": self.spares.report()}
 
     def _report(self, game_id: str, event: dict[str, Any]) -> None:
         """Tell the EnvsManager what changed (fire and forget: it also rebuilds from ``games``)."""
@@ -258,15 +268,22 @@ class EnvActor:
         """Spare environments built or being built here (for tests and operators)."""
         return self.spares.count()
 
-    async def _build(self, spec: EnvSpec) -> EnvAdapter:
+    def _report_builds(self) -> None:
+        """Tell the EnvsManager what this process has built and opened (fire and forget): it places
+        a game here only if that builds nothing behind running games (``crowdplay.hosts``)."""
+        manager = self._manager_handle()
+        if manager is not None:
+            manager.host_builds.remote(ray.get_runtime_context().get_actor_id(), self.spares.report())
+
+    async def _build(self, spec: EnvSpec) -> Built:
         """An environment, built off the event loop in the one builder thread: emulators built in
         whichever pool thread was free spread over glibc's per-thread heaps, and every game that
         ended left a hole in one of them (EnvActors grew ~1 MB a minute with games coming and going)."""
-        return await asyncio.get_running_loop().run_in_executor(self._builder, make_adapter, spec)
+        return await asyncio.get_running_loop().run_in_executor(self._builder, timed_build, spec)
 
-    async def _build_ahead(self, spec: EnvSpec) -> EnvAdapter:
+    async def _build_ahead(self, spec: EnvSpec) -> Built:
         """A spare built in the stocking thread, at the lowest CPU priority (``crowdplay.spares``)."""
-        return await asyncio.get_running_loop().run_in_executor(self._stocker, make_adapter, spec)
+        return await asyncio.get_running_loop().run_in_executor(self._stocker, timed_build, spec)
 
     def _game(self, key: str) -> HostedGame:
         """A hosted game by its id or by the session id of one of its participants."""
@@ -329,6 +346,13 @@ class EnvActor:
             return
         hosted.lineup.end(reason, status)
         hosted.channel.close()
+
+
+def timed_build(spec: EnvSpec) -> Built:
+    """``make_adapter(spec)`` and the CPU seconds the calling thread spent on it."""
+    started = time.thread_time()
+    adapter = make_adapter(spec)
+    return Built(adapter, time.thread_time() - started)
 
 
 def lowest_cpu_priority() -> None:

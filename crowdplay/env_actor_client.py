@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -72,7 +72,7 @@ class EnvActorLauncher:
             ray.kill(actor)
             raise NoCapacity(f"no node had room for a game server within {self.settings.placement_timeout_s:.0f} s") from None
         actor.prepare.remote(list(self.recent_envs))  # so the first game there starts at once
-        return Host(actor, node_id)
+        return Host(actor, node_id, key=actor._actor_id.hex())
 
     async def retire(self, host: Host) -> None:
         """Stop an emptied EnvActor once the writer has acknowledged all it recorded (while the
@@ -97,7 +97,11 @@ async def running_env_actors(namespace: str) -> AsyncIterator[tuple[Host, dict[s
         except (TimeoutError, ValueError, ray.exceptions.RayActorError) as error:
             log.warning("not adopting game process %s: %s", name, type(error).__name__)
             continue
-        yield Host(actor, state["node_id"], set(state["games"]), state.get("games_opened", len(state["games"]))), state
+        games = set(state["games"])
+        host = Host(actor, state["node_id"], games, state.get("games_opened", len(games)), key=actor._actor_id.hex(), started=bool(games))
+        builds = state.get("builds", {})
+        host.built, host.opened = Counter(builds.get("built", {})), Counter(builds.get("opened", {}))
+        yield host, state
 
 
 async def ask_env_actor(host: Host, method: str) -> dict[str, Any]:

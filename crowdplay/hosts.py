@@ -3,7 +3,12 @@
 Booting an EnvActor process costs ~0.6 s and ~60 MB, so a participant's Start must never wait for
 one: ``HostPool`` keeps ``warm_size`` empty processes ready and boots a replacement as soon as one
 is taken. A new game goes to the least-loaded node (games spread over the cluster), on the fullest
-process there with room (games share processes, up to ``games_per_host``). A process retires
+process there with room (games share processes, up to ``games_per_host``) that can open it without
+building behind games already playing: building an Atari environment holds a process's
+interpreter lock ~90 ms, a stall of every game there (``crowdplay.spares``). So a process running
+games takes a game only from its spares (or one whose builds are too short to matter,
+``HARMLESS_BUILD_CPU_S``); an empty one takes up to ``builds_per_batch`` games to build, which
+start together after the last build; a game no process can take so waits for the next to boot. A process retires
 after ``games_per_life`` games (what long-lived interpreters accumulate is let go with it), and an
 emptied process beyond the warm pool lingers ``linger_s`` before it retires, so a burst of
 arrivals and departures reuses processes instead of booting and stopping one each time. A node
@@ -17,6 +22,7 @@ Ray one), and the clock and sleep are parameters, so the rules are unit-tested w
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -24,6 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from crowdplay.background import Background
+
+log = logging.getLogger(__name__)
+
+#: A build shorter than this (CPU seconds, as the process measured its latest one) may run in a
+#: process whose games are playing: a third of a 60 fps frame, so no frame is late for it.
+HARMLESS_BUILD_CPU_S = 0.005
 
 
 def lived_its_life(games_per_life: int, games_started: int) -> bool:
@@ -49,6 +61,21 @@ class Host:
     emptied_at: float = 0.0
     #: the wait before a spare host retires, while one is pending (one per host)
     lingering: asyncio.Task[None] | None = None
+    #: the process's own name for itself (its actor id): how its reports find it
+    key: str = ""
+    #: environments the process built and games it opened so far, by environment id, as it last
+    #: reported (``note_builds``), and games placed here by environment: the spares left
+    built: Counter[str] = field(default_factory=Counter)
+    opened: Counter[str] = field(default_factory=Counter)
+    placed: Counter[str] = field(default_factory=Counter)
+    #: a game placed here since it was last empty has opened (it may be playing now)
+    started: bool = False
+    #: games placed here since it was last empty that have to be built
+    batch_builds: int = 0
+
+    def spares_of(self, env_id: str) -> int:
+        """Spares of ``env_id`` ready here and not promised to a game yet."""
+        return max(0, self.built[env_id] - max(self.placed[env_id], self.opened[env_id]))
 
 
 class Launcher(Protocol):
@@ -70,6 +97,8 @@ class PoolLimits:
     #: 0: a process takes games for ever
     games_per_life: int
     linger_s: float
+    #: games an empty process takes that must be built (they start together after the last build)
+    builds_per_batch: int = 4
 
 
 class HostPool:
@@ -95,6 +124,10 @@ class HostPool:
         self._on_added = on_added
         self._clock = clock
         self._sleep = sleep
+        #: the latest build's CPU seconds of each environment, as processes reported it
+        self.build_cpu_s: dict[str, float] = {}
+        #: resolved when a host may have become able to take a game (placements waiting on it)
+        self._news: asyncio.Future[None] | None = None
 
     # ----------------------------------------------------------------- the warm pool
     def spare(self) -> list[Host]:
@@ -129,6 +162,7 @@ class HostPool:
         """Offer a host's slots (a booted one, or one adopted from an earlier manager)."""
         self.hosts.append(host)
         self._on_added(host)
+        self._announce()
 
     async def wait_for_boots(self, timeout_s: float) -> dict[str, int]:
         """Wait up to ``timeout_s`` for the boots under way, raising the first one's failure (a
@@ -142,26 +176,83 @@ class HostPool:
         return {"ready": len(self.spare()), "booting": len(pending)}
 
     # ----------------------------------------------------------------- placement
-    async def place(self, game_id: str) -> Host:
-        """A host with room on the least-loaded node, the fullest such host on that node, else the
-        next one to boot. The slot is reserved with no await in between, so concurrent games never
-        overfill a host, and games arriving while processes boot wait for those instead of each
-        booting its own; a failed boot fails the placement with its reason."""
+    async def place(self, game_id: str, env_id: str) -> Host:
+        """A host with room on the least-loaded node that opens ``env_id`` without building behind
+        playing games (``takes_quietly``), the fullest such host on that node, else the next one to
+        boot. The slot (and a spare) is reserved with no await in between, so concurrent games
+        never overfill a host, and games arriving while processes boot wait for those instead of
+        each booting its own. A failed boot fails the placement with its reason, unless a host
+        with room is left: when no node has room for another process, a game that must be built
+        behind playing games is better than none."""
+        failed: NoCapacity | None = None
         while True:
             open_hosts = [h for h in self.hosts if len(h.games) < self.limits.games_per_host and self.eligible(h)]
-            if open_hosts:
-                node_load: Counter[str] = Counter()
-                for other in self.hosts:
-                    node_load[other.node_id] += len(other.games)
-                host = min(open_hosts, key=lambda h: (node_load[h.node_id], -len(h.games)))
-                host.games.add(game_id)
-                host.games_started += 1
-                self.refill()
-                return host
+            quiet = [h for h in open_hosts if self.takes_quietly(h, env_id)]
+            if quiet:
+                return self._reserve(self._best(quiet), game_id, env_id)
+            if failed is not None:
+                if not open_hosts:
+                    raise failed
+                log.warning("no room for another game process: %s is built behind games playing in its process", env_id)
+                return self._reserve(self._best(open_hosts), game_id, env_id)
             boots = set(self.boots) or {self._start_boot()}
-            done, _ = await asyncio.wait(boots, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
+            waits: set[asyncio.Future[Any]] = {*boots, self._next_news()}
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in boots & done:
+                try:
+                    task.result()
+                except NoCapacity as error:
+                    failed = error
+
+    def takes_quietly(self, host: Host, env_id: str) -> bool:
+        """The host can open ``env_id`` without a build stalling games playing there: it has a
+        spare, or the build is harmless, or none of its games has opened yet and its batch of
+        builds is not full."""
+        if host.spares_of(env_id) > 0 or self.build_cpu_s.get(env_id, float("inf")) <= HARMLESS_BUILD_CPU_S:
+            return True
+        return not host.started and host.batch_builds < self.limits.builds_per_batch
+
+    def _best(self, hosts: list[Host]) -> Host:
+        """The fullest of ``hosts`` on the least-loaded node."""
+        node_load: Counter[str] = Counter()
+        for other in self.hosts:
+            node_load[other.node_id] += len(other.games)
+        return min(hosts, key=lambda h: (node_load[h.node_id], -len(h.games)))
+
+    def _reserve(self, host: Host, game_id: str, env_id: str) -> Host:
+        if host.spares_of(env_id) <= 0:
+            host.batch_builds += 1
+        host.placed[env_id] += 1
+        host.games.add(game_id)
+        host.games_started += 1
+        self.refill()
+        return host
+
+    def game_opened(self, host: Host) -> None:
+        """A game placed on the host has opened: its games may be playing from now on."""
+        host.started = True
+
+    def note_builds(self, key: str, report: dict[str, Any]) -> None:
+        """A process's report of what it built and opened (``SpareEnvs.report``). Its counts only
+        grow, so a report overtaken by a newer one changes nothing."""
+        for host in self.hosts:
+            if host.key == key:
+                host.built |= Counter(report.get("built", {}))
+                host.opened |= Counter(report.get("opened", {}))
+        self.build_cpu_s.update(report.get("build_cpu_s", {}))
+        self._announce()
+
+    def _next_news(self) -> asyncio.Future[None]:
+        """A future the next ``_announce`` resolves (shared by every placement waiting now)."""
+        if self._news is None:
+            self._news = asyncio.get_running_loop().create_future()
+        return self._news
+
+    def _announce(self) -> None:
+        """Wake the placements waiting for a host that can take their game."""
+        if self._news is not None and not self._news.done():
+            self._news.set_result(None)
+        self._news = None
 
     def release(self, host: Host, game_id: str) -> None:
         """A game left its host. A worn-out host retires once empty; an emptied host beyond the
@@ -169,6 +260,8 @@ class HostPool:
         host.games.discard(game_id)
         if host not in self.hosts or host.games:
             return
+        host.started, host.batch_builds = False, 0
+        self._announce()
         host.emptied_at = self._clock()
         if self.worn_out(host):
             self.retire(host)

@@ -144,6 +144,11 @@ class EnvsManager:
         await self._adopt()
         self.games.channel_stalled(session_id)
 
+    async def host_builds(self, actor_id: str, report: dict[str, Any]) -> None:
+        """An EnvActor built an environment or opened a game (``SpareEnvs.report``): where its spares
+        are, for placement (``HostPool.note_builds``)."""
+        self.pool.note_builds(actor_id, report)
+
     async def policy_report(self, report: dict[str, Any]) -> None:
         """A policy's new problem or recovery, from a game process (``crowdplay.ai.health``)."""
         self.problems.policy(report)

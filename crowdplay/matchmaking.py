@@ -120,10 +120,11 @@ class Matchmaker:
         try:
             started = time.perf_counter()
             for attempt in range(START_ATTEMPTS):
-                host = game.host = await self.pool.place(game.game_id)
+                host = game.host = await self.pool.place(game.game_id, game.env_id)
                 placed = time.perf_counter()
                 try:
                     game.info, game.channel = await self.hosts.open_game(host, game.game_id, game.env_id, secrets.randbelow(2**31))
+                    self.pool.game_opened(host)
                     game.opened_ms = {"placement": _ms(placed - started), "env_build": _ms(time.perf_counter() - placed)}
                     break
                 except EnvironmentFailed as failure:

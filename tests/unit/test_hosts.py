@@ -29,7 +29,7 @@ def test_the_warm_pool_is_filled_and_refilled_when_a_game_takes_a_host():
         pool.refill()
         await settle()
         assert len(pool.spare()) == 2
-        await pool.place("g1")
+        await pool.place("g1", "E")
         await settle()
         return len(pool.spare()), len(pool.hosts)
 
@@ -41,7 +41,7 @@ def test_games_spread_over_nodes_and_fill_a_process_before_the_next_on_a_node():
         pool = pool_of(FakeLauncher(["a", "b"]), warm_size=2, games_per_host=3)
         pool.refill()
         await settle()
-        placed = [await pool.place(f"g{n}") for n in range(4)]
+        placed = [await pool.place(f"g{n}", "E") for n in range(4)]
         return [host.node_id for host in placed], len({id(host) for host in placed})
 
     nodes, processes = asyncio.run(scenario())
@@ -52,9 +52,9 @@ def test_games_spread_over_nodes_and_fill_a_process_before_the_next_on_a_node():
 def test_a_placement_waits_for_a_boot_and_fails_with_its_reason():
     async def scenario():
         pool = pool_of(FakeLauncher(["a"], capacity=1), warm_size=0, games_per_host=1)
-        first = await pool.place("g1")
+        first = await pool.place("g1", "E")
         with pytest.raises(NoCapacity):
-            await pool.place("g2")
+            await pool.place("g2", "E")
         return first
 
     assert asyncio.run(scenario()).games == {"g1"}
@@ -64,9 +64,9 @@ def test_a_host_that_had_its_lifes_games_retires_once_empty():
     async def scenario():
         launcher = FakeLauncher(["a"])
         pool = pool_of(launcher, warm_size=0, games_per_host=2, games_per_life=2)
-        host = await pool.place("g1")
-        assert await pool.place("g2") is host
-        assert await pool.place("g3") is not host  # worn out: a new process takes the third game
+        host = await pool.place("g1", "E")
+        assert await pool.place("g2", "E") is host
+        assert await pool.place("g3", "E") is not host  # worn out: a new process takes the third game
         pool.release(host, "g1")
         assert host in pool.hosts
         pool.release(host, "g2")
@@ -84,7 +84,7 @@ def test_an_emptied_host_beyond_the_warm_pool_lingers_then_retires_unless_a_game
         pool = pool_of(launcher, clock, warm_size=1, games_per_host=1, linger_s=30.0)
         pool.refill()
         await settle()
-        first, second = await pool.place("g1"), await pool.place("g2")
+        first, second = await pool.place("g1", "E"), await pool.place("g2", "E")
         await settle()
         pool.release(first, "g1")  # spare: two empty, the pool keeps one
         assert first in pool.hosts and first.lingering is not None
@@ -106,3 +106,95 @@ def test_a_dead_host_is_forgotten_and_replaced():
         return host in pool.hosts, len(pool.spare())
 
     assert asyncio.run(scenario()) == (False, 1)
+
+
+# ----------------------------------------------------------------- builds never behind playing games
+ATARI = {"built": {}, "opened": {}, "build_cpu_s": {"E": 0.09}}
+
+
+def report(built: int, opened: int = 0, cpu_s: float = 0.09) -> dict:
+    return {"built": {"E": built}, "opened": {"E": opened} if opened else {}, "build_cpu_s": {"E": cpu_s}}
+
+
+def test_a_process_whose_games_play_takes_a_game_only_from_its_spares_which_are_reserved_at_once():
+    async def scenario():
+        pool = pool_of(FakeLauncher(["a"]), warm_size=1, games_per_host=16)
+        pool.refill()
+        await settle()
+        playing = await pool.place("g1", "E")
+        pool.game_opened(playing)  # g1 plays there now
+        playing.key = "p1"
+        pool.note_builds("p1", report(built=2, opened=1))  # g1's environment and one spare
+        await settle()
+        second = await pool.place("g2", "E")  # the spare
+        third = await pool.place("g3", "E")  # none left: an empty process builds it
+        return playing, second, third
+
+    playing, second, third = asyncio.run(scenario())
+    assert second is playing and third is not playing and third.batch_builds == 1
+
+
+def test_a_harmless_build_may_run_behind_playing_games():
+    async def scenario():
+        pool = pool_of(FakeLauncher(["a"]), warm_size=1, games_per_host=16)
+        first = await pool.place("g1", "E")
+        pool.game_opened(first)
+        first.key = "p1"
+        pool.note_builds("p1", report(built=1, opened=1, cpu_s=0.0004))  # a classic-control game, say
+        return first, await pool.place("g2", "E")
+
+    first, second = asyncio.run(scenario())
+    assert second is first
+
+
+def test_an_empty_process_builds_a_batch_of_games_and_the_rest_wait_for_the_next_boot():
+    async def scenario():
+        launcher = FakeLauncher(["a"])
+        pool = pool_of(launcher, warm_size=0, games_per_host=16, builds_per_batch=3)
+        placed = await asyncio.gather(*(pool.place(f"g{n}", "E") for n in range(7)))
+        return placed, launcher.booted
+
+    placed, booted = asyncio.run(scenario())
+    assert sorted(len(host.games) for host in {id(h): h for h in placed}.values()) == [1, 3, 3] and booted == 3
+
+
+def test_a_placement_waiting_for_a_boot_takes_a_process_that_emptied_first():
+    async def scenario():
+        launcher = FakeLauncher(["a"], capacity=1)
+        pool = pool_of(launcher, warm_size=0, games_per_host=4, linger_s=30.0)
+        host = await pool.place("g1", "E")
+        pool.game_opened(host)
+        launcher.capacity = 0  # the next boot fails, but not before the host empties
+        waiting = asyncio.ensure_future(pool.place("g2", "E"))
+        await asyncio.sleep(0)
+        pool.release(host, "g1")
+        return host, await waiting
+
+    host, placed = asyncio.run(scenario())
+    assert placed is host and host.games == {"g2"}
+
+
+def test_when_no_process_can_boot_a_game_is_built_behind_playing_games_rather_than_refused(caplog):
+    async def scenario():
+        pool = pool_of(FakeLauncher(["a"], capacity=1), warm_size=0, games_per_host=4)
+        host = await pool.place("g1", "E")
+        pool.game_opened(host)
+        return host, await pool.place("g2", "E")
+
+    with caplog.at_level(logging.WARNING):
+        host, second = asyncio.run(scenario())
+    assert second is host and "built behind games playing" in caplog.text
+
+
+def test_reports_overtaken_by_newer_ones_change_nothing():
+    async def scenario():
+        pool = pool_of(FakeLauncher(["a"]), warm_size=1)
+        pool.refill()
+        await settle()
+        host = pool.hosts[0]
+        host.key = "p1"
+        pool.note_builds("p1", report(built=5, opened=2))
+        pool.note_builds("p1", report(built=3, opened=1))  # sent earlier, arrived later
+        return host.spares_of("E")
+
+    assert asyncio.run(scenario()) == 3

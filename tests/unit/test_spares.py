@@ -1,5 +1,5 @@
 """Spare environments (``crowdplay.spares``): built while the process runs no game, taken at once
-when a game opens, never built behind a running game's back except for an opening."""
+when a game opens, never built behind a running game's back; what was built and opened reported."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from crowdplay.environments import EnvSpec, register_env
-from crowdplay.spares import SpareEnvs
+from crowdplay.spares import Built, SpareEnvs
 
 OLD = register_env(EnvSpec(id="UnitSpareOld", title="Old", description="An older game.", make_env=lambda: None))
 NEW = register_env(EnvSpec(id="UnitSpareNew", title="New", description="The newest game.", make_env=lambda: None))
@@ -17,26 +17,27 @@ BROKEN = register_env(EnvSpec(id="UnitSpareBroken", title="Broken", description=
 
 
 class Process:
-    """What the spares see of their process: builds (counted, each a few loop turns), its games."""
+    """What the spares see of their process: builds (counted, each a few loop turns, 0.09 s of CPU),
+    its games, and the reports it would send the EnvsManager."""
 
-    def __init__(self, capacity: int, room: int = 10) -> None:
+    def __init__(self, capacity: int) -> None:
         self.built: list[str] = []
         self.games = 0
-        self.room = room
         self.ahead: list[str] = []
-        self.spares = SpareEnvs(self.build, self.build_ahead, capacity, running=lambda: self.games > 0, room=lambda: self.games + 1 < self.room)
+        self.reports: list[dict[str, Any]] = []
+        self.spares = SpareEnvs(self.build, self.build_ahead, capacity, running=lambda: self.games > 0, on_change=lambda: self.reports.append(self.spares.report()))
 
-    async def build_ahead(self, spec: EnvSpec) -> Any:
+    async def build_ahead(self, spec: EnvSpec) -> Built:
         self.ahead.append(spec.id)
         return await self.build(spec)
 
-    async def build(self, spec: EnvSpec) -> Any:
+    async def build(self, spec: EnvSpec) -> Built:
         for _ in range(3):
             await asyncio.sleep(0)
         if spec.id == BROKEN.id:
             raise RuntimeError("no ROM")
         self.built.append(spec.id)
-        return f"{spec.id}-{len(self.built)}"
+        return Built(f"{spec.id}-{len(self.built)}", 0.09)  # type: ignore[arg-type]  # a stand-in for an EnvAdapter
 
 
 async def settle() -> None:
@@ -55,9 +56,10 @@ def test_an_empty_process_stocks_its_capacity_spread_over_the_recent_games_newes
     assert process.built == [NEW.id, OLD.id, NEW.id, OLD.id, NEW.id]
     assert process.ahead == process.built  # all at the lowest priority: nothing here waits on them
     assert process.spares.count() == 5
+    assert process.reports[-1] == {"built": {NEW.id: 3, OLD.id: 2}, "opened": {}, "build_cpu_s": {NEW.id: 0.09, OLD.id: 0.09}}
 
 
-def test_an_opening_takes_a_ready_spare_and_a_running_process_builds_only_one_back():
+def test_an_opening_takes_a_ready_spare_and_a_running_process_builds_nothing_more():
     async def scenario():
         process = Process(capacity=2)
         process.spares.stock([NEW.id])
@@ -65,27 +67,58 @@ def test_an_opening_takes_a_ready_spare_and_a_running_process_builds_only_one_ba
         built_before = len(process.built)
         adapter = await process.spares.take(NEW)
         process.games = 1
+        process.spares.restock()
         await settle()
         return process, adapter, built_before
 
     process, adapter, built_before = asyncio.run(scenario())
     assert adapter == f"{NEW.id}-1" and built_before == 2
     assert process.spares.count() == 1 and len(process.built) == 2  # one left: none built while a game runs
+    assert process.reports[-1]["built"] == {NEW.id: 2} and process.reports[-1]["opened"] == {NEW.id: 1}  # one spare, as the manager counts
 
 
-def test_an_opening_without_a_spare_builds_its_own_and_one_spare_only_while_there_is_room():
+def test_an_opening_without_a_spare_builds_its_own_and_no_spare_after_it():
     async def scenario():
-        roomy, full = Process(capacity=0), Process(capacity=0, room=1)
-        first = await roomy.spares.take(OLD)
+        process = Process(capacity=0)
+        first = await process.spares.take(OLD)
         await settle()
-        await full.spares.take(OLD)
-        await settle()
-        return roomy, full, first
+        return process, first
 
-    roomy, full, first = asyncio.run(scenario())
-    assert first == f"{OLD.id}-1" and roomy.built == [OLD.id, OLD.id] and roomy.spares.count() == 1
-    assert roomy.ahead == []  # the process runs a game now: its builds hold the interpreter lock it waits on
-    assert full.built == [OLD.id] and full.spares.count() == 0  # its last slot: a spare would never be used
+    process, first = asyncio.run(scenario())
+    assert first == f"{OLD.id}-1" and process.built == [OLD.id] and process.spares.count() == 0
+    assert process.ahead == []  # its participant waits on it: normal priority
+    assert process.reports[-1] == {"built": {OLD.id: 1}, "opened": {OLD.id: 1}, "build_cpu_s": {OLD.id: 0.09}}
+
+
+def test_games_opened_together_are_settled_only_after_the_last_build_of_the_batch():
+    async def scenario():
+        process = Process(capacity=0)
+        settled_at: list[int] = []
+
+        async def open_one(spec: EnvSpec) -> None:
+            await process.spares.take(spec)
+            await process.spares.settled()
+            settled_at.append(len(process.built))
+
+        await asyncio.gather(open_one(OLD), open_one(NEW), open_one(OLD))
+        return settled_at
+
+    assert asyncio.run(scenario()) == [3, 3, 3]  # none started while another build held the process
+
+
+def test_an_opening_pauses_stocking_until_it_is_done():
+    async def scenario():
+        process = Process(capacity=4)
+        opening = asyncio.ensure_future(process.spares.take(OLD))
+        await asyncio.sleep(0)
+        process.spares.stock([NEW.id])
+        await opening
+        process.games = 1  # the opened game plays
+        await settle()
+        return process
+
+    process = asyncio.run(scenario())
+    assert process.built == [OLD.id] and process.spares.count() == 0
 
 
 def test_stocking_pauses_once_a_game_runs_and_resumes_when_the_process_is_empty_again():
@@ -115,6 +148,7 @@ def test_a_game_that_cannot_be_built_is_no_longer_stocked_and_its_opening_gets_t
 
     process = asyncio.run(scenario())
     assert process.spares.stocked == [OLD.id] and process.built == [OLD.id] * 3
+    assert process.reports[-1]["opened"] == {} and BROKEN.id not in process.reports[-1]["built"]
 
 
 def test_a_studys_tasks_are_stocked_before_anyone_starts_one_its_first_task_most():
