@@ -29,6 +29,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -53,7 +54,7 @@ from crowdplay.recording.recorder import ChunkBatcher, Recorder
 from crowdplay.recording.status import INTERRUPTED
 from crowdplay.recording.unacked import UnackedChunks
 from crowdplay.recording.writer import WriterClient
-from crowdplay.spares import Built, SpareEnvs
+from crowdplay.spares import Built, SpareEnvs, WouldStall
 from crowdplay.timing import TIMING_EDGES_MS, process_histograms, recent_input_latencies
 from crowdplay.vocabulary import GameEvent
 
@@ -94,7 +95,8 @@ class EnvActor:
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-builder")
         self._stocker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-stocker", initializer=lowest_cpu_priority)
         self.spares = SpareEnvs(
-            self._build, self._build_ahead, settings.spare_envs_per_actor, running=lambda: bool(self.games) or self._opening > 0, on_change=self._report_builds,
+            self._build, self._build_ahead, settings.spare_envs_per_actor, running=lambda: bool(self.games) or self._opening > 0,
+            playing=lambda: any(hosted.live.running for hosted in self.games.values()), on_change=self._report_builds,
         )
         #: games in ``open`` now: the process counts as running them (it stocks no spares meanwhile)
         self._opening = 0
@@ -133,11 +135,14 @@ class EnvActor:
 
     async def _open(self, game_id: str, env_id: str, seed: int, episode_fields: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
         spec = get_env(env_id)
-        self.games_opened += 1
         try:
             adapter = await self.spares.take(spec)
+        except WouldStall:
+            raise
         except Exception as error:  # its configuration: every retry would fail the same way
+            self.games_opened += 1
             raise EnvironmentFailed(env_id, one_line(error)[:500]) from None
+        self.games_opened += 1
         recorder = None
         if self.settings.record:
             controllers = {agent: Human() for agent in adapter.agents}
@@ -149,11 +154,10 @@ class EnvActor:
             )
             self.recorders = [r for r in self.recorders if not r.idle] + [recorder]
         live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
-        lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event), self.policies)
+        lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event), self.policies, self._builds_under_way)
         channel = ChannelServer(lineup, secrets.token_urlsafe(24), self.settings.frame_backpressure, self.settings.channel_stall_s)
         host = ray.util.get_node_ip_address()
         port = await channel.start(host)
-        await self.spares.settled()  # games opened together start after the last of their builds
         self.games[game_id] = HostedGame(lineup, channel)
         return live.describe(), {"host": host, "port": port, "secret": channel.secret}
 
@@ -267,6 +271,10 @@ class EnvActor:
     async def spare_count(self) -> int:
         """Spare environments built or being built here (for tests and operators)."""
         return self.spares.count()
+
+    def _builds_under_way(self) -> Awaitable[None] | None:
+        """What a game about to play waits for: the builds under way here (``Lineup.hold``)."""
+        return self.spares.settled() if self.spares.building() else None
 
     def _report_builds(self) -> None:
         """Tell the EnvsManager what this process has built and opened (fire and forget): it places

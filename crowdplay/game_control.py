@@ -178,6 +178,8 @@ class GameControl:
         back to the pool. Returns the departed sessions' final statistics, by session id."""
         game = self.table.games.get(game_id)
         departed = self.table.apply_event(game_id, event)
+        if event["event"] == GameEvent.CLOSED and game is not None and game.host is not None:
+            self.pool.game_began(game.host)
         if event["event"] == GameEvent.ENDED:
             host = game.host if game is not None else self.unreachable.pop(game_id, None)
             if host is not None:

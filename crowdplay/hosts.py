@@ -5,10 +5,11 @@ one: ``HostPool`` keeps ``warm_size`` empty processes ready and boots a replacem
 is taken. A new game goes to the least-loaded node (games spread over the cluster), on the fullest
 process there with room (games share processes, up to ``games_per_host``) that can open it without
 building behind games already playing: building an Atari environment holds a process's
-interpreter lock ~90 ms, a stall of every game there (``crowdplay.spares``). So a process running
-games takes a game only from its spares (or one whose builds are too short to matter,
-``HARMLESS_BUILD_CPU_S``); an empty one takes up to ``builds_per_batch`` games to build, which
-start together after the last build; a game no process can take so waits for the next to boot. A process retires
+interpreter lock ~90 ms, a stall of every game there (``crowdplay.spares``). So a process where a
+game plays takes a game only from its spares (or one whose builds are too short to matter,
+``HARMLESS_BUILD_CPU_S``); one whose games all still wait for their participants builds (one at
+a time, and its games begin only once no build is under way); a game no process can take so waits
+for the next to boot. A process retires
 after ``games_per_life`` games (what long-lived interpreters accumulate is let go with it), and an
 emptied process beyond the warm pool lingers ``linger_s`` before it retires, so a burst of
 arrivals and departures reuses processes instead of booting and stopping one each time. A node
@@ -22,6 +23,7 @@ Ray one), and the clock and sleep are parameters, so the rules are unit-tested w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -30,12 +32,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from crowdplay.background import Background
+from crowdplay.spares import HARMLESS_BUILD_CPU_S
 
 log = logging.getLogger(__name__)
 
-#: A build shorter than this (CPU seconds, as the process measured its latest one) may run in a
-#: process whose games are playing: a third of a 60 fps frame, so no frame is late for it.
-HARMLESS_BUILD_CPU_S = 0.005
+#: Seconds without a new game after which the warm pool boots its missing processes.
+REFILL_QUIET_S = 1.0
 
 
 def lived_its_life(games_per_life: int, games_started: int) -> bool:
@@ -68,10 +70,8 @@ class Host:
     built: Counter[str] = field(default_factory=Counter)
     opened: Counter[str] = field(default_factory=Counter)
     placed: Counter[str] = field(default_factory=Counter)
-    #: a game placed here since it was last empty has opened (it may be playing now)
-    started: bool = False
-    #: games placed here since it was last empty that have to be built
-    batch_builds: int = 0
+    #: a game here has begun since the process was last empty (it may be playing now)
+    playing: bool = False
 
     def spares_of(self, env_id: str) -> int:
         """Spares of ``env_id`` ready here and not promised to a game yet."""
@@ -97,8 +97,6 @@ class PoolLimits:
     #: 0: a process takes games for ever
     games_per_life: int
     linger_s: float
-    #: games an empty process takes that must be built (they start together after the last build)
-    builds_per_batch: int = 4
 
 
 class HostPool:
@@ -128,6 +126,9 @@ class HostPool:
         self.build_cpu_s: dict[str, float] = {}
         #: resolved when a host may have become able to take a game (placements waiting on it)
         self._news: asyncio.Future[None] | None = None
+        #: when the latest game was placed, and the warm pool's refill waiting for a quiet moment
+        self._placed_at = 0.0
+        self._refilling: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- the warm pool
     def spare(self) -> list[Host]:
@@ -178,7 +179,7 @@ class HostPool:
     # ----------------------------------------------------------------- placement
     async def place(self, game_id: str, env_id: str) -> Host:
         """A host with room on the least-loaded node that opens ``env_id`` without building behind
-        playing games (``takes_quietly``), the fullest such host on that node, else the next one to
+        games playing there (``takes_quietly``), the fullest such host on that node, else the next one to
         boot. The slot (and a spare) is reserved with no await in between, so concurrent games
         never overfill a host, and games arriving while processes boot wait for those instead of
         each booting its own. A failed boot fails the placement with its reason, unless a host
@@ -206,11 +207,9 @@ class HostPool:
 
     def takes_quietly(self, host: Host, env_id: str) -> bool:
         """The host can open ``env_id`` without a build stalling games playing there: it has a
-        spare, or the build is harmless, or none of its games has opened yet and its batch of
-        builds is not full."""
-        if host.spares_of(env_id) > 0 or self.build_cpu_s.get(env_id, float("inf")) <= HARMLESS_BUILD_CPU_S:
-            return True
-        return not host.started and host.batch_builds < self.limits.builds_per_batch
+        spare, or the build is harmless, or no game plays there."""
+        harmless = self.build_cpu_s.get(env_id, float("inf")) <= HARMLESS_BUILD_CPU_S
+        return host.spares_of(env_id) > 0 or harmless or not host.playing
 
     def _best(self, hosts: list[Host]) -> Host:
         """The fullest of ``hosts`` on the least-loaded node."""
@@ -220,17 +219,41 @@ class HostPool:
         return min(hosts, key=lambda h: (node_load[h.node_id], -len(h.games)))
 
     def _reserve(self, host: Host, game_id: str, env_id: str) -> Host:
-        if host.spares_of(env_id) <= 0:
-            host.batch_builds += 1
         host.placed[env_id] += 1
         host.games.add(game_id)
         host.games_started += 1
-        self.refill()
+        self._refill_when_quiet()
         return host
 
-    def game_opened(self, host: Host) -> None:
-        """A game placed on the host has opened: its games may be playing from now on."""
-        host.started = True
+    def _refill_when_quiet(self) -> None:
+        """Refill the warm pool once no game has been placed for ``REFILL_QUIET_S``, one process
+        at a time: booting one takes ~0.6 s of a core (Ray's worker start, then the imports), and
+        during a burst of starts that CPU came out of the games already playing (measured: the
+        frame gaps of a game playing through 20 starts were 70-125 ms with boots during the burst)."""
+        self._placed_at = self._clock()
+        if self._refilling is None or self._refilling.done():
+            self._refilling = self._background.start(self._refill_after_quiet(), "refilling the warm pool")
+
+    async def _refill_after_quiet(self) -> None:
+        """One boot at a time: two processes booting at once took both cores of a small machine."""
+        while True:
+            while (remaining := self._placed_at + REFILL_QUIET_S - self._clock()) > 0:
+                await self._sleep(remaining)
+            if self.limits.warm_size - len(self.spare()) - len(self.boots) <= 0:
+                return
+            with contextlib.suppress(Exception):  # its failure is logged by Background; placements see their own
+                await self._start_boot()
+
+    def game_began(self, host: Host) -> None:
+        """A game on the host began (or the process said one plays there): it builds no more."""
+        host.playing = True
+
+    def unplace(self, host: Host, game_id: str, env_id: str) -> None:
+        """A placement the host refused (a game began there first): its slot is free again."""
+        host.games.discard(game_id)
+        host.games_started -= 1
+        host.placed[env_id] -= 1
+        self.game_began(host)
 
     def note_builds(self, key: str, report: dict[str, Any]) -> None:
         """A process's report of what it built and opened (``SpareEnvs.report``). Its counts only
@@ -260,7 +283,7 @@ class HostPool:
         host.games.discard(game_id)
         if host not in self.hosts or host.games:
             return
-        host.started, host.batch_builds = False, 0
+        host.playing = False
         self._announce()
         host.emptied_at = self._clock()
         if self.worn_out(host):

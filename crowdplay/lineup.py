@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +121,9 @@ class Lineup:
     on_event: Callable[[dict[str, Any]], None] = lambda event: None
     #: where AI agents' policies run (None: inside this process)
     policies: PolicyClient | None = None
+    #: what play waits for, if anything, when it is due (the process's environment builds: one
+    #: holds its interpreter lock ~90 ms, so a game begins after them, not during one)
+    hold: Callable[[], Awaitable[None] | None] = lambda: None
     phase: str = WAITING
     seats: dict[str, Seat] = field(default_factory=dict)
     #: the waiting room's limit (``EnvSpec.human_timeout``)
@@ -286,10 +289,18 @@ class Lineup:
     def _play(self) -> None:
         if self.phase != COUNTDOWN:
             return
+        held = self.hold()
+        if held is not None:
+            asyncio.ensure_future(self._play_after(held))
+            return
         self.phase = PLAYING
         self.live.restamp_start()
         self.live.start()
         self.live.announce(protocol.text("play"))
+
+    async def _play_after(self, held: Awaitable[None]) -> None:
+        await held
+        self._play()
 
     def _lobby_message(self) -> str:
         seats = {agent: seat.status for agent, seat in self.seats.items()}

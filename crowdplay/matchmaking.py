@@ -25,6 +25,7 @@ from crowdplay.hosts import Host, HostPool
 from crowdplay.lineup import SeatUnavailable
 from crowdplay.problem_reports import ProblemReports
 from crowdplay.session_table import Game, SessionEntry, SessionTable
+from crowdplay.spares import WouldStall
 
 #: A join tries this many host processes before giving up (one may have died).
 START_ATTEMPTS = 3
@@ -34,7 +35,6 @@ SEAT_ATTEMPTS = 10
 
 class HostDied(RuntimeError):
     """The host's process is gone (crashed, killed, or its node left)."""
-
 
 class SeatGone(LookupError):
     """The game began or ended before the participant reached their seat."""
@@ -119,21 +119,24 @@ class Matchmaker:
         A game that cannot be built is reported once (``ProblemReports``) and fails its joins."""
         try:
             started = time.perf_counter()
-            for attempt in range(START_ATTEMPTS):
+            deaths = 0
+            while True:
                 host = game.host = await self.pool.place(game.game_id, game.env_id)
                 placed = time.perf_counter()
                 try:
                     game.info, game.channel = await self.hosts.open_game(host, game.game_id, game.env_id, secrets.randbelow(2**31))
-                    self.pool.game_opened(host)
                     game.opened_ms = {"placement": _ms(placed - started), "env_build": _ms(time.perf_counter() - placed)}
                     break
                 except EnvironmentFailed as failure:
                     self.problems.environment_failed(failure)
                     raise
+                except WouldStall:  # a game began there before the pool heard of it: elsewhere
+                    self.pool.unplace(host, game.game_id, game.env_id)
                 except HostDied:
                     host.games.discard(game.game_id)
                     self.host_lost(host)
-                    if attempt == START_ATTEMPTS - 1:
+                    deaths += 1
+                    if deaths == START_ATTEMPTS:
                         raise
         except BaseException:
             dropped = self.table.drop(game.game_id)

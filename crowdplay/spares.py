@@ -4,11 +4,12 @@ Building an Atari environment (ALE's ``loadROM``) takes ~90 ms of CPU and holds 
 lock the whole time, even in a builder thread: every game of the process would miss ~5 frames
 while one is built. So a process never builds while its games play. It builds ahead, while it is
 empty (booted into the warm pool, or emptied again): up to ``capacity`` spares, spread over the
-environments it was told to stock, newest first. Once it runs games it opens new ones only from
-what it stocked; the EnvsManager sends it no other game (``crowdplay.hosts``), except one whose
-builds are too short to stall a frame (``build_cpu_s``). An empty process may open a batch of
-games that need building: ``settled`` holds each opening until every build under way is done, so
-the batch's games all start after the last build, never during one.
+environments it was told to stock, newest first. Once a game plays here, new ones open only from
+what it stocked: the EnvsManager sends it no other game (``crowdplay.hosts``), except one whose
+builds are too short to stall a frame (``HARMLESS_BUILD_CPU_S``), and ``take`` refuses one that
+comes anyway (``WouldStall``: the manager had not heard yet that a game began). While its games
+all wait for their participants it builds for them, one at a time, and they begin only once no
+build is under way (``settled``).
 
 Stocking builds run at the lowest CPU priority (``build_ahead``): on a busy machine they must not
 take CPU from the games running in other processes, and in an empty process nothing waits on
@@ -29,6 +30,14 @@ from crowdplay.environments import EnvAdapter, EnvSpec, get_env
 
 log = logging.getLogger(__name__)
 
+#: A build shorter than this (CPU seconds, as measured the last time) may run in a process whose
+#: games are playing: a third of a 60 fps frame, so no frame is late for it.
+HARMLESS_BUILD_CPU_S = 0.005
+
+
+class WouldStall(RuntimeError):
+    """Opening this game here would build its environment behind games playing in the process."""
+
 
 class Built(NamedTuple):
     """A built environment and the CPU seconds its build took in the building thread (what it
@@ -45,14 +54,19 @@ class SpareEnvs:
     """The process's spare environments by environment id (each a build under way or done), and
     what it has built and opened so far (``report``: the EnvsManager places by it)."""
 
-    def __init__(self, build: Build, build_ahead: Build, capacity: int, running: Callable[[], bool], on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, build: Build, build_ahead: Build, capacity: int, running: Callable[[], bool],
+        playing: Callable[[], bool] = lambda: False, on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         """``build(spec)``: one environment, now; ``build_ahead(spec)``: one at the lowest
-        priority; ``capacity``: spares stocked while empty; ``running()``: the process runs a game
-        (stocking pauses); ``on_change()``: called when ``report`` changed."""
+        priority; ``capacity``: spares stocked while empty; ``running()``: the process hosts a game
+        (stocking pauses); ``playing()``: a game here plays (nothing but harmless builds);
+        ``on_change()``: called when ``report`` changed."""
         self._build = build
         self._build_ahead = build_ahead
         self.capacity = capacity
         self._running = running
+        self._playing = playing
         self._on_change = on_change
         self.spares: dict[str, list[asyncio.Task[Built]]] = {}
         #: what to stock, newest first (``stock``)
@@ -122,10 +136,13 @@ class SpareEnvs:
 
     async def take(self, spec: EnvSpec) -> EnvAdapter:
         """An environment for a game opening now: the oldest spare (waiting for it if still being
-        built), else one built now (its failure raised here)."""
+        built), else one built now (its failure raised here); ``WouldStall`` if that build would
+        run behind games playing here."""
+        tasks = self.spares.get(spec.id)
+        if not tasks and self._playing() and self.build_cpu_s.get(spec.id, float("inf")) > HARMLESS_BUILD_CPU_S:
+            raise WouldStall(f"a game plays in this process and it has no spare {spec.id}")
         self._openings += 1
         try:
-            tasks = self.spares.get(spec.id)
             if tasks:
                 task = tasks.pop(0)
                 if not tasks:
@@ -139,9 +156,13 @@ class SpareEnvs:
         self._on_change()
         return built.adapter
 
+    def building(self) -> bool:
+        """A build is under way here (it holds the interpreter lock for most of its time)."""
+        return bool(self._under_way)
+
     async def settled(self) -> None:
-        """Returns once no build is under way here: a game opened in a batch starts after the
-        batch's last build, not while one holds the interpreter lock."""
+        """Returns once no build is under way here: a game begins after the builds of the games
+        opened with it, not while one holds the interpreter lock."""
         while self._under_way:
             await asyncio.wait(set(self._under_way))
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from crowdplay.background import Background
-from crowdplay.hosts import HostPool, NoCapacity, PoolLimits
+from crowdplay.hosts import REFILL_QUIET_S, HostPool, NoCapacity, PoolLimits
 from tests.unit.fakes import FakeClock, FakeLauncher
 
 
@@ -21,6 +21,23 @@ def pool_of(launcher: FakeLauncher, clock: FakeClock | None = None, **limits: fl
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
+
+
+def test_the_warm_pool_is_refilled_only_once_no_game_has_been_placed_for_a_moment():
+    async def scenario():
+        clock = FakeClock()
+        launcher = FakeLauncher(["a"])
+        pool = pool_of(launcher, clock, warm_size=1, games_per_host=1)
+        pool.refill()
+        await settle()
+        await pool.place("g1", "E")
+        await asyncio.sleep(0)
+        during = launcher.booted
+        await settle()
+        return during, launcher.booted, clock.now
+
+    during, after, now = asyncio.run(scenario())
+    assert during == 1 and after == 2 and now >= REFILL_QUIET_S
 
 
 def test_the_warm_pool_is_filled_and_refilled_when_a_game_takes_a_host():
@@ -87,12 +104,13 @@ def test_an_emptied_host_beyond_the_warm_pool_lingers_then_retires_unless_a_game
         first, second = await pool.place("g1", "E"), await pool.place("g2", "E")
         await settle()
         pool.release(first, "g1")  # spare: two empty, the pool keeps one
+        emptied_at = clock.now
         assert first in pool.hosts and first.lingering is not None
         await first.lingering
-        return clock.now, first in pool.hosts, launcher.retired, second in pool.hosts
+        return clock.now - emptied_at, first in pool.hosts, launcher.retired, second in pool.hosts
 
-    now, kept, retired, second_kept = asyncio.run(scenario())
-    assert now == pytest.approx(30.0) and not kept and len(retired) == 1 and second_kept
+    lingered, kept, retired, second_kept = asyncio.run(scenario())
+    assert lingered == pytest.approx(30.0) and not kept and len(retired) == 1 and second_kept
 
 
 def test_a_dead_host_is_forgotten_and_replaced():
@@ -109,9 +127,6 @@ def test_a_dead_host_is_forgotten_and_replaced():
 
 
 # ----------------------------------------------------------------- builds never behind playing games
-ATARI = {"built": {}, "opened": {}, "build_cpu_s": {"E": 0.09}}
-
-
 def report(built: int, opened: int = 0, cpu_s: float = 0.09) -> dict:
     return {"built": {"E": built}, "opened": {"E": opened} if opened else {}, "build_cpu_s": {"E": cpu_s}}
 
@@ -122,7 +137,7 @@ def test_a_process_whose_games_play_takes_a_game_only_from_its_spares_which_are_
         pool.refill()
         await settle()
         playing = await pool.place("g1", "E")
-        pool.game_opened(playing)  # g1 plays there now
+        pool.game_began(playing)  # g1 plays there now
         playing.key = "p1"
         pool.note_builds("p1", report(built=2, opened=1))  # g1's environment and one spare
         await settle()
@@ -131,14 +146,14 @@ def test_a_process_whose_games_play_takes_a_game_only_from_its_spares_which_are_
         return playing, second, third
 
     playing, second, third = asyncio.run(scenario())
-    assert second is playing and third is not playing and third.batch_builds == 1
+    assert second is playing and third is not playing
 
 
 def test_a_harmless_build_may_run_behind_playing_games():
     async def scenario():
         pool = pool_of(FakeLauncher(["a"]), warm_size=1, games_per_host=16)
         first = await pool.place("g1", "E")
-        pool.game_opened(first)
+        pool.game_began(first)
         first.key = "p1"
         pool.note_builds("p1", report(built=1, opened=1, cpu_s=0.0004))  # a classic-control game, say
         return first, await pool.place("g2", "E")
@@ -147,15 +162,27 @@ def test_a_harmless_build_may_run_behind_playing_games():
     assert second is first
 
 
-def test_an_empty_process_builds_a_batch_of_games_and_the_rest_wait_for_the_next_boot():
+def test_a_process_whose_games_all_wait_for_their_participants_builds_for_any_of_them():
     async def scenario():
         launcher = FakeLauncher(["a"])
-        pool = pool_of(launcher, warm_size=0, games_per_host=16, builds_per_batch=3)
+        pool = pool_of(launcher, warm_size=0, games_per_host=16)
         placed = await asyncio.gather(*(pool.place(f"g{n}", "E") for n in range(7)))
         return placed, launcher.booted
 
     placed, booted = asyncio.run(scenario())
-    assert sorted(len(host.games) for host in {id(h): h for h in placed}.values()) == [1, 3, 3] and booted == 3
+    assert len({id(host) for host in placed}) == 1 and booted == 1
+
+
+def test_a_host_that_refused_a_game_because_one_began_there_takes_no_more_to_build():
+    async def scenario():
+        pool = pool_of(FakeLauncher(["a"]), warm_size=0, games_per_host=16)
+        host = await pool.place("g1", "E")
+        await pool.place("g2", "E")
+        pool.unplace(host, "g2", "E")  # g1 began before the pool heard: the process said no
+        return host, await pool.place("g2", "E")
+
+    host, second = asyncio.run(scenario())
+    assert second is not host and host.games == {"g1"} and host.games_started == 1 and host.placed["E"] == 1
 
 
 def test_a_placement_waiting_for_a_boot_takes_a_process_that_emptied_first():
@@ -163,7 +190,7 @@ def test_a_placement_waiting_for_a_boot_takes_a_process_that_emptied_first():
         launcher = FakeLauncher(["a"], capacity=1)
         pool = pool_of(launcher, warm_size=0, games_per_host=4, linger_s=30.0)
         host = await pool.place("g1", "E")
-        pool.game_opened(host)
+        pool.game_began(host)
         launcher.capacity = 0  # the next boot fails, but not before the host empties
         waiting = asyncio.ensure_future(pool.place("g2", "E"))
         await asyncio.sleep(0)
@@ -178,7 +205,7 @@ def test_when_no_process_can_boot_a_game_is_built_behind_playing_games_rather_th
     async def scenario():
         pool = pool_of(FakeLauncher(["a"], capacity=1), warm_size=0, games_per_host=4)
         host = await pool.place("g1", "E")
-        pool.game_opened(host)
+        pool.game_began(host)
         return host, await pool.place("g2", "E")
 
     with caplog.at_level(logging.WARNING):

@@ -101,6 +101,26 @@ def test_play_begins_once_everyone_is_connected_after_a_countdown():
     assert "countdown" in first and first.index("countdown") < first.index("play") and "play" in second
 
 
+def test_play_due_while_the_process_builds_an_environment_begins_once_the_build_is_done():
+    async def scenario():
+        live, lineup, events = game(seated=2)
+        build = asyncio.get_running_loop().create_future()
+        lineup.hold = lambda: build if not build.done() else None
+        lineup.connect("left", "s1")
+        lineup.connect("right", "s2")
+        await asyncio.sleep(0.15)  # the countdown is over
+        held = (lineup.phase, live.running)
+        build.set_result(None)
+        await asyncio.sleep(0.01)
+        playing = (lineup.phase, live.running)
+        live.stop("test over")
+        return held, playing, events
+
+    held, playing, events = asyncio.run(scenario())
+    assert held == (COUNTDOWN, False) and {"event": "closed"} in events  # the manager hears it began: it sends no more builds
+    assert playing == (PLAYING, True)
+
+
 def test_a_seat_left_in_the_waiting_room_reopens_after_the_grace():
     async def waiting_room():
         live, lineup, events = game(seated=2)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from crowdplay.environments import EnvSpec, register_env
-from crowdplay.spares import Built, SpareEnvs
+from crowdplay.spares import Built, SpareEnvs, WouldStall
 
 OLD = register_env(EnvSpec(id="UnitSpareOld", title="Old", description="An older game.", make_env=lambda: None))
 NEW = register_env(EnvSpec(id="UnitSpareNew", title="New", description="The newest game.", make_env=lambda: None))
@@ -23,9 +23,13 @@ class Process:
     def __init__(self, capacity: int) -> None:
         self.built: list[str] = []
         self.games = 0
+        self.playing = False
         self.ahead: list[str] = []
         self.reports: list[dict[str, Any]] = []
-        self.spares = SpareEnvs(self.build, self.build_ahead, capacity, running=lambda: self.games > 0, on_change=lambda: self.reports.append(self.spares.report()))
+        self.spares = SpareEnvs(
+            self.build, self.build_ahead, capacity, running=lambda: self.games > 0, playing=lambda: self.playing,
+            on_change=lambda: self.reports.append(self.spares.report()),
+        )
 
     async def build_ahead(self, spec: EnvSpec) -> Built:
         self.ahead.append(spec.id)
@@ -88,6 +92,34 @@ def test_an_opening_without_a_spare_builds_its_own_and_no_spare_after_it():
     assert first == f"{OLD.id}-1" and process.built == [OLD.id] and process.spares.count() == 0
     assert process.ahead == []  # its participant waits on it: normal priority
     assert process.reports[-1] == {"built": {OLD.id: 1}, "opened": {OLD.id: 1}, "build_cpu_s": {OLD.id: 0.09}}
+
+
+def test_a_process_where_a_game_plays_refuses_to_build_for_an_opening_but_hands_over_its_spares():
+    async def scenario():
+        process = Process(capacity=1)
+        process.spares.stock([NEW.id])
+        await settle()
+        process.games, process.playing = 1, True
+        spare = await process.spares.take(NEW)
+        with pytest.raises(WouldStall):
+            await process.spares.take(NEW)
+        with pytest.raises(WouldStall):
+            await process.spares.take(OLD)  # never built here: its cost is unknown
+        return process, spare
+
+    process, spare = asyncio.run(scenario())
+    assert spare == f"{NEW.id}-1" and process.built == [NEW.id]
+
+
+def test_a_harmless_build_is_made_even_while_a_game_plays():
+    async def scenario():
+        process = Process(capacity=0)
+        await process.spares.take(OLD)
+        process.games, process.playing = 1, True
+        process.spares.build_cpu_s[OLD.id] = 0.0004
+        return await process.spares.take(OLD)
+
+    assert asyncio.run(scenario()) == f"{OLD.id}-2"
 
 
 def test_games_opened_together_are_settled_only_after_the_last_build_of_the_batch():
