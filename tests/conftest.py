@@ -128,7 +128,7 @@ SEPARATE_SUITES = ("cluster", "study", "autoscaling", "netlab")
 #: them after the rest, one at a time; the rest run two files at a time (``pytest -n 2``).
 SERIAL_MODULES = {
     "test_admission.py", "test_browser.py", "test_store_link.py", "test_writer_outage.py",
-    "test_realtime.py", "test_policy_actors.py", "test_watching.py", "test_connection_limits.py",
+    "test_realtime.py", "test_policy_actors.py", "test_watching.py", "test_connection_limits.py", "test_starts_beside_play.py",
 }
 
 
