@@ -56,8 +56,9 @@ class Settings:
     #: before it retires (0: at once). Load that comes and goes then reuses processes.
     spare_host_linger_s: float = 30.0
     #: Spare environments an EnvActor builds while it runs no game, spread over the recent games (0:
-    #: none): building an Atari one holds the process's interpreter lock ~125 ms, which every game
-    #: running there would feel. Size it to the games a process takes while the next one boots.
+    #: none): building an Atari one holds the process's interpreter lock ~90 ms, which every game
+    #: playing there would feel, so a process where a game plays opens new games only from these.
+    #: Size it to the games a process takes while the next one boots.
     spare_envs_per_actor: int = 16
     #: CPU reserved per EnvActor; fractional so one core hosts many 60 fps sessions.
     env_actor_num_cpus: float = 0.25
