@@ -93,7 +93,9 @@ class EnvActor:
         self.policies = PolicyClient(settings)
         self.policies.on_report = self._report_policy
         self._builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-builder")
-        self._stocker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-stocker", initializer=lowest_cpu_priority)
+        self._stocker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="env-stocker")
+        #: the stocking thread's id, once it has run (``_hurry_stocking``)
+        self._stocker_thread: int | None = None
         self.spares = SpareEnvs(
             self._build, self._build_ahead, settings.spare_envs_per_actor, running=lambda: bool(self.games) or self._opening > 0,
             playing=lambda: any(hosted.live.running for hosted in self.games.values()), on_change=self._report_builds,
@@ -135,6 +137,7 @@ class EnvActor:
 
     async def _open(self, game_id: str, env_id: str, seed: int, episode_fields: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
         spec = get_env(env_id)
+        self._hurry_stocking()
         try:
             adapter = await self.spares.take(spec)
         except WouldStall:
@@ -291,7 +294,21 @@ class EnvActor:
 
     async def _build_ahead(self, spec: EnvSpec) -> Built:
         """A spare built in the stocking thread, at the lowest CPU priority (``crowdplay.spares``)."""
-        return await asyncio.get_running_loop().run_in_executor(self._stocker, timed_build, spec)
+        return await asyncio.get_running_loop().run_in_executor(self._stocker, self._stock_one, spec)
+
+    def _stock_one(self, spec: EnvSpec) -> Built:
+        """(In the stocking thread) one spare, built on CPU nothing else wants."""
+        self._stocker_thread = threading.get_native_id()
+        lowest_cpu_priority()
+        return timed_build(spec)
+
+    def _hurry_stocking(self) -> None:
+        """A game is opening: a spare still being built must not hold the interpreter lock at the
+        lowest priority while the opening waits for it (on a busy machine that took seconds).
+        Where raising a thread's priority back is not permitted, it stays as it was."""
+        if self._stocker_thread is not None and self.spares.building():
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setscheduler(self._stocker_thread, os.SCHED_OTHER, os.sched_param(0))
 
     def _game(self, key: str) -> HostedGame:
         """A hosted game by its id or by the session id of one of its participants."""

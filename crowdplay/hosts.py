@@ -36,8 +36,10 @@ from crowdplay.spares import HARMLESS_BUILD_CPU_S
 
 log = logging.getLogger(__name__)
 
-#: Seconds without a new game after which the warm pool boots its missing processes.
-REFILL_QUIET_S = 1.0
+#: Seconds without a new game after which the warm pool boots its missing processes, and the most
+#: it waits for such a pause while games keep arriving.
+REFILL_QUIET_S = 0.5
+REFILL_MAX_WAIT_S = 1.5
 
 
 def lived_its_life(games_per_life: int, games_started: int) -> bool:
@@ -178,9 +180,9 @@ class HostPool:
 
     # ----------------------------------------------------------------- placement
     async def place(self, game_id: str, env_id: str) -> Host:
-        """A host with room on the least-loaded node that opens ``env_id`` without building behind
-        games playing there (``takes_quietly``), the fullest such host on that node, else the next one to
-        boot. The slot (and a spare) is reserved with no await in between, so concurrent games
+        """A host with room on the least-loaded node that opens ``env_id`` without building: one
+        with a spare of it (or any, if its builds are ``harmless``), the fullest such host on that
+        node; else a host where no game plays, which builds it; else the next one to boot. The slot (and a spare) is reserved with no await in between, so concurrent games
         never overfill a host, and games arriving while processes boot wait for those instead of
         each booting its own. A failed boot fails the placement with its reason, unless a host
         with room is left: when no node has room for another process, a game that must be built
@@ -188,7 +190,8 @@ class HostPool:
         failed: NoCapacity | None = None
         while True:
             open_hosts = [h for h in self.hosts if len(h.games) < self.limits.games_per_host and self.eligible(h)]
-            quiet = [h for h in open_hosts if self.takes_quietly(h, env_id)]
+            ready = [h for h in open_hosts if h.spares_of(env_id) > 0 or self.harmless(env_id)]
+            quiet = ready or [h for h in open_hosts if not h.playing]
             if quiet:
                 return self._reserve(self._best(quiet), game_id, env_id)
             if failed is not None:
@@ -205,11 +208,9 @@ class HostPool:
                 except NoCapacity as error:
                     failed = error
 
-    def takes_quietly(self, host: Host, env_id: str) -> bool:
-        """The host can open ``env_id`` without a build stalling games playing there: it has a
-        spare, or the build is harmless, or no game plays there."""
-        harmless = self.build_cpu_s.get(env_id, float("inf")) <= HARMLESS_BUILD_CPU_S
-        return host.spares_of(env_id) > 0 or harmless or not host.playing
+    def harmless(self, env_id: str) -> bool:
+        """Building ``env_id`` took so little CPU last time that it may run beside playing games."""
+        return self.build_cpu_s.get(env_id, float("inf")) <= HARMLESS_BUILD_CPU_S
 
     def _best(self, hosts: list[Host]) -> Host:
         """The fullest of ``hosts`` on the least-loaded node."""
@@ -235,14 +236,17 @@ class HostPool:
             self._refilling = self._background.start(self._refill_after_quiet(), "refilling the warm pool")
 
     async def _refill_after_quiet(self) -> None:
-        """One boot at a time: two processes booting at once took both cores of a small machine."""
+        """One boot at a time: two processes booting at once took both cores of a small machine.
+        Under a steady stream of starts it never gets quiet: a boot waits ``REFILL_MAX_WAIT_S`` at most."""
+        short_since = self._clock()
         while True:
-            while (remaining := self._placed_at + REFILL_QUIET_S - self._clock()) > 0:
+            while (remaining := min(self._placed_at + REFILL_QUIET_S, short_since + REFILL_MAX_WAIT_S) - self._clock()) > 0:
                 await self._sleep(remaining)
             if self.limits.warm_size - len(self.spare()) - len(self.boots) <= 0:
                 return
             with contextlib.suppress(Exception):  # its failure is logged by Background; placements see their own
                 await self._start_boot()
+            short_since = self._clock()
 
     def game_began(self, host: Host) -> None:
         """A game on the host began (or the process said one plays there): it builds no more."""

@@ -225,3 +225,34 @@ def test_reports_overtaken_by_newer_ones_change_nothing():
         return host.spares_of("E")
 
     assert asyncio.run(scenario()) == 3
+
+
+def test_a_spare_anywhere_is_taken_before_an_empty_process_builds():
+    async def scenario():
+        pool = pool_of(FakeLauncher(["a"]), warm_size=2, games_per_host=16)
+        pool.refill()
+        await settle()
+        stocked, empty = pool.hosts
+        stocked.key = "p1"
+        pool.note_builds("p1", report(built=1))
+        return stocked, await pool.place("g1", "E")
+
+    stocked, placed = asyncio.run(scenario())
+    assert placed is stocked  # the empty one would have built it, its stocking thread's lock held meanwhile
+
+
+def test_under_a_steady_stream_of_starts_the_warm_pool_still_refills():
+    async def scenario():
+        clock = FakeClock()
+        launcher = FakeLauncher(["a"])
+        pool = pool_of(launcher, clock, warm_size=1, games_per_host=100)
+        pool.refill()
+        await settle()
+        for n in range(10):  # a start every 0.25 s: never quiet for REFILL_QUIET_S
+            await pool.place(f"g{n}", "E")
+            await asyncio.sleep(0)
+            clock.now += 0.25
+        await settle()
+        return launcher.booted
+
+    assert asyncio.run(scenario()) >= 2
