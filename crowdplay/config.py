@@ -449,6 +449,9 @@ HAPROXY_FILES = {
     "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": "metrics.sock",
 }
 HAPROXY_SOCKETS = ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH")
+#: The directory ``apply_ray_environment`` made for HAProxy's files in this process (None: it made
+#: none, the variables were given): only this instance's HAProxy runs a configuration in it.
+private_haproxy_directory: Path | None = None
 #: HAProxy refuses a longer unix socket path ("socket path ... too long (max 97)"; its admin socket
 #: and its log socket alike, measured), and Ray puts each one in a directory named after the node
 #: (56 hex digits) inside the one its variable names: <dir>/<node id>/admin.sock.
@@ -487,7 +490,8 @@ def apply_ray_environment() -> None:
     ray_temp = ray_temp_dir()
     shorten_ray_temp = len(ray_temp.encode()) + RAY_SOCKET_SUFFIX > RAY_SOCKET_PATH_MAX
     if shorten_ray_temp or any(name not in os.environ for name in HAPROXY_FILES):
-        state_dir = short_private_dir()
+        global private_haproxy_directory
+        state_dir = private_haproxy_directory = short_private_dir()
         for name, file_name in HAPROXY_FILES.items():
             os.environ.setdefault(name, str(state_dir / file_name) if file_name else str(state_dir))
         if shorten_ray_temp:

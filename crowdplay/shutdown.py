@@ -15,7 +15,8 @@ The two halves want opposite things, so they are two steps, in this order:
    2 cores it took 2.3-3 s of a 5.1-5.6 s stop. For a Ray instance this process started,
    ``ray.shutdown()`` ends every one of its processes anyway, Serve's controller, replicas and
    HAProxy among them (~1.4 s), so Serve is not asked; any process this one started that still
-   runs after it is killed (an HAProxy left behind would keep the port). A cluster joined with
+   runs after it is killed, and so is any HAProxy still running this instance's configuration (an
+   HAProxy left behind would keep the port). A cluster joined with
    ``--address`` keeps running: Serve is asked to shut down there and left to finish on its own
    after ``SERVE_HANDOFF_S``.
 """
@@ -33,6 +34,7 @@ import psutil
 import ray
 from ray.actor import ActorHandle
 
+from crowdplay import config
 from crowdplay.config import Settings
 
 log = logging.getLogger(__name__)
@@ -120,7 +122,26 @@ def stop_ray(started_here: bool) -> int:
         hand_serve_its_shutdown()
     started = psutil.Process().children(recursive=True) if started_here else []
     ray.shutdown()
-    return kill_leftovers(started, PROCESS_EXIT_S)
+    killed = kill_leftovers(started, PROCESS_EXIT_S)
+    directory = config.private_haproxy_directory if started_here else None
+    if directory is not None:  # after the rest: with Serve's processes gone, no HAProxy starts any more
+        killed += kill_leftovers(haproxies_running_in(str(directory)), PROCESS_EXIT_S)
+    return killed
+
+
+def haproxies_running_in(directory: str) -> list[psutil.Process]:
+    """The HAProxy processes whose configuration is a file in ``directory`` (each is told ``-f
+    <directory>/<node id>/haproxy.cfg``). Serve reloads HAProxy by starting a new one, which can
+    happen while Ray shuts down, after the list of this process's children was taken; the HAProxy
+    manager dies next, and the new HAProxy, now a child of init, kept the port (5 of 10 stops in
+    one session)."""
+    prefix = directory.rstrip("/") + "/"
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        words = process.info["cmdline"] or []
+        if "haproxy" in (process.info["name"] or "") and any(word.startswith(prefix) for word in words):
+            found.append(process)
+    return found
 
 
 def hand_serve_its_shutdown() -> None:

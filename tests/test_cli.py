@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from crowdplay.client import Participant, http_json
 from crowdplay.config import free_port
 from crowdplay.data import Dataset
-from crowdplay.shutdown import RECORDINGS_TIMEOUT_S, Saved, kill_leftovers
+from crowdplay.shutdown import RECORDINGS_TIMEOUT_S, Saved, haproxies_running_in, kill_leftovers
 
 #: `crowdplay serve` must stop within 5 s of Ctrl-C (~2.5 s measured on 2 cores); asserted with
 #: room for a machine twice as slow and a test running beside this one.
@@ -102,6 +103,27 @@ def test_the_stop_says_what_was_saved_and_warns_when_it_cannot_confirm_it():
     silent = Saved(None, False, None, record=True, error="GetTimeoutError: timed out")
     assert silent.warning and "GetTimeoutError" in silent.summary()
     assert Saved(0, True, None, record=False).summary() == "Ended 0 sessions (recording is off)."
+
+
+def test_an_haproxy_running_this_instances_configuration_is_found_and_no_other(tmp_path):
+    """Serve may start a new HAProxy (a reload) while Ray shuts down, after this process listed
+    its children; the stop finds it by its configuration's directory."""
+    binary = tmp_path / "haproxy"  # a process by that name, as the real one is
+    shutil.copy(os.path.realpath(sys.executable), binary)
+    mine = tmp_path / "cp-mine"
+    asleep = "import time; time.sleep(60)"
+    processes = [
+        subprocess.Popen([str(binary), "-c", asleep, "-db", "-f", f"{mine}/node/haproxy.cfg"]),
+        subprocess.Popen([str(binary), "-c", asleep, "-db", "-f", f"{tmp_path}/cp-other/node/haproxy.cfg"]),
+        subprocess.Popen([sys.executable, "-c", asleep, f"{mine}/node/haproxy.cfg"]),  # not an HAProxy
+    ]
+    try:
+        time.sleep(0.2)
+        assert [process.pid for process in haproxies_running_in(str(mine))] == [processes[0].pid]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
 
 
 def test_processes_that_outlive_the_shutdown_are_killed_and_exited_ones_left_alone():
