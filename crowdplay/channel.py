@@ -120,6 +120,9 @@ class ChannelServer:
                 if watcher is not None:
                     subscriber = self.lineup.watch(str(watcher))
                 else:
+                    held = self.lineup.hold()
+                    if held is not None:  # a build holds the process: the game begins after it
+                        await held
                     subscriber = self.lineup.connect(str(hello.get("agent")), str(hello.get("session")))
             except SeatUnavailable as refusal:
                 write_message(writer, TEXT, protocol.text("error", reason=str(refusal), code=protocol.CLOSE_SESSION_ENDED).encode())

@@ -122,7 +122,9 @@ class Lineup:
     #: where AI agents' policies run (None: inside this process)
     policies: PolicyClient | None = None
     #: what play waits for, if anything, when it is due (the process's environment builds: one
-    #: holds its interpreter lock ~90 ms, so a game begins after them, not during one)
+    #: holds its interpreter lock ~90 ms, so a game begins after them, not during one). The frame
+    #: channel also waits for it before it connects a participant, so that a one-person game's
+    #: messages keep their order (``play`` before the first frame) when a build was under way.
     hold: Callable[[], Awaitable[None] | None] = lambda: None
     phase: str = WAITING
     seats: dict[str, Seat] = field(default_factory=dict)
@@ -275,7 +277,8 @@ class Lineup:
             self._begin()
 
     def _begin(self) -> None:
-        """Close the game to newcomers; count down when several people play, then start ticking."""
+        """Close the game to newcomers; count down when several people play, then start ticking
+        (once the process's builds under way are done: ``hold``)."""
         self._deadline.cancel()
         self.on_event({"event": GameEvent.CLOSED})
         people = sum(1 for seat in self.seats.values() if seat.policy is None)
@@ -291,16 +294,17 @@ class Lineup:
             return
         held = self.hold()
         if held is not None:
-            asyncio.ensure_future(self._play_after(held))
+            asyncio.ensure_future(self._after(held, self._play))
             return
         self.phase = PLAYING
         self.live.restamp_start()
         self.live.start()
         self.live.announce(protocol.text("play"))
 
-    async def _play_after(self, held: Awaitable[None]) -> None:
+    @staticmethod
+    async def _after(held: Awaitable[None], then: Callable[[], None]) -> None:
         await held
-        self._play()
+        then()
 
     def _lobby_message(self) -> str:
         seats = {agent: seat.status for agent, seat in self.seats.items()}
