@@ -98,7 +98,7 @@ async def running_env_actors(namespace: str) -> AsyncIterator[tuple[Host, dict[s
             log.warning("not adopting game process %s: %s", name, type(error).__name__)
             continue
         games = set(state["games"])
-        host = Host(actor, state["node_id"], games, state.get("games_opened", len(games)), key=actor._actor_id.hex(), started=bool(games))
+        host = Host(actor, state["node_id"], games, state.get("games_opened", len(games)), key=actor._actor_id.hex(), playing=bool(games))
         builds = state.get("builds", {})
         host.built, host.opened = Counter(builds.get("built", {})), Counter(builds.get("opened", {}))
         yield host, state

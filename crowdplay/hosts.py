@@ -180,9 +180,10 @@ class HostPool:
 
     # ----------------------------------------------------------------- placement
     async def place(self, game_id: str, env_id: str) -> Host:
-        """A host with room on the least-loaded node that opens ``env_id`` without building: one
-        with a spare of it (or any, if its builds are ``harmless``), the fullest such host on that
-        node; else a host where no game plays, which builds it; else the next one to boot. The slot (and a spare) is reserved with no await in between, so concurrent games
+        """A host with room that can open ``env_id`` without building behind a game playing there:
+        one with a spare of it (or any, if its builds are ``harmless``) or one where no game plays
+        (it builds the game); on the least-loaded node, one with a spare first, the fullest first;
+        else the next one to boot. The slot (and a spare) is reserved with no await in between, so concurrent games
         never overfill a host, and games arriving while processes boot wait for those instead of
         each booting its own. A failed boot fails the placement with its reason, unless a host
         with room is left: when no node has room for another process, a game that must be built
@@ -190,10 +191,10 @@ class HostPool:
         failed: NoCapacity | None = None
         while True:
             open_hosts = [h for h in self.hosts if len(h.games) < self.limits.games_per_host and self.eligible(h)]
-            ready = [h for h in open_hosts if h.spares_of(env_id) > 0 or self.harmless(env_id)]
-            quiet = ready or [h for h in open_hosts if not h.playing]
+            ready = {h for h in open_hosts if h.spares_of(env_id) > 0 or self.harmless(env_id)}
+            quiet = [h for h in open_hosts if h in ready or not h.playing]
             if quiet:
-                return self._reserve(self._best(quiet), game_id, env_id)
+                return self._reserve(self._best(quiet, ready.__contains__), game_id, env_id)
             if failed is not None:
                 if not open_hosts:
                     raise failed
@@ -212,12 +213,13 @@ class HostPool:
         """Building ``env_id`` took so little CPU last time that it may run beside playing games."""
         return self.build_cpu_s.get(env_id, float("inf")) <= HARMLESS_BUILD_CPU_S
 
-    def _best(self, hosts: list[Host]) -> Host:
-        """The fullest of ``hosts`` on the least-loaded node."""
+    def _best(self, hosts: list[Host], ready: Callable[[Host], bool] = lambda host: True) -> Host:
+        """Of ``hosts``, one on the least-loaded node (games spread over the cluster); there, one
+        ``ready`` to open the game without a build before one that is not; then the fullest."""
         node_load: Counter[str] = Counter()
         for other in self.hosts:
             node_load[other.node_id] += len(other.games)
-        return min(hosts, key=lambda h: (node_load[h.node_id], -len(h.games)))
+        return min(hosts, key=lambda h: (node_load[h.node_id], not ready(h), -len(h.games)))
 
     def _reserve(self, host: Host, game_id: str, env_id: str) -> Host:
         host.placed[env_id] += 1
