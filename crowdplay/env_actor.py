@@ -276,8 +276,18 @@ class EnvActor:
         return self.spares.count()
 
     def _builds_under_way(self) -> Awaitable[None] | None:
-        """What a game about to play waits for: the builds under way here (``Lineup.hold``)."""
-        return self.spares.settled() if self.spares.building() else None
+        """What a game about to play waits for: the builds under way here (``Lineup.hold``), a
+        spare being stocked among them hurried, and for ``BUILD_HOLD_MAX_S`` at most (a stocking
+        build at the lowest priority on a saturated machine, where it may not be hurried, could
+        otherwise hold the game for seconds)."""
+        if not self.spares.building():
+            return None
+        self._hurry_stocking()
+        return self._settled_within(BUILD_HOLD_MAX_S)
+
+    async def _settled_within(self, limit_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.spares.settled(), limit_s)
 
     def _report_builds(self) -> None:
         """Tell the EnvsManager what this process has built and opened (fire and forget): it places
@@ -371,6 +381,10 @@ class EnvActor:
             return
         hosted.lineup.end(reason, status)
         hosted.channel.close()
+
+
+#: The longest a game waits to begin for the builds under way in its process (``Lineup.hold``).
+BUILD_HOLD_MAX_S = 0.5
 
 
 def timed_build(spec: EnvSpec) -> Built:
