@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 #: it waits for such a pause while games keep arriving.
 REFILL_QUIET_S = 0.5
 REFILL_MAX_WAIT_S = 1.5
+#: The longest a game waits for a process that can take it without a build behind playing games;
+#: then it is built where there is room (a process boots in ~1 s; on a loaded machine far longer).
+BOOT_WAIT_MAX_S = 2.0
 
 
 def lived_its_life(games_per_life: int, games_started: int) -> bool:
@@ -186,23 +189,27 @@ class HostPool:
         else the next one to boot. The slot (and a spare) is reserved with no await in between, so concurrent games
         never overfill a host, and games arriving while processes boot wait for those instead of
         each booting its own. A failed boot fails the placement with its reason, unless a host
-        with room is left: when no node has room for another process, a game that must be built
-        behind playing games is better than none."""
+        with room is left: when no node has room for another process, or none boots within
+        ``BOOT_WAIT_MAX_S``, a game built behind playing games is better than none or a late one."""
         failed: NoCapacity | None = None
+        waited_s = 0.0
         while True:
             open_hosts = [h for h in self.hosts if len(h.games) < self.limits.games_per_host and self.eligible(h)]
             ready = {h for h in open_hosts if h.spares_of(env_id) > 0 or self.harmless(env_id)}
             quiet = [h for h in open_hosts if h in ready or not h.playing]
             if quiet:
                 return self._reserve(self._best(quiet, ready.__contains__), game_id, env_id)
-            if failed is not None:
+            if failed is not None or (open_hosts and waited_s >= BOOT_WAIT_MAX_S):
                 if not open_hosts:
-                    raise failed
-                log.warning("no room for another game process: %s is built behind games playing in its process", env_id)
+                    raise failed or NoCapacity("no game process could take the game")
+                log.warning("no game process to spare in time: %s is built behind games playing in its process", env_id)
                 return self._reserve(self._best(open_hosts), game_id, env_id)
             boots = set(self.boots) or {self._start_boot()}
             waits: set[asyncio.Future[Any]] = {*boots, self._next_news()}
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            started = time.monotonic()
+            patience = BOOT_WAIT_MAX_S - waited_s if open_hosts else None  # nowhere else to go: wait for the boot
+            done, _ = await asyncio.wait(waits, timeout=patience, return_when=asyncio.FIRST_COMPLETED)
+            waited_s += time.monotonic() - started
             for task in boots & done:
                 try:
                     task.result()

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from crowdplay.background import Background
-from crowdplay.hosts import REFILL_QUIET_S, HostPool, NoCapacity, PoolLimits
+from crowdplay.hosts import BOOT_WAIT_MAX_S, REFILL_QUIET_S, HostPool, NoCapacity, PoolLimits
 from tests.unit.fakes import FakeClock, FakeLauncher
 
 
@@ -256,3 +256,24 @@ def test_under_a_steady_stream_of_starts_the_warm_pool_still_refills():
         return launcher.booted
 
     assert asyncio.run(scenario()) >= 2
+
+
+def test_a_game_waits_for_a_slow_boot_only_so_long_then_is_built_where_there_is_room(caplog):
+    class SlowLauncher(FakeLauncher):
+        async def boot(self):
+            await asyncio.sleep(60)
+            return await super().boot()
+
+    async def scenario():
+        launcher = FakeLauncher(["a"])
+        pool = pool_of(launcher, warm_size=0, games_per_host=4)
+        host = await pool.place("g1", "E")
+        pool.game_began(host)
+        pool.launcher = SlowLauncher(["a"])
+        started = asyncio.get_running_loop().time()
+        placed = await pool.place("g2", "E")
+        return host, placed, asyncio.get_running_loop().time() - started
+
+    with caplog.at_level(logging.WARNING):
+        host, placed, waited = asyncio.run(scenario())
+    assert placed is host and BOOT_WAIT_MAX_S <= waited < BOOT_WAIT_MAX_S + 1 and "in time" in caplog.text
