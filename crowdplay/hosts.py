@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from crowdplay.background import Background
-from crowdplay.spares import HARMLESS_BUILD_CPU_S
+from crowdplay.spares import harmless
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,12 @@ class HostPool:
 
     def refill(self) -> None:
         """Boot what the warm pool misses (boots under way count)."""
-        for _ in range(max(0, self.limits.warm_size - len(self.spare()) - len(self.boots))):
+        for _ in range(self.missing()):
             self._start_boot()
+
+    def missing(self) -> int:
+        """Processes the warm pool lacks, boots under way counted."""
+        return max(0, self.limits.warm_size - len(self.spare()) - len(self.boots))
 
     def _start_boot(self) -> asyncio.Task[Host]:
         task = self._background.start(self._boot(), "booting a game process")
@@ -217,8 +221,8 @@ class HostPool:
                     failed = error
 
     def harmless(self, env_id: str) -> bool:
-        """Building ``env_id`` took so little CPU last time that it may run beside playing games."""
-        return self.build_cpu_s.get(env_id, float("inf")) <= HARMLESS_BUILD_CPU_S
+        """Building ``env_id`` may run beside playing games (``crowdplay.spares.harmless``)."""
+        return harmless(self.build_cpu_s, env_id)
 
     def _best(self, hosts: list[Host], ready: Callable[[Host], bool] = lambda host: True) -> Host:
         """Of ``hosts``, one on the least-loaded node (games spread over the cluster); there, one
@@ -251,7 +255,7 @@ class HostPool:
         while True:
             while (remaining := min(self._placed_at + REFILL_QUIET_S, short_since + REFILL_MAX_WAIT_S) - self._clock()) > 0:
                 await self._sleep(remaining)
-            if self.limits.warm_size - len(self.spare()) - len(self.boots) <= 0:
+            if not self.missing():
                 return
             with contextlib.suppress(Exception):  # its failure is logged by Background; placements see their own
                 await self._start_boot()

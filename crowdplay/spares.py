@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 HARMLESS_BUILD_CPU_S = 0.005
 
 
+def harmless(build_cpu_s: dict[str, float], env_id: str) -> bool:
+    """Building ``env_id`` took so little CPU last time (``build_cpu_s``, by environment id) that it
+    may run beside playing games; never built yet: not known to be."""
+    return build_cpu_s.get(env_id, float("inf")) <= HARMLESS_BUILD_CPU_S
+
+
 class WouldStall(RuntimeError):
     """Opening this game here would build its environment behind games playing in the process."""
 
@@ -139,7 +145,7 @@ class SpareEnvs:
         built), else one built now (its failure raised here); ``WouldStall`` if that build would
         run behind games playing here."""
         tasks = self.spares.get(spec.id)
-        if not tasks and self._playing() and self.build_cpu_s.get(spec.id, float("inf")) > HARMLESS_BUILD_CPU_S:
+        if not tasks and self._playing() and not harmless(self.build_cpu_s, spec.id):
             raise WouldStall(f"a game plays in this process and it has no spare {spec.id}")
         self._openings += 1
         try:
