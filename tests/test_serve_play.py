@@ -151,6 +151,30 @@ def still_alive(env_actor) -> list[str]:
     return [name for name, ref in env_actor.watched.items() if ref() is not None]
 
 
+def holders(env_actor) -> dict[str, list[str]]:
+    """What still refers to each watched object that outlived its game (so a failure names the
+    cycle or the reference instead of only the survivors)."""
+    import gc
+    import types
+
+    def describe(referrer: object) -> str:
+        if isinstance(referrer, types.FrameType):
+            return f"frame {referrer.f_code.co_qualname} line {referrer.f_lineno}"
+        if isinstance(referrer, types.CoroutineType):
+            return f"coroutine {referrer.__qualname__}"
+        if isinstance(referrer, dict):
+            owners = [type(owner).__name__ for owner in gc.get_referrers(referrer) if getattr(owner, "__dict__", None) is referrer]
+            return f"dict of {owners or 'no object'} keys {sorted(map(str, referrer))[:8]}"
+        return type(referrer).__qualname__ + (f" {referrer.__qualname__}" if hasattr(referrer, "__qualname__") else "")
+
+    found = {}
+    for name, ref in env_actor.watched.items():
+        survivor = ref()
+        if survivor is not None:
+            found[name] = [describe(referrer) for referrer in gc.get_referrers(survivor) if referrer is not env_actor.watched][:12]
+    return found
+
+
 def collect_then_disable_gc(env_actor) -> None:
     import gc
 
@@ -203,7 +227,7 @@ def test_leaving_ends_the_session_after_the_grace_period_and_frees_its_slot(base
         assert run(wait_gone())
         with pytest.raises(UnknownHostedSession):  # its slot in the EnvActor process is free again
             ray.get(actor.game_state.remote(session_id))
-        assert run(wait_freed()) == []
+        assert run(wait_freed()) == [], ray.get(actor.__ray_call__.remote(holders))
     finally:
         ray.get(actor.__ray_call__.remote(enable_gc))
 
