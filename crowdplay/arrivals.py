@@ -5,7 +5,13 @@ yet connected), the study (is the task open; "auto" picks one), the participant'
 pseudonym under the store's key, never the raw id), a second tab's resume (the same session back
 with a new token), then matchmaking (a seat) and the study's assignment. Each step can refuse
 the Start with its own error before the next touches anything, so a refused Start leaves nothing
-behind. Ray-free.
+behind.
+
+A Start whose requester has gone (the ingress saw its client disconnect before the answer:
+``withdraw``) is not fulfilled: given up before it began, it does nothing; given up while under
+way or after, its seat is given up at once unless someone connected to it, and a game nobody is
+left in ends (``Lineup.withdraw``). Under a flood, requests whose clients had timed out were
+otherwise seated 35-100 s later, filling the server again after the flood. Ray-free.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +31,53 @@ from crowdplay.game_control import HostCalls
 from crowdplay.matchmaking import Matchmaker
 from crowdplay.session_table import SessionEntry, SessionTable, resume_secret
 from crowdplay.study_service import StudyService
+
+#: Starts remembered as given up, or as begun with their session: enough for every Start under
+#: way at once, by a wide margin.
+STARTS_REMEMBERED = 10_000
+
+
+class StartWithdrawn(RuntimeError):
+    """The Start's requester went away before it was answered: nothing was kept for it."""
+
+
+class Withdrawals:
+    """Which Starts were given up (by the id the ingress gave each one), and the sessions of the
+    recent ones that began, so that a withdrawal finds its session whichever comes first."""
+
+    def __init__(self, remembered: int = STARTS_REMEMBERED) -> None:
+        self.remembered = remembered
+        self._given_up: OrderedDict[str, None] = OrderedDict()
+        self._sessions: OrderedDict[str, str] = OrderedDict()
+        #: Starts withdrawn so far (for the dashboard and tests)
+        self.count = 0
+
+    def given_up(self, start_id: str) -> bool:
+        """Whether the Start was withdrawn already."""
+        return bool(start_id) and start_id in self._given_up
+
+    def withdraw(self, start_id: str) -> str | None:
+        """Note the Start as given up; its session if it already has one (to give up its seat)."""
+        if not start_id or start_id in self._given_up:
+            return None
+        self.count += 1
+        _remember(self._given_up, start_id, None, self.remembered)
+        return self._sessions.pop(start_id, None)
+
+    def began(self, start_id: str, session_id: str) -> bool:
+        """The Start has its session: remembered for a later withdrawal; True when it was withdrawn
+        meanwhile (its seat is to be given up now)."""
+        if self.given_up(start_id):
+            return True
+        if start_id:
+            _remember(self._sessions, start_id, session_id, self.remembered)
+        return False
+
+
+def _remember(kept: OrderedDict[str, Any], key: str, value: Any, bound: int) -> None:
+    kept[key] = value
+    while len(kept) > bound:
+        kept.popitem(last=False)
 
 
 class Arrivals:
@@ -51,8 +105,34 @@ class Arrivals:
         self.connect_timeout_s = connect_timeout_s
         self._on_task = on_task
         self._clock = clock
+        self.withdrawals = Withdrawals()
 
-    async def start(self, env_id: str, participant: dict[str, Any] | None, client: str) -> dict[str, Any]:
+    async def start(self, env_id: str, participant: dict[str, Any] | None, client: str, start_id: str = "") -> dict[str, Any]:
+        """``_start`` for a Start the ingress named ``start_id`` (empty: one that cannot be
+        withdrawn); ``StartWithdrawn`` if it was withdrawn before it began or while under way."""
+        if self.withdrawals.given_up(start_id):
+            raise StartWithdrawn("the request was given up before it was answered")
+        answer = await self._start(env_id, participant, client)
+        if self.withdrawals.began(start_id, answer["session_id"]):
+            await self.withdraw_session(answer["session_id"])
+            raise StartWithdrawn("the request was given up before it was answered")
+        return answer
+
+    async def withdraw(self, start_id: str) -> None:
+        """The Start's requester went away before its answer: its session's seat is given up if it
+        has one already (``Lineup.withdraw``), else the Start is not fulfilled when it gets there."""
+        session_id = self.withdrawals.withdraw(start_id)
+        if session_id is not None:
+            await self.withdraw_session(session_id)
+
+    async def withdraw_session(self, session_id: str) -> None:
+        """Give up a withdrawn Start's seat unless its participant connected after all (a resumed
+        session, someone's own seat, stands either way)."""
+        entry = self.table.sessions.get(session_id)
+        if entry is not None and not entry.connected and entry.game.host is not None:
+            await self.hosts.withdraw(entry.game.host, entry.game.game_id, session_id)
+
+    async def _start(self, env_id: str, participant: dict[str, Any] | None, client: str) -> dict[str, Any]:
         """Seat a participant in a game of ``env_id`` (a waiting game's open seat on any node, else
         a new game). Returns the session's id, token, game and agent, and with a participant id
         its resume secret. ``participant`` (all optional): ``id`` (stored only as a pseudonym),

@@ -79,6 +79,9 @@ class Assignment:
     statistics: dict[str, Any] = field(default_factory=dict)
     finished_at: float | None = None
     completed_at: float | None = None
+    #: when the participant first connected to their game (None: never; the session was a request
+    #: nobody played)
+    connected_at: float | None = None
 
     @property
     def values(self) -> dict[str, float]:
@@ -131,10 +134,15 @@ class AssignmentBook:
         self.assignments: dict[str, Assignment] = {}
         self.completed: Counter[str] = Counter()
         self.completions: list[tuple[float, str]] = []
-        #: participants per task since this manager started: crowd workers by pseudonym (a study
-        #: pays a bounded crowd), anonymous sessions counted (each one is a participant of its own)
+        #: participants per task since this manager started, counted when they first connected to
+        #: their game (a request that never did is nobody): crowd workers by pseudonym (a study pays
+        #: a bounded crowd), anonymous sessions counted (each one is a participant of its own)
         self._named: defaultdict[str, set[str]] = defaultdict(set)
         self._anonymous: Counter[str] = Counter()
+        #: sessions started per task since this manager started, whether anyone came to play or not
+        self.started: Counter[str] = Counter()
+        #: sessions per task whose participant connected
+        self.played: Counter[str] = Counter()
 
     async def load(self) -> None:
         """Completions so far, from the store (they count toward each task's target)."""
@@ -143,13 +151,13 @@ class AssignmentBook:
         self.completions = sorted((doc["completed_at"], doc["task_id"]) for doc in documents if doc.get("completed_at"))
 
     def open(self, session_id: str, task_id: str, participant: str, params: dict[str, Any], token: str, consented_at: float | None = None) -> Assignment:
-        """A new assignment for ``session_id``, counted toward its task's participants (anonymous ones by number)."""
-        if session_id not in self.assignments:
-            if participant.startswith(ANONYMOUS):
-                self._anonymous[task_id] += 1
-            else:
-                self._named[task_id].add(participant)
+        """A new assignment for ``session_id``, counted as a start of its task (its participant
+        counts once they connect: ``connected``)."""
+        before = self.assignments.get(session_id)
+        if before is None:
+            self.started[task_id] += 1
         assignment = self.assignments[session_id] = Assignment(session_id, task_id, participant, dict(params), token, consented_at=consented_at)
+        assignment.connected_at = before.connected_at if before is not None else None
         self._forget_oldest()
         return assignment
 
@@ -172,8 +180,22 @@ class AssignmentBook:
         for session_id in forgotten:
             del self.assignments[session_id]
 
+    def connected(self, session_id: str) -> None:
+        """The session's participant connected to their game for the first time: they count among
+        its task's participants (anonymous ones by number, crowd workers once by pseudonym)."""
+        assignment = self.assignments.get(session_id)
+        if assignment is None or assignment.connected_at is not None:
+            return
+        assignment.connected_at = time.time()
+        self.played[assignment.task_id] += 1
+        if assignment.participant.startswith(ANONYMOUS):
+            self._anonymous[assignment.task_id] += 1
+        else:
+            self._named[assignment.task_id].add(assignment.participant)
+
     def participants(self, task_id: str | None = None) -> int:
-        """Participants of a task (of every task if None) since this manager started."""
+        """Participants of a task (of every task if None) since this manager started: people who
+        connected to a game, not requests."""
         if task_id is not None:
             return len(self._named[task_id]) + self._anonymous[task_id]
         return len(set().union(*self._named.values())) + sum(self._anonymous.values())

@@ -86,6 +86,17 @@ class Settings:
     session_starts_per_s: float = 10.0
     #: At most this many sessions may wait for their participant's first connection (0: no bound).
     max_unconnected_sessions: int = 100
+    #: Feedback and problem reports one client address may send at once (a burst), before its
+    #: rate below applies (``crowdplay.note_limits``); more are answered 429 with ``Retry-After``.
+    notes_per_client_burst: int = 10
+    #: Notes one client address may send a minute once its burst is spent.
+    notes_per_client_per_min: float = 6.0
+    #: Notes all clients together may send at once (a burst), before the rate below applies.
+    notes_burst: int = 200
+    #: Notes all clients together may send a minute once the burst is spent (each is at most 4 KB).
+    notes_per_min: float = 120.0
+    #: Notes stored about one session at most (0: no cap); more are answered 409.
+    notes_per_session: int = 20
     #: HAProxy answers 429 itself to a client address's ``POST /api/sessions`` beyond this many in
     #: any 10 s (0: off), before any Python runs: a flood's refusals cost the ingress replicas nothing.
     #: Read from the environment by HAProxy's launcher (``crowdplay.web.haproxy``) when it starts.

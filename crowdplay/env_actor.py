@@ -358,6 +358,11 @@ class EnvActor:
         """The participant finished playing: give up their seat now; their final statistics."""
         return self._game(key).lineup.finish(session_id)
 
+    async def withdraw(self, key: str, session_id: str) -> bool:
+        """The session's request was given up before its answer arrived: its seat is given up now
+        unless it connected after all (``Lineup.withdraw``)."""
+        return self._game(key).lineup.withdraw(session_id)
+
     async def timing(self) -> dict[str, Any]:
         """Histogram counts of this process's latest tick intervals and input apply delays (ms),
         on the fixed edges of ``TIMING_EDGES_MS``, for the dashboard; and under ``since_start``

@@ -165,6 +165,15 @@ class EnvActorCalls:
             log.info("no statistics for session %s from its game %s: %s", session_id, game_id, type(gone).__name__)
             return {}
 
+    async def withdraw(self, host: Host, game_id: str, session_id: str) -> bool:
+        """Give up the seat of a session whose request was given up, unless it connected (False
+        then, or if the game or its process is gone)."""
+        try:
+            withdrawn: bool = await host.actor.withdraw.remote(game_id, session_id)
+            return withdrawn
+        except (ray.exceptions.RayActorError, UnknownHostedSession):
+            return False
+
     async def drain(self, host: Host, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` until the writer has acknowledged all the process recorded."""
         drained: bool = await host.actor.drain.remote(timeout_s)

@@ -77,6 +77,9 @@ class HostCalls(GameHosts, Protocol):
     async def participant_statistics(self, host: Host, game_id: str, session_id: str, finish: bool) -> dict[str, Any]:
         """A seated participant's statistics ({} if gone); ``finish`` gives up their seat too."""
 
+    async def withdraw(self, host: Host, game_id: str, session_id: str) -> bool:
+        """Give up a session's seat unless it connected (False then, or if the game is gone)."""
+
     async def drain(self, host: Host, timeout_s: float) -> bool:
         """Wait until all the process recorded is acknowledged by the writer."""
 

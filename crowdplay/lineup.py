@@ -380,6 +380,18 @@ class Lineup:
         self._give_up(seat, "finished", finished=True)
         return statistics
 
+    def withdraw(self, session_id: str) -> bool:
+        """The request that took this seat was given up before its answer reached anyone
+        (``crowdplay.arrivals``): the seat is given up at once, as for a participant who never
+        connects (reopened, or the game ends when nobody is left). False when someone connected
+        to it after all: that session stands."""
+        seat = self._seat_of(session_id)
+        if seat is None or seat.connected_once or self.phase == ENDED:
+            return False
+        seat.cancel_timer()
+        self._give_up(seat, WITHDRAWN)
+        return True
+
     def left_page(self, agent: str) -> None:
         """(``GameListener``) the participant at ``agent`` left the page of a game whose task ends
         then (``when_away`` "end"): told so, and their seat is given up at once, as for someone
@@ -400,6 +412,8 @@ class Lineup:
 
 #: Why a participant's part ended when the task ends it for leaving the game's page.
 LEFT_PAGE = "you left the game's page"
+#: Why a seat whose request was given up is released (``withdraw``).
+WITHDRAWN = "the request for this seat was given up before it was answered"
 
 
 def departure_reason(agent: str, finished: bool, others_left: bool) -> str:

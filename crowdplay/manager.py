@@ -38,6 +38,7 @@ from crowdplay.game_control import HOST_LOST, SERVER_UNREACHABLE, GameControl, N
 from crowdplay.hosts import HostPool, NoCapacity, PoolLimits
 from crowdplay.matchmaking import Matchmaker
 from crowdplay.memory import freeze_startup_objects, release_freed_memory_every
+from crowdplay.note_limits import NoteLimits
 from crowdplay.overview import build_overview, gather
 from crowdplay.plugins import load_plugins
 from crowdplay.problem_reports import ProblemReports
@@ -75,7 +76,10 @@ class EnvsManager:
         self.store = StudyStore(WriterClient(settings).call)
         mark_interrupted = self.store.mark_interrupted if settings.record else None
         self.games = GameControl(self.table, self.pool, calls, background, lambda env_id: self.matchmaker.new_game(env_id), mark_interrupted)
-        self.study = StudyService(self.store, self.games.ask, lambda s: s in self.table.sessions, settings.record, ASSIGNMENTS_KEPT, background)
+        notes = NoteLimits(
+            settings.notes_per_client_per_min, settings.notes_per_client_burst, settings.notes_per_min, settings.notes_burst, settings.notes_per_session,
+        )
+        self.study = StudyService(self.store, self.games.ask, lambda s: s in self.table.sessions, settings.record, ASSIGNMENTS_KEPT, background, notes)
         self.problems = ProblemReports()
         self.matchmaker = Matchmaker(self.table, self.pool, calls, self.problems, self.games.host_lost)
         admission = Admission(
@@ -122,15 +126,26 @@ class EnvsManager:
                 host.actor.prepare.remote(list(self.launcher.recent_envs))
 
     # ----------------------------------------------------------------- participants and games
-    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
-        """Seat a participant in a game of ``env_id`` (``Arrivals.start``)."""
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "", start_id: str = "") -> dict[str, Any]:
+        """Seat a participant in a game of ``env_id`` (``Arrivals.start``; ``start_id``: the
+        ingress's name for this request, should its client go away before the answer)."""
         await self._adopt()
-        return await self.arrivals.start(env_id, participant, client)
+        return await self.arrivals.start(env_id, participant, client, start_id)
+
+    async def withdraw_start(self, start_id: str) -> None:
+        """The client of a session request went away before its answer: it is not fulfilled
+        (``Arrivals.withdraw``)."""
+        await self.arrivals.withdraw(start_id)
 
     async def attach(self, session_id: str, token: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """A participant's websocket arrives: (agent, hello info, frame channel) (``SessionTable.connect``)."""
+        """A participant's websocket arrives: (agent, hello info, frame channel) (``SessionTable.connect``);
+        the first one makes them one of the study's participants (``AssignmentBook.connected``)."""
         await self._adopt()
-        return self.table.connect(session_id, token)
+        first = not self.table.check(session_id, token).connected
+        attached = self.table.connect(session_id, token)
+        if first and attached[0]:
+            self.study.book.connected(session_id)
+        return attached
 
     async def game_event(self, game_id: str, event: dict[str, Any]) -> None:
         """What a game's lineup decided (sent by its EnvActor); departed participants' final
@@ -182,9 +197,9 @@ class EnvsManager:
         await self._adopt()
         return await self.study.completion(session_id, token)
 
-    async def note(self, kind: str, text: str, page: str, session_id: str | None = None, token: str | None = None) -> None:
-        """Store feedback or a problem report (``StudyService.note``)."""
-        await self.study.note(kind, text, page, session_id, token)
+    async def note(self, kind: str, text: str, page: str, session_id: str | None = None, token: str | None = None, client: str = "") -> None:
+        """Store feedback or a problem report from ``client``'s address (``StudyService.note``)."""
+        await self.study.note(kind, text, page, session_id, token, client)
 
     async def task_counts(self) -> dict[str, int]:
         """Completed assignments per task (``StudyService.task_counts``)."""

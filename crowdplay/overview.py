@@ -91,7 +91,8 @@ def build_overview(study: Study, book: AssignmentBook, table: SessionTable, host
         "generated_at": now,
         "totals": {
             "live_sessions": len(table.sessions), "waiting": sum(row["waiting"] for row in tasks), "completed": sum(book.completed.values()),
-            "participants": book.participants(), "data_bytes": data.get("bytes") or 0, "episodes": data.get("episodes", 0),
+            "participants": book.participants(), "abandoned_starts": sum(row["abandoned_starts"] for row in tasks),
+            "data_bytes": data.get("bytes") or 0, "episodes": data.get("episodes", 0),
         },
         "tasks": tasks,
         "nodes": node_rows(table, hosts),
@@ -110,6 +111,7 @@ def task_rows(study: Study, book: AssignmentBook, table: SessionTable, now: floa
     """One row per task of the study, then per other environment someone plays."""
     live = Counter(entry.game.env_id for entry in table.sessions.values())
     waiting = Counter(entry.game.env_id for entry in table.sessions.values() if entry.game.joinable)
+    unconnected = Counter(entry.game.env_id for entry in table.sessions.values() if not entry.connected)
     rows = []
     for task_id in list(study.tasks) + sorted(set(live) - set(study.tasks)):
         task = study.task_for(task_id)
@@ -118,10 +120,17 @@ def task_rows(study: Study, book: AssignmentBook, table: SessionTable, now: floa
             {
                 "task_id": task_id, "title": task.title, "live_sessions": live[task_id], "waiting": waiting[task_id],
                 "completed": completed, "target": task.target_complete_assignments, "participants": book.participants(task_id),
+                "abandoned_starts": abandoned_starts(book, task_id, unconnected[task_id]),
                 "open": task.closed_reason(completed, now) is None,
             }
         )
     return rows
+
+
+def abandoned_starts(book: AssignmentBook, task_id: str, unconnected: int) -> int:
+    """Sessions of the task started since the manager started whose participant never connected
+    and no longer will (their request given up, or ``connect_timeout_s`` passed): attempts, not people."""
+    return max(0, book.started[task_id] - book.played[task_id] - unconnected)
 
 
 def node_rows(table: SessionTable, hosts: Iterable[Host]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from typing import Any
 from crowdplay.assignments import Assignment, AssignmentBook
 from crowdplay.background import Background
 from crowdplay.environments import get_env
+from crowdplay.note_limits import NoteLimits
 from crowdplay.recording.status import INTERRUPTED
 from crowdplay.recording.store import pseudonymise
 from crowdplay.recording.store_link import BOOK_WAIT_S, KEY_WAIT_S, Call, StoreLink
@@ -94,9 +95,13 @@ class StudyStore:
 class StudyService:
     """Assignments and what participants ask of the study, over the store and the running games."""
 
-    def __init__(self, store: StudyStore, ask_game: AskGame, is_playing: Callable[[str], bool], record: bool, kept: int | None, background: Background) -> None:
+    def __init__(
+        self, store: StudyStore, ask_game: AskGame, is_playing: Callable[[str], bool], record: bool, kept: int | None, background: Background,
+        notes: NoteLimits | None = None,
+    ) -> None:
         """``record`` False: a server that records no play neither loads completions nor saves an
-        assignment on its own initiative (what a participant asks for still is)."""
+        assignment on its own initiative (what a participant asks for still is); ``notes``: how
+        many notes are stored, from whom (None: every one)."""
         self.store = store
         self.ask_game = ask_game
         self.record = record
@@ -105,6 +110,7 @@ class StudyService:
         self._book_loaded = False
         self._book_loading: asyncio.Task[None] | None = None
         self._key: bytes | None = None
+        self.notes = notes
 
     # ----------------------------------------------------------------- loading and saving
     async def load_book(self) -> None:
@@ -224,11 +230,16 @@ class StudyService:
         task = current_study().task_for(assignment.task_id)
         return await self.book.complete(assignment, task, await self.secret_key())
 
-    async def note(self, kind: str, text: str, page: str, session_id: str | None = None, token: str | None = None) -> None:
-        """Store participant feedback or a problem report (with the session, if it proves its token)."""
+    async def note(self, kind: str, text: str, page: str, session_id: str | None = None, token: str | None = None, client: str = "") -> None:
+        """Store participant feedback or a problem report (with the session, if it proves its
+        token), within the limits on notes from ``client`` and about the session (``NoteLimits``)."""
+        if self.notes is not None:
+            self.notes.admit(client)
         document: dict[str, Any] = {"kind": kind, "text": text, "page": page, "created_at": time.time(), "session_id": None, "task_id": None, "participant": None}
         if session_id is not None:
             assignment = await self.book.get(session_id, token or "")
+            if self.notes is not None:
+                self.notes.charge(session_id)
             document.update(session_id=session_id, task_id=assignment.task_id, participant=assignment.participant)
         await self.store.save_note(document)
 

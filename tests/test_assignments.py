@@ -28,6 +28,7 @@ def test_the_oldest_ended_sessions_assignments_are_forgotten_beyond_the_bound_ne
     participants = ["p-ann", "p-bob", "p-ann", f"{ANONYMOUS}s3", f"{ANONYMOUS}s4", "p-cy"]
     for n, participant in enumerate(participants):
         book.open(f"s{n}", "task-a" if n < 4 else "task-b", participant, {}, f"token-{n}")
+        book.connected(f"s{n}")
     assert list(book.assignments) == ["s0", "s4", "s5"]  # s0 still plays: kept although the oldest
     assert asyncio.run(book.get("s0", "token-0")).participant == "p-ann"
     assert asyncio.run(book.get("s5", "token-5")).task_id == "task-b"
@@ -39,11 +40,23 @@ def test_the_oldest_ended_sessions_assignments_are_forgotten_beyond_the_bound_ne
     assert book.participants() == 5
 
 
-def test_reopening_a_session_does_not_count_its_participant_again():
+def test_reopening_or_reconnecting_a_session_does_not_count_its_participant_again():
     book = AssignmentBook(no_store)
     book.open("s0", "task-a", f"{ANONYMOUS}s0", {}, "token")
+    book.connected("s0")
     book.open("s0", "task-a", f"{ANONYMOUS}s0", {}, "token")  # adopted again after a manager restart
+    book.connected("s0")
     assert book.participants("task-a") == 1
+
+
+def test_a_participant_counts_once_connected_and_a_start_nobody_played_counts_apart():
+    book = AssignmentBook(no_store)
+    for n in range(5):
+        book.open(f"s{n}", "task-a", f"{ANONYMOUS}s{n}", {}, "token")
+    book.connected("s2")
+    assert book.participants("task-a") == 1 and book.participants() == 1
+    assert (book.started["task-a"], book.played["task-a"]) == (5, 1)
+    assert book.assignments["s2"].connected_at is not None and book.assignments["s0"].connected_at is None
 
 
 class DictStore:

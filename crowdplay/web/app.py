@@ -20,8 +20,10 @@ in docs/protocol.md. An unexpected failure answers 500 ``internal_error`` and go
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 from crowdplay.admission import ClientStarts
+from crowdplay.arrivals import StartWithdrawn
 from crowdplay.config import Settings
 from crowdplay.environments import EnvironmentFailed, UnknownEnvironment, get_env, list_envs
 from crowdplay.manager import NoCapacity, TaskClosed, TooManyStarts
@@ -42,12 +45,15 @@ from crowdplay.web.backend import SessionBackend
 from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.clients import client_address
 from crowdplay.web.context import AppContext, attach_context, context_of
+from crowdplay.web.departures import ClientGone, unless_client_leaves
 from crowdplay.web.errors import error, message_of, original
 from crowdplay.web.participants import participant_details
 from crowdplay.web.study_routes import study_routes
 from crowdplay.web.websocket import play, served_by, watch
 
 log = logging.getLogger(__name__)
+#: The answer to a session request whose client went away first (nobody reads it; logs and tests do).
+GONE = error(499, "client_gone", "the request was given up before it was answered")
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 4096
 
@@ -82,7 +88,14 @@ async def create_session(request: Request) -> Response:
     checked = await read_session_request(request)
     if isinstance(checked, Response):
         return checked
-    session = await start_session(context_of(request), checked)
+    context, start_id = context_of(request), uuid.uuid4().hex
+    try:
+        session = await unless_client_leaves(request, start_session(context, checked, start_id))
+    except (ClientGone, asyncio.CancelledError) as gone:  # cancelled: Serve gave the request up
+        context.backend.withdraw_start(start_id)
+        if isinstance(gone, asyncio.CancelledError):
+            raise
+        return GONE
     if isinstance(session, Response):
         return session
     session["ws"] = f"/ws/{session['session_id']}?token={session['token']}"
@@ -113,12 +126,15 @@ async def read_session_request(request: Request) -> SessionRequest | Response:
     return SessionRequest(env_id, participant, client)
 
 
-async def start_session(context: AppContext, checked: SessionRequest) -> dict[str, Any] | Response:
-    """The backend's new session for ``checked``, or the JSON error that says why there is none
-    (too many starts, the task closed, a broken game, no capacity, a failure elsewhere)."""
+async def start_session(context: AppContext, checked: SessionRequest, start_id: str = "") -> dict[str, Any] | Response:
+    """The backend's new session for ``checked`` (``start_id``: to withdraw it by), or the JSON
+    error that says why there is none (too many starts, the task closed, a broken game, no
+    capacity, a failure elsewhere)."""
     try:
         context.starts.take(checked.client)
-        return await context.backend.create_session(checked.env_id, checked.participant, checked.client)
+        return await context.backend.create_session(checked.env_id, checked.participant, checked.client, start_id)
+    except StartWithdrawn:
+        return GONE
     except TooManyStarts as exc:
         wait_s = math.ceil(getattr(original(exc), "retry_after_s", 5.0))
         return error(429, "too_many_requests", message_of(exc), headers={"Retry-After": str(wait_s)}, retry_after_s=wait_s)

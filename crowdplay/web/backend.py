@@ -57,8 +57,8 @@ class StudyBackend(Protocol):
     async def completion(self, session_id: str, token: str) -> dict[str, Any]:
         """The completion code or URL once the task's requirements are met."""
 
-    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
-        """Store feedback or a problem report."""
+    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None, client: str = "") -> None:
+        """Store feedback or a problem report from ``client``'s address (within ``crowdplay.note_limits``)."""
 
     async def overview(self) -> dict[str, Any]:
         """Everything the dashboard and /metrics show."""
@@ -74,8 +74,13 @@ class SessionBackend(StudyBackend, Protocol):
     """Everything the participant app asks of the session machinery: sessions, their connections and
     the study's calls."""
 
-    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
-        """``client``: the requester's address (``crowdplay.web.clients``), for rate limits."""
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "", start_id: str = "") -> dict[str, Any]:
+        """``client``: the requester's address (``crowdplay.web.clients``), for rate limits;
+        ``start_id``: the name to withdraw the request by (``StartWithdrawn`` if it was)."""
+
+    def withdraw_start(self, start_id: str) -> None:
+        """The client of the session request ``start_id`` went away before its answer: it is not
+        fulfilled, and a session it got already gives up its seat (not waited for)."""
 
     async def attach(self, session_id: str, token: str) -> Attachment:
         """The connection to a session's seat; UnknownSession, BadToken or SessionLost when there is none to give."""
@@ -129,9 +134,13 @@ class RaySessions:
         self.manager = manager
         self.settings = settings
 
-    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "", start_id: str = "") -> dict[str, Any]:
         """Forwarded to the EnvsManager, which places the session and gives it a seat."""
-        return await self.manager.create_session.remote(env_id, participant, client)  # type: ignore[no-any-return]
+        return await self.manager.create_session.remote(env_id, participant, client, start_id)  # type: ignore[no-any-return]
+
+    def withdraw_start(self, start_id: str) -> None:
+        """Told to the EnvsManager, not waited for (``SessionBackend.withdraw_start``)."""
+        self.manager.withdraw_start.remote(start_id)
 
     async def task_counts(self) -> dict[str, int]:
         """Forwarded to the EnvsManager (``StudyBackend.task_counts``)."""
@@ -150,9 +159,9 @@ class RaySessions:
         """Forwarded to the EnvsManager (``StudyBackend.completion``)."""
         return await self.manager.completion.remote(session_id, token)  # type: ignore[no-any-return]
 
-    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
+    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None, client: str = "") -> None:
         """Forwarded to the EnvsManager (``StudyBackend.note``)."""
-        await self.manager.note.remote(kind, text, page, session_id, token)
+        await self.manager.note.remote(kind, text, page, session_id, token, client)
 
     async def overview(self) -> dict[str, Any]:
         """Forwarded to the EnvsManager (``StudyBackend.overview``)."""

@@ -9,6 +9,7 @@ appended are whatever the client wrote there itself, so the client's address is 
 from __future__ import annotations
 
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 
 
 def client_address(headers: Headers, peer: str | None, forwarded_hops: int) -> str:
@@ -19,3 +20,8 @@ def client_address(headers: Headers, peer: str | None, forwarded_hops: int) -> s
         if len(entries) >= forwarded_hops:
             return entries[-forwarded_hops][:64]
     return peer or ""
+
+
+def requester(connection: HTTPConnection, forwarded_hops: int) -> str:
+    """``client_address`` of a request or websocket."""
+    return client_address(connection.headers, connection.client.host if connection.client else None, forwarded_hops)

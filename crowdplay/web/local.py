@@ -63,12 +63,16 @@ class LocalSessions:
         self.settings = settings
         self.sessions: dict[str, tuple[str, LiveEnv]] = {}
 
-    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "", start_id: str = "") -> dict[str, Any]:
         """(The baseline records nothing and limits nothing: ``participant`` and ``client`` are not kept.)"""
         session_id, token = uuid.uuid4().hex, secrets.token_urlsafe(24)
         live = LiveEnv(get_env(env_id), secrets.randbelow(2**31), self.settings)
         self.sessions[session_id] = (token, live)
         return {"session_id": session_id, "token": token, "env_id": env_id, "agent": live.agents[0]}
+
+    def withdraw_start(self, start_id: str) -> None:
+        """Nothing: the baseline answers at once, and holds a session that nobody joins as the
+        in-memory game it is (it measures the play path, not admission)."""
 
     async def attach(self, session_id: str, token: str) -> LocalAttachment:
         """The session's game; UnknownSession or BadToken as for the Ray path."""
@@ -105,7 +109,7 @@ class LocalSessions:
         """Refused: the baseline runs no study."""
         raise no_study()
 
-    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
+    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None, client: str = "") -> None:
         """Refused: the baseline runs no study."""
         raise no_study()
 

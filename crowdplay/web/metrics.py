@@ -35,7 +35,8 @@ TASK_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("crowdplay_waiting_participants", "waiting", "Participants waiting for a game to start."),
     ("crowdplay_completed_assignments", "completed", "Assignments completed so far."),
     ("crowdplay_target_assignments", "target", "Assignments the study aims to complete."),
-    ("crowdplay_participants", "participants", "Distinct participants who have joined."),
+    ("crowdplay_participants", "participants", "Distinct participants who connected to a game."),
+    ("crowdplay_abandoned_starts", "abandoned_starts", "Sessions started whose participant never connected."),
 )
 
 #: The writer's answer to the dashboard's probe, as ``crowdplay_writer_state``'s label.

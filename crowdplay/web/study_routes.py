@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable
@@ -38,8 +39,10 @@ from crowdplay.assignments import BadToken, NoCompletion, NotComplete, UnknownSe
 from crowdplay.config import Settings
 from crowdplay.environments import UnknownEnvironment
 from crowdplay.manager import NotAIOnly
+from crowdplay.note_limits import NoteCapReached, TooManyNotes
 from crowdplay.study import current_study
 from crowdplay.web.bodies import BadBody, json_object
+from crowdplay.web.clients import requester
 from crowdplay.web.context import context_of
 from crowdplay.web.errors import error, message_of, original
 from crowdplay.web.metrics import exposition, with_browser_latency
@@ -65,6 +68,11 @@ async def _answer(work: Awaitable[object], status: int = 200) -> Response:
         return error(404, "not_found", "no such task; GET /api/study lists the tasks")
     except NoCompletion as exc:
         return error(404, "no_completion", message_of(exc))
+    except TooManyNotes as exc:
+        wait_s = math.ceil(getattr(original(exc), "retry_after_s", 60.0))
+        return error(429, "too_many_requests", message_of(exc), headers={"Retry-After": str(wait_s)}, retry_after_s=wait_s)
+    except NoteCapReached as exc:
+        return error(409, "note_limit", message_of(exc))
     except Exception:  # the manager or the store failed: keep serving, say so, log the details
         log.exception("a study request failed")
         return error(503, "unavailable", "the server could not answer right now; please retry in a moment")
@@ -161,7 +169,8 @@ async def note(request: Request, kind: str) -> Response:
         text, page, session_id, token = note_fields(data, kind)
     except ValueError as exc:
         return error(400, "invalid_note", str(exc))
-    return await _answer(context_of(request).backend.note(kind, text, page, session_id, token), status=201)
+    client = requester(request, context_of(request).settings.forwarded_hops)
+    return await _answer(context_of(request).backend.note(kind, text, page, session_id, token, client), status=201)
 
 
 async def feedback(request: Request) -> Response:

@@ -64,6 +64,7 @@ class FakeGameHosts:
         self.stop_statuses: dict[str, str] = {}
         #: every machine's frame channel stays silent to probes (a partition)
         self.silent = False
+        self.withdrawn: list[str] = []
 
     async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
         await asyncio.sleep(0)
@@ -100,6 +101,11 @@ class FakeGameHosts:
     async def participant_statistics(self, host: Host, game_id: str, session_id: str, finish: bool) -> dict[str, Any]:
         self.asked.append((session_id, finish))
         return {"values": {"score": 1.0}}
+
+    async def withdraw(self, host: Host, game_id: str, session_id: str) -> bool:
+        await asyncio.sleep(0)
+        self.withdrawn.append(session_id)
+        return True
 
     async def drain(self, host: Host, timeout_s: float) -> bool:
         self.drained.append(host.actor)

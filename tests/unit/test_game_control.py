@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from crowdplay.admission import Admission, TooManyStarts
-from crowdplay.arrivals import Arrivals
+from crowdplay.arrivals import Arrivals, StartWithdrawn
 from crowdplay.assignments import ANONYMOUS, Assignment, SessionLost
 from crowdplay.background import Background
 from crowdplay.controllers import Human
@@ -212,6 +212,41 @@ def test_a_second_tab_with_the_resume_secret_gets_the_same_seat_with_a_new_token
     assert again["session_id"] == first["session_id"] and again["token"] != first["token"] and again["resume"] == first["resume"]
     assert parts.hosts.tokens == {first["session_id"]: again["token"]} and study.assignments[first["session_id"]].token == again["token"]
     assert guessed["session_id"] != first["session_id"]
+
+
+def test_a_start_withdrawn_before_it_began_does_nothing_and_one_withdrawn_later_gives_its_seat_up():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        arrive, _, _ = arrivals(parts)
+        await arrive.withdraw("early")
+        seated_before = list(parts.hosts.seated)
+        with pytest.raises(StartWithdrawn):
+            await arrive.start(PAIR.id, None, "10.0.0.1", start_id="early")
+        nothing_seated = (len(parts.table.sessions), parts.hosts.seated == seated_before)
+        late = await arrive.start(PAIR.id, None, "10.0.0.1", start_id="late")
+        await arrive.withdraw("late")
+        racing = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.1", start_id="racing"))
+        await asyncio.sleep(0)
+        await arrive.withdraw("racing")  # while it is under way: it finishes, then gives its seat up
+        with pytest.raises(StartWithdrawn):
+            await racing
+        return nothing_seated, late, parts.hosts.withdrawn, arrive.withdrawals.count
+
+    nothing_seated, late, withdrawn, count = asyncio.run(scenario())
+    assert nothing_seated == (0, True)
+    assert withdrawn[0] == late["session_id"] and len(withdrawn) == 2 and count == 3
+
+
+def test_a_connected_session_stands_when_its_start_is_withdrawn():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        arrive, _, _ = arrivals(parts)
+        answer = await arrive.start(PAIR.id, None, "10.0.0.1", start_id="s")
+        parts.table.connect(answer["session_id"], answer["token"])
+        await arrive.withdraw("s")
+        return parts.hosts.withdrawn
+
+    assert asyncio.run(scenario()) == []
 
 
 def test_a_start_beyond_the_admission_limits_touches_nothing():

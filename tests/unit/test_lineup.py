@@ -198,3 +198,21 @@ def test_a_seat_that_is_not_open_cannot_be_taken_and_a_stranger_cannot_connect()
         live.stop("test over")
 
     asyncio.run(scenario())
+
+
+def test_a_withdrawn_request_gives_its_seat_up_at_once_and_a_game_nobody_is_left_in_ends():
+    async def scenario():
+        live, lineup, events = game(seated=2)
+        lineup.connect("right", "s2")
+        withdrawn = [lineup.withdraw("s1"), lineup.withdraw("s2"), lineup.withdraw("nobody")]
+        left_alone = (lineup.seats["left"].status, lineup.phase)
+        _, lonely, lonely_events = game(seated=1)
+        lonely.withdraw("s1")
+        live.stop("test over")
+        return withdrawn, left_alone, events, lonely.phase, lonely_events
+
+    withdrawn, left_alone, events, lonely_phase, lonely_events = asyncio.run(scenario())
+    assert withdrawn == [True, False, False]  # s2 connected: its session stands
+    assert left_alone == ("open", WAITING)
+    assert [(e["session_id"], e["reopened"]) for e in events if e["event"] == "seat_released"] == [("s1", True)]
+    assert lonely_phase == ENDED and any(e["event"] == "ended" for e in lonely_events)

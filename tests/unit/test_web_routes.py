@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from crowdplay.admission import TooManyStarts
 from crowdplay.config import Settings
 from crowdplay.hosts import NoCapacity
+from crowdplay.note_limits import NoteCapReached, TooManyNotes
 from crowdplay.study_service import TaskClosed
 from crowdplay.web.app import create_app
 from crowdplay.web.backend import Attachment
@@ -25,6 +26,8 @@ class FakeBackend:
     def __init__(self, **answers: Any) -> None:
         self.answers = answers
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        #: how long ``create_session`` takes
+        self.slow_start_s = 0.0
 
     def _answer(self, name: str, *args: Any) -> Any:
         self.calls.append((name, args))
@@ -33,8 +36,13 @@ class FakeBackend:
             raise answer
         return answer
 
-    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "") -> dict[str, Any]:
+    async def create_session(self, env_id: str, participant: dict[str, Any] | None = None, client: str = "", start_id: str = "") -> dict[str, Any]:
+        if self.slow_start_s:
+            await asyncio.sleep(self.slow_start_s)
         return self._answer("create_session", env_id, participant, client)  # type: ignore[no-any-return]
+
+    def withdraw_start(self, start_id: str) -> None:
+        self._answer("withdraw_start")
 
     async def attach(self, session_id: str, token: str) -> Attachment:
         raise AssertionError("no websocket in these tests")
@@ -54,8 +62,8 @@ class FakeBackend:
     async def completion(self, session_id: str, token: str) -> dict[str, Any]:
         return self._answer("completion", session_id, token)  # type: ignore[no-any-return]
 
-    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None) -> None:
-        self._answer("note", kind, text, page, session_id, token)
+    async def note(self, kind: str, text: str, page: str, session_id: str | None, token: str | None, client: str = "") -> None:
+        self._answer("note", kind, text, page, session_id, token, client)
 
     async def overview(self) -> dict[str, Any]:
         return self._answer("overview")  # type: ignore[no-any-return]
@@ -67,8 +75,11 @@ class FakeBackend:
         return self._answer("end_participant_session", session_id)  # type: ignore[no-any-return]
 
 
-def request(app: Starlette, method: str, target: str, body: object = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
-    """One HTTP request straight into the ASGI app: the status, headers and decoded JSON body."""
+def request(
+    app: Starlette, method: str, target: str, body: object = None, headers: dict[str, str] | None = None, leaves_after_s: float | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """One HTTP request straight into the ASGI app: the status, headers and decoded JSON body
+    (``leaves_after_s``: the client disconnects that long after sending its body)."""
     path, _, query = target.partition("?")
     raw = b"" if body is None else json.dumps(body).encode()
     scope = {
@@ -79,8 +90,17 @@ def request(app: Starlette, method: str, target: str, body: object = None, heade
     }
     sent: list[dict[str, Any]] = []
 
+    received = 0
+
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": raw, "more_body": False}
+        nonlocal received
+        received += 1
+        if received == 1:
+            return {"type": "http.request", "body": raw, "more_body": False}
+        if leaves_after_s is None:  # as a server does: nothing more until the client disconnects
+            await asyncio.Event().wait()
+        await asyncio.sleep(leaves_after_s or 0.0)
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -104,6 +124,15 @@ def test_a_session_answer_gains_its_websocket_address_and_the_backend_gets_the_c
     status, _, body = request(create_app(backend, Settings()), "POST", "/api/sessions", {"task_id": "SpaceInvaders", "participant": "p1"}, {"user-agent": "ua"})
     assert status == 201 and body == {**SESSION, "ws": "/ws/s1?token=t1"}
     assert backend.calls == [("create_session", ("SpaceInvaders", {"user_agent": "ua", "id": "p1", "params": {}}, "203.0.113.7"))]
+
+
+@pytest.mark.parametrize("leaves_after_s", [0.0, 0.2])
+def test_a_session_request_whose_client_leaves_before_its_answer_is_withdrawn(leaves_after_s: float) -> None:
+    backend = FakeBackend(create_session=dict(SESSION))
+    backend.slow_start_s = 0.5
+    status, _, body = request(create_app(backend, Settings()), "POST", "/api/sessions", {"task_id": "SpaceInvaders"}, leaves_after_s=leaves_after_s)
+    assert (status, body["error"]) == (499, "client_gone")
+    assert [name for name, _ in backend.calls] == ["withdraw_start"]  # the start was cancelled before it was answered
 
 
 @pytest.mark.parametrize(
@@ -161,7 +190,16 @@ def test_notes_are_checked_then_stored_stripped() -> None:
     status, _, answer = request(app, "POST", "/api/feedback", {"text": "fun"})
     assert (status, answer["reason"]) == (400, "feedback needs the 'session_id' and 'token' of the session it is about")
     assert request(app, "POST", "/api/report", {"text": "  stuck  ", "page": "play"})[0] == 201
-    assert backend.calls == [("note", ("report", "stuck", "play", None, None))]
+    assert backend.calls == [("note", ("report", "stuck", "play", None, None, "203.0.113.7"))]
+
+
+def test_a_note_over_a_rate_is_answered_429_with_its_wait_and_over_a_sessions_cap_409() -> None:
+    over_rate = create_app(FakeBackend(note=TooManyNotes("too many notes from your address; please wait", 7.0)), Settings())
+    status, headers, answer = request(over_rate, "POST", "/api/report", {"text": "again"})
+    assert (status, headers["retry-after"], answer["error"], answer["retry_after_s"]) == (429, "7", "too_many_requests", 7)
+    over_cap = create_app(FakeBackend(note=NoteCapReached("this session has sent the 20 notes one session may send")), Settings())
+    status, _, answer = request(over_cap, "POST", "/api/feedback", {"text": "more", "session_id": "s1", "token": "t1"})
+    assert (status, answer["error"]) == (409, "note_limit")
 
 
 def test_admin_routes_need_the_configured_token() -> None:

@@ -1,0 +1,49 @@
+"""Whether the client of a request is still there, so work for one that went away is given up.
+
+A session request can wait a long time for its answer under a flood (in HAProxy's queue, in the
+replica, in the EnvsManager's placement), and its client gives up long before. Fulfilled anyway,
+it became a session and often a new game nobody would ever connect to. ASGI tells the app when
+the client disconnects: once the body is read, the request's next message is ``http.disconnect``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.requests import Request
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before the answer was ready (the work was cancelled)."""
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or ``ClientGone`` (``work`` cancelled) as soon as the client disconnects,
+    also when it had disconnected already or left as the work finished (the caller undoes what
+    the work did). Only once the request's body has been read: this
+    takes the request's next ASGI message."""
+    task = asyncio.ensure_future(work)
+    leaving = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, leaving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        leaving.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if task.cancelled() or (leaving.done() and not leaving.cancelled()):  # done or not, nobody is there to be told
+        raise ClientGone()
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns once the client has disconnected; never for a server that sends another message
+    after the body instead (nothing says it left)."""
+    if (await request.receive())["type"] != "http.disconnect":
+        await asyncio.Event().wait()
