@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from ray import serve
 from starlette.requests import Request
 
 from crowdplay.config import free_port
+from crowdplay.web.error_pages import HAPROXY_PAGES, NET_MARK, PAGES, http_error_rules, json_net, json_return
 from crowdplay.web.haproxy import (
     CONNECTION_TABLE_SECTION,
     FD_RESERVE,
@@ -40,7 +42,9 @@ from tests.conftest import wait_until
 ECHO_PREFIX = "/haproxy-echo"
 
 
-def render_serve_config(directory: Path, stats_port: int = 18404, metrics_port: int = 19101, http_port: int = 8000, grpc_port: int = 9000) -> Path:
+def render_serve_config(
+    directory: Path, stats_port: int = 18404, metrics_port: int = 19101, http_port: int = 8000, grpc_port: int = 9000, replica_port: int = 30001
+) -> Path:
     """haproxy.cfg as Serve writes it, from Ray's own template: ingress on all interfaces, gRPC on."""
     from ray.serve._private.haproxy import BackendConfig, HAProxyApi, HAProxyConfig, ServerConfig
     from ray.serve.config import HTTPOptions, gRPCOptions
@@ -52,7 +56,7 @@ def render_serve_config(directory: Path, stats_port: int = 18404, metrics_port: 
         server_state_file=str(directory / "server-state"), metrics_socket_path=str(directory / "metrics.sock"),
         is_head=True, stats_port=stats_port, metrics_port=metrics_port, has_received_routes=True, has_received_servers=True,
     )
-    replica = ServerConfig(name="replica", host="127.0.0.1", port=30001)
+    replica = ServerConfig(name="replica", host="127.0.0.1", port=replica_port)
     backends = {"crowdplay": BackendConfig(name="crowdplay", path_prefix="/", app_name="crowdplay", servers=[replica])}
     path = directory / "haproxy.cfg"
     HAProxyApi(cfg=config, backend_configs=backends, config_file_path=str(path))._generate_config_file_internal()
@@ -105,15 +109,19 @@ def test_serves_config_gets_loopback_side_listeners_and_forwardfor_and_stays_val
     maxconn = global_maxconn(resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # the launcher's own limit, as HAProxy's
     # Serve reloads HAProxy with the file it wrote; rewriting twice changes nothing
     assert harden(hardened, start_guard(40, 1), connections, maxconn) == hardened
-    rules = [line.rstrip("\n") for line in connections + start_guard(40, 1) + NO_WEBSOCKET_EXTENSIONS]
+    rules = [line.rstrip("\n") for line in connections + start_guard(40, 1) + NO_WEBSOCKET_EXTENSIONS + json_net()]
     frontend = hardened.splitlines()
     first_bind = frontend.index("    bind *:8000")
-    assert frontend[first_bind + 1 : first_bind + 1 + len(rules)] == rules  # before every other rule of the ingress
+    inserted = frontend[first_bind + 1 : frontend.index(rules[-1]) + 1]
+    assert inserted[: len(connections)] == rules[: len(connections)]  # before every other rule of the ingress
+    assert [line for line in inserted if line in rules] == rules  # the others in this order, right after
     table = [line.rstrip("\n") for line in CONNECTION_TABLE_SECTION]
     assert frontend[-len(table):] == table and hardened.count(table[0]) == 1
     assert f"    maxconn {maxconn}" in frontend and "    maxconn 4096" in original.splitlines()
-    unchanged = [line for line in frontend if "bind" not in line and "forwardfor" not in line and "maxconn" not in line and line not in rules + table]
-    assert unchanged == [line for line in original.splitlines() if "bind" not in line and "maxconn" not in line]
+    assert defaults_section(hardened)[1 : 1 + len(http_error_rules())] == [line.strip() for line in http_error_rules()]
+    replaced = ("bind", "maxconn", "errorfile", "http-request return status 5", "http-request return status 4")  # the last three: JSON now
+    remaining = iter(frontend)
+    assert all(line in remaining for line in original.splitlines() if not any(word in line for word in replaced))  # the rest kept, in order
 
 
 def test_the_start_guard_keys_on_the_address_the_per_client_limits_use():
@@ -174,6 +182,155 @@ def test_haproxy_starts_on_a_node_whose_descriptor_limit_serves_fixed_maxconn_ex
     finally:
         haproxy.terminate()
         haproxy.wait(timeout=30)
+
+
+def configured_body(line: str) -> dict:
+    """The JSON body an ``http-error`` or ``return`` line of the configuration answers with."""
+    quoted, _ = json.JSONDecoder().raw_decode(line.split(" string ", 1)[1])
+    return json.loads(quoted)
+
+
+def test_every_error_haproxy_answers_by_itself_is_json_instead_of_serves_plain_text(tmp_path):
+    original = render_serve_config(tmp_path).read_text()
+    assert "    errorfile 503 " in original and 'content-type text/plain string "Service Unavailable"' in original
+    hardened = harden(original)
+    assert harden(hardened) == hardened
+    defaults = defaults_section(hardened)
+    assert not [line for line in defaults if line.startswith("errorfile")]  # Serve's plain-text 500 for 502-504
+    pages = {int(line.split()[2]): configured_body(line) for line in defaults if line.startswith("http-error")}
+    assert pages == {page.status: {"error": page.kind, "reason": page.reason} for page in HAPROXY_PAGES}
+    returns = [line for line in hardened.splitlines() if line.split()[:3] == ["http-request", "return", "status"] and int(line.split()[3]) >= 400]
+    assert len(returns) == 2 and all("content-type application/json" in line for line in returns)  # the health check's 503, an unknown app's 404
+    assert {configured_body(line)["error"] for line in returns} == {"unavailable", "not_found"}
+    assert 'content-type text/plain string "success" if healthcheck' in hardened  # not an error: as Serve wrote it
+
+
+def test_a_plain_text_return_keeps_its_status_condition_and_headers_and_gets_the_json_body():
+    router = '    http-request return status 503 content-type text/plain lf-string "Router failed: %[var(txn.x)]" hdr X-Serve-Reason %[var(txn.x)] if { var(txn.x) -m found }\n'
+    rewritten = json_return(router)
+    assert rewritten.startswith("    http-request return status 503 content-type application/json string ")
+    assert rewritten.endswith(" hdr X-Serve-Reason %[var(txn.x)] if { var(txn.x) -m found }\n") and json_return(rewritten) == rewritten
+    assert configured_body(rewritten) == {"error": "unavailable", "reason": PAGES[503].reason}
+    teapot = json_return('    http-request return status 418 content-type "text/plain" string "no"\n')
+    assert teapot.startswith("    http-request return status 418 ") and configured_body(teapot)["error"] == "bad_request"  # its class's body
+    for untouched in ('    http-request return status 200 content-type text/plain string "success" if ok\n', "    http-request deny\n"):
+        assert json_return(untouched) == untouched
+
+
+def test_the_net_answers_for_each_known_status_then_for_each_class():
+    net = json_net()
+    assert net[0].strip() == NET_MARK
+    statuses = [int(line.split()[3]) for line in net if " return status " in line]
+    assert statuses[-2:] == [400, 500] and "{ status 400:499 }" in net[-2] and "{ status 500:599 }" in net[-1]
+    assert sorted(set(statuses[:-2])) == sorted(PAGES)
+    retry = [line for line in net if "hdr Retry-After" in line]
+    assert [int(line.split()[3]) for line in retry] == [429, 503]
+    for line in retry:  # before the rule for the same status without the header
+        assert net.index(line) + 1 == next(i for i, other in enumerate(net) if other.split()[:4] == line.split()[:4] and other != line)
+
+
+class FakeReplica:
+    """A replica answering ``/text/<status>`` in plain text, ``/json/<status>`` in JSON, ``/busy``
+    with Serve's backpressure answer (503, plain text, Retry-After), ``/close`` by closing, and
+    anything else (its health check too) with 200. One request per connection, so HAProxy never
+    reuses one (a reused connection that fails is closed unanswered, for the client to retry)."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            with connection:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    head += chunk
+                path = head.split(b" ", 2)[1].decode() if head.count(b" ") >= 2 else "/"
+                answer = self.answer(path)
+                if answer:
+                    connection.sendall(answer)
+
+    @staticmethod
+    def answer(path: str) -> bytes:
+        kind, _, status = path.strip("/").partition("/")
+        headers, body, code = "Content-Type: text/plain\r\n", b"ok", 200
+        if kind == "text":
+            code, body = int(status), b"plain words"
+        elif kind == "json":
+            code, headers, body = int(status), "Content-Type: application/json\r\n", b'{"error":"mine","reason":"the app says"}'
+        elif kind == "busy":
+            code, headers, body = 503, headers + "Retry-After: 7\r\n", b"Request dropped due to backpressure"
+        elif kind == "close":
+            return b""
+        return f"HTTP/1.1 {code} X\r\n{headers}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def ask(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of ``GET path`` through HAProxy; (0, {}, b"")
+    for a connection closed unanswered."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    if not received:
+        return 0, {}, b""
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    return int(status.split()[1]), {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in lines)}, body
+
+
+def test_a_replicas_plain_text_errors_and_haproxys_own_reach_the_client_as_json(tmp_path):
+    """Real HAProxy, through the launcher, in front of a replica that answers plain text."""
+    replica = FakeReplica()
+    port = free_port()
+    path = render_serve_config(tmp_path, free_port(), free_port(), port, free_port(), replica_port=replica.port)
+    env = {**os.environ, "CROWDPLAY_HAPROXY_PYTHON": sys.executable}
+    env.pop("RAY_SERVE_HAPROXY_MAXCONN", None)
+    haproxy = subprocess.Popen([str(LAUNCHER), "-db", "-f", str(path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: ask_or_none(port, "/up") == 200, "HAProxy never routed to the replica", timeout=30)
+        for status in (400, 404, 405, 416, 500, 503):
+            code, headers, body = ask(port, f"/text/{status}")
+            assert (code, headers["content-type"], json.loads(body)) == (status, "application/json", {"error": PAGES[status].kind, "reason": PAGES[status].reason})
+        code, headers, body = ask(port, "/text/418")  # a status of no table: its class's
+        assert (code, json.loads(body)["error"]) == (400, "bad_request")
+        assert ask(port, "/text/599")[0] == 500
+        code, headers, body = ask(port, "/busy")
+        assert (code, headers.get("retry-after"), json.loads(body)["error"]) == (503, "7", "unavailable")
+        code, headers, body = ask(port, "/json/409")  # the app's own JSON passes as it came
+        assert (code, json.loads(body)) == (409, {"error": "mine", "reason": "the app says"})
+        assert ask(port, "/ok")[2] == b"ok"
+        code, headers, body = ask(port, "/close")  # HAProxy's own 502
+        assert (code, headers["content-type"], json.loads(body)["error"]) == (502, "application/json", "unavailable")
+        replica.close()
+        wait_until(lambda: ask_or_none(port, "/up") == 503, "HAProxy never noticed the replica gone", timeout=30)
+        for route in ("/up", "/-/healthz"):  # no server (HAProxy's 503), and Serve's health check rule
+            code, headers, body = ask(port, route)
+            assert (code, headers["content-type"], json.loads(body)["error"]) == (503, "application/json", "unavailable"), route
+    finally:
+        replica.close()
+        haproxy.terminate()
+        haproxy.wait(timeout=30)
+
+
+def ask_or_none(port: int, path: str) -> int | None:
+    try:
+        return ask(port, path)[0]
+    except OSError:
+        return None
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,10 @@ Serve's throughput mode renders ``haproxy.cfg`` from a fixed template and has no
   ``Settings.connections_per_client`` at once, a head not complete within
   ``request_head_timeout_s``, an idle connection after ``keep_alive_timeout_s``, and ``maxconn``
   is as many connections as the process's file-descriptor limit allows (``global_maxconn``).
+- the error answers' shape. HAProxy's own error pages are HTML, Serve makes its 502-504 a
+  plain-text 500 and its health check and unknown-path answers plain text, and Serve, uvicorn and
+  Starlette answer some failures in plain text from inside the replica. Here every one of them is
+  the app's JSON shape (``crowdplay.web.error_pages``).
 
 Serve runs ``RAY_SERVE_HAPROXY_BINARY_PATH`` as ``<binary> -db -f <config> [-dR] [-sf pids] [-x
 socket]`` for every start and reload, each time after writing ``<config>`` afresh.
@@ -30,8 +34,8 @@ file, which runs this file: it rewrites ``<config>`` and then *becomes* the real
 same process, the same arguments). Serve relies on both: it waits for the pid it spawned to answer
 on the admin socket, and finds its workers by the config path in ``/proc/<pid>/cmdline``.
 
-Only the standard library is imported at the top: this runs once per HAProxy start, in whatever
-Python ``CROWDPLAY_HAPROXY_PYTHON`` names.
+Only the standard library (and ``error_pages``, which imports nothing else) is imported at the
+top: this runs once per HAProxy start, in whatever Python ``CROWDPLAY_HAPROXY_PYTHON`` names.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from crowdplay.web.error_pages import ERRORS_MARK, NET_MARK, http_error_rules, json_net, json_return
 
 #: The sections that are the public ingress; their binds are Serve's ``http_options`` host.
 INGRESS_SECTIONS = frozenset({"frontend http_frontend", "frontend grpc_frontend"})
@@ -166,11 +172,13 @@ def global_maxconn(fd_limit: int, asked: int | None = None) -> int:
 
 
 def harden(config: str, guard: list[str] | None = None, connections: list[str] | None = None, maxconn: int | None = None) -> str:
-    """``config`` with its side listeners on loopback, ``option forwardfor`` in ``defaults``,
-    ``connections`` (``connection_limits``' rules), ``guard`` (``start_guard``'s) then
-    ``NO_WEBSOCKET_EXTENSIONS`` first in the public ingress's frontend, the table the connection
-    rules name (``CONNECTION_TABLE_SECTION``) at the end, and ``global``'s ``maxconn`` set to
-    ``maxconn`` (when given).
+    """``config`` with its side listeners on loopback, ``option forwardfor`` and JSON error pages
+    (``error_pages.http_error_rules``, instead of Serve's ``errorfile`` lines) in ``defaults``,
+    ``connections`` (``connection_limits``' rules), ``guard`` (``start_guard``'s),
+    ``NO_WEBSOCKET_EXTENSIONS`` then ``error_pages.json_net`` first in the public ingress's
+    frontend, every ``http-request return`` error with a JSON body (``error_pages.json_return``),
+    the table the connection rules name (``CONNECTION_TABLE_SECTION``) at the end, and
+    ``global``'s ``maxconn`` set to ``maxconn`` (when given).
 
     Idempotent: the result rewritten again is unchanged, so a configuration Serve has not
     regenerated (or one already rewritten) comes out the same.
@@ -187,6 +195,9 @@ def harden(config: str, guard: list[str] | None = None, connections: list[str] |
             continue
         if section == "global" and maxconn is not None and line.split()[:1] == ["maxconn"]:
             line = f"{line[:len(line) - len(line.lstrip())]}maxconn {maxconn}\n"
+        if section == "defaults" and line.split()[:1] == ["errorfile"]:
+            continue  # Serve's plain-text pages, which the JSON ones replace
+        line = json_return(line)
         out.append(line if section in INGRESS_SECTIONS else _loopback_bind(line))
         marks.note_line(section, line, len(out))
     _insert_missing(out, marks, guard or [], connections or [])
@@ -206,6 +217,8 @@ class _Marks:
     has_connection_table: bool = False
     has_guard: bool = False
     has_no_extensions: bool = False
+    has_error_pages: bool = False
+    has_json_net: bool = False
 
     def note_header(self, section: str, after: int) -> None:
         """A section starts; ``after`` is the index just past its header line."""
@@ -219,6 +232,8 @@ class _Marks:
         words = line.split()
         if section == "defaults" and words[:2] == FORWARDFOR.split():
             self.has_forwardfor = True
+        if section == "defaults" and line.strip() == ERRORS_MARK:
+            self.has_error_pages = True
         if section != "frontend http_frontend":
             return
         if line.strip() == GUARD_MARK:
@@ -227,6 +242,8 @@ class _Marks:
             self.has_connections = True
         if line == NO_WEBSOCKET_EXTENSIONS[0]:
             self.has_no_extensions = True
+        if line.strip() == NET_MARK:
+            self.has_json_net = True
         if self.rules_at is None and words[:1] == ["bind"]:
             self.rules_at = after
 
@@ -240,24 +257,27 @@ def _section_header(line: str) -> str | None:
 
 
 def _insert_missing(out: list[str], marks: _Marks, guard: list[str], connections: list[str]) -> None:
-    """Add the connection rules, the guard and the extensions rule after the ingress's first
-    ``bind``, ``option forwardfor`` after the ``defaults`` header and the connection table at the
-    end, each only where found and not already present. The frontend's rules go in first: Serve's
-    template puts the frontend after ``defaults``, so the defaults' index still holds. The
-    connection rules come before any ``http-request`` rule, where HAProxy runs them anyway."""
+    """Add the connection rules, the guard, the extensions rule and the JSON net after the
+    ingress's first ``bind``, ``option forwardfor`` and the JSON error pages after the ``defaults``
+    header and the connection table at the end, each only where found and not already present.
+    The frontend's rules go in first: Serve's template puts the frontend after ``defaults``, so the
+    defaults' index still holds. The connection rules come before any ``http-request`` rule, where
+    HAProxy runs them anyway."""
     if marks.rules_at is not None:
         rules = (
             (connections if not marks.has_connections else [])
             + (guard if not marks.has_guard else [])
             + (NO_WEBSOCKET_EXTENSIONS if not marks.has_no_extensions else [])
+            + (json_net() if not marks.has_json_net else [])
         )
         out[marks.rules_at:marks.rules_at] = rules
         if any(CONNECTION_TABLE in line for line in rules) and not marks.has_connection_table:
             if out and not out[-1].endswith("\n"):
                 out[-1] += "\n"
             out.extend(CONNECTION_TABLE_SECTION)
-    if marks.defaults_at is not None and not marks.has_forwardfor:
-        out.insert(marks.defaults_at, f"    {FORWARDFOR}\n")
+    if marks.defaults_at is not None:
+        defaults = ([f"    {FORWARDFOR}\n"] if not marks.has_forwardfor else []) + (http_error_rules() if not marks.has_error_pages else [])
+        out[marks.defaults_at:marks.defaults_at] = defaults
 
 
 def rules_from_environment() -> tuple[list[str], list[str]]:
