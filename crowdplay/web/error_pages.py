@@ -47,9 +47,11 @@ class ErrorPage:
         return json.dumps({"error": self.kind, "reason": self.reason}, separators=(",", ":"))
 
 
+#: An unexpected failure: the app's own ``internal_error`` (``crowdplay.web.app``) says the same.
+INTERNAL = ErrorPage(500, "internal_error", "the server failed to answer this request; it has been logged")
 #: What HAProxy says for every status it can answer by itself (HAProxy 2.8's list).
 HAPROXY_PAGES = (
-    ErrorPage(400, "bad_request", "the request is not valid HTTP/1.1: a malformed request line or header, a byte not allowed there, or a head over 100 headers or 15 KB"),
+    ErrorPage(400, "bad_request", "the request is not valid: check its method, path and headers (at most 100 headers, 15 KB in all)"),
     ErrorPage(401, "unauthorized", "this request needs credentials"),
     ErrorPage(403, "forbidden", "this request is refused"),
     ErrorPage(404, "not_found", "nothing is served at this path"),
@@ -62,7 +64,7 @@ HAPROXY_PAGES = (
     ErrorPage(422, "unprocessable", "the request's content cannot be processed"),
     ErrorPage(425, "too_early", "the request came before the TLS handshake completed; retry"),
     ErrorPage(429, "too_many_requests", "too many requests from your address; please wait a little and retry"),
-    ErrorPage(500, "internal_error", "the server failed to answer this request; it has been logged"),
+    INTERNAL,
     ErrorPage(501, "not_implemented", "the server does not support this request (its method or transfer encoding)"),
     ErrorPage(502, "unavailable", "the server's web process failed to answer; please retry in a moment"),
     ErrorPage(503, "unavailable", "no web process can take this request right now; please retry in a moment"),
@@ -71,10 +73,9 @@ HAPROXY_PAGES = (
 #: Statuses the replica's stack answers in plain text that HAProxy never answers by itself.
 REPLICA_PAGES = (
     ErrorPage(416, "range_not_satisfiable", "the requested byte range is not within the file"),
-    ErrorPage(426, "upgrade_required", "this path takes a websocket: send a valid websocket upgrade"),
 )
 #: What a replica's non-JSON answer of a status in neither table becomes, by class.
-CLASS_PAGES = (ErrorPage(400, "bad_request", "the server could not take this request as it is"), ErrorPage(500, "internal_error", HAPROXY_PAGES[13].reason))
+CLASS_PAGES = (ErrorPage(400, "bad_request", "the server could not take this request as it is"), INTERNAL)
 PAGES = {page.status: page for page in HAPROXY_PAGES + REPLICA_PAGES}
 #: Statuses whose answer keeps the replica's ``Retry-After``.
 RETRYABLE = frozenset({429, 503})
