@@ -117,6 +117,12 @@ class Settings:
     #: http-keep-alive``; Serve's default 90). A browser opens a new one when it needs it; a page's
     #: websocket, once upgraded, is not idle in this sense and is kept.
     keep_alive_timeout_s: float = 15.0
+    #: Seconds a request's body may take to arrive after its head (0: no deadline): HAProxy
+    #: answers 408 to one not complete by then and closes its connection, so a body announced and
+    #: never sent holds nothing (read by HAProxy's launcher, ``crowdplay.web.haproxy_bodies``); an
+    #: ingress replica allows as long from when it starts reading one. Every body is at most a few
+    #: kilobytes (``crowdplay.web.limits``): a browser on a poor link sends one in well under a second.
+    body_timeout_s: float = 5.0
     #: Proxies in front of the ingress replicas that append the client's address to X-Forwarded-For:
     #: HAProxy is one; add one for each load balancer in front of it that appends too. A client's
     #: address (its rate limits) is the entry this many places from the end.

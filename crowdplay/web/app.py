@@ -47,6 +47,7 @@ from crowdplay.web.clients import client_address
 from crowdplay.web.context import AppContext, attach_context, context_of
 from crowdplay.web.departures import ClientGone, unless_client_leaves
 from crowdplay.web.errors import error, message_of, original
+from crowdplay.web.limits import BODY_LIMITS
 from crowdplay.web.participants import participant_details
 from crowdplay.web.study_routes import study_routes
 from crowdplay.web.websocket import play, served_by, watch
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 #: The answer to a session request whose client went away first (nobody reads it; logs and tests do).
 GONE = error(499, "client_gone", "the request was given up before it was answered")
 STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,9 @@ async def read_session_request(request: Request) -> SessionRequest | Response:
     """The session request's body checked (size, task, participant fields), or the 4xx answer saying
     what is wrong with it."""
     try:
-        data = await json_object(request, MAX_BODY_BYTES)
+        data = await json_object(request, BODY_LIMITS["POST /api/sessions"], context_of(request).settings.body_timeout_s)
     except BadBody as bad:
-        return error(bad.status, bad.kind, f"{bad.reason}; send JSON like {{\"task_id\": \"SpaceInvaders\"}}")
+        return error(bad.status, bad.kind, f"{bad.reason}; send JSON like {{\"task_id\": \"SpaceInvaders\"}}", headers=bad.headers)
     env_id = data.get("task_id", data.get("env_id"))
     if not isinstance(env_id, str):
         return error(400, "missing_env_id", "the body must contain a string 'task_id' (or 'env_id')")

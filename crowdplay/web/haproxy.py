@@ -22,6 +22,10 @@ Serve's throughput mode renders ``haproxy.cfg`` from a fixed template and has no
   ``Settings.connections_per_client`` at once, a head not complete within
   ``request_head_timeout_s``, an idle connection after ``keep_alive_timeout_s``, and ``maxconn``
   is as many connections as the process's file-descriptor limit allows (``global_maxconn``).
+- request bodies. A replica's refusal of a body still arriving leaves the client's connection
+  open (HAProxy goes on reading what remains of it, for up to an hour when it never comes); here the
+  ingress refuses a body longer than any route takes, and one not complete within
+  ``body_timeout_s``, itself (``crowdplay.web.haproxy_bodies``).
 - the error answers' shape. HAProxy's own error pages are HTML, Serve makes its 502-504 a
   plain-text 500 and its health check and unknown-path answers plain text, and Serve, uvicorn and
   Starlette answer some failures in plain text from inside the replica. Here every one of them is
@@ -52,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crowdplay.web.error_pages import ERRORS_MARK, NET_MARK, http_error_rules, json_net, json_return
+from crowdplay.web.haproxy_bodies import BODIES_MARK, body_rules_from_environment
 
 #: The sections that are the public ingress; their binds are Serve's ``http_options`` host.
 INGRESS_SECTIONS = frozenset({"frontend http_frontend", "frontend grpc_frontend"})
@@ -171,7 +176,9 @@ def global_maxconn(fd_limit: int, asked: int | None = None) -> int:
     return min(fitting, asked if asked else MAXCONN_CEILING)
 
 
-def harden(config: str, guard: list[str] | None = None, connections: list[str] | None = None, maxconn: int | None = None) -> str:
+def harden(
+    config: str, guard: list[str] | None = None, connections: list[str] | None = None, maxconn: int | None = None, bodies: list[str] | None = None
+) -> str:
     """``config`` with its side listeners on loopback, ``option forwardfor`` and JSON error pages
     (``error_pages.http_error_rules``, instead of Serve's ``errorfile`` lines) in ``defaults``,
     ``connections`` (``connection_limits``' rules), ``guard`` (``start_guard``'s),
@@ -179,6 +186,8 @@ def harden(config: str, guard: list[str] | None = None, connections: list[str] |
     frontend, every ``http-request return`` error with a JSON body (``error_pages.json_return``),
     the table the connection rules name (``CONNECTION_TABLE_SECTION``) at the end, and
     ``global``'s ``maxconn`` set to ``maxconn`` (when given).
+
+    ``bodies`` (``haproxy_bodies.body_rules``) go in the frontend right after the guard.
 
     Idempotent: the result rewritten again is unchanged, so a configuration Serve has not
     regenerated (or one already rewritten) comes out the same.
@@ -200,7 +209,7 @@ def harden(config: str, guard: list[str] | None = None, connections: list[str] |
         line = json_return(line)
         out.append(line if section in INGRESS_SECTIONS else _loopback_bind(line))
         marks.note_line(section, line, len(out))
-    _insert_missing(out, marks, guard or [], connections or [])
+    _insert_missing(out, marks, guard or [], connections or [], bodies or [])
     return "".join(out)
 
 
@@ -217,6 +226,7 @@ class _Marks:
     has_connection_table: bool = False
     has_guard: bool = False
     has_no_extensions: bool = False
+    has_bodies: bool = False
     has_error_pages: bool = False
     has_json_net: bool = False
 
@@ -242,6 +252,8 @@ class _Marks:
             self.has_connections = True
         if line == NO_WEBSOCKET_EXTENSIONS[0]:
             self.has_no_extensions = True
+        if line.strip() == BODIES_MARK:
+            self.has_bodies = True
         if line.strip() == NET_MARK:
             self.has_json_net = True
         if self.rules_at is None and words[:1] == ["bind"]:
@@ -256,7 +268,7 @@ def _section_header(line: str) -> str | None:
     return None
 
 
-def _insert_missing(out: list[str], marks: _Marks, guard: list[str], connections: list[str]) -> None:
+def _insert_missing(out: list[str], marks: _Marks, guard: list[str], connections: list[str], bodies: list[str]) -> None:
     """Add the connection rules, the guard, the extensions rule and the JSON net after the
     ingress's first ``bind``, ``option forwardfor`` and the JSON error pages after the ``defaults``
     header and the connection table at the end, each only where found and not already present.
@@ -267,6 +279,7 @@ def _insert_missing(out: list[str], marks: _Marks, guard: list[str], connections
         rules = (
             (connections if not marks.has_connections else [])
             + (guard if not marks.has_guard else [])
+            + (bodies if not marks.has_bodies else [])
             + (NO_WEBSOCKET_EXTENSIONS if not marks.has_no_extensions else [])
             + (json_net() if not marks.has_json_net else [])
         )
@@ -326,7 +339,7 @@ def harden_file(path: str) -> None:
         try:
             original = Path(path).read_text()
             guard, connections = rules_from_environment()
-            hardened = harden(original, guard, connections, maxconn_from_environment())
+            hardened = harden(original, guard, connections, maxconn_from_environment(), body_rules_from_environment())
             if hardened == original:
                 return
             fd, temporary = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".haproxy-", suffix=".cfg")

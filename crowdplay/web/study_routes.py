@@ -45,9 +45,9 @@ from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.clients import requester
 from crowdplay.web.context import context_of
 from crowdplay.web.errors import error, message_of, original
+from crowdplay.web.limits import BODY_LIMITS
 from crowdplay.web.metrics import exposition, with_browser_latency
 
-MAX_NOTE_CHARS = 4000
 log = logging.getLogger(__name__)
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
@@ -148,10 +148,11 @@ async def completion(request: Request) -> Response:
 
 def note_fields(data: dict[str, Any], kind: str) -> tuple[str, str, str | None, Any]:
     """A note's text (stripped), page, session id and token, checked: ``ValueError`` names what is
-    wrong. Feedback is about a session; a problem report may come from a page without one."""
+    wrong. Feedback is about a session; a problem report may come from a page without one. The
+    text's length is bounded by the body's (``crowdplay.web.limits``) alone."""
     text = data.get("text")
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE_CHARS:
-        raise ValueError(f"'text' must be a non-empty string of at most {MAX_NOTE_CHARS} characters")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("'text' must be a non-empty string")
     page = str(data.get("page", ""))[:200]
     session_id, token = data.get("session_id"), data.get("token")
     if kind == "feedback" and not isinstance(session_id, str):
@@ -162,9 +163,9 @@ def note_fields(data: dict[str, Any], kind: str) -> tuple[str, str, str | None, 
 async def note(request: Request, kind: str) -> Response:
     """Store a note of ``kind`` ("feedback" or "report") from the request's JSON body."""
     try:
-        data = await json_object(request, 2 * MAX_NOTE_CHARS, empty={})
+        data = await json_object(request, BODY_LIMITS[f"POST /api/{kind}"], context_of(request).settings.body_timeout_s, empty={})
     except BadBody as bad:
-        return error(bad.status, bad.kind, bad.reason)
+        return error(bad.status, bad.kind, bad.reason, headers=bad.headers)
     try:
         text, page, session_id, token = note_fields(data, kind)
     except ValueError as exc:
@@ -220,9 +221,9 @@ async def start_ai_game(request: Request) -> Response:
     if refused is not None:
         return refused
     try:
-        data = await json_object(request, 1000)
+        data = await json_object(request, BODY_LIMITS["POST /api/admin/games"], context_of(request).settings.body_timeout_s)
     except BadBody as bad:
-        return error(bad.status, bad.kind, bad.reason)
+        return error(bad.status, bad.kind, bad.reason, headers=bad.headers)
     env_id = data.get("env_id")
     if not isinstance(env_id, str):
         return error(400, "missing_env_id", "the body must contain a string 'env_id': an AI-only environment")
