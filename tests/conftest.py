@@ -129,6 +129,7 @@ SEPARATE_SUITES = ("cluster", "study", "autoscaling", "netlab")
 SERIAL_MODULES = {
     "test_admission.py", "test_browser.py", "test_store_link.py", "test_writer_outage.py",
     "test_realtime.py", "test_policy_actors.py", "test_watching.py", "test_connection_limits.py", "test_starts_beside_play.py",
+    "test_request_bodies.py",
 }
 
 
