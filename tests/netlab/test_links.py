@@ -183,21 +183,36 @@ def test_participants_reaching_ingress_replicas_on_different_hosts_share_one_two
     lab.shape("site0", LinkShape(rtt_ms=30, jitter_ms=3))
 
     async def pair_up() -> dict:
-        """Pair up until the two reach different replicas (HAProxy picks one per connection)."""
-        for _ in range(20):  # a replica that a busy worker keeps from its health checks for a while is passed over meanwhile
-            first = await Participant.join(head_url, "Pong2P")
-            second = await Participant.join(worker_url, "Pong2P")
-            if first.hello["served_by"]["replica"] != second.hello["served_by"]["replica"]:
-                await asyncio.gather(first.wait_for_event("play", timeout=30), second.wait_for_event("play", timeout=30))
-                await asyncio.gather(first.next_frame(), second.next_frame())
-                pair = {"served_by": [first.hello["served_by"], second.hello["served_by"]], "sessions": [first.session, second.session]}
+        """Pair up until the two reach different replicas. Each host's HAProxy sends a connection
+        to the replica with the fewest of its own connections (``leastconn``), ties to the first
+        listed: with none open, both proxies pick the same one every time. So after a pair that
+        met on one replica, a one-player game held open through the worker's proxy makes that
+        replica the busier one there."""
+        held: list[Participant] = []
+        try:
+            for _ in range(10):
+                first = await Participant.join(head_url, "Pong2P")
+                second = await Participant.join(worker_url, "Pong2P")
+                if first.hello["served_by"]["replica"] != second.hello["served_by"]["replica"]:
+                    await asyncio.gather(first.wait_for_event("play", timeout=30), second.wait_for_event("play", timeout=30))
+                    await asyncio.gather(first.next_frame(), second.next_frame())
+                    pair = {"served_by": [first.hello["served_by"], second.hello["served_by"]], "sessions": [first.session, second.session]}
+                    await first.close()
+                    await second.close()
+                    return pair
+                met_on = first.hello["served_by"]["replica"]
                 await first.close()
                 await second.close()
-                return pair
-            await first.close()
-            await second.close()
-            await asyncio.sleep(2)
-        raise AssertionError("the two participants never reached different ingress replicas")
+                occupant = await Participant.join(worker_url, "SpaceInvaders")
+                held.append(occupant)
+                if occupant.hello["served_by"]["replica"] != met_on:  # the tie went the other way: it makes no difference
+                    await occupant.close()
+                    held.remove(occupant)
+                await asyncio.sleep(1)
+            raise AssertionError("the two participants never reached different ingress replicas")
+        finally:
+            for occupant in held:
+                await occupant.close()
 
     try:
         pair = run_inside(lab.topology.site(0), pair_up)
