@@ -45,9 +45,9 @@ TOKEN = "secret-token"
 SAMPLE_OVERVIEW: dict = {
     "study": "Atari demonstrations",
     "generated_at": 1795000000.0,
-    "totals": {"live_sessions": 3, "waiting": 1, "completed": 12, "participants": 40, "data_bytes": 123456789},
+    "totals": {"live_sessions": 3, "waiting": 1, "completed": 12, "participants": 40, "abandoned_starts": 7, "data_bytes": 123456789},
     "tasks": [
-        {"task_id": "invaders", "title": "Space Invaders", "live_sessions": 2, "waiting": 1, "completed": 10, "target": 50, "participants": 30, "open": True},
+        {"task_id": "invaders", "title": "Space Invaders", "live_sessions": 2, "waiting": 1, "completed": 10, "target": 50, "participants": 30, "abandoned_starts": 4, "open": True},
         {"task_id": "pong", "title": "Pong", "live_sessions": 1, "waiting": 0, "completed": 2, "target": 0, "participants": 10, "open": False},
     ],
     "nodes": [
@@ -146,6 +146,7 @@ def test_prometheus_text_exposes_the_gauges() -> None:
     assert value(samples, "crowdplay_completed_assignments", task="invaders") == 10
     assert value(samples, "crowdplay_target_assignments", task="invaders") == 50
     assert value(samples, "crowdplay_participants", task="invaders") == 30
+    assert value(samples, "crowdplay_abandoned_starts", task="invaders") == 4
     assert value(samples, "crowdplay_completed_assignments", task="pong") == 2
     assert value(samples, "crowdplay_node_sessions", node="abc123def456abc123def456") == 3
     assert value(samples, "crowdplay_node_sessions", node="fed987") == 1
@@ -353,6 +354,8 @@ def test_the_right_token_shows_the_overview(page: Page, admin_url: str) -> None:
     expect(page.locator("#study-title")).to_have_text("Atari demonstrations")
     expect(page.locator("#total-live-sessions")).to_have_text("3")
     expect(page.locator("#total-data")).to_have_text("123.5 MB")
+    expect(page.locator("#total-participants")).to_have_text("40")
+    expect(page.locator("#total-abandoned-starts")).to_have_text("7")
 
     game = page.locator('#games-table tbody tr[data-game-id="g-0123456789abcdef"]')
     expect(game).to_contain_text("agent_0: ready")

@@ -83,6 +83,9 @@ def test_the_mturk_journey_from_consent_to_the_completion_code(browser, base_url
     assert page.inner_text("#percentile") in {"You are the first to finish this task.", *(f"{n} other participants have finished this task so far; how you compare is shown once 10 have." for n in range(2, 10)), "One other participant has finished this task so far; how you compare is shown once 10 have."}
     status, completion = request(f"{base_url}/api/sessions/{session_id}/completion?token={token}")
     assert status == 200 and completion == {"code": code}  # the same code, from the server
+    page.fill("#feedback", "ü" * 3000)  # within the box's 4000 characters, but 6 KB as UTF-8: the page says so and sends nothing
+    page.click("#send-feedback")
+    page.wait_for_function("document.getElementById('feedback-status').textContent.includes('too long')")
     page.fill("#feedback", "Fun, but the aliens are fast.")
     page.click("#send-feedback")
     page.wait_for_function("document.getElementById('feedback-status').textContent.includes('Thank you')")
@@ -98,6 +101,7 @@ def test_the_mturk_journey_from_consent_to_the_completion_code(browser, base_url
     assert assignment["participant"] != "WORKER-MTURK-1"  # a pseudonym, never the worker id
     assert assignment["params"] == {"assignmentId": "A-1", "hitId": "H-1"}
     assert abs(assignment["consented_at"] - assignment["created_at"]) < 120  # the consent, recorded with its time
+    assert assignment["created_at"] <= assignment["connected_at"] <= assignment["finished_at"]  # they played: one of the participants
     [feedback] = store.find_notes({"session_id": session_id})
     assert feedback["kind"] == "feedback" and "aliens" in feedback["text"]
     episodes = store.find_episodes({"task_id": "invaders-mturk"})

@@ -785,14 +785,25 @@ async function continueTo(url) {
   location.assign(url);
 }
 
+// The server takes a note's body up to this many bytes (docs/protocol.md, Request bodies). A
+// textarea counts characters, and one character can take up to six bytes as JSON: the page
+// checks the bytes itself and says how much to cut rather than sending what would be refused.
+const NOTE_BODY_LIMIT = 4096;
+
+function noteBody(fields, status) {
+  const body = JSON.stringify(fields);
+  const excess = new TextEncoder().encode(body).length - NOTE_BODY_LIMIT;
+  if (excess <= 0) return body;
+  $(status).textContent = t("note.too_long", { characters: Math.ceil(excess / 3) });
+  return null;
+}
+
 async function sendFeedback() {
   const text = $("feedback").value.trim();
   if (!text) return;
-  const response = await fetch("/api/feedback", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ session_id: state.sessionId, token: state.token, text, page: "score" }),
-  });
+  const body = noteBody({ session_id: state.sessionId, token: state.token, text, page: "score" }, "feedback-status");
+  if (body === null) return;
+  const response = await fetch("/api/feedback", { method: "POST", headers: { "Content-Type": "application/json" }, body });
   $("feedback-status").textContent = t(response.ok ? "feedback.thanks" : "feedback.failed");
   if (response.ok) $("send-feedback").disabled = true;
 }
@@ -800,8 +811,9 @@ async function sendFeedback() {
 async function sendReport() {
   const text = $("report-text").value.trim();
   if (!text) return;
-  const body = { text, page: state.page || "", session_id: state.sessionId || undefined, token: state.token || undefined };
-  const response = await fetch("/api/report", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  const body = noteBody({ text, page: state.page || "", session_id: state.sessionId || undefined, token: state.token || undefined }, "report-status");
+  if (body === null) return;
+  const response = await fetch("/api/report", { method: "POST", headers: { "Content-Type": "application/json" }, body });
   $("report-status").textContent = t(response.ok ? "report.thanks" : "report.failed");
   if (response.ok) $("report-text").value = "";
 }
