@@ -22,19 +22,11 @@ import math
 import time
 from collections.abc import Callable
 
-from crowdplay.rate_limit import BucketsByKey, TokenBucket
+from crowdplay.rate_limit import BucketsByKey, OverLimit, TokenBucket
 
 
-class TooManyStarts(RuntimeError):
+class TooManyStarts(OverLimit):
     """Starting a session now would exceed a bound; ``retry_after_s`` says when to try again."""
-
-    def __init__(self, reason: str, retry_after_s: float) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple[type[TooManyStarts], tuple[str, float]]:  # crosses Ray calls with its fields
-        return (TooManyStarts, (self.reason, self.retry_after_s))
 
 
 #: What a client over its own bound is told.

@@ -21,23 +21,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from crowdplay.admission import retry_after
-from crowdplay.rate_limit import BucketsByKey, TokenBucket
+from crowdplay.rate_limit import BucketsByKey, OverLimit, TokenBucket
 
 #: Sessions whose note counts are kept; beyond it the oldest are forgotten (and could store their
 #: cap again): ~100 bytes each.
 SESSIONS_COUNTED = 100_000
 
 
-class TooManyNotes(RuntimeError):
+class TooManyNotes(OverLimit):
     """Storing this note now would exceed a rate; ``retry_after_s`` says when to try again."""
-
-    def __init__(self, reason: str, retry_after_s: float) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after_s = retry_after_s
-
-    def __reduce__(self) -> tuple[type[TooManyNotes], tuple[str, float]]:  # crosses Ray calls with its fields
-        return (TooManyNotes, (self.reason, self.retry_after_s))
 
 
 class NoteCapReached(RuntimeError):

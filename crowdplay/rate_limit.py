@@ -7,6 +7,19 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 
+class OverLimit(RuntimeError):
+    """A request beyond a rate; ``retry_after_s`` says when to try again (HTTP: 429 with
+    ``Retry-After``). Crosses Ray calls with its fields."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[type[OverLimit], tuple[str, float]]:
+        return (type(self), (self.reason, self.retry_after_s))
+
+
 class TokenBucket:
     """``rate`` events a second on average and bursts of up to ``burst``, starting full; ``clock`` is
     injectable for tests."""

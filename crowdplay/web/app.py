@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +45,7 @@ from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.clients import client_address
 from crowdplay.web.context import AppContext, attach_context, context_of
 from crowdplay.web.departures import ClientGone, unless_client_leaves
-from crowdplay.web.errors import error, message_of, original
+from crowdplay.web.errors import error, message_of, too_many
 from crowdplay.web.limits import BODY_LIMITS
 from crowdplay.web.participants import participant_details
 from crowdplay.web.study_routes import study_routes
@@ -136,8 +135,7 @@ async def start_session(context: AppContext, checked: SessionRequest, start_id: 
     except StartWithdrawn:
         return GONE
     except TooManyStarts as exc:
-        wait_s = math.ceil(getattr(original(exc), "retry_after_s", 5.0))
-        return error(429, "too_many_requests", message_of(exc), headers={"Retry-After": str(wait_s)}, retry_after_s=wait_s)
+        return too_many(exc, 5.0)
     except TaskClosed as exc:
         return error(409, "task_closed", message_of(exc))
     except EnvironmentFailed:

@@ -8,6 +8,8 @@ server's log.
 
 from __future__ import annotations
 
+import math
+
 from starlette.responses import JSONResponse
 
 #: Longest reason an answer carries.
@@ -31,3 +33,10 @@ def message_of(exc: BaseException) -> str:
     raised = original(exc)
     text = str(raised.args[0]).strip() if raised.args else ""
     return (text.splitlines()[0] if text else type(raised).__name__)[:MAX_REASON_CHARS]
+
+
+def too_many(exc: BaseException, default_wait_s: float) -> JSONResponse:
+    """``429 too_many_requests`` for a refusal over a rate (``crowdplay.rate_limit.OverLimit``),
+    with when to try again in ``Retry-After`` and ``retry_after_s`` (whole seconds)."""
+    wait_s = math.ceil(getattr(original(exc), "retry_after_s", default_wait_s))
+    return error(429, "too_many_requests", message_of(exc), headers={"Retry-After": str(wait_s)}, retry_after_s=wait_s)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import math
 import os
 import time
 from collections.abc import Awaitable
@@ -44,7 +43,7 @@ from crowdplay.study import current_study
 from crowdplay.web.bodies import BadBody, json_object
 from crowdplay.web.clients import requester
 from crowdplay.web.context import context_of
-from crowdplay.web.errors import error, message_of, original
+from crowdplay.web.errors import error, message_of, original, too_many
 from crowdplay.web.limits import BODY_LIMITS
 from crowdplay.web.metrics import exposition, with_browser_latency
 
@@ -69,8 +68,7 @@ async def _answer(work: Awaitable[object], status: int = 200) -> Response:
     except NoCompletion as exc:
         return error(404, "no_completion", message_of(exc))
     except TooManyNotes as exc:
-        wait_s = math.ceil(getattr(original(exc), "retry_after_s", 60.0))
-        return error(429, "too_many_requests", message_of(exc), headers={"Retry-After": str(wait_s)}, retry_after_s=wait_s)
+        return too_many(exc, 60.0)
     except NoteCapReached as exc:
         return error(409, "note_limit", message_of(exc))
     except Exception:  # the manager or the store failed: keep serving, say so, log the details

@@ -5,18 +5,11 @@ from __future__ import annotations
 import pytest
 
 from crowdplay.note_limits import SESSIONS_COUNTED, NoteCapReached, NoteLimits, TooManyNotes
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.fakes import FakeClock
 
 
 def test_one_address_gets_its_burst_then_its_rate_while_another_address_is_admitted():
-    clock = Clock()
+    clock = FakeClock()
     limits = NoteLimits(per_client_per_min=6, per_client_burst=3, overall_per_min=600, overall_burst=100, per_session=0, clock=clock)
     for _ in range(3):
         limits.admit("10.0.0.1")
@@ -30,7 +23,7 @@ def test_one_address_gets_its_burst_then_its_rate_while_another_address_is_admit
 
 
 def test_everyone_together_is_bounded_and_an_overall_refusal_takes_no_clients_budget():
-    clock = Clock()
+    clock = FakeClock()
     limits = NoteLimits(per_client_per_min=60, per_client_burst=2, overall_per_min=60, overall_burst=3, per_session=0, clock=clock)
     for address in ("a", "b", "c"):
         limits.admit(address)
@@ -43,7 +36,7 @@ def test_everyone_together_is_bounded_and_an_overall_refusal_takes_no_clients_bu
 
 
 def test_a_session_stores_at_most_its_cap_however_slowly_it_writes():
-    clock = Clock()
+    clock = FakeClock()
     limits = NoteLimits(per_client_per_min=1e9, per_client_burst=1_000, overall_per_min=1e9, overall_burst=1_000, per_session=3, clock=clock)
     for _ in range(3):
         limits.charge("s1")
