@@ -197,9 +197,13 @@ def crowdplay_serve(port: int, env: dict[str, str], timeout_s: float = 120, cwd:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=90) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # a failed test: stopped as a user would, so its HAProxy and Ray go too
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def researcher_environment(directory: Path, **values: str) -> dict[str, str]:

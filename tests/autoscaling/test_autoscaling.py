@@ -26,6 +26,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from crowdplay.client import Participant, ServerError, http_json
 from crowdplay.config import RAY_ENVIRONMENT, Settings, free_port
 from crowdplay.manager import get_or_create_manager
+from crowdplay.shutdown import haproxies_running_in, kill_leftovers
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BIN = Path(sys.executable).parent
@@ -50,6 +51,8 @@ def test_cluster_yaml_passes_rays_offline_validation():
 
 #: The fake provider knows its head by this node type name (the head's resources stay cluster.yaml's).
 FAKE_HEAD_TYPE = "ray.head.default"
+#: Where Serve writes its HAProxy's configuration by default (``RAY_SERVE_HAPROXY_SERVER_STATE_BASE``).
+SERVE_HAPROXY_DIRECTORY = "/tmp/haproxy-serve"
 
 
 def fake_autoscaling_config(gcs_port: int) -> dict:
@@ -109,6 +112,7 @@ def deployment() -> Iterator[dict]:
     for name in ("RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT", "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"):
         env[name] = str(free_port())
     subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True)
+    haproxies_before = {process.pid for process in haproxies_running_in(SERVE_HAPROXY_DIRECTORY)}
     head_cpus = str(CLUSTER["available_node_types"]["head"]["resources"]["CPU"])
     subprocess.run(
         [BIN / "ray", "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dashboard_port}", f"--num-cpus={head_cpus}",
@@ -138,6 +142,8 @@ def deployment() -> Iterator[dict]:
         if ray.is_initialized():
             ray.shutdown()
         subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True)
+        # Serve's HAProxy is no Ray process: ``ray stop`` leaves it running, holding its port.
+        kill_leftovers([process for process in haproxies_running_in(SERVE_HAPROXY_DIRECTORY) if process.pid not in haproxies_before], 0.0)
 
 
 def alive_nodes() -> list[dict]:
