@@ -87,6 +87,10 @@ class HostCalls(GameHosts, Protocol):
         """Wait until the process stops: True if it died, False if it stopped on purpose."""
 
 
+#: Why a game whose every seat was given up before anyone took it ends (``end_if_nobody_comes``).
+NOBODY_CAME = "nobody took a seat in this game"
+
+
 @dataclass(eq=False)
 class GameControl:
     """The running games' lifecycle after matchmaking (see the module docstring), over the
@@ -235,6 +239,20 @@ class GameControl:
             await self.hosts.stop(game.host, game_id, reason)
         except HostDied:
             self.host_lost(game.host)
+
+    def end_if_nobody_comes(self, game: Game) -> None:
+        """Every Start that reserved a seat in ``game`` was given up before its session was
+        recorded (withdrawn, cancelled, failed): once the game has opened it ends, unless someone
+        took a seat meanwhile. Left open, it waited for its waiting room's limit (minutes) with
+        nobody on the way."""
+        self.background.start(self._end_if_empty(game), f"ending the empty game {game.game_id}")
+
+    async def _end_if_empty(self, game: Game) -> None:
+        if game.opening is not None:
+            await asyncio.wait({game.opening})  # its failure is the opening's to report
+        if self.table.games.get(game.game_id) is game and game.joinable and not game.seated() and not game.watchers:
+            game.joinable = False  # before any await: no Start reserves a seat in it from now on
+            await self.end(game.game_id, NOBODY_CAME)
 
     async def end_of_session(self, session_id: str, reason: str) -> None:
         """End the game this session plays in, for everyone in it (their clients get ``end``)."""

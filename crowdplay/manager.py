@@ -81,7 +81,7 @@ class EnvsManager:
         )
         self.study = StudyService(self.store, self.games.ask, lambda s: s in self.table.sessions, settings.record, ASSIGNMENTS_KEPT, background, notes)
         self.problems = ProblemReports()
-        self.matchmaker = Matchmaker(self.table, self.pool, calls, self.problems, self.games.host_lost)
+        self.matchmaker = Matchmaker(self.table, self.pool, calls, self.problems, self.games.host_lost, self.games.end_if_nobody_comes)
         admission = Admission(
             settings.session_starts_per_client_per_min, settings.session_starts_per_client_burst,
             settings.session_starts_per_s, settings.session_starts_burst, settings.max_unconnected_sessions,

@@ -53,13 +53,18 @@ class GameHosts(Protocol):
 class Matchmaker:
     """Seats joins in games; opens new games on the pool's hosts."""
 
-    def __init__(self, table: SessionTable, pool: HostPool, hosts: GameHosts, problems: ProblemReports, host_lost: Callable[[Host], None]) -> None:
-        """``host_lost(host)``: a host's process died (its games end; see the manager)."""
+    def __init__(
+        self, table: SessionTable, pool: HostPool, hosts: GameHosts, problems: ProblemReports, host_lost: Callable[[Host], None],
+        deserted: Callable[[Game], None] = lambda game: None,
+    ) -> None:
+        """``host_lost(host)``: a host's process died (its games end; see the manager);
+        ``deserted(game)``: every seat reserved in a game was given up before anyone took it."""
         self.table = table
         self.pool = pool
         self.hosts = hosts
         self.problems = problems
         self.host_lost = host_lost
+        self.deserted = deserted
 
     async def seat(self, spec: EnvSpec, session_id: str, controller: Controller, details: dict[str, Any]) -> SessionEntry:
         """The session seated in a game of ``spec`` (watching one of its own if it is AI-only),
@@ -90,6 +95,10 @@ class Matchmaker:
                 failures += 1
                 if failures >= START_ATTEMPTS:
                     raise
+            except BaseException:  # cancelled (its request given up) or failed: its reservation goes with it
+                if self.table.release(game, agent, session_id):
+                    self.deserted(game)
+                raise
 
     async def reserve(self, spec: EnvSpec, session_id: str) -> tuple[Game, str | None]:
         """A seat reserved for the session (agent None: an AI-only game, watched)."""
@@ -97,7 +106,12 @@ class Matchmaker:
             game, agent = self.table.reserve(spec, session_id, self.start_opening)
             if game.seats is not None:
                 return game, agent
-            await asyncio.shield(self._opening(game))  # its agents are learnt as it opens
+            try:
+                await asyncio.shield(self._opening(game))  # its agents are learnt as it opens
+            except BaseException:
+                if not game.seated():
+                    self.deserted(game)
+                raise
             if game.seats == {}:
                 return game, None
 

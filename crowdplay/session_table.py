@@ -181,6 +181,13 @@ class SessionTable:
             game.seats[agent] = None
         game.joinable = False
 
+    def release(self, game: Game, agent: str | None, session_id: str) -> bool:
+        """A Start given up before its session was recorded: the seat it reserved is open again.
+        True when nobody holds a seat of the game any more (reserved or seated)."""
+        if agent is not None and game.seats and game.seats.get(agent) == session_id and session_id not in self.sessions:
+            game.seats[agent] = None
+        return not game.seated()
+
     def add(self, entry: SessionEntry) -> None:
         """Record a seated session; a watcher is also counted among its game's watchers."""
         self.sessions[entry.session_id] = entry

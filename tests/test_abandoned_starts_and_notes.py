@@ -21,9 +21,9 @@ ADMIN_TOKEN = "abandoned-starts-test-token"
 FLOODER = "127.0.0.2"  # a loopback address of its own: to HAProxy, another machine
 PER_CLIENT_BURST = 10
 PER_SESSION = 3
-ABANDONED = 30
+ABANDONED = 20
 #: Well inside the connect timeout (15 s) after which an unconnected session went anyway.
-GONE_WITHIN_S = 8.0
+GONE_WITHIN_S = 12.0
 
 
 def call(url: str, method: str, path: str, body: object = None, source: str = "127.0.0.1", token: str = "") -> tuple[int, dict[str, str], dict[str, Any]]:

@@ -9,24 +9,32 @@ the client disconnects: once the body is read, the request's next message is ``h
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ClientGone(Exception):
-    """The client disconnected before the answer was ready (the work was cancelled)."""
+    """The client disconnected before the answer was ready."""
+
+
+#: Work whose client left, still finishing (a task only weakly referenced by the loop could be
+#: collected before it ends).
+_LEFT_TO_FINISH: set[asyncio.Future[Any]] = set()
 
 
 async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
-    """``work``'s result, or ``ClientGone`` (``work`` cancelled) as soon as the client disconnects,
-    also when it had disconnected already or left as the work finished (the caller undoes what
-    the work did). Only once the request's body has been read: this
-    takes the request's next ASGI message."""
+    """``work``'s result, or ``ClientGone`` as soon as the client disconnects, also when it had
+    disconnected already or left as the work finished. Work whose client left is not cancelled
+    but left to finish, also when this request is cancelled: cancelling a call to an actor
+    cancels it there, halfway through whatever it was doing; the caller withdraws what the work
+    does instead. Only once the request's body has been read: this takes the request's next
+    ASGI message."""
     task = asyncio.ensure_future(work)
     leaving = asyncio.ensure_future(_disconnect(request))
     try:
@@ -34,12 +42,17 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
     finally:
         leaving.cancel()
         if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-    if task.cancelled() or (leaving.done() and not leaving.cancelled()):  # done or not, nobody is there to be told
+            _LEFT_TO_FINISH.add(task)
+            task.add_done_callback(_finished)
+    if not task.done() or (leaving.done() and not leaving.cancelled()):  # done or not, nobody is there to be told
         raise ClientGone()
     return task.result()
+
+
+def _finished(task: asyncio.Future[Any]) -> None:
+    _LEFT_TO_FINISH.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.info("a request whose client left failed as it finished: %s", task.exception())
 
 
 async def _disconnect(request: Request) -> None:

@@ -37,7 +37,7 @@ class Parts:
         self.pool = HostPool(FakeLauncher(["a"]), PoolLimits(1, 4, 0, 0.0), background, on_added=lambda host: self.games.watch_host(host))
         self.interrupted: list[tuple[str, str]] = []
         self.games = GameControl(self.table, self.pool, self.hosts, background, lambda env_id: self.matchmaker.new_game(env_id), self.mark_interrupted)
-        self.matchmaker = Matchmaker(self.table, self.pool, self.hosts, ProblemReports(), self.games.host_lost)
+        self.matchmaker = Matchmaker(self.table, self.pool, self.hosts, ProblemReports(), self.games.host_lost, self.games.end_if_nobody_comes)
 
     async def mark_interrupted(self, game_id: str, reason: str, status: str = "interrupted") -> None:
         self.interrupted.append((game_id, reason))
@@ -235,6 +235,32 @@ def test_a_start_withdrawn_before_it_began_does_nothing_and_one_withdrawn_later_
     nothing_seated, late, withdrawn, count = asyncio.run(scenario())
     assert nothing_seated == (0, True)
     assert withdrawn[0] == late["session_id"] and len(withdrawn) == 2 and count == 3
+
+
+def test_a_game_whose_only_start_was_cancelled_ends_once_open_and_one_with_another_start_stays():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        arrive, _, _ = arrivals(parts)
+        cancelled = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.1"))
+        await asyncio.sleep(0)  # its seat is reserved; the game is opening
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        await settle()
+        alone = (dict(parts.table.games), [game_id for game_id, _ in parts.hosts.stopped])
+        kept = await arrive.start(PAIR.id, None, "10.0.0.1")
+        second = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.2"))
+        await asyncio.sleep(0)
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        await settle()
+        game = parts.table.games[kept["game_id"]]
+        return alone, game.seated(), game.joinable
+
+    (games_left, stopped), seated, joinable = asyncio.run(scenario())
+    assert games_left == {} and len(stopped) == 1  # opened, then ended: nobody was coming
+    assert len(seated) == 1 and joinable  # the cancelled Start's seat is open again for the next
 
 
 def test_a_connected_session_stands_when_its_start_is_withdrawn():
