@@ -49,7 +49,7 @@ class Withdrawals:
         self.remembered = remembered
         self._given_up: OrderedDict[str, None] = OrderedDict()
         self._sessions: OrderedDict[str, str] = OrderedDict()
-        #: Starts withdrawn so far (for the dashboard and tests)
+        #: Starts withdrawn so far (for operators and tests)
         self.count = 0
 
     def given_up(self, start_id: str) -> bool:

@@ -294,17 +294,16 @@ class Lineup:
             return
         held = self.hold()
         if held is not None:
-            asyncio.ensure_future(self._after(held, self._play))
+            asyncio.ensure_future(self._play_after(held))
             return
         self.phase = PLAYING
         self.live.restamp_start()
         self.live.start()
         self.live.announce(protocol.text("play"))
 
-    @staticmethod
-    async def _after(held: Awaitable[None], then: Callable[[], None]) -> None:
+    async def _play_after(self, held: Awaitable[None]) -> None:
         await held
-        then()
+        self._play()
 
     def _lobby_message(self) -> str:
         seats = {agent: seat.status for agent, seat in self.seats.items()}

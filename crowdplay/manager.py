@@ -141,9 +141,8 @@ class EnvsManager:
         """A participant's websocket arrives: (agent, hello info, frame channel) (``SessionTable.connect``);
         the first one makes them one of the study's participants (``AssignmentBook.connected``)."""
         await self._adopt()
-        first = not self.table.check(session_id, token).connected
         attached = self.table.connect(session_id, token)
-        if first and attached[0]:
+        if attached[0]:  # a participant, not a watcher; counted once (``connected`` notes when)
             self.study.book.connected(session_id)
         return attached
 

@@ -48,7 +48,7 @@ class NoteLimits:
         self.overall = TokenBucket(overall_per_min / 60.0, overall_burst, clock)
         self.per_session = per_session
         self._by_session: OrderedDict[str, int] = OrderedDict()
-        #: notes refused so far, by why (for the dashboard)
+        #: notes refused so far, by why (for operators and tests)
         self.refused = {"client": 0, "overall": 0, "session": 0}
 
     def admit(self, client: str) -> None:

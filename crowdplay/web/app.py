@@ -42,7 +42,7 @@ from crowdplay.environments import EnvironmentFailed, UnknownEnvironment, get_en
 from crowdplay.manager import NoCapacity, TaskClosed, TooManyStarts
 from crowdplay.web.backend import SessionBackend
 from crowdplay.web.bodies import BadBody, json_object
-from crowdplay.web.clients import client_address
+from crowdplay.web.clients import requester
 from crowdplay.web.context import AppContext, attach_context, context_of
 from crowdplay.web.departures import ClientGone, unless_client_leaves
 from crowdplay.web.errors import error, message_of, too_many
@@ -120,9 +120,7 @@ async def read_session_request(request: Request) -> SessionRequest | Response:
         participant = participant_details(data, request.headers.get("user-agent", ""))
     except ValueError as exc:
         return error(400, "invalid_participant", str(exc))
-    forwarded_hops = context_of(request).settings.forwarded_hops
-    client = client_address(request.headers, request.client.host if request.client else None, forwarded_hops)
-    return SessionRequest(env_id, participant, client)
+    return SessionRequest(env_id, participant, requester(request, context_of(request).settings.forwarded_hops))
 
 
 async def start_session(context: AppContext, checked: SessionRequest, start_id: str = "") -> dict[str, Any] | Response:
