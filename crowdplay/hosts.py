@@ -134,6 +134,9 @@ class HostPool:
         #: when the latest game was placed, and the warm pool's refill waiting for a quiet moment
         self._placed_at = 0.0
         self._refilling: asyncio.Task[None] | None = None
+        #: games placed to be built behind games playing in their process (each stalls those games
+        #: for a build): the dashboard's and ``/metrics``' sign of a pool too small for its starts
+        self.builds_behind_play = 0
 
     # ----------------------------------------------------------------- the warm pool
     def spare(self) -> list[Host]:
@@ -207,6 +210,7 @@ class HostPool:
                 if not open_hosts:
                     raise failed or NoCapacity("no game process could take the game")
                 log.warning("no game process to spare in time: %s is built behind games playing in its process", env_id)
+                self.builds_behind_play += 1
                 return self._reserve(self._best(open_hosts), game_id, env_id)
             boots = set(self.boots) or {self._start_boot()}
             waits: set[asyncio.Future[Any]] = {*boots, self._next_news()}

@@ -80,8 +80,11 @@ async def recording_health(hosts: list[Host], ask: AskHost, link: StoreLink | No
     return recording_overview(stats, volume, [p for p in processes if isinstance(p, dict)], link.pending(now), now)
 
 
-def build_overview(study: Study, book: AssignmentBook, table: SessionTable, hosts: Iterable[Host], gathered: Gathered, now: float) -> dict[str, Any]:
-    """Everything the researcher dashboard and /metrics show."""
+def build_overview(
+    study: Study, book: AssignmentBook, table: SessionTable, hosts: Iterable[Host], gathered: Gathered, now: float, builds_behind_play: int = 0,
+) -> dict[str, Any]:
+    """Everything the researcher dashboard and /metrics show; ``builds_behind_play``: games built
+    behind games playing in their process so far (``HostPool.builds_behind_play``)."""
     recording = dict(gathered.recording)
     data = recording.pop("data_volume")
     tasks = task_rows(study, book, table, now)  # a row for every environment anyone plays
@@ -92,7 +95,7 @@ def build_overview(study: Study, book: AssignmentBook, table: SessionTable, host
         "totals": {
             "live_sessions": len(table.sessions), "waiting": sum(row["waiting"] for row in tasks), "completed": sum(book.completed.values()),
             "participants": book.participants(), "abandoned_starts": sum(row["abandoned_starts"] for row in tasks),
-            "data_bytes": data.get("bytes") or 0, "episodes": data.get("episodes", 0),
+            "data_bytes": data.get("bytes") or 0, "episodes": data.get("episodes", 0), "builds_behind_play": builds_behind_play,
         },
         "tasks": tasks,
         "nodes": node_rows(table, hosts),

@@ -45,7 +45,7 @@ TOKEN = "secret-token"
 SAMPLE_OVERVIEW: dict = {
     "study": "Atari demonstrations",
     "generated_at": 1795000000.0,
-    "totals": {"live_sessions": 3, "waiting": 1, "completed": 12, "participants": 40, "abandoned_starts": 7, "data_bytes": 123456789},
+    "totals": {"live_sessions": 3, "waiting": 1, "completed": 12, "participants": 40, "abandoned_starts": 7, "data_bytes": 123456789, "builds_behind_play": 2},
     "tasks": [
         {"task_id": "invaders", "title": "Space Invaders", "live_sessions": 2, "waiting": 1, "completed": 10, "target": 50, "participants": 30, "abandoned_starts": 4, "open": True},
         {"task_id": "pong", "title": "Pong", "live_sessions": 1, "waiting": 0, "completed": 2, "target": 0, "participants": 10, "open": False},
@@ -151,6 +151,8 @@ def test_prometheus_text_exposes_the_gauges() -> None:
     assert value(samples, "crowdplay_node_sessions", node="abc123def456abc123def456") == 3
     assert value(samples, "crowdplay_node_sessions", node="fed987") == 1
     assert value(samples, "crowdplay_data_bytes") == 123456789
+    assert types["crowdplay_builds_behind_play_total"] == "counter"
+    assert value(samples, "crowdplay_builds_behind_play_total") == 2
 
 
 @pytest.mark.parametrize(("name", "key"), [("crowdplay_frame_interval_ms", "frame_interval_ms"), ("crowdplay_input_latency_ms", "input_latency_ms")])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 #: Subcommand name -> module implementing it.
 BENCHMARKS: dict[str, str] = {
+    "burst": "crowdplay.bench.burst",
     "codec": "crowdplay.bench.codec",
     "fuzz": "crowdplay.bench.fuzz",
     "load": "crowdplay.bench.load",

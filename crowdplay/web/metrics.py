@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import Histogram
 from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from crowdplay.env_actor import bucket_quantile
@@ -76,7 +76,9 @@ class OverviewCollector(Collector):
         yield from task_families(overview.get("tasks") or [])
         yield gauge_family("crowdplay_node_sessions", "Participant sessions hosted on each Ray node.", ["node"],
                            (([node["node_id"]], node.get("sessions")) for node in overview.get("nodes") or []))
-        yield gauge("crowdplay_data_bytes", "Bytes of recorded data stored.", (overview.get("totals") or {}).get("data_bytes"))
+        totals = overview.get("totals") or {}
+        yield gauge("crowdplay_data_bytes", "Bytes of recorded data stored.", totals.get("data_bytes"))
+        yield counter("crowdplay_builds_behind_play", "Games whose environment was built behind games playing in its process (each a stall of those games).", totals.get("builds_behind_play"))
         yield from histogram_families(overview.get("histograms") or {})
         yield key_to_frame_family((overview.get("histograms") or {}).get(KEY_TO_FRAME) or {})
         yield from recording_families(overview.get("recording") or {})
@@ -103,6 +105,12 @@ def number(value: Any) -> float:
 def gauge(name: str, help_text: str, value: Any) -> GaugeMetricFamily:
     """An unlabelled gauge (missing counts as zero)."""
     return GaugeMetricFamily(name, help_text, value=number(value))
+
+
+def counter(name: str, help_text: str, value: Any) -> CounterMetricFamily:
+    """An unlabelled counter (served as ``<name>_total``; missing counts as zero): a count since
+    the EnvsManager started, which a restart resets as Prometheus expects of a counter."""
+    return CounterMetricFamily(name, help_text, value=number(value))
 
 
 def gauge_family(name: str, help_text: str, labels: Sequence[str], rows: Iterable[tuple[Sequence[object], Any]]) -> GaugeMetricFamily:

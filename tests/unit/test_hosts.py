@@ -206,11 +206,12 @@ def test_when_no_process_can_boot_a_game_is_built_behind_playing_games_rather_th
         pool = pool_of(FakeLauncher(["a"], capacity=1), warm_size=0, games_per_host=4)
         host = await pool.place("g1", "E")
         pool.game_began(host)
-        return host, await pool.place("g2", "E")
+        return pool, host, await pool.place("g2", "E")
 
     with caplog.at_level(logging.WARNING):
-        host, second = asyncio.run(scenario())
+        pool, host, second = asyncio.run(scenario())
     assert second is host and "built behind games playing" in caplog.text
+    assert pool.builds_behind_play == 1
 
 
 def test_reports_overtaken_by_newer_ones_change_nothing():
