@@ -358,6 +358,7 @@ def test_the_right_token_shows_the_overview(page: Page, admin_url: str) -> None:
     expect(page.locator("#total-data")).to_have_text("123.5 MB")
     expect(page.locator("#total-participants")).to_have_text("40")
     expect(page.locator("#total-abandoned-starts")).to_have_text("7")
+    expect(page.locator("#total-builds-behind-play")).to_have_text("2")
 
     game = page.locator('#games-table tbody tr[data-game-id="g-0123456789abcdef"]')
     expect(game).to_contain_text("agent_0: ready")
