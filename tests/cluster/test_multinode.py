@@ -10,7 +10,7 @@ import ray
 from crowdplay.client import Participant
 from crowdplay.manager import get_or_create_manager
 from tests.cluster.conftest import SETTINGS, MultiNode
-from tests.conftest import run
+from tests.conftest import run, wait_until
 
 
 def test_participants_on_different_ingress_replicas_are_matched_into_one_game(multinode: MultiNode):
@@ -39,7 +39,13 @@ def test_participants_on_different_ingress_replicas_are_matched_into_one_game(mu
 
 
 def test_games_spread_over_the_nodes_with_room(multinode: MultiNode):
+    """The warm pool has a process on each worker: the first two games land on different nodes,
+    and four games started one after another use both. An exact 2-2 split is not promised: a
+    process whose game plays takes a new one only from its spares (none, when it built its first
+    game itself), and a game goes to a process on a busier node that can open it at once rather
+    than wait for a process to boot on the least-loaded one (``HostPool.place``)."""
     manager = get_or_create_manager(SETTINGS)
+    wait_until(lambda: not ray.get(manager.list_games.remote()), "the earlier test's games to end", timeout=30)
 
     async def scenario():
         players = [await Participant.join(multinode.base_url, "SpaceInvaders") for _ in range(4)]
@@ -51,5 +57,5 @@ def test_games_spread_over_the_nodes_with_room(multinode: MultiNode):
         return nodes
 
     nodes = run(scenario())
+    assert nodes[0] != nodes[1]
     assert set(nodes) == set(multinode.workers)  # both workers host games; the head (no env_slots) none
-    assert max(nodes.count(node) for node in set(nodes)) == 2
