@@ -107,7 +107,7 @@ async def read_session_request(request: Request) -> SessionRequest | Response:
     try:
         data = await json_object(request, BODY_LIMITS["POST /api/sessions"], context_of(request).settings.body_timeout_s)
     except BadBody as bad:
-        return error(bad.status, bad.kind, f"{bad.reason}; send JSON like {{\"task_id\": \"SpaceInvaders\"}}", headers=bad.headers)
+        return bad.answer('send JSON like {"task_id": "SpaceInvaders"}')
     env_id = data.get("task_id", data.get("env_id"))
     if not isinstance(env_id, str):
         return error(400, "missing_env_id", "the body must contain a string 'task_id' (or 'env_id')")

@@ -23,6 +23,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+
+from crowdplay.web.errors import error
 
 #: Deepest nesting of arrays and objects any request body may have (session requests use 2).
 MAX_DEPTH = 8
@@ -41,6 +44,11 @@ class BadBody(ValueError):
         """The answer's headers: ``Connection: close`` when part of the body is unread (else the
         server would go on reading it to reach the connection's next request)."""
         return {"Connection": "close"} if self.unread else None
+
+    def answer(self, hint: str = "") -> JSONResponse:
+        """The JSON error answer of this refusal, its reason followed by ``hint`` (what to send
+        instead), closing the connection when part of the body is unread."""
+        return error(self.status, self.kind, f"{self.reason}; {hint}" if hint else self.reason, headers=self.headers)
 
 
 def too_large(limit: int) -> BadBody:

@@ -163,7 +163,7 @@ async def note(request: Request, kind: str) -> Response:
     try:
         data = await json_object(request, BODY_LIMITS[f"POST /api/{kind}"], context_of(request).settings.body_timeout_s, empty={})
     except BadBody as bad:
-        return error(bad.status, bad.kind, bad.reason, headers=bad.headers)
+        return bad.answer()
     try:
         text, page, session_id, token = note_fields(data, kind)
     except ValueError as exc:
@@ -221,7 +221,7 @@ async def start_ai_game(request: Request) -> Response:
     try:
         data = await json_object(request, BODY_LIMITS["POST /api/admin/games"], context_of(request).settings.body_timeout_s)
     except BadBody as bad:
-        return error(bad.status, bad.kind, bad.reason, headers=bad.headers)
+        return bad.answer()
     env_id = data.get("env_id")
     if not isinstance(env_id, str):
         return error(400, "missing_env_id", "the body must contain a string 'env_id': an AI-only environment")
