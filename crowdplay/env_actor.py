@@ -124,22 +124,27 @@ class EnvActor:
         process's death (a crash, a kill, its node leaving) as soon as Ray does."""
         await asyncio.Event().wait()
 
-    async def open(self, game_id: str, env_id: str, seed: int, episode_fields: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def open(
+        self, game_id: str, env_id: str, seed: int, episode_fields: dict[str, Any] | None = None, behind_play: bool = False,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Load a game's environment, waiting for its players; returns its description (the
         client's ``hello``) and the frame channel's address and secret.
 
-        ``episode_fields`` are stored with each of the game's episodes."""
+        ``episode_fields`` are stored with each of the game's episodes; ``behind_play``: build it
+        even behind games playing here (``SpareEnvs.take``)."""
         self._opening += 1
         try:
-            return await self._open(game_id, env_id, seed, episode_fields)
+            return await self._open(game_id, env_id, seed, episode_fields, behind_play)
         finally:
             self._opening -= 1
 
-    async def _open(self, game_id: str, env_id: str, seed: int, episode_fields: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def _open(
+        self, game_id: str, env_id: str, seed: int, episode_fields: dict[str, Any] | None, behind_play: bool,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
         spec = get_env(env_id)
         self._hurry_stocking()
         try:
-            adapter = await self.spares.take(spec)
+            adapter = await self.spares.take(spec, behind_play)
         except WouldStall:
             raise
         except Exception as error:  # its configuration: every retry would fail the same way

@@ -115,10 +115,11 @@ class EnvActorCalls:
     """The calls the manager's parts make to a game's EnvActor (``HostCalls``), with Ray's errors
     turned into theirs."""
 
-    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Build the game's environment in the host's process: (hello info, frame channel)."""
+    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int, behind_play: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Build the game's environment in the host's process: (hello info, frame channel);
+        ``behind_play``: even behind games playing there."""
         try:
-            info, channel = await host.actor.open.remote(game_id, env_id, seed)
+            info, channel = await host.actor.open.remote(game_id, env_id, seed, behind_play=behind_play)
             return info, channel
         except ray.exceptions.RayActorError as error:
             raise HostDied(str(error)) from error

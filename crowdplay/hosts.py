@@ -77,6 +77,8 @@ class Host:
     placed: Counter[str] = field(default_factory=Counter)
     #: a game here has begun since the process was last empty (it may be playing now)
     playing: bool = False
+    #: games the process built behind games playing in it, as it last reported
+    built_behind_play: int = 0
 
     def spares_of(self, env_id: str) -> int:
         """Spares of ``env_id`` ready here and not promised to a game yet."""
@@ -134,9 +136,13 @@ class HostPool:
         #: when the latest game was placed, and the warm pool's refill waiting for a quiet moment
         self._placed_at = 0.0
         self._refilling: asyncio.Task[None] | None = None
-        #: games placed to be built behind games playing in their process (each stalls those games
-        #: for a build): the dashboard's and ``/metrics``' sign of a pool too small for its starts
+        #: games the processes built behind games playing in them (each stalled those games for
+        #: a build), as they reported it: the dashboard's and ``/metrics``' sign of a pool too small
+        #: for its starts
         self.builds_behind_play = 0
+        #: games placed where no process could open them without such a build: their process is
+        #: told it may (``may_build_behind_play``)
+        self._behind_play: set[str] = set()
 
     # ----------------------------------------------------------------- the warm pool
     def spare(self) -> list[Host]:
@@ -210,7 +216,7 @@ class HostPool:
                 if not open_hosts:
                     raise failed or NoCapacity("no game process could take the game")
                 log.warning("no game process to spare in time: %s is built behind games playing in its process", env_id)
-                self.builds_behind_play += 1
+                self._behind_play.add(game_id)
                 return self._reserve(self._best(open_hosts), game_id, env_id)
             boots = set(self.boots) or {self._start_boot()}
             waits: set[asyncio.Future[Any]] = {*boots, self._next_news()}
@@ -269,8 +275,14 @@ class HostPool:
         """A game on the host began (or the process said one plays there): it builds no more."""
         host.playing = True
 
+    def may_build_behind_play(self, game_id: str) -> bool:
+        """The game was placed where it must be built behind games playing there (``place``'s
+        last resort): its process is to build it rather than refuse (``crowdplay.spares.WouldStall``)."""
+        return game_id in self._behind_play
+
     def unplace(self, host: Host, game_id: str, env_id: str) -> None:
         """A placement the host refused (a game began there first): its slot is free again."""
+        self._behind_play.discard(game_id)
         host.games.discard(game_id)
         host.games_started -= 1
         host.placed[env_id] -= 1
@@ -283,6 +295,9 @@ class HostPool:
             if host.key == key:
                 host.built |= Counter(report.get("built", {}))
                 host.opened |= Counter(report.get("opened", {}))
+                reported = report.get("built_behind_play", 0)
+                self.builds_behind_play += max(0, reported - host.built_behind_play)
+                host.built_behind_play = max(host.built_behind_play, reported)
         self.build_cpu_s.update(report.get("build_cpu_s", {}))
         self._announce()
 
@@ -301,6 +316,7 @@ class HostPool:
     def release(self, host: Host, game_id: str) -> None:
         """A game left its host. A worn-out host retires once empty; an emptied host beyond the
         warm pool retires once it has stayed empty for ``linger_s``."""
+        self._behind_play.discard(game_id)
         host.games.discard(game_id)
         if host not in self.hosts or host.games:
             return

@@ -43,8 +43,9 @@ class SeatGone(LookupError):
 class GameHosts(Protocol):
     """What matchmaking asks of a host's process."""
 
-    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Build the game's environment there: (hello info, frame channel address)."""
+    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int, behind_play: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Build the game's environment there: (hello info, frame channel address); ``behind_play``:
+        even behind games playing there."""
 
     async def take_seat(self, host: Host, game: Game, agent: str, session_id: str, controller: Controller, details: dict[str, Any], token: str) -> None:
         """Seat the session in the game (``SeatGone`` if the game began or ended)."""
@@ -138,7 +139,8 @@ class Matchmaker:
                 host = game.host = await self.pool.place(game.game_id, game.env_id)
                 placed = time.perf_counter()
                 try:
-                    game.info, game.channel = await self.hosts.open_game(host, game.game_id, game.env_id, secrets.randbelow(2**31))
+                    behind_play = self.pool.may_build_behind_play(game.game_id)
+                    game.info, game.channel = await self.hosts.open_game(host, game.game_id, game.env_id, secrets.randbelow(2**31), behind_play)
                     game.opened_ms = {"placement": _ms(placed - started), "env_build": _ms(time.perf_counter() - placed)}
                     break
                 except EnvironmentFailed as failure:

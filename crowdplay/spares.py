@@ -86,6 +86,8 @@ class SpareEnvs:
         self.opened: Counter[str] = Counter()
         #: the latest build's CPU seconds, by environment id
         self.build_cpu_s: dict[str, float] = {}
+        #: openings built while a game played here (``take``'s ``behind_play``): each stalled it
+        self.built_behind_play = 0
 
     def count(self) -> int:
         """Spares built or being built."""
@@ -94,7 +96,7 @@ class SpareEnvs:
     def report(self) -> dict[str, Any]:
         """Environments built and games opened here so far (their difference: the spares ready),
         and what a build of each costs: ``crowdplay.hosts.HostPool.note_builds`` reads it."""
-        return {"built": dict(self.built), "opened": dict(self.opened), "build_cpu_s": dict(self.build_cpu_s)}
+        return {"built": dict(self.built), "opened": dict(self.opened), "build_cpu_s": dict(self.build_cpu_s), "built_behind_play": self.built_behind_play}
 
     def stock(self, env_ids: list[str]) -> None:
         """Keep spares of ``env_ids`` (oldest first, as the launcher lists recent games) while empty."""
@@ -140,13 +142,16 @@ class SpareEnvs:
         if not tasks:
             self.spares.pop(env_id, None)
 
-    async def take(self, spec: EnvSpec) -> EnvAdapter:
+    async def take(self, spec: EnvSpec, behind_play: bool = False) -> EnvAdapter:
         """An environment for a game opening now: the oldest spare (waiting for it if still being
-        built), else one built now (its failure raised here); ``WouldStall`` if that build would
-        run behind games playing here."""
+        built), else one built now (its failure raised here). A build that would run behind games
+        playing here raises ``WouldStall``, unless ``behind_play`` (the EnvsManager found no
+        process that could open the game without one): then it is built, and counted."""
         tasks = self.spares.get(spec.id)
         if not tasks and self._playing() and not harmless(self.build_cpu_s, spec.id):
-            raise WouldStall(f"a game plays in this process and it has no spare {spec.id}")
+            if not behind_play:
+                raise WouldStall(f"a game plays in this process and it has no spare {spec.id}")
+            self.built_behind_play += 1
         self._openings += 1
         try:
             if tasks:

@@ -65,9 +65,13 @@ class FakeGameHosts:
         #: every machine's frame channel stays silent to probes (a partition)
         self.silent = False
         self.withdrawn: list[str] = []
+        #: games opened with leave to build behind games playing in their process
+        self.behind_play: list[str] = []
 
-    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def open_game(self, host: Host, game_id: str, env_id: str, seed: int, behind_play: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         await asyncio.sleep(0)
+        if behind_play:
+            self.behind_play.append(game_id)
         if host.actor in self.dead:
             raise HostDied(f"{host.actor} died")
         return {"humans": list(self.humans), "env_id": env_id}, {"host": "127.0.0.1", "port": 1}

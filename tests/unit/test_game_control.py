@@ -93,6 +93,21 @@ def test_a_process_dying_ends_its_games_tells_their_participants_why_and_marks_t
         parts.table.check("s1", entry.token)
 
 
+def test_a_game_no_process_can_open_without_a_build_behind_play_is_opened_with_leave_to_build_there():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        parts.pool.launcher = FakeLauncher(["a"], capacity=1)  # no second process can boot
+        first = await parts.seat("s1")
+        await parts.seat("s2")
+        parts.pool.game_began(first.game.host)
+        third = await parts.seat("s3")  # a new game: its only place is behind the first game
+        return parts, first, third
+
+    parts, first, third = asyncio.run(scenario())
+    assert third.game.host is first.game.host and third.game.game_id != first.game.game_id
+    assert parts.hosts.behind_play == [third.game.game_id]  # told to build it rather than refuse (WouldStall)
+
+
 def test_game_events_release_seats_and_give_an_ended_games_slot_back():
     async def scenario():
         parts = Parts(["left", "right"])

@@ -127,8 +127,8 @@ def test_a_dead_host_is_forgotten_and_replaced():
 
 
 # ----------------------------------------------------------------- builds never behind playing games
-def report(built: int, opened: int = 0, cpu_s: float = 0.09) -> dict:
-    return {"built": {"E": built}, "opened": {"E": opened} if opened else {}, "build_cpu_s": {"E": cpu_s}}
+def report(built: int, opened: int = 0, cpu_s: float = 0.09, built_behind_play: int = 0) -> dict:
+    return {"built": {"E": built}, "opened": {"E": opened} if opened else {}, "build_cpu_s": {"E": cpu_s}, "built_behind_play": built_behind_play}
 
 
 def test_a_process_whose_games_play_takes_a_game_only_from_its_spares_which_are_reserved_at_once():
@@ -211,7 +211,14 @@ def test_when_no_process_can_boot_a_game_is_built_behind_playing_games_rather_th
     with caplog.at_level(logging.WARNING):
         pool, host, second = asyncio.run(scenario())
     assert second is host and "built behind games playing" in caplog.text
+    assert pool.may_build_behind_play("g2") and not pool.may_build_behind_play("g1")
+    assert pool.builds_behind_play == 0  # until the process says it built one
+    host.key = "p1"
+    pool.note_builds("p1", report(built=1, opened=2, built_behind_play=1))
+    pool.note_builds("p1", report(built=1, opened=1, built_behind_play=0))  # sent earlier, arrived later
     assert pool.builds_behind_play == 1
+    pool.release(host, "g2")
+    assert not pool.may_build_behind_play("g2")
 
 
 def test_reports_overtaken_by_newer_ones_change_nothing():

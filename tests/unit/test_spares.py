@@ -60,7 +60,7 @@ def test_an_empty_process_stocks_its_capacity_spread_over_the_recent_games_newes
     assert process.built == [NEW.id, OLD.id, NEW.id, OLD.id, NEW.id]
     assert process.ahead == process.built  # all at the lowest priority: nothing here waits on them
     assert process.spares.count() == 5
-    assert process.reports[-1] == {"built": {NEW.id: 3, OLD.id: 2}, "opened": {}, "build_cpu_s": {NEW.id: 0.09, OLD.id: 0.09}}
+    assert process.reports[-1] == {"built": {NEW.id: 3, OLD.id: 2}, "opened": {}, "build_cpu_s": {NEW.id: 0.09, OLD.id: 0.09}, "built_behind_play": 0}
 
 
 def test_an_opening_takes_a_ready_spare_and_a_running_process_builds_nothing_more():
@@ -91,7 +91,7 @@ def test_an_opening_without_a_spare_builds_its_own_and_no_spare_after_it():
     process, first = asyncio.run(scenario())
     assert first == f"{OLD.id}-1" and process.built == [OLD.id] and process.spares.count() == 0
     assert process.ahead == []  # its participant waits on it: normal priority
-    assert process.reports[-1] == {"built": {OLD.id: 1}, "opened": {OLD.id: 1}, "build_cpu_s": {OLD.id: 0.09}}
+    assert process.reports[-1] == {"built": {OLD.id: 1}, "opened": {OLD.id: 1}, "build_cpu_s": {OLD.id: 0.09}, "built_behind_play": 0}
 
 
 def test_a_process_where_a_game_plays_refuses_to_build_for_an_opening_but_hands_over_its_spares():
@@ -109,6 +109,18 @@ def test_a_process_where_a_game_plays_refuses_to_build_for_an_opening_but_hands_
 
     process, spare = asyncio.run(scenario())
     assert spare == f"{NEW.id}-1" and process.built == [NEW.id]
+
+
+def test_an_opening_the_manager_could_place_nowhere_else_is_built_behind_play_and_counted():
+    async def scenario():
+        process = Process(capacity=0)
+        process.games, process.playing = 1, True
+        built = await process.spares.take(NEW, behind_play=True)
+        return process, built
+
+    process, built = asyncio.run(scenario())
+    assert built == f"{NEW.id}-1" and process.spares.built_behind_play == 1
+    assert process.reports[-1]["built_behind_play"] == 1
 
 
 def test_a_harmless_build_is_made_even_while_a_game_plays():
