@@ -8,10 +8,12 @@ the Start with its own error before the next touches anything, so a refused Star
 behind.
 
 A Start whose requester has gone (the ingress saw its client disconnect before the answer:
-``withdraw``) is not fulfilled: given up before it began, it does nothing; given up while under
-way or after, its seat is given up at once unless someone connected to it, and a game nobody is
-left in ends (``Lineup.withdraw``). Under a flood, requests whose clients had timed out were
-otherwise seated 35-100 s later, filling the server again after the flood. Ray-free.
+``withdraw``) is not fulfilled: given up before it began, it does nothing; given up while it
+waits for its game, it takes no seat and a game nobody else joins is not built
+(``Matchmaker.give_up``); given up after, its seat is given up at once unless someone connected
+to it, and a game nobody is left in ends (``Lineup.withdraw``). Under a flood, requests whose
+clients had timed out were otherwise seated 35-100 s later, filling the server again after the
+flood. Ray-free.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from crowdplay.assignments import ANONYMOUS
 from crowdplay.controllers import Human
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.game_control import HostCalls
-from crowdplay.matchmaking import Matchmaker
+from crowdplay.matchmaking import JoinGivenUp, Matchmaker
 from crowdplay.session_table import SessionEntry, SessionTable, resume_secret
 from crowdplay.study_service import StudyService
 
@@ -64,14 +66,10 @@ class Withdrawals:
         _remember(self._given_up, start_id, None, self.remembered)
         return self._sessions.pop(start_id, None)
 
-    def began(self, start_id: str, session_id: str) -> bool:
-        """The Start has its session: remembered for a later withdrawal; True when it was withdrawn
-        meanwhile (its seat is to be given up now)."""
-        if self.given_up(start_id):
-            return True
+    def began(self, start_id: str, session_id: str) -> None:
+        """The Start is under way for ``session_id``: remembered for a later withdrawal."""
         if start_id:
             _remember(self._sessions, start_id, session_id, self.remembered)
-        return False
 
 
 def _remember(kept: OrderedDict[str, Any], key: str, value: Any, bound: int) -> None:
@@ -112,17 +110,23 @@ class Arrivals:
         withdrawn); ``StartWithdrawn`` if it was withdrawn before it began or while under way."""
         if self.withdrawals.given_up(start_id):
             raise StartWithdrawn("the request was given up before it was answered")
-        answer = await self._start(env_id, participant, client)
-        if self.withdrawals.began(start_id, answer["session_id"]):
+        session_id = uuid.uuid4().hex
+        self.withdrawals.began(start_id, session_id)
+        try:
+            answer = await self._start(env_id, participant, client, session_id)
+        except JoinGivenUp:
+            raise StartWithdrawn("the request was given up before it was answered") from None
+        if self.withdrawals.given_up(start_id):
             await self.withdraw_session(answer["session_id"])
             raise StartWithdrawn("the request was given up before it was answered")
         return answer
 
     async def withdraw(self, start_id: str) -> None:
-        """The Start's requester went away before its answer: its session's seat is given up if it
-        has one already (``Lineup.withdraw``), else the Start is not fulfilled when it gets there."""
+        """The Start's requester went away before its answer: a join under way takes no seat
+        (``Matchmaker.give_up``), a seat taken already is given up (``Lineup.withdraw``), and a
+        Start not begun is not fulfilled when it gets there."""
         session_id = self.withdrawals.withdraw(start_id)
-        if session_id is not None:
+        if session_id is not None and not self.matchmaker.give_up(session_id):
             await self.withdraw_session(session_id)
 
     async def withdraw_session(self, session_id: str) -> None:
@@ -132,18 +136,17 @@ class Arrivals:
         if entry is not None and not entry.connected and entry.game.host is not None:
             await self.hosts.withdraw(entry.game.host, entry.game.game_id, session_id)
 
-    async def _start(self, env_id: str, participant: dict[str, Any] | None, client: str) -> dict[str, Any]:
+    async def _start(self, env_id: str, participant: dict[str, Any] | None, client: str, session_id: str) -> dict[str, Any]:
         """Seat a participant in a game of ``env_id`` (a waiting game's open seat on any node, else
         a new game). Returns the session's id, token, game and agent, and with a participant id
         its resume secret. ``participant`` (all optional): ``id`` (stored only as a pseudonym),
         ``params``, ``user_agent``, ``consented_at``, ``resume`` (the secret of their session in a
         game of ``env_id``, to get that seat back from a second tab). ``client``: the requester's
-        address, for ``Admission``."""
+        address, for ``Admission``; ``session_id``: the new session's (a resumed one keeps its own)."""
         self.admission.admit(client, self.table.unconnected_since(self._clock() - self.connect_timeout_s))
         spec = get_env(await self.study.open_task(env_id))
         self._on_task(spec.id)
         participant = dict(participant or {})
-        session_id = uuid.uuid4().hex
         raw_id, resume = participant.pop("id", None), participant.pop("resume", None)
         if not raw_id:
             entry = await self._seat(spec, session_id, f"{ANONYMOUS}{session_id}", participant)

@@ -249,7 +249,9 @@ class GameControl:
 
     async def _end_if_empty(self, game: Game) -> None:
         if game.opening is not None:
-            await asyncio.wait({game.opening})  # its failure is the opening's to report
+            await asyncio.wait({game.opening})
+            if not game.opening.cancelled():
+                game.opening.exception()  # taken: a failure is the opening's to report, and a deserted game's is no failure
         if self.table.games.get(game.game_id) is game and game.joinable and not game.seated() and not game.watchers:
             game.joinable = False  # before any await: no Start reserves a seat in it from now on
             await self.end(game.game_id, NOBODY_CAME)

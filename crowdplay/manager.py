@@ -211,7 +211,7 @@ class EnvsManager:
         await self.study.load_book()
         hosts = list(self.pool.hosts)
         gathered = await gather(hosts, ask_env_actor, self.store.link if self.settings.record else None, self.problems)
-        return build_overview(current_study(), self.study.book, self.table, hosts, gathered, time.time(), self.pool.builds_behind_play)
+        return build_overview(current_study(), self.study.book, self.table, hosts, gathered, time.time(), self.pool.builds_behind_play, self.arrivals.withdrawals.count)
 
     async def end_participant_session(self, session_id: str) -> dict[str, Any]:
         """The dashboard ends a participant's game (everyone in it gets ``end``)."""

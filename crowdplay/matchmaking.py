@@ -5,7 +5,10 @@ concurrent joins never share a seat), then waits for the game to open (placed by
 ``HostPool``, its environment built in the host's process) and takes the seat there. A game can
 begin or end while a join is on its way (the seat is then freed and the join tries another
 game), and a host process can die (the join tries another host): both are retried a bounded
-number of times, never seating anyone twice.
+number of times, never seating anyone twice. A join whose Start is given up on its way
+(``give_up``) takes no seat, and a game every join of which was given up is not built: under a
+flood of requests whose clients had left, their games were built behind playing games for
+nobody.
 
 Ray-free: the host processes are reached through ``GameHosts``; the manager's implementation
 turns Ray's actor errors into ``HostDied``.
@@ -40,6 +43,14 @@ class SeatGone(LookupError):
     """The game began or ended before the participant reached their seat."""
 
 
+class JoinGivenUp(RuntimeError):
+    """The join's Start was given up (its requester left) before it took its seat."""
+
+
+class GameDeserted(JoinGivenUp):
+    """Every join that reserved a seat in the game was given up before it was built."""
+
+
 class GameHosts(Protocol):
     """What matchmaking asks of a host's process."""
 
@@ -66,16 +77,36 @@ class Matchmaker:
         self.problems = problems
         self.host_lost = host_lost
         self.deserted = deserted
+        #: the sessions being seated now -> whether their Start was given up meanwhile
+        self._joining: dict[str, bool] = {}
+
+    def give_up(self, session_id: str) -> bool:
+        """The Start of ``session_id`` was given up: its join takes no seat, and a game nobody
+        else joins is not built. False when no join of that session is under way."""
+        if session_id not in self._joining:
+            return False
+        self._joining[session_id] = True
+        return True
 
     async def seat(self, spec: EnvSpec, session_id: str, controller: Controller, details: dict[str, Any]) -> SessionEntry:
         """The session seated in a game of ``spec`` (watching one of its own if it is AI-only),
-        with a fresh token. ``details["participant"]``: who sits there (a pseudonym)."""
+        with a fresh token. ``details["participant"]``: who sits there (a pseudonym).
+        ``JoinGivenUp`` if its Start is given up before it takes the seat (``give_up``)."""
+        self._joining[session_id] = False
+        try:
+            return await self._seat(spec, session_id, controller, details)
+        finally:
+            del self._joining[session_id]
+
+    async def _seat(self, spec: EnvSpec, session_id: str, controller: Controller, details: dict[str, Any]) -> SessionEntry:
         failures = seats_gone = 0
         started = time.perf_counter()
         while True:
             game, agent = await self.reserve(spec, session_id)
             try:
                 await asyncio.shield(self._opening(game))
+                if self._joining[session_id]:
+                    raise JoinGivenUp("the Start was given up before it took its seat")
                 opened = time.perf_counter()
                 token = secrets.token_urlsafe(24)
                 if agent is not None:
@@ -96,7 +127,7 @@ class Matchmaker:
                 failures += 1
                 if failures >= START_ATTEMPTS:
                     raise
-            except BaseException:  # cancelled (its request given up) or failed: its reservation goes with it
+            except BaseException:  # given up, cancelled or failed: its reservation goes with it
                 if self.table.release(game, agent, session_id):
                     self.deserted(game)
                 raise
@@ -136,9 +167,11 @@ class Matchmaker:
             started = time.perf_counter()
             deaths = 0
             while True:
+                self._unless_deserted(game)
                 host = game.host = await self.pool.place(game.game_id, game.env_id)
                 placed = time.perf_counter()
                 try:
+                    self._unless_deserted(game)  # placement can wait seconds for room
                     behind_play = self.pool.may_build_behind_play(game.game_id)
                     game.info, game.channel = await self.hosts.open_game(host, game.game_id, game.env_id, secrets.randbelow(2**31), behind_play)
                     game.opened_ms = {"placement": _ms(placed - started), "env_build": _ms(time.perf_counter() - placed)}
@@ -160,6 +193,13 @@ class Matchmaker:
                 self.pool.release(dropped.host, game.game_id)
             raise
         self.table.learn_agents(game, list(game.info["humans"]))
+
+    def _unless_deserted(self, game: Game) -> None:
+        """``GameDeserted`` when nobody wants ``game`` any more: joinable, with seats, and every
+        seat reserved in it (if any) held by a join that was given up. A game whose agents are not
+        known yet, or that nobody joins (AI-only, watched), is always built."""
+        if game.joinable and game.seats and all(self._joining.get(session_id, False) for session_id in game.seated_sessions()):
+            raise GameDeserted(f"every Start for game {game.game_id} was given up before it was built")
 
 
 def _ms(seconds: float) -> float:

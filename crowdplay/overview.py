@@ -82,9 +82,11 @@ async def recording_health(hosts: list[Host], ask: AskHost, link: StoreLink | No
 
 def build_overview(
     study: Study, book: AssignmentBook, table: SessionTable, hosts: Iterable[Host], gathered: Gathered, now: float, builds_behind_play: int = 0,
+    withdrawn_requests: int = 0,
 ) -> dict[str, Any]:
     """Everything the researcher dashboard and /metrics show; ``builds_behind_play``: games built
-    behind games playing in their process so far (``HostPool.builds_behind_play``)."""
+    behind games playing in their process so far (``HostPool.builds_behind_play``);
+    ``withdrawn_requests``: session requests whose client left before the answer (``Withdrawals``)."""
     recording = dict(gathered.recording)
     data = recording.pop("data_volume")
     tasks = task_rows(study, book, table, now)  # a row for every environment anyone plays
@@ -96,6 +98,7 @@ def build_overview(
             "live_sessions": len(table.sessions), "waiting": sum(row["waiting"] for row in tasks), "completed": sum(book.completed.values()),
             "participants": book.participants(), "abandoned_starts": sum(row["abandoned_starts"] for row in tasks),
             "data_bytes": data.get("bytes") or 0, "episodes": data.get("episodes", 0), "builds_behind_play": builds_behind_play,
+            "withdrawn_requests": withdrawn_requests,
         },
         "tasks": tasks,
         "nodes": node_rows(table, hosts),

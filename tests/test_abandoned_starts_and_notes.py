@@ -1,8 +1,9 @@
 """What strangers can leave behind (issue 33), against ``crowdplay serve`` (real Serve, HAProxy and
 Ray): a flood of notes from one address is throttled while another address's note is stored; a
 session stores at most its cap of notes; session requests whose clients gave up before the answer
-leave no session and no game behind within seconds (the connect timeout is 15 s); and the
-dashboard counts the one person who played as its participants, the abandoned requests apart."""
+leave no session and no game behind within seconds (the connect timeout is 15 s), and no game is
+built for them; and the dashboard counts the one person who played as its participants, the
+abandoned requests apart."""
 
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ def test_notes_floods_and_abandoned_requests_are_bounded_and_counted_apart():
         while time.monotonic() - flooded_at < GONE_WITHIN_S:
             left = overview(url)
             strangers = [game for game in left["games"] if not any(seated["session_id"] == played["session_id"] for seated in game["sessions"])]
-            if left["totals"]["live_sessions"] <= 1 and not strangers:
+            withdrawn = left["totals"]["withdrawn_requests"] - before["totals"]["withdrawn_requests"]
+            if withdrawn == ABANDONED and left["totals"]["live_sessions"] <= 1 and not strangers:
                 break
             time.sleep(0.25)
         gone_s = time.monotonic() - flooded_at
@@ -102,5 +104,7 @@ def test_notes_floods_and_abandoned_requests_are_bounded_and_counted_apart():
     totals = left["totals"]
     assert totals["participants"] == 1 == before["totals"]["participants"]  # the one person who played
     assert 0 <= totals["abandoned_starts"] <= ABANDONED
+    # each given up while its game waited for room: no game was built for them, none behind play
+    assert totals["withdrawn_requests"] == ABANDONED and totals["builds_behind_play"] == before["totals"]["builds_behind_play"]
     task = next(row for row in left["tasks"] if row["task_id"] == "SpaceInvaders")
     assert task["participants"] == 1 and task["abandoned_starts"] == totals["abandoned_starts"]

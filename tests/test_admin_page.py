@@ -45,7 +45,8 @@ TOKEN = "secret-token"
 SAMPLE_OVERVIEW: dict = {
     "study": "Atari demonstrations",
     "generated_at": 1795000000.0,
-    "totals": {"live_sessions": 3, "waiting": 1, "completed": 12, "participants": 40, "abandoned_starts": 7, "data_bytes": 123456789, "builds_behind_play": 2},
+    "totals": {"live_sessions": 3, "waiting": 1, "completed": 12, "participants": 40, "abandoned_starts": 7, "data_bytes": 123456789, "builds_behind_play": 2,
+               "withdrawn_requests": 5},
     "tasks": [
         {"task_id": "invaders", "title": "Space Invaders", "live_sessions": 2, "waiting": 1, "completed": 10, "target": 50, "participants": 30, "abandoned_starts": 4, "open": True},
         {"task_id": "pong", "title": "Pong", "live_sessions": 1, "waiting": 0, "completed": 2, "target": 0, "participants": 10, "open": False},
@@ -153,6 +154,8 @@ def test_prometheus_text_exposes_the_gauges() -> None:
     assert value(samples, "crowdplay_data_bytes") == 123456789
     assert types["crowdplay_builds_behind_play_total"] == "counter"
     assert value(samples, "crowdplay_builds_behind_play_total") == 2
+    assert types["crowdplay_withdrawn_requests_total"] == "counter"
+    assert value(samples, "crowdplay_withdrawn_requests_total") == 5
 
 
 @pytest.mark.parametrize(("name", "key"), [("crowdplay_frame_interval_ms", "frame_interval_ms"), ("crowdplay_input_latency_ms", "input_latency_ms")])
@@ -359,6 +362,7 @@ def test_the_right_token_shows_the_overview(page: Page, admin_url: str) -> None:
     expect(page.locator("#total-participants")).to_have_text("40")
     expect(page.locator("#total-abandoned-starts")).to_have_text("7")
     expect(page.locator("#total-builds-behind-play")).to_have_text("2")
+    expect(page.locator("#total-withdrawn-requests")).to_have_text("5")
 
     game = page.locator('#games-table tbody tr[data-game-id="g-0123456789abcdef"]')
     expect(game).to_contain_text("agent_0: ready")

@@ -78,6 +78,7 @@ class OverviewCollector(Collector):
                            (([node["node_id"]], node.get("sessions")) for node in overview.get("nodes") or []))
         totals = overview.get("totals") or {}
         yield gauge("crowdplay_data_bytes", "Bytes of recorded data stored.", totals.get("data_bytes"))
+        yield counter("crowdplay_withdrawn_requests", "Session requests whose client left before the answer (none was fulfilled).", totals.get("withdrawn_requests"))
         yield counter("crowdplay_builds_behind_play", "Games whose environment was built behind games playing in its process (each a stall of those games).", totals.get("builds_behind_play"))
         yield from histogram_families(overview.get("histograms") or {})
         yield key_to_frame_family((overview.get("histograms") or {}).get(KEY_TO_FRAME) or {})

@@ -34,9 +34,13 @@ class FakeLauncher:
         self.capacity = capacity
         self.booted = 0
         self.retired: list[Host] = []
+        #: set: boots wait until it is (a process slow to start)
+        self.gate: asyncio.Event | None = None
 
     async def boot(self) -> Host:
         await asyncio.sleep(0)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.booted >= self.capacity:
             raise NoCapacity("no node had room for a game server")
         self.booted += 1
@@ -67,9 +71,12 @@ class FakeGameHosts:
         self.withdrawn: list[str] = []
         #: games opened with leave to build behind games playing in their process
         self.behind_play: list[str] = []
+        #: every game whose environment was built (or taken from spares)
+        self.opened: list[str] = []
 
     async def open_game(self, host: Host, game_id: str, env_id: str, seed: int, behind_play: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
         await asyncio.sleep(0)
+        self.opened.append(game_id)
         if behind_play:
             self.behind_play.append(game_id)
         if host.actor in self.dead:

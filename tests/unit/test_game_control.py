@@ -252,7 +252,51 @@ def test_a_start_withdrawn_before_it_began_does_nothing_and_one_withdrawn_later_
     assert withdrawn[0] == late["session_id"] and len(withdrawn) == 2 and count == 3
 
 
-def test_a_game_whose_only_start_was_cancelled_ends_once_open_and_one_with_another_start_stays():
+def test_a_start_given_up_while_its_game_waits_for_room_is_not_seated_and_its_game_never_built():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        arrive, _, _ = arrivals(parts)
+        parts.pool.launcher.gate = gate = asyncio.Event()  # no process has room yet: placement waits
+        waiting = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.1", start_id="gone"))
+        await settle()
+        await arrive.withdraw("gone")
+        gate.set()
+        with pytest.raises(StartWithdrawn):
+            await waiting
+        await settle()
+        return parts
+
+    parts = asyncio.run(scenario())
+    assert parts.hosts.opened == [] and parts.hosts.seated == [] and parts.hosts.withdrawn == []
+    assert not parts.table.games and not parts.table.sessions
+    assert all(not host.games for host in parts.pool.hosts)  # its placement was given back
+
+
+def test_a_start_given_up_in_a_game_another_start_joins_leaves_its_seat_open_and_the_game_is_built_once():
+    async def scenario():
+        parts = Parts(["left", "right"])
+        arrive, _, _ = arrivals(parts)
+        parts.pool.launcher.gate = gate = asyncio.Event()
+        gone = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.1", start_id="gone"))
+        await settle()
+        stays = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.2", start_id="stays"))
+        await settle()
+        await arrive.withdraw("gone")
+        gate.set()
+        with pytest.raises(StartWithdrawn):
+            await gone
+        kept = await stays
+        await settle()
+        return parts, kept
+
+    parts, kept = asyncio.run(scenario())
+    game = parts.table.games[kept["game_id"]]
+    assert parts.hosts.opened == [game.game_id] and parts.hosts.seated == [(game.game_id, kept["agent"], kept["session_id"])]
+    assert game.seat_listing() == {"left": None, "right": kept["session_id"]} and game.joinable
+    assert list(parts.table.sessions) == [kept["session_id"]] and parts.hosts.withdrawn == []
+
+
+def test_a_game_whose_only_start_was_cancelled_is_not_built_and_one_with_another_start_stays():
     async def scenario():
         parts = Parts(["left", "right"])
         arrive, _, _ = arrivals(parts)
@@ -274,7 +318,7 @@ def test_a_game_whose_only_start_was_cancelled_ends_once_open_and_one_with_anoth
         return alone, game.seated(), game.joinable
 
     (games_left, stopped), seated, joinable = asyncio.run(scenario())
-    assert games_left == {} and len(stopped) == 1  # opened, then ended: nobody was coming
+    assert games_left == {} and stopped == []  # nobody was coming: never built, nothing to stop
     assert len(seated) == 1 and joinable  # the cancelled Start's seat is open again for the next
 
 

@@ -171,6 +171,7 @@ function render(overview) {
   $("total-completed").textContent = formatNumber(totals.completed ?? 0);
   $("total-participants").textContent = formatNumber(totals.participants ?? 0);
   $("total-abandoned-starts").textContent = formatNumber(totals.abandoned_starts ?? 0);
+  $("total-withdrawn-requests").textContent = formatNumber(totals.withdrawn_requests ?? 0);
   $("total-builds-behind-play").textContent = formatNumber(totals.builds_behind_play ?? 0);
   $("total-data").textContent = `${((Number(totals.data_bytes) || 0) / 1e6).toFixed(1)} MB`;
 
