@@ -419,11 +419,17 @@ UNRECORDED_CALLS = {"enable_task_events": False}
 #:   the replica holds the records in memory until then, ~1.5 KB each; at a study's rate of
 #:   connections the buffer took ~40 minutes to fill, and in the soak the replica grew by it
 #:   (~0.08 MB a minute, traced to these records). The log also reaches its file sooner.
+#: - Serve's controller waits up to 30 s, not 5, for a starting HAProxy to answer its readiness
+#:   check: Ray's workers run at nice 15, and on a busy machine HAProxy's start took longer than
+#:   three 5 s checks, so the controller killed it as unhealthy and ``crowdplay serve`` failed
+#:   with ``ActorDiedError`` (seen in 64 of 665 Ray sessions' controller logs on the development
+#:   machine under test load, one of them a failed start).
 RAY_ENVIRONMENT = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     "MALLOC_ARENA_MAX": "2",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "100",
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
 }
 #: Added for a Ray instance this process starts itself (``crowdplay serve``, the benchmarks), not
 #: for clusters started from cluster.yaml, which keep Serve's defaults: a stopping ingress replica
