@@ -23,11 +23,10 @@ lint: $(INSTALLED)
 # tests/cluster (its own multi-node Ray cluster), tests/study (a deployment running a study) and
 # tests/autoscaling (Ray's fake autoscaler with cluster.yaml's node types) and tests/netlab (a
 # cluster of network namespaces, docs/netlab.md; needs root) each run in a pytest process of their own.
-# The main suite runs test files NPROC at a time, each worker with its own Ray instance, then the
+# The main suite runs two test files at a time, each worker with its own Ray instance, then the
 # tests that time something alone (marked serial in tests/conftest.py).
-NPROC ?= 3
 test: lint $(INSTALLED) chromium axe
-	$(PY) -m pytest -n $(NPROC) --dist loadfile -m "not serial" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" $(PYTEST_ARGS)
 	$(PY) -m pytest -m serial $(PYTEST_ARGS)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/cluster
 	$(PY) -m pytest $(PYTEST_ARGS) tests/study

@@ -125,7 +125,7 @@ SEPARATE_SUITES = ("cluster", "study", "autoscaling", "netlab")
 
 #: Tests that assert a wall-clock bound the machine's load moves (a newcomer's start during a
 #: flood, a reply within a second, a page's key held for a second, 60 fps kept): ``make test`` runs
-#: them after the rest, one at a time; the rest run three files at a time (``pytest -n 3``).
+#: them after the rest, one at a time; the rest run two files at a time (``pytest -n 2``).
 SERIAL_MODULES = {
     "test_admission.py", "test_browser.py", "test_store_link.py", "test_writer_outage.py",
     "test_realtime.py", "test_policy_actors.py", "test_watching.py", "test_connection_limits.py", "test_starts_beside_play.py",
