@@ -27,6 +27,7 @@ from typing import Any
 
 from crowdplay.admission import Admission
 from crowdplay.assignments import ANONYMOUS
+from crowdplay.bounded import remember
 from crowdplay.controllers import Human
 from crowdplay.environments import EnvSpec, get_env
 from crowdplay.game_control import HostCalls
@@ -63,19 +64,13 @@ class Withdrawals:
         if not start_id or start_id in self._given_up:
             return None
         self.count += 1
-        _remember(self._given_up, start_id, None, self.remembered)
+        remember(self._given_up, start_id, None, self.remembered)
         return self._sessions.pop(start_id, None)
 
     def began(self, start_id: str, session_id: str) -> None:
         """The Start is under way for ``session_id``: remembered for a later withdrawal."""
         if start_id:
-            _remember(self._sessions, start_id, session_id, self.remembered)
-
-
-def _remember(kept: OrderedDict[str, Any], key: str, value: Any, bound: int) -> None:
-    kept[key] = value
-    while len(kept) > bound:
-        kept.popitem(last=False)
+            remember(self._sessions, start_id, session_id, self.remembered)
 
 
 class Arrivals:

@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from crowdplay.admission import retry_after
+from crowdplay.bounded import forget_oldest
 from crowdplay.rate_limit import BucketsByKey, OverLimit, TokenBucket
 
 #: Sessions whose note counts are kept; beyond it the oldest are forgotten (and could store their
@@ -71,5 +72,4 @@ class NoteLimits:
             self.refused["session"] += 1
             raise NoteCapReached(f"this session has sent the {self.per_session} notes one session may send")
         self._by_session[session_id] = stored + 1
-        while len(self._by_session) > SESSIONS_COUNTED:
-            self._by_session.popitem(last=False)
+        forget_oldest(self._by_session, SESSIONS_COUNTED)

@@ -6,6 +6,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+from crowdplay.bounded import forget_oldest
+
 
 class OverLimit(RuntimeError):
     """A request beyond a rate; ``retry_after_s`` says when to try again (HTTP: 429 with
@@ -71,8 +73,7 @@ class BucketsByKey:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self.clock)
-            while len(self._buckets) > self.kept:
-                self._buckets.popitem(last=False)
+            forget_oldest(self._buckets, self.kept)
         else:
             self._buckets.move_to_end(key)
         return bucket

@@ -24,6 +24,7 @@ from enum import Enum
 from typing import Any
 
 from crowdplay.assignments import ANONYMOUS, BadToken, SessionLost, UnknownSession
+from crowdplay.bounded import forget_oldest
 from crowdplay.environments import EnvSpec
 from crowdplay.hosts import Host
 from crowdplay.vocabulary import GameEvent, Phase
@@ -250,8 +251,7 @@ class SessionTable:
             entry = self.sessions.get(session_id)
             if entry is not None:
                 self._lost[session_id] = (entry.token, reason)
-        while len(self._lost) > LOST_SESSIONS_KEPT:
-            self._lost.popitem(last=False)
+        forget_oldest(self._lost, LOST_SESSIONS_KEPT)
         return self.drop(game_id)
 
     # ----------------------------------------------------------------- tokens

@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from crowdplay.bounded import forget_oldest
+
 #: Steps of history each episode keeps (more than any frame stack or filter looks back).
 HISTORY = 64
 #: A stream not heard from for this long is forgotten (its game ended or moved elsewhere).
@@ -58,8 +60,7 @@ class StreamEpisodes:
             if stream is not None:
                 self._streams[stream] = (episode, action, now)
             episodes.append(episode)
-        while len(self._streams) > MAX_STREAMS:
-            self._streams.popitem(last=False)
+        forget_oldest(self._streams, MAX_STREAMS)
         return episodes
 
     def answered(self, streams: list[str | None], actions: list[Any]) -> None:
