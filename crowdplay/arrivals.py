@@ -43,6 +43,9 @@ STARTS_REMEMBERED = 10_000
 class StartWithdrawn(RuntimeError):
     """The Start's requester went away before it was answered: nothing was kept for it."""
 
+    def __init__(self, reason: str = "the request was given up before it was answered") -> None:
+        super().__init__(reason)
+
 
 class Withdrawals:
     """Which Starts were given up (by the id the ingress gave each one), and the sessions of the
@@ -104,16 +107,16 @@ class Arrivals:
         """``_start`` for a Start the ingress named ``start_id`` (empty: one that cannot be
         withdrawn); ``StartWithdrawn`` if it was withdrawn before it began or while under way."""
         if self.withdrawals.given_up(start_id):
-            raise StartWithdrawn("the request was given up before it was answered")
+            raise StartWithdrawn()
         session_id = uuid.uuid4().hex
         self.withdrawals.began(start_id, session_id)
         try:
             answer = await self._start(env_id, participant, client, session_id)
         except JoinGivenUp:
-            raise StartWithdrawn("the request was given up before it was answered") from None
+            raise StartWithdrawn() from None
         if self.withdrawals.given_up(start_id):
             await self.withdraw_session(answer["session_id"])
-            raise StartWithdrawn("the request was given up before it was answered")
+            raise StartWithdrawn()
         return answer
 
     async def withdraw(self, start_id: str) -> None:

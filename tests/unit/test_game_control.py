@@ -252,44 +252,34 @@ def test_a_start_withdrawn_before_it_began_does_nothing_and_one_withdrawn_later_
     assert withdrawn[0] == late["session_id"] and len(withdrawn) == 2 and count == 3
 
 
-def test_a_start_given_up_while_its_game_waits_for_room_is_not_seated_and_its_game_never_built():
-    async def scenario():
-        parts = Parts(["left", "right"])
-        arrive, _, _ = arrivals(parts)
-        parts.pool.launcher.gate = gate = asyncio.Event()  # no process has room yet: placement waits
-        waiting = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.1", start_id="gone"))
-        await settle()
-        await arrive.withdraw("gone")
-        gate.set()
-        with pytest.raises(StartWithdrawn):
-            await waiting
-        await settle()
-        return parts
+async def withdraw_while_placement_waits(*others: str) -> tuple[Parts, list[dict[str, Any]]]:
+    """A Start withdrawn while its game waits for room (no process has any yet), after the Starts
+    of ``others`` (from other addresses) joined it; returns the parts and the others' answers."""
+    parts = Parts(["left", "right"])
+    arrive, _, _ = arrivals(parts)
+    parts.pool.launcher.gate = gate = asyncio.Event()  # no process has room yet: placement waits
+    gone = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.1", start_id="gone"))
+    await settle()
+    staying = [asyncio.ensure_future(arrive.start(PAIR.id, None, f"10.0.0.{n + 2}", start_id=start_id)) for n, start_id in enumerate(others)]
+    await settle()
+    await arrive.withdraw("gone")
+    gate.set()
+    with pytest.raises(StartWithdrawn):
+        await gone
+    kept = [await start for start in staying]
+    await settle()
+    return parts, kept
 
-    parts = asyncio.run(scenario())
+
+def test_a_start_given_up_while_its_game_waits_for_room_is_not_seated_and_its_game_never_built():
+    parts, _ = asyncio.run(withdraw_while_placement_waits())
     assert parts.hosts.opened == [] and parts.hosts.seated == [] and parts.hosts.withdrawn == []
     assert not parts.table.games and not parts.table.sessions
     assert all(not host.games for host in parts.pool.hosts)  # its placement was given back
 
 
 def test_a_start_given_up_in_a_game_another_start_joins_leaves_its_seat_open_and_the_game_is_built_once():
-    async def scenario():
-        parts = Parts(["left", "right"])
-        arrive, _, _ = arrivals(parts)
-        parts.pool.launcher.gate = gate = asyncio.Event()
-        gone = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.1", start_id="gone"))
-        await settle()
-        stays = asyncio.ensure_future(arrive.start(PAIR.id, None, "10.0.0.2", start_id="stays"))
-        await settle()
-        await arrive.withdraw("gone")
-        gate.set()
-        with pytest.raises(StartWithdrawn):
-            await gone
-        kept = await stays
-        await settle()
-        return parts, kept
-
-    parts, kept = asyncio.run(scenario())
+    parts, [kept] = asyncio.run(withdraw_while_placement_waits("stays"))
     game = parts.table.games[kept["game_id"]]
     assert parts.hosts.opened == [game.game_id] and parts.hosts.seated == [(game.game_id, kept["agent"], kept["session_id"])]
     assert game.seat_listing() == {"left": None, "right": kept["session_id"]} and game.joinable
