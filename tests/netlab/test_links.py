@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -99,8 +100,10 @@ def ingress_and_haproxy_rss_mb(lab: Lab) -> dict[str, float]:
     return sizes
 
 
-def slow_page(url: str, seconds: float) -> dict:
-    """A participant's page at a slow site: plays ``seconds``; what it showed and counted."""
+def slow_page(url: str, slow_down: Callable[[], None], playing: threading.Event, seconds: float) -> dict:
+    """A participant's page at a site whose link turns slow once the page has loaded (at 24 kbit/s
+    the page itself would take half a minute): plays ``seconds`` from its first frames, having set
+    ``playing`` then; what it showed and counted."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -108,9 +111,11 @@ def slow_page(url: str, seconds: float) -> dict:
         try:
             page = browser.new_page()
             page.goto(url, timeout=60_000)
+            slow_down()
             page.click("button[data-env-id=SpaceInvaders]")
             page.click("#start")
             page.wait_for_function("window.crowdplay.framesDisplayed > 10", timeout=60_000)
+            playing.set()
             told = False
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
@@ -121,6 +126,7 @@ def slow_page(url: str, seconds: float) -> dict:
             return {"told": told, "note": page.inner_text("#connection-note"), "events": page.evaluate("window.crowdplay.pageEvents"),
                     "frames": page.evaluate("window.crowdplay.framesDisplayed")}
         finally:
+            playing.set()  # a page that failed releases the others
             browser.close()
 
 
@@ -129,16 +135,21 @@ def test_a_participant_on_a_link_too_slow_for_the_game_is_told_and_slows_nobody_
     below the game's stream) drops their frames at its small buffer; the ingress and HAProxy do
     not hold the frames that link cannot take, and the page tells the participant."""
     lab.shape("site0", LinkShape(rtt_ms=20))
-    lab.shape("site1", LinkShape(rtt_ms=50, loss=0.05, rate_kbit=24, queue_bytes=4_000))
+    lab.shape("site1", LinkShape(rtt_ms=50))
     before = ingress_and_haproxy_rss_mb(lab)
     results: dict[str, object] = {}
+    slow_playing = threading.Event()
 
-    def others() -> None:
-        results["others"] = run_inside(lab.topology.site(0), lambda: play_from_site(lab.url, 3, 20.0))
+    def others() -> None:  # play while the slow participant's game streams through their link
+        slow_playing.wait(120)
+        results["others"] = run_inside(lab.topology.site(0), lambda: play_from_site(lab.url, 3, 15.0))
+
+    def slow_down() -> None:
+        lab.shape("site1", LinkShape(rtt_ms=50, loss=0.05, rate_kbit=24, queue_bytes=4_000))
 
     clean = threading.Thread(target=others)
     clean.start()
-    page = in_thread_inside(lab.topology.site(1), lambda: slow_page(lab.url, 18.0))
+    page = in_thread_inside(lab.topology.site(1), lambda: slow_page(lab.url, slow_down, slow_playing, 17.0))
     clean.join()
     after = ingress_and_haproxy_rss_mb(lab)
     others_played = results["others"]
