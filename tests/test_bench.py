@@ -62,7 +62,7 @@ def test_the_soak_survives_drops_replays_every_episode_and_reads_each_kind_of_pr
         "--grace", "2", "--warmup", "0", "--quiet", "0.5", "--idle-samples", "1",
     )
     assert result["reconnects"] >= 1 and result["participant_sessions"] >= 3
-    assert result["reconnects_refused"] == 0 and result["unexpected_closes"] == 0 and result["failed_joins"] == 0
+    assert result["reconnects_refused"] == 0 and result["unexpected_closes"] == 0 and result["failed_joins"] == 0, result["problems"]
     assert result["episodes"] >= result["games"] and result["games_without_episode"] == 0
     assert result["episodes_incomplete"] == 0 and result["replay_failures"] == 0, result["failed_episode_ids"]
     # idle before the play and after each of its two stretches, every kind of process found in each

@@ -68,6 +68,23 @@ class Tally:
     unexpected_closes: int = 0
     failed_joins: int = 0
     games: set[str] = field(default_factory=set)
+    #: what the first refused reconnects, unexpected closes and failed joins said, so that a run
+    #: that counts one also says why (a grace period run out, a close code, an exception)
+    problems: list[str] = field(default_factory=list)
+
+    def note(self, problem: str) -> None:
+        """Keep ``problem``'s words, up to ``MAX_PROBLEMS_NOTED`` of them."""
+        if len(self.problems) < MAX_PROBLEMS_NOTED:
+            self.problems.append(problem)
+
+
+MAX_PROBLEMS_NOTED = 10
+
+
+def what_the_server_said(player: Participant) -> str:
+    """The connection's close code and the last error message the server sent on it."""
+    errors = [event.get("reason", "") for event in player.events if event.get("type") == "error"]
+    return f"close code {player.websocket.close_code}" + (f", error {errors[-1]!r}" if errors else "")
 
 
 async def press_keys_until(player: Participant, deadline: float, rng: random.Random) -> bool:
@@ -98,8 +115,9 @@ async def participant(url: str, env_id: str, until: float, args: argparse.Namesp
         try:
             session = await asyncio.to_thread(http_json, f"{url}/api/sessions", {"env_id": env_id})
             player = await Participant.connect(url, session, decode=False)
-        except Exception:
+        except Exception as error:
             tally.failed_joins += 1
+            tally.note(f"join failed: {error!r}")
             await asyncio.sleep(1.0)
             continue
         tally.participant_sessions += 1
@@ -107,18 +125,21 @@ async def participant(url: str, env_id: str, until: float, args: argparse.Namesp
         while True:
             if not await press_keys_until(player, min(until, time.monotonic() + rng.expovariate(1.0 / args.drop_every)), rng):
                 tally.unexpected_closes += 1
+                tally.note(f"closed by the server while playing: {what_the_server_said(player)}")
                 break
             if time.monotonic() >= until or rng.randrange(args.leave_every) == 0:
                 await player.close()
                 break
             player.websocket.transport.abort()  # the network drops: no close frame
+            dropped_at = time.monotonic()
             await asyncio.sleep(rng.uniform(0.2, args.grace * 0.6))
             try:  # the same seat again, proven by a frame
                 player = await Participant.connect(url, session, decode=False)
                 await first_frame(player)
                 tally.reconnects += 1
-            except Exception:
+            except Exception as error:
                 tally.reconnects_refused += 1
+                tally.note(f"reconnect {time.monotonic() - dropped_at:.2f} s after the drop refused: {error!r}; {what_the_server_said(player)}")
                 break
 
 
