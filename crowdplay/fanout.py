@@ -67,6 +67,9 @@ class FrameSource(Protocol):
 
     latest: Tick
     stopped: str | None
+    #: whether its screen goes out yet: a game several people wait for shows its first screen in
+    #: the waiting room; a game one person plays shows nothing before ``play`` (docs/protocol.md)
+    screen_shown: bool
 
     def applied_seq(self, agent: str) -> int:
         """The sequence number of ``agent``'s newest input the game has applied."""
@@ -126,7 +129,7 @@ class Fanout:
     def next_message(self, subscriber: Subscriber, source: FrameSource) -> tuple[bytes | str, bool] | None:
         """The subscriber's next message and whether it is its last, or None while it is up to
         date: its queued events first, then its dismissal or the game's end, else the newest frame
-        if it has not had it."""
+        if it has not had it and the game shows its screen."""
         if subscriber.events:
             return subscriber.events.popleft(), False
         if subscriber.final is not None:
@@ -134,7 +137,7 @@ class Fanout:
         if source.stopped is not None:
             return protocol.text("end", reason=source.stopped), True
         tick = source.latest
-        if tick.frame_id != subscriber.last_id:
+        if source.screen_shown and tick.frame_id != subscriber.last_id:
             return self.frame_for(subscriber, tick, source.applied_seq(subscriber.agent)), False
         return None
 

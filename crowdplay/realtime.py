@@ -100,6 +100,8 @@ class LiveEnv:
         self.frame_id = self.ticks = self.ticks_late = 0
         self.stopped: str | None = None
         self.running = False
+        #: several people wait for each other on the waiting screen; one person sees no frame before ``play``
+        self._waiting_screen = len(spec.human_agents(self.agents)) > 1
         #: who hears of the game's statistics being due and of its end (``listen``)
         self._listener: GameListener | None = None
         self._stats_phase = random.randrange(STATS_EVERY_TICKS)
@@ -126,6 +128,14 @@ class LiveEnv:
     def describe(self) -> dict[str, Any]:
         """What a client needs before the first frame (sent as ``hello``)."""
         return hello_fields(self.spec, self.adapter, self.latest.screen.pixels)
+
+    @property
+    def screen_shown(self) -> bool:
+        """(``FrameSource``) whether subscribers are sent frames: once the game runs, and before
+        that only as the waiting screen of a game several people play. A one-person game's channel
+        drained between its ``lobby`` and a ``play`` held by a build would otherwise send the first
+        screen ahead of ``play``, against the documented order."""
+        return self.running or self._waiting_screen
 
     # ----------------------------------------------------------------- real-time loop
     def start(self) -> None:

@@ -216,3 +216,77 @@ def test_a_withdrawn_request_gives_its_seat_up_at_once_and_a_game_nobody_is_left
     assert left_alone == ("open", WAITING)
     assert [(e["session_id"], e["reopened"]) for e in events if e["event"] == "seat_released"] == [("s1", True)]
     assert lonely_phase == ENDED and any(e["event"] == "ended" for e in lonely_events)
+
+
+class Steps(gym.Env):
+    """One agent counting steps to ten: a game one person plays."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    observation_space = gym.spaces.Discrete(11)
+    action_space = gym.spaces.Discrete(2)
+    render_mode = "rgb_array"
+
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.count = 0
+        return self.count, {}
+
+    def step(self, action: int):
+        self.count += 1
+        return self.count, 1.0, self.count == 10, False, {}
+
+    def render(self) -> np.ndarray:
+        screen = np.zeros((4, 12, 3), np.uint8)
+        screen[:, self.count] = 255
+        return screen
+
+
+STEPS = register_env(EnvSpec(
+    id="UnitSteps", title="Steps", description="Count to ten.", make_env=Steps, fps=60, keymap=Keymap({"ArrowRight": 1}, noop=0),
+))
+
+
+def sent(live: LiveEnv, subscriber) -> list[str]:
+    """What the subscriber's frame channel would send now, as it does (``Fanout.next_message``)
+    until it is up to date: each event's type, or "frame"."""
+    kinds = []
+    while (following := live.fanout.next_message(subscriber, live)) is not None:
+        message, _ = following
+        kinds.append("frame" if isinstance(message, bytes) else json.loads(message)["type"])
+    return kinds
+
+
+def test_a_one_person_game_sends_no_frame_before_play_even_while_its_start_waits_for_a_build():
+    """docs/protocol.md's order for one person: hello, lobby, lobby, play, then the first frame.
+    Before, a channel that drained between the lobby and ``play`` (a build under way in the
+    process, or only the next turn of the event loop) sent the first screen ahead of ``play``."""
+    async def scenario():
+        live = LiveEnv(STEPS, seed=1, settings=SETTINGS)
+        lineup = Lineup(live, SETTINGS, on_event=lambda event: None)
+        build = asyncio.get_running_loop().create_future()
+        lineup.hold = lambda: build if not build.done() else None
+        lineup.take("agent_0", "s1", Human(), {})
+        subscriber = lineup.connect("agent_0", "s1")
+        before_the_turn = sent(live, subscriber)
+        await asyncio.sleep(0.05)  # play is due; the build holds it
+        while_held = sent(live, subscriber)
+        build.set_result(None)
+        await asyncio.sleep(0.01)
+        once_playing = sent(live, subscriber)
+        live.stop("test over")
+        return before_the_turn, while_held, once_playing
+
+    before_the_turn, while_held, once_playing = asyncio.run(scenario())
+    assert before_the_turn == ["lobby", "lobby"] and while_held == []  # connected ("waiting"), "countdown": no frame
+    assert once_playing[:2] == ["play", "frame"]
+
+
+def test_people_waiting_for_each_other_see_the_waiting_screen():
+    async def scenario():
+        live, lineup, _ = game(seated=2)
+        first = lineup.connect("left", "s1")
+        waiting = sent(live, first)
+        live.stop("test over")
+        return waiting
+
+    assert asyncio.run(scenario()) == ["lobby", "frame"]  # connected, the waiting screen
