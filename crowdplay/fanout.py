@@ -67,9 +67,11 @@ class FrameSource(Protocol):
 
     latest: Tick
     stopped: str | None
-    #: whether its screen goes out yet: a game several people wait for shows its first screen in
-    #: the waiting room; a game one person plays shows nothing before ``play`` (docs/protocol.md)
-    screen_shown: bool
+
+    @property
+    def screen_shown(self) -> bool:
+        """Whether its screen goes out yet: a game several people wait for shows its first screen
+        in the waiting room; a game one person plays shows nothing before ``play`` (docs/protocol.md)."""
 
     def applied_seq(self, agent: str) -> int:
         """The sequence number of ``agent``'s newest input the game has applied."""
