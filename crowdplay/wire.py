@@ -37,14 +37,32 @@ def write_message(writer: asyncio.StreamWriter, kind: int, payload: bytes = b"")
     writer.write(HEADER.pack(kind, len(payload)) + payload)
 
 
-async def close_writer(writer: asyncio.StreamWriter) -> None:
-    """Close the connection and wait until it is closed, whatever broke it. A broken connection's
+#: How long a closing connection may take to hand over what is left to send. A peer that reads
+#: nothing (a stuck process, a link cut without a reset) would otherwise hold the close, and with it
+#: everything its handler holds (a game, its emulator), for as long as TCP retransmits: minutes.
+CLOSE_TIMEOUT_S = 2.0
+
+
+async def close_writer(writer: asyncio.StreamWriter, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+    """Close the connection and wait until it is closed, whatever broke it; after ``timeout_s`` the
+    bytes the peer has not taken are dropped (the connection is aborted). A broken connection's
     error is kept by the stream and raised by every ``wait_closed``; caught as it is, its traceback
     would hold the waiting frame, and that frame the stream: a reference cycle that kept a game's
     objects (its channel server, lineup, emulator) alive until a full collection. So the caught
     error lets go of its traceback."""
     writer.close()
+    closing = asyncio.ensure_future(writer.wait_closed())
+    closing.add_done_callback(_let_go_of_traceback)
     try:
-        await writer.wait_closed()
-    except Exception as error:  # noqa: BLE001 - the connection is closed either way
+        await asyncio.wait({closing}, timeout=timeout_s)
+    finally:  # given up waiting, or cancelled: what the peer has not taken is dropped
+        if not closing.done():
+            writer.transport.abort()
+    await asyncio.wait({closing})
+
+
+def _let_go_of_traceback(closing: asyncio.Future[None]) -> None:
+    """The connection is closed either way; its error must not hold the frames it passed through."""
+    error = None if closing.cancelled() else closing.exception()
+    if error is not None:
         error.__traceback__ = None
