@@ -32,16 +32,22 @@ class PendingInput:
     received_at: float
     received_frame: int
     received_tick: int
+    #: the turn it takes in ``wait_for_key``: the action of a key pressed (or chosen by number) since
+    #: the last tick, kept when a release replaces it before the tick; None: no press
+    turn: int | None = None
 
 
 class AgentInputs:
     """What every agent plays from this tick on, and the inputs that change it at the next."""
 
-    def __init__(self, keymaps: Mapping[str, Keymap], idle: Mapping[str, str]) -> None:
+    def __init__(self, keymaps: Mapping[str, Keymap], idle: Mapping[str, str], mode: str = Mode.REALTIME) -> None:
         """``keymaps``: each agent's keys and no-op; ``idle``: each agent's idle choice ("noop",
-        "repeat" or "wait")."""
+        "repeat" or "wait"); ``mode``: when the game steps (``EnvSpec.mode``)."""
         agents = list(keymaps)
         self._keymaps = dict(keymaps)
+        self._mode = mode
+        #: the keys of each agent's newest input, to tell a press from a release
+        self._keys: dict[str, frozenset[str]] = {agent: frozenset() for agent in agents}
         self._noops = {agent: keymap.noop for agent, keymap in keymaps.items()}
         self._idle = dict(idle)
         #: each agent's action from now on; None (no no-op, no key yet, or idle "wait") holds the game
@@ -58,13 +64,19 @@ class AgentInputs:
         number (checked by the caller) as it is, a turn of its own in the turn-based modes; held keys
         as their keymap's action, or with no mapped key held the no-op for idle "noop" and None (keep
         the last action, or wait) for "repeat" and "wait"."""
-        action = given.action
+        action = turn = given.action
         if action is None:
             keymap = self._keymaps[agent]
-            action = keymap.match(given.keys or ())
+            keys = given.keys or frozenset()
+            action = keymap.match(keys)
+            turn = keymap.match_pressed(keys, keys - self._keys[agent])
+            self._keys[agent] = keys
             if action is None and self._idle[agent] == "noop":
                 action = keymap.noop
-        self.pending[agent] = PendingInput(given, action, time.monotonic(), frame_id, tick)
+        earlier = self.pending.get(agent)
+        if turn is None and earlier is not None:
+            turn = earlier.turn  # a press not played yet is not undone by its release
+        self.pending[agent] = PendingInput(given, action, time.monotonic(), frame_id, tick, turn)
         return action
 
     def discard(self, agent: str) -> None:
@@ -76,7 +88,9 @@ class AgentInputs:
         as applied and whether any of them pressed something."""
         applied = []
         for agent, pending in self.pending.items():
-            if pending.action is not None or self._idle[agent] == "wait":
+            if self._mode == Mode.WAIT_FOR_KEY and pending.turn is not None:
+                self.action[agent] = pending.turn
+            elif pending.action is not None or self._idle[agent] == "wait":
                 self.action[agent] = pending.action  # "repeat" keeps the action in effect
             self.applied_seq[agent] = pending.input.seq
             self.client_frame[agent] = pending.input.frame
@@ -86,7 +100,7 @@ class AgentInputs:
                     pending.received_tick, tick, env_step, now - pending.received_at,
                 )
             )
-        pressed = any(pending.input.keys or pending.input.action is not None for pending in self.pending.values())
+        pressed = any(pending.turn is not None for pending in self.pending.values())
         for agent, pending in self.pending.items():
             chosen = pending.input.action is not None and pending.action != self._noops[agent]
             self._held[agent] = bool(pending.input.keys) or chosen
@@ -94,8 +108,9 @@ class AgentInputs:
         return applied, pressed
 
     def turn_due(self, mode: str, pressed: bool) -> bool:
-        """Whether this tick steps: always in real time; on a key press (or an explicit action)
-        in ``wait_for_key``; while a participant holds a key in ``hold_keys``."""
+        """Whether this tick steps: always in real time; on a press of a mapped key (not a release,
+        not a key held from before) or an explicit action in ``wait_for_key``; while a participant
+        holds a key in ``hold_keys``."""
         if mode == Mode.WAIT_FOR_KEY:
             return pressed
         if mode == Mode.HOLD_KEYS:

@@ -105,7 +105,7 @@ class LiveEnv:
         #: who hears of the game's statistics being due and of its end (``listen``)
         self._listener: GameListener | None = None
         self._stats_phase = random.randrange(STATS_EVERY_TICKS)
-        self.inputs = AgentInputs(self.adapter.keymaps, self.adapter.idle)
+        self.inputs = AgentInputs(self.adapter.keymaps, self.adapter.idle, spec.mode)
         self.ai = AISeats()
         self.episodes = Episodes(spec, self.adapter, seed)
         self.fanout = Fanout(settings.keyframe_interval)

@@ -183,8 +183,9 @@ def test_episodes_end_restart_and_are_announced():
 def test_stopping_ends_streams_and_refuses_input():
     async def scenario():
         live = LiveEnv(get_env("Pong"), 0, Settings())
+        live.start()
         stream = live.stream("agent_0")
-        await stream.__anext__()
+        await stream.__anext__()  # the first frame: the stream is under way
         live.stop("researcher stopped the study")
         rest = [m async for m in stream]
         return live, rest

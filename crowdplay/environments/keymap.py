@@ -68,6 +68,16 @@ class Keymap:
                 return action
         return None
 
+    def match_pressed(self, held: Iterable[str], pressed: Iterable[str]) -> int | None:
+        """The action of the largest mapped combination within ``held`` that has a key of
+        ``pressed`` (keys just pressed) in it: a turn-based game plays the key pressed, not one
+        held from before. None when no such combination is held."""
+        held_set, pressed_set = frozenset(held) & self.keys, frozenset(pressed)
+        for keys, action in self._by_size:
+            if keys <= held_set and keys & pressed_set:
+                return action
+        return None
+
     def resolve(self, held: Iterable[str]) -> int | None:
         """The action for ``held``: its match, else the no-op (None when the keymap has none)."""
         action = self.match(held)
