@@ -16,13 +16,19 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Human:
-    """A participant plays the agent (``participant``: their pseudonym, None before anyone sits)."""
+    """A participant plays the agent (``participant``: their pseudonym, None before anyone sits).
+    ``away``: their connection dropped and the seat waits for them (the reconnect grace); what the
+    agent plays meanwhile is nobody's choice."""
 
     participant: str | None = None
+    away: bool = False
 
     def document(self) -> dict[str, Any]:
-        """As stored: ``{"human": true, "participant": ...}``."""
-        return {"human": True, "participant": self.participant}
+        """As stored: ``{"human": true, "participant": ...}``, with ``"away": true`` while away."""
+        stored: dict[str, Any] = {"human": True, "participant": self.participant}
+        if self.away:
+            stored["away"] = True
+        return stored
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ Controller = Human | PolicyControl
 def from_document(document: Mapping[str, Any]) -> Controller:
     """A stored controller as its type (``document``'s inverse)."""
     if document.get("human"):
-        return Human(document.get("participant"))
+        return Human(document.get("participant"), bool(document.get("away")))
     return PolicyControl(str(document.get("policy") or ""))
 
 

@@ -79,6 +79,15 @@ class AgentInputs:
         self.pending[agent] = PendingInput(given, action, time.monotonic(), frame_id, tick, turn)
         return action
 
+    def release(self, agent: str) -> None:
+        """``agent``'s participant is gone for now: none of their keys is held any more, so the
+        agent plays what its idle choice says (nothing is queued or logged as their input)."""
+        self.pending.pop(agent, None)
+        self._keys[agent] = frozenset()
+        self._held[agent] = False
+        if self._idle[agent] != "repeat":
+            self.action[agent] = self._noops[agent] if self._idle[agent] == "noop" else None
+
     def discard(self, agent: str) -> None:
         """Forget ``agent``'s queued input (a policy plays it from now on)."""
         self.pending.pop(agent, None)

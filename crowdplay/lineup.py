@@ -187,6 +187,8 @@ class Lineup:
         returning = seat.connected_once and seat.subscriber is None and self.phase != WAITING
         seat.subscriber, seat.connected_once = subscriber, True
         seat.cancel_timer()
+        if self.phase != WAITING:
+            self.live.participant_away(agent, False)
         if returning:
             self.live.announce(protocol.text("player", agent=agent, status="back"))
         self.live.announce(self._lobby_message())
@@ -205,6 +207,7 @@ class Lineup:
         if self.phase == WAITING:
             self.live.announce(self._lobby_message())
         else:
+            self.live.participant_away(seat.agent, True)
             self.live.announce(protocol.text("player", agent=seat.agent, status="left", grace_s=grace))
 
     # ----------------------------------------------------------------- watching
@@ -270,6 +273,7 @@ class Lineup:
         for seat in self.seats.values():
             if seat.status == "joining":
                 seat.expire_after(self.grace_s, self._give_up, "you did not connect in time")
+                self.live.participant_away(seat.agent, True)  # not connected yet: their agent's steps are nobody's choice
         self._begin()
 
     def _begin_if_ready(self) -> None:

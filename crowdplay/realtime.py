@@ -29,7 +29,7 @@ from crowdplay import codec, protocol
 from crowdplay.ai.agent import PolicyAgent
 from crowdplay.ai_seats import AISeats
 from crowdplay.config import Settings
-from crowdplay.controllers import Controller
+from crowdplay.controllers import Controller, Human
 from crowdplay.engagement import PageReport, WhenAway, when_away_for
 from crowdplay.environments import EnvAdapter, EnvSpec, InvalidAction, make_adapter
 from crowdplay.environments.adapter import StepResult
@@ -118,6 +118,9 @@ class LiveEnv:
         self.when_away = when_away_for(cast(WhenAway | None, spec.when_away), len(spec.human_agents(self.agents)))
         #: the participant whose absence paused the game (None: it is not paused)
         self.paused_for: str | None = None
+        #: who plays each agent a participant plays, and the agents whose participant's connection dropped
+        self._participants: dict[str, Human] = {}
+        self.away: set[str] = set()
         self._begin_episode()
 
     @property
@@ -151,8 +154,8 @@ class LiveEnv:
         environment once (unless the game waits for a participant or a policy), tell the
         observers, begin the next episode when this one ended, show the AI agents the new screen,
         and wake the subscribers to send the frame ``next_frame``."""
-        if self.paused_for is not None:
-            return  # its one participant is away: nothing is stepped or recorded until they are back
+        if self.paused_for is not None or self._nobody_connected():
+            return  # its participants are away: nothing is stepped or recorded until one is back
         self.ticks += 1
         applied, pressed = self.inputs.apply(next_frame, self.ticks, self.episodes.steps, time.monotonic())
         self._observe_inputs(applied)
@@ -240,10 +243,36 @@ class LiveEnv:
         if policy is not None and self.paused_for == agent:
             self._pause(agent, False, 0)  # a policy plays for the absent participant now: no reason to wait
         self.ai.seat(agent, policy)
+        self.away.discard(agent)
+        if policy is None and isinstance(controller, Human):
+            self._participants[agent] = controller
+        else:
+            self._participants.pop(agent, None)
         if policy is not None:
             self.inputs.discard(agent)
             self.ai.show(self.latest.frame_id, self.latest.screen, self.adapter, [policy])  # the first answer comes from the screen as it is now
         self.recording.set_controller(agent, controller, self.latest.screen)
+
+    def participant_away(self, agent: str, away: bool) -> None:
+        """``agent``'s participant's connection dropped (``away``), or they are back. Meanwhile
+        their keys count as released, the agent's steps are recorded as nobody's choice
+        (``Human.away``, with a ``disconnected`` and a ``reconnected`` page event), and a game none
+        of whose participants is connected does not step at all."""
+        participant = self._participants.get(agent)
+        if participant is None or (agent in self.away) == away or self.stopped is not None:
+            return
+        if away:
+            self.away.add(agent)
+            self.inputs.release(agent)
+        else:
+            self.away.discard(agent)
+        self.recording.page_event(agent, "disconnected" if away else "reconnected", self.frame_id, self.frame_id)
+        self.recording.set_controller(agent, replace(participant, away=away), self.latest.screen)
+
+    def _nobody_connected(self) -> bool:
+        """Every agent a participant plays waits for its participant to come back (an AI-only
+        game, which no participant plays, never does)."""
+        return bool(self.away) and all(agent in self.away for agent in self._participants)
 
     def listen(self, listener: GameListener) -> None:
         """``listener`` hears when statistics are due and when the game stops (one listener)."""

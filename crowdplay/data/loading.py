@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from crowdplay import codec
-from crowdplay.controllers import Human, PolicyControl, from_document
+from crowdplay.controllers import Controller, Human, PolicyControl, from_document
 from crowdplay.data.episode import AgentTrajectory
 from crowdplay.data.observations import FORMATS, convert
 from crowdplay.environments.spaces import Description, assemble, leaves
@@ -109,7 +109,7 @@ class StoredSteps:
         """``agent``'s per-step extras (see ``AgentTrajectory.infos``)."""
         infos = {name: self.columns[name] for name in SHARED_INFOS if name in self.columns}
         infos["client_frame"] = self.columns.get(f"client_frame/{agent}", np.zeros(0, np.int64))
-        infos["human"] = np.array([isinstance(from_document(controllers[agent]), Human) for controllers in self.controllers], dtype=bool)
+        infos["human"] = np.array([played_by_participant(from_document(controllers[agent])) for controllers in self.controllers], dtype=bool)
         own_rows = [row for row in self.ai_rows if row[1] == agent]
         infos["ai_substitute"] = ai_substitutes([controllers[agent] for controllers in self.controllers], own_rows)
         return infos
@@ -176,3 +176,9 @@ def ai_substitutes(controllers: list[dict[str, Any]], rows: list[list[Any]]) -> 
         played = from_document(controller)
         flags[step] = isinstance(played, PolicyControl) and bool(played.policy) and current is not None
     return flags
+
+
+def played_by_participant(controller: Controller) -> bool:
+    """Whether a connected participant chose the step's action (not a policy, and not the no-op
+    of a seat whose participant's connection had dropped)."""
+    return isinstance(controller, Human) and not controller.away

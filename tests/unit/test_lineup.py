@@ -13,8 +13,11 @@ from pettingzoo import ParallelEnv
 
 from crowdplay import protocol
 from crowdplay.config import Settings
-from crowdplay.controllers import Human
+from crowdplay.controllers import Human, from_document
+from crowdplay.data.loading import played_by_participant
 from crowdplay.environments import EnvSpec, Keymap, register_env
+from crowdplay.game_recording import NoRecording
+from crowdplay.inputs import ParticipantInput
 from crowdplay.lineup import COUNTDOWN, ENDED, PLAYING, WAITING, Lineup
 from crowdplay.realtime import LiveEnv
 
@@ -219,10 +222,10 @@ def test_a_withdrawn_request_gives_its_seat_up_at_once_and_a_game_nobody_is_left
 
 
 class Steps(gym.Env):
-    """One agent counting steps to ten: a game one person plays."""
+    """One agent counting steps to 600: a game one person plays."""
 
     metadata = {"render_modes": ["rgb_array"]}
-    observation_space = gym.spaces.Discrete(11)
+    observation_space = gym.spaces.Discrete(601)
     action_space = gym.spaces.Discrete(2)
     render_mode = "rgb_array"
 
@@ -233,16 +236,17 @@ class Steps(gym.Env):
 
     def step(self, action: int):
         self.count += 1
-        return self.count, 1.0, self.count == 10, False, {}
+        return self.count, 1.0, self.count == 600, False, {}
 
     def render(self) -> np.ndarray:
         screen = np.zeros((4, 12, 3), np.uint8)
-        screen[:, self.count] = 255
+        screen[:, self.count % 12] = 255
         return screen
 
 
 STEPS = register_env(EnvSpec(
-    id="UnitSteps", title="Steps", description="Count to ten.", make_env=Steps, fps=60, keymap=Keymap({"ArrowRight": 1}, noop=0),
+    id="UnitSteps", title="Steps", description="Count to 600.", make_env=Steps, fps=60, keymap=Keymap({"ArrowRight": 1}, noop=0),
+    reconnect_grace_s=5.0,
 ))
 
 
@@ -290,3 +294,75 @@ def test_people_waiting_for_each_other_see_the_waiting_screen():
         return waiting
 
     assert asyncio.run(scenario()) == ["lobby", "frame"]  # connected, the waiting screen
+
+
+class Noted(NoRecording):
+    """Keeps what the game tells its recording about who played and what happened on the pages."""
+
+    def __init__(self) -> None:
+        self.controllers: list[tuple[str, object]] = []
+        self.page_events: list[tuple[str, str]] = []
+
+    def set_controller(self, agent, controller, screen) -> None:
+        self.controllers.append((agent, controller))
+
+    def page_event(self, agent, event, page_frame, frame) -> None:
+        self.page_events.append((agent, event))
+
+
+def test_a_one_person_game_whose_participant_drops_steps_nothing_until_they_are_back():
+    """Before, it played on with their last keys through the reconnect grace, and recorded those
+    steps as theirs."""
+    async def scenario():
+        live = LiveEnv(STEPS, seed=1, settings=SETTINGS)
+        live.recording = noted = Noted()
+        lineup = Lineup(live, SETTINGS, on_event=lambda event: None)
+        lineup.take("agent_0", "s1", Human("p-1"), {})
+        first = lineup.connect("agent_0", "s1")
+        await asyncio.sleep(0.1)
+        lineup.disconnect(first)
+        steps_when_gone = live.episodes.steps
+        await asyncio.sleep(0.2)
+        steps_while_gone = live.episodes.steps
+        lineup.connect("agent_0", "s1")
+        await asyncio.sleep(0.1)
+        steps_once_back = live.episodes.steps
+        live.stop("test over")
+        return steps_when_gone, steps_while_gone, steps_once_back, noted
+
+    when_gone, while_gone, once_back, noted = asyncio.run(scenario())
+    assert when_gone > 0 and while_gone == when_gone and once_back > while_gone
+    assert noted.page_events == [("agent_0", "disconnected"), ("agent_0", "reconnected")]
+    assert noted.controllers[-2:] == [("agent_0", Human("p-1", away=True)), ("agent_0", Human("p-1"))]
+
+
+def test_a_dropped_participant_s_agent_plays_its_no_op_as_nobody_s_choice_while_the_other_plays_on():
+    async def scenario():
+        live = LiveEnv(replace(CORRIDOR, reconnect_grace_s=5.0), seed=1, settings=SETTINGS)
+        live.recording = noted = Noted()
+        lineup = Lineup(live, SETTINGS, on_event=lambda event: None)
+        lineup.take("left", "s1", Human("s1"), {})
+        lineup.take("right", "s2", Human("s2"), {})
+        left = lineup.connect("left", "s1")
+        lineup.connect("right", "s2")
+        await asyncio.sleep(0.15)  # the countdown is over: they play
+        live.submit("left", ParticipantInput(keys=frozenset({"ArrowRight"}), action=None, frame=1, seq=1))
+        await asyncio.sleep(0.03)
+        held = live.inputs.action["left"]
+        lineup.disconnect(left)  # with ArrowRight still held
+        steps = live.episodes.steps
+        await asyncio.sleep(0.1)
+        playing_on, action_while_gone = live.episodes.steps > steps, live.inputs.action["left"]
+        live.stop("test over")
+        return held, playing_on, action_while_gone, noted
+
+    held, playing_on, action_while_gone, noted = asyncio.run(scenario())
+    assert held == 1 and playing_on and action_while_gone == 0  # the no-op, not the key they last held
+    assert ("left", Human("s1", away=True)) in noted.controllers and noted.page_events == [("left", "disconnected")]
+
+
+def test_a_step_whose_participant_was_away_is_nobody_s_in_the_data():
+    assert played_by_participant(from_document(Human("p-1").document()))
+    assert Human("p-1", away=True).document() == {"human": True, "participant": "p-1", "away": True}
+    assert not played_by_participant(from_document(Human("p-1", away=True).document()))
+    assert not played_by_participant(from_document({"human": False, "policy": "ppo"}))
