@@ -73,8 +73,9 @@ def check_environment(spec: EnvSpec) -> tuple[Verdict, Any]:
     try:
         adapter = make_adapter(spec)
         adapter.reset(CHECK_SEED, dict(spec.reset_options) if spec.reset_options is not None else None)
+        adapter.screen()  # what the participant's page shows: a render_mode other than "rgb_array" fails here
     except Exception as error:
-        verdict.problems.append(f"could not be built and reset: {one_line(error)}")
+        verdict.problems.append(f"could not be built, reset and shown: {one_line(error)}")
         return verdict, None
     actions = {agent: int(adapter.action_space(agent).n) for agent in adapter.agents}
     verdict.details.append(f"agents {', '.join(f'{agent} ({count} actions)' for agent, count in actions.items())}")

@@ -161,7 +161,10 @@ class EnvActor:
                 adapter.snapshot, self.settings.snapshot_interval, fields, batcher.seal_later, batcher,
             )
             self.recorders = [r for r in self.recorders if not r.idle] + [recorder]
-        live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
+        try:
+            live = LiveEnv(spec, seed, self.settings, self.clocks.at(spec.fps), adapter, recorder)
+        except Exception as error:  # its first reset or screen (no rgb_array render): its configuration again
+            raise EnvironmentFailed(env_id, one_line(error)[:500]) from None
         lineup = Lineup(live, self.settings, lambda event: self._report(game_id, event), self.policies, self._builds_under_way)
         channel = ChannelServer(lineup, secrets.token_urlsafe(24), self.settings.frame_backpressure, self.settings.channel_stall_s)
         host = ray.util.get_node_ip_address()

@@ -181,6 +181,19 @@ CAR_BC = register_env(
 MISCONFIGURED = register_env(replace(get_env("Pong"), id="TestMisconfigured", instructions={"agent_1": "You are the left paddle."}))
 
 
+def cartpole_without_a_screen():
+    import gymnasium as gym
+
+    return gym.make("CartPole-v1")  # no render_mode: nothing to show the participant
+
+
+#: A game that builds and resets but has no screen: found only when its first screen is rendered.
+NO_SCREEN = register_env(EnvSpec(
+    id="TestNoScreen", title="CartPole, unseen", description="No render_mode.", make_env=cartpole_without_a_screen,
+    keymap=Keymap({"ArrowLeft": 0, "ArrowRight": 1}), idle="repeat",
+))
+
+
 class CartPair(ParallelEnv):
     """Two CartPoles side by side, one per agent (a PettingZoo parallel environment): a non-Atari
     game two participants play, where a CartPole checkpoint can take over either cart."""

@@ -109,18 +109,23 @@ def test_the_dashboard_watches_a_participants_game_without_touching_it(base_url,
     assert documents[0]["controllers"]["agent_0"]["human"]
 
 
-def test_a_game_that_cannot_be_built_is_refused_with_why_not_please_retry(base_url, manager, capsys):
+@pytest.mark.parametrize(("env_id", "expected"), [
+    ("TestMisconfigured", "crowdplay: environment 'TestMisconfigured' could not be built: ValueError: environment 'TestMisconfigured': "
+                          "instructions names agents ['agent_1'] the environment does not have (['agent_0']) (crowdplay check tries every environment)"),
+    # before, a game without a screen failed after its build, and the participant was told to retry (503), the console nothing
+    ("TestNoScreen", "crowdplay: environment 'TestNoScreen' could not be built: TypeError: environment 'TestNoScreen' must be made with "
+                     "render_mode='rgb_array': its render() returned None, not an HxWx3 image (crowdplay check tries every environment)"),
+])
+def test_a_game_that_cannot_be_built_is_refused_with_why_not_please_retry(base_url, manager, capsys, env_id, expected):
     from tests.test_policy_actors import console_reports
 
     status, body = None, None
-    request = urllib.request.Request(f"{base_url}/api/sessions", data=json.dumps({"env_id": "TestMisconfigured"}).encode(), method="POST")
+    request = urllib.request.Request(f"{base_url}/api/sessions", data=json.dumps({"env_id": env_id}).encode(), method="POST")
     for _ in range(2):  # and again: the same answer, not a retry that might work
         try:
             urllib.request.urlopen(request, timeout=60)
         except urllib.error.HTTPError as error:
             status, body = error.code, json.loads(error.read())
-        assert status == 500 and body["error"] == "environment_failed" and "TestMisconfigured" in body["reason"]
+        assert status == 500 and body["error"] == "environment_failed" and env_id in body["reason"]
     console = console_reports(manager, capsys)
-    expected = ("crowdplay: environment 'TestMisconfigured' could not be built: ValueError: environment 'TestMisconfigured': instructions names "
-                "agents ['agent_1'] the environment does not have (['agent_0']) (crowdplay check tries every environment)")
     assert console.count(expected) == 1, console

@@ -35,8 +35,20 @@ register_env(EnvSpec(
 MISTAKES = '''
 from dataclasses import replace
 
+import gymnasium as gym
+from pettingzoo.butterfly import cooperative_pong_v6
+
 from crowdplay.ai import register_rllib_checkpoint
-from crowdplay.environments import get_env, register_env
+from crowdplay.environments import EnvSpec, Keymap, arrow_keymap, get_env, register_env
+
+register_env(EnvSpec(
+    id="AcrobotUnseen", title="Acrobot", description="Swing up.", make_env=lambda: gym.make("Acrobot-v1"),
+    keymap=Keymap({{"ArrowLeft": 0, "ArrowRight": 2}}, noop=1),
+))
+register_env(EnvSpec(
+    id="PongInTurns", title="Pong", description="Together.", make_env=lambda: cooperative_pong_v6.env(render_mode="rgb_array"),
+    agents=("paddle_0", "paddle_1"), action_labels=["noop", "up", "down"], keymap=arrow_keymap,
+))
 
 register_rllib_checkpoint("cart-ppo", "{cart}", framebuffer=None, observation="env")
 register_rllib_checkpoint("pong-dqn-typo", "{pong}-typo")
@@ -87,7 +99,10 @@ def test_every_mistake_is_named_and_the_check_fails(checkpoints, tmp_path):
     assert "FAIL  policy 'pong-dqn-module' for PongMistakes/second_0 (ai_agent_map_fallback)" in out
     assert "has no module 'first_0' (modules: default_policy); pass module_id" in out
     assert "! its actor asks for CPU 64 but the largest node has CPU " in out
-    assert out.strip().splitlines()[-1].startswith("crowdplay check: ") and " 4 failed: " in out.strip().splitlines()[-1]
+    assert "FAIL  environment 'AcrobotUnseen'" in out and "! could not be built, reset and shown: TypeError: environment 'AcrobotUnseen' must be made " \
+        "with render_mode='rgb_array': its render() returned None, not an HxWx3 image" in out
+    assert "FAIL  environment 'PongInTurns'" in out and "environment 'PongInTurns' is a PettingZoo AEC environment" in out and "parallel_env" in out
+    assert out.strip().splitlines()[-1].startswith("crowdplay check: ") and " 6 failed: " in out.strip().splitlines()[-1]
 
 
 def test_a_policy_actor_that_cannot_play_answers_why_and_is_not_restarted(checkpoints):

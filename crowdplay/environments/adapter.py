@@ -208,8 +208,10 @@ class EnvAdapter:
             indices: np.ndarray = self._ale.getScreen()
             return indices
         frame: Any = self.env.render()
-        if frame is None:
-            raise TypeError(f"environment {self.spec.id!r} must be made with render_mode='rgb_array'")
+        shape = getattr(frame, "shape", None)
+        if shape is None or len(shape) != 3 or shape[2] != 3:
+            got = "None" if frame is None else f"{type(frame).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")
+            raise TypeError(f"environment {self.spec.id!r} must be made with render_mode='rgb_array': its render() returned {got}, not an HxWx3 image")
         return np.array(frame, dtype=np.uint8, copy=True)
 
     def close(self) -> None:

@@ -118,6 +118,20 @@ def make_adapter(spec: EnvSpec) -> EnvAdapter:
     """The adapter for whatever ``spec`` builds: an environment with a list of agents (PettingZoo's
     ``possible_agents``) is multi-agent with no further configuration."""
     env = spec.make_env()
+    if is_aec(env):
+        raise TypeError(
+            f"environment {spec.id!r} is a PettingZoo AEC environment (agents act in turn, env.last()); CrowdPlay plays "
+            "parallel ones: let make_env return the module's parallel_env(...), or pettingzoo.utils.conversions.aec_to_parallel(env)"
+        )
     if hasattr(env, "possible_agents"):
         return ParallelEnvAdapter(spec, env)
     return EnvAdapter(spec, env)
+
+
+def is_aec(env: Any) -> bool:
+    """Whether ``env`` is a PettingZoo AEC environment (whose ``reset`` returns nothing)."""
+    try:
+        pettingzoo = importlib.import_module("pettingzoo")
+    except ImportError:  # without PettingZoo nobody can make one
+        return False
+    return isinstance(env, pettingzoo.AECEnv)
