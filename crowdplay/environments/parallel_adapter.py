@@ -9,6 +9,7 @@ the emulator's encoded state.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
@@ -28,8 +29,6 @@ def make_pettingzoo_atari(module: str, **options: Any) -> Any:
     """A two-player Atari parallel env (``module`` like ``space_invaders_v2``), RAM observations,
     no frame skipping (PettingZoo's Atari envs step one emulator frame per step); ``options`` go to
     PettingZoo (``max_cycles=N`` ends each episode after N frames)."""
-    import importlib
-
     game = importlib.import_module(f"pettingzoo.atari.{module}")
     return game.parallel_env(**{"obs_type": "ram", "auto_rom_install_path": ALE_ROMS, "max_cycles": 10**9, **options})
 
