@@ -68,6 +68,16 @@ def test_export_minari_from_the_command_line(store_path, tmp_path):
         del os.environ["MINARI_DATASETS_PATH"]
 
 
+def test_a_malformed_time_or_dataset_id_is_named_before_anything_is_read_or_written(store_path, tmp_path):
+    since = crowdplay("data", "--store", store_path, "list", "--since", "2026-13-01", check=False)
+    assert since.returncode == 2 and "argument --since: '2026-13-01' is neither an ISO date/time" in since.stderr and "Traceback" not in since.stderr
+    assert "1 episodes" in crowdplay("data", "--store", store_path, "list", "--since", "2020-01-01T00:00", "--until", "4102444800").stdout
+    out = tmp_path / "minari"
+    unversioned = crowdplay("data", "--store", store_path, "export", "--format", "minari", "--out", str(out), "--dataset-id", "invaders", check=False)
+    assert unversioned.returncode == 2 and "argument --dataset-id: 'invaders' is not a Minari dataset id" in unversioned.stderr
+    assert not out.exists()  # before: a traceback after a partial dataset, which then blocked the id
+
+
 def test_delete_participant_asks_and_removes_everything(store_path):
     refused = subprocess.run(
         [sys.executable, "-m", "crowdplay", "data", "--store", store_path, "delete-participant", "p-test"],

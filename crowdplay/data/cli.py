@@ -23,6 +23,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -45,8 +46,8 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task")
     parser.add_argument("--env")
     parser.add_argument("--participant", help="a pseudonym (p-...)")
-    parser.add_argument("--since", help="start time >= (ISO date/time or epoch seconds)")
-    parser.add_argument("--until", help="start time < (ISO date/time or epoch seconds)")
+    parser.add_argument("--since", type=start_time, help="start time >= (ISO date/time or epoch seconds)")
+    parser.add_argument("--until", type=start_time, help="start time < (ISO date/time or epoch seconds)")
     played = parser.add_mutually_exclusive_group()
     played.add_argument("--human-only", dest="human_only", action="store_const", const=True, help="only episodes without AI agents")
     played.add_argument("--with-ai", dest="human_only", action="store_const", const=False, help="only episodes with an AI agent")
@@ -69,18 +70,34 @@ def _statuses(value: str) -> list[str]:
     return names
 
 
-def _time(value: str | None) -> float | str | None:
-    if value is None:
-        return None
+def start_time(value: str) -> float:
+    """``--since``/``--until``: epoch seconds or an ISO date/time (UTC unless it says otherwise)."""
     try:
         return float(value)
     except ValueError:
-        return value
+        pass
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither an ISO date/time (such as 2026-12-01 or 2026-12-01T09:30) nor epoch seconds") from None
+    return (moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)).timestamp()
+
+
+#: Minari's dataset ids: [namespace/]name-v<N>
+MINARI_ID = re.compile(r"(?:[\w.-]+/)?[\w.-]+-v\d+")
+
+
+def minari_dataset_id(value: str) -> str:
+    """``--dataset-id``, checked before anything is written (Minari fails on a malformed id only
+    after it has begun the dataset, which then blocks the same id)."""
+    if not MINARI_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a Minari dataset id: [namespace/]name-v<N>, such as crowdplay/acrobot-v0")
+    return value
 
 
 def _select(data: Dataset, args: argparse.Namespace) -> list[dict[str, Any]]:
     return data.episodes(
-        task=args.task, env=args.env, participant=args.participant, since=_time(args.since), until=_time(args.until),
+        task=args.task, env=args.env, participant=args.participant, since=args.since, until=args.until,
         human_only=args.human_only, min_return=args.min_return, completed=args.completed, status=args.status,
     )
 
@@ -286,7 +303,7 @@ def add_data_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "rgb: the screens participants saw; palette (Atari): palette indices; atari84: what an Atari policy sees",
     )
     export.add_argument(
-        "--dataset-id",
+        "--dataset-id", type=minari_dataset_id,
         help="Minari dataset id [namespace/]name-v<N> (default crowdplay/<task or env or all>-v0), used as given for "
         "single-agent recordings; a multi-agent recording gives one dataset per agent, [namespace/]name-<agent>-v<N>",
     )
