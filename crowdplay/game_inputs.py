@@ -58,6 +58,8 @@ class AgentInputs:
         self.applied_seq = {agent: 0 for agent in agents}
         self.pending: dict[str, PendingInput] = {}
         self._held = {agent: False for agent in agents}  # holds a key (or a non-no-op action)
+        #: the keys of each agent's newest applied input (sorted; none for an action by number)
+        self.keys_held: dict[str, tuple[str, ...]] = {agent: () for agent in agents}
 
     def queue(self, agent: str, given: ParticipantInput, frame_id: int, tick: int) -> int | None:
         """Queue ``given`` for the next tick and return the action it resolves to: an action chosen by
@@ -85,6 +87,7 @@ class AgentInputs:
         self.pending.pop(agent, None)
         self._keys[agent] = frozenset()
         self._held[agent] = False
+        self.keys_held[agent] = ()
         if self._idle[agent] != "repeat":
             self.action[agent] = self._noops[agent] if self._idle[agent] == "noop" else None
 
@@ -103,6 +106,7 @@ class AgentInputs:
                 self.action[agent] = pending.action  # "repeat" keeps the action in effect
             self.applied_seq[agent] = pending.input.seq
             self.client_frame[agent] = pending.input.frame
+            self.keys_held[agent] = tuple(sorted(pending.input.keys or ()))
             applied.append(
                 AppliedInput(
                     agent, pending.input, self.action[agent], pending.received_frame, next_frame,

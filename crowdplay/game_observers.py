@@ -41,6 +41,8 @@ class EpisodeBegun:
     reset_options: dict[str, Any] | None
     screen: codec.Screen
     observed: Observed
+    #: the keys each participant already holds as it begins (held over from the episode before)
+    keys_held: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

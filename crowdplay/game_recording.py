@@ -102,6 +102,7 @@ class GameRecording(NoRecording):
             "fps": self._spec.fps,
             "reset_options": begun.reset_options,
             "env_origin": adapter.origin(),
+            "keys_at_start": {agent: list(keys) for agent, keys in begun.keys_held.items()},
         }
         observed = adapter.observation_spaces
         if observed is not None:

@@ -225,7 +225,10 @@ class LiveEnv:
         self.latest = Tick(self.frame_id, 0, self.episodes.number, codec.Screen(self.adapter.screen()), dict(self.episodes.returns))
         self.fanout.new_tick()
         self.ai.reset()
-        begun = EpisodeBegun(record.episode, record.seed, record.start_state, self.episodes.reset_options(), self.latest.screen, self.adapter_observations())
+        keys_held = {agent: keys for agent, keys in self.inputs.keys_held.items() if keys}
+        begun = EpisodeBegun(
+            record.episode, record.seed, record.start_state, self.episodes.reset_options(), self.latest.screen, self.adapter_observations(), keys_held,
+        )
         for observer in self._observers:
             observer.episode_began(begun)
 

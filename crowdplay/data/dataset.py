@@ -229,7 +229,7 @@ class Dataset:
         The store keeps inputs as changes (``inputs``); analyses that line key presses up with
         actions or screens need them step by step, so this expands the changes over the steps."""
         held: list[tuple[str, ...]] = []
-        current: tuple[str, ...] = ()
+        current = tuple(self.episode(episode_id).get("keys_at_start", {}).get(agent, ()))  # held over from the episode before
         for chunk in self.chunks(episode_id):
             changes = {event["step"]: tuple(event["keys"]) for event in self._chunk_inputs(chunk) if event["agent"] == agent}
             for step in range(chunk["first_step"], chunk["first_step"] + chunk["steps"]):
