@@ -143,6 +143,9 @@ class GameStatistics:
     trackers: dict[str, StatisticsTracker] = field(default_factory=dict)
     #: each seated participant's page: hidden or unfocused, for how long, the pauses it caused
     attentions: dict[str, Attention] = field(default_factory=dict)
+    #: the episode values of participants who left during the episode under way (Finish, or gone
+    #: for good): the episode's record keeps their part of it
+    left_this_episode: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def track(self, agent: str, tracker: StatisticsTracker) -> None:
         """A participant sits at ``agent``: ``tracker`` keeps their statistics from now on."""
@@ -160,6 +163,8 @@ class GameStatistics:
         attention = self.attentions.pop(agent, None) if forget else self.attentions.get(agent)
         if tracker is None:
             return {}
+        if forget:
+            self.left_this_episode[agent] = tracker.episode_values()
         values = tracker.values()
         if "time_played" in values and "active_time" in values:
             values["idle_time"] = round(values["time_played"] - values["active_time"], 3)
@@ -168,12 +173,16 @@ class GameStatistics:
         return {"values": values, "episode": tracker.episode_values(), "episodes": tracker.episodes}
 
     def episode_so_far(self) -> dict[str, dict[str, float]]:
-        """Every tracked agent's values for the episode under way."""
-        return {agent: tracker.episode_values() for agent, tracker in self.trackers.items()}
+        """Every agent's values for the episode under way, those of participants who left during
+        it included."""
+        return {**self.left_this_episode, **{agent: tracker.episode_values() for agent, tracker in self.trackers.items()}}
 
     def end_episode(self) -> dict[str, dict[str, float]]:
-        """Every tracked agent's values for the episode that just ended; the next one starts fresh."""
-        return {agent: tracker.end_episode() for agent, tracker in self.trackers.items()}
+        """Every agent's values for the episode that just ended, those of participants who left
+        during it included; the next one starts fresh."""
+        ended = {**self.left_this_episode, **{agent: tracker.end_episode() for agent, tracker in self.trackers.items()}}
+        self.left_this_episode = {}
+        return ended
 
     def episode_began(self, begun: EpisodeBegun) -> None:
         """(``GameObserver``) episodes are counted at their end."""
