@@ -61,12 +61,10 @@ class Keymap:
             seen[keys] = combo
 
     def match(self, held: Iterable[str]) -> int | None:
-        """The action of the largest mapped combination within ``held``; None when none is held."""
-        held_set = frozenset(held) & self.keys
-        for keys, action in self._by_size:
-            if keys <= held_set:
-                return action
-        return None
+        """The action of the largest mapped combination within ``held``; None when none is held.
+        (Every combination has a key, so each one within ``held`` has a key of ``held`` in it.)"""
+        held_set = frozenset(held)
+        return self.match_pressed(held_set, held_set)
 
     def match_pressed(self, held: Iterable[str], pressed: Iterable[str]) -> int | None:
         """The action of the largest mapped combination within ``held`` that has a key of
